@@ -1,0 +1,165 @@
+//! The control HTTP API (JSON).
+//!
+//! | Method and path           | Effect                                               |
+//! |---------------------------|------------------------------------------------------|
+//! | `GET /healthz`            | 200 `{"status":"ok","bootstrap":"…","brokers":N}`    |
+//! | `GET /topics`             | 200 `{"topics":[{"name":"…","partitions":N},…]}`     |
+//! | `POST /topics`            | body `{"name":"…","partitions":N}`: 201 with the topic; 400 bad name or partitions outside 1..=1024 or bad JSON; 409 exists |
+//! | `GET /brokers`            | 200 `{"brokers":[{"id":1,"up":true},…]}`             |
+//! | `POST /brokers/{id}/down` | take broker `id` down: 200 with the broker list; 404 unknown id |
+//! | `POST /brokers/{id}/up`   | bring broker `id` back up                            |
+//! | `POST /down`, `POST /up`  | all brokers at once                                  |
+//!
+//! Every error is a JSON object `{"error":"…"}` with a 4xx or 5xx status.
+//! A broker that is down closes its connections and refuses new ones; it keeps its data and
+//! its port, and partition leadership does not move.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cluster::{ClusterError, ClusterHandle};
+use crate::topics::TopicSpec;
+
+/// Body of `POST /topics`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    /// Topic name.
+    pub name: String,
+    /// Partition count, 1..=1024.
+    pub partitions: i64,
+}
+
+/// An error response: status and message, rendered as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        let status = match e {
+            ClusterError::UnknownBroker { .. } => StatusCode::NOT_FOUND,
+            ClusterError::TopicExists(_) => StatusCode::CONFLICT,
+            ClusterError::InvalidTopic(_) => StatusCode::BAD_REQUEST,
+            ClusterError::Kafka(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ClusterError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+/// Builds the control API router over a running cluster.
+pub fn router(cluster: ClusterHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/topics", get(list_topics).post(create_topic))
+        .route("/brokers", get(list_brokers))
+        .route("/brokers/{id}/down", post(broker_down))
+        .route("/brokers/{id}/up", post(broker_up))
+        .route("/down", post(all_down))
+        .route("/up", post(all_up))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(cluster)
+}
+
+async fn healthz(State(c): State<ClusterHandle>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "bootstrap": c.bootstrap(), "brokers": c.broker_count() }))
+}
+
+async fn list_topics(State(c): State<ClusterHandle>) -> Json<serde_json::Value> {
+    Json(json!({ "topics": c.topics() }))
+}
+
+async fn create_topic(
+    State(c): State<ClusterHandle>,
+    body: Result<Json<CreateTopic>, JsonRejection>,
+) -> Result<(StatusCode, Json<TopicSpec>), ApiError> {
+    let Json(body) = body.map_err(|e| {
+        let status = if e.status().is_client_error() {
+            e.status()
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, e.body_text())
+    })?;
+    let spec = TopicSpec::new(body.name, body.partitions).map_err(ClusterError::from)?;
+    let replication = c.broker_count().min(3);
+    c.create_topic(&spec.name, spec.partitions, replication)
+        .await?;
+    tracing::info!(topic = %spec.name, partitions = spec.partitions, "created topic via control API");
+    Ok((StatusCode::CREATED, Json(spec)))
+}
+
+async fn list_brokers(State(c): State<ClusterHandle>) -> Json<serde_json::Value> {
+    Json(json!({ "brokers": c.brokers() }))
+}
+
+fn parse_broker_id(c: &ClusterHandle, raw: &str) -> Result<i32, ApiError> {
+    raw.parse::<i32>().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown broker id {raw:?}: brokers are numbered 1..={}",
+                c.broker_count()
+            ),
+        )
+    })
+}
+
+async fn set_up(
+    c: &ClusterHandle,
+    broker: Option<i32>,
+    up: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.set_up(broker, up).await?;
+    let which = broker.map_or_else(|| "all".to_owned(), |id| id.to_string());
+    tracing::info!(broker = %which, up, "broker state changed via control API");
+    Ok(Json(json!({ "brokers": c.brokers() })))
+}
+
+async fn broker_down(
+    State(c): State<ClusterHandle>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_broker_id(&c, &id)?;
+    set_up(&c, Some(id), false).await
+}
+
+async fn broker_up(
+    State(c): State<ClusterHandle>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_broker_id(&c, &id)?;
+    set_up(&c, Some(id), true).await
+}
+
+async fn all_down(State(c): State<ClusterHandle>) -> Result<Json<serde_json::Value>, ApiError> {
+    set_up(&c, None, false).await
+}
+
+async fn all_up(State(c): State<ClusterHandle>) -> Result<Json<serde_json::Value>, ApiError> {
+    set_up(&c, None, true).await
+}

@@ -1,0 +1,447 @@
+//! One camera's life: connect, stream, fail, back off, reconnect, until told to stop.
+//!
+//! Each camera runs on its own OS thread, because everything it does blocks: GStreamer state
+//! changes, pulling samples, RTSP teardown. A failure (wrong password, unreachable host,
+//! unsupported stream, no data) is classified, counted and shown in the camera's status; the
+//! camera then waits a jittered, exponentially growing delay and tries again. Nothing a camera
+//! does can stall another camera or the async runtime.
+//!
+//! ```text
+//!   ┌────────────► Connecting ──first frame──► Streaming
+//!   │                 │                           │
+//!   └── BackingOff ◄──┴─── error / no data ───────┘        any state ──cancel──► Stopped
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gstreamer as gst;
+use panoptes_schemas::{FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent};
+use rand::Rng;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CameraSpec;
+use crate::metrics::IngestMetrics;
+use crate::pipeline::{self, CameraPipeline};
+use crate::publisher::FramePublisher;
+
+/// Why a camera is not streaming.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CameraError {
+    /// The camera rejected our credentials (RTSP 401).
+    #[error("authentication failed (check the camera's user and password)")]
+    AuthFailed,
+    /// The server answered but has no such stream (RTSP 404).
+    #[error("stream not found on the camera (RTSP 404)")]
+    NotFound,
+    /// Could not connect or lost the connection.
+    #[error("camera unreachable: {0}")]
+    Unreachable(String),
+    /// The stream has no video we can decode.
+    #[error("unsupported stream: {0}")]
+    Unsupported(String),
+    /// No frame within the connect timeout.
+    #[error("no frame within {0:?} of connecting")]
+    ConnectTimeout(Duration),
+    /// The watchdog fired: no frame for too long while streaming.
+    #[error("no frame for {0:?}")]
+    NoData(Duration),
+    /// The camera ended the stream.
+    #[error("the camera ended the stream")]
+    StreamEnded,
+    /// Anything else the pipeline reported.
+    #[error("pipeline error: {0}")]
+    Pipeline(String),
+}
+
+impl CameraError {
+    /// Metric label (one of [`crate::metrics::ERROR_KINDS`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CameraError::AuthFailed => "auth_failed",
+            CameraError::NotFound => "not_found",
+            CameraError::Unreachable(_) => "unreachable",
+            CameraError::Unsupported(_) => "unsupported",
+            CameraError::ConnectTimeout(_) => "connect_timeout",
+            CameraError::NoData(_) => "no_data",
+            CameraError::StreamEnded => "stream_ended",
+            CameraError::Pipeline(_) => "pipeline",
+        }
+    }
+
+    /// Transient failures are retried from the initial backoff upward; failures that need an
+    /// operator (bad password, unsupported codec) are retried at the longest backoff only.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, CameraError::AuthFailed | CameraError::Unsupported(_))
+    }
+}
+
+/// Where a camera is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraState {
+    /// Pipeline started, waiting for the first frame.
+    Connecting,
+    /// Frames are flowing.
+    Streaming,
+    /// Waiting before the next attempt.
+    BackingOff,
+    /// Removed or shutting down.
+    Stopped,
+}
+
+impl CameraState {
+    /// Metric label (one of [`crate::metrics::STATES`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Streaming => "streaming",
+            CameraState::BackingOff => "backing_off",
+            CameraState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A camera's externally visible status (served on `/cameras`; no credentials).
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraStatus {
+    /// Camera id.
+    pub id: String,
+    /// URL with the password replaced by `***`.
+    pub url: String,
+    /// Current state.
+    pub state: CameraState,
+    /// Kind of the last failure, if any.
+    pub last_error_kind: Option<&'static str>,
+    /// Message of the last failure, if any.
+    pub last_error: Option<String>,
+    /// Frames enqueued to Kafka.
+    pub frames: u64,
+    /// Frames dropped before Kafka.
+    pub dropped: u64,
+    /// Reconnect attempts.
+    pub reconnects: u64,
+    /// Next sequence number.
+    pub next_seq: u64,
+    /// Source resolution, once known.
+    pub source_size: Option<(u32, u32)>,
+    /// Published resolution, once known.
+    pub output_size: Option<(u32, u32)>,
+    /// Unix ms of the last state change.
+    pub since_ms: u64,
+}
+
+/// Jittered exponential backoff: attempt n waits a uniform time in [d/2, d] with
+/// d = min(initial × 2ⁿ, max). The upper bound is what an operator can rely on.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A fresh backoff.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self { initial, max: max.max(initial), attempt: 0 }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+        let factor = 2u32.saturating_pow(self.attempt.min(20));
+        let ceiling = self.initial.saturating_mul(factor).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let low = ceiling / 2;
+        low + ceiling.saturating_sub(low).mul_f64(rng.random::<f64>())
+    }
+
+    /// Jump to the longest delay (for failures that need an operator).
+    pub fn saturate(&mut self) {
+        self.attempt = 20;
+    }
+
+    /// Back to the initial delay (after a successful stream).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Things every camera thread shares.
+pub struct CameraContext {
+    /// The node's producer.
+    pub publisher: Arc<FramePublisher>,
+    /// The node's metrics.
+    pub metrics: IngestMetrics,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+struct Camera<'a> {
+    spec: &'a CameraSpec,
+    ctx: &'a CameraContext,
+    status: &'a Mutex<CameraStatus>,
+    cancel: &'a CancellationToken,
+    seq: u64,
+}
+
+impl Camera<'_> {
+    fn set_state(&self, state: CameraState) {
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if st.state != state {
+            tracing::info!(camera = %self.spec.id, from = st.state.as_str(), to = state.as_str(), "camera state");
+            st.state = state;
+            st.since_ms = now_ms();
+        }
+        drop(st);
+        self.ctx.metrics.set_state(&self.spec.id, state.as_str());
+    }
+
+    fn record_error(&self, e: &CameraError) {
+        tracing::warn!(camera = %self.spec.id, url = %self.spec.url, kind = e.kind(), error = %e, "camera failed");
+        self.ctx.metrics.camera_errors.with_label_values(&[&self.spec.id, e.kind()]).inc();
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.last_error_kind = Some(e.kind());
+        st.last_error = Some(e.to_string());
+    }
+
+    /// Sleeps up to `d`, waking early on cancellation. Returns false when cancelled.
+    fn sleep(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            if self.cancel.is_cancelled() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())));
+        }
+        !self.cancel.is_cancelled()
+    }
+
+    fn run(&mut self) {
+        // Create the camera's series at zero so that dashboards and alerts see them at once.
+        let m = &self.ctx.metrics;
+        for c in [&m.frames, &m.bytes, &m.reconnects, &m.decode_errors] {
+            c.with_label_values(&[&self.spec.id]).inc_by(0);
+        }
+        let mut backoff = Backoff::new(self.spec.backoff_initial, self.spec.backoff_max);
+        let mut rng = rand::rng();
+        let mut first = true;
+        while !self.cancel.is_cancelled() {
+            if !first {
+                self.ctx.metrics.reconnects.with_label_values(&[&self.spec.id]).inc();
+                self.status.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
+            }
+            first = false;
+            self.set_state(CameraState::Connecting);
+            tracing::info!(camera = %self.spec.id, url = %self.spec.url, "connecting");
+            let (streamed, result) = self.stream_once();
+            let Err(e) = result else { break };
+            if streamed {
+                backoff.reset();
+            }
+            if !e.is_retryable() {
+                backoff.saturate();
+            }
+            self.record_error(&e);
+            self.set_state(CameraState::BackingOff);
+            let delay = backoff.next_delay(&mut rng);
+            tracing::info!(camera = %self.spec.id, delay_ms = delay.as_millis() as u64, "backing off");
+            if !self.sleep(delay) {
+                break;
+            }
+        }
+        self.set_state(CameraState::Stopped);
+    }
+
+    /// One connection: returns whether any frame arrived, and why it ended (Ok = cancelled).
+    fn stream_once(&mut self) -> (bool, Result<(), CameraError>) {
+        let pipe = match pipeline::build(self.spec) {
+            Ok(p) => p,
+            Err(e) => return (false, Err(e)),
+        };
+        let mut streamed = false;
+        let result = pipe.start().and_then(|()| self.pump(&pipe, &mut streamed));
+        pipe.stop();
+        (streamed, result)
+    }
+
+    fn pump(&mut self, pipe: &CameraPipeline, streamed: &mut bool) -> Result<(), CameraError> {
+        use std::sync::atomic::Ordering;
+        let started = Instant::now();
+        let mut last_frame = Instant::now();
+        let decode_errors = self.ctx.metrics.decode_errors.with_label_values(&[&self.spec.id]);
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            if let Some(sample) = pipe.next_frame(Duration::from_millis(100)) {
+                last_frame = Instant::now();
+                if !*streamed {
+                    *streamed = true;
+                    self.set_state(CameraState::Streaming);
+                    let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some((sw, sh, ow, oh)) = *pipe.info.dims.lock().unwrap_or_else(|e| e.into_inner()) {
+                        st.source_size = Some((sw, sh));
+                        st.output_size = Some((ow, oh));
+                    }
+                }
+                self.publish(&sample, pipe);
+            }
+            if let Some(e) = pipe.poll_bus(|| decode_errors.inc()) {
+                // A source that announced its streams but had no video is unsupported,
+                // whatever error the unlinked streams caused afterwards.
+                if !pipe.info.video_linked.load(Ordering::SeqCst) && pipe.info.no_more_pads.load(Ordering::SeqCst) {
+                    return Err(CameraError::Unsupported("the stream has no video".into()));
+                }
+                return Err(e);
+            }
+            if pipe.info.no_more_pads.load(Ordering::SeqCst) && !pipe.info.video_linked.load(Ordering::SeqCst) {
+                return Err(CameraError::Unsupported("the stream has no video".into()));
+            }
+            if pipe.info.link_failed.load(Ordering::SeqCst) {
+                return Err(CameraError::Unsupported("decoded video could not be linked".into()));
+            }
+            if !*streamed && started.elapsed() > self.spec.connect_timeout {
+                return Err(CameraError::ConnectTimeout(self.spec.connect_timeout));
+            }
+            if *streamed && last_frame.elapsed() > self.spec.no_data_timeout {
+                return Err(CameraError::NoData(self.spec.no_data_timeout));
+            }
+        }
+    }
+
+    fn publish(&mut self, sample: &gst::Sample, pipe: &CameraPipeline) {
+        let Some(buffer) = sample.buffer() else { return };
+        let Ok(map) = buffer.map_readable() else { return };
+        let (sw, sh, ow, oh) = pipe.info.dims.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or((0, 0, 0, 0));
+        let (width, height) = sample
+            .caps()
+            .and_then(|c| c.structure(0))
+            .map(|s| (s.get::<i32>("width").unwrap_or(ow as i32) as u32, s.get::<i32>("height").unwrap_or(oh as i32) as u32))
+            .unwrap_or((ow, oh));
+        let headers = FrameHeaders {
+            schema_version: SCHEMA_VERSION,
+            camera_id: self.spec.id.clone(),
+            seq: self.seq,
+            capture_time_us: now_us(),
+            pts_ns: buffer.pts().map(|t| t.nseconds()),
+            width,
+            height,
+            source_width: if sw > 0 { sw } else { width },
+            source_height: if sh > 0 { sh } else { height },
+            encoding: FrameEncoding::Jpeg,
+            traceparent: new_traceparent(),
+        };
+        // The sequence number is spent even when the frame is dropped, so that every loss
+        // before Kafka shows as a gap downstream as well as in the drop counter.
+        self.seq += 1;
+        let m = &self.ctx.metrics;
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.next_seq = self.seq;
+        match self.ctx.publisher.publish(self.spec.partition, &headers, map.as_slice()) {
+            Ok(()) => {
+                st.frames += 1;
+                m.frames.with_label_values(&[&self.spec.id]).inc();
+                m.bytes.with_label_values(&[&self.spec.id]).inc_by(map.len() as u64);
+                m.frame_bytes.observe(map.len() as f64);
+            }
+            Err(e) => {
+                st.dropped += 1;
+                m.dropped.with_label_values(&[&self.spec.id, e.reason()]).inc();
+                tracing::debug!(camera = %self.spec.id, seq = headers.seq, error = %e, "frame dropped");
+            }
+        }
+    }
+}
+
+/// A running camera thread.
+pub struct CameraHandle {
+    /// The spec it runs.
+    pub spec: CameraSpec,
+    /// Live status.
+    pub status: Arc<Mutex<CameraStatus>>,
+    cancel: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CameraHandle {
+    /// Starts the camera's thread.
+    pub fn spawn(spec: CameraSpec, ctx: Arc<CameraContext>, cancel: CancellationToken) -> std::io::Result<Self> {
+        let status = Arc::new(Mutex::new(CameraStatus {
+            id: spec.id.clone(),
+            url: spec.url.redacted(),
+            state: CameraState::Connecting,
+            last_error_kind: None,
+            last_error: None,
+            frames: 0,
+            dropped: 0,
+            reconnects: 0,
+            next_seq: spec.start_seq,
+            source_size: None,
+            output_size: None,
+            since_ms: now_ms(),
+        }));
+        let thread = {
+            let (spec, status, cancel) = (spec.clone(), status.clone(), cancel.clone());
+            std::thread::Builder::new().name(format!("cam-{}", spec.id)).spawn(move || {
+                let mut cam = Camera { spec: &spec, ctx: &ctx, status: &status, cancel: &cancel, seq: spec.start_seq };
+                cam.run();
+            })?
+        };
+        Ok(Self { spec, status, cancel, thread: Some(thread) })
+    }
+
+    /// A copy of the current status.
+    pub fn status(&self) -> CameraStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Asks the thread to stop (returns at once).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Stops the thread and waits for it (blocking: call from a blocking context).
+    pub fn stop_and_join(mut self) -> CameraStatus {
+        self.cancel.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_bound_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut rng = rand::rng();
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay(&mut rng)).collect();
+        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
+        assert!(delays[1] >= Duration::from_millis(100) && delays[1] <= Duration::from_millis(200));
+        for d in &delays[4..] {
+            assert!(*d >= Duration::from_millis(500) && *d <= Duration::from_secs(1), "{d:?}");
+        }
+        b.reset();
+        assert!(b.next_delay(&mut rng) <= Duration::from_millis(100));
+        b.saturate();
+        assert!(b.next_delay(&mut rng) >= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn operator_errors_are_not_retryable() {
+        assert!(!CameraError::AuthFailed.is_retryable());
+        assert!(!CameraError::Unsupported("x".into()).is_retryable());
+        assert!(CameraError::Unreachable("x".into()).is_retryable());
+        assert!(CameraError::NoData(Duration::from_secs(1)).is_retryable());
+    }
+}

@@ -1,0 +1,406 @@
+//! Configuration of an ingest node: where to publish, HTTP port, and the cameras to pull.
+//!
+//! Every camera setting has a node-wide default in `[camera_defaults]` that a camera entry may
+//! override. Until the coordinator assigns cameras at run time, the `[[cameras]]` list is the
+//! node's desired state; [`crate::node::IngestNode::apply`] takes the same [`CameraSpec`]s,
+//! so the coordinator can later push them without a restart.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use panoptes_runtime::redact::CameraUrl;
+use panoptes_schemas::{topics, validate_camera_id};
+use serde::{Deserialize, Serialize};
+
+/// The whole `panoptes-ingest` configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// This node's identity in logs and (later) the coordinator's membership.
+    pub node_id: String,
+    /// Region this node runs in.
+    pub region: String,
+    /// HTTP server for `/healthz`, `/readyz`, `/metrics` and `/cameras`.
+    pub http: HttpConfig,
+    /// The Kafka producer.
+    pub kafka: KafkaConfig,
+    /// Defaults for every camera.
+    pub camera_defaults: CameraDefaults,
+    /// Cameras this node pulls (static assignment).
+    pub cameras: Vec<CameraConfig>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "ingest-0".into(),
+            region: "local".into(),
+            http: HttpConfig::default(),
+            kafka: KafkaConfig::default(),
+            camera_defaults: CameraDefaults::default(),
+            cameras: Vec::new(),
+        }
+    }
+}
+
+/// Top-level sections that `PANOPTES_…` environment variables may override.
+pub const ENV_SECTIONS: &[&str] = &["node_id", "region", "http", "kafka", "camera_defaults"];
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port (logged at start).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9101)) }
+    }
+}
+
+/// Kafka producer settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Frames topic.
+    pub topic: String,
+    /// Largest frame record the broker accepts; bigger frames are dropped and counted.
+    pub message_max_bytes: usize,
+    /// Bound of the producer's local queue, in messages.
+    pub queue_max_messages: u32,
+    /// Bound of the producer's local queue, in KiB. With the message bound, this caps the
+    /// frames held while the broker is unreachable (the memory bound of the node).
+    pub queue_max_kbytes: u32,
+    /// `linger.ms`.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// How long a frame may wait for the broker before it is reported failed.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// Extra librdkafka properties (e.g. `security.protocol`); they override the above.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic: topics::FRAMES.into(),
+            message_max_bytes: 1_000_000,
+            queue_max_messages: 2_000,
+            queue_max_kbytes: 64 * 1024,
+            linger: Duration::from_millis(5),
+            message_timeout: Duration::from_secs(300),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// RTSP lower transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// RTP interleaved in the RTSP TCP connection: works through NAT and firewalls.
+    Tcp,
+    /// RTP over UDP: lower latency on a clean network.
+    Udp,
+    /// Let rtspsrc try UDP then TCP.
+    Auto,
+}
+
+impl Transport {
+    /// The value of rtspsrc's `protocols` property.
+    pub fn rtspsrc_protocols(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Auto => "tcp+udp+udp-mcast",
+        }
+    }
+}
+
+/// Per-camera settings with node-wide defaults.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraDefaults {
+    /// Frames per second published (sampling); a slower camera publishes at its own rate.
+    pub fps: u32,
+    /// Largest analytic width: frames are scaled down to fit, aspect ratio kept.
+    pub width: u32,
+    /// Largest analytic height.
+    pub height: u32,
+    /// JPEG quality 1..=100.
+    pub jpeg_quality: u32,
+    /// RTSP transport.
+    pub transport: Transport,
+    /// rtspsrc jitter-buffer latency.
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// Time allowed from start to the first frame.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Watchdog: a streaming camera that delivers no frame for this long is reconnected.
+    #[serde(with = "humantime_serde")]
+    pub no_data_timeout: Duration,
+    /// First reconnect delay; doubles per failure up to `backoff_max` (with jitter).
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Frames held between the encoder and the publisher; older frames are dropped first.
+    pub buffer_frames: u32,
+}
+
+impl Default for CameraDefaults {
+    fn default() -> Self {
+        Self {
+            fps: 5,
+            width: 640,
+            height: 360,
+            jpeg_quality: 80,
+            transport: Transport::Tcp,
+            latency: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(10),
+            no_data_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(5),
+            buffer_frames: 2,
+        }
+    }
+}
+
+/// One camera entry of the config file; unset fields take `[camera_defaults]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Camera id: Kafka key and metric label.
+    pub id: String,
+    /// `rtsp://[user:password@]host[:port]/path`.
+    pub url: String,
+    /// Overrides `camera_defaults.fps`.
+    pub fps: Option<u32>,
+    /// Overrides `camera_defaults.width`.
+    pub width: Option<u32>,
+    /// Overrides `camera_defaults.height`.
+    pub height: Option<u32>,
+    /// Overrides `camera_defaults.jpeg_quality`.
+    pub jpeg_quality: Option<u32>,
+    /// Overrides `camera_defaults.transport`.
+    pub transport: Option<Transport>,
+    /// Overrides `camera_defaults.latency`.
+    #[serde(with = "humantime_serde::option")]
+    pub latency: Option<Duration>,
+    /// Kafka partition of this camera; default: chosen by the key (camera id).
+    pub partition: Option<i32>,
+}
+
+/// A fully resolved camera: what one camera pipeline needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraSpec {
+    /// Camera id.
+    pub id: String,
+    /// URL with credentials split off.
+    pub url: CameraUrl,
+    /// Sampling rate.
+    pub fps: u32,
+    /// Analytic bounding box width.
+    pub width: u32,
+    /// Analytic bounding box height.
+    pub height: u32,
+    /// JPEG quality.
+    pub jpeg_quality: u32,
+    /// RTSP transport.
+    pub transport: Transport,
+    /// Jitter-buffer latency.
+    pub latency: Duration,
+    /// Time to the first frame.
+    pub connect_timeout: Duration,
+    /// No-data watchdog.
+    pub no_data_timeout: Duration,
+    /// First reconnect delay.
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Appsink queue bound.
+    pub buffer_frames: u32,
+    /// Explicit partition, if any.
+    pub partition: Option<i32>,
+    /// First sequence number (a coordinator moving a camera hands the next one over).
+    pub start_seq: u64,
+}
+
+/// A camera entry that cannot be used; fatal for that entry only.
+#[derive(Debug, thiserror::Error)]
+pub enum CameraConfigError {
+    /// Bad id.
+    #[error("camera {id:?}: invalid id: {reason}")]
+    Id {
+        /// The id as given.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Bad URL (the message never contains the URL itself, which may hold a password).
+    #[error("camera {id}: {source}")]
+    Url {
+        /// Camera id.
+        id: String,
+        /// Why.
+        source: panoptes_runtime::redact::UrlError,
+    },
+    /// A numeric setting out of range.
+    #[error("camera {id}: {field} = {value} is out of range ({range})")]
+    Range {
+        /// Camera id.
+        id: String,
+        /// Field name.
+        field: &'static str,
+        /// Value given.
+        value: u64,
+        /// Allowed range.
+        range: &'static str,
+    },
+    /// Two entries share an id.
+    #[error("camera {0} is listed twice")]
+    Duplicate(String),
+}
+
+impl CameraConfig {
+    /// Resolves this entry against the defaults and validates it.
+    pub fn resolve(&self, d: &CameraDefaults) -> Result<CameraSpec, CameraConfigError> {
+        validate_camera_id(&self.id)
+            .map_err(|e| CameraConfigError::Id { id: self.id.clone(), reason: e.to_string() })?;
+        let url = CameraUrl::parse(&self.url)
+            .map_err(|source| CameraConfigError::Url { id: self.id.clone(), source })?;
+        let spec = CameraSpec {
+            id: self.id.clone(),
+            url,
+            fps: self.fps.unwrap_or(d.fps),
+            width: self.width.unwrap_or(d.width),
+            height: self.height.unwrap_or(d.height),
+            jpeg_quality: self.jpeg_quality.unwrap_or(d.jpeg_quality),
+            transport: self.transport.unwrap_or(d.transport),
+            latency: self.latency.unwrap_or(d.latency),
+            connect_timeout: d.connect_timeout,
+            no_data_timeout: d.no_data_timeout,
+            backoff_initial: d.backoff_initial,
+            backoff_max: d.backoff_max.max(d.backoff_initial),
+            buffer_frames: d.buffer_frames.max(1),
+            partition: self.partition,
+            start_seq: 0,
+        };
+        let range = |field, value: u64, lo: u64, hi: u64, range| {
+            if value < lo || value > hi {
+                Err(CameraConfigError::Range { id: self.id.clone(), field, value, range })
+            } else {
+                Ok(())
+            }
+        };
+        range("fps", spec.fps.into(), 1, 120, "1..=120")?;
+        range("width", spec.width.into(), 16, 7680, "16..=7680")?;
+        range("height", spec.height.into(), 16, 4320, "16..=4320")?;
+        range("jpeg_quality", spec.jpeg_quality.into(), 1, 100, "1..=100")?;
+        if let Some(p) = spec.partition {
+            range("partition", p.max(-1) as u64, 0, 100_000, "0..=100000")?;
+        }
+        Ok(spec)
+    }
+}
+
+impl IngestConfig {
+    /// Resolves all camera entries. Bad entries are returned separately so that one broken
+    /// camera does not keep the others from starting.
+    pub fn camera_specs(&self) -> (Vec<CameraSpec>, Vec<CameraConfigError>) {
+        let mut specs: Vec<CameraSpec> = Vec::new();
+        let mut errors = Vec::new();
+        for c in &self.cameras {
+            match c.resolve(&self.camera_defaults) {
+                Ok(spec) if specs.iter().any(|s| s.id == spec.id) => {
+                    errors.push(CameraConfigError::Duplicate(spec.id))
+                }
+                Ok(spec) => specs.push(spec),
+                Err(e) => errors.push(e),
+            }
+        }
+        (specs, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> IngestConfig {
+        panoptes_runtime::config::from_toml_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_overrides_resolve() {
+        let c = parse(
+            r#"
+            [camera_defaults]
+            fps = 10
+            latency = "100ms"
+            [[cameras]]
+            id = "cam0"
+            url = "rtsp://u:pw@127.0.0.1:8554/cam0"
+            fps = 3
+            [[cameras]]
+            id = "cam1"
+            url = "rtsp://127.0.0.1:8554/cam1"
+            partition = 4
+            "#,
+        );
+        let (specs, errors) = c.camera_specs();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(specs[0].fps, 3);
+        assert_eq!(specs[0].latency, Duration::from_millis(100));
+        assert_eq!(specs[0].url.bare(), "rtsp://127.0.0.1:8554/cam0");
+        assert_eq!(specs[1].fps, 10);
+        assert_eq!(specs[1].partition, Some(4));
+    }
+
+    #[test]
+    fn bad_entries_are_reported_without_the_password() {
+        let c = parse(
+            r#"
+            [[cameras]]
+            id = "ok"
+            url = "rtsp://127.0.0.1/x"
+            [[cameras]]
+            id = "bad id!"
+            url = "rtsp://127.0.0.1/x"
+            [[cameras]]
+            id = "badurl"
+            url = "http://u:topsecret@h/x"
+            [[cameras]]
+            id = "ok"
+            url = "rtsp://127.0.0.1/y"
+            [[cameras]]
+            id = "fast"
+            url = "rtsp://127.0.0.1/z"
+            fps = 1000
+            "#,
+        );
+        let (specs, errors) = c.camera_specs();
+        assert_eq!(specs.len(), 1);
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 4, "{text:?}");
+        assert!(text.iter().all(|t| !t.contains("topsecret")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("listed twice")));
+        assert!(text.iter().any(|t| t.contains("fps = 1000")));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = panoptes_runtime::config::from_toml_str::<IngestConfig>("[kafka]\ntopc = \"x\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("topc"), "{err}");
+    }
+}

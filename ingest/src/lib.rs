@@ -1,0 +1,114 @@
+//! Panoptes ingest node: RTSP cameras in, JPEG frames on Kafka out.
+//!
+//! - [`config`]: the node's typed configuration and the resolved [`config::CameraSpec`];
+//! - [`pipeline`]: one camera's GStreamer pipeline (rtspsrc → decode → rate → scale → JPEG);
+//! - [`camera`]: one camera's thread and state machine (connect, stream, back off, reconnect);
+//! - [`publisher`]: the idempotent Kafka producer with its bounded queue;
+//! - [`node`]: the set of running cameras, changeable at run time;
+//! - [`metrics`], [`api`]: what the node tells operators.
+//!
+//! [`run`] ties them together; `main.rs` only parses the command line.
+
+pub mod api;
+pub mod camera;
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod pipeline;
+pub mod publisher;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gstreamer as gst;
+use panoptes_runtime::health::{self, Readiness};
+use tokio_util::sync::CancellationToken;
+
+use crate::camera::CameraContext;
+use crate::config::IngestConfig;
+use crate::metrics::IngestMetrics;
+use crate::node::IngestNode;
+use crate::publisher::FramePublisher;
+
+/// Why the node could not start or stop cleanly. All are fatal to the process.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// GStreamer is missing or broken.
+    #[error("GStreamer initialisation failed: {0}")]
+    Gstreamer(String),
+    /// The Kafka producer could not be created (bad properties).
+    #[error("Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Metrics registration failed (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The HTTP port could not be bound, or a camera thread could not start.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How long shutdown waits for the producer to deliver what it holds.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the node until `cancel` fires, then stops cameras, flushes the producer and returns.
+pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), IngestError> {
+    gst::init().map_err(|e| IngestError::Gstreamer(e.to_string()))?;
+    let metrics = IngestMetrics::new()?;
+    let publisher = Arc::new(FramePublisher::new(&config.kafka, metrics.clone())?);
+    let readiness = Readiness::default();
+    readiness.set("kafka", false, "not checked yet");
+
+    let ctx = Arc::new(CameraContext { publisher: publisher.clone(), metrics: metrics.clone() });
+    let cameras_cancel = cancel.child_token();
+    let node = Arc::new(IngestNode::new(ctx, cameras_cancel.clone()));
+    let (specs, errors) = config.camera_specs();
+    for e in &errors {
+        tracing::error!(error = %e, "camera entry ignored");
+    }
+    tracing::info!(node = %config.node_id, region = %config.region, cameras = specs.len(), "ingest node starting");
+    node.apply(specs)?;
+
+    let http_cancel = CancellationToken::new();
+    let router = health::router(metrics.registry.clone(), readiness.clone()).merge(api::router(node.clone()));
+    let (addr, http_task) = health::serve(config.http.listen, router, http_cancel.clone()).await?;
+    tracing::info!(%addr, "HTTP listening");
+    println!("HTTP=http://{addr}");
+
+    let probe = tokio::spawn(probe_broker(publisher.clone(), readiness.clone(), metrics.clone(), cancel.clone()));
+
+    cancel.cancelled().await;
+    tracing::info!("stopping cameras");
+    let n = node.clone();
+    let _ = tokio::task::spawn_blocking(move || n.shutdown()).await;
+    tracing::info!(in_flight = publisher.in_flight(), "flushing producer");
+    let p = publisher.clone();
+    let flushed = tokio::task::spawn_blocking(move || p.flush(FLUSH_DEADLINE)).await;
+    match flushed {
+        Ok(Ok(())) => tracing::info!("producer flushed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, in_flight = publisher.in_flight(), "producer not fully flushed"),
+        Err(e) => tracing::warn!(error = %e, "flush task failed"),
+    }
+    let _ = probe.await;
+    http_cancel.cancel();
+    let _ = http_task.await;
+    tracing::info!("ingest node stopped");
+    Ok(())
+}
+
+/// Readiness: the broker answers metadata requests for the frames topic.
+async fn probe_broker(publisher: Arc<FramePublisher>, readiness: Readiness, metrics: IngestMetrics, cancel: CancellationToken) {
+    loop {
+        let p = publisher.clone();
+        let result = tokio::task::spawn_blocking(move || p.check_broker(Duration::from_secs(2))).await;
+        match result {
+            Ok(Ok(partitions)) => readiness.set("kafka", true, format!("{partitions} partitions")),
+            Ok(Err(e)) => readiness.set("kafka", false, e.to_string()),
+            Err(e) => readiness.set("kafka", false, e.to_string()),
+        }
+        metrics.producer_queue.set(i64::from(publisher.in_flight()));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}

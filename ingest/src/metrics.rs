@@ -1,0 +1,172 @@
+//! Prometheus metrics of the ingest node, in an explicit registry.
+//!
+//! Per-camera series carry a `camera` label; their number is bounded by the cameras assigned
+//! to the node, and [`IngestMetrics::remove_camera`] deletes them when a camera leaves. The
+//! other labels (`reason`, `kind`, `state`) take values from fixed lists below.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Reasons a frame can be dropped before it reaches the producer queue.
+pub const DROP_REASONS: &[&str] = &["producer_queue_full", "too_large", "producer_error"];
+/// Camera error kinds (see [`crate::camera::CameraError::kind`]).
+pub const ERROR_KINDS: &[&str] = &[
+    "auth_failed",
+    "unreachable",
+    "not_found",
+    "unsupported",
+    "connect_timeout",
+    "no_data",
+    "stream_ended",
+    "pipeline",
+];
+/// Camera states (see [`crate::camera::CameraState`]).
+pub const STATES: &[&str] = &["connecting", "streaming", "backing_off", "stopped"];
+
+/// All ingest metrics.
+#[derive(Clone)]
+pub struct IngestMetrics {
+    /// The registry served on `/metrics`.
+    pub registry: Registry,
+    /// Frames handed to the producer, per camera.
+    pub frames: IntCounterVec,
+    /// Payload bytes handed to the producer, per camera.
+    pub bytes: IntCounterVec,
+    /// Frames dropped before the producer, per camera and reason.
+    pub dropped: IntCounterVec,
+    /// Frames whose delivery failed after enqueueing, per reason.
+    pub publish_errors: IntCounterVec,
+    /// Decode errors reported by the decoder, per camera.
+    pub decode_errors: IntCounterVec,
+    /// Reconnect attempts, per camera.
+    pub reconnects: IntCounterVec,
+    /// Camera failures by kind.
+    pub camera_errors: IntCounterVec,
+    /// 1 while a camera is streaming.
+    pub camera_up: IntGaugeVec,
+    /// One-hot camera state.
+    pub camera_state: IntGaugeVec,
+    /// Time from enqueue to broker acknowledgement.
+    pub publish_latency: Histogram,
+    /// Size of published frames.
+    pub frame_bytes: Histogram,
+    /// Messages in the producer's queue (waiting or in flight).
+    pub producer_queue: IntGauge,
+    /// Cameras assigned to this node.
+    pub cameras: IntGauge,
+}
+
+impl IngestMetrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let frames = counter("panoptes_ingest_frames_total", "Frames handed to the Kafka producer.", &["camera"])?;
+        let bytes = counter("panoptes_ingest_bytes_total", "Frame payload bytes handed to the Kafka producer.", &["camera"])?;
+        let dropped = counter(
+            "panoptes_ingest_frames_dropped_total",
+            "Frames dropped before the producer queue (their sequence numbers leave a gap).",
+            &["camera", "reason"],
+        )?;
+        let publish_errors = counter(
+            "panoptes_ingest_publish_errors_total",
+            "Frames the broker did not acknowledge (delivery failures).",
+            &["reason"],
+        )?;
+        let decode_errors = counter("panoptes_ingest_decode_errors_total", "Decoder errors and warnings.", &["camera"])?;
+        let reconnects = counter("panoptes_ingest_reconnects_total", "Reconnect attempts after a camera failure.", &["camera"])?;
+        let camera_errors = counter("panoptes_ingest_camera_errors_total", "Camera failures by kind.", &["camera", "kind"])?;
+        let camera_up = IntGaugeVec::new(Opts::new("panoptes_ingest_camera_up", "1 while the camera streams."), &["camera"])?;
+        registry.register(Box::new(camera_up.clone()))?;
+        let camera_state = IntGaugeVec::new(
+            Opts::new("panoptes_ingest_camera_state", "Camera state, one-hot."),
+            &["camera", "state"],
+        )?;
+        registry.register(Box::new(camera_state.clone()))?;
+        let publish_latency = Histogram::with_opts(
+            HistogramOpts::new("panoptes_ingest_publish_latency_seconds", "Enqueue to broker acknowledgement.")
+                .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 30.0]),
+        )?;
+        registry.register(Box::new(publish_latency.clone()))?;
+        let frame_bytes = Histogram::with_opts(
+            HistogramOpts::new("panoptes_ingest_frame_bytes", "Size of published frame payloads.")
+                .buckets(prometheus::exponential_buckets(4096.0, 2.0, 10)?),
+        )?;
+        registry.register(Box::new(frame_bytes.clone()))?;
+        let producer_queue = IntGauge::new(
+            "panoptes_ingest_producer_queue_messages",
+            "Frames in the Kafka producer queue, waiting or in flight.",
+        )?;
+        registry.register(Box::new(producer_queue.clone()))?;
+        let cameras = IntGauge::new("panoptes_ingest_cameras", "Cameras assigned to this node.")?;
+        registry.register(Box::new(cameras.clone()))?;
+        Ok(Self {
+            registry,
+            frames,
+            bytes,
+            dropped,
+            publish_errors,
+            decode_errors,
+            reconnects,
+            camera_errors,
+            camera_up,
+            camera_state,
+            publish_latency,
+            frame_bytes,
+            producer_queue,
+            cameras,
+        })
+    }
+
+    /// Sets the one-hot state gauges and `camera_up` for `camera`.
+    pub fn set_state(&self, camera: &str, state: &str) {
+        for s in STATES {
+            self.camera_state.with_label_values(&[camera, s]).set(i64::from(*s == state));
+        }
+        self.camera_up.with_label_values(&[camera]).set(i64::from(state == "streaming"));
+    }
+
+    /// Deletes every series of `camera`, so a departed camera leaves no stale label behind.
+    pub fn remove_camera(&self, camera: &str) {
+        for vec in [&self.frames, &self.bytes, &self.decode_errors, &self.reconnects] {
+            let _ = vec.remove_label_values(&[camera]);
+        }
+        let _ = self.camera_up.remove_label_values(&[camera]);
+        for r in DROP_REASONS {
+            let _ = self.dropped.remove_label_values(&[camera, r]);
+        }
+        for k in ERROR_KINDS {
+            let _ = self.camera_errors.remove_label_values(&[camera, k]);
+        }
+        for s in STATES {
+            let _ = self.camera_state.remove_label_values(&[camera, s]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removing_a_camera_removes_its_series() {
+        let m = IngestMetrics::new().unwrap();
+        m.frames.with_label_values(&["cam9"]).inc();
+        m.dropped.with_label_values(&["cam9", "too_large"]).inc();
+        m.set_state("cam9", "streaming");
+        m.set_state("cam8", "connecting");
+        let count = |m: &IngestMetrics| {
+            m.registry.gather().iter().flat_map(|f| f.get_metric().iter().cloned().collect::<Vec<_>>())
+                .filter(|mm| mm.get_label().iter().any(|l| l.value() == "cam9"))
+                .count()
+        };
+        assert!(count(&m) > 0);
+        m.remove_camera("cam9");
+        assert_eq!(count(&m), 0);
+    }
+}

@@ -1,0 +1,110 @@
+//! The set of cameras a node pulls, changeable at run time.
+//!
+//! [`IngestNode::apply`] takes the desired list of cameras (from the config file today, from
+//! the coordinator later) and starts, restarts or stops camera threads to match, without
+//! touching the cameras that did not change. A camera whose settings change keeps its
+//! sequence numbers going, so downstream order checks hold across the change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::camera::{CameraContext, CameraHandle, CameraStatus};
+use crate::config::CameraSpec;
+
+type Cameras = Arc<Mutex<BTreeMap<String, CameraHandle>>>;
+
+/// The running cameras of this node.
+pub struct IngestNode {
+    ctx: Arc<CameraContext>,
+    cameras: Cameras,
+    cancel: CancellationToken,
+}
+
+impl IngestNode {
+    /// An empty node; cameras are children of `cancel`.
+    pub fn new(ctx: Arc<CameraContext>, cancel: CancellationToken) -> Self {
+        Self { ctx, cameras: Arc::default(), cancel }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, CameraHandle>> {
+        self.cameras.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts `spec`, or restarts the camera with that id if its settings changed.
+    pub fn upsert(&self, mut spec: CameraSpec) -> std::io::Result<()> {
+        let mut cams = self.lock();
+        if let Some(old) = cams.get(&spec.id) {
+            let mut old_spec = old.spec.clone();
+            old_spec.start_seq = spec.start_seq;
+            if old_spec == spec {
+                return Ok(());
+            }
+            let old = cams.remove(&spec.id).expect("present");
+            let status = old.status();
+            spec.start_seq = spec.start_seq.max(status.next_seq);
+            old.cancel();
+            tracing::info!(camera = %spec.id, "camera settings changed: restarting");
+            // Joining blocks until its RTSP teardown finished; do it off this thread.
+            std::thread::spawn(move || drop(old.stop_and_join()));
+        }
+        let handle = CameraHandle::spawn(spec.clone(), self.ctx.clone(), self.cancel.child_token())?;
+        cams.insert(spec.id, handle);
+        self.ctx.metrics.cameras.set(cams.len() as i64);
+        Ok(())
+    }
+
+    /// Stops and forgets camera `id`; its metric series go once its thread has ended.
+    pub fn remove(&self, id: &str) -> bool {
+        let mut cams = self.lock();
+        let Some(handle) = cams.remove(id) else { return false };
+        self.ctx.metrics.cameras.set(cams.len() as i64);
+        drop(cams);
+        handle.cancel();
+        let (cameras, metrics, id) = (self.cameras.clone(), self.ctx.metrics.clone(), id.to_string());
+        std::thread::spawn(move || {
+            handle.stop_and_join();
+            // A camera re-added meanwhile owns the series now.
+            if !cameras.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+                metrics.remove_camera(&id);
+            }
+        });
+        true
+    }
+
+    /// Makes the running cameras match `desired`.
+    pub fn apply(&self, desired: Vec<CameraSpec>) -> std::io::Result<()> {
+        let wanted: Vec<String> = desired.iter().map(|s| s.id.clone()).collect();
+        let current: Vec<String> = self.lock().keys().cloned().collect();
+        for id in current.iter().filter(|id| !wanted.contains(id)) {
+            self.remove(id);
+        }
+        for spec in desired {
+            self.upsert(spec)?;
+        }
+        Ok(())
+    }
+
+    /// Status of every camera, by id.
+    pub fn statuses(&self) -> Vec<CameraStatus> {
+        self.lock().values().map(CameraHandle::status).collect()
+    }
+
+    /// Status of one camera.
+    pub fn status(&self, id: &str) -> Option<CameraStatus> {
+        self.lock().get(id).map(CameraHandle::status)
+    }
+
+    /// Stops every camera and waits for their threads (blocking).
+    pub fn shutdown(&self) {
+        let cams: Vec<CameraHandle> = std::mem::take(&mut *self.lock()).into_values().collect();
+        for c in &cams {
+            c.cancel();
+        }
+        for c in cams {
+            c.stop_and_join();
+        }
+        self.ctx.metrics.cameras.set(0);
+    }
+}

@@ -1,0 +1,143 @@
+//! Typed configuration: a TOML file, then `PANOPTES_`-prefixed environment variables on top.
+//!
+//! Nested keys are separated by a double underscore, so `PANOPTES_KAFKA__BOOTSTRAP_SERVERS`
+//! sets `kafka.bootstrap_servers`. Config structs are expected to use
+//! `#[serde(deny_unknown_fields, default)]`, so a typo in the file is an error, not a silent
+//! default. Environment variables are only read for the top-level sections the caller names:
+//! a `PANOPTES_` variable meant for another component must not make this one fail to start.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::de::DeserializeOwned;
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "PANOPTES_";
+
+/// Why a configuration could not be loaded. Always fatal: a node must not start half-configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named on the command line does not exist or cannot be read.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The path as given.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The merged file + environment does not match the expected structure.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Loads `T` from the defaults of `T`, then `file` (if any), then the environment.
+///
+/// `sections` lists the top-level keys of `T` that may be overridden from the environment
+/// (`PANOPTES_<SECTION>` or `PANOPTES_<SECTION>__<KEY>...`).
+pub fn load<T: DeserializeOwned>(file: Option<&Path>, sections: &[&str]) -> Result<T, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                reason: "no such file".into(),
+            });
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    let allowed: Vec<String> = sections.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let env = Env::prefixed(ENV_PREFIX).split("__").filter(move |key| {
+        // Keys may still be upper-case here: figment lowercases them after filtering.
+        let top = key.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
+        allowed.iter().any(|s| *s == top)
+    });
+    figment
+        .merge(env)
+        .extract()
+        .map_err(|e| ConfigError::Invalid(flatten_figment_error(e)))
+}
+
+/// Loads `T` from a TOML string only (used by tests and embedded defaults).
+pub fn from_toml_str<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    Figment::new()
+        .merge(Toml::string(text))
+        .extract()
+        .map_err(|e| ConfigError::Invalid(flatten_figment_error(e)))
+}
+
+fn flatten_figment_error(e: figment::Error) -> String {
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Demo {
+        name: String,
+        kafka: Kafka,
+    }
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Kafka {
+        bootstrap_servers: String,
+        #[serde(with = "humantime_serde")]
+        linger: Duration,
+    }
+    impl Default for Demo {
+        fn default() -> Self {
+            Self { name: "n".into(), kafka: Kafka::default() }
+        }
+    }
+    impl Default for Kafka {
+        fn default() -> Self {
+            Self { bootstrap_servers: "localhost:9092".into(), linger: Duration::from_millis(5) }
+        }
+    }
+
+    #[test]
+    fn file_then_defaults_and_durations() {
+        let d: Demo = from_toml_str("[kafka]\nlinger = \"250ms\"\n").unwrap();
+        assert_eq!(d.kafka.linger, Duration::from_millis(250));
+        assert_eq!(d.kafka.bootstrap_servers, "localhost:9092");
+        assert_eq!(d.name, "n");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = from_toml_str::<Demo>("[kafka]\nbootstrap_server = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("bootstrap_server"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_an_error() {
+        let err = from_toml_str::<Demo>("[kafka]\nlinger = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("linger"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = load::<Demo>(Some(Path::new("/nonexistent/panoptes.toml")), &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_only_named_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "name = \"file\"\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PANOPTES_KAFKA__BOOTSTRAP_SERVERS", "broker:1234");
+            jail.set_env("PANOPTES_OTHER_COMPONENT", "ignored");
+            let d: Demo = load(Some(&path), &["kafka", "name"]).unwrap();
+            assert_eq!(d.kafka.bootstrap_servers, "broker:1234");
+            assert_eq!(d.name, "file");
+            Ok(())
+        });
+    }
+}

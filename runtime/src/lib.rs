@@ -1,0 +1,20 @@
+//! Shared runtime of every Panoptes process.
+//!
+//! Each binary (`panoptes-ingest`, `panoptes-worker`, `panoptes-coordinator`) does the same
+//! few things around its real work, and they live here so that they behave the same everywhere:
+//!
+//! - [`config`]: typed configuration from a TOML file plus `PANOPTES_` environment overrides;
+//! - [`telemetry`]: `tracing` subscriber set-up (text or JSON logs);
+//! - [`health`]: the HTTP server with `/healthz`, `/readyz` and `/metrics`;
+//! - [`shutdown`]: one `CancellationToken` tree cancelled on SIGINT/SIGTERM;
+//! - [`redact`]: keeping credentials in URLs out of logs, metrics and traces.
+//!
+//! This crate deliberately links neither GStreamer, nor librdkafka, nor libtorch.
+
+pub mod config;
+pub mod health;
+pub mod redact;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,137 @@
+//! Child processes that die with the test: stdout lines are collected for handshake lines
+//! (`KEY=value`), stderr goes to a log file that the test can read afterwards.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A running child process, killed (SIGKILL) when dropped unless stopped before.
+pub struct ChildProcess {
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    log: tempfile::NamedTempFile,
+}
+
+impl ChildProcess {
+    /// Spawns `program` with `args` and extra `env`; stdin is a pipe held open until drop.
+    pub fn spawn(name: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let log = tempfile::Builder::new().prefix(&format!("panoptes-{name}-")).suffix(".log").tempfile()?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log.reopen()?));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("spawning {}", program.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { name: name.to_string(), child, lines: rx, seen: Vec::new(), log })
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns the rest of it.
+    pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> Result<String> {
+        if let Some(l) = self.seen.iter().find(|l| l.starts_with(prefix)) {
+            return Ok(l[prefix.len()..].to_string());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(line) => {
+                    let hit = line.strip_prefix(prefix).map(str::to_string);
+                    self.seen.push(line);
+                    if let Some(v) = hit {
+                        return Ok(v);
+                    }
+                }
+                Err(_) => bail!(
+                    "{}: no `{prefix}` line within {timeout:?}; stderr:\n{}",
+                    self.name,
+                    tail(&self.log_text(), 40)
+                ),
+            }
+            if Instant::now() >= deadline {
+                bail!("{}: no `{prefix}` line within {timeout:?}", self.name);
+            }
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Path of the stderr log.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.path().to_path_buf()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal (`kill -<sig>`).
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -{sig} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
+        self.signal("TERM")?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Ok(false)
+    }
+
+    /// Resident memory in KiB (from /proc), if running.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
