@@ -144,7 +144,11 @@ pub struct Backoff {
 impl Backoff {
     /// A fresh backoff.
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max: max.max(initial), attempt: 0 }
+        Self {
+            initial,
+            max: max.max(initial),
+            attempt: 0,
+        }
     }
 
     /// The next delay.
@@ -176,11 +180,17 @@ pub struct CameraContext {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 struct Camera<'a> {
@@ -205,7 +215,11 @@ impl Camera<'_> {
 
     fn record_error(&self, e: &CameraError) {
         tracing::warn!(camera = %self.spec.id, url = %self.spec.url, kind = e.kind(), error = %e, "camera failed");
-        self.ctx.metrics.camera_errors.with_label_values(&[&self.spec.id, e.kind()]).inc();
+        self.ctx
+            .metrics
+            .camera_errors
+            .with_label_values(&[&self.spec.id, e.kind()])
+            .inc();
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.last_error_kind = Some(e.kind());
         st.last_error = Some(e.to_string());
@@ -218,7 +232,9 @@ impl Camera<'_> {
             if self.cancel.is_cancelled() {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())),
+            );
         }
         !self.cancel.is_cancelled()
     }
@@ -234,8 +250,15 @@ impl Camera<'_> {
         let mut first = true;
         while !self.cancel.is_cancelled() {
             if !first {
-                self.ctx.metrics.reconnects.with_label_values(&[&self.spec.id]).inc();
-                self.status.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
+                self.ctx
+                    .metrics
+                    .reconnects
+                    .with_label_values(&[&self.spec.id])
+                    .inc();
+                self.status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reconnects += 1;
             }
             first = false;
             self.set_state(CameraState::Connecting);
@@ -275,7 +298,11 @@ impl Camera<'_> {
         use std::sync::atomic::Ordering;
         let started = Instant::now();
         let mut last_frame = Instant::now();
-        let decode_errors = self.ctx.metrics.decode_errors.with_label_values(&[&self.spec.id]);
+        let decode_errors = self
+            .ctx
+            .metrics
+            .decode_errors
+            .with_label_values(&[&self.spec.id]);
         loop {
             if self.cancel.is_cancelled() {
                 return Ok(());
@@ -286,7 +313,9 @@ impl Camera<'_> {
                     *streamed = true;
                     self.set_state(CameraState::Streaming);
                     let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some((sw, sh, ow, oh)) = *pipe.info.dims.lock().unwrap_or_else(|e| e.into_inner()) {
+                    if let Some((sw, sh, ow, oh)) =
+                        *pipe.info.dims.lock().unwrap_or_else(|e| e.into_inner())
+                    {
                         st.source_size = Some((sw, sh));
                         st.output_size = Some((ow, oh));
                     }
@@ -296,16 +325,22 @@ impl Camera<'_> {
             if let Some(e) = pipe.poll_bus(|| decode_errors.inc()) {
                 // A source that announced its streams but had no video is unsupported,
                 // whatever error the unlinked streams caused afterwards.
-                if !pipe.info.video_linked.load(Ordering::SeqCst) && pipe.info.no_more_pads.load(Ordering::SeqCst) {
+                if !pipe.info.video_linked.load(Ordering::SeqCst)
+                    && pipe.info.no_more_pads.load(Ordering::SeqCst)
+                {
                     return Err(CameraError::Unsupported("the stream has no video".into()));
                 }
                 return Err(e);
             }
-            if pipe.info.no_more_pads.load(Ordering::SeqCst) && !pipe.info.video_linked.load(Ordering::SeqCst) {
+            if pipe.info.no_more_pads.load(Ordering::SeqCst)
+                && !pipe.info.video_linked.load(Ordering::SeqCst)
+            {
                 return Err(CameraError::Unsupported("the stream has no video".into()));
             }
             if pipe.info.link_failed.load(Ordering::SeqCst) {
-                return Err(CameraError::Unsupported("decoded video could not be linked".into()));
+                return Err(CameraError::Unsupported(
+                    "decoded video could not be linked".into(),
+                ));
             }
             if !*streamed && started.elapsed() > self.spec.connect_timeout {
                 return Err(CameraError::ConnectTimeout(self.spec.connect_timeout));
@@ -317,13 +352,27 @@ impl Camera<'_> {
     }
 
     fn publish(&mut self, sample: &gst::Sample, pipe: &CameraPipeline) {
-        let Some(buffer) = sample.buffer() else { return };
-        let Ok(map) = buffer.map_readable() else { return };
-        let (sw, sh, ow, oh) = pipe.info.dims.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or((0, 0, 0, 0));
+        let Some(buffer) = sample.buffer() else {
+            return;
+        };
+        let Ok(map) = buffer.map_readable() else {
+            return;
+        };
+        let (sw, sh, ow, oh) = pipe
+            .info
+            .dims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or((0, 0, 0, 0));
         let (width, height) = sample
             .caps()
             .and_then(|c| c.structure(0))
-            .map(|s| (s.get::<i32>("width").unwrap_or(ow as i32) as u32, s.get::<i32>("height").unwrap_or(oh as i32) as u32))
+            .map(|s| {
+                (
+                    s.get::<i32>("width").unwrap_or(ow as i32) as u32,
+                    s.get::<i32>("height").unwrap_or(oh as i32) as u32,
+                )
+            })
             .unwrap_or((ow, oh));
         let headers = FrameHeaders {
             schema_version: SCHEMA_VERSION,
@@ -344,16 +393,24 @@ impl Camera<'_> {
         let m = &self.ctx.metrics;
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.next_seq = self.seq;
-        match self.ctx.publisher.publish(self.spec.partition, &headers, map.as_slice()) {
+        match self
+            .ctx
+            .publisher
+            .publish(self.spec.partition, &headers, map.as_slice())
+        {
             Ok(()) => {
                 st.frames += 1;
                 m.frames.with_label_values(&[&self.spec.id]).inc();
-                m.bytes.with_label_values(&[&self.spec.id]).inc_by(map.len() as u64);
+                m.bytes
+                    .with_label_values(&[&self.spec.id])
+                    .inc_by(map.len() as u64);
                 m.frame_bytes.observe(map.len() as f64);
             }
             Err(e) => {
                 st.dropped += 1;
-                m.dropped.with_label_values(&[&self.spec.id, e.reason()]).inc();
+                m.dropped
+                    .with_label_values(&[&self.spec.id, e.reason()])
+                    .inc();
                 tracing::debug!(camera = %self.spec.id, seq = headers.seq, error = %e, "frame dropped");
             }
         }
@@ -372,7 +429,11 @@ pub struct CameraHandle {
 
 impl CameraHandle {
     /// Starts the camera's thread.
-    pub fn spawn(spec: CameraSpec, ctx: Arc<CameraContext>, cancel: CancellationToken) -> std::io::Result<Self> {
+    pub fn spawn(
+        spec: CameraSpec,
+        ctx: Arc<CameraContext>,
+        cancel: CancellationToken,
+    ) -> std::io::Result<Self> {
         let status = Arc::new(Mutex::new(CameraStatus {
             id: spec.id.clone(),
             url: spec.url.redacted(),
@@ -389,17 +450,33 @@ impl CameraHandle {
         }));
         let thread = {
             let (spec, status, cancel) = (spec.clone(), status.clone(), cancel.clone());
-            std::thread::Builder::new().name(format!("cam-{}", spec.id)).spawn(move || {
-                let mut cam = Camera { spec: &spec, ctx: &ctx, status: &status, cancel: &cancel, seq: spec.start_seq };
-                cam.run();
-            })?
+            std::thread::Builder::new()
+                .name(format!("cam-{}", spec.id))
+                .spawn(move || {
+                    let mut cam = Camera {
+                        spec: &spec,
+                        ctx: &ctx,
+                        status: &status,
+                        cancel: &cancel,
+                        seq: spec.start_seq,
+                    };
+                    cam.run();
+                })?
         };
-        Ok(Self { spec, status, cancel, thread: Some(thread) })
+        Ok(Self {
+            spec,
+            status,
+            cancel,
+            thread: Some(thread),
+        })
     }
 
     /// A copy of the current status.
     pub fn status(&self) -> CameraStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Asks the thread to stop (returns at once).
@@ -429,7 +506,10 @@ mod tests {
         assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
         assert!(delays[1] >= Duration::from_millis(100) && delays[1] <= Duration::from_millis(200));
         for d in &delays[4..] {
-            assert!(*d >= Duration::from_millis(500) && *d <= Duration::from_secs(1), "{d:?}");
+            assert!(
+                *d >= Duration::from_millis(500) && *d <= Duration::from_secs(1),
+                "{d:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay(&mut rng) <= Duration::from_millis(100));

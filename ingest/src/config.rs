@@ -57,7 +57,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9101)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+        }
     }
 }
 
@@ -274,10 +276,14 @@ pub enum CameraConfigError {
 impl CameraConfig {
     /// Resolves this entry against the defaults and validates it.
     pub fn resolve(&self, d: &CameraDefaults) -> Result<CameraSpec, CameraConfigError> {
-        validate_camera_id(&self.id)
-            .map_err(|e| CameraConfigError::Id { id: self.id.clone(), reason: e.to_string() })?;
-        let url = CameraUrl::parse(&self.url)
-            .map_err(|source| CameraConfigError::Url { id: self.id.clone(), source })?;
+        validate_camera_id(&self.id).map_err(|e| CameraConfigError::Id {
+            id: self.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let url = CameraUrl::parse(&self.url).map_err(|source| CameraConfigError::Url {
+            id: self.id.clone(),
+            source,
+        })?;
         let spec = CameraSpec {
             id: self.id.clone(),
             url,
@@ -297,7 +303,12 @@ impl CameraConfig {
         };
         let range = |field, value: u64, lo: u64, hi: u64, range| {
             if value < lo || value > hi {
-                Err(CameraConfigError::Range { id: self.id.clone(), field, value, range })
+                Err(CameraConfigError::Range {
+                    id: self.id.clone(),
+                    field,
+                    value,
+                    range,
+                })
             } else {
                 Ok(())
             }
@@ -399,8 +410,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let err = panoptes_runtime::config::from_toml_str::<IngestConfig>("[kafka]\ntopc = \"x\"\n")
-            .unwrap_err();
+        let err =
+            panoptes_runtime::config::from_toml_str::<IngestConfig>("[kafka]\ntopc = \"x\"\n")
+                .unwrap_err();
         assert!(err.to_string().contains("topc"), "{err}");
     }
 }

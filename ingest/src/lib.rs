@@ -58,7 +58,10 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
     let readiness = Readiness::default();
     readiness.set("kafka", false, "not checked yet");
 
-    let ctx = Arc::new(CameraContext { publisher: publisher.clone(), metrics: metrics.clone() });
+    let ctx = Arc::new(CameraContext {
+        publisher: publisher.clone(),
+        metrics: metrics.clone(),
+    });
     let cameras_cancel = cancel.child_token();
     let node = Arc::new(IngestNode::new(ctx, cameras_cancel.clone()));
     let (specs, errors) = config.camera_specs();
@@ -69,12 +72,18 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
     node.apply(specs)?;
 
     let http_cancel = CancellationToken::new();
-    let router = health::router(metrics.registry.clone(), readiness.clone()).merge(api::router(node.clone()));
+    let router = health::router(metrics.registry.clone(), readiness.clone())
+        .merge(api::router(node.clone()));
     let (addr, http_task) = health::serve(config.http.listen, router, http_cancel.clone()).await?;
     tracing::info!(%addr, "HTTP listening");
     println!("HTTP=http://{addr}");
 
-    let probe = tokio::spawn(probe_broker(publisher.clone(), readiness.clone(), metrics.clone(), cancel.clone()));
+    let probe = tokio::spawn(probe_broker(
+        publisher.clone(),
+        readiness.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
 
     cancel.cancelled().await;
     tracing::info!("stopping cameras");
@@ -85,7 +94,9 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
     let flushed = tokio::task::spawn_blocking(move || p.flush(FLUSH_DEADLINE)).await;
     match flushed {
         Ok(Ok(())) => tracing::info!("producer flushed"),
-        Ok(Err(e)) => tracing::warn!(error = %e, in_flight = publisher.in_flight(), "producer not fully flushed"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, in_flight = publisher.in_flight(), "producer not fully flushed")
+        }
         Err(e) => tracing::warn!(error = %e, "flush task failed"),
     }
     let _ = probe.await;
@@ -96,10 +107,16 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
 }
 
 /// Readiness: the broker answers metadata requests for the frames topic.
-async fn probe_broker(publisher: Arc<FramePublisher>, readiness: Readiness, metrics: IngestMetrics, cancel: CancellationToken) {
+async fn probe_broker(
+    publisher: Arc<FramePublisher>,
+    readiness: Readiness,
+    metrics: IngestMetrics,
+    cancel: CancellationToken,
+) {
     loop {
         let p = publisher.clone();
-        let result = tokio::task::spawn_blocking(move || p.check_broker(Duration::from_secs(2))).await;
+        let result =
+            tokio::task::spawn_blocking(move || p.check_broker(Duration::from_secs(2))).await;
         match result {
             Ok(Ok(partitions)) => readiness.set("kafka", true, format!("{partitions} partitions")),
             Ok(Err(e)) => readiness.set("kafka", false, e.to_string()),

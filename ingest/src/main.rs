@@ -19,8 +19,8 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     panoptes_runtime::telemetry::init("panoptes-ingest");
-    let config: IngestConfig =
-        panoptes_runtime::config::load(cli.config.as_deref(), ENV_SECTIONS).context("loading configuration")?;
+    let config: IngestConfig = panoptes_runtime::config::load(cli.config.as_deref(), ENV_SECTIONS)
+        .context("loading configuration")?;
     let cancel = panoptes_runtime::shutdown::root_token();
     panoptes_ingest::run(config, cancel).await?;
     Ok(())

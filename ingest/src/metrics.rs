@@ -4,9 +4,7 @@
 //! to the node, and [`IngestMetrics::remove_camera`] deletes them when a camera leaves. The
 //! other labels (`reason`, `kind`, `state`) take values from fixed lists below.
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Reasons a frame can be dropped before it reaches the producer queue.
 pub const DROP_REASONS: &[&str] = &["producer_queue_full", "too_large", "producer_error"];
@@ -61,13 +59,22 @@ impl IngestMetrics {
     /// Creates and registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let frames = counter("panoptes_ingest_frames_total", "Frames handed to the Kafka producer.", &["camera"])?;
-        let bytes = counter("panoptes_ingest_bytes_total", "Frame payload bytes handed to the Kafka producer.", &["camera"])?;
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let frames = counter(
+            "panoptes_ingest_frames_total",
+            "Frames handed to the Kafka producer.",
+            &["camera"],
+        )?;
+        let bytes = counter(
+            "panoptes_ingest_bytes_total",
+            "Frame payload bytes handed to the Kafka producer.",
+            &["camera"],
+        )?;
         let dropped = counter(
             "panoptes_ingest_frames_dropped_total",
             "Frames dropped before the producer queue (their sequence numbers leave a gap).",
@@ -78,10 +85,25 @@ impl IngestMetrics {
             "Frames the broker did not acknowledge (delivery failures).",
             &["reason"],
         )?;
-        let decode_errors = counter("panoptes_ingest_decode_errors_total", "Decoder errors and warnings.", &["camera"])?;
-        let reconnects = counter("panoptes_ingest_reconnects_total", "Reconnect attempts after a camera failure.", &["camera"])?;
-        let camera_errors = counter("panoptes_ingest_camera_errors_total", "Camera failures by kind.", &["camera", "kind"])?;
-        let camera_up = IntGaugeVec::new(Opts::new("panoptes_ingest_camera_up", "1 while the camera streams."), &["camera"])?;
+        let decode_errors = counter(
+            "panoptes_ingest_decode_errors_total",
+            "Decoder errors and warnings.",
+            &["camera"],
+        )?;
+        let reconnects = counter(
+            "panoptes_ingest_reconnects_total",
+            "Reconnect attempts after a camera failure.",
+            &["camera"],
+        )?;
+        let camera_errors = counter(
+            "panoptes_ingest_camera_errors_total",
+            "Camera failures by kind.",
+            &["camera", "kind"],
+        )?;
+        let camera_up = IntGaugeVec::new(
+            Opts::new("panoptes_ingest_camera_up", "1 while the camera streams."),
+            &["camera"],
+        )?;
         registry.register(Box::new(camera_up.clone()))?;
         let camera_state = IntGaugeVec::new(
             Opts::new("panoptes_ingest_camera_state", "Camera state, one-hot."),
@@ -89,13 +111,21 @@ impl IngestMetrics {
         )?;
         registry.register(Box::new(camera_state.clone()))?;
         let publish_latency = Histogram::with_opts(
-            HistogramOpts::new("panoptes_ingest_publish_latency_seconds", "Enqueue to broker acknowledgement.")
-                .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 30.0]),
+            HistogramOpts::new(
+                "panoptes_ingest_publish_latency_seconds",
+                "Enqueue to broker acknowledgement.",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 30.0,
+            ]),
         )?;
         registry.register(Box::new(publish_latency.clone()))?;
         let frame_bytes = Histogram::with_opts(
-            HistogramOpts::new("panoptes_ingest_frame_bytes", "Size of published frame payloads.")
-                .buckets(prometheus::exponential_buckets(4096.0, 2.0, 10)?),
+            HistogramOpts::new(
+                "panoptes_ingest_frame_bytes",
+                "Size of published frame payloads.",
+            )
+            .buckets(prometheus::exponential_buckets(4096.0, 2.0, 10)?),
         )?;
         registry.register(Box::new(frame_bytes.clone()))?;
         let producer_queue = IntGauge::new(
@@ -126,14 +156,23 @@ impl IngestMetrics {
     /// Sets the one-hot state gauges and `camera_up` for `camera`.
     pub fn set_state(&self, camera: &str, state: &str) {
         for s in STATES {
-            self.camera_state.with_label_values(&[camera, s]).set(i64::from(*s == state));
+            self.camera_state
+                .with_label_values(&[camera, s])
+                .set(i64::from(*s == state));
         }
-        self.camera_up.with_label_values(&[camera]).set(i64::from(state == "streaming"));
+        self.camera_up
+            .with_label_values(&[camera])
+            .set(i64::from(state == "streaming"));
     }
 
     /// Deletes every series of `camera`, so a departed camera leaves no stale label behind.
     pub fn remove_camera(&self, camera: &str) {
-        for vec in [&self.frames, &self.bytes, &self.decode_errors, &self.reconnects] {
+        for vec in [
+            &self.frames,
+            &self.bytes,
+            &self.decode_errors,
+            &self.reconnects,
+        ] {
             let _ = vec.remove_label_values(&[camera]);
         }
         let _ = self.camera_up.remove_label_values(&[camera]);
@@ -161,7 +200,10 @@ mod tests {
         m.set_state("cam9", "streaming");
         m.set_state("cam8", "connecting");
         let count = |m: &IngestMetrics| {
-            m.registry.gather().iter().flat_map(|f| f.get_metric().iter().cloned().collect::<Vec<_>>())
+            m.registry
+                .gather()
+                .iter()
+                .flat_map(|f| f.get_metric().to_vec())
                 .filter(|mm| mm.get_label().iter().any(|l| l.value() == "cam9"))
                 .count()
         };

@@ -25,7 +25,11 @@ pub struct IngestNode {
 impl IngestNode {
     /// An empty node; cameras are children of `cancel`.
     pub fn new(ctx: Arc<CameraContext>, cancel: CancellationToken) -> Self {
-        Self { ctx, cameras: Arc::default(), cancel }
+        Self {
+            ctx,
+            cameras: Arc::default(),
+            cancel,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, CameraHandle>> {
@@ -33,6 +37,7 @@ impl IngestNode {
     }
 
     /// Starts `spec`, or restarts the camera with that id if its settings changed.
+    /// Blocking (a restart waits for the old pipeline's teardown): call off the async runtime.
     pub fn upsert(&self, mut spec: CameraSpec) -> std::io::Result<()> {
         let mut cams = self.lock();
         if let Some(old) = cams.get(&spec.id) {
@@ -42,14 +47,14 @@ impl IngestNode {
                 return Ok(());
             }
             let old = cams.remove(&spec.id).expect("present");
-            let status = old.status();
-            spec.start_seq = spec.start_seq.max(status.next_seq);
-            old.cancel();
             tracing::info!(camera = %spec.id, "camera settings changed: restarting");
-            // Joining blocks until its RTSP teardown finished; do it off this thread.
-            std::thread::spawn(move || drop(old.stop_and_join()));
+            // The old thread must be gone before its successor takes over the sequence,
+            // or both could publish the same number. Blocks for the RTSP teardown.
+            let status = old.stop_and_join();
+            spec.start_seq = spec.start_seq.max(status.next_seq);
         }
-        let handle = CameraHandle::spawn(spec.clone(), self.ctx.clone(), self.cancel.child_token())?;
+        let handle =
+            CameraHandle::spawn(spec.clone(), self.ctx.clone(), self.cancel.child_token())?;
         cams.insert(spec.id, handle);
         self.ctx.metrics.cameras.set(cams.len() as i64);
         Ok(())
@@ -58,22 +63,32 @@ impl IngestNode {
     /// Stops and forgets camera `id`; its metric series go once its thread has ended.
     pub fn remove(&self, id: &str) -> bool {
         let mut cams = self.lock();
-        let Some(handle) = cams.remove(id) else { return false };
+        let Some(handle) = cams.remove(id) else {
+            return false;
+        };
         self.ctx.metrics.cameras.set(cams.len() as i64);
         drop(cams);
         handle.cancel();
-        let (cameras, metrics, id) = (self.cameras.clone(), self.ctx.metrics.clone(), id.to_string());
+        let (cameras, metrics, id) = (
+            self.cameras.clone(),
+            self.ctx.metrics.clone(),
+            id.to_string(),
+        );
         std::thread::spawn(move || {
             handle.stop_and_join();
             // A camera re-added meanwhile owns the series now.
-            if !cameras.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+            if !cameras
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&id)
+            {
                 metrics.remove_camera(&id);
             }
         });
         true
     }
 
-    /// Makes the running cameras match `desired`.
+    /// Makes the running cameras match `desired`. Blocking, like [`IngestNode::upsert`].
     pub fn apply(&self, desired: Vec<CameraSpec>) -> std::io::Result<()> {
         let wanted: Vec<String> = desired.iter().map(|s| s.id.clone()).collect();
         let current: Vec<String> = self.lock().keys().cloned().collect();

@@ -51,9 +51,14 @@ pub fn fit_within(src_w: u32, src_h: u32, max_w: u32, max_h: u32) -> (u32, u32) 
     if src_w == 0 || src_h == 0 {
         return (max_w & !1, max_h & !1);
     }
-    let scale = (f64::from(max_w) / f64::from(src_w)).min(f64::from(max_h) / f64::from(src_h)).min(1.0);
+    let scale = (f64::from(max_w) / f64::from(src_w))
+        .min(f64::from(max_h) / f64::from(src_h))
+        .min(1.0);
     let even = |v: f64| ((v.round() as u32) & !1).max(2);
-    (even(f64::from(src_w) * scale), even(f64::from(src_h) * scale))
+    (
+        even(f64::from(src_w) * scale),
+        even(f64::from(src_h) * scale),
+    )
 }
 
 fn make(factory: &str) -> Result<gst::Element, CameraError> {
@@ -67,9 +72,15 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
     let pipeline = gst::Pipeline::with_name(&format!("camera-{}", spec.id));
     let src = make("rtspsrc")?;
     src.set_property("location", spec.url.bare());
-    src.set_property("latency", u32::try_from(spec.latency.as_millis()).unwrap_or(u32::MAX));
+    src.set_property(
+        "latency",
+        u32::try_from(spec.latency.as_millis()).unwrap_or(u32::MAX),
+    );
     src.set_property_from_str("protocols", spec.transport.rtspsrc_protocols());
-    src.set_property("tcp-timeout", u64::try_from(spec.connect_timeout.as_micros()).unwrap_or(u64::MAX));
+    src.set_property(
+        "tcp-timeout",
+        u64::try_from(spec.connect_timeout.as_micros()).unwrap_or(u64::MAX),
+    );
     src.set_property("teardown-timeout", gst::ClockTime::from_mseconds(100));
     if let Some(user) = spec.url.user() {
         src.set_property("user-id", user);
@@ -95,7 +106,15 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
         .build();
 
     pipeline
-        .add_many([&src, &decode, &rate, &scale, &filter, &jpeg, appsink.upcast_ref()])
+        .add_many([
+            &src,
+            &decode,
+            &rate,
+            &scale,
+            &filter,
+            &jpeg,
+            appsink.upcast_ref(),
+        ])
         .map_err(|e| CameraError::Pipeline(e.to_string()))?;
     gst::Element::link_many([&rate, &scale, &filter, &jpeg, appsink.upcast_ref()])
         .map_err(|e| CameraError::Pipeline(e.to_string()))?;
@@ -105,13 +124,18 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
     // rtspsrc: the first video stream goes to the decoder; anything else (audio, metadata)
     // into a fakesink so that an unlinked pad does not fail the whole source.
     let weak_pipeline = pipeline.downgrade();
-    let decode_sink = decode.static_pad("sink").ok_or_else(|| CameraError::Pipeline("decodebin has no sink pad".into()))?;
+    let decode_sink = decode
+        .static_pad("sink")
+        .ok_or_else(|| CameraError::Pipeline("decodebin has no sink pad".into()))?;
     let info_src = info.clone();
     src.connect_pad_added(move |_src, pad| {
         let is_video = pad
             .current_caps()
             .or_else(|| Some(pad.query_caps(None)))
-            .and_then(|caps| caps.structure(0).and_then(|s| s.get::<&str>("media").ok().map(|m| m == "video")))
+            .and_then(|caps| {
+                caps.structure(0)
+                    .and_then(|s| s.get::<&str>("media").ok().map(|m| m == "video"))
+            })
             .unwrap_or(false);
         if is_video && !decode_sink.is_linked() {
             if pad.link(&decode_sink).is_ok() {
@@ -119,13 +143,19 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
             }
             return;
         }
-        let Some(pipeline) = weak_pipeline.upgrade() else { return };
-        if let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build() {
-            if pipeline.add(&sink).is_ok() {
-                let _ = sink.sync_state_with_parent();
-                if let Some(sink_pad) = sink.static_pad("sink") {
-                    let _ = pad.link(&sink_pad);
-                }
+        let Some(pipeline) = weak_pipeline.upgrade() else {
+            return;
+        };
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build();
+        if let Ok(sink) = sink
+            && pipeline.add(&sink).is_ok()
+        {
+            let _ = sink.sync_state_with_parent();
+            if let Some(sink_pad) = sink.static_pad("sink") {
+                let _ = pad.link(&sink_pad);
             }
         }
     });
@@ -133,7 +163,9 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
     src.connect_no_more_pads(move |_| info_nmp.no_more_pads.store(true, Ordering::SeqCst));
 
     // decodebin: raw video goes on to the rate/scale/encode chain, sized to fit the box.
-    let rate_sink = rate.static_pad("sink").ok_or_else(|| CameraError::Pipeline("videorate has no sink pad".into()))?;
+    let rate_sink = rate
+        .static_pad("sink")
+        .ok_or_else(|| CameraError::Pipeline("videorate has no sink pad".into()))?;
     let info_dec = info.clone();
     let (max_w, max_h) = (spec.width, spec.height);
     decode.connect_pad_added(move |_dec, pad| {
@@ -147,7 +179,10 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
         let (ow, oh) = fit_within(sw, sh, max_w, max_h);
         filter.set_property(
             "caps",
-            gst::Caps::builder("video/x-raw").field("width", ow as i32).field("height", oh as i32).build(),
+            gst::Caps::builder("video/x-raw")
+                .field("width", ow as i32)
+                .field("height", oh as i32)
+                .build(),
         );
         *info_dec.dims.lock().unwrap_or_else(|e| e.into_inner()) = Some((sw, sh, ow, oh));
         if pad.link(&rate_sink).is_err() {
@@ -155,8 +190,15 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
         }
     });
 
-    let bus = pipeline.bus().ok_or_else(|| CameraError::Pipeline("pipeline has no bus".into()))?;
-    Ok(CameraPipeline { pipeline, appsink, bus, info })
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| CameraError::Pipeline("pipeline has no bus".into()))?;
+    Ok(CameraPipeline {
+        pipeline,
+        appsink,
+        bus,
+        info,
+    })
 }
 
 impl CameraPipeline {
@@ -175,7 +217,8 @@ impl CameraPipeline {
 
     /// Waits up to `timeout` for the next encoded frame.
     pub fn next_frame(&self, timeout: Duration) -> Option<gst::Sample> {
-        self.appsink.try_pull_sample(gst::ClockTime::from_nseconds(timeout.as_nanos() as u64))
+        self.appsink
+            .try_pull_sample(gst::ClockTime::from_nseconds(timeout.as_nanos() as u64))
     }
 
     /// Drains the bus: returns the first fatal condition; counts decode warnings via `on_decode_error`.
@@ -183,9 +226,13 @@ impl CameraPipeline {
         while let Some(msg) = self.bus.pop() {
             use gst::MessageView;
             match msg.view() {
-                MessageView::Error(err) => return Some(classify(err.error(), err.debug().as_deref())),
+                MessageView::Error(err) => {
+                    return Some(classify(err.error(), err.debug().as_deref()));
+                }
                 MessageView::Eos(_) => return Some(CameraError::StreamEnded),
-                MessageView::Warning(w) if w.error().matches(gst::StreamError::Decode) => on_decode_error(),
+                MessageView::Warning(w) if w.error().matches(gst::StreamError::Decode) => {
+                    on_decode_error()
+                }
                 _ => {}
             }
         }

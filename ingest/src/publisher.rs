@@ -64,7 +64,10 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, d: Self::DeliveryOpaque) {
         match result {
-            Ok(_) => self.metrics.publish_latency.observe(d.enqueued.elapsed().as_secs_f64()),
+            Ok(_) => self
+                .metrics
+                .publish_latency
+                .observe(d.enqueued.elapsed().as_secs_f64()),
             Err((e, _)) => {
                 let reason = match e.rdkafka_error_code() {
                     Some(RDKafkaErrorCode::MessageTimedOut) => "timed_out",
@@ -72,7 +75,10 @@ impl ProducerContext for DeliveryContext {
                     _ => "broker_error",
                 };
                 tracing::warn!(error = %e, "frame delivery failed");
-                self.metrics.publish_errors.with_label_values(&[reason]).inc();
+                self.metrics
+                    .publish_errors
+                    .with_label_values(&[reason])
+                    .inc();
             }
         }
     }
@@ -95,10 +101,22 @@ impl FramePublisher {
             .set("acks", "all")
             .set("compression.type", "none")
             .set("linger.ms", cfg.linger.as_millis().to_string())
-            .set("message.timeout.ms", cfg.message_timeout.as_millis().to_string())
-            .set("queue.buffering.max.messages", cfg.queue_max_messages.to_string())
-            .set("queue.buffering.max.kbytes", cfg.queue_max_kbytes.to_string())
-            .set("message.max.bytes", (cfg.message_max_bytes + 64 * 1024).to_string())
+            .set(
+                "message.timeout.ms",
+                cfg.message_timeout.as_millis().to_string(),
+            )
+            .set(
+                "queue.buffering.max.messages",
+                cfg.queue_max_messages.to_string(),
+            )
+            .set(
+                "queue.buffering.max.kbytes",
+                cfg.queue_max_kbytes.to_string(),
+            )
+            .set(
+                "message.max.bytes",
+                (cfg.message_max_bytes + 64 * 1024).to_string(),
+            )
             // librdkafka waits up to 10 s between reconnects by default; a real-time feed
             // wants the broker back within about a second of it returning.
             .set("reconnect.backoff.ms", "100")
@@ -107,8 +125,15 @@ impl FramePublisher {
         for (k, v) in &cfg.properties {
             cc.set(k, v);
         }
-        let producer = cc.create_with_context(DeliveryContext { metrics: metrics.clone() })?;
-        Ok(Self { producer, topic: cfg.topic.clone(), max_bytes: cfg.message_max_bytes, metrics })
+        let producer = cc.create_with_context(DeliveryContext {
+            metrics: metrics.clone(),
+        })?;
+        Ok(Self {
+            producer,
+            topic: cfg.topic.clone(),
+            max_bytes: cfg.message_max_bytes,
+            metrics,
+        })
     }
 
     /// Enqueues one frame; never blocks.
@@ -121,24 +146,40 @@ impl FramePublisher {
         let kafka_headers = headers.to_kafka_headers();
         let size = payload.len()
             + headers.camera_id.len()
-            + kafka_headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            + kafka_headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
         if size > self.max_bytes {
-            return Err(PublishError::TooLarge { size, max: self.max_bytes });
+            return Err(PublishError::TooLarge {
+                size,
+                max: self.max_bytes,
+            });
         }
         let mut owned = OwnedHeaders::new_with_capacity(kafka_headers.len());
         for (key, value) in &kafka_headers {
-            owned = owned.insert(Header { key, value: Some(value.as_bytes()) });
+            owned = owned.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
         }
-        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(Delivery { enqueued: Instant::now() }))
-            .key(headers.camera_id.as_str())
-            .payload(payload)
-            .headers(owned);
+        let mut record = BaseRecord::with_opaque_to(
+            &self.topic,
+            Box::new(Delivery {
+                enqueued: Instant::now(),
+            }),
+        )
+        .key(headers.camera_id.as_str())
+        .payload(payload)
+        .headers(owned);
         if let Some(p) = partition {
             record = record.partition(p);
         }
         match self.producer.send(record) {
             Ok(()) => {
-                self.metrics.producer_queue.set(i64::from(self.producer.in_flight_count()));
+                self.metrics
+                    .producer_queue
+                    .set(i64::from(self.producer.in_flight_count()));
                 Ok(())
             }
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
@@ -160,11 +201,18 @@ impl FramePublisher {
 
     /// Asks the broker for the topic's metadata: the readiness probe. Blocking.
     pub fn check_broker(&self, timeout: Duration) -> Result<usize, KafkaError> {
-        let md = self.producer.client().fetch_metadata(Some(&self.topic), timeout)?;
+        let md = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)?;
         let topic = md.topics().iter().find(|t| t.name() == self.topic);
         match topic {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
-            _ => Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)),
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len())
+            }
+            _ => Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            )),
         }
     }
 }

@@ -23,9 +23,11 @@ fn frames_of(ingest: &Ingest, id: &str) -> u64 {
 fn time_to_recover(ingest: &Ingest, id: &str) -> Result<Duration> {
     let before = frames_of(ingest, id);
     let t0 = Instant::now();
-    wait_until(&format!("{id} frames again"), Duration::from_secs(20), || {
-        (frames_of(ingest, id) > before + 2).then_some(())
-    })?;
+    wait_until(
+        &format!("{id} frames again"),
+        Duration::from_secs(20),
+        || (frames_of(ingest, id) > before + 2).then_some(()),
+    )?;
     Ok(t0.elapsed())
 }
 
@@ -34,8 +36,22 @@ fn stopped_and_stalled_cameras_come_back_within_the_backoff_bound() -> Result<()
     let (broker, topic) = broker_with_topic(4)?;
     let sim = camsim(&["id=cam0,fps=10", "id=cam1,fps=10"])?;
     let cams = [
-        Cam { id: "cam0", url: sim.url("cam0", None), fps: 10, width: 640, height: 360, partition: Some(0) },
-        Cam { id: "cam1", url: sim.url("cam1", None), fps: 10, width: 640, height: 360, partition: Some(1) },
+        Cam {
+            id: "cam0",
+            url: sim.url("cam0", None),
+            fps: 10,
+            width: 640,
+            height: 360,
+            partition: Some(0),
+        },
+        Cam {
+            id: "cam1",
+            url: sim.url("cam1", None),
+            fps: 10,
+            width: 640,
+            height: 360,
+            partition: Some(1),
+        },
     ];
     let ingest = Ingest::start(&broker.bootstrap, &topic, &cams, FAST_RECONNECT)?;
     ingest.wait_streaming("cam0", Duration::from_secs(20))?;
@@ -51,7 +67,10 @@ fn stopped_and_stalled_cameras_come_back_within_the_backoff_bound() -> Result<()
     let cam1_during = frames_of(&ingest, "cam1");
     sim.fault("cam0", "resume")?;
     let stop_recovery = time_to_recover(&ingest, "cam0")?;
-    assert!(stop_recovery <= RECOVERY_BOUND, "stop→resume recovery took {stop_recovery:?}");
+    assert!(
+        stop_recovery <= RECOVERY_BOUND,
+        "stop→resume recovery took {stop_recovery:?}"
+    );
 
     // Stall: connected but silent; the no-data watchdog must notice and reconnect.
     sim.fault("cam0", "stall")?;
@@ -60,22 +79,47 @@ fn stopped_and_stalled_cameras_come_back_within_the_backoff_bound() -> Result<()
     })?;
     sim.fault("cam0", "resume")?;
     let stall_recovery = time_to_recover(&ingest, "cam0")?;
-    assert!(stall_recovery <= RECOVERY_BOUND, "stall→resume recovery took {stall_recovery:?}");
+    assert!(
+        stall_recovery <= RECOVERY_BOUND,
+        "stall→resume recovery took {stall_recovery:?}"
+    );
     eprintln!("recovery after stop: {stop_recovery:?}, after stall: {stall_recovery:?}");
 
     // The other camera never stopped.
-    assert!(frames_of(&ingest, "cam1") > cam1_during + 20, "cam1 stalled while cam0 failed");
+    assert!(
+        frames_of(&ingest, "cam1") > cam1_during + 20,
+        "cam1 stalled while cam0 failed"
+    );
     let metrics = ingest.metrics();
-    assert!(metric_value(&metrics, "panoptes_ingest_reconnects_total{camera=\"cam0\"}").unwrap_or(0.0) >= 2.0);
-    assert_eq!(metric_value(&metrics, "panoptes_ingest_reconnects_total{camera=\"cam1\"}"), Some(0.0));
+    assert!(
+        metric_value(
+            &metrics,
+            "panoptes_ingest_reconnects_total{camera=\"cam0\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "panoptes_ingest_reconnects_total{camera=\"cam1\"}"
+        ),
+        Some(0.0)
+    );
 
     // Across the reconnects, cam0's sequence stays gapless and ordered.
     let reader = TopicReader::new(&broker.bootstrap, &topic)?;
     let mut records = Vec::new();
     reader.read_for(Duration::from_secs(3), &mut records)?;
     let per_cam = by_camera(&records);
-    let seqs: Vec<u64> = per_cam["cam0"].iter().map(|r| r.headers.as_ref().unwrap().seq).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "cam0 sequence has gaps: {seqs:?}");
+    let seqs: Vec<u64> = per_cam["cam0"]
+        .iter()
+        .map(|r| r.headers.as_ref().unwrap().seq)
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "cam0 sequence has gaps: {seqs:?}"
+    );
     Ok(())
 }
 
@@ -91,22 +135,73 @@ fn broken_cameras_report_clear_states_while_others_flow_and_no_password_leaks() 
         "id=radio,codec=audio",
     ])?;
     let cams = [
-        Cam { id: "open", url: sim.url("open", None), fps: 5, width: 320, height: 180, partition: None },
-        Cam { id: "authok", url: sim.url("locked", Some(("alice", RIGHT))), fps: 5, width: 320, height: 180, partition: None },
-        Cam { id: "authbad", url: sim.url("locked2", Some(("alice", WRONG))), fps: 5, width: 320, height: 180, partition: None },
-        Cam { id: "nothere", url: sim.url("no-such-camera", None), fps: 5, width: 320, height: 180, partition: None },
-        Cam { id: "refused", url: "rtsp://127.0.0.1:1/cam".into(), fps: 5, width: 320, height: 180, partition: None },
-        Cam { id: "audio", url: sim.url("radio", None), fps: 5, width: 320, height: 180, partition: None },
+        Cam {
+            id: "open",
+            url: sim.url("open", None),
+            fps: 5,
+            width: 320,
+            height: 180,
+            partition: None,
+        },
+        Cam {
+            id: "authok",
+            url: sim.url("locked", Some(("alice", RIGHT))),
+            fps: 5,
+            width: 320,
+            height: 180,
+            partition: None,
+        },
+        Cam {
+            id: "authbad",
+            url: sim.url("locked2", Some(("alice", WRONG))),
+            fps: 5,
+            width: 320,
+            height: 180,
+            partition: None,
+        },
+        Cam {
+            id: "nothere",
+            url: sim.url("no-such-camera", None),
+            fps: 5,
+            width: 320,
+            height: 180,
+            partition: None,
+        },
+        Cam {
+            id: "refused",
+            url: "rtsp://127.0.0.1:1/cam".into(),
+            fps: 5,
+            width: 320,
+            height: 180,
+            partition: None,
+        },
+        Cam {
+            id: "audio",
+            url: sim.url("radio", None),
+            fps: 5,
+            width: 320,
+            height: 180,
+            partition: None,
+        },
     ];
     let ingest = Ingest::start(&broker.bootstrap, &topic, &cams, FAST_RECONNECT)?;
     ingest.wait_streaming("open", Duration::from_secs(20))?;
     ingest.wait_streaming("authok", Duration::from_secs(20))?;
-    let expected = [("authbad", "auth_failed"), ("nothere", "not_found"), ("refused", "unreachable"), ("audio", "unsupported")];
+    let expected = [
+        ("authbad", "auth_failed"),
+        ("nothere", "not_found"),
+        ("refused", "unreachable"),
+        ("audio", "unsupported"),
+    ];
     for (id, kind) in expected {
-        wait_until(&format!("{id} reports {kind}"), Duration::from_secs(20), || {
-            let c = ingest.camera(id);
-            (c["last_error_kind"] == kind && c["state"] != "streaming").then_some(())
-        })
+        wait_until(
+            &format!("{id} reports {kind}"),
+            Duration::from_secs(20),
+            || {
+                let c = ingest.camera(id);
+                (c["last_error_kind"] == kind && c["state"] != "streaming").then_some(())
+            },
+        )
         .map_err(|e| anyhow::anyhow!("{e}: status {}", ingest.camera(id)))?;
     }
     // The healthy cameras kept flowing meanwhile.
@@ -117,11 +212,24 @@ fn broken_cameras_report_clear_states_while_others_flow_and_no_password_leaks() 
 
     let metrics = ingest.metrics();
     for (id, kind) in expected {
-        let series = format!("panoptes_ingest_camera_errors_total{{camera=\"{id}\",kind=\"{kind}\"}}");
-        assert!(metric_value(&metrics, &series).unwrap_or(0.0) >= 1.0, "{series} missing:\n{metrics}");
-        assert_eq!(metric_value(&metrics, &format!("panoptes_ingest_camera_up{{camera=\"{id}\"}}")), Some(0.0));
+        let series =
+            format!("panoptes_ingest_camera_errors_total{{camera=\"{id}\",kind=\"{kind}\"}}");
+        assert!(
+            metric_value(&metrics, &series).unwrap_or(0.0) >= 1.0,
+            "{series} missing:\n{metrics}"
+        );
+        assert_eq!(
+            metric_value(
+                &metrics,
+                &format!("panoptes_ingest_camera_up{{camera=\"{id}\"}}")
+            ),
+            Some(0.0)
+        );
     }
-    assert_eq!(metric_value(&metrics, "panoptes_ingest_camera_up{camera=\"open\"}"), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, "panoptes_ingest_camera_up{camera=\"open\"}"),
+        Some(1.0)
+    );
 
     // No password anywhere: API, metrics, logs, Kafka headers.
     let reader = TopicReader::new(&broker.bootstrap, &topic)?;
@@ -134,10 +242,19 @@ fn broken_cameras_report_clear_states_while_others_flow_and_no_password_leaks() 
     assert!(logs.contains("authbad"), "logs were captured");
     let headers: String = records
         .iter()
-        .flat_map(|r| r.raw_headers.iter().map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v))))
+        .flat_map(|r| {
+            r.raw_headers
+                .iter()
+                .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
+        })
         .collect();
     for secret in [RIGHT, WRONG] {
-        for (place, text) in [("API", &api), ("metrics", &metrics), ("logs", &logs), ("headers", &headers)] {
+        for (place, text) in [
+            ("API", &api),
+            ("metrics", &metrics),
+            ("logs", &logs),
+            ("headers", &headers),
+        ] {
             assert!(!text.contains(secret), "password found in {place}");
         }
     }
@@ -145,10 +262,18 @@ fn broken_cameras_report_clear_states_while_others_flow_and_no_password_leaks() 
 }
 
 #[test]
-fn broker_outage_loses_only_what_overflowed_the_bounded_queue_and_memory_stays_flat() -> Result<()> {
+fn broker_outage_loses_only_what_overflowed_the_bounded_queue_and_memory_stays_flat() -> Result<()>
+{
     let (broker, topic) = broker_with_topic(2)?;
     let sim = camsim(&["id=cam0,fps=10"])?;
-    let cams = [Cam { id: "cam0", url: sim.url("cam0", None), fps: 10, width: 640, height: 360, partition: Some(0) }];
+    let cams = [Cam {
+        id: "cam0",
+        url: sim.url("cam0", None),
+        fps: 10,
+        width: 640,
+        height: 360,
+        partition: Some(0),
+    }];
     // A 40-frame producer queue: a 10 s outage at 10 fps must overflow it.
     const QUEUE: u64 = 40;
     let extra = format!("queue_max_messages = {QUEUE}\n{FAST_RECONNECT}");
@@ -175,27 +300,48 @@ fn broker_outage_loses_only_what_overflowed_the_bounded_queue_and_memory_stays_f
     })?;
     std::thread::sleep(Duration::from_secs(2));
     let status = ingest.camera("cam0");
-    assert!(ingest.proc.terminate(Duration::from_secs(15))?, "ingest did not exit cleanly");
+    assert!(
+        ingest.proc.terminate(Duration::from_secs(15))?,
+        "ingest did not exit cleanly"
+    );
     let next_seq = status["next_seq"].as_u64().unwrap();
     let dropped = status["dropped"].as_u64().unwrap();
 
     let reader = TopicReader::new(&broker.bootstrap, &topic)?;
     let mut records = Vec::new();
     reader.read_for(Duration::from_secs(5), &mut records)?;
-    let seqs: Vec<u64> = by_camera(&records)["cam0"].iter().map(|r| r.headers.as_ref().unwrap().seq).collect();
-    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "reordered or duplicated frames");
+    let seqs: Vec<u64> = by_camera(&records)["cam0"]
+        .iter()
+        .map(|r| r.headers.as_ref().unwrap().seq)
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] > w[0]),
+        "reordered or duplicated frames"
+    );
     // Frames published after the status snapshot are not part of the accounting.
     let missing = next_seq - seqs.iter().filter(|s| **s < next_seq).count() as u64;
-    let queue_full = metric_value(&during, "panoptes_ingest_frames_dropped_total{camera=\"cam0\",reason=\"producer_queue_full\"}")
-        .unwrap_or(0.0) as u64;
+    let queue_full = metric_value(
+        &during,
+        "panoptes_ingest_frames_dropped_total{camera=\"cam0\",reason=\"producer_queue_full\"}",
+    )
+    .unwrap_or(0.0) as u64;
     eprintln!(
         "published {next_seq} frames, delivered {}, missing {missing}, dropped {dropped} (queue full during outage: {queue_full}); RSS {rss_before} KiB → max {rss_max} KiB",
         seqs.len()
     );
-    assert!(queue_full > 0, "a 10 s outage should have overflowed a {QUEUE}-frame queue");
+    assert!(
+        queue_full > 0,
+        "a 10 s outage should have overflowed a {QUEUE}-frame queue"
+    );
     assert_eq!(missing, dropped, "every missing frame is a counted drop");
     // What was lost is what did not fit: about 100 outage frames minus the queue's 40.
-    assert!(dropped <= 100 + 20 - QUEUE, "lost {dropped} frames, more than the outage minus the queue");
-    assert!(rss_max.saturating_sub(rss_before) < 40 * 1024, "RSS grew from {rss_before} to {rss_max} KiB");
+    assert!(
+        dropped <= 100 + 20 - QUEUE,
+        "lost {dropped} frames, more than the outage minus the queue"
+    );
+    assert!(
+        rss_max.saturating_sub(rss_before) < 40 * 1024,
+        "RSS grew from {rss_before} to {rss_max} KiB"
+    );
     Ok(())
 }

@@ -27,19 +27,75 @@ fn four_cameras_publish_gapless_ordered_valid_frames_at_their_rates() -> Result<
     ])?;
     let cams = [
         // Full rate, no scaling; explicit partition.
-        Cam { id: "cam0", url: sim.url("cam0", None), fps: 10, width: 640, height: 360, partition: Some(3) },
+        Cam {
+            id: "cam0",
+            url: sim.url("cam0", None),
+            fps: 10,
+            width: 640,
+            height: 360,
+            partition: Some(3),
+        },
         // 720p sampled to half rate, scaled into 640x360.
-        Cam { id: "cam1", url: sim.url("cam1", None), fps: 5, width: 640, height: 360, partition: None },
+        Cam {
+            id: "cam1",
+            url: sim.url("cam1", None),
+            fps: 5,
+            width: 640,
+            height: 360,
+            partition: None,
+        },
         // H.265, 4:3 into a square box: aspect kept.
-        Cam { id: "cam2", url: sim.url("cam2", None), fps: 4, width: 320, height: 320, partition: None },
+        Cam {
+            id: "cam2",
+            url: sim.url("cam2", None),
+            fps: 4,
+            width: 320,
+            height: 320,
+            partition: None,
+        },
         // Smaller than the box: never upscaled.
-        Cam { id: "cam3", url: sim.url("cam3", None), fps: 12, width: 640, height: 360, partition: Some(7) },
+        Cam {
+            id: "cam3",
+            url: sim.url("cam3", None),
+            fps: 12,
+            width: 640,
+            height: 360,
+            partition: Some(7),
+        },
     ];
     let expect: BTreeMap<&str, Expect> = [
-        ("cam0", Expect { fps: 10.0, size: (640, 360), source: (640, 360) }),
-        ("cam1", Expect { fps: 5.0, size: (640, 360), source: (1280, 720) }),
-        ("cam2", Expect { fps: 4.0, size: (320, 240), source: (640, 480) }),
-        ("cam3", Expect { fps: 12.0, size: (320, 240), source: (320, 240) }),
+        (
+            "cam0",
+            Expect {
+                fps: 10.0,
+                size: (640, 360),
+                source: (640, 360),
+            },
+        ),
+        (
+            "cam1",
+            Expect {
+                fps: 5.0,
+                size: (640, 360),
+                source: (1280, 720),
+            },
+        ),
+        (
+            "cam2",
+            Expect {
+                fps: 4.0,
+                size: (320, 240),
+                source: (640, 480),
+            },
+        ),
+        (
+            "cam3",
+            Expect {
+                fps: 12.0,
+                size: (320, 240),
+                source: (320, 240),
+            },
+        ),
     ]
     .into_iter()
     .collect();
@@ -51,24 +107,45 @@ fn four_cameras_publish_gapless_ordered_valid_frames_at_their_rates() -> Result<
     let reader = TopicReader::new(&broker.bootstrap, &topic)?;
     let mut records = Vec::new();
     reader.read_for(Duration::from_secs(12), &mut records)?;
-    assert!(ingest.terminate_cleanly(), "ingest did not exit cleanly on SIGTERM:\n{}", ingest.proc.log_text());
+    assert!(
+        ingest.terminate_cleanly(),
+        "ingest did not exit cleanly on SIGTERM:\n{}",
+        ingest.proc.log_text()
+    );
     reader.read_for(Duration::from_secs(2), &mut records)?;
 
     let cams_seen = by_camera(&records);
-    assert!(!cams_seen.contains_key(""), "records with bad headers: {:?}", cams_seen.get("").map(|r| r[0].headers.clone()));
+    assert!(
+        !cams_seen.contains_key(""),
+        "records with bad headers: {:?}",
+        cams_seen.get("").map(|r| r[0].headers.clone())
+    );
     for (id, want) in &expect {
-        let recs = cams_seen.get(*id).unwrap_or_else(|| panic!("no frames from {id}"));
-        assert!(recs.len() as f64 >= want.fps * 8.0, "{id}: only {} frames", recs.len());
-        let partitions: std::collections::BTreeSet<i32> = recs.iter().map(|r| r.partition).collect();
-        assert_eq!(partitions.len(), 1, "{id}: frames spread over partitions {partitions:?}");
+        let recs = cams_seen
+            .get(*id)
+            .unwrap_or_else(|| panic!("no frames from {id}"));
+        assert!(
+            recs.len() as f64 >= want.fps * 8.0,
+            "{id}: only {} frames",
+            recs.len()
+        );
+        let partitions: std::collections::BTreeSet<i32> =
+            recs.iter().map(|r| r.partition).collect();
+        assert_eq!(
+            partitions.len(),
+            1,
+            "{id}: frames spread over partitions {partitions:?}"
+        );
         if let Some(p) = cams.iter().find(|c| c.id == *id).and_then(|c| c.partition) {
             assert_eq!(partitions.iter().next(), Some(&p), "{id}: wrong partition");
         }
         let mut prev_seq: Option<u64> = None;
         for r in recs {
             let h = r.headers.as_ref().expect("headers parse");
-            h.validate().unwrap_or_else(|e| panic!("{id} seq {}: invalid headers: {e}", h.seq));
-            h.check_record_key(r.key.as_deref().map(str::as_bytes)).expect("key is the camera id");
+            h.validate()
+                .unwrap_or_else(|e| panic!("{id} seq {}: invalid headers: {e}", h.seq));
+            h.check_record_key(r.key.as_deref().map(str::as_bytes))
+                .expect("key is the camera id");
             assert_eq!(h.encoding, FrameEncoding::Jpeg);
             if let Some(p) = prev_seq {
                 assert_eq!(h.seq, p + 1, "{id}: sequence gap or reorder");
@@ -77,20 +154,40 @@ fn four_cameras_publish_gapless_ordered_valid_frames_at_their_rates() -> Result<
             }
             prev_seq = Some(h.seq);
             assert_eq!((h.width, h.height), want.size, "{id}: header size");
-            assert_eq!((h.source_width, h.source_height), want.source, "{id}: header source size");
+            assert_eq!(
+                (h.source_width, h.source_height),
+                want.source,
+                "{id}: header source size"
+            );
             let mut dec = jpeg_decoder::Decoder::new(r.payload.as_slice());
-            dec.decode().unwrap_or_else(|e| panic!("{id} seq {}: payload is not a JPEG: {e}", h.seq));
+            dec.decode()
+                .unwrap_or_else(|e| panic!("{id} seq {}: payload is not a JPEG: {e}", h.seq));
             let info = dec.info().expect("jpeg info");
-            assert_eq!((u32::from(info.width), u32::from(info.height)), want.size, "{id}: JPEG size");
+            assert_eq!(
+                (u32::from(info.width), u32::from(info.height)),
+                want.size,
+                "{id}: JPEG size"
+            );
         }
         // Rate from capture times, skipping the first second (jitter-buffer start-up burst).
-        let times: Vec<i64> = recs.iter().map(|r| r.headers.as_ref().unwrap().capture_time_us).collect();
+        let times: Vec<i64> = recs
+            .iter()
+            .map(|r| r.headers.as_ref().unwrap().capture_time_us)
+            .collect();
         let start = times[0] + 1_000_000;
         let window: Vec<i64> = times.into_iter().filter(|t| *t >= start).collect();
         let span = (window[window.len() - 1] - window[0]) as f64 / 1e6;
         let fps = (window.len() - 1) as f64 / span;
-        assert!((fps - want.fps).abs() <= want.fps * 0.10, "{id}: measured {fps:.2} fps, configured {}", want.fps);
-        eprintln!("{id}: {} frames, {fps:.2} fps (configured {})", recs.len(), want.fps);
+        assert!(
+            (fps - want.fps).abs() <= want.fps * 0.10,
+            "{id}: measured {fps:.2} fps, configured {}",
+            want.fps
+        );
+        eprintln!(
+            "{id}: {} frames, {fps:.2} fps (configured {})",
+            recs.len(),
+            want.fps
+        );
     }
     drop(sim);
     drop(broker);
@@ -103,6 +200,8 @@ trait Terminate {
 
 impl Terminate for Ingest {
     fn terminate_cleanly(&mut self) -> bool {
-        self.proc.terminate(Duration::from_secs(15)).unwrap_or(false)
+        self.proc
+            .terminate(Duration::from_secs(15))
+            .unwrap_or(false)
     }
 }

@@ -189,7 +189,8 @@ fn tracks(spec: &SceneSpec, camera_id: &str) -> Vec<Track> {
             let aspect = CLASS_ASPECT[class_id as usize] * (0.9 + 0.2 * rng.unit());
             let ow = even_floor((oh as f32 * aspect).round() as u32).clamp(2, even_floor(w) - 2);
             let slack = lane_h.saturating_sub(oh);
-            let y = i * lane_h + even_floor((rng.unit() * slack as f32) as u32).min(even_floor(slack));
+            let y =
+                i * lane_h + even_floor((rng.unit() * slack as f32) as u32).min(even_floor(slack));
             let speed = 1 + rng.next() % speed_max;
             let range = u64::from(w.saturating_sub(ow) / 2).max(1);
             let phase = rng.next() % (2 * range);
@@ -272,8 +273,15 @@ pub fn render_i420(spec: &SceneSpec, camera_id: &str, frame_index: u64, out: &mu
 /// If the width or height is odd or the slice has the wrong size.
 pub fn render_i420_into(spec: &SceneSpec, camera_id: &str, frame_index: u64, out: &mut [u8]) {
     let (w, h) = (spec.width as usize, spec.height as usize);
-    assert!(w % 2 == 0 && h % 2 == 0, "I420 needs even width and height");
-    assert_eq!(out.len(), i420_size(spec.width, spec.height), "I420 buffer size");
+    assert!(
+        w.is_multiple_of(2) && h.is_multiple_of(2),
+        "I420 needs even width and height"
+    );
+    assert_eq!(
+        out.len(),
+        i420_size(spec.width, spec.height),
+        "I420 buffer size"
+    );
     let (y_plane, chroma) = out.split_at_mut(w * h);
     let (u_plane, v_plane) = chroma.split_at_mut((w / 2) * (h / 2));
 
@@ -324,7 +332,11 @@ pub fn render_rgb(spec: &SceneSpec, camera_id: &str, frame_index: u64, out: &mut
     }
     for (class_id, x1, y1, x2, y2) in boxes(spec, camera_id, frame_index) {
         let color = CLASS_COLORS_RGB[class_id as usize];
-        for row in out.chunks_exact_mut(w * 3).take(y2 as usize).skip(y1 as usize) {
+        for row in out
+            .chunks_exact_mut(w * 3)
+            .take(y2 as usize)
+            .skip(y1 as usize)
+        {
             for px in row[x1 as usize * 3..x2 as usize * 3].chunks_exact_mut(3) {
                 px.copy_from_slice(&color);
             }
@@ -357,7 +369,10 @@ mod tests {
         assert_ne!(a, ground_truth(&other_seed, "cam0", 1234));
         let classes: Vec<u32> = a.iter().map(|b| b.class_id).collect();
         for c in 0..3 {
-            assert!(classes.contains(&c), "all classes appear with 3 objects: {classes:?}");
+            assert!(
+                classes.contains(&c),
+                "all classes appear with 3 objects: {classes:?}"
+            );
         }
     }
 
@@ -373,7 +388,10 @@ mod tests {
                         seed,
                     };
                     let strip_top = (h - barcode_height(h)) as f32;
-                    for f in (0..2000u64).step_by(7).chain([u64::MAX / 3, 51_234_567_890]) {
+                    for f in (0..2000u64)
+                        .step_by(7)
+                        .chain([u64::MAX / 3, 51_234_567_890])
+                    {
                         let gt = ground_truth(&spec, "camX", f);
                         assert_eq!(gt.len(), objects as usize);
                         for (i, b) in gt.iter().enumerate() {
@@ -447,7 +465,10 @@ mod tests {
             assert!(worst <= 1, "luma differs by {worst}");
             // Chroma at an object's centre matches its colour.
             let b = ground_truth(&spec, "cam3", 999)[0];
-            let (cx, cy) = (((b.x1 + b.x2) / 4.0) as usize, ((b.y1 + b.y2) / 4.0) as usize);
+            let (cx, cy) = (
+                ((b.x1 + b.x2) / 4.0) as usize,
+                ((b.y1 + b.y2) / 4.0) as usize,
+            );
             let (_, cb, cr) = rgb_to_ycbcr(CLASS_COLORS_RGB[b.class_id as usize]);
             let off = (w * h) as usize;
             let cw = (w / 2) as usize;
@@ -476,7 +497,14 @@ mod tests {
 
     #[test]
     fn frame_index_round_trip_with_downscale() {
-        let indexes = [0u64, 1, 12345, (1 << 30) - 1, 17_000_000_123, 51_234_567_890];
+        let indexes = [
+            0u64,
+            1,
+            12345,
+            (1 << 30) - 1,
+            17_000_000_123,
+            51_234_567_890,
+        ];
         for (w, h) in SIZES {
             for &idx in &indexes {
                 let spec = SceneSpec::new(w, h);
@@ -500,7 +528,10 @@ mod tests {
                 for r in 0..h {
                     padded[r * stride..r * stride + w].copy_from_slice(&y[r * w..(r + 1) * w]);
                 }
-                assert_eq!(read_frame_index(&padded, w as u32, h as u32, stride), Some(want));
+                assert_eq!(
+                    read_frame_index(&padded, w as u32, h as u32, stride),
+                    Some(want)
+                );
             }
         }
     }
@@ -515,7 +546,11 @@ mod tests {
         }
         assert_eq!(read_frame_index(&stripes, 320, 180, 320), None);
         assert_eq!(read_frame_index(&gray, 320, 180, 100), None, "bad stride");
-        assert_eq!(read_frame_index(&gray[..100], 320, 180, 320), None, "short buffer");
+        assert_eq!(
+            read_frame_index(&gray[..100], 320, 180, 320),
+            None,
+            "short buffer"
+        );
     }
 
     #[test]
@@ -523,7 +558,10 @@ mod tests {
         assert_eq!(frame_index_at(1_000_000_000, 10), 10);
         assert_eq!(frame_index_at(1_099_999_999, 10), 10);
         assert_eq!(frame_index_at(1_100_000_000, 10), 11);
-        assert_eq!(frame_index_at(1_700_000_000_500_000_000, 30), 51_000_000_015);
+        assert_eq!(
+            frame_index_at(1_700_000_000_500_000_000, 30),
+            51_000_000_015
+        );
     }
 
     #[test]

@@ -49,8 +49,13 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>, sections: &[&str]) -> Resu
     let allowed: Vec<String> = sections.iter().map(|s| s.to_ascii_lowercase()).collect();
     let env = Env::prefixed(ENV_PREFIX).split("__").filter(move |key| {
         // Keys may still be upper-case here: figment lowercases them after filtering.
-        let top = key.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
-        allowed.iter().any(|s| *s == top)
+        let top = key
+            .as_str()
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        allowed.contains(&top)
     });
     figment
         .merge(env)
@@ -67,7 +72,10 @@ pub fn from_toml_str<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> 
 }
 
 fn flatten_figment_error(e: figment::Error) -> String {
-    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+    e.into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -91,12 +99,18 @@ mod tests {
     }
     impl Default for Demo {
         fn default() -> Self {
-            Self { name: "n".into(), kafka: Kafka::default() }
+            Self {
+                name: "n".into(),
+                kafka: Kafka::default(),
+            }
         }
     }
     impl Default for Kafka {
         fn default() -> Self {
-            Self { bootstrap_servers: "localhost:9092".into(), linger: Duration::from_millis(5) }
+            Self {
+                bootstrap_servers: "localhost:9092".into(),
+                linger: Duration::from_millis(5),
+            }
         }
     }
 
@@ -127,6 +141,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
     fn environment_overrides_only_named_sections() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

@@ -39,7 +39,13 @@ impl Readiness {
     /// Records the result of check `name`.
     pub fn set(&self, name: &str, ok: bool, detail: impl Into<String>) {
         let mut checks = self.checks.write().unwrap_or_else(|e| e.into_inner());
-        checks.insert(name.to_string(), CheckState { ok, detail: detail.into() });
+        checks.insert(
+            name.to_string(),
+            CheckState {
+                ok,
+                detail: detail.into(),
+            },
+        );
     }
 
     /// True when every registered check passes (and there is at least one).
@@ -50,7 +56,10 @@ impl Readiness {
 
     /// A copy of all checks, for reporting.
     pub fn snapshot(&self) -> BTreeMap<String, CheckState> {
-        self.checks.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.checks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -66,13 +75,20 @@ pub fn router(registry: Registry, readiness: Readiness) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(HealthState { registry, readiness })
+        .with_state(HealthState {
+            registry,
+            readiness,
+        })
 }
 
 async fn readyz(State(state): State<HealthState>) -> Response {
     let ready = state.readiness.is_ready();
     let body = serde_json::json!({ "ready": ready, "checks": state.readiness.snapshot() });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(body)).into_response()
 }
 
@@ -95,7 +111,10 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let shutdown = cancel.cancelled_owned();
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
@@ -126,17 +145,51 @@ mod tests {
         c.inc();
         let readiness = Readiness::default();
         let cancel = CancellationToken::new();
-        let (addr, task) =
-            serve("127.0.0.1:0".parse().unwrap(), router(registry, readiness.clone()), cancel.clone())
-                .await
-                .unwrap();
+        let (addr, task) = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            router(registry, readiness.clone()),
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
         let base = format!("http://{addr}");
         let client = reqwest::Client::new();
-        assert_eq!(client.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
-        assert_eq!(client.get(format!("{base}/readyz")).send().await.unwrap().status(), 503);
+        assert_eq!(
+            client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            503
+        );
         readiness.set("kafka", true, "connected");
-        assert_eq!(client.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
-        let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        assert_eq!(
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(text.contains("panoptes_test_total 1"), "{text}");
         cancel.cancel();
         task.await.unwrap();

@@ -74,7 +74,11 @@ impl CameraUrl {
         // Cannot fail for URLs with a host.
         let _ = url.set_username("");
         let _ = url.set_password(None);
-        Ok(Self { bare: url.to_string(), user, password })
+        Ok(Self {
+            bare: url.to_string(),
+            user,
+            password,
+        })
     }
 
     /// The URL without credentials, as handed to the RTSP client (credentials go separately).
@@ -127,7 +131,9 @@ pub fn redact_text(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        let end = tail.find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rfind('@') {
             Some(at) => {
@@ -200,7 +206,10 @@ mod tests {
         let t = redact_text("could not open rtsp://bob:hunter2@cam.local:554/s1 (401)");
         assert_eq!(t, "could not open rtsp://bob:***@cam.local:554/s1 (401)");
         assert_eq!(redact_text("no urls here"), "no urls here");
-        assert_eq!(redact_text("rtsp://h/p and rtsp://u:p@h"), "rtsp://h/p and rtsp://u:***@h");
+        assert_eq!(
+            redact_text("rtsp://h/p and rtsp://u:p@h"),
+            "rtsp://h/p and rtsp://u:***@h"
+        );
     }
 
     #[test]

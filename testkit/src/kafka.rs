@@ -42,7 +42,11 @@ impl TopicReader {
             .create()
             .context("creating consumer")?;
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let t = md.topics().iter().find(|t| t.name() == topic).context("topic missing from metadata")?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .context("topic missing from metadata")?;
         let mut tpl = TopicPartitionList::new();
         for p in t.partitions() {
             tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
@@ -63,8 +67,10 @@ impl TopicReader {
                             raw.push((hdr.key.to_string(), hdr.value.unwrap_or_default().to_vec()));
                         }
                     }
-                    let headers = FrameHeaders::from_kafka_headers(raw.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))))
-                        .map_err(|e| e.to_string());
+                    let headers = FrameHeaders::from_kafka_headers(
+                        raw.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))),
+                    )
+                    .map_err(|e| e.to_string());
                     out.push(FrameRecord {
                         partition: m.partition(),
                         offset: m.offset(),
@@ -86,7 +92,11 @@ impl TopicReader {
 pub fn by_camera(records: &[FrameRecord]) -> BTreeMap<String, Vec<&FrameRecord>> {
     let mut map: BTreeMap<String, Vec<&FrameRecord>> = BTreeMap::new();
     for r in records {
-        let cam = r.headers.as_ref().map(|h| h.camera_id.clone()).unwrap_or_default();
+        let cam = r
+            .headers
+            .as_ref()
+            .map(|h| h.camera_id.clone())
+            .unwrap_or_default();
         map.entry(cam).or_default().push(r);
     }
     map

@@ -37,7 +37,11 @@ pub fn bin_path(name: &str) -> PathBuf {
 /// A name unique to this test process and call, e.g. for topics.
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// The development broker, as a process.
@@ -60,7 +64,11 @@ impl DevBroker {
         )?;
         let bootstrap = child.wait_for_line("BOOTSTRAP=", Duration::from_secs(20))?;
         let control = child.wait_for_line("CONTROL=", Duration::from_secs(5))?;
-        Ok(Self { bootstrap, control, child })
+        Ok(Self {
+            bootstrap,
+            control,
+            child,
+        })
     }
 
     /// Creates a topic.
@@ -102,20 +110,31 @@ impl CamSim {
         let mut child = ChildProcess::spawn("camsim", &bin_path("panoptes-camsim"), &all, &[])?;
         let rtsp = child.wait_for_line("RTSP=", Duration::from_secs(20))?;
         let control = child.wait_for_line("CONTROL=", Duration::from_secs(5))?;
-        Ok(Self { rtsp, control, child })
+        Ok(Self {
+            rtsp,
+            control,
+            child,
+        })
     }
 
     /// URL of camera `id`, optionally with credentials.
     pub fn url(&self, id: &str, creds: Option<(&str, &str)>) -> String {
         match creds {
             None => format!("{}/{id}", self.rtsp),
-            Some((u, p)) => format!("{}/{id}", self.rtsp.replacen("rtsp://", &format!("rtsp://{u}:{p}@"), 1)),
+            Some((u, p)) => format!(
+                "{}/{id}",
+                self.rtsp
+                    .replacen("rtsp://", &format!("rtsp://{u}:{p}@"), 1)
+            ),
         }
     }
 
     /// Applies a fault: `stall`, `drop`, `stop` or `resume`.
     pub fn fault(&self, id: &str, action: &str) -> Result<()> {
-        post_json(&format!("{}/cameras/{id}/{action}", self.control), &serde_json::json!({}))
+        post_json(
+            &format!("{}/cameras/{id}/{action}", self.control),
+            &serde_json::json!({}),
+        )
     }
 
     /// Whether the process is still running.
@@ -133,14 +152,22 @@ pub fn post_json(url: &str, body: &serde_json::Value) -> Result<()> {
         .send()
         .with_context(|| format!("POST {url}"))?;
     if !resp.status().is_success() {
-        bail!("POST {url}: {} {}", resp.status(), resp.text().unwrap_or_default());
+        bail!(
+            "POST {url}: {} {}",
+            resp.status(),
+            resp.text().unwrap_or_default()
+        );
     }
     Ok(())
 }
 
 /// GETs a URL as text (any status); `None` if the server cannot be reached.
 pub fn get_text(url: &str) -> Option<(u16, String)> {
-    let resp = reqwest::blocking::Client::new().get(url).timeout(Duration::from_secs(5)).send().ok()?;
+    let resp = reqwest::blocking::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .ok()?;
     let status = resp.status().as_u16();
     Some((status, resp.text().unwrap_or_default()))
 }
@@ -149,10 +176,11 @@ pub fn get_text(url: &str) -> Option<(u16, String)> {
 pub fn metric_value(metrics_text: &str, series: &str) -> Option<f64> {
     let mut found = None;
     for line in metrics_text.lines() {
-        if let Some(rest) = line.strip_prefix(series) {
-            if let Some(v) = rest.strip_prefix(' ').and_then(|v| v.trim().parse::<f64>().ok()) {
-                found = Some(found.unwrap_or(0.0) + v);
-            }
+        let value = line
+            .strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '));
+        if let Some(v) = value.and_then(|v| v.trim().parse::<f64>().ok()) {
+            found = Some(found.unwrap_or(0.0) + v);
         }
     }
     found

@@ -21,7 +21,10 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Spawns `program` with `args` and extra `env`; stdin is a pipe held open until drop.
     pub fn spawn(name: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
-        let log = tempfile::Builder::new().prefix(&format!("panoptes-{name}-")).suffix(".log").tempfile()?;
+        let log = tempfile::Builder::new()
+            .prefix(&format!("panoptes-{name}-"))
+            .suffix(".log")
+            .tempfile()?;
         let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::piped())
@@ -30,7 +33,9 @@ impl ChildProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().with_context(|| format!("spawning {}", program.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", program.display()))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -40,7 +45,13 @@ impl ChildProcess {
                 }
             }
         });
-        Ok(Self { name: name.to_string(), child, lines: rx, seen: Vec::new(), log })
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            log,
+        })
     }
 
     /// Waits for a stdout line starting with `prefix` and returns the rest of it.
@@ -93,7 +104,10 @@ impl ChildProcess {
 
     /// Sends a signal (`kill -<sig>`).
     pub fn signal(&self, sig: &str) -> Result<()> {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status()?;
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()?;
         if !status.success() {
             bail!("kill -{sig} {} failed", self.pid());
         }
@@ -118,7 +132,10 @@ impl ChildProcess {
     /// Resident memory in KiB (from /proc), if running.
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 }
 

@@ -52,7 +52,11 @@ impl Ingest {
             &[("RUST_LOG", "debug"), ("GST_DEBUG", "2")],
         )?;
         let http = proc.wait_for_line("HTTP=", Duration::from_secs(20))?;
-        Ok(Self { proc, http, _config: config })
+        Ok(Self {
+            proc,
+            http,
+            _config: config,
+        })
     }
 
     /// `GET /cameras` as JSON.
@@ -71,7 +75,9 @@ impl Ingest {
 
     /// `/metrics` text.
     pub fn metrics(&self) -> String {
-        get_text(&format!("{}/metrics", self.http)).map(|(_, t)| t).unwrap_or_default()
+        get_text(&format!("{}/metrics", self.http))
+            .map(|(_, t)| t)
+            .unwrap_or_default()
     }
 
     /// Waits until camera `id` is streaming.

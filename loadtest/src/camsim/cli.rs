@@ -100,7 +100,8 @@ mod tests {
                 .into_config()
                 .is_err()
         );
-        let dup = CamsimArgs::parse_from(["panoptes-camsim", "--cameras", "1", "--camera", "id=cam0"]);
+        let dup =
+            CamsimArgs::parse_from(["panoptes-camsim", "--cameras", "1", "--camera", "id=cam0"]);
         assert!(dup.into_config().is_err());
         assert!(CamsimArgs::try_parse_from(["panoptes-camsim", "--camera", "id=a,fps=x"]).is_err());
     }

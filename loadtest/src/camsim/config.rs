@@ -131,7 +131,7 @@ impl CameraConfig {
             if self.width < 64 || self.height < 64 || self.width > 7680 || self.height > 4320 {
                 return Err(err(format!("{}: size out of range 64..7680x4320", self.id)));
             }
-            if self.width % 2 != 0 || self.height % 2 != 0 {
+            if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
                 return Err(err(format!("{}: width and height must be even", self.id)));
             }
         }

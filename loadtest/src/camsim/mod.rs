@@ -171,7 +171,9 @@ fn check_plugins(config: &CamsimConfig) -> Result<(), Error> {
     }
     for name in needed {
         if gst::ElementFactory::find(name).is_none() {
-            return Err(Error::Gst(format!("GStreamer element {name} is not installed")));
+            return Err(Error::Gst(format!(
+                "GStreamer element {name} is not installed"
+            )));
         }
     }
     Ok(())

@@ -2,10 +2,12 @@
 //! factory per camera, basic auth for protected cameras, and the fault operations the
 //! control API needs (count clients, end sessions, unmount/remount).
 //!
-//! Medias are **shared**: all clients of one camera watch the same pipeline (one encoder per
-//! camera however many clients connect, like a real camera's single encoder). A media is
-//! created on the first DESCRIBE/SETUP, its feeder thread starts at `media-configure` and
-//! stops when the media is unprepared (after the last session is gone).
+//! Medias are **not shared**: every client connection gets its own pipeline (appsrc, encoder,
+//! payloader) and feeder thread, created on its DESCRIBE/SETUP and torn down (feeder stopped at
+//! `unprepared`) when its session ends. Costs one encoder per client, but gst-rtsp-server 1.22
+//! has a race with shared medias: a client that reconnects while the previous client's shared
+//! media is still unpreparing gets `503 Service Unavailable` — exactly what a fast-reconnecting
+//! ingest node does after a drop. Every client still sees the scene of the current instant.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -239,7 +241,7 @@ impl Rtsp {
         for cam in cameras {
             let factory = RTSPMediaFactory::new();
             factory.set_launch(&launch_line(&cam.config));
-            factory.set_shared(true);
+            factory.set_shared(false);
             let c = cam.clone();
             factory.connect_media_configure(move |_, media| configure_media(&c, media));
             mounts.add_factory(&cam.path(), factory.clone());

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -229,7 +229,8 @@ impl Client {
                     let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
                     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
                     let stride = info.stride()[0] as usize;
-                    let index = read_frame_index(map.as_slice(), info.width(), info.height(), stride);
+                    let index =
+                        read_frame_index(map.as_slice(), info.width(), info.height(), stride);
                     let _ = frames.send(Event::Frame {
                         width: info.width(),
                         height: info.height(),
@@ -266,10 +267,7 @@ impl Client {
 
     /// Next event within `timeout`.
     pub fn next(&self, timeout: Duration) -> Option<Event> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(ev) => Some(ev),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.rx.recv_timeout(timeout).ok()
     }
 
     /// Waits for the first frame (panics on error/EOS/timeout), then collects frames for

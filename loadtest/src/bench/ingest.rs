@@ -1,0 +1,605 @@
+//! The ingest benchmark: `panoptes-ingest` against a bare `gst-launch-1.0` pipeline.
+//!
+//! Both sides pull the same simulated RTSP cameras and do the same work per camera:
+//!
+//! ```text
+//! rtspsrc (tcp, latency 200) ! decodebin ! videorate drop-only=true max-rate=FPS
+//!   ! videoscale ! video/x-raw,width=W,height=H ! jpegenc quality=Q ! <sink>
+//! ```
+//!
+//! The bare side ends in `fakesink silent=false` inside one `gst-launch-1.0 -v` process, and
+//! its frames are counted from the `last-message = chain …` lines that `-v` prints for every
+//! buffer (one short line per output frame; measured to cost nothing visible next to the
+//! decode, see `docs/benchmarks.md`). The ingest side ends in its appsink and publishes every
+//! frame to Kafka; its frames are the deltas of `panoptes_ingest_frames_total`.
+//!
+//! Per phase the benchmark measures frames produced and CPU seconds (`utime + stime` from
+//! `/proc/<pid>/stat`) of the measured process only, over the same window; the figure of
+//! merit is CPU seconds per output frame, and the result is ingest's over bare's.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::sys::{ClockTicks, MachineInfo};
+
+/// The ratio (ingest CPU per frame over bare CPU per frame) the ingest node should stay under.
+pub const TARGET_RATIO: f64 = 1.25;
+
+/// Invalid benchmark parameters.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid parameter: {0}")]
+pub struct ParamError(String);
+
+/// What to run: sources, output, timing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IngestBenchParams {
+    /// Simulated cameras (`cam0..`).
+    pub cameras: u32,
+    /// Source width in pixels.
+    pub source_width: u32,
+    /// Source height in pixels.
+    pub source_height: u32,
+    /// Source frame rate.
+    pub source_fps: u32,
+    /// Output (sampled) frame rate per camera.
+    pub out_fps: u32,
+    /// Output width in pixels.
+    pub out_width: u32,
+    /// Output height in pixels.
+    pub out_height: u32,
+    /// JPEG quality of both sides.
+    pub jpeg_quality: u32,
+    /// Seconds each phase runs after its first frame and before its window.
+    pub warmup_s: u64,
+    /// Seconds of the measured window of each phase.
+    pub window_s: u64,
+    /// Rounds of (bare, ingest).
+    pub rounds: u32,
+}
+
+impl Default for IngestBenchParams {
+    fn default() -> Self {
+        Self {
+            cameras: 4,
+            source_width: 1280,
+            source_height: 720,
+            source_fps: 10,
+            out_fps: 5,
+            out_width: 640,
+            out_height: 360,
+            jpeg_quality: 80,
+            warmup_s: 5,
+            window_s: 30,
+            rounds: 2,
+        }
+    }
+}
+
+impl IngestBenchParams {
+    /// The small run for CI smoke tests: 2 cameras, 10 s window, 3 s warm-up, 1 round.
+    pub fn quick() -> Self {
+        Self { cameras: 2, warmup_s: 3, window_s: 10, rounds: 1, ..Self::default() }
+    }
+
+    /// Rejects parameters the benchmark cannot run meaningfully.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        let positive = [
+            ("cameras", self.cameras),
+            ("source fps", self.source_fps),
+            ("output fps", self.out_fps),
+            ("rounds", self.rounds),
+            ("source width", self.source_width),
+            ("source height", self.source_height),
+            ("output width", self.out_width),
+            ("output height", self.out_height),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ParamError(format!("{name} must be positive")));
+        }
+        if self.window_s == 0 {
+            return Err(ParamError("the window must be at least 1 s".into()));
+        }
+        if self.out_fps > self.source_fps {
+            return Err(ParamError(format!(
+                "output fps {} above source fps {}: videorate drop-only cannot raise the rate",
+                self.out_fps, self.source_fps
+            )));
+        }
+        if self.out_width > self.source_width || self.out_height > self.source_height {
+            return Err(ParamError("the ingest node never upscales: output size must fit in the source".into()));
+        }
+        if self.out_width % 2 != 0 || self.out_height % 2 != 0 {
+            return Err(ParamError("output width and height must be even".into()));
+        }
+        if !(1..=100).contains(&self.jpeg_quality) {
+            return Err(ParamError("JPEG quality must be 1..=100".into()));
+        }
+        Ok(())
+    }
+
+    /// Camera ids as the simulator names them for `--cameras N`.
+    pub fn camera_ids(&self) -> Vec<String> {
+        (0..self.cameras).map(|i| format!("cam{i}")).collect()
+    }
+
+    /// Arguments for `panoptes-camsim` (besides `--listen`/`--control`).
+    pub fn camsim_args(&self) -> Vec<String> {
+        [
+            ("--cameras", self.cameras),
+            ("--width", self.source_width),
+            ("--height", self.source_height),
+            ("--fps", self.source_fps),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .chain(["--codec".to_string(), "h264".to_string()])
+        .collect()
+    }
+
+    /// Frames per second both sides should produce when they keep up.
+    pub fn expected_fps(&self) -> f64 {
+        f64::from(self.cameras) * f64::from(self.out_fps)
+    }
+
+    /// Arguments for `gst-launch-1.0`: `-v` and one branch per `(camera id, url)`, each ending
+    /// in a `fakesink` named after the camera. (`-q` would silence `-v` too.)
+    pub fn bare_launch_args(&self, cameras: &[(String, String)]) -> Vec<String> {
+        let mut args = vec!["-v".to_string()];
+        for (id, url) in cameras {
+            let branch = format!(
+                "rtspsrc location={url} protocols=tcp latency=200 ! decodebin \
+                 ! videorate drop-only=true max-rate={fps} ! videoscale \
+                 ! video/x-raw,width={w},height={h} ! jpegenc quality={q} \
+                 ! fakesink name={id} sync=false silent=false",
+                fps = self.out_fps,
+                w = self.out_width,
+                h = self.out_height,
+                q = self.jpeg_quality,
+            );
+            args.extend(branch.split_whitespace().map(str::to_string));
+        }
+        args
+    }
+
+    /// The `panoptes-ingest` configuration for the same cameras and settings.
+    pub fn ingest_config(&self, bootstrap: &str, cameras: &[(String, String)]) -> String {
+        let mut toml = format!(
+            "node_id = \"bench\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[kafka]\nbootstrap_servers = {bootstrap:?}\n\n\
+             [camera_defaults]\nfps = {}\nwidth = {}\nheight = {}\njpeg_quality = {}\ntransport = \"tcp\"\nlatency = \"200ms\"\n",
+            self.out_fps, self.out_width, self.out_height, self.jpeg_quality
+        );
+        for (id, url) in cameras {
+            let _ = write!(toml, "\n[[cameras]]\nid = {id:?}\nurl = {url:?}\n");
+        }
+        toml
+    }
+}
+
+/// If `line` is a `gst-launch-1.0 -v` report of a buffer reaching a fakesink, the sink's name.
+///
+/// The line looks like
+/// `/GstPipeline:pipeline0/GstFakeSink:cam0: last-message = chain   ******* (cam0:sink) (9628 bytes, …`.
+pub fn fakesink_buffer(line: &str) -> Option<&str> {
+    let (path, message) = line.split_once(": last-message = ")?;
+    if !message.starts_with("chain") {
+        return None;
+    }
+    path.rsplit_once("/GstFakeSink:").map(|(_, name)| name)
+}
+
+/// Counts output frames per fakesink from `gst-launch-1.0 -v` output, fed line by line
+/// (from a reader thread) and read from the measuring thread.
+#[derive(Debug, Default)]
+pub struct LaunchFrameCounter {
+    counts: Mutex<BTreeMap<String, u64>>,
+}
+
+impl LaunchFrameCounter {
+    /// Counts `line` if it reports a buffer.
+    pub fn feed(&self, line: &str) {
+        if let Some(name) = fakesink_buffer(line) {
+            *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_insert(0) += 1;
+        }
+    }
+
+    /// Frames per sink so far.
+    pub fn per_sink(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Frames over all sinks so far.
+    pub fn total(&self) -> u64 {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+}
+
+/// The two sides of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// `gst-launch-1.0` with the same pipeline and a fakesink.
+    Bare,
+    /// `panoptes-ingest` publishing to the development broker.
+    Ingest,
+}
+
+impl Phase {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Bare => "bare",
+            Phase::Ingest => "ingest",
+        }
+    }
+}
+
+/// One measured window of one phase.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    /// Which side.
+    pub phase: Phase,
+    /// Round number, from 1.
+    pub round: u32,
+    /// Output frames produced in the window (all cameras).
+    pub frames: u64,
+    /// CPU seconds (user + system) of the measured process in the window.
+    pub cpu_s: f64,
+    /// Wall-clock length of the window in seconds.
+    pub wall_s: f64,
+    /// CPU seconds of the camera simulator in the same window (context, not part of the ratio).
+    pub source_cpu_s: f64,
+    /// Fraction of the whole machine's CPU that was busy in the window (context).
+    pub machine_busy: f64,
+    /// Resident memory of the measured process at the end of the window, KiB.
+    pub rss_kib: Option<u64>,
+}
+
+impl Sample {
+    /// CPU seconds per output frame (infinite if no frame came out).
+    pub fn cpu_per_frame(&self) -> f64 {
+        if self.frames == 0 { f64::INFINITY } else { self.cpu_s / self.frames as f64 }
+    }
+
+    /// Output frames per wall-clock second.
+    pub fn fps(&self) -> f64 {
+        if self.wall_s > 0.0 { self.frames as f64 / self.wall_s } else { 0.0 }
+    }
+}
+
+/// Median of `values` (mean of the middle two for an even count); `None` if empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// The medians of one phase over its rounds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseSummary {
+    /// Which side.
+    pub phase: Phase,
+    /// Rounds measured.
+    pub rounds: usize,
+    /// Median CPU seconds per output frame.
+    pub cpu_per_frame_s: f64,
+    /// Its inverse: output frames per CPU second.
+    pub frames_per_cpu_s: f64,
+    /// Cameras at the output rate that one fully used core sustains: `1 / (cpu_per_frame × fps)`.
+    pub cameras_per_core: f64,
+    /// Median output frames per wall-clock second.
+    pub fps: f64,
+    /// Median share of one core used: CPU seconds over wall seconds.
+    pub cores_used: f64,
+}
+
+impl PhaseSummary {
+    /// Summarises the samples of `phase`; `None` if there are none.
+    pub fn of(phase: Phase, samples: &[Sample], out_fps: u32) -> Option<Self> {
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.phase == phase).collect();
+        let cpu_per_frame_s = median(&mine.iter().map(|s| s.cpu_per_frame()).collect::<Vec<_>>())?;
+        Some(Self {
+            phase,
+            rounds: mine.len(),
+            cpu_per_frame_s,
+            frames_per_cpu_s: 1.0 / cpu_per_frame_s,
+            cameras_per_core: 1.0 / (cpu_per_frame_s * f64::from(out_fps)),
+            fps: median(&mine.iter().map(|s| s.fps()).collect::<Vec<_>>())?,
+            cores_used: median(&mine.iter().map(|s| s.cpu_s / s.wall_s.max(f64::MIN_POSITIVE)).collect::<Vec<_>>())?,
+        })
+    }
+}
+
+/// Everything a run produced, as written to `ingest-bench.json` and rendered as Markdown.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestBenchReport {
+    /// `"panoptes-bench-ingest"`.
+    pub benchmark: String,
+    /// When the run started (UTC).
+    pub date: String,
+    /// The command line, as typed.
+    pub command: String,
+    /// Cargo profile of the benchmark and the binaries it starts.
+    pub profile: String,
+    /// The machine.
+    pub machine: MachineInfo,
+    /// `/proc` clock ticks per second.
+    pub clock_ticks: ClockTicks,
+    /// `GST_DEBUG` as both sides saw it, if set.
+    pub gst_debug: Option<String>,
+    /// Parameters.
+    pub params: IngestBenchParams,
+    /// Every measured window, in the order run.
+    pub samples: Vec<Sample>,
+    /// The bare pipeline's medians.
+    pub bare: PhaseSummary,
+    /// The ingest node's medians.
+    pub ingest: PhaseSummary,
+    /// Median ingest CPU per frame over median bare CPU per frame.
+    pub ratio: f64,
+    /// The same ratio for each round alone (ingest sample over the bare sample before it).
+    pub round_ratios: Vec<f64>,
+    /// [`TARGET_RATIO`].
+    pub target_ratio: f64,
+    /// `ratio <= target_ratio`.
+    pub within_target: bool,
+    /// The bare pipeline, as run (camera URLs included).
+    pub bare_pipeline: String,
+}
+
+impl IngestBenchReport {
+    /// Builds the report from the samples; `None` if either phase has none.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        date: String,
+        command: String,
+        profile: String,
+        machine: MachineInfo,
+        clock_ticks: ClockTicks,
+        gst_debug: Option<String>,
+        params: IngestBenchParams,
+        samples: Vec<Sample>,
+        bare_pipeline: String,
+    ) -> Option<Self> {
+        let bare = PhaseSummary::of(Phase::Bare, &samples, params.out_fps)?;
+        let ingest = PhaseSummary::of(Phase::Ingest, &samples, params.out_fps)?;
+        let ratio = ingest.cpu_per_frame_s / bare.cpu_per_frame_s;
+        let round_ratios = (1..=params.rounds)
+            .filter_map(|r| {
+                let of = |p| samples.iter().find(|s| s.round == r && s.phase == p);
+                Some(of(Phase::Ingest)?.cpu_per_frame() / of(Phase::Bare)?.cpu_per_frame())
+            })
+            .collect();
+        Some(Self {
+            benchmark: "panoptes-bench-ingest".into(),
+            date,
+            command,
+            profile,
+            machine,
+            clock_ticks,
+            gst_debug,
+            params,
+            samples,
+            bare,
+            ingest,
+            ratio,
+            round_ratios,
+            target_ratio: TARGET_RATIO,
+            within_target: ratio <= TARGET_RATIO,
+            bare_pipeline,
+        })
+    }
+
+    /// The headline table alone (what the binary prints to stdout).
+    pub fn summary_table(&self) -> String {
+        let p = &self.params;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "| {} × {}x{} @ {} fps → {}x{} @ {} fps JPEG q{} | bare gst-launch | panoptes-ingest |",
+            p.cameras, p.source_width, p.source_height, p.source_fps, p.out_width, p.out_height, p.out_fps, p.jpeg_quality
+        );
+        let _ = writeln!(s, "|---|---:|---:|");
+        let row = |s: &mut String, name: &str, f: &dyn Fn(&PhaseSummary) -> String| {
+            let _ = writeln!(s, "| {name} | {} | {} |", f(&self.bare), f(&self.ingest));
+        };
+        row(&mut s, "CPU ms per output frame (median)", &|x| format!("{:.2}", x.cpu_per_frame_s * 1e3));
+        row(&mut s, "output frames per CPU second", &|x| format!("{:.0}", x.frames_per_cpu_s));
+        row(&mut s, &format!("cameras at {} fps one core sustains", p.out_fps), &|x| format!("{:.1}", x.cameras_per_core));
+        row(&mut s, &format!("output fps (expected {:.0})", p.expected_fps()), &|x| format!("{:.1}", x.fps));
+        row(&mut s, "cores used", &|x| format!("{:.2}", x.cores_used));
+        let verdict = if self.within_target { "within target" } else { "ABOVE target" };
+        let _ = writeln!(
+            s,
+            "\n**Ratio ingest / bare (CPU per frame): {:.3}** (target ≤ {:.2}: {verdict}); per round: {}",
+            self.ratio,
+            self.target_ratio,
+            self.round_ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", ")
+        );
+        s
+    }
+
+    /// The full Markdown report.
+    pub fn to_markdown(&self) -> String {
+        let p = &self.params;
+        let m = &self.machine;
+        let mut s = String::new();
+        let _ = writeln!(s, "# Ingest benchmark: panoptes-ingest vs bare gst-launch-1.0\n");
+        let _ = writeln!(s, "- Date: {}", self.date);
+        let _ = writeln!(s, "- Command: `{}`", self.command);
+        let _ = writeln!(s, "- Profile: {}", self.profile);
+        let _ = writeln!(s, "- Machine: {} CPUs, {}; {}; {}", m.nproc, m.cpu_model, m.kernel, m.gstreamer);
+        let _ = writeln!(s, "- Load average at start: {}", m.loadavg_at_start);
+        let _ = writeln!(
+            s,
+            "- CPU time: utime+stime of the measured process from /proc/<pid>/stat, CLK_TCK = {} ({})",
+            self.clock_ticks.per_second,
+            if self.clock_ticks.from_getconf { "getconf" } else { "assumed" }
+        );
+        let _ = writeln!(s, "- GST_DEBUG: {}", self.gst_debug.as_deref().unwrap_or("unset"));
+        let _ = writeln!(
+            s,
+            "- Parameters: {} cameras, source {}x{} H.264 at {} fps, output {}x{} JPEG q{} at {} fps; warm-up {} s, window {} s, {} round(s) of bare then ingest\n",
+            p.cameras,
+            p.source_width,
+            p.source_height,
+            p.source_fps,
+            p.out_width,
+            p.out_height,
+            p.jpeg_quality,
+            p.out_fps,
+            p.warmup_s,
+            p.window_s,
+            p.rounds
+        );
+        let _ = writeln!(s, "## Result\n");
+        s.push_str(&self.summary_table());
+        let _ = writeln!(s, "\n## Samples\n");
+        let _ = writeln!(
+            s,
+            "| round | phase | frames | CPU s | wall s | CPU ms/frame | fps | camsim CPU s | machine busy | RSS MiB |"
+        );
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for x in &self.samples {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0}% | {} |",
+                x.round,
+                x.phase.as_str(),
+                x.frames,
+                x.cpu_s,
+                x.wall_s,
+                x.cpu_per_frame() * 1e3,
+                x.fps(),
+                x.source_cpu_s,
+                x.machine_busy * 100.0,
+                x.rss_kib.map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0))
+            );
+        }
+        let _ = writeln!(s, "\n## Bare pipeline\n\n```\ngst-launch-1.0 {}\n```", self.bare_pipeline);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(n: u32) -> Vec<(String, String)> {
+        (0..n).map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:8554/cam{i}"))).collect()
+    }
+
+    #[test]
+    fn defaults_and_quick_are_valid_and_bad_values_are_not() {
+        IngestBenchParams::default().validate().expect("default");
+        IngestBenchParams::quick().validate().expect("quick");
+        assert_eq!(IngestBenchParams::quick().cameras, 2);
+        let bad = |f: fn(&mut IngestBenchParams)| {
+            let mut p = IngestBenchParams::default();
+            f(&mut p);
+            p.validate().is_err()
+        };
+        assert!(bad(|p| p.cameras = 0));
+        assert!(bad(|p| p.out_fps = 20));
+        assert!(bad(|p| p.out_width = 1920));
+        assert!(bad(|p| p.out_height = 361));
+        assert!(bad(|p| p.window_s = 0));
+    }
+
+    #[test]
+    fn bare_pipeline_has_one_branch_per_camera() {
+        let args = IngestBenchParams::default().bare_launch_args(&urls(2));
+        assert_eq!(args[0], "-v");
+        let text = args.join(" ");
+        assert_eq!(text.matches("rtspsrc ").count(), 2);
+        assert!(text.contains("location=rtsp://127.0.0.1:8554/cam1 protocols=tcp latency=200 ! decodebin"));
+        assert!(text.contains("videorate drop-only=true max-rate=5 ! videoscale ! video/x-raw,width=640,height=360"));
+        assert!(text.contains("jpegenc quality=80 ! fakesink name=cam1 sync=false silent=false"));
+    }
+
+    #[test]
+    fn ingest_config_lists_the_cameras() {
+        let toml = IngestBenchParams::default().ingest_config("127.0.0.1:1234", &urls(2));
+        assert!(toml.contains("bootstrap_servers = \"127.0.0.1:1234\""));
+        assert!(toml.contains("fps = 5\nwidth = 640\nheight = 360\njpeg_quality = 80"));
+        assert_eq!(toml.matches("[[cameras]]").count(), 2);
+        assert!(toml.contains("id = \"cam1\"\nurl = \"rtsp://127.0.0.1:8554/cam1\""));
+    }
+
+    #[test]
+    fn counts_fakesink_buffers_from_verbose_output() {
+        let c = LaunchFrameCounter::default();
+        for line in [
+            "/GstPipeline:pipeline0/GstFakeSink:cam0: last-message = chain   ******* (cam0:sink) (9628 bytes, dts: 0:00:11.6)",
+            "/GstPipeline:pipeline0/GstFakeSink:cam1: last-message = chain   ******* (cam1:sink) (9593 bytes)",
+            "/GstPipeline:pipeline0/GstFakeSink:cam0: last-message = chain   ******* (cam0:sink) (9593 bytes)",
+            "/GstPipeline:pipeline0/GstFakeSink:cam0: last-message = event   ******* (cam0:sink) E (type: eos (28174), )",
+            "/GstPipeline:pipeline0/GstRTSPSrc:rtspsrc0/GstRtpBin:manager: latency = 200",
+            "Setting pipeline to PLAYING ...",
+        ] {
+            c.feed(line);
+        }
+        assert_eq!(c.total(), 3);
+        assert_eq!(c.per_sink().get("cam0"), Some(&2));
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    fn sample(phase: Phase, round: u32, frames: u64, cpu_s: f64) -> Sample {
+        Sample { phase, round, frames, cpu_s, wall_s: 10.0, source_cpu_s: 1.0, machine_busy: 0.5, rss_kib: Some(2048) }
+    }
+
+    #[test]
+    fn report_ratio_and_cameras_per_core() {
+        let samples = vec![
+            sample(Phase::Bare, 1, 100, 0.5),
+            sample(Phase::Ingest, 1, 100, 0.6),
+            sample(Phase::Bare, 2, 100, 0.4),
+            sample(Phase::Ingest, 2, 100, 0.6),
+        ];
+        let machine = MachineInfo {
+            nproc: 2,
+            cpu_model: "test".into(),
+            kernel: "Linux".into(),
+            gstreamer: "GStreamer 1.22.0".into(),
+            loadavg_at_start: "0 0 0".into(),
+        };
+        let ticks = ClockTicks { per_second: 100, from_getconf: true };
+        let r = IngestBenchReport::new(
+            "2025-01-01T00:00:00Z".into(),
+            "bench".into(),
+            "dev".into(),
+            machine,
+            ticks,
+            None,
+            IngestBenchParams { rounds: 2, ..IngestBenchParams::default() },
+            samples,
+            "…".into(),
+        )
+        .expect("report");
+        assert!((r.bare.cpu_per_frame_s - 0.0045).abs() < 1e-12);
+        assert!((r.ingest.cpu_per_frame_s - 0.006).abs() < 1e-12);
+        assert!((r.ratio - 0.006 / 0.0045).abs() < 1e-9);
+        assert!(!r.within_target);
+        assert_eq!(r.round_ratios.len(), 2);
+        assert!((r.round_ratios[0] - 1.2).abs() < 1e-9);
+        // 1 / (0.006 s × 5 fps) = 33.3 cameras per core.
+        assert!((r.ingest.cameras_per_core - 1.0 / 0.03).abs() < 1e-9);
+        let md = r.to_markdown();
+        assert!(md.contains("| CPU ms per output frame (median) | 4.50 | 6.00 |"));
+        assert!(md.contains("ABOVE target"));
+        serde_json::to_string(&r).expect("json");
+    }
+}
