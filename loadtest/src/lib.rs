@@ -8,5 +8,7 @@
 //! The load generator, benchmarks and the end-to-end accounting checker will live here too,
 //! each in its own module.
 
+pub mod bench;
 pub mod camsim;
+pub mod checker;
 pub mod scene;

@@ -81,7 +81,13 @@ impl Default for IngestBenchParams {
 impl IngestBenchParams {
     /// The small run for CI smoke tests: 2 cameras, 10 s window, 3 s warm-up, 1 round.
     pub fn quick() -> Self {
-        Self { cameras: 2, warmup_s: 3, window_s: 10, rounds: 1, ..Self::default() }
+        Self {
+            cameras: 2,
+            warmup_s: 3,
+            window_s: 10,
+            rounds: 1,
+            ..Self::default()
+        }
     }
 
     /// Rejects parameters the benchmark cannot run meaningfully.
@@ -109,9 +115,11 @@ impl IngestBenchParams {
             )));
         }
         if self.out_width > self.source_width || self.out_height > self.source_height {
-            return Err(ParamError("the ingest node never upscales: output size must fit in the source".into()));
+            return Err(ParamError(
+                "the ingest node never upscales: output size must fit in the source".into(),
+            ));
         }
-        if self.out_width % 2 != 0 || self.out_height % 2 != 0 {
+        if !self.out_width.is_multiple_of(2) || !self.out_height.is_multiple_of(2) {
             return Err(ParamError("output width and height must be even".into()));
         }
         if !(1..=100).contains(&self.jpeg_quality) {
@@ -201,18 +209,30 @@ impl LaunchFrameCounter {
     /// Counts `line` if it reports a buffer.
     pub fn feed(&self, line: &str) {
         if let Some(name) = fakesink_buffer(line) {
-            *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_insert(0) += 1;
+            *self
+                .counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(name.to_string())
+                .or_insert(0) += 1;
         }
     }
 
     /// Frames per sink so far.
     pub fn per_sink(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Frames over all sinks so far.
     pub fn total(&self) -> u64 {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
     }
 }
 
@@ -260,12 +280,20 @@ pub struct Sample {
 impl Sample {
     /// CPU seconds per output frame (infinite if no frame came out).
     pub fn cpu_per_frame(&self) -> f64 {
-        if self.frames == 0 { f64::INFINITY } else { self.cpu_s / self.frames as f64 }
+        if self.frames == 0 {
+            f64::INFINITY
+        } else {
+            self.cpu_s / self.frames as f64
+        }
     }
 
     /// Output frames per wall-clock second.
     pub fn fps(&self) -> f64 {
-        if self.wall_s > 0.0 { self.frames as f64 / self.wall_s } else { 0.0 }
+        if self.wall_s > 0.0 {
+            self.frames as f64 / self.wall_s
+        } else {
+            0.0
+        }
     }
 }
 
@@ -312,7 +340,12 @@ impl PhaseSummary {
             frames_per_cpu_s: 1.0 / cpu_per_frame_s,
             cameras_per_core: 1.0 / (cpu_per_frame_s * f64::from(out_fps)),
             fps: median(&mine.iter().map(|s| s.fps()).collect::<Vec<_>>())?,
-            cores_used: median(&mine.iter().map(|s| s.cpu_s / s.wall_s.max(f64::MIN_POSITIVE)).collect::<Vec<_>>())?,
+            cores_used: median(
+                &mine
+                    .iter()
+                    .map(|s| s.cpu_s / s.wall_s.max(f64::MIN_POSITIVE))
+                    .collect::<Vec<_>>(),
+            )?,
         })
     }
 }
@@ -404,24 +437,51 @@ impl IngestBenchReport {
         let _ = writeln!(
             s,
             "| {} × {}x{} @ {} fps → {}x{} @ {} fps JPEG q{} | bare gst-launch | panoptes-ingest |",
-            p.cameras, p.source_width, p.source_height, p.source_fps, p.out_width, p.out_height, p.out_fps, p.jpeg_quality
+            p.cameras,
+            p.source_width,
+            p.source_height,
+            p.source_fps,
+            p.out_width,
+            p.out_height,
+            p.out_fps,
+            p.jpeg_quality
         );
         let _ = writeln!(s, "|---|---:|---:|");
         let row = |s: &mut String, name: &str, f: &dyn Fn(&PhaseSummary) -> String| {
             let _ = writeln!(s, "| {name} | {} | {} |", f(&self.bare), f(&self.ingest));
         };
-        row(&mut s, "CPU ms per output frame (median)", &|x| format!("{:.2}", x.cpu_per_frame_s * 1e3));
-        row(&mut s, "output frames per CPU second", &|x| format!("{:.0}", x.frames_per_cpu_s));
-        row(&mut s, &format!("cameras at {} fps one core sustains", p.out_fps), &|x| format!("{:.1}", x.cameras_per_core));
-        row(&mut s, &format!("output fps (expected {:.0})", p.expected_fps()), &|x| format!("{:.1}", x.fps));
+        row(&mut s, "CPU ms per output frame (median)", &|x| {
+            format!("{:.2}", x.cpu_per_frame_s * 1e3)
+        });
+        row(&mut s, "output frames per CPU second", &|x| {
+            format!("{:.0}", x.frames_per_cpu_s)
+        });
+        row(
+            &mut s,
+            &format!("cameras at {} fps one core sustains", p.out_fps),
+            &|x| format!("{:.1}", x.cameras_per_core),
+        );
+        row(
+            &mut s,
+            &format!("output fps (expected {:.0})", p.expected_fps()),
+            &|x| format!("{:.1}", x.fps),
+        );
         row(&mut s, "cores used", &|x| format!("{:.2}", x.cores_used));
-        let verdict = if self.within_target { "within target" } else { "ABOVE target" };
+        let verdict = if self.within_target {
+            "within target"
+        } else {
+            "ABOVE target"
+        };
         let _ = writeln!(
             s,
             "\n**Ratio ingest / bare (CPU per frame): {:.3}** (target ≤ {:.2}: {verdict}); per round: {}",
             self.ratio,
             self.target_ratio,
-            self.round_ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", ")
+            self.round_ratios
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         s
     }
@@ -431,19 +491,34 @@ impl IngestBenchReport {
         let p = &self.params;
         let m = &self.machine;
         let mut s = String::new();
-        let _ = writeln!(s, "# Ingest benchmark: panoptes-ingest vs bare gst-launch-1.0\n");
+        let _ = writeln!(
+            s,
+            "# Ingest benchmark: panoptes-ingest vs bare gst-launch-1.0\n"
+        );
         let _ = writeln!(s, "- Date: {}", self.date);
         let _ = writeln!(s, "- Command: `{}`", self.command);
         let _ = writeln!(s, "- Profile: {}", self.profile);
-        let _ = writeln!(s, "- Machine: {} CPUs, {}; {}; {}", m.nproc, m.cpu_model, m.kernel, m.gstreamer);
+        let _ = writeln!(
+            s,
+            "- Machine: {} CPUs, {}; {}; {}",
+            m.nproc, m.cpu_model, m.kernel, m.gstreamer
+        );
         let _ = writeln!(s, "- Load average at start: {}", m.loadavg_at_start);
         let _ = writeln!(
             s,
             "- CPU time: utime+stime of the measured process from /proc/<pid>/stat, CLK_TCK = {} ({})",
             self.clock_ticks.per_second,
-            if self.clock_ticks.from_getconf { "getconf" } else { "assumed" }
+            if self.clock_ticks.from_getconf {
+                "getconf"
+            } else {
+                "assumed"
+            }
         );
-        let _ = writeln!(s, "- GST_DEBUG: {}", self.gst_debug.as_deref().unwrap_or("unset"));
+        let _ = writeln!(
+            s,
+            "- GST_DEBUG: {}",
+            self.gst_debug.as_deref().unwrap_or("unset")
+        );
         let _ = writeln!(
             s,
             "- Parameters: {} cameras, source {}x{} H.264 at {} fps, output {}x{} JPEG q{} at {} fps; warm-up {} s, window {} s, {} round(s) of bare then ingest\n",
@@ -480,10 +555,15 @@ impl IngestBenchReport {
                 x.fps(),
                 x.source_cpu_s,
                 x.machine_busy * 100.0,
-                x.rss_kib.map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0))
+                x.rss_kib
+                    .map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0))
             );
         }
-        let _ = writeln!(s, "\n## Bare pipeline\n\n```\ngst-launch-1.0 {}\n```", self.bare_pipeline);
+        let _ = writeln!(
+            s,
+            "\n## Bare pipeline\n\n```\ngst-launch-1.0 {}\n```",
+            self.bare_pipeline
+        );
         s
     }
 }
@@ -493,7 +573,9 @@ mod tests {
     use super::*;
 
     fn urls(n: u32) -> Vec<(String, String)> {
-        (0..n).map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:8554/cam{i}"))).collect()
+        (0..n)
+            .map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:8554/cam{i}")))
+            .collect()
     }
 
     #[test]
@@ -519,8 +601,14 @@ mod tests {
         assert_eq!(args[0], "-v");
         let text = args.join(" ");
         assert_eq!(text.matches("rtspsrc ").count(), 2);
-        assert!(text.contains("location=rtsp://127.0.0.1:8554/cam1 protocols=tcp latency=200 ! decodebin"));
-        assert!(text.contains("videorate drop-only=true max-rate=5 ! videoscale ! video/x-raw,width=640,height=360"));
+        assert!(
+            text.contains(
+                "location=rtsp://127.0.0.1:8554/cam1 protocols=tcp latency=200 ! decodebin"
+            )
+        );
+        assert!(text.contains(
+            "videorate drop-only=true max-rate=5 ! videoscale ! video/x-raw,width=640,height=360"
+        ));
         assert!(text.contains("jpegenc quality=80 ! fakesink name=cam1 sync=false silent=false"));
     }
 
@@ -558,7 +646,16 @@ mod tests {
     }
 
     fn sample(phase: Phase, round: u32, frames: u64, cpu_s: f64) -> Sample {
-        Sample { phase, round, frames, cpu_s, wall_s: 10.0, source_cpu_s: 1.0, machine_busy: 0.5, rss_kib: Some(2048) }
+        Sample {
+            phase,
+            round,
+            frames,
+            cpu_s,
+            wall_s: 10.0,
+            source_cpu_s: 1.0,
+            machine_busy: 0.5,
+            rss_kib: Some(2048),
+        }
     }
 
     #[test]
@@ -576,7 +673,10 @@ mod tests {
             gstreamer: "GStreamer 1.22.0".into(),
             loadavg_at_start: "0 0 0".into(),
         };
-        let ticks = ClockTicks { per_second: 100, from_getconf: true };
+        let ticks = ClockTicks {
+            per_second: 100,
+            from_getconf: true,
+        };
         let r = IngestBenchReport::new(
             "2025-01-01T00:00:00Z".into(),
             "bench".into(),
@@ -584,7 +684,10 @@ mod tests {
             machine,
             ticks,
             None,
-            IngestBenchParams { rounds: 2, ..IngestBenchParams::default() },
+            IngestBenchParams {
+                rounds: 2,
+                ..IngestBenchParams::default()
+            },
             samples,
             "…".into(),
         )

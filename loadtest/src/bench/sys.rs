@@ -24,7 +24,10 @@ pub enum SysError {
 }
 
 fn read(path: &str) -> Result<String, SysError> {
-    std::fs::read_to_string(path).map_err(|source| SysError::Read { path: path.to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| SysError::Read {
+        path: path.to_string(),
+        source,
+    })
 }
 
 /// `utime + stime` (fields 14 and 15) of a `/proc/<pid>/stat` line, in clock ticks.
@@ -50,7 +53,10 @@ pub fn process_cpu_ticks(pid: u32) -> Result<u64, SysError> {
 /// Resident memory of process `pid` in KiB, if it is running.
 pub fn process_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Clock ticks per second for `/proc` CPU times, and where the figure came from.
@@ -70,11 +76,22 @@ pub fn clock_ticks() -> ClockTicks {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .filter(|&v| v > 0);
     match answer {
-        Some(per_second) => ClockTicks { per_second, from_getconf: true },
-        None => ClockTicks { per_second: 100, from_getconf: false },
+        Some(per_second) => ClockTicks {
+            per_second,
+            from_getconf: true,
+        },
+        None => ClockTicks {
+            per_second: 100,
+            from_getconf: false,
+        },
     }
 }
 
@@ -91,7 +108,11 @@ impl SystemCpu {
     /// Fraction of the machine's CPU capacity that was busy between `earlier` and `self`.
     pub fn busy_fraction_since(&self, earlier: &SystemCpu) -> f64 {
         let total = self.total.saturating_sub(earlier.total);
-        if total == 0 { 0.0 } else { self.busy.saturating_sub(earlier.busy) as f64 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            self.busy.saturating_sub(earlier.busy) as f64 / total as f64
+        }
     }
 }
 
@@ -99,10 +120,18 @@ impl SystemCpu {
 pub fn parse_proc_stat(text: &str) -> Option<SystemCpu> {
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
     // user nice system idle iowait irq softirq steal (guest times are already in user/nice).
-    let v: Vec<u64> = line.split_whitespace().skip(1).take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
     let total: u64 = v.iter().sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Some(SystemCpu { busy: total - idle, total })
+    Some(SystemCpu {
+        busy: total - idle,
+        total,
+    })
 }
 
 /// Reads the whole-machine CPU counters.
@@ -126,7 +155,11 @@ pub struct MachineInfo {
 }
 
 fn command_text(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok().filter(|o| o.status.success())?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -135,23 +168,41 @@ pub fn machine_info() -> MachineInfo {
     let unknown = || "unknown".to_string();
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_else(unknown);
     let gstreamer = command_text("gst-launch-1.0", &["--version"])
-        .and_then(|t| t.lines().find(|l| l.starts_with("GStreamer ")).map(str::to_string))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("GStreamer "))
+                .map(str::to_string)
+        })
         .unwrap_or_else(unknown);
     MachineInfo {
-        nproc: std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+        nproc: std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(0),
         cpu_model,
-        kernel: command_text("uname", &["-sr"]).map(|t| t.trim().to_string()).unwrap_or_else(unknown),
+        kernel: command_text("uname", &["-sr"])
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(unknown),
         gstreamer,
-        loadavg_at_start: std::fs::read_to_string("/proc/loadavg").map(|t| t.trim().to_string()).unwrap_or_else(|_| unknown()),
+        loadavg_at_start: std::fs::read_to_string("/proc/loadavg")
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|_| unknown()),
     }
 }
 
 /// `time` as an RFC 3339 UTC timestamp with seconds, e.g. `2025-01-31T12:00:00Z`.
 pub fn utc_timestamp(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm), non-negative days only.
     let z = days + 719_468;
@@ -163,7 +214,12 @@ pub fn utc_timestamp(time: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3_600, rem % 3_600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -189,8 +245,17 @@ mod tests {
     #[test]
     fn proc_stat_busy_fraction() {
         let a = parse_proc_stat("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n").expect("parse");
-        assert_eq!(a, SystemCpu { busy: 150, total: 1000 });
-        let b = SystemCpu { busy: 250, total: 1200 };
+        assert_eq!(
+            a,
+            SystemCpu {
+                busy: 150,
+                total: 1000
+            }
+        );
+        let b = SystemCpu {
+            busy: 250,
+            total: 1200,
+        };
         assert!((b.busy_fraction_since(&a) - 0.5).abs() < 1e-9);
         assert_eq!(a.busy_fraction_since(&a), 0.0);
     }
@@ -198,7 +263,13 @@ mod tests {
     #[test]
     fn utc_timestamps() {
         assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(1_767_225_599)), "2025-12-31T23:59:59Z");
+        assert_eq!(
+            utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            utc_timestamp(UNIX_EPOCH + Duration::from_secs(1_767_225_599)),
+            "2025-12-31T23:59:59Z"
+        );
     }
 }

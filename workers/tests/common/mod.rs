@@ -1,0 +1,84 @@
+//! Shared test helpers: models generated once per test binary into a temp dir, and simulator
+//! frames as the worker receives them (1280×720 render → 640×360 → JPEG quality 80).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use panoptes_loadtest::scene::{self, GroundTruthBox, SceneSpec};
+use panoptes_workers::models::{self, GeneratedModel};
+
+/// The generated models and the temp dir holding them (kept alive for the whole binary).
+pub struct Models {
+    _dir: tempfile::TempDir,
+    /// Reference detector.
+    pub reference: GeneratedModel,
+    /// YOLOv8n-like model.
+    pub yolo: GeneratedModel,
+    /// The folder.
+    pub path: PathBuf,
+}
+
+/// Generates the models on first use.
+pub fn models() -> &'static Models {
+    static MODELS: OnceLock<Models> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let reference = models::generate_reference(dir.path()).expect("reference detector");
+        let yolo = models::generate_yolov8n_like(dir.path(), 8).expect("yolov8n-like");
+        Models {
+            path: dir.path().to_owned(),
+            _dir: dir,
+            reference,
+            yolo,
+        }
+    })
+}
+
+/// Source (camera) resolution of the simulated frames.
+pub const SRC: (u32, u32) = (1280, 720);
+/// Analytic resolution after the ingest node's scaling.
+pub const ANALYTIC: (u32, u32) = (640, 360);
+
+/// Renders a frame at 1280×720, halves it with a 2×2 box filter and JPEG-encodes it at
+/// quality 80 (4:2:0), as an ingest node would publish it. Returns the JPEG and the ground
+/// truth scaled to 640×360.
+pub fn simulator_frame(
+    spec: &SceneSpec,
+    camera: &str,
+    index: u64,
+) -> (Vec<u8>, Vec<GroundTruthBox>) {
+    let mut rgb = Vec::new();
+    scene::render_rgb(spec, camera, index, &mut rgb);
+    let (w, h) = (spec.width as usize, spec.height as usize);
+    let (ow, oh) = (w / 2, h / 2);
+    let mut small = vec![0u8; ow * oh * 3];
+    for y in 0..oh {
+        for x in 0..ow {
+            for c in 0..3 {
+                let p = |yy: usize, xx: usize| u32::from(rgb[(yy * w + xx) * 3 + c]);
+                let s = p(2 * y, 2 * x)
+                    + p(2 * y, 2 * x + 1)
+                    + p(2 * y + 1, 2 * x)
+                    + p(2 * y + 1, 2 * x + 1);
+                small[(y * ow + x) * 3 + c] = ((s + 2) / 4) as u8;
+            }
+        }
+    }
+    let mut jpeg = Vec::new();
+    jpeg_encoder::Encoder::new(&mut jpeg, 80)
+        .encode(&small, ow as u16, oh as u16, jpeg_encoder::ColorType::Rgb)
+        .expect("jpeg encode");
+    let truth = scene::ground_truth(spec, camera, index)
+        .into_iter()
+        .map(|b| GroundTruthBox {
+            x1: b.x1 / 2.0,
+            y1: b.y1 / 2.0,
+            x2: b.x2 / 2.0,
+            y2: b.y2 / 2.0,
+            ..b
+        })
+        .collect();
+    (jpeg, truth)
+}
