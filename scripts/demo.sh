@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The live demo on embedded defaults: a 3-broker development Kafka cluster, a camera
-# simulator with 4 cameras, and an ingest node publishing their frames; frames are printed
-# as they land in Kafka. Ctrl-C stops everything (DEMO_SECONDS=N stops after N seconds).
+# simulator with 4 cameras, an ingest node publishing their frames and a worker running the
+# reference detector; detections are printed as they land in Kafka, with a status line every
+# 5 s. Ctrl-C stops everything (DEMO_SECONDS=N stops after N seconds).
 #
-# Workers (detections) and the coordinator are not built yet: see README.md, "Status".
+# The coordinator is not built yet: cameras and partitions are assigned statically here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/panoptes/target}"
 echo "[demo] building (the first build takes several minutes)…" >&2
-cargo build --quiet -p panoptes-devbroker -p panoptes-loadtest -p panoptes-ingest --bins
+cargo build --quiet -p panoptes-devbroker -p panoptes-loadtest -p panoptes-ingest -p panoptes-workers --bins
 BIN="$CARGO_TARGET_DIR/debug"
 CAMERAS="${DEMO_CAMERAS:-4}"
 HTTP_PORT="${DEMO_HTTP_PORT:-9101}"
+WORKER_PORT="${DEMO_WORKER_PORT:-9201}"
 
 work=$(mktemp -d -t panoptes-demo.XXXXXX)
 pids=()
@@ -56,34 +58,38 @@ RTSP=$(wait_line "$work/camsim.out" RTSP=)
 pids+=($!)
 HTTP=$(wait_line "$work/ingest.out" HTTP=)
 
+"$BIN/panoptes-models" --out "$work/models" --only reference >"$work/models.log" 2>&1
+cat >"$work/worker.toml" <<TOML
+worker_id = "demo-worker"
+[http]
+listen = "127.0.0.1:$WORKER_PORT"
+[kafka]
+bootstrap_servers = "$BOOTSTRAP"
+[model]
+path = "$work/models/reference-detector.pt"
+TOML
+"$BIN/panoptes-worker" --config "$work/worker.toml" >"$work/worker.out" 2>"$work/worker.log" &
+pids+=($!)
+WORKER=$(wait_line "$work/worker.out" HTTP=)
+
 cat >&2 <<MSG
-[demo] running: $CAMERAS simulated 720p cameras at 10 fps → ingest (5 fps, 640x360 JPEG) → Kafka
-[demo]   broker          $BOOTSTRAP   (topic panoptes.frames)
+[demo] running: $CAMERAS simulated 720p cameras at 10 fps → ingest (5 fps, 640x360 JPEG) → Kafka → worker (reference detector) → detections
+[demo]   broker          $BOOTSTRAP   (topics panoptes.frames, panoptes.detections)
 [demo]   cameras         $RTSP/cam0 … cam$((CAMERAS - 1))
-[demo]   ingest metrics  $HTTP/metrics   status $HTTP/cameras   health $HTTP/readyz
-[demo]   consume frames  kcat -C -b $BOOTSTRAP -t panoptes.frames -o end -f '%k seq=%h\\n'
+[demo]   ingest          $HTTP/metrics   $HTTP/cameras   $HTTP/readyz
+[demo]   worker          $WORKER/metrics   $WORKER/readyz
+[demo]   consume         kcat -C -b $BOOTSTRAP -t panoptes.detections -o end
 [demo]   logs            $work/*.log
 [demo] Ctrl-C to stop.
 MSG
 
-status_line() {
-  local m up frames
-  m=$(curl -s "$HTTP/metrics" || true)
-  up=$(grep -c '^panoptes_ingest_camera_up{.*} 1' <<<"$m" || true)
-  frames=$(awk '/^panoptes_ingest_frames_total\{/ {s+=$2} END {print s+0}' <<<"$m")
-  echo "[status] cameras up: $up/$CAMERAS, frames published: $frames" >&2
-}
-
 consume() {
-  kcat -C -q -b "$BOOTSTRAP" -t panoptes.frames -o end -u \
-    -f 'frame camera=%k partition=%p offset=%o bytes=%S %h\n' 2>/dev/null |
-    sed -u -E 's/panoptes-//g; s/,traceparent=[^ ]*//'
+  kcat -C -q -b "$BOOTSTRAP" -t panoptes.detections -o end -u -f '%s\n' 2>/dev/null |
+    python3 -u scripts/demo_view.py detections
 }
 
 consume &
 pids+=($!)
-end=$(( $(date +%s) + ${DEMO_SECONDS:-315360000} ))
-while [ "$(date +%s)" -lt "$end" ]; do
-  sleep 5
-  status_line
-done
+python3 -u scripts/demo_view.py status "$HTTP" "$WORKER" &
+pids+=($!)
+if [ -n "${DEMO_SECONDS:-}" ]; then sleep "$DEMO_SECONDS"; else wait; fi

@@ -1,5 +1,6 @@
-//! Panoptes worker library: everything between a JPEG frame and its detections.
+//! Panoptes worker: frames from Kafka in, detection records out.
 //!
+//! Library foundation:
 //! - [`preprocess`]: JPEG decode and letterboxing into a reusable float32 NCHW batch buffer;
 //! - [`model`]: model manifests and TorchScript models loaded through `tch`/libtorch, checked
 //!   against their output contract (`post_nms` `[B, N, 6]` or `yolo_raw` `[B, 4 + C, N]`);
@@ -7,15 +8,34 @@
 //! - [`models`]: the project's own test and benchmark models, generated offline;
 //! - [`error`]: error types with a retryable/fatal split.
 //!
+//! The worker node ([`node::run`], re-exported as [`run`]):
+//! - [`config`]: typed configuration; [`assignment`]: owned partitions and their epoch;
+//! - [`consumer`]: the consumer thread (assign, pause/resume, commits, lag);
+//! - [`decode`]: the decode pool (envelope checks, staleness, dead letters, JPEG → tensor);
+//! - [`batcher`] + [`inference`]: dynamic batching and the one thread owning the model;
+//! - [`publisher`]: per-partition ordered publishing, at-least-once or exactly-once;
+//! - [`metrics`]: the Prometheus registry; [`work`]: the units passed between stages.
+//!
 //! libtorch comes from the PyTorch 2.11.0 wheel; the crate links `libtorch_cpu` and `libc10`
 //! only (see `workers/README.md` and `.cargo/config.toml`).
 
+pub mod assignment;
+pub mod batcher;
+pub mod config;
+pub mod consumer;
+pub mod decode;
 pub mod error;
+pub mod inference;
+pub mod metrics;
 pub mod model;
 pub mod models;
+pub mod node;
 pub mod postprocess;
 pub mod preprocess;
+pub mod publisher;
+pub mod work;
 
 pub use error::{GenerateError, ModelError, PreprocessError};
 pub use model::{LoadedModel, ModelManifest, OutputContract};
+pub use node::{WorkerError, run};
 pub use tch;

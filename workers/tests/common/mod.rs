@@ -82,3 +82,5 @@ pub fn simulator_frame(
         .collect();
     (jpeg, truth)
 }
+
+pub mod node;

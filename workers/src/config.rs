@@ -1,0 +1,314 @@
+//! Configuration of a worker node: identity, HTTP, Kafka, owned partitions, model, batching,
+//! staleness and delivery mode.
+//!
+//! Loaded like every Panoptes node by `panoptes_runtime::config::load` (a TOML file, then
+//! `PANOPTES_<SECTION>__<KEY>` variables for the sections in [`ENV_SECTIONS`]). Every struct
+//! denies unknown fields, so a typo is an error at start, and durations are humantime strings
+//! (`"20ms"`, `"2s"`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use panoptes_schemas::topics;
+use serde::{Deserialize, Serialize};
+
+/// The whole `panoptes-worker` configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// This worker's identity, written into every detection record.
+    pub worker_id: String,
+    /// Region this worker runs in.
+    pub region: String,
+    /// HTTP server for `/healthz`, `/readyz` and `/metrics`.
+    pub http: HttpConfig,
+    /// Kafka consumer and producers.
+    pub kafka: KafkaConfig,
+    /// Frames partitions this worker owns (static assignment); empty = all of them.
+    pub partitions: Vec<i32>,
+    /// Assignment epoch of the static assignment (the coordinator supplies it later).
+    pub epoch: u64,
+    /// The model to run.
+    pub model: ModelConfig,
+    /// Dynamic batching.
+    pub batching: BatchingConfig,
+    /// What to do with frames older than their deadline.
+    pub staleness: StalenessConfig,
+    /// Frames of one partition in flight (consumed, not yet acknowledged/committed) before
+    /// the partition is paused. Bounds the worker's memory.
+    pub partition_queue: usize,
+    /// Threads decoding JPEG and letterboxing.
+    pub decode_threads: usize,
+    /// Delivery semantics.
+    pub delivery: DeliveryMode,
+    /// How often consumed offsets are committed (at-least-once) or transactions are
+    /// committed (exactly-once).
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: "worker-0".into(),
+            region: "local".into(),
+            http: HttpConfig::default(),
+            kafka: KafkaConfig::default(),
+            partitions: Vec::new(),
+            epoch: 1,
+            model: ModelConfig::default(),
+            batching: BatchingConfig::default(),
+            staleness: StalenessConfig::default(),
+            partition_queue: 64,
+            decode_threads: 2,
+            delivery: DeliveryMode::AtLeastOnce,
+            commit_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Top-level sections that `PANOPTES_…` environment variables may override.
+pub const ENV_SECTIONS: &[&str] = &[
+    "worker_id",
+    "region",
+    "http",
+    "kafka",
+    "partitions",
+    "epoch",
+    "model",
+    "batching",
+    "staleness",
+    "partition_queue",
+    "decode_threads",
+    "delivery",
+    "commit_interval",
+];
+
+/// Why a configuration is unusable (fatal: the worker does not start).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid worker configuration: {0}")]
+pub struct ConfigInvalid(pub String);
+
+impl WorkerConfig {
+    /// Checks values serde cannot (bounds, non-empty names).
+    pub fn validate(&self) -> Result<(), ConfigInvalid> {
+        let bad = |s: String| Err(ConfigInvalid(s));
+        if self.worker_id.trim().is_empty() || self.worker_id.contains(char::is_whitespace) {
+            return bad(format!(
+                "worker_id {:?} is empty or has spaces",
+                self.worker_id
+            ));
+        }
+        if self.batching.max_batch == 0 || self.batching.max_batch > 256 {
+            return bad(format!(
+                "batching.max_batch {} outside 1..=256",
+                self.batching.max_batch
+            ));
+        }
+        if self.partition_queue == 0 {
+            return bad("partition_queue must be at least 1".into());
+        }
+        if self.decode_threads == 0 || self.decode_threads > 64 {
+            return bad(format!(
+                "decode_threads {} outside 1..=64",
+                self.decode_threads
+            ));
+        }
+        if let Some(p) = self.partitions.iter().find(|p| **p < 0) {
+            return bad(format!("partition {p} is negative"));
+        }
+        if self.epoch == 0 {
+            return bad("epoch must be at least 1".into());
+        }
+        crate::inference::parse_device(&self.model.device).map_err(ConfigInvalid)?;
+        Ok(())
+    }
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port (printed as `HTTP=http://addr`).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
+        }
+    }
+}
+
+/// Kafka settings shared by the consumer and the producers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Frames topic (input).
+    pub frames_topic: String,
+    /// Detections topic (output).
+    pub detections_topic: String,
+    /// Dead-letter topic (output).
+    pub dlq_topic: String,
+    /// Consumer group whose committed offsets mark progress.
+    pub group_id: String,
+    /// How long a record may wait for the broker before delivery is reported failed.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// Extra librdkafka properties for every client; they override the above.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            frames_topic: topics::FRAMES.into(),
+            detections_topic: topics::DETECTIONS.into(),
+            dlq_topic: topics::FRAMES_DLQ.into(),
+            group_id: "panoptes-workers".into(),
+            message_timeout: Duration::from_secs(30),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which model and where it runs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// TorchScript file.
+    pub path: PathBuf,
+    /// JSON manifest; defaults to `path` with the extension `.json`.
+    pub manifest: Option<PathBuf>,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// libtorch intra-op threads (0 = libtorch's default).
+    pub intra_op_threads: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("models/reference-detector.pt"),
+            manifest: None,
+            device: "cpu".into(),
+            intra_op_threads: 1,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The manifest path, explicit or derived from the model path.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.manifest
+            .clone()
+            .unwrap_or_else(|| self.path.with_extension("json"))
+    }
+}
+
+/// Dynamic batching.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Largest batch.
+    pub max_batch: usize,
+    /// Longest time the oldest frame of a batch waits for the batch to fill.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 8,
+            max_wait: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Staleness policy names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StalePolicy {
+    /// Frames older than `max_age` at dequeue get a `skipped_stale` record, no inference.
+    Skip,
+    /// Every frame is inferred, however old.
+    Lossless,
+}
+
+/// What to do with old frames.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StalenessConfig {
+    /// The policy.
+    pub policy: StalePolicy,
+    /// Age (capture → dequeue) beyond which a frame is stale.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for StalenessConfig {
+    fn default() -> Self {
+        Self {
+            policy: StalePolicy::Skip,
+            max_age: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Delivery semantics of the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Idempotent producer; offsets committed once everything before them is acknowledged.
+    /// A crash re-processes the uncommitted tail (duplicates, never loss).
+    AtLeastOnce,
+    /// One Kafka transaction per owned partition carries the records and the input offsets.
+    ExactlyOnce,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c: WorkerConfig = panoptes_runtime::config::from_toml_str(
+            "worker_id = \"w1\"\npartitions = [0, 2]\ndelivery = \"exactly_once\"\n\
+             [batching]\nmax_wait = \"5ms\"\n[staleness]\npolicy = \"lossless\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.partitions, vec![0, 2]);
+        assert_eq!(c.batching.max_batch, 8);
+        assert_eq!(c.batching.max_wait, Duration::from_millis(5));
+        assert_eq!(c.staleness.policy, StalePolicy::Lossless);
+        assert_eq!(c.staleness.max_age, Duration::from_secs(2));
+        assert_eq!(c.delivery, DeliveryMode::ExactlyOnce);
+        assert_eq!(c.epoch, 1);
+        c.validate().unwrap();
+        assert_eq!(
+            c.model.manifest_path(),
+            PathBuf::from("models/reference-detector.json")
+        );
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_rejected() {
+        assert!(
+            panoptes_runtime::config::from_toml_str::<WorkerConfig>("[batching]\nmax_bach = 3\n")
+                .is_err()
+        );
+        let mut c = WorkerConfig::default();
+        c.batching.max_batch = 0;
+        assert!(c.validate().is_err());
+        let mut c = WorkerConfig::default();
+        c.model.device = "tpu".into();
+        assert!(c.validate().is_err());
+    }
+}

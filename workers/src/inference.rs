@@ -1,0 +1,185 @@
+//! The inference thread: the one thread that owns the [`LoadedModel`].
+//!
+//! It loads the model (reporting success or the [`ModelError`] to the starter, so a bad model
+//! stops the worker at start), then loops: take a batch from the [`crate::batcher`], concatenate
+//! the inputs, run the forward pass, decode the output, map boxes back to frame pixels and
+//! hand each frame's record to its partition's publisher.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use panoptes_schemas::FrameStatus;
+use tch::{Device, Tensor};
+
+use crate::batcher::next_batch;
+use crate::decode::RecordContext;
+use crate::error::ModelError;
+use crate::metrics::WorkerMetrics;
+use crate::model::{LoadedModel, ModelManifest};
+use crate::postprocess::{decode_output, to_detections};
+use crate::publisher::Router;
+use crate::work::{Decoded, Outcome, Output, ms_since};
+
+/// Parses `cpu` / `cuda` / `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device, String> {
+    match s.trim() {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| format!("device {other:?} is neither \"cpu\" nor \"cuda:N\"")),
+    }
+}
+
+/// What the inference thread needs.
+pub struct InferenceSpec {
+    /// TorchScript file.
+    pub model_path: PathBuf,
+    /// Manifest file.
+    pub manifest_path: PathBuf,
+    /// Device.
+    pub device: Device,
+    /// libtorch intra-op threads (0 = default).
+    pub intra_op_threads: usize,
+    /// Largest batch.
+    pub max_batch: usize,
+    /// Batch wait budget of the oldest frame.
+    pub max_wait: Duration,
+}
+
+/// What the inference thread runs on once the rest of the pipeline exists.
+pub struct InferenceRun {
+    /// Decoded frames.
+    pub frames: Receiver<Decoded>,
+    /// Record building.
+    pub ctx: RecordContext,
+    /// Per-partition publishers.
+    pub router: Router,
+}
+
+/// Starts the inference thread and returns once the model is loaded (with its manifest and
+/// the channel to hand it its [`InferenceRun`]) or failed to load. If the sender is dropped
+/// without sending, the thread ends.
+pub fn spawn(
+    spec: InferenceSpec,
+    metrics: WorkerMetrics,
+) -> Result<
+    (
+        ModelManifest,
+        Sender<InferenceRun>,
+        std::thread::JoinHandle<()>,
+    ),
+    ModelError,
+> {
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let (run_tx, run_rx) = crossbeam_channel::bounded::<InferenceRun>(1);
+    let handle = std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || {
+            if spec.intra_op_threads > 0 {
+                tch::set_num_threads(spec.intra_op_threads as i32);
+            }
+            let model = match LoadedModel::load(&spec.model_path, &spec.manifest_path, spec.device)
+            {
+                Ok(m) => {
+                    let _ = ready_tx.send(Ok(m.manifest().clone()));
+                    m
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            if let Ok(job) = run_rx.recv() {
+                run(&model, &spec, &job.frames, &job.ctx, &job.router, &metrics);
+            }
+        })
+        .map_err(|source| ModelError::Io {
+            path: PathBuf::from("<inference thread>"),
+            source,
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(manifest)) => Ok((manifest, run_tx, handle)),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(ModelError::Inference {
+                model: "<unknown>".into(),
+                message: "the inference thread died while loading the model".into(),
+            })
+        }
+    }
+}
+
+fn run(
+    model: &LoadedModel,
+    spec: &InferenceSpec,
+    frames: &Receiver<Decoded>,
+    ctx: &RecordContext,
+    router: &Router,
+    metrics: &WorkerMetrics,
+) {
+    let manifest = model.manifest();
+    while let Some(batch) = next_batch(frames, spec.max_batch, spec.max_wait, |d| d.ready) {
+        let closed = Instant::now();
+        metrics.batch_size.observe(batch.len() as f64);
+        let inputs: Vec<&Tensor> = batch.iter().map(|d| &d.input).collect();
+        let started = Instant::now();
+        let result = Tensor::f_cat(&inputs, 0)
+            .map_err(|e| ModelError::Inference {
+                model: manifest.name.clone(),
+                message: e.to_string(),
+            })
+            .and_then(|input| model.forward(&input))
+            .and_then(|out| decode_output(manifest, &out));
+        let inference_ms = ms_since(started);
+        let per_image = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Inference failures are not the frames' fault: without a result the frames
+                // cannot be accounted, so the worker stops rather than lose them silently.
+                metrics.inference_errors.inc();
+                tracing::error!(error = %e, "inference failed; stopping the inference thread");
+                return;
+            }
+        };
+        metrics.stage("inference", inference_ms);
+        for (frame, raw) in batch.into_iter().zip(per_image) {
+            let post = Instant::now();
+            let detections = to_detections(&raw, &frame.letterbox, &manifest.classes);
+            let batch_wait_ms =
+                (closed.saturating_duration_since(frame.ready)).as_secs_f32() * 1000.0;
+            let mut latency = frame.latency.clone();
+            latency.batch_wait_ms = batch_wait_ms;
+            latency.inference_ms = inference_ms;
+            latency.postprocess_ms = ms_since(post);
+            metrics.stage("batch_wait", latency.batch_wait_ms);
+            metrics.stage("postprocess", latency.postprocess_ms);
+            let mut record = ctx.record(frame.pos, &frame.headers, FrameStatus::Ok, latency);
+            record.detections = detections;
+            router.send(Outcome {
+                pos: frame.pos,
+                output: Output::Record(Box::new(record)),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(parse_device("cpu"), Ok(Device::Cpu));
+        assert_eq!(parse_device("cuda:1"), Ok(Device::Cuda(1)));
+        assert!(parse_device("gpu").is_err());
+        assert!(parse_device("cuda:x").is_err());
+    }
+}

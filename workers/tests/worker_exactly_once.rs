@@ -1,0 +1,156 @@
+//! Exactly-once mode: kill -9 the worker mid-stream, start a new one (next epoch) on the same
+//! consumer group; it resumes from the offsets committed in the last transaction.
+//!
+//! The development broker (librdkafka's mock cluster) does not hide records of transactions
+//! that never committed from `read_committed` readers. So the records the killed worker
+//! wrote in its open transaction(s) stay visible, and the new worker — correctly — processes
+//! those frames again. The test reads the group's committed offsets at the moment of the
+//! kill and counts the killed worker's records at or after them: exactly those, and nothing
+//! else, must show up as duplicates; nothing may be lost. On a real broker those records are
+//! aborted (the new producer's `init_transactions` with the same transactional id) and hidden.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::node::{
+    Worker, camera_configs, camsim_args, checker, finish_when_settled, start_ingest, topics,
+};
+use panoptes_schemas::DetectionRecord;
+use panoptes_testkit::{CamSim, DevBroker, unique_name};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const EOS: &str = "delivery = \"exactly_once\"\ncommit_interval = \"300ms\"";
+
+/// The group's committed offset per partition (missing = nothing committed).
+fn committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<i32, i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Every detection record on `topic`, read to the end.
+fn all_records(bootstrap: &str, topic: &str) -> Result<Vec<DetectionRecord>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .context("topic")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in t.partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let mut out = Vec::new();
+    let mut idle = 0;
+    while idle < 20 {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                out.push(DetectionRecord::from_json(m.payload().unwrap_or_default())?);
+            }
+            Some(Err(e)) => anyhow::bail!("{e}"),
+            None => idle += 1,
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn killed_worker_is_replaced_without_loss() -> Result<()> {
+    let models = common::models();
+    let broker = DevBroker::start(1)?;
+    let t = topics(&broker, 3)?;
+    let cams = camera_configs();
+    let args = camsim_args(&cams);
+    let sim = CamSim::start(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let checker = checker(&broker.bootstrap, &t, cams)?;
+    let group = unique_name("group");
+    let mut first = Worker::start(
+        &broker.bootstrap,
+        &t,
+        &group,
+        &models.reference,
+        &format!("{EOS}\nepoch = 1"),
+        "",
+    )?;
+    let (mut ingest, _cfg) = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
+    std::thread::sleep(Duration::from_secs(6));
+    first.proc.signal("KILL")?;
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!first.proc.is_running());
+    let at_kill = committed(&broker.bootstrap, &group, &t.frames, 3)?;
+    println!("committed offsets at kill: {at_kill:?}");
+
+    assert_eq!(
+        at_kill.len(),
+        3,
+        "every partition had committed transactions"
+    );
+
+    let second = Worker::start(
+        &broker.bootstrap,
+        &t,
+        &group,
+        &models.reference,
+        &format!("{EOS}\nepoch = 2"),
+        "",
+    )?;
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(ingest.terminate(Duration::from_secs(10))?);
+    let report = finish_when_settled(checker, Duration::from_secs(30))?;
+    println!("{}", report.to_markdown());
+
+    let records = all_records(&broker.bootstrap, &t.detections)?;
+    let leftovers = records
+        .iter()
+        .filter(|r| r.epoch == 1 && r.offset >= at_kill.get(&r.partition).copied().unwrap_or(0))
+        .count() as u64;
+    let by_second = records.iter().filter(|r| r.epoch == 2).count();
+    println!(
+        "records: {} total, {by_second} by the new worker, {leftovers} left by the killed worker's open transaction",
+        records.len()
+    );
+    let total = &report.total;
+    assert!(total.frames >= 120, "{}", total.frames);
+    assert_eq!(total.lost, 0, "{:?}", total.lost_examples);
+    assert_eq!(
+        total.duplicated, leftovers,
+        "only the uncommitted transaction's records repeat"
+    );
+    assert_eq!(total.reordered, 0);
+    assert!(by_second > 0);
+    drop(second);
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Overload: frames arrive far faster than the worker infers them. With the `skip` policy,
+//! frames older than `max_age` at dequeue are skipped (counted, one record each); every
+//! frame is still accounted for, and resident memory stays flat from a burst of 400
+//! frames (after a warm-up burst) to a burst of 1,200 (the in-flight bound pauses the partition; the backlog waits
+//! in Kafka, not in the worker).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use common::node::{Worker, checker, finish_when_settled, topics};
+use panoptes_schemas::{FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent};
+use panoptes_testkit::{DevBroker, metric_value, unique_name};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+fn small_jpeg() -> Vec<u8> {
+    let (w, h) = (320u16, 180u16);
+    let mut rgb = vec![90u8; w as usize * h as usize * 3];
+    for y in 60..120usize {
+        for x in 100..160usize {
+            let i = (y * w as usize + x) * 3;
+            rgb[i..i + 3].copy_from_slice(&[230, 20, 20]);
+        }
+    }
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 80)
+        .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    out
+}
+
+fn burst(p: &BaseProducer, topic: &str, first_seq: u64, n: u64, jpeg: &[u8]) -> Result<()> {
+    for seq in first_seq..first_seq + n {
+        for (partition, camera) in [(0, "cam0"), (1, "cam1")] {
+            let h = FrameHeaders {
+                schema_version: SCHEMA_VERSION,
+                camera_id: camera.into(),
+                seq,
+                capture_time_us: panoptes_workers::work::now_us(),
+                pts_ns: None,
+                width: 320,
+                height: 180,
+                source_width: 320,
+                source_height: 180,
+                encoding: FrameEncoding::Jpeg,
+                traceparent: new_traceparent(),
+            };
+            let mut owned = OwnedHeaders::new();
+            for (key, value) in h.to_kafka_headers() {
+                owned = owned.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let rec = BaseRecord::to(topic)
+                .partition(partition)
+                .key(camera)
+                .payload(jpeg)
+                .headers(owned);
+            if let Err((e, _)) = p.send(rec) {
+                bail!("{e}");
+            }
+            p.poll(Duration::ZERO);
+        }
+    }
+    p.flush(Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn wait_answered(c: &panoptes_loadtest::checker::Checker, want: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let p = c.progress();
+        if p.detections + p.dead_letters >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {p:?} of {want}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn overload_skips_stale_frames_with_flat_memory() -> Result<()> {
+    let models = common::models();
+    let broker = DevBroker::start(1)?;
+    let t = topics(&broker, 2)?;
+    let checker = checker(&broker.bootstrap, &t, Vec::new())?;
+    let worker = Worker::start(
+        &broker.bootstrap,
+        &t,
+        &unique_name("group"),
+        &models.reference,
+        "partition_queue = 16\ndecode_threads = 1",
+        "[batching]\nmax_batch = 4\nmax_wait = \"5ms\"\n[staleness]\npolicy = \"skip\"\nmax_age = \"250ms\"\n",
+    )?;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("linger.ms", "5")
+        .create()?;
+    let jpeg = small_jpeg();
+    // Warm-up burst (allocator and libtorch caches), then the measured bursts.
+    burst(&producer, &t.frames, 0, 200, &jpeg)?;
+    wait_answered(&checker, 400)?;
+    burst(&producer, &t.frames, 200, 200, &jpeg)?;
+    wait_answered(&checker, 800)?;
+    let rss1 = worker.proc.rss_kib().unwrap_or(0);
+    burst(&producer, &t.frames, 400, 600, &jpeg)?;
+    let mut rss_max = rss1;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while checker.progress().detections < 2000 && Instant::now() < deadline {
+        rss_max = rss_max.max(worker.proc.rss_kib().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = finish_when_settled(checker, Duration::from_secs(30))?;
+    println!("{}", report.to_markdown());
+    let m = worker.metrics();
+    let skipped = metric_value(
+        &m,
+        "panoptes_worker_frames_skipped_total{reason=\"skipped_stale\"}",
+    )
+    .unwrap_or(0.0);
+    let ok = metric_value(&m, "panoptes_worker_records_total{status=\"ok\"}").unwrap_or(0.0);
+    println!(
+        "RSS after 800 frames {rss1} KiB, max during 1,200 more {rss_max} KiB; {ok} inferred, {skipped} skipped stale"
+    );
+    assert_eq!(report.total.frames, 2000);
+    assert_eq!(report.total.lost, 0);
+    assert_eq!(report.total.duplicated, 0);
+    assert_eq!(report.total.reordered, 0);
+    assert!(skipped > 0.0, "the burst must overload the worker");
+    assert_eq!(report.total.skipped_total() as f64, skipped);
+    assert!(
+        rss_max < rss1 + 32 * 1024,
+        "RSS grew from {rss1} to {rss_max} KiB"
+    );
+    Ok(())
+}
