@@ -2,7 +2,8 @@
 """Terminal views for scripts/demo.sh (standard library only).
 
   demo_view.py detections            JSON detection records on stdin -> one short line each
-  demo_view.py status INGEST WORKER  every 5 s: cameras up, fps in/out, end-to-end p50/p99, lag
+  demo_view.py status INGEST WORKER  every 5 s: cameras up, fps in/out, end-to-end p50/p99 over
+                                     the last 5 s (histogram bucket bounds), worker lag
 """
 import json
 import sys
@@ -45,9 +46,10 @@ def total(series, prefix):
     return sum(v for k, v in series.items() if k == prefix or k.startswith(prefix + "{"))
 
 
-def quantile(series, name, q):
+def quantile(series, before, name, q):
+    """Upper bucket bound of quantile q over the observations made since `before`."""
     buckets = sorted(
-        (float(k.split('le="')[1].split('"')[0]), v)
+        (float(k.split('le="')[1].split('"')[0]), v - before.get(k, 0.0))
         for k, v in series.items()
         if k.startswith(name + "_bucket{")
     )
@@ -64,14 +66,14 @@ def status(ingest, worker, period=5.0):
     prev = None
     while True:
         i, w = scrape(ingest), scrape(worker)
-        now = (time.time(), total(i, "panoptes_ingest_frames_total"), total(w, "panoptes_worker_records_total"))
+        now = (time.time(), total(i, "panoptes_ingest_frames_total"), total(w, "panoptes_worker_records_total"), w)
         up = sum(1 for k, v in i.items() if k.startswith("panoptes_ingest_camera_up{") and v == 1)
         cams = sum(1 for k in i if k.startswith("panoptes_ingest_camera_up{"))
         if prev:
             dt = now[0] - prev[0]
             fps_in, fps_out = (now[1] - prev[1]) / dt, (now[2] - prev[2]) / dt
             name = "panoptes_worker_end_to_end_latency_seconds"
-            p50, p99 = quantile(w, name, 0.5) * 1000, quantile(w, name, 0.99) * 1000
+            p50, p99 = (quantile(w, prev[3], name, q) * 1000 for q in (0.5, 0.99))
             lag = total(w, "panoptes_worker_partition_lag")
             print(
                 f"[status] cameras up {up}/{cams} | fps in {fps_in:.1f} out {fps_out:.1f} | "
