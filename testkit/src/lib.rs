@@ -2,12 +2,13 @@
 //!
 //! Everything here starts *real* components as child processes, on free ports, and kills them
 //! when the handle is dropped: the development Kafka broker (`panoptes-devbroker`), the
-//! camera simulator (`panoptes-camsim`), and Panoptes nodes. Topic names are unique per test,
+//! camera simulator (`panoptes-camsim`), `redis-server`, and Panoptes nodes. Topic names are unique per test,
 //! so tests run in parallel. Binaries are looked up next to the test executable; they exist
 //! when the tests run through `cargo test --workspace` / `cargo nextest run --workspace`.
 
 pub mod kafka;
 pub mod process;
+pub mod redis;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 pub use process::ChildProcess;
+pub use redis::RedisServer;
 
 /// Path of a workspace binary built beside the running test.
 pub fn bin_path(name: &str) -> PathBuf {

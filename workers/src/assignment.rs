@@ -1,24 +1,174 @@
 //! Which partitions this worker owns, and under which assignment epoch.
 //!
-//! Today the assignment is static (from the configuration); the coordinator will supply it at
-//! run time. Everything that needs it goes through the [`Assignment`] trait, so swapping the
-//! source does not touch the pipeline. The epoch is written into every detection record and,
-//! in exactly-once mode, checked before every transaction commit: a superseded epoch aborts
-//! the transaction and releases the partition (guarantee 3 of the design brief).
+//! Two sources, chosen by `[assignment] source`: [`StaticAssignment`] (partitions and epoch
+//! from the configuration) and [`RedisAssignment`] (the coordinator's records in Redis; key
+//! schema in `docs/coordination-keys.md`). Everything that needs it goes through the
+//! [`Assignment`] trait, so swapping the source does not touch the pipeline. The epoch is
+//! written into every detection record and, in exactly-once mode, checked before every
+//! transaction commit: a superseded epoch aborts the transaction and releases the partition
+//! (guarantee 3 of the design brief); a source that cannot answer fails closed (abort, never
+//! commit blindly).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+
+/// Why the assignment could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignmentError {
+    /// The source did not answer (Redis down, timeout): retryable.
+    #[error("assignment source unavailable: {0}")]
+    Unavailable(String),
+    /// The source is misconfigured (e.g. an unparsable URL): fatal.
+    #[error("assignment source: {0}")]
+    Invalid(String),
+    /// The source answered, but this worker does not own the partition, or the record is
+    /// malformed: fatal at start.
+    #[error("partition {partition}: {detail}")]
+    NotOwned {
+        /// The frames partition.
+        partition: i32,
+        /// What the source said.
+        detail: String,
+    },
+}
+
+impl AssignmentError {
+    /// Whether retrying may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
 
 /// The source of truth for partition ownership.
 pub trait Assignment: Send + Sync {
     /// The epoch under which this worker holds `partition` now, or `None` when it does not
-    /// hold it (any more).
+    /// hold it (any more) or the source cannot tell (fail closed).
     fn epoch(&self, partition: i32) -> Option<u64>;
 
     /// Whether records produced under `epoch` may still be committed for `partition`.
     fn is_current(&self, partition: i32, epoch: u64) -> bool {
         self.epoch(partition) == Some(epoch)
+    }
+
+    /// Like [`Assignment::is_current`], but tells "superseded" (`Ok(false)`) from "the source
+    /// did not answer" (`Err`). The exactly-once publisher calls this before every commit.
+    fn check(&self, partition: i32, epoch: u64) -> Result<bool, AssignmentError> {
+        Ok(self.is_current(partition, epoch))
+    }
+}
+
+/// Redis key of a partition's assignment record (a hash with fields `owner` and `epoch`).
+pub fn redis_key(frames_topic: &str, partition: i32) -> String {
+    format!("panoptes:assign:{frames_topic}:{partition}")
+}
+
+/// The assignment as the coordinator records it in Redis: hash
+/// `panoptes:assign:<frames topic>:<partition>` with `owner` (worker id) and `epoch`.
+///
+/// The worker only reads these keys. At start it takes the epoch of each partition it is
+/// configured to own ([`RedisAssignment::connect`]); before each commit it checks that the
+/// record still names it at that epoch. One synchronous connection, shared behind a mutex and
+/// used only from publisher threads (never from tokio threads); every call is bounded by
+/// `check_timeout`, and a broken connection is re-opened on the next call.
+pub struct RedisAssignment {
+    client: redis::Client,
+    conn: Mutex<Option<redis::Connection>>,
+    timeout: Duration,
+    worker_id: String,
+    frames_topic: String,
+}
+
+impl std::fmt::Debug for RedisAssignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAssignment")
+            .field("worker_id", &self.worker_id)
+            .field("frames_topic", &self.frames_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisAssignment {
+    /// Opens the source and takes the epoch of every partition in `partitions`; each must
+    /// be recorded as owned by `worker_id`.
+    pub fn connect(
+        url: &str,
+        timeout: Duration,
+        worker_id: &str,
+        frames_topic: &str,
+        partitions: &[i32],
+    ) -> Result<(Self, BTreeMap<i32, u64>), AssignmentError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| AssignmentError::Invalid(format!("redis_url {url:?}: {e}")))?;
+        let me = Self {
+            client,
+            conn: Mutex::new(None),
+            timeout,
+            worker_id: worker_id.to_string(),
+            frames_topic: frames_topic.to_string(),
+        };
+        let mut epochs = BTreeMap::new();
+        for &p in partitions {
+            match me.read(p)? {
+                (Some(owner), Some(epoch)) if owner == worker_id && epoch > 0 => {
+                    epochs.insert(p, epoch);
+                }
+                (owner, epoch) => {
+                    return Err(AssignmentError::NotOwned {
+                        partition: p,
+                        detail: format!(
+                            "{} says owner {owner:?} epoch {epoch:?}, not {worker_id:?}",
+                            redis_key(frames_topic, p)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok((me, epochs))
+    }
+
+    /// `(owner, epoch)` of a partition's record (`None` for a missing field).
+    fn read(&self, partition: i32) -> Result<(Option<String>, Option<u64>), AssignmentError> {
+        let mut guard = self.conn.lock();
+        if guard.is_none() {
+            let c = self
+                .client
+                .get_connection_with_timeout(self.timeout)
+                .map_err(|e| AssignmentError::Unavailable(e.to_string()))?;
+            c.set_read_timeout(Some(self.timeout))
+                .and_then(|()| c.set_write_timeout(Some(self.timeout)))
+                .map_err(|e| AssignmentError::Unavailable(e.to_string()))?;
+            *guard = Some(c);
+        }
+        let conn = guard.as_mut().expect("connection opened above");
+        let result = redis::cmd("HMGET")
+            .arg(redis_key(&self.frames_topic, partition))
+            .arg("owner")
+            .arg("epoch")
+            .query::<(Option<String>, Option<String>)>(conn);
+        match result {
+            Ok((owner, epoch)) => Ok((owner, epoch.and_then(|e| e.trim().parse().ok()))),
+            Err(e) => {
+                // Re-open on the next call: a timed-out reply may still arrive on this one.
+                *guard = None;
+                Err(AssignmentError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+impl Assignment for RedisAssignment {
+    fn epoch(&self, partition: i32) -> Option<u64> {
+        match self.read(partition) {
+            Ok((Some(owner), epoch)) if owner == self.worker_id => epoch,
+            _ => None,
+        }
+    }
+
+    fn check(&self, partition: i32, epoch: u64) -> Result<bool, AssignmentError> {
+        let (owner, current) = self.read(partition)?;
+        Ok(owner.as_deref() == Some(self.worker_id.as_str()) && current == Some(epoch))
     }
 }
 

@@ -28,8 +28,10 @@ pub struct WorkerConfig {
     pub kafka: KafkaConfig,
     /// Frames partitions this worker owns (static assignment); empty = all of them.
     pub partitions: Vec<i32>,
-    /// Assignment epoch of the static assignment (the coordinator supplies it later).
+    /// Assignment epoch of the static assignment (ignored with `[assignment] source = "redis"`).
     pub epoch: u64,
+    /// Where partition ownership and epochs come from.
+    pub assignment: AssignmentConfig,
     /// The model to run.
     pub model: ModelConfig,
     /// Dynamic batching.
@@ -58,6 +60,7 @@ impl Default for WorkerConfig {
             kafka: KafkaConfig::default(),
             partitions: Vec::new(),
             epoch: 1,
+            assignment: AssignmentConfig::default(),
             model: ModelConfig::default(),
             batching: BatchingConfig::default(),
             staleness: StalenessConfig::default(),
@@ -77,6 +80,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "kafka",
     "partitions",
     "epoch",
+    "assignment",
     "model",
     "batching",
     "staleness",
@@ -122,8 +126,63 @@ impl WorkerConfig {
         if self.epoch == 0 {
             return bad("epoch must be at least 1".into());
         }
+        if self.assignment.source == AssignmentSource::Redis {
+            if self.partitions.is_empty() {
+                return bad("assignment.source = \"redis\" needs explicit partitions".into());
+            }
+            if !self.assignment.redis_url.starts_with("redis://")
+                && !self.assignment.redis_url.starts_with("rediss://")
+            {
+                return bad(format!(
+                    "assignment.redis_url {:?} is not a redis:// URL",
+                    self.assignment.redis_url
+                ));
+            }
+        }
+        if self.assignment.check_timeout.is_zero()
+            || self.assignment.check_timeout > Duration::from_secs(10)
+        {
+            return bad(format!(
+                "assignment.check_timeout {:?} outside (0, 10s]",
+                self.assignment.check_timeout
+            ));
+        }
         crate::inference::parse_device(&self.model.device).map_err(ConfigInvalid)?;
         Ok(())
+    }
+}
+
+/// Assignment source names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignmentSource {
+    /// `partitions` + `epoch` from this file.
+    Static,
+    /// The coordinator's records in Redis (`docs/coordination-keys.md`).
+    Redis,
+}
+
+/// Where partition ownership and epochs come from.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssignmentConfig {
+    /// `static` or `redis`.
+    pub source: AssignmentSource,
+    /// Redis URL (`redis://host:port/db`), used with `source = "redis"`.
+    pub redis_url: String,
+    /// Bound on one Redis round trip (connect, read, write); a check that does not answer
+    /// in time fails closed.
+    #[serde(with = "humantime_serde")]
+    pub check_timeout: Duration,
+}
+
+impl Default for AssignmentConfig {
+    fn default() -> Self {
+        Self {
+            source: AssignmentSource::Static,
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            check_timeout: Duration::from_millis(500),
+        }
     }
 }
 
@@ -291,7 +350,19 @@ mod tests {
         assert_eq!(c.staleness.max_age, Duration::from_secs(2));
         assert_eq!(c.delivery, DeliveryMode::ExactlyOnce);
         assert_eq!(c.epoch, 1);
+        assert_eq!(c.assignment.source, AssignmentSource::Static);
         c.validate().unwrap();
+        let r: WorkerConfig = panoptes_runtime::config::from_toml_str(
+            "partitions = [1]\n[assignment]\nsource = \"redis\"\nredis_url = \"redis://h:1\"\n\
+             check_timeout = \"200ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(r.assignment.source, AssignmentSource::Redis);
+        assert_eq!(r.assignment.check_timeout, Duration::from_millis(200));
+        r.validate().unwrap();
+        let mut all = r.clone();
+        all.partitions.clear();
+        assert!(all.validate().is_err(), "redis needs explicit partitions");
         assert_eq!(
             c.model.manifest_path(),
             PathBuf::from("models/reference-detector.json")

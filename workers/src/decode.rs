@@ -36,8 +36,10 @@ pub struct RecordContext {
     pub frames_topic: String,
     /// The model.
     pub model: ModelRef,
-    /// Epoch written into records.
+    /// Epoch written into records (of partitions not in `partition_epochs`).
     pub epoch: u64,
+    /// Per-partition epochs (taken from the assignment source at start); override `epoch`.
+    pub partition_epochs: std::sync::Arc<std::collections::BTreeMap<i32, u64>>,
 }
 
 impl RecordContext {
@@ -60,7 +62,11 @@ impl RecordContext {
             status,
             detections: Vec::new(),
             latency,
-            epoch: self.epoch,
+            epoch: self
+                .partition_epochs
+                .get(&pos.partition)
+                .copied()
+                .unwrap_or(self.epoch),
             worker_id: self.worker_id.clone(),
             partition: pos.partition,
             offset: pos.offset,

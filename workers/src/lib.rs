@@ -6,7 +6,8 @@
 //!   against their output contract (`post_nms` `[B, N, 6]` or `yolo_raw` `[B, 4 + C, N]`);
 //! - [`postprocess`]: decoding both contracts, class-aware NMS, mapping boxes back to the frame;
 //! - [`models`]: the project's own test and benchmark models, generated offline;
-//! - [`error`]: error types with a retryable/fatal split.
+//! - [`error`]: error types with a retryable/fatal split;
+//! - [`bench`]: the pure parts of the worker benchmark (`panoptes-bench-worker`).
 //!
 //! The worker node ([`node::run`], re-exported as [`run`]):
 //! - [`config`]: typed configuration; [`assignment`]: owned partitions and their epoch;
@@ -21,6 +22,7 @@
 
 pub mod assignment;
 pub mod batcher;
+pub mod bench;
 pub mod config;
 pub mod consumer;
 pub mod decode;

@@ -7,6 +7,7 @@
 //! what they hold, the publishers deliver it (exactly-once: commit their last transaction),
 //! then at-least-once offsets are committed synchronously.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 
-use crate::assignment::{Assignment, StaticAssignment};
-use crate::config::{DeliveryMode, WorkerConfig};
+use crate::assignment::{Assignment, AssignmentError, RedisAssignment, StaticAssignment};
+use crate::config::{AssignmentSource, DeliveryMode, WorkerConfig};
 use crate::consumer::{self, ConsumerLoop};
 use crate::decode::{DecodeStage, RecordContext};
 use crate::error::ModelError;
@@ -40,6 +41,9 @@ pub enum WorkerError {
     /// Publishing failed in a way the worker cannot recover from in-process.
     #[error("publishing failed")]
     Publish(#[from] PublishError),
+    /// The assignment source refused or could not answer at start.
+    #[error("assignment: {0}")]
+    Assignment(#[from] AssignmentError),
     /// Metrics registration failed (a bug).
     #[error("metrics registration failed")]
     Metrics(#[from] prometheus::Error),
@@ -106,7 +110,28 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
     .map_err(|e| WorkerError::Stage(e.to_string()))??;
     tracing::info!(worker = %config.worker_id, region = %config.region, ?partitions, epoch = config.epoch, mode = ?config.delivery, "worker starting");
 
-    let assignment: Arc<dyn Assignment> = Arc::new(StaticAssignment::new(config.epoch));
+    let (assignment, epochs): (Arc<dyn Assignment>, BTreeMap<i32, u64>) =
+        match config.assignment.source {
+            AssignmentSource::Static => (
+                Arc::new(StaticAssignment::new(config.epoch)),
+                partitions.iter().map(|&p| (p, config.epoch)).collect(),
+            ),
+            AssignmentSource::Redis => {
+                let (a, topic, id, parts) = (
+                    config.assignment.clone(),
+                    config.kafka.frames_topic.clone(),
+                    config.worker_id.clone(),
+                    partitions.clone(),
+                );
+                let (source, epochs) = tokio::task::spawn_blocking(move || {
+                    RedisAssignment::connect(&a.redis_url, a.check_timeout, &id, &topic, &parts)
+                })
+                .await
+                .map_err(|e| WorkerError::Stage(e.to_string()))??;
+                tracing::info!(?epochs, "assignment taken from Redis");
+                (Arc::new(source), epochs)
+            }
+        };
     let states: Vec<Arc<PartitionState>> =
         partitions.iter().map(|&p| PartitionState::new(p)).collect();
     let (router, receivers) = Router::new(&partitions, config.partition_queue + 8);
@@ -142,6 +167,10 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         DeliveryMode::ExactlyOnce => {
             let mut eos = Vec::new();
             for (state, (_, rx)) in states.iter().cloned().zip(receivers) {
+                let epoch = epochs
+                    .get(&state.partition)
+                    .copied()
+                    .unwrap_or(config.epoch);
                 let part = EosPartition {
                     cfg: config.kafka.clone(),
                     worker_id: config.worker_id.clone(),
@@ -151,7 +180,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
                     })?,
                     consumer: consumer.clone(),
                     assignment: assignment.clone(),
-                    epoch: config.epoch,
+                    epoch,
                     commit_interval: config.commit_interval,
                     metrics: metrics.clone(),
                 };
@@ -189,6 +218,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
             version: manifest.version.clone(),
         },
         epoch: config.epoch,
+        partition_epochs: Arc::new(epochs),
     };
     let total_bound = config.partition_queue * partitions.len().max(1);
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(total_bound);

@@ -14,7 +14,8 @@
 //!   Records and the input offset (`send_offsets_to_transaction` with the consumer's group
 //!   metadata) go in one transaction, committed every `commit_interval`. Before each commit
 //!   the thread checks the assignment epoch; a superseded epoch aborts the transaction and
-//!   releases the partition.
+//!   releases the partition, and an assignment source that does not answer aborts it too
+//!   (fail closed) and stops the worker.
 //!
 //! [`DeliveryMode::AtLeastOnce`]: crate::config::DeliveryMode::AtLeastOnce
 //! [`DeliveryMode::ExactlyOnce`]: crate::config::DeliveryMode::ExactlyOnce
@@ -48,6 +49,10 @@ pub enum PublishError {
     /// A record could not be encoded (a bug: records are built valid).
     #[error("record encoding: {0}")]
     Encode(#[from] panoptes_schemas::EnvelopeError),
+    /// The assignment could not be checked before a commit: the transaction was aborted
+    /// (fail closed) and the worker stops; a restart resumes from the committed offsets.
+    #[error("assignment check: {0}")]
+    Assignment(#[from] crate::assignment::AssignmentError),
 }
 
 impl PublishError {
@@ -55,6 +60,7 @@ impl PublishError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Kafka(KafkaError::Transaction(e)) => e.is_retriable(),
+            Self::Assignment(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -446,7 +452,20 @@ impl EosPartition {
                 .as_ref()
                 .is_some_and(|(t, ..)| t.elapsed() >= self.commit_interval);
             if let Some((_, n, last, statuses)) = open.take_if(|_| due || closed) {
-                if !self.assignment.is_current(p, self.epoch) {
+                let current = match self.assignment.check(p, self.epoch) {
+                    Ok(current) => current,
+                    Err(e) => {
+                        // Fail closed: never commit without a positive answer.
+                        tracing::error!(partition = p, error = %e, "assignment check failed: aborting");
+                        self.metrics
+                            .aborted
+                            .with_label_values(&["assignment_unavailable"])
+                            .inc();
+                        let _ = abort(producer);
+                        return Err(e.into());
+                    }
+                };
+                if !current {
                     tracing::warn!(
                         partition = p,
                         epoch = self.epoch,

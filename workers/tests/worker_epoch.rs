@@ -63,6 +63,7 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
             version: "1".into(),
         },
         epoch: 1,
+        partition_epochs: Default::default(),
     };
     let headers = FrameHeaders {
         schema_version: SCHEMA_VERSION,

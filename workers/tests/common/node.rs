@@ -48,11 +48,32 @@ impl Worker {
         top: &str,
         sections: &str,
     ) -> Result<Self> {
+        Self::start_as(
+            &unique_name("worker"),
+            bootstrap,
+            t,
+            group,
+            model,
+            top,
+            sections,
+        )
+    }
+
+    /// [`Worker::start`] with a given `worker_id`.
+    pub fn start_as(
+        worker_id: &str,
+        bootstrap: &str,
+        t: &Topics,
+        group: &str,
+        model: &GeneratedModel,
+        top: &str,
+        sections: &str,
+    ) -> Result<Self> {
         let toml = format!(
             "worker_id = \"{}\"\n{top}\n[http]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\n\
              frames_topic = \"{}\"\ndetections_topic = \"{}\"\ndlq_topic = \"{}\"\ngroup_id = \"{group}\"\n\
              [model]\npath = \"{}\"\nmanifest = \"{}\"\ndevice = \"cpu\"\nintra_op_threads = 1\n{sections}\n",
-            unique_name("worker"),
+            worker_id,
             t.frames,
             t.detections,
             t.dlq,

@@ -1,0 +1,392 @@
+//! The worker benchmark's pure parts (binary `panoptes-bench-worker`, see
+//! `docs/benchmarks.md`): parameters, results, percentiles, machine facts and the report.
+//!
+//! The worker is compared with a tight libtorch forward loop over pre-decoded, pre-letterboxed
+//! tensors, same model, same batch size, same intra-op threads (design brief, "Performance is
+//! measured as ratios on one machine"). The figure of merit is images per second; the result
+//! is worker over baseline.
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Worker throughput over baseline throughput the worker should stay at or above.
+pub const TARGET_RATIO: f64 = 0.85;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerBenchParams {
+    /// Model name (`yolov8n-like` or `reference-detector`).
+    pub model: String,
+    /// Batch sizes (`max_batch` of the worker, batch of the baseline).
+    pub batch_sizes: Vec<usize>,
+    /// libtorch intra-op threads, both sides.
+    pub intra_op_threads: usize,
+    /// Worker decode threads.
+    pub decode_threads: usize,
+    /// Worker `max_wait`, milliseconds.
+    pub max_wait_ms: u64,
+    /// Images timed per throughput point (both sides), after the warm-up.
+    pub images: usize,
+    /// Frames produced per latency point.
+    pub latency_frames: usize,
+    /// Batch size (`max_batch`) of the worker in the latency phases.
+    pub latency_batch: usize,
+    /// Frame size of the synthetic JPEGs.
+    pub frame_width: u32,
+    /// Frame height of the synthetic JPEGs.
+    pub frame_height: u32,
+}
+
+/// One throughput point.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThroughputPoint {
+    /// Batch size.
+    pub batch: usize,
+    /// Baseline images timed.
+    pub baseline_images: usize,
+    /// Baseline seconds.
+    pub baseline_s: f64,
+    /// Worker records (status ok) in the window.
+    pub worker_images: usize,
+    /// Worker window, seconds (first record after warm-up to the last).
+    pub worker_s: f64,
+    /// Mean batch size the worker ran in the window (from `panoptes_worker_batch_size`).
+    pub worker_mean_batch: f64,
+}
+
+impl ThroughputPoint {
+    /// Baseline images per second.
+    pub fn baseline_ips(&self) -> f64 {
+        rate(self.baseline_images, self.baseline_s)
+    }
+    /// Worker images per second.
+    pub fn worker_ips(&self) -> f64 {
+        rate(self.worker_images, self.worker_s)
+    }
+    /// Worker over baseline.
+    pub fn ratio(&self) -> f64 {
+        self.worker_ips() / self.baseline_ips()
+    }
+}
+
+fn rate(n: usize, s: f64) -> f64 {
+    if s > 0.0 { n as f64 / s } else { 0.0 }
+}
+
+/// One latency point: frames at a steady rate, end-to-end latency from the detection records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyPoint {
+    /// Share of the measured worker throughput the frames were produced at (0.5, 1.0).
+    pub load: f64,
+    /// Frames per second produced.
+    pub rate_fps: f64,
+    /// Frames produced (and records received).
+    pub frames: usize,
+    /// `latency.end_to_end_ms` of every record received, sorted.
+    pub end_to_end_ms: Vec<f64>,
+    /// Mean batch size in the phase.
+    pub mean_batch: f64,
+}
+
+impl LatencyPoint {
+    /// The `q`-quantile of the end-to-end latency, ms.
+    pub fn quantile(&self, q: f64) -> f64 {
+        quantile_sorted(&self.end_to_end_ms, q)
+    }
+}
+
+/// Nearest-rank quantile of sorted values (`NaN` if empty).
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Facts about the machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineInfo {
+    /// CPUs this process may run on.
+    pub nproc: usize,
+    /// `model name` from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// `uname -sr`.
+    pub kernel: String,
+    /// `/proc/loadavg` at start.
+    pub loadavg_at_start: String,
+    /// Device the models ran on.
+    pub device: String,
+}
+
+/// Collects [`MachineInfo`]; unreadable facts are `"unknown"`.
+pub fn machine_info() -> MachineInfo {
+    let unknown = || "unknown".to_string();
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(unknown);
+    let kernel = Command::new("uname")
+        .arg("-sr")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(unknown);
+    MachineInfo {
+        nproc: std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(0),
+        cpu_model,
+        kernel,
+        loadavg_at_start: std::fs::read_to_string("/proc/loadavg")
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|_| unknown()),
+        device: "cpu".into(),
+    }
+}
+
+/// `time` as an RFC 3339 UTC timestamp with seconds.
+pub fn utc_timestamp(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerBenchReport {
+    /// Start, UTC.
+    pub date: String,
+    /// Command line.
+    pub command: String,
+    /// Build profile.
+    pub profile: String,
+    /// Wall seconds the whole run took.
+    pub duration_s: f64,
+    /// Machine facts.
+    pub machine: MachineInfo,
+    /// Parameters.
+    pub params: WorkerBenchParams,
+    /// Throughput per batch size.
+    pub throughput: Vec<ThroughputPoint>,
+    /// Latency at half and full load.
+    pub latency: Vec<LatencyPoint>,
+    /// Target of worker / baseline.
+    pub target_ratio: f64,
+}
+
+impl WorkerBenchReport {
+    /// Worker throughput at the largest batch over that at the smallest (dynamic batching gain).
+    pub fn batching_gain(&self) -> Option<(usize, usize, f64)> {
+        let first = self.throughput.first()?;
+        let last = self.throughput.last()?;
+        (first.batch != last.batch).then(|| {
+            (
+                first.batch,
+                last.batch,
+                last.worker_ips() / first.worker_ips(),
+            )
+        })
+    }
+
+    /// Whether every batch size meets the target ratio.
+    pub fn within_target(&self) -> bool {
+        self.throughput
+            .iter()
+            .all(|p| p.ratio() >= self.target_ratio)
+    }
+
+    /// The result tables (Markdown).
+    pub fn summary_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "| {} ({} intra-op threads, CPU) | baseline img/s | worker img/s | worker / baseline | worker mean batch |",
+            self.params.model, self.params.intra_op_threads
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for p in &self.throughput {
+            let _ = writeln!(
+                s,
+                "| batch {} | {:.2} | {:.2} | **{:.2}** | {:.1} |",
+                p.batch,
+                p.baseline_ips(),
+                p.worker_ips(),
+                p.ratio(),
+                p.worker_mean_batch
+            );
+        }
+        if let Some((a, b, g)) = self.batching_gain() {
+            let _ = writeln!(
+                s,
+                "\nDynamic batching gain (worker img/s at batch {b} / batch {a}): **{g:.2}×**; target worker / baseline ≥ {:.2}: {}",
+                self.target_ratio,
+                if self.within_target() {
+                    "met at every batch size"
+                } else {
+                    "NOT met at every batch size"
+                }
+            );
+        }
+        if !self.latency.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n| end-to-end latency (capture → publish), max_batch {} | rate fps | frames | p50 ms | p99 ms | max ms | mean batch |",
+                self.params.latency_batch
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+            for l in &self.latency {
+                let _ = writeln!(
+                    s,
+                    "| {:.0} % load | {:.2} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
+                    l.load * 100.0,
+                    l.rate_fps,
+                    l.frames,
+                    l.quantile(0.5),
+                    l.quantile(0.99),
+                    l.quantile(1.0),
+                    l.mean_batch
+                );
+            }
+        }
+        s
+    }
+
+    /// The Markdown report.
+    pub fn to_markdown(&self) -> String {
+        let p = &self.params;
+        let m = &self.machine;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# Worker benchmark: panoptes-worker vs a bare libtorch forward loop\n"
+        );
+        let _ = writeln!(s, "- Date: {}", self.date);
+        let _ = writeln!(s, "- Command: `{}`", self.command);
+        let _ = writeln!(s, "- Profile: {}", self.profile);
+        let _ = writeln!(
+            s,
+            "- Machine: {} CPUs, {}; {}; device {}",
+            m.nproc, m.cpu_model, m.kernel, m.device
+        );
+        let _ = writeln!(s, "- Load average at start: {}", m.loadavg_at_start);
+        let _ = writeln!(s, "- Run took {:.0} s", self.duration_s);
+        let _ = writeln!(
+            s,
+            "- Parameters: model {}, batch sizes {:?}, intra_op_threads {}, decode_threads {}, max_wait {} ms, {} images per throughput point, {} frames per latency point at max_batch {}, synthetic {}x{} JPEG frames, staleness lossless\n",
+            p.model,
+            p.batch_sizes,
+            p.intra_op_threads,
+            p.decode_threads,
+            p.max_wait_ms,
+            p.images,
+            p.latency_frames,
+            p.latency_batch,
+            p.frame_width,
+            p.frame_height
+        );
+        let _ = writeln!(s, "## Result\n");
+        s.push_str(&self.summary_table());
+        let _ = writeln!(s, "\n## Samples\n");
+        let _ = writeln!(
+            s,
+            "| batch | baseline images | baseline s | worker images | worker s |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+        for x in &self.throughput {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} | {} | {:.2} |",
+                x.batch, x.baseline_images, x.baseline_s, x.worker_images, x.worker_s
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile_sorted(&v, 0.5), 50.0);
+        assert_eq!(quantile_sorted(&v, 0.99), 99.0);
+        assert_eq!(quantile_sorted(&v, 1.0), 100.0);
+        assert_eq!(quantile_sorted(&[7.0], 0.99), 7.0);
+        assert!(quantile_sorted(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn ratio_and_gain() {
+        let point = |batch, worker_s| ThroughputPoint {
+            batch,
+            baseline_images: 40,
+            baseline_s: 4.0,
+            worker_images: 40,
+            worker_s,
+            worker_mean_batch: batch as f64,
+        };
+        let report = WorkerBenchReport {
+            date: utc_timestamp(UNIX_EPOCH),
+            command: "x".into(),
+            profile: "dev".into(),
+            duration_s: 1.0,
+            machine: machine_info(),
+            params: WorkerBenchParams {
+                model: "m".into(),
+                batch_sizes: vec![1, 16],
+                intra_op_threads: 2,
+                decode_threads: 2,
+                max_wait_ms: 20,
+                images: 40,
+                latency_frames: 10,
+                latency_batch: 16,
+                frame_width: 640,
+                frame_height: 360,
+            },
+            throughput: vec![point(1, 5.0), point(16, 4.0)],
+            latency: Vec::new(),
+            target_ratio: TARGET_RATIO,
+        };
+        assert!((report.throughput[0].ratio() - 0.8).abs() < 1e-9);
+        assert!(!report.within_target());
+        let (a, b, g) = report.batching_gain().expect("two points");
+        assert_eq!((a, b), (1, 16));
+        assert!((g - 1.25).abs() < 1e-9);
+        assert!(
+            report
+                .to_markdown()
+                .contains("| batch 16 | 10.00 | 10.00 | **1.00** |")
+        );
+        assert_eq!(report.date, "1970-01-01T00:00:00Z");
+    }
+}

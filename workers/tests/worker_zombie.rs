@@ -1,0 +1,324 @@
+//! Guarantee 3, "no duplicates from zombies", with real processes and the Redis assignment
+//! source: worker A owns every frames partition at epoch 1 (Redis says so); it is frozen
+//! (`SIGSTOP`) mid-stream, Redis hands the partitions to worker B at epoch 2, B takes over
+//! from the group's committed offsets, then A is thawed (`SIGCONT`). A must notice before
+//! its next commit that it was superseded, abort and release; nothing it produces after the
+//! takeover may be accepted by the checker's epoch rule, and its offsets must never be
+//! committed over B's.
+//!
+//! The development broker (librdkafka's mock cluster) does **not** fence B's
+//! `init_transactions` against A, although both use the same transactional id
+//! (`panoptes-worker.<frames topic>.<partition>`): on Kafka, A's producer would be fenced and
+//! its open transaction aborted. So this test checks the application-side defence only (the
+//! epoch check against Redis before every commit, and the epoch in every record). The mock
+//! also shows records of never-committed transactions to `read_committed` readers, so the
+//! records A wrote in the transaction that was open when it froze stay visible and are
+//! accepted (their epoch was the newest when read); B then processes those frames again.
+//! Those, and only those, are the duplicates the checker reports; Kafka hides them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::node::{
+    Worker, camera_configs, camsim_args, checker, finish_when_settled, start_ingest, topics,
+};
+use panoptes_schemas::DetectionRecord;
+use panoptes_testkit::{CamSim, DevBroker, RedisServer, metric_value, unique_name, wait_until};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 3;
+const EOS: &str =
+    "delivery = \"exactly_once\"\ncommit_interval = \"300ms\"\npartitions = [0, 1, 2]";
+const SUPERSEDED: &str = "panoptes_worker_transactions_aborted_total{reason=\"superseded\"}";
+
+/// A consumer for reading the group's committed offsets.
+fn offsets_reader(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?)
+}
+
+/// The group's committed offset per partition (missing = nothing committed).
+fn committed(c: &BaseConsumer, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(5))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Every detection record on `topic`, in log order per detections partition.
+fn all_records(bootstrap: &str, topic: &str) -> Result<Vec<DetectionRecord>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .context("topic")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in t.partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let mut out = Vec::new();
+    let mut idle = 0;
+    while idle < 10 {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                out.push(DetectionRecord::from_json(m.payload().unwrap_or_default())?);
+            }
+            Some(Err(e)) => anyhow::bail!("{e}"),
+            None => idle += 1,
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn thawed_zombie_is_superseded() -> Result<()> {
+    let models = common::models();
+    let redis = RedisServer::start()?;
+    let broker = DevBroker::start(1)?;
+    let t = topics(&broker, PARTITIONS as u32)?;
+    let cams = camera_configs();
+    let args = camsim_args(&cams);
+    let sim = CamSim::start(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let checker = checker(&broker.bootstrap, &t, cams)?;
+    let group = unique_name("group");
+    let sections = format!(
+        "[assignment]\nsource = \"redis\"\nredis_url = \"{}\"\ncheck_timeout = \"500ms\"\n",
+        redis.url
+    );
+    for p in 0..PARTITIONS {
+        redis.set_assignment(&t.frames, p, "worker-a", 1)?;
+    }
+    let a = Worker::start_as(
+        "worker-a",
+        &broker.bootstrap,
+        &t,
+        &group,
+        &models.reference,
+        EOS,
+        &sections,
+    )?;
+    let (mut ingest, _cfg) = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
+    let reader = offsets_reader(&broker.bootstrap, &group)?;
+    wait_until(
+        "A commits on every partition",
+        Duration::from_secs(20),
+        || {
+            committed(&reader, &t.frames)
+                .ok()
+                .filter(|c| c.len() == PARTITIONS as usize && c.values().all(|&o| o > 5))
+        },
+    )?;
+
+    // Freeze A mid-stream, hand its partitions to B.
+    a.proc.signal("STOP")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let at_stop = committed(&reader, &t.frames)?;
+    println!("committed offsets when A froze: {at_stop:?}");
+    for p in 0..PARTITIONS {
+        redis.set_assignment(&t.frames, p, "worker-b", 2)?;
+    }
+
+    // Sample the group's committed offsets from here on: they must never go back.
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (bootstrap, group, topic, stop) = (
+            broker.bootstrap.clone(),
+            group.clone(),
+            t.frames.clone(),
+            stop_sampling.clone(),
+        );
+        std::thread::spawn(move || -> Result<Vec<BTreeMap<i32, i64>>> {
+            let c = offsets_reader(&bootstrap, &group)?;
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                samples.push(committed(&c, &topic)?);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            Ok(samples)
+        })
+    };
+
+    let b = Worker::start_as(
+        "worker-b",
+        &broker.bootstrap,
+        &t,
+        &group,
+        &models.reference,
+        EOS,
+        &sections,
+    )?;
+    wait_until(
+        "B commits past A on every partition",
+        Duration::from_secs(15),
+        || {
+            committed(&reader, &t.frames)
+                .ok()
+                .filter(|c| (0..PARTITIONS).all(|p| c.get(&p) > at_stop.get(&p)))
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Thaw A: it must find out it was superseded before its next commit.
+    a.proc.signal("CONT")?;
+    let superseded_by_a = wait_until("A aborts as superseded", Duration::from_secs(10), || {
+        metric_value(&a.metrics(), SUPERSEDED).filter(|&n| n >= 1.0)
+    })?;
+    std::thread::sleep(Duration::from_secs(3));
+    let superseded_by_a = metric_value(&a.metrics(), SUPERSEDED).unwrap_or(superseded_by_a);
+    assert_eq!(metric_value(&b.metrics(), SUPERSEDED).unwrap_or(0.0), 0.0);
+
+    assert!(ingest.terminate(Duration::from_secs(10))?);
+    let report = finish_when_settled(checker, Duration::from_secs(30))?;
+    stop_sampling.store(true, Ordering::Release);
+    let samples = sampler.join().expect("sampler thread")?;
+    println!("{}", report.to_markdown());
+
+    // B's committed offsets only move forward (A's thawed output was never committed).
+    for p in 0..PARTITIONS {
+        let series: Vec<i64> = samples.iter().filter_map(|s| s.get(&p).copied()).collect();
+        assert!(
+            series.windows(2).all(|w| w[0] <= w[1]),
+            "partition {p}: committed offsets went back: {series:?}"
+        );
+    }
+
+    // Classify A's records per frames partition, in the order a reader sees them.
+    let records = all_records(&broker.bootstrap, &t.detections)?;
+    let (mut leftovers, mut zombies, mut by_b) = (0u64, 0u64, 0u64);
+    for p in 0..PARTITIONS {
+        let mine: Vec<&DetectionRecord> = records.iter().filter(|r| r.partition == p).collect();
+        let first_b = mine
+            .iter()
+            .position(|r| r.worker_id == "worker-b")
+            .context("B wrote nothing")?;
+        let b_from = mine[first_b].offset;
+        assert_eq!(
+            Some(&b_from),
+            at_stop.get(&p),
+            "partition {p}: B resumes at the offset A committed last"
+        );
+        for (i, r) in mine.iter().enumerate() {
+            match r.worker_id.as_str() {
+                "worker-b" => {
+                    assert_eq!(r.epoch, 2);
+                    by_b += 1;
+                }
+                "worker-a" => {
+                    assert_eq!(r.epoch, 1, "A only ever writes epoch 1");
+                    if i > first_b {
+                        zombies += 1;
+                    } else if r.offset >= b_from {
+                        leftovers += 1;
+                    }
+                }
+                other => anyhow::bail!("unexpected worker {other}"),
+            }
+        }
+    }
+    let total = &report.total;
+    println!(
+        "A superseded aborts: {superseded_by_a}; records: {} total, {by_b} by B, {zombies} by A \
+         after B took over (checker superseded {}), {leftovers} from A's transaction open at the \
+         freeze (mock shows them; duplicates {}); lost {}",
+        records.len(),
+        total.superseded,
+        total.duplicated,
+        total.lost
+    );
+    assert!(superseded_by_a >= 1.0);
+    assert!(total.frames >= 60, "{}", total.frames);
+    assert_eq!(total.lost, 0, "{:?}", total.lost_examples);
+    assert_eq!(
+        total.superseded, zombies,
+        "every record A wrote after the takeover is discarded"
+    );
+    assert_eq!(
+        total.duplicated, leftovers,
+        "only A's never-committed transaction repeats"
+    );
+    assert!(by_b > 0);
+    drop((a, b, redis));
+    Ok(())
+}
+
+/// Redis goes away mid-stream: the next commit check cannot be answered, so the worker aborts
+/// the open transaction (never commits blindly) and stops; the group's offsets stay where the
+/// last checked commit left them, for a restart to resume from.
+#[test]
+fn unreachable_redis_fails_closed() -> Result<()> {
+    let models = common::models();
+    let redis = RedisServer::start()?;
+    let broker = DevBroker::start(1)?;
+    let t = topics(&broker, PARTITIONS as u32)?;
+    let cams = camera_configs();
+    let args = camsim_args(&cams);
+    let sim = CamSim::start(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let group = unique_name("group");
+    let sections = format!(
+        "[assignment]\nsource = \"redis\"\nredis_url = \"{}\"\ncheck_timeout = \"300ms\"\n",
+        redis.url
+    );
+    for p in 0..PARTITIONS {
+        redis.set_assignment(&t.frames, p, "worker-a", 1)?;
+    }
+    let mut a = Worker::start_as(
+        "worker-a",
+        &broker.bootstrap,
+        &t,
+        &group,
+        &models.reference,
+        EOS,
+        &sections,
+    )?;
+    let (_ingest, _cfg) = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
+    let reader = offsets_reader(&broker.bootstrap, &group)?;
+    wait_until(
+        "A commits on every partition",
+        Duration::from_secs(20),
+        || {
+            committed(&reader, &t.frames)
+                .ok()
+                .filter(|c| c.len() == PARTITIONS as usize)
+        },
+    )?;
+    drop(redis);
+    std::thread::sleep(Duration::from_millis(500));
+    let after_kill = committed(&reader, &t.frames)?;
+    wait_until("A stops", Duration::from_secs(20), || {
+        (!a.proc.is_running()).then_some(())
+    })?;
+    let at_exit = committed(&reader, &t.frames)?;
+    let log = a.proc.log_text();
+    println!("committed after Redis died: {after_kill:?}, at exit: {at_exit:?}");
+    assert!(log.contains("assignment check failed"), "{log}");
+    assert_eq!(after_kill, at_exit, "nothing committed without Redis");
+    Ok(())
+}
