@@ -81,6 +81,14 @@ pub enum ModelError {
         /// libtorch's error message (first line).
         message: String,
     },
+    /// The configured device cannot be used (no CUDA runtime, no such GPU).
+    #[error("device {device} is not usable: {reason}")]
+    DeviceUnavailable {
+        /// The device as configured, e.g. `cuda:0`.
+        device: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl ModelError {

@@ -82,8 +82,10 @@ pub fn spawn(
             if spec.intra_op_threads > 0 {
                 tch::set_num_threads(spec.intra_op_threads as i32);
             }
-            let model = match LoadedModel::load(&spec.model_path, &spec.manifest_path, spec.device)
-            {
+            let loaded = crate::cuda::ensure_device(spec.device).and_then(|()| {
+                LoadedModel::load(&spec.model_path, &spec.manifest_path, spec.device)
+            });
+            let model = match loaded {
                 Ok(m) => {
                     let _ = ready_tx.send(Ok(m.manifest().clone()));
                     m

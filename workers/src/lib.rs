@@ -14,6 +14,7 @@
 //! - [`consumer`]: the consumer thread (assign, pause/resume, commits, lag);
 //! - [`decode`]: the decode pool (envelope checks, staleness, dead letters, JPEG → tensor);
 //! - [`batcher`] + [`inference`]: dynamic batching and the one thread owning the model;
+//!   [`cuda`]: loading libtorch's CUDA backend when a GPU device is configured;
 //! - [`publisher`]: per-partition ordered publishing, at-least-once or exactly-once;
 //! - [`metrics`]: the Prometheus registry; [`work`]: the units passed between stages.
 //!
@@ -25,6 +26,7 @@ pub mod batcher;
 pub mod bench;
 pub mod config;
 pub mod consumer;
+pub mod cuda;
 pub mod decode;
 pub mod error;
 pub mod inference;

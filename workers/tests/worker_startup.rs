@@ -13,13 +13,17 @@ use panoptes_workers::OutputContract;
 /// Runs the worker against an unreachable broker with the given model files; returns
 /// (exit success, stderr).
 fn run_worker(model: &Path, manifest: &Path) -> Result<(bool, String)> {
+    run_worker_on(model, manifest, "cpu")
+}
+
+fn run_worker_on(model: &Path, manifest: &Path, device: &str) -> Result<(bool, String)> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("worker.toml");
     std::fs::write(
         &config,
         format!(
             "[http]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n\
-             [model]\npath = \"{}\"\nmanifest = \"{}\"\n",
+             [model]\npath = \"{}\"\nmanifest = \"{}\"\ndevice = \"{device}\"\n",
             model.display(),
             manifest.display()
         ),
@@ -64,5 +68,20 @@ fn bad_models_stop_the_worker_at_start() -> Result<()> {
     let (ok, err) = run_worker(&reference.model_path, &wrong)?;
     assert!(!ok);
     assert!(err.contains("contradicts the manifest"), "{err}");
+    Ok(())
+}
+
+/// A GPU device where libtorch's CUDA backend cannot be loaded (development and CI machines
+/// have no CUDA runtime beyond libcudart) stops the worker at start with the loader's reason.
+#[test]
+fn unusable_cuda_device_stops_the_worker_at_start() -> Result<()> {
+    let models = common::models();
+    let reference = &models.reference;
+    let (ok, err) = run_worker_on(&reference.model_path, &reference.manifest_path, "cuda:0")?;
+    assert!(!ok);
+    assert!(
+        err.contains("device cuda:0 is not usable") && err.contains("libtorch_cuda.so"),
+        "{err}"
+    );
     Ok(())
 }
