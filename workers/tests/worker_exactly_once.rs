@@ -11,81 +11,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use common::kafka::{all_records, committed, offsets_reader};
 use common::node::{
     Worker, camera_configs, camsim_args, checker, finish_when_settled, start_ingest, topics,
 };
-use panoptes_schemas::DetectionRecord;
 use panoptes_testkit::{CamSim, DevBroker, unique_name};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const EOS: &str = "delivery = \"exactly_once\"\ncommit_interval = \"300ms\"";
-
-/// The group's committed offset per partition (missing = nothing committed).
-fn committed(
-    bootstrap: &str,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-) -> Result<BTreeMap<i32, i64>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
-    Ok(got
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect())
-}
-
-/// Every detection record on `topic`, read to the end.
-fn all_records(bootstrap: &str, topic: &str) -> Result<Vec<DetectionRecord>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique_name("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .context("topic")?;
-    let mut tpl = TopicPartitionList::new();
-    for p in t.partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-    }
-    c.assign(&tpl)?;
-    let mut out = Vec::new();
-    let mut idle = 0;
-    while idle < 20 {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                out.push(DetectionRecord::from_json(m.payload().unwrap_or_default())?);
-            }
-            Some(Err(e)) => anyhow::bail!("{e}"),
-            None => idle += 1,
-        }
-    }
-    Ok(out)
-}
 
 #[test]
 fn killed_worker_is_replaced_without_loss() -> Result<()> {
@@ -110,7 +45,7 @@ fn killed_worker_is_replaced_without_loss() -> Result<()> {
     first.proc.signal("KILL")?;
     std::thread::sleep(Duration::from_millis(300));
     assert!(!first.proc.is_running());
-    let at_kill = committed(&broker.bootstrap, &group, &t.frames, 3)?;
+    let at_kill = committed(&offsets_reader(&broker.bootstrap, &group)?, &t.frames, 3)?;
     println!("committed offsets at kill: {at_kill:?}");
 
     assert_eq!(

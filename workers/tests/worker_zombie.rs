@@ -24,79 +24,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use common::kafka::{all_records, committed, offsets_reader};
 use common::node::{
     Worker, camera_configs, camsim_args, checker, finish_when_settled, start_ingest, topics,
 };
 use panoptes_schemas::DetectionRecord;
 use panoptes_testkit::{CamSim, DevBroker, RedisServer, metric_value, unique_name, wait_until};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 const EOS: &str =
     "delivery = \"exactly_once\"\ncommit_interval = \"300ms\"\npartitions = [0, 1, 2]";
 const SUPERSEDED: &str = "panoptes_worker_transactions_aborted_total{reason=\"superseded\"}";
-
-/// A consumer for reading the group's committed offsets.
-fn offsets_reader(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?)
-}
-
-/// The group's committed offset per partition (missing = nothing committed).
-fn committed(c: &BaseConsumer, topic: &str) -> Result<BTreeMap<i32, i64>> {
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(5))?;
-    Ok(got
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect())
-}
-
-/// Every detection record on `topic`, in log order per detections partition.
-fn all_records(bootstrap: &str, topic: &str) -> Result<Vec<DetectionRecord>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique_name("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .context("topic")?;
-    let mut tpl = TopicPartitionList::new();
-    for p in t.partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-    }
-    c.assign(&tpl)?;
-    let mut out = Vec::new();
-    let mut idle = 0;
-    while idle < 10 {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                out.push(DetectionRecord::from_json(m.payload().unwrap_or_default())?);
-            }
-            Some(Err(e)) => anyhow::bail!("{e}"),
-            None => idle += 1,
-        }
-    }
-    Ok(out)
-}
 
 #[test]
 fn thawed_zombie_is_superseded() -> Result<()> {
@@ -131,7 +69,7 @@ fn thawed_zombie_is_superseded() -> Result<()> {
         "A commits on every partition",
         Duration::from_secs(20),
         || {
-            committed(&reader, &t.frames)
+            committed(&reader, &t.frames, PARTITIONS)
                 .ok()
                 .filter(|c| c.len() == PARTITIONS as usize && c.values().all(|&o| o > 5))
         },
@@ -140,7 +78,7 @@ fn thawed_zombie_is_superseded() -> Result<()> {
     // Freeze A mid-stream, hand its partitions to B.
     a.proc.signal("STOP")?;
     std::thread::sleep(Duration::from_millis(300));
-    let at_stop = committed(&reader, &t.frames)?;
+    let at_stop = committed(&reader, &t.frames, PARTITIONS)?;
     println!("committed offsets when A froze: {at_stop:?}");
     for p in 0..PARTITIONS {
         redis.set_assignment(&t.frames, p, "worker-b", 2)?;
@@ -159,7 +97,7 @@ fn thawed_zombie_is_superseded() -> Result<()> {
             let c = offsets_reader(&bootstrap, &group)?;
             let mut samples = Vec::new();
             while !stop.load(Ordering::Acquire) {
-                samples.push(committed(&c, &topic)?);
+                samples.push(committed(&c, &topic, PARTITIONS)?);
                 std::thread::sleep(Duration::from_millis(150));
             }
             Ok(samples)
@@ -179,7 +117,7 @@ fn thawed_zombie_is_superseded() -> Result<()> {
         "B commits past A on every partition",
         Duration::from_secs(15),
         || {
-            committed(&reader, &t.frames)
+            committed(&reader, &t.frames, PARTITIONS)
                 .ok()
                 .filter(|c| (0..PARTITIONS).all(|p| c.get(&p) > at_stop.get(&p)))
         },
@@ -304,18 +242,18 @@ fn unreachable_redis_fails_closed() -> Result<()> {
         "A commits on every partition",
         Duration::from_secs(20),
         || {
-            committed(&reader, &t.frames)
+            committed(&reader, &t.frames, PARTITIONS)
                 .ok()
                 .filter(|c| c.len() == PARTITIONS as usize)
         },
     )?;
     drop(redis);
     std::thread::sleep(Duration::from_millis(500));
-    let after_kill = committed(&reader, &t.frames)?;
+    let after_kill = committed(&reader, &t.frames, PARTITIONS)?;
     wait_until("A stops", Duration::from_secs(20), || {
         (!a.proc.is_running()).then_some(())
     })?;
-    let at_exit = committed(&reader, &t.frames)?;
+    let at_exit = committed(&reader, &t.frames, PARTITIONS)?;
     let log = a.proc.log_text();
     println!("committed after Redis died: {after_kill:?}, at exit: {at_exit:?}");
     assert!(log.contains("assignment check failed"), "{log}");

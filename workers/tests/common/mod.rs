@@ -83,4 +83,5 @@ pub fn simulator_frame(
     (jpeg, truth)
 }
 
+pub mod kafka;
 pub mod node;
