@@ -9,6 +9,7 @@
 pub mod kafka;
 pub mod process;
 pub mod redis;
+pub mod sys;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -7,8 +7,6 @@
 //! is worker over baseline.
 
 use std::fmt::Write as _;
-use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -122,62 +120,20 @@ pub struct MachineInfo {
     pub device: String,
 }
 
-/// Collects [`MachineInfo`]; unreadable facts are `"unknown"`.
+/// Collects [`MachineInfo`] (shared readers in `panoptes_testkit::sys`); unreadable facts
+/// are `"unknown"`.
 pub fn machine_info() -> MachineInfo {
-    let unknown = || "unknown".to_string();
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(unknown);
-    let kernel = Command::new("uname")
-        .arg("-sr")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(unknown);
+    let host = panoptes_testkit::sys::machine_info();
     MachineInfo {
-        nproc: std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(0),
-        cpu_model,
-        kernel,
-        loadavg_at_start: std::fs::read_to_string("/proc/loadavg")
-            .map(|t| t.trim().to_string())
-            .unwrap_or_else(|_| unknown()),
+        nproc: host.nproc,
+        cpu_model: host.cpu_model,
+        kernel: host.kernel,
+        loadavg_at_start: host.loadavg_at_start,
         device: "cpu".into(),
     }
 }
 
-/// `time` as an RFC 3339 UTC timestamp with seconds.
-pub fn utc_timestamp(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
-}
+pub use panoptes_testkit::sys::utc_timestamp;
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -334,6 +290,7 @@ impl WorkerBenchReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn nearest_rank_quantiles() {

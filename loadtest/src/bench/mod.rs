@@ -13,4 +13,5 @@
 //! the binaries start the processes.
 
 pub mod ingest;
-pub mod sys;
+/// Shared with the worker benchmark; lives in `panoptes-testkit`.
+pub use panoptes_testkit::sys;

@@ -1,5 +1,6 @@
 //! What a benchmark reads from the operating system: CPU time of one process, whole-machine
-//! CPU use, machine facts, and a UTC timestamp. Linux only (`/proc`).
+//! CPU use, machine facts, and a UTC timestamp. Linux only (`/proc`). Used by both the
+//! ingest and the worker benchmark.
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
