@@ -1,0 +1,457 @@
+//! [`MemberAgent`]: the thread an ingest or worker node runs to take part in coordination.
+//!
+//! It registers the node (hash `panoptes:member:<kind>:<id>` with a TTL: the node's lease),
+//! renews it every `lease_ttl / 4` with the node's current load and report, and reads the
+//! node's assignments: the items in `panoptes:owned:<kind>:<id>` whose record still names
+//! this node. It re-reads them when the coordinator publishes on the node's channel and at
+//! least every `poll_interval`, because pub/sub messages can be late or lost. The result is
+//! published as a [`Desired`] snapshot through a `tokio::sync::watch` channel, which both
+//! threads and async tasks can read. The node compares it with what it runs, starts what was
+//! granted, drops what was taken away, and hands over (finish, commit, [`MemberAgent::release`])
+//! what the coordinator asks to move.
+//!
+//! Everything here is synchronous Redis on the agent's own thread: nothing blocks a runtime.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::Connection;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::records::{AssignRecord, CameraRecord, MemberKind, MemberRecord, RegionRecord};
+use crate::{CoordError, connect, keys, scripts};
+
+/// How a node takes part in coordination.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`.
+    pub redis_url: String,
+    /// Ingest or worker.
+    pub kind: MemberKind,
+    /// Node id, unique per kind.
+    pub id: String,
+    /// Region the node runs in.
+    pub region: String,
+    /// Worker group or ingest pool.
+    pub group: String,
+    /// Capacity in load units (frames/s at 640×360).
+    pub capacity: f64,
+    /// The node's HTTP base URL.
+    pub http: String,
+    /// Frames topic (names partition assignment keys).
+    pub frames_topic: String,
+    /// Lease TTL; the coordinator treats the node as dead this long after its last renewal.
+    pub lease_ttl: Duration,
+    /// Longest time between two reads of the assignments.
+    pub poll_interval: Duration,
+}
+
+/// One item this node holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Item id: `<cluster>:<partition>` for workers, the camera id for ingest nodes.
+    pub item: String,
+    /// The record as read.
+    pub record: AssignRecord,
+}
+
+impl Grant {
+    /// The epoch this node holds the item at.
+    pub fn epoch(&self) -> u64 {
+        self.record.epoch
+    }
+
+    /// Whether the coordinator asks this node to hand the item over.
+    pub fn moving(&self) -> bool {
+        self.record.target.is_some() && self.record.released != Some(self.record.epoch)
+    }
+
+    /// `(cluster, partition)` of a worker's item.
+    pub fn partition(&self) -> Option<(&str, i32)> {
+        keys::parse_partition_item(&self.item)
+    }
+}
+
+/// What the coordinator wants this node to run, as last read from Redis.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    /// Items granted to this node (records naming it as owner), by item id. Items it has
+    /// already released are left out.
+    pub grants: BTreeMap<String, Grant>,
+    /// Whether an operator asked this node to drain.
+    pub drain_requested: bool,
+    /// Regions and their Kafka.
+    pub regions: BTreeMap<String, RegionRecord>,
+    /// Ingest nodes: the registry records of the granted cameras.
+    pub cameras: BTreeMap<String, CameraRecord>,
+    /// Whether the last read reached Redis (when `false` the rest is the last good read).
+    pub connected: bool,
+    /// How many reads were made (changes on every successful read only when content changed).
+    pub generation: u64,
+}
+
+#[derive(Debug)]
+struct Status {
+    load: f64,
+    capacity: f64,
+    report: serde_json::Value,
+    broker_ok: bool,
+    draining: bool,
+}
+
+struct Inner {
+    cfg: MemberConfig,
+    session: String,
+    status: Mutex<Status>,
+    conn: Mutex<Option<Connection>>,
+    desired: watch::Sender<Desired>,
+    leases_lost: AtomicU64,
+    registered: AtomicBool,
+    renew_failures: AtomicU64,
+}
+
+/// The node's handle on its membership. Cheap to clone.
+#[derive(Clone)]
+pub struct MemberAgent {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MemberAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberAgent")
+            .field("kind", &self.inner.cfg.kind)
+            .field("id", &self.inner.cfg.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemberAgent {
+    /// Registers the node (failing if Redis cannot be reached now) and starts the agent
+    /// thread, which runs until `cancel` fires and then removes the node's record, so the
+    /// coordinator moves what is left at once. Blocking: call off the async runtime.
+    pub fn start(
+        cfg: MemberConfig,
+        cancel: CancellationToken,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), CoordError> {
+        if cfg.id.is_empty() || cfg.id.contains(':') {
+            return Err(CoordError::Invalid(format!(
+                "member id {:?} must be non-empty and without ':'",
+                cfg.id
+            )));
+        }
+        let (tx, _) = watch::channel(Desired::default());
+        let agent = Self {
+            inner: Arc::new(Inner {
+                session: format!("{:016x}", rand::random::<u64>()),
+                status: Mutex::new(Status {
+                    load: 0.0,
+                    capacity: cfg.capacity,
+                    report: serde_json::Value::Null,
+                    broker_ok: true,
+                    draining: false,
+                }),
+                conn: Mutex::new(None),
+                desired: tx,
+                leases_lost: AtomicU64::new(0),
+                registered: AtomicBool::new(false),
+                renew_failures: AtomicU64::new(0),
+                cfg,
+            }),
+        };
+        let mut c = connect(&agent.inner.cfg.redis_url, agent.timeout())?;
+        agent.renew(&mut c)?;
+        agent.poll(&mut c)?;
+        let a = agent.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("member-{}", agent.inner.cfg.id))
+            .spawn(move || a.run(&cancel))
+            .map_err(|e| CoordError::Invalid(format!("cannot start the member thread: {e}")))?;
+        Ok((agent, thread))
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &MemberConfig {
+        &self.inner.cfg
+    }
+
+    /// A receiver of [`Desired`] snapshots.
+    pub fn subscribe(&self) -> watch::Receiver<Desired> {
+        self.inner.desired.subscribe()
+    }
+
+    /// The last snapshot.
+    pub fn desired(&self) -> Desired {
+        self.inner.desired.borrow().clone()
+    }
+
+    /// Sets the load reported with the next renewal.
+    pub fn set_load(&self, load: f64) {
+        self.inner.status.lock().load = load;
+    }
+
+    /// Sets the capacity reported with the next renewal (e.g. after measuring it).
+    pub fn set_capacity(&self, capacity: f64) {
+        self.inner.status.lock().capacity = capacity;
+    }
+
+    /// Sets the free-form report shown by `panoptes status`.
+    pub fn set_report(&self, report: serde_json::Value) {
+        self.inner.status.lock().report = report;
+    }
+
+    /// Sets whether the node reaches its region's Kafka.
+    pub fn set_broker_ok(&self, ok: bool) {
+        self.inner.status.lock().broker_ok = ok;
+    }
+
+    /// Marks the node as draining (it wants to leave): the coordinator moves its items away
+    /// and grants it nothing new. Renews at once.
+    pub fn set_draining(&self, draining: bool) {
+        self.inner.status.lock().draining = draining;
+        self.wake();
+    }
+
+    /// How many times the node found its lease expired at renewal (it was paused or cut off
+    /// longer than the TTL; its items were probably moved).
+    pub fn leases_lost(&self) -> u64 {
+        self.inner.leases_lost.load(Ordering::Relaxed)
+    }
+
+    /// Renewals that failed (Redis unreachable).
+    pub fn renew_failures(&self) -> u64 {
+        self.inner.renew_failures.load(Ordering::Relaxed)
+    }
+
+    /// Hands `item` over after finishing and committing its work at `epoch`; `next_seq` for
+    /// cameras. `Ok(false)` when the node no longer holds it at that epoch. Blocking.
+    pub fn release(
+        &self,
+        item: &str,
+        epoch: u64,
+        next_seq: Option<u64>,
+    ) -> Result<bool, CoordError> {
+        let cfg = &self.inner.cfg;
+        let key = keys::assign_of(cfg.kind, &cfg.frames_topic, item)
+            .ok_or_else(|| CoordError::Invalid(format!("bad item id {item:?}")))?;
+        let released =
+            self.with_conn(|c| scripts::release(c, &key, &cfg.id, epoch, item, next_seq))?;
+        tracing::info!(item, epoch, released, "item released");
+        self.wake();
+        Ok(released)
+    }
+
+    /// Makes the agent renew and re-read now.
+    pub fn wake(&self) {
+        let ch = keys::notify(self.inner.cfg.kind, &self.inner.cfg.id);
+        let _ = self.with_conn(|c| {
+            redis::cmd("PUBLISH")
+                .arg(&ch)
+                .arg("wake")
+                .query::<i64>(c)
+                .map_err(Into::into)
+        });
+    }
+
+    fn timeout(&self) -> Duration {
+        (self.inner.cfg.lease_ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(2))
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, CoordError>,
+    ) -> Result<T, CoordError> {
+        let mut guard = self.inner.conn.lock();
+        if guard.is_none() {
+            *guard = Some(connect(&self.inner.cfg.redis_url, self.timeout())?);
+        }
+        let r = f(guard.as_mut().expect("opened above"));
+        if matches!(r, Err(CoordError::Unavailable(_))) {
+            *guard = None;
+        }
+        r
+    }
+
+    fn run(&self, cancel: &CancellationToken) {
+        while !cancel.is_cancelled() {
+            if let Err(e) = self.session(cancel) {
+                tracing::warn!(error = %e, "coordination session failed; reconnecting");
+                self.inner.desired.send_modify(|d| d.connected = false);
+                std::thread::sleep(self.inner.cfg.poll_interval.min(Duration::from_millis(500)));
+            }
+        }
+        match connect(&self.inner.cfg.redis_url, self.timeout()) {
+            Ok(mut c) => {
+                let cfg = &self.inner.cfg;
+                let r = redis::pipe()
+                    .atomic()
+                    .del(keys::member(cfg.kind, &cfg.id))
+                    .srem(keys::members(cfg.kind), &cfg.id)
+                    .publish(keys::NOTIFY_COORDINATOR, format!("left {}", cfg.id))
+                    .query::<()>(&mut c);
+                match r {
+                    Ok(()) => tracing::info!("membership ended"),
+                    Err(e) => tracing::warn!(error = %e, "could not remove the member record"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not remove the member record"),
+        }
+    }
+
+    /// One connected session: renew and poll on schedule, wake on pub/sub messages.
+    fn session(&self, cancel: &CancellationToken) -> Result<(), CoordError> {
+        let cfg = &self.inner.cfg;
+        let mut c = connect(&cfg.redis_url, self.timeout())?;
+        let mut sub_conn = connect(&cfg.redis_url, self.timeout())?;
+        let mut sub = sub_conn.as_pubsub();
+        sub.subscribe(keys::notify(cfg.kind, &cfg.id))?;
+        let renew_every = cfg.lease_ttl / 4;
+        let mut last_renew = Instant::now() - renew_every;
+        let mut last_poll = Instant::now() - cfg.poll_interval;
+        let mut woken = true;
+        while !cancel.is_cancelled() {
+            if last_renew.elapsed() >= renew_every || woken {
+                if let Err(e) = self.renew(&mut c) {
+                    self.inner.renew_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+                last_renew = Instant::now();
+            }
+            if woken || last_poll.elapsed() >= cfg.poll_interval {
+                self.poll(&mut c)?;
+                last_poll = Instant::now();
+            }
+            let next = (last_renew + renew_every)
+                .min(last_poll + cfg.poll_interval)
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(5))
+                .min(Duration::from_millis(250));
+            sub.set_read_timeout(Some(next))?;
+            woken = match sub.get_message() {
+                Ok(_) => true,
+                Err(e) if e.is_timeout() => false,
+                Err(e) => return Err(e.into()),
+            };
+        }
+        Ok(())
+    }
+
+    fn renew(&self, c: &mut Connection) -> Result<(), CoordError> {
+        let cfg = &self.inner.cfg;
+        let record = {
+            let s = self.inner.status.lock();
+            MemberRecord {
+                id: cfg.id.clone(),
+                kind: cfg.kind,
+                region: cfg.region.clone(),
+                group: cfg.group.clone(),
+                capacity: s.capacity,
+                load: s.load,
+                http: cfg.http.clone(),
+                state: if s.draining { "draining" } else { "active" }.into(),
+                broker_ok: s.broker_ok,
+                session: self.inner.session.clone(),
+                report: s.report.clone(),
+                updated_ms: crate::now_ms(),
+            }
+        };
+        let key = keys::member(cfg.kind, &cfg.id);
+        let fields = record.to_fields();
+        let (existed, (), (), ()): (bool, (), (), ()) = redis::pipe()
+            .atomic()
+            .exists(&key)
+            .hset_multiple(&key, &fields)
+            .pexpire(&key, cfg.lease_ttl.as_millis() as i64)
+            .sadd(keys::members(cfg.kind), &cfg.id)
+            .query(c)?;
+        if !existed && self.inner.registered.swap(true, Ordering::AcqRel) {
+            self.inner.leases_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(member = %cfg.id, "lease had expired: re-registered (assignments were probably moved)");
+        }
+        Ok(())
+    }
+
+    fn poll(&self, c: &mut Connection) -> Result<(), CoordError> {
+        let cfg = &self.inner.cfg;
+        let items: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::owned(cfg.kind, &cfg.id))
+            .query(c)?;
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for item in &items {
+            if let Some(k) = keys::assign_of(cfg.kind, &cfg.frames_topic, item) {
+                pipe.hgetall(k);
+                asked.push(item.clone());
+            }
+        }
+        pipe.exists(keys::drain(cfg.kind, &cfg.id));
+        pipe.hgetall(keys::REGIONS);
+        let mut replies: Vec<redis::Value> = pipe.query(c)?;
+        let regions_raw: BTreeMap<String, String> =
+            redis::from_redis_value(&replies.pop().unwrap_or(redis::Value::Nil))?;
+        let drain_requested: bool =
+            redis::from_redis_value(&replies.pop().unwrap_or(redis::Value::Nil))?;
+        let mut grants = BTreeMap::new();
+        for (item, v) in asked.into_iter().zip(replies) {
+            let h: BTreeMap<String, String> = redis::from_redis_value(&v)?;
+            let record = match AssignRecord::from_fields(&h) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(item, error = %e, "unreadable assignment record ignored");
+                    continue;
+                }
+            };
+            if record.owner == cfg.id && record.released != Some(record.epoch) && record.epoch > 0 {
+                grants.insert(item.clone(), Grant { item, record });
+            }
+        }
+        let mut regions = BTreeMap::new();
+        for (name, json) in regions_raw {
+            match serde_json::from_str::<RegionRecord>(&json) {
+                Ok(r) => {
+                    regions.insert(name, r);
+                }
+                Err(e) => {
+                    tracing::warn!(region = %name, error = %e, "unreadable region record ignored")
+                }
+            }
+        }
+        let mut cameras = BTreeMap::new();
+        if cfg.kind == MemberKind::Ingest && !grants.is_empty() {
+            let ids: Vec<&String> = grants.keys().collect();
+            let raw: Vec<Option<String>> =
+                redis::cmd("HMGET").arg(keys::CAMERAS).arg(&ids).query(c)?;
+            for (id, json) in ids.into_iter().zip(raw) {
+                match json.map(|j| serde_json::from_str::<CameraRecord>(&j)) {
+                    Some(Ok(r)) => {
+                        cameras.insert(id.clone(), r);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(camera = %id, error = %e, "unreadable camera record ignored")
+                    }
+                    None => {}
+                }
+            }
+        }
+        self.inner.desired.send_if_modified(|d| {
+            let changed = d.grants != grants
+                || d.drain_requested != drain_requested
+                || d.regions != regions
+                || d.cameras != cameras
+                || !d.connected;
+            if changed {
+                d.grants = grants;
+                d.drain_requested = drain_requested;
+                d.regions = regions;
+                d.cameras = cameras;
+                d.connected = true;
+                d.generation += 1;
+            }
+            changed
+        });
+        Ok(())
+    }
+}

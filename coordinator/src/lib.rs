@@ -1,0 +1,1 @@
+//! Panoptes coordinator (being written).
