@@ -6,6 +6,7 @@
 //! so tests run in parallel. Binaries are looked up next to the test executable; they exist
 //! when the tests run through `cargo test --workspace` / `cargo nextest run --workspace`.
 
+pub mod coordinator;
 pub mod kafka;
 pub mod process;
 pub mod redis;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+pub use coordinator::{Coordinator, CoordinatorSpec};
 pub use process::ChildProcess;
 pub use redis::RedisServer;
 

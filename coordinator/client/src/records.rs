@@ -155,6 +155,11 @@ pub fn default_group() -> String {
     "default".into()
 }
 
+/// The default frames topic name.
+pub fn default_frames_topic() -> String {
+    "panoptes.frames".into()
+}
+
 impl CameraRecord {
     /// Load of this camera in load units: frames/s scaled by pixels against 640×360.
     pub fn load(&self) -> f64 {

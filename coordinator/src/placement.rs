@@ -1,0 +1,333 @@
+//! Placement: pure decisions, no I/O. Given the members of one kind and the items they can
+//! own, [`Planner::plan`] returns the grants and handover requests that bring the
+//! assignment closer to what it should be. The leader applies them with fenced scripts.
+//!
+//! Rules, in order, per item (see `docs/coordinator.md`):
+//! 1. an item that should not exist any more is unassigned;
+//! 2. an item without a live owner is granted at once to the best candidate (or unassigned at
+//!    a new epoch when there is none, so that a zombie owner is fenced by the epoch);
+//! 3. an item its owner released is granted to the requested target (or the best candidate);
+//! 4. a handover whose target is no longer a candidate is redirected; one not released within
+//!    `handover_timeout` is forced;
+//! 5. an item whose owner no longer accepts work (draining, broker unreachable, wrong group)
+//!    or that sits outside its region while its region has a candidate gets a handover
+//!    request;
+//! 6. at most one rebalancing handover per cooldown when utilisation (assigned load over
+//!    capacity) of a group's members differs by more than the threshold.
+//!
+//! Candidates: alive, accepting members of the item's group; those in the item's region when
+//! there are any, otherwise any region. The best has the lowest utilisation after taking it.
+
+use std::collections::BTreeMap;
+
+use panoptes_coordinator_client::AssignRecord;
+
+/// A member as placement sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Member id.
+    pub id: String,
+    /// Region.
+    pub region: String,
+    /// Group (`None`: accepts any group, e.g. ingest nodes).
+    pub group: Option<String>,
+    /// Capacity in load units.
+    pub capacity: f64,
+    /// Lease alive.
+    pub alive: bool,
+    /// Takes new work (alive, not draining, broker reachable).
+    pub accepting: bool,
+}
+
+/// An item as placement sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// Item id.
+    pub id: String,
+    /// Region it belongs in (a partition's cluster, a camera's home region).
+    pub region: String,
+    /// Group that must process it (`None`: any).
+    pub group: Option<String>,
+    /// Load in load units.
+    pub load: f64,
+    /// Whether the item should exist (registered camera, used cluster).
+    pub active: bool,
+    /// Its assignment record now.
+    pub record: AssignRecord,
+}
+
+/// A decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Grant `item` to `owner` at a new epoch (`owner` empty: unassign).
+    Grant {
+        /// Item id.
+        item: String,
+        /// New owner, or empty.
+        owner: String,
+        /// Why (metric label).
+        reason: &'static str,
+    },
+    /// Ask `owner` (at `epoch`) to hand `item` over to `target` (empty: cancel the request).
+    Retarget {
+        /// Item id.
+        item: String,
+        /// Current owner.
+        owner: String,
+        /// Current epoch.
+        epoch: u64,
+        /// Requested new owner, or empty.
+        target: String,
+        /// Why (metric label).
+        reason: &'static str,
+    },
+}
+
+/// Tuning.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Utilisation spread that triggers a rebalancing move.
+    pub rebalance_threshold: f64,
+    /// Minimum time between two rebalancing moves (ms).
+    pub rebalance_cooldown_ms: u64,
+    /// Handovers are forced after this long (ms).
+    pub handover_timeout_ms: u64,
+}
+
+/// Placement for one kind of member; remembers when handovers started and the last
+/// rebalancing move.
+#[derive(Debug)]
+pub struct Planner {
+    opts: PlanOptions,
+    last_rebalance_ms: u64,
+    handover_since: BTreeMap<String, (u64, u64)>,
+}
+
+impl Planner {
+    /// A planner with no history.
+    pub fn new(opts: PlanOptions) -> Self {
+        Self {
+            opts,
+            last_rebalance_ms: 0,
+            handover_since: BTreeMap::new(),
+        }
+    }
+
+    /// Decides what to change now.
+    pub fn plan(&mut self, nodes: &[Node], items: &[Item], now_ms: u64) -> Vec<Action> {
+        let by_id: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+        let alive = |id: &str| by_id.get(id).is_some_and(|n| n.alive);
+        let mut load: BTreeMap<String, f64> = nodes.iter().map(|n| (n.id.clone(), 0.0)).collect();
+        for it in items.iter().filter(|i| i.active && alive(&i.record.owner)) {
+            *load.entry(it.record.owner.clone()).or_default() += it.load;
+        }
+        let mut actions = Vec::new();
+        let mut order: Vec<&Item> = items.iter().collect();
+        order.sort_by(|a, b| b.load.total_cmp(&a.load).then(a.id.cmp(&b.id)));
+        // Forget handover clocks of items no longer moving.
+        self.handover_since.retain(|id, (epoch, _)| {
+            items
+                .iter()
+                .any(|i| &i.id == id && i.record.target.is_some() && i.record.epoch == *epoch)
+        });
+        let mut moving = 0usize;
+        for it in order {
+            let rec = &it.record;
+            let owner = rec.owner.as_str();
+            if !it.active {
+                if !owner.is_empty() {
+                    actions.push(grant(it, "", "removed"));
+                    if alive(owner) {
+                        sub(&mut load, owner, it.load);
+                    }
+                }
+                continue;
+            }
+            if owner.is_empty() || !alive(owner) {
+                match best(nodes, &load, it, None) {
+                    Some(n) => {
+                        actions.push(grant(
+                            it,
+                            &n,
+                            if owner.is_empty() {
+                                "unassigned"
+                            } else {
+                                "owner_dead"
+                            },
+                        ));
+                        *load.entry(n).or_default() += it.load;
+                    }
+                    None if !owner.is_empty() => {
+                        actions.push(grant(it, "", "owner_dead_no_candidate"))
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            if rec.released == Some(rec.epoch) {
+                let target = rec
+                    .target
+                    .clone()
+                    .filter(|t| is_candidate(&by_id, t, it, nodes))
+                    .or_else(|| best(nodes, &load, it, Some(owner)));
+                sub(&mut load, owner, it.load);
+                match target {
+                    Some(t) => {
+                        *load.entry(t.clone()).or_default() += it.load;
+                        actions.push(grant(it, &t, "handover"));
+                    }
+                    None => actions.push(grant(it, "", "released_no_candidate")),
+                }
+                continue;
+            }
+            if let Some(target) = &rec.target {
+                moving += 1;
+                let since = self
+                    .handover_since
+                    .entry(it.id.clone())
+                    .or_insert((rec.epoch, now_ms))
+                    .1;
+                if !is_candidate(&by_id, target, it, nodes) {
+                    let next = best(nodes, &load, it, Some(owner)).unwrap_or_default();
+                    if next != *target {
+                        actions.push(retarget(it, &next, "target_gone"));
+                    }
+                } else if now_ms.saturating_sub(since) > self.opts.handover_timeout_ms {
+                    sub(&mut load, owner, it.load);
+                    *load.entry(target.clone()).or_default() += it.load;
+                    actions.push(grant(it, target, "handover_timeout"));
+                }
+                continue;
+            }
+            let owner_node = by_id[owner];
+            let misplaced = !owner_node.accepting
+                || it
+                    .group
+                    .as_ref()
+                    .is_some_and(|g| owner_node.group.as_ref().is_some_and(|og| og != g))
+                || (owner_node.region != it.region
+                    && candidates(nodes, it, Some(owner))
+                        .iter()
+                        .any(|n| n.region == it.region));
+            if misplaced && let Some(t) = best(nodes, &load, it, Some(owner)) {
+                let reason = if owner_node.accepting {
+                    "region_home"
+                } else {
+                    "owner_leaving"
+                };
+                actions.push(retarget(it, &t, reason));
+                moving += 1;
+            }
+        }
+        if moving == 0
+            && actions.is_empty()
+            && now_ms.saturating_sub(self.last_rebalance_ms) >= self.opts.rebalance_cooldown_ms
+            && let Some(a) = self.rebalance(nodes, items, &load)
+        {
+            self.last_rebalance_ms = now_ms;
+            actions.push(a);
+        }
+        actions
+    }
+
+    /// One move from the most to the least utilised member that narrows the spread.
+    fn rebalance(
+        &self,
+        nodes: &[Node],
+        items: &[Item],
+        load: &BTreeMap<String, f64>,
+    ) -> Option<Action> {
+        let util = |n: &Node| load.get(&n.id).copied().unwrap_or(0.0) / n.capacity.max(1e-9);
+        let mut best_move: Option<(f64, &Item, &Node)> = None;
+        for it in items
+            .iter()
+            .filter(|i| i.active && i.record.target.is_none())
+        {
+            let Some(from) = nodes.iter().find(|n| n.id == it.record.owner && n.alive) else {
+                continue;
+            };
+            for to in candidates(nodes, it, Some(&from.id)) {
+                if to.region != from.region && from.region == it.region {
+                    continue;
+                }
+                let before = util(from) - util(to);
+                if before <= self.opts.rebalance_threshold {
+                    continue;
+                }
+                let after = (util(from) - it.load / from.capacity.max(1e-9))
+                    - (util(to) + it.load / to.capacity.max(1e-9));
+                let gain = before - after.abs();
+                if gain > 1e-9 && best_move.as_ref().is_none_or(|(g, ..)| gain > *g) {
+                    best_move = Some((gain, it, to));
+                }
+            }
+        }
+        best_move.map(|(_, it, to)| retarget(it, &to.id, "rebalance"))
+    }
+}
+
+fn sub(load: &mut BTreeMap<String, f64>, id: &str, l: f64) {
+    if let Some(v) = load.get_mut(id) {
+        *v -= l;
+    }
+}
+
+fn grant(it: &Item, owner: &str, reason: &'static str) -> Action {
+    Action::Grant {
+        item: it.id.clone(),
+        owner: owner.into(),
+        reason,
+    }
+}
+
+fn retarget(it: &Item, target: &str, reason: &'static str) -> Action {
+    Action::Retarget {
+        item: it.id.clone(),
+        owner: it.record.owner.clone(),
+        epoch: it.record.epoch,
+        target: target.into(),
+        reason,
+    }
+}
+
+/// Accepting members of the item's group (minus `except`), restricted to the item's region
+/// when it has any.
+fn candidates<'a>(nodes: &'a [Node], it: &Item, except: Option<&str>) -> Vec<&'a Node> {
+    let all: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| n.alive && n.accepting && Some(n.id.as_str()) != except)
+        .filter(|n| match (&it.group, &n.group) {
+            (Some(g), Some(ng)) => g == ng,
+            _ => true,
+        })
+        .collect();
+    if all.iter().any(|n| n.region == it.region) {
+        all.into_iter().filter(|n| n.region == it.region).collect()
+    } else {
+        all
+    }
+}
+
+fn is_candidate(by_id: &BTreeMap<&str, &Node>, id: &str, it: &Item, nodes: &[Node]) -> bool {
+    by_id.contains_key(id) && candidates(nodes, it, None).iter().any(|n| n.id == id)
+}
+
+fn best(
+    nodes: &[Node],
+    load: &BTreeMap<String, f64>,
+    it: &Item,
+    except: Option<&str>,
+) -> Option<String> {
+    candidates(nodes, it, except)
+        .into_iter()
+        .min_by(|a, b| {
+            let ua = (load.get(&a.id).copied().unwrap_or(0.0) + it.load) / a.capacity.max(1e-9);
+            let ub = (load.get(&b.id).copied().unwrap_or(0.0) + it.load) / b.capacity.max(1e-9);
+            ua.total_cmp(&ub).then(a.id.cmp(&b.id))
+        })
+        .map(|n| n.id.clone())
+}
+
+#[cfg(test)]
+#[path = "placement_tests.rs"]
+mod tests;

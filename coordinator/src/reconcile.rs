@@ -1,0 +1,481 @@
+//! One placement round of the leader: read the state ([`crate::state`]), decide
+//! ([`crate::placement`]) and write the decisions with fenced scripts, for cameras (→ ingest
+//! nodes) first and frames partitions (→ workers) second; then publish the desired replicas of
+//! every worker group.
+//!
+//! Partition items follow the cameras: a camera's partition is an item in the cluster (region
+//! Kafka) its frames go to now, and stays an item in every cluster it was routed to before
+//! (frames left there must still be processed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use panoptes_coordinator_client::{AssignRecord, CoordError, MemberKind, keys, now_ms, scripts};
+use redis::Connection;
+
+use crate::config::CoordinatorConfig;
+use crate::metrics::CoordinatorMetrics;
+use crate::placement::{Action, Item, Node, PlanOptions, Planner};
+use crate::state::{self, Snapshot};
+
+/// Last reported sequence position of a camera.
+#[derive(Debug, Clone, Copy)]
+struct SeenSeq {
+    next_seq: u64,
+    at_ms: u64,
+}
+
+/// The leader's memory between rounds.
+pub struct Reconciler {
+    cfg: Arc<CoordinatorConfig>,
+    metrics: CoordinatorMetrics,
+    planners: BTreeMap<MemberKind, Planner>,
+    seen_seq: BTreeMap<String, SeenSeq>,
+    last_seen_alive: BTreeMap<(MemberKind, String), u64>,
+    regions_written: bool,
+    groups_written: BTreeMap<String, String>,
+}
+
+impl Reconciler {
+    /// A reconciler with no history.
+    pub fn new(cfg: Arc<CoordinatorConfig>, metrics: CoordinatorMetrics) -> Self {
+        let opts = PlanOptions {
+            rebalance_threshold: cfg.placement.rebalance_threshold,
+            rebalance_cooldown_ms: cfg.placement.rebalance_cooldown.as_millis() as u64,
+            handover_timeout_ms: cfg.placement.handover_timeout.as_millis() as u64,
+        };
+        Self {
+            planners: [MemberKind::Ingest, MemberKind::Worker]
+                .into_iter()
+                .map(|k| (k, Planner::new(opts.clone())))
+                .collect(),
+            cfg,
+            metrics,
+            seen_seq: BTreeMap::new(),
+            last_seen_alive: BTreeMap::new(),
+            regions_written: false,
+            groups_written: BTreeMap::new(),
+        }
+    }
+
+    /// Called after an election: state written by a previous leader is re-written.
+    pub fn elected(&mut self) {
+        self.regions_written = false;
+        self.groups_written.clear();
+    }
+
+    /// One round. Fails with [`CoordError::Fenced`] when this coordinator was deposed.
+    pub fn round(&mut self, c: &mut Connection, token: u64) -> Result<(), CoordError> {
+        if !self.regions_written {
+            let cmds: Vec<Vec<String>> = self
+                .cfg
+                .regions
+                .iter()
+                .map(|r| {
+                    let json = serde_json::json!({ "bootstrap_servers": r.bootstrap_servers });
+                    vec![
+                        "HSET".into(),
+                        keys::REGIONS.into(),
+                        r.name.clone(),
+                        json.to_string(),
+                    ]
+                })
+                .collect();
+            scripts::fenced_batch(c, token, &cmds)?;
+            self.regions_written = true;
+        }
+        let regions: Vec<String> = self.cfg.regions.iter().map(|r| r.name.clone()).collect();
+        let snap = state::read(c, &self.cfg.frames_topic, &regions)?;
+        let now = now_ms();
+        self.observe(&snap, now);
+        self.cameras(c, token, &snap, now)?;
+        self.partitions(c, token, &snap)?;
+        self.groups(c, token, &snap)?;
+        Ok(())
+    }
+
+    fn observe(&mut self, snap: &Snapshot, now: u64) {
+        for (kind, views) in &snap.members {
+            let (mut alive, mut draining, mut dead) = (0, 0, 0);
+            for v in views.values() {
+                match &v.record {
+                    Some(r) => {
+                        self.last_seen_alive
+                            .insert((*kind, v.id.clone()), r.updated_ms);
+                        if v.active() {
+                            alive += 1;
+                        } else {
+                            draining += 1;
+                        }
+                        if *kind == MemberKind::Ingest
+                            && let Some(cams) = r.report.get("cameras").and_then(|c| c.as_object())
+                        {
+                            for (id, st) in cams {
+                                let owned =
+                                    snap.camera_assign.get(id).is_some_and(|a| a.owner == v.id);
+                                if let (true, Some(n)) =
+                                    (owned, st.get("next_seq").and_then(|n| n.as_u64()))
+                                {
+                                    self.seen_seq.insert(
+                                        id.clone(),
+                                        SeenSeq {
+                                            next_seq: n,
+                                            at_ms: now,
+                                        },
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    None => dead += 1,
+                }
+            }
+            let k = kind.as_str();
+            self.metrics
+                .members
+                .with_label_values(&[k, "active"])
+                .set(alive);
+            self.metrics
+                .members
+                .with_label_values(&[k, "draining"])
+                .set(draining);
+            self.metrics
+                .members
+                .with_label_values(&[k, "dead"])
+                .set(dead);
+        }
+        self.metrics.cameras.set(snap.cameras.len() as i64);
+        self.seen_seq.retain(|id, _| snap.cameras.contains_key(id));
+    }
+
+    fn nodes(snap: &Snapshot, kind: MemberKind) -> Vec<Node> {
+        snap.members
+            .get(&kind)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .map(|v| {
+                let r = v.record.as_ref();
+                Node {
+                    id: v.id.clone(),
+                    region: r.map(|r| r.region.clone()).unwrap_or_default(),
+                    group: match kind {
+                        MemberKind::Ingest => None,
+                        MemberKind::Worker => Some(r.map(|r| r.group.clone()).unwrap_or_default()),
+                    },
+                    capacity: r.map_or(0.0, |r| r.capacity),
+                    alive: v.alive(),
+                    accepting: v.active()
+                        && (kind == MemberKind::Worker || r.is_some_and(|r| r.broker_ok)),
+                }
+            })
+            .collect()
+    }
+
+    fn cameras(
+        &mut self,
+        c: &mut Connection,
+        token: u64,
+        snap: &Snapshot,
+        now: u64,
+    ) -> Result<(), CoordError> {
+        let nodes = Self::nodes(snap, MemberKind::Ingest);
+        let items: Vec<Item> = snap
+            .camera_assign
+            .iter()
+            .map(|(id, rec)| {
+                let cam = snap.cameras.get(id);
+                Item {
+                    id: id.clone(),
+                    region: cam.map(|c| c.region.clone()).unwrap_or_default(),
+                    group: None,
+                    load: cam.map_or(0.0, |c| c.load()),
+                    active: cam.is_some(),
+                    record: rec.clone(),
+                }
+            })
+            .collect();
+        let actions = self.planner(MemberKind::Ingest).plan(&nodes, &items, now);
+        for a in actions {
+            match a {
+                Action::Grant {
+                    item,
+                    owner,
+                    reason,
+                } => {
+                    let rec = &snap.camera_assign[&item];
+                    let mut extra = Vec::new();
+                    if !owner.is_empty() {
+                        let region = nodes
+                            .iter()
+                            .find(|n| n.id == owner)
+                            .map(|n| n.region.clone())
+                            .unwrap_or_default();
+                        extra.push(("cluster", region));
+                        extra.push((
+                            "start_seq",
+                            self.start_seq(&item, rec, snap, now).to_string(),
+                        ));
+                    }
+                    let epoch = scripts::grant(
+                        c,
+                        token,
+                        MemberKind::Ingest,
+                        &keys::camera_assign(&item),
+                        &keys::camera_epoch(&item),
+                        &item,
+                        &owner,
+                        &extra,
+                    )?;
+                    self.note_grant(MemberKind::Ingest, &item, rec, &owner, epoch, reason, now);
+                }
+                Action::Retarget {
+                    item,
+                    owner,
+                    epoch,
+                    target,
+                    reason,
+                } => {
+                    self.retarget(
+                        c,
+                        token,
+                        MemberKind::Ingest,
+                        &keys::camera_assign(&item),
+                        &item,
+                        &owner,
+                        epoch,
+                        &target,
+                        reason,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a camera's next owner starts numbering frames.
+    fn start_seq(&self, cam: &str, rec: &AssignRecord, snap: &Snapshot, now: u64) -> u64 {
+        if rec.released == Some(rec.epoch)
+            && let Some(s) = rec.released_seq
+        {
+            return s;
+        }
+        let floor = rec.start_seq.unwrap_or(0);
+        match (self.seen_seq.get(cam), snap.cameras.get(cam)) {
+            (Some(seen), Some(c)) => {
+                let age_s = now.saturating_sub(seen.at_ms) as f64 / 1000.0
+                    + self.cfg.placement.seq_margin.as_secs_f64()
+                    + self.cfg.leader.ttl.as_secs_f64();
+                (seen.next_seq + (f64::from(c.fps) * age_s).ceil() as u64).max(floor)
+            }
+            _ => floor,
+        }
+    }
+
+    fn partitions(
+        &mut self,
+        c: &mut Connection,
+        token: u64,
+        snap: &Snapshot,
+    ) -> Result<(), CoordError> {
+        let nodes = Self::nodes(snap, MemberKind::Worker);
+        let mut items = Vec::new();
+        for (id, rec) in &snap.partition_assign {
+            let Some((cluster, p)) = keys::parse_partition_item(id) else {
+                continue;
+            };
+            let cam = snap.cameras.values().find(|c| c.partition == p);
+            let current = cam.and_then(|c| {
+                snap.camera_assign
+                    .get(&c.id)
+                    .filter(|a| !a.owner.is_empty())
+                    .and_then(|a| a.cluster.clone())
+            });
+            let is_current = current.as_deref() == Some(cluster);
+            let used_before = rec.epoch > 0;
+            if !is_current && !used_before {
+                continue;
+            }
+            items.push(Item {
+                id: id.clone(),
+                region: cluster.to_string(),
+                group: Some(
+                    cam.map(|c| c.group.clone())
+                        .unwrap_or_else(panoptes_coordinator_client::records::default_group),
+                ),
+                load: if is_current {
+                    cam.map_or(0.0, |c| c.load())
+                } else {
+                    0.0
+                },
+                active: cam.is_some(),
+                record: rec.clone(),
+            });
+        }
+        let now = now_ms();
+        let actions = self.planner(MemberKind::Worker).plan(&nodes, &items, now);
+        for a in actions {
+            let (cl, p) = match &a {
+                Action::Grant { item, .. } | Action::Retarget { item, .. } => {
+                    let (cl, p) = keys::parse_partition_item(item).expect("parsed above");
+                    (cl.to_string(), p)
+                }
+            };
+            let assign_key = keys::partition_assign(&cl, &self.cfg.frames_topic, p);
+            match a {
+                Action::Grant {
+                    item,
+                    owner,
+                    reason,
+                } => {
+                    let rec = &snap.partition_assign[&item];
+                    let epoch = scripts::grant(
+                        c,
+                        token,
+                        MemberKind::Worker,
+                        &assign_key,
+                        &keys::partition_epoch(&self.cfg.frames_topic, p),
+                        &item,
+                        &owner,
+                        &[],
+                    )?;
+                    self.note_grant(MemberKind::Worker, &item, rec, &owner, epoch, reason, now);
+                }
+                Action::Retarget {
+                    item,
+                    owner,
+                    epoch,
+                    target,
+                    reason,
+                } => {
+                    self.retarget(
+                        c,
+                        token,
+                        MemberKind::Worker,
+                        &assign_key,
+                        &item,
+                        &owner,
+                        epoch,
+                        &target,
+                        reason,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Desired replicas per worker group: load over (mean capacity × target utilisation).
+    fn groups(
+        &mut self,
+        c: &mut Connection,
+        token: u64,
+        snap: &Snapshot,
+    ) -> Result<(), CoordError> {
+        let mut load: BTreeMap<String, f64> = BTreeMap::new();
+        for cam in snap.cameras.values() {
+            *load.entry(cam.group.clone()).or_default() += cam.load();
+        }
+        let mut caps: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        for v in snap
+            .members
+            .get(&MemberKind::Worker)
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            if let Some(r) = &v.record {
+                let e = caps.entry(r.group.clone()).or_default();
+                e.0 += r.capacity;
+                e.1 += 1;
+                load.entry(r.group.clone()).or_default();
+            }
+        }
+        let mut cmds = Vec::new();
+        for (group, l) in &load {
+            let (cap_sum, n) = caps.get(group).copied().unwrap_or((0.0, 0));
+            let mean = if n > 0 { cap_sum / n as f64 } else { 0.0 };
+            let desired = if *l <= 0.0 {
+                0
+            } else if mean <= 0.0 {
+                1
+            } else {
+                ((l / (mean * self.cfg.placement.target_utilization)).ceil() as i64).max(1)
+            };
+            self.metrics
+                .desired_replicas
+                .with_label_values(&[group])
+                .set(desired);
+            self.metrics.group_load.with_label_values(&[group]).set(*l);
+            let json = serde_json::json!({
+                "desired_replicas": desired,
+                "load": l,
+                "capacity": cap_sum,
+                "workers": n,
+            })
+            .to_string();
+            if self.groups_written.get(group) != Some(&json) {
+                cmds.push(vec![
+                    "HSET".into(),
+                    "panoptes:groups".into(),
+                    group.clone(),
+                    json.clone(),
+                ]);
+                self.groups_written.insert(group.clone(), json);
+            }
+        }
+        scripts::fenced_batch(c, token, &cmds)?;
+        Ok(())
+    }
+
+    fn planner(&mut self, kind: MemberKind) -> &mut Planner {
+        self.planners.get_mut(&kind).expect("both kinds exist")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn note_grant(
+        &mut self,
+        kind: MemberKind,
+        item: &str,
+        old: &AssignRecord,
+        owner: &str,
+        epoch: u64,
+        reason: &'static str,
+        now: u64,
+    ) {
+        self.metrics
+            .actions
+            .with_label_values(&[kind.as_str(), "grant", reason])
+            .inc();
+        if reason == "owner_dead"
+            && let Some(seen) = self.last_seen_alive.get(&(kind, old.owner.clone()))
+        {
+            self.metrics
+                .failover_seen
+                .set(now.saturating_sub(*seen) as f64 / 1000.0);
+        }
+        tracing::info!(%kind, item, from = %old.owner, to = owner, epoch, reason, "granted");
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn retarget(
+        &mut self,
+        c: &mut Connection,
+        token: u64,
+        kind: MemberKind,
+        assign_key: &str,
+        item: &str,
+        owner: &str,
+        epoch: u64,
+        target: &str,
+        reason: &'static str,
+    ) -> Result<(), CoordError> {
+        let ok = scripts::retarget(c, token, kind, assign_key, owner, epoch, target)?;
+        if ok {
+            self.metrics
+                .actions
+                .with_label_values(&[kind.as_str(), "handover", reason])
+                .inc();
+            tracing::info!(%kind, item, from = owner, to = target, epoch, reason, "handover requested");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! Reading the coordination state from Redis in a few pipelined round trips: members (with
+//! their drain flags and owned items), the camera registry and every assignment record the
+//! leader reasons about. Synchronous: runs on the leader thread.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use panoptes_coordinator_client::{
+    AssignRecord, CameraRecord, CoordError, MemberKind, MemberRecord, keys,
+};
+use redis::{Connection, Value};
+
+/// A registered member.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    /// Kind.
+    pub kind: MemberKind,
+    /// Id.
+    pub id: String,
+    /// Its record; `None` when the lease expired (dead).
+    pub record: Option<MemberRecord>,
+    /// Operator drain flag.
+    pub drain_flag: bool,
+    /// Items in its owned index.
+    pub owned: BTreeSet<String>,
+}
+
+impl MemberView {
+    /// Alive: the lease (record) exists.
+    pub fn alive(&self) -> bool {
+        self.record.is_some()
+    }
+
+    /// Alive, not draining (by itself or the operator).
+    pub fn active(&self) -> bool {
+        self.record.as_ref().is_some_and(|r| r.state == "active") && !self.drain_flag
+    }
+}
+
+/// Everything one placement round needs.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Members by kind, then id.
+    pub members: BTreeMap<MemberKind, BTreeMap<String, MemberView>>,
+    /// Camera registry.
+    pub cameras: BTreeMap<String, CameraRecord>,
+    /// Camera assignments, by camera id (registered cameras and orphans found in indexes).
+    pub camera_assign: BTreeMap<String, AssignRecord>,
+    /// Partition assignments by item id (`<cluster>:<partition>`), for every registered
+    /// camera's partition in every region, plus orphans found in indexes.
+    pub partition_assign: BTreeMap<String, AssignRecord>,
+}
+
+fn hash(v: Value) -> Result<BTreeMap<String, String>, CoordError> {
+    Ok(redis::from_redis_value(&v)?)
+}
+
+/// Reads a snapshot.
+pub fn read(
+    c: &mut Connection,
+    frames_topic: &str,
+    regions: &[String],
+) -> Result<Snapshot, CoordError> {
+    let mut snap = Snapshot::default();
+    let kinds = [MemberKind::Ingest, MemberKind::Worker];
+    let mut pipe = redis::pipe();
+    for k in kinds {
+        pipe.smembers(keys::members(k));
+    }
+    pipe.hgetall(keys::CAMERAS);
+    let mut first: Vec<Value> = pipe.query(c)?;
+    let cameras_raw = hash(first.pop().unwrap_or(Value::Nil))?;
+    for (id, json) in cameras_raw {
+        match serde_json::from_str::<CameraRecord>(&json) {
+            Ok(r) => {
+                snap.cameras.insert(id, r);
+            }
+            Err(e) => tracing::warn!(camera = %id, error = %e, "unreadable camera record skipped"),
+        }
+    }
+    let ids: Vec<(MemberKind, Vec<String>)> = kinds
+        .into_iter()
+        .zip(first)
+        .map(|(k, v)| Ok((k, redis::from_redis_value::<Vec<String>>(&v)?)))
+        .collect::<Result<_, CoordError>>()?;
+
+    let mut pipe = redis::pipe();
+    for (k, list) in &ids {
+        for id in list {
+            pipe.hgetall(keys::member(*k, id))
+                .exists(keys::drain(*k, id))
+                .smembers(keys::owned(*k, id));
+        }
+    }
+    let mut replies = pipe.query::<Vec<Value>>(c)?.into_iter();
+    for (k, list) in ids {
+        let views = snap.members.entry(k).or_default();
+        for id in list {
+            let rec = hash(replies.next().unwrap_or(Value::Nil))?;
+            let drain: bool = redis::from_redis_value(&replies.next().unwrap_or(Value::Nil))?;
+            let owned: BTreeSet<String> =
+                redis::from_redis_value(&replies.next().unwrap_or(Value::Nil))?;
+            views.insert(
+                id.clone(),
+                MemberView {
+                    kind: k,
+                    record: MemberRecord::from_fields(&rec),
+                    drain_flag: drain,
+                    owned,
+                    id,
+                },
+            );
+        }
+    }
+
+    // Assignment records: registered cameras' and everything some member still owns.
+    let mut cams: BTreeSet<String> = snap.cameras.keys().cloned().collect();
+    let mut parts: BTreeSet<String> = BTreeSet::new();
+    for cam in snap.cameras.values() {
+        for r in regions {
+            parts.insert(keys::partition_item(r, cam.partition));
+        }
+    }
+    for views in snap.members.values() {
+        for v in views.values() {
+            match v.kind {
+                MemberKind::Ingest => cams.extend(v.owned.iter().cloned()),
+                MemberKind::Worker => parts.extend(
+                    v.owned
+                        .iter()
+                        .filter(|i| keys::parse_partition_item(i).is_some())
+                        .cloned(),
+                ),
+            }
+        }
+    }
+    let mut pipe = redis::pipe();
+    for cam in &cams {
+        pipe.hgetall(keys::camera_assign(cam));
+    }
+    for item in &parts {
+        let (cl, p) = keys::parse_partition_item(item).expect("filtered above");
+        pipe.hgetall(keys::partition_assign(cl, frames_topic, p));
+    }
+    let mut replies = pipe.query::<Vec<Value>>(c)?.into_iter();
+    for cam in cams {
+        let h = hash(replies.next().unwrap_or(Value::Nil))?;
+        snap.camera_assign
+            .insert(cam, AssignRecord::from_fields(&h)?);
+    }
+    for item in parts {
+        let h = hash(replies.next().unwrap_or(Value::Nil))?;
+        snap.partition_assign
+            .insert(item, AssignRecord::from_fields(&h)?);
+    }
+    Ok(snap)
+}
