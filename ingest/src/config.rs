@@ -27,8 +27,10 @@ pub struct IngestConfig {
     pub kafka: KafkaConfig,
     /// Defaults for every camera.
     pub camera_defaults: CameraDefaults,
-    /// Cameras this node pulls (static assignment).
+    /// Cameras this node pulls (static assignment). Must be empty in coordinator mode.
     pub cameras: Vec<CameraConfig>,
+    /// Taking cameras from the coordinator at run time instead of `cameras`.
+    pub coordinator: CoordinatorConfig,
 }
 
 impl Default for IngestConfig {
@@ -40,12 +42,69 @@ impl Default for IngestConfig {
             kafka: KafkaConfig::default(),
             camera_defaults: CameraDefaults::default(),
             cameras: Vec::new(),
+            coordinator: CoordinatorConfig::default(),
         }
     }
 }
 
 /// Top-level sections that `PANOPTES_…` environment variables may override.
-pub const ENV_SECTIONS: &[&str] = &["node_id", "region", "http", "kafka", "camera_defaults"];
+pub const ENV_SECTIONS: &[&str] = &[
+    "node_id",
+    "region",
+    "http",
+    "kafka",
+    "camera_defaults",
+    "coordinator",
+];
+
+/// Coordinator mode: the node registers as an ingest member in Redis and runs the cameras
+/// the coordinator grants it (protocol: `docs/coordination-keys.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    /// Take cameras from the coordinator. The file's `cameras` list must then be empty.
+    pub enabled: bool,
+    /// Redis holding the coordination state, e.g. `redis://10.0.0.5:6379/0`.
+    pub redis_url: String,
+    /// Ingest pool this node belongs to; the coordinator places cameras within it.
+    pub group: String,
+    /// What this node can pull, in load units: frames per second at 640×360 (a camera's
+    /// load is `fps × width × height / (640 × 360)` of its analytic box, see
+    /// `CameraRecord::load`). 40 = e.g. eight 640×360 cameras at 5 fps, or one 1280×720 at 10.
+    pub capacity: f64,
+    /// The node's lease: the coordinator treats it as dead this long after its last renewal.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Longest time between two reads of the node's assignments (pub/sub wakes it sooner).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// On SIGTERM, how long the node keeps running while the coordinator moves its cameras
+    /// away (each handed over with its next sequence number) before it stops the rest.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How long a handover waits for the moving camera's frames to be acknowledged by the
+    /// broker before it releases the camera anyway (counted as `undelivered`).
+    #[serde(with = "humantime_serde")]
+    pub handover_flush_timeout: Duration,
+    /// HTTP base URL advertised to the coordinator; default `http://<bound listen address>`.
+    pub advertise_http: Option<String>,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            group: "default".into(),
+            capacity: 40.0,
+            lease_ttl: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(10),
+            handover_flush_timeout: Duration::from_secs(5),
+            advertise_http: None,
+        }
+    }
+}
 
 /// HTTP listener settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -324,7 +383,68 @@ impl CameraConfig {
     }
 }
 
+/// A configuration the node refuses to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Coordinator mode with cameras in the file: two sources of truth.
+    #[error(
+        "coordinator.enabled = true but the file lists {0} camera(s) under [[cameras]]: in \
+         coordinator mode the coordinator assigns every camera; remove the [[cameras]] entries \
+         (register them with the coordinator instead) or set coordinator.enabled = false"
+    )]
+    CamerasWithCoordinator(usize),
+    /// A coordinator setting is unusable.
+    #[error("coordinator.{field}: {reason}")]
+    Coordinator {
+        /// Setting name.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
 impl IngestConfig {
+    /// Checks settings that span sections (per-camera problems are reported by
+    /// [`IngestConfig::camera_specs`] and do not stop the node).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.coordinator;
+        if !c.enabled {
+            return Ok(());
+        }
+        if !self.cameras.is_empty() {
+            return Err(ConfigError::CamerasWithCoordinator(self.cameras.len()));
+        }
+        let bad = |field, reason: &str| {
+            Err(ConfigError::Coordinator {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if self.node_id.is_empty() || self.node_id.contains(':') {
+            return bad("enabled", "node_id must be non-empty and without ':'");
+        }
+        if !(c.redis_url.starts_with("redis://")
+            || c.redis_url.starts_with("rediss://")
+            || c.redis_url.starts_with("unix://")
+            || c.redis_url.starts_with("redis+unix://"))
+        {
+            return bad("redis_url", "must be a redis:// URL");
+        }
+        if c.group.is_empty() {
+            return bad("group", "must not be empty");
+        }
+        if !(c.capacity.is_finite() && c.capacity > 0.0) {
+            return bad("capacity", "must be a positive number of load units");
+        }
+        if c.lease_ttl < Duration::from_millis(200) {
+            return bad("lease_ttl", "must be at least 200ms");
+        }
+        if c.poll_interval.is_zero() {
+            return bad("poll_interval", "must be positive");
+        }
+        Ok(())
+    }
+
     /// Resolves all camera entries. Bad entries are returned separately so that one broken
     /// camera does not keep the others from starting.
     pub fn camera_specs(&self) -> (Vec<CameraSpec>, Vec<CameraConfigError>) {
@@ -406,6 +526,35 @@ mod tests {
         assert!(text.iter().all(|t| !t.contains("topsecret")), "{text:?}");
         assert!(text.iter().any(|t| t.contains("listed twice")));
         assert!(text.iter().any(|t| t.contains("fps = 1000")));
+    }
+
+    #[test]
+    fn coordinator_mode_defaults_and_rejects_file_cameras() {
+        let c = parse("[coordinator]\nenabled = true\nredis_url = \"redis://127.0.0.1:1/0\"\n");
+        assert!(c.coordinator.enabled);
+        assert_eq!(c.coordinator.group, "default");
+        assert_eq!(c.coordinator.lease_ttl, Duration::from_secs(1));
+        assert_eq!(c.coordinator.poll_interval, Duration::from_millis(500));
+        assert_eq!(c.coordinator.drain_timeout, Duration::from_secs(10));
+        assert!((c.coordinator.capacity - 40.0).abs() < 1e-9);
+        c.validate().unwrap();
+        assert!(!parse("").coordinator.enabled);
+
+        let c =
+            parse("[coordinator]\nenabled = true\n[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n");
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("coordinator mode") && err.contains("[[cameras]]"),
+            "{err}"
+        );
+        // Without coordinator mode the file's cameras are fine.
+        let c = parse("[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n");
+        c.validate().unwrap();
+        let err = panoptes_runtime::config::from_toml_str::<IngestConfig>(
+            "[coordinator]\nenbled = true\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("enbled"), "{err}");
     }
 
     #[test]

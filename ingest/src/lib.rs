@@ -5,6 +5,7 @@
 //! - [`camera`]: one camera's thread and state machine (connect, stream, back off, reconnect);
 //! - [`publisher`]: the idempotent Kafka producer with its bounded queue;
 //! - [`node`]: the set of running cameras, changeable at run time;
+//! - [`coordinated`]: coordinator mode, where the node's cameras come from the coordinator;
 //! - [`metrics`], [`api`]: what the node tells operators.
 //!
 //! [`run`] ties them together; `main.rs` only parses the command line.
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod camera;
 pub mod config;
+pub mod coordinated;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
@@ -25,7 +27,8 @@ use panoptes_runtime::health::{self, Readiness};
 use tokio_util::sync::CancellationToken;
 
 use crate::camera::CameraContext;
-use crate::config::IngestConfig;
+use crate::config::{ConfigError, IngestConfig};
+use crate::coordinated::Coordinator;
 use crate::metrics::IngestMetrics;
 use crate::node::IngestNode;
 use crate::publisher::FramePublisher;
@@ -45,13 +48,24 @@ pub enum IngestError {
     /// The HTTP port could not be bound, or a camera thread could not start.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The configuration is inconsistent.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// Coordinator mode could not start (bad Redis URL or member id).
+    #[error("coordinator: {0}")]
+    Coordinator(#[from] panoptes_coordinator_client::CoordError),
 }
 
 /// How long shutdown waits for the producer to deliver what it holds.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs the node until `cancel` fires, then stops cameras, flushes the producer and returns.
+///
+/// In coordinator mode (`coordinator.enabled`) the cameras come from the coordinator, and
+/// `cancel` starts a drain first (see [`coordinated`]): the cameras keep running while the
+/// coordinator moves them, up to `coordinator.drain_timeout`.
 pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), IngestError> {
+    config.validate()?;
     gst::init().map_err(|e| IngestError::Gstreamer(e.to_string()))?;
     let metrics = IngestMetrics::new()?;
     let publisher = Arc::new(FramePublisher::new(&config.kafka, metrics.clone())?);
@@ -62,14 +76,21 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
         publisher: publisher.clone(),
         metrics: metrics.clone(),
     });
-    let cameras_cancel = cancel.child_token();
-    let node = Arc::new(IngestNode::new(ctx, cameras_cancel.clone()));
-    let (specs, errors) = config.camera_specs();
-    for e in &errors {
-        tracing::error!(error = %e, "camera entry ignored");
+    // Intake (cameras, broker probe) stops on `cancel` in static mode, after the drain in
+    // coordinator mode.
+    let intake = CancellationToken::new();
+    let node = Arc::new(IngestNode::new(ctx, intake.child_token()));
+    let coordinated = config.coordinator.enabled;
+    if coordinated {
+        tracing::info!(node = %config.node_id, region = %config.region, "ingest node starting in coordinator mode");
+    } else {
+        let (specs, errors) = config.camera_specs();
+        for e in &errors {
+            tracing::error!(error = %e, "camera entry ignored");
+        }
+        tracing::info!(node = %config.node_id, region = %config.region, cameras = specs.len(), "ingest node starting");
+        node.apply(specs)?;
     }
-    tracing::info!(node = %config.node_id, region = %config.region, cameras = specs.len(), "ingest node starting");
-    node.apply(specs)?;
 
     let http_cancel = CancellationToken::new();
     let router = health::router(metrics.registry.clone(), readiness.clone())
@@ -82,13 +103,42 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
         publisher.clone(),
         readiness.clone(),
         metrics.clone(),
-        cancel.clone(),
+        intake.clone(),
     ));
 
-    cancel.cancelled().await;
+    let coordinator = if coordinated {
+        let started = Coordinator::start(
+            &config,
+            format!("http://{addr}"),
+            node.clone(),
+            publisher.clone(),
+            metrics.clone(),
+            readiness.clone(),
+            &cancel,
+        )
+        .await;
+        match started {
+            Ok(c) => c,
+            Err(e) => {
+                intake.cancel();
+                http_cancel.cancel();
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
+    match &coordinator {
+        Some(c) => c.drive(cancel.clone()).await,
+        None => cancel.cancelled().await,
+    }
+
+    intake.cancel();
     tracing::info!("stopping cameras");
     let n = node.clone();
-    let _ = tokio::task::spawn_blocking(move || n.shutdown()).await;
+    let stopped = tokio::task::spawn_blocking(move || n.shutdown())
+        .await
+        .unwrap_or_default();
     tracing::info!(in_flight = publisher.in_flight(), "flushing producer");
     let p = publisher.clone();
     let flushed = tokio::task::spawn_blocking(move || p.flush(FLUSH_DEADLINE)).await;
@@ -98,6 +148,11 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
             tracing::warn!(error = %e, in_flight = publisher.in_flight(), "producer not fully flushed")
         }
         Err(e) => tracing::warn!(error = %e, "flush task failed"),
+    }
+    // Last: the membership ends only after the frames were delivered, so the next owner of
+    // a camera never publishes before this node's last frames of it.
+    if let Some(c) = &coordinator {
+        c.finish(stopped).await;
     }
     let _ = probe.await;
     http_cancel.cancel();

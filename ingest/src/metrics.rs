@@ -4,7 +4,9 @@
 //! to the node, and [`IngestMetrics::remove_camera`] deletes them when a camera leaves. The
 //! other labels (`reason`, `kind`, `state`) take values from fixed lists below.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Reasons a frame can be dropped before it reaches the producer queue.
 pub const DROP_REASONS: &[&str] = &["producer_queue_full", "too_large", "producer_error"];
@@ -19,6 +21,13 @@ pub const ERROR_KINDS: &[&str] = &[
     "stream_ended",
     "pipeline",
 ];
+/// Outcomes of a camera handover in coordinator mode (`panoptes_ingest_handovers_total`):
+/// `ok` (frames acknowledged, released with the next sequence number), `undelivered`
+/// (released after `handover_flush_timeout` with frames still unacknowledged), `superseded`
+/// (the release was refused: the camera had already been given to another node),
+/// `shutdown` (released without a move being asked, when the node stopped at the end of its
+/// drain), `error` (Redis could not be reached; retried).
+pub const HANDOVER_RESULTS: &[&str] = &["ok", "undelivered", "superseded", "shutdown", "error"];
 /// Camera states (see [`crate::camera::CameraState`]).
 pub const STATES: &[&str] = &["connecting", "streaming", "backing_off", "stopped"];
 
@@ -53,6 +62,10 @@ pub struct IngestMetrics {
     pub producer_queue: IntGauge,
     /// Cameras assigned to this node.
     pub cameras: IntGauge,
+    /// Coordinator mode: camera handovers by result.
+    pub handovers: IntCounterVec,
+    /// Coordinator mode: times the node found its lease expired (it was paused or cut off).
+    pub lease_lost: IntCounter,
 }
 
 impl IngestMetrics {
@@ -135,6 +148,19 @@ impl IngestMetrics {
         registry.register(Box::new(producer_queue.clone()))?;
         let cameras = IntGauge::new("panoptes_ingest_cameras", "Cameras assigned to this node.")?;
         registry.register(Box::new(cameras.clone()))?;
+        let handovers = counter(
+            "panoptes_ingest_handovers_total",
+            "Cameras handed over to another node at the coordinator's request, by result.",
+            &["result"],
+        )?;
+        for r in HANDOVER_RESULTS {
+            handovers.with_label_values(&[r]).inc_by(0);
+        }
+        let lease_lost = IntCounter::new(
+            "panoptes_ingest_lease_lost_total",
+            "Times this node found its coordinator lease expired (its cameras were probably moved).",
+        )?;
+        registry.register(Box::new(lease_lost.clone()))?;
         Ok(Self {
             registry,
             frames,
@@ -150,6 +176,8 @@ impl IngestMetrics {
             frame_bytes,
             producer_queue,
             cameras,
+            handovers,
+            lease_lost,
         })
     }
 

@@ -69,11 +69,7 @@ impl IngestNode {
         self.ctx.metrics.cameras.set(cams.len() as i64);
         drop(cams);
         handle.cancel();
-        let (cameras, metrics, id) = (
-            self.cameras.clone(),
-            self.ctx.metrics.clone(),
-            id.to_string(),
-        );
+        let (cameras, ctx, id) = (self.cameras.clone(), self.ctx.clone(), id.to_string());
         std::thread::spawn(move || {
             handle.stop_and_join();
             // A camera re-added meanwhile owns the series now.
@@ -82,10 +78,63 @@ impl IngestNode {
                 .unwrap_or_else(|e| e.into_inner())
                 .contains_key(&id)
             {
-                metrics.remove_camera(&id);
+                ctx.metrics.remove_camera(&id);
+                ctx.publisher.forget(&id);
             }
         });
         true
+    }
+
+    /// Stops camera `id`, waits for its thread (so it publishes nothing more) and forgets
+    /// it; returns its final status (with the next sequence number), `None` if it did not
+    /// run here. Its metric series go. Blocking: call off the async runtime.
+    pub fn stop(&self, id: &str) -> Option<CameraStatus> {
+        let handle = {
+            let mut cams = self.lock();
+            let h = cams.remove(id)?;
+            self.ctx.metrics.cameras.set(cams.len() as i64);
+            h
+        };
+        let status = handle.stop_and_join();
+        if !self.lock().contains_key(id) {
+            self.ctx.metrics.remove_camera(id);
+        }
+        Some(status)
+    }
+
+    /// Stops several cameras at once (their teardowns overlap) and returns their final
+    /// statuses; ids not running here are skipped. Blocking.
+    pub fn stop_many(&self, ids: &[String]) -> Vec<CameraStatus> {
+        let handles: Vec<CameraHandle> = {
+            let mut cams = self.lock();
+            let hs = ids.iter().filter_map(|id| cams.remove(id)).collect();
+            self.ctx.metrics.cameras.set(cams.len() as i64);
+            hs
+        };
+        for h in &handles {
+            h.cancel();
+        }
+        let statuses: Vec<CameraStatus> = handles
+            .into_iter()
+            .map(CameraHandle::stop_and_join)
+            .collect();
+        let cams = self.lock();
+        for s in &statuses {
+            if !cams.contains_key(&s.id) {
+                self.ctx.metrics.remove_camera(&s.id);
+            }
+        }
+        statuses
+    }
+
+    /// Ids of the running cameras.
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// The spec a camera runs with.
+    pub fn spec(&self, id: &str) -> Option<CameraSpec> {
+        self.lock().get(id).map(|h| h.spec.clone())
     }
 
     /// Makes the running cameras match `desired`. Blocking, like [`IngestNode::upsert`].
@@ -111,15 +160,15 @@ impl IngestNode {
         self.lock().get(id).map(CameraHandle::status)
     }
 
-    /// Stops every camera and waits for their threads (blocking).
-    pub fn shutdown(&self) {
+    /// Stops every camera and waits for their threads (blocking); returns their final
+    /// statuses.
+    pub fn shutdown(&self) -> Vec<CameraStatus> {
         let cams: Vec<CameraHandle> = std::mem::take(&mut *self.lock()).into_values().collect();
         for c in &cams {
             c.cancel();
         }
-        for c in cams {
-            c.stop_and_join();
-        }
+        let statuses = cams.into_iter().map(CameraHandle::stop_and_join).collect();
         self.ctx.metrics.cameras.set(0);
+        statuses
     }
 }

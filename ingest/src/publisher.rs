@@ -5,6 +5,9 @@
 //! an old frame is worth less than a new one. Acknowledgements arrive on librdkafka's own
 //! thread ([`ThreadedProducer`]) where publish latency and delivery failures are recorded.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use panoptes_schemas::FrameHeaders;
@@ -50,6 +53,8 @@ impl PublishError {
 /// Per-message state carried to the delivery callback.
 pub struct Delivery {
     enqueued: Instant,
+    /// The camera's count of frames enqueued and not yet acknowledged or failed.
+    pending: Arc<AtomicI64>,
 }
 
 /// Producer context recording acknowledgements.
@@ -63,6 +68,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<Delivery>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, d: Self::DeliveryOpaque) {
+        d.pending.fetch_sub(1, Ordering::AcqRel);
         match result {
             Ok(_) => self
                 .metrics
@@ -90,6 +96,9 @@ pub struct FramePublisher {
     topic: String,
     max_bytes: usize,
     metrics: IngestMetrics,
+    /// Per camera: frames enqueued and not yet acknowledged (or failed), so a handover can
+    /// wait for exactly that camera's frames while the others keep publishing.
+    pending: Mutex<HashMap<String, Arc<AtomicI64>>>,
 }
 
 impl FramePublisher {
@@ -133,6 +142,7 @@ impl FramePublisher {
             topic: cfg.topic.clone(),
             max_bytes: cfg.message_max_bytes,
             metrics,
+            pending: Mutex::default(),
         })
     }
 
@@ -163,10 +173,13 @@ impl FramePublisher {
                 value: Some(value.as_bytes()),
             });
         }
+        let pending = self.pending_counter(&headers.camera_id);
+        pending.fetch_add(1, Ordering::AcqRel);
         let mut record = BaseRecord::with_opaque_to(
             &self.topic,
             Box::new(Delivery {
                 enqueued: Instant::now(),
+                pending: pending.clone(),
             }),
         )
         .key(headers.camera_id.as_str())
@@ -183,9 +196,60 @@ impl FramePublisher {
                 Ok(())
             }
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                pending.fetch_sub(1, Ordering::AcqRel);
                 Err(PublishError::QueueFull)
             }
-            Err((e, _)) => Err(PublishError::Kafka(e)),
+            Err((e, _)) => {
+                pending.fetch_sub(1, Ordering::AcqRel);
+                Err(PublishError::Kafka(e))
+            }
+        }
+    }
+
+    fn pending_counter(&self, camera: &str) -> Arc<AtomicI64> {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(camera) {
+            return c.clone();
+        }
+        let c = Arc::new(AtomicI64::new(0));
+        map.insert(camera.to_string(), c.clone());
+        c
+    }
+
+    /// Frames of `camera` enqueued and not yet acknowledged or failed.
+    pub fn pending(&self, camera: &str) -> i64 {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(camera)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Blocks until every frame of `camera` enqueued so far was acknowledged or failed, or
+    /// `timeout` passes; returns whether none is left. Other cameras keep publishing
+    /// meanwhile (unlike [`FramePublisher::flush`], which waits for the whole queue).
+    /// Call off the async runtime, after the camera stopped publishing.
+    pub fn wait_delivered(&self, camera: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.pending(camera) <= 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Forgets `camera`'s delivery counter (it left the node and has nothing in flight).
+    pub fn forget(&self, camera: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(camera)
+            .is_some_and(|c| c.load(Ordering::Acquire) <= 0)
+        {
+            map.remove(camera);
         }
     }
 

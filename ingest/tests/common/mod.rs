@@ -59,6 +59,40 @@ impl Ingest {
         })
     }
 
+    /// Starts `panoptes-ingest` in coordinator mode as member `node_id`, with no cameras
+    /// in its file. `extra_toml` is appended after the `[coordinator]` section's keys, so it
+    /// may add coordinator keys, then other sections.
+    pub fn start_coordinated(
+        bootstrap: &str,
+        topic: &str,
+        node_id: &str,
+        redis_url: &str,
+        extra_toml: &str,
+    ) -> Result<Self> {
+        let toml = format!(
+            "node_id = \"{node_id}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n[coordinator]\nenabled = true\nredis_url = \"{redis_url}\"\n{extra_toml}\n"
+        );
+        Self::start_with_toml(&toml)
+    }
+
+    fn start_with_toml(toml: &str) -> Result<Self> {
+        let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
+        std::fs::write(config.path(), toml)?;
+        let path = config.path().to_str().context("utf-8 path")?.to_string();
+        let mut proc = ChildProcess::spawn(
+            "ingest",
+            &bin_path("panoptes-ingest"),
+            &["--config", &path],
+            &[("RUST_LOG", "debug"), ("GST_DEBUG", "2")],
+        )?;
+        let http = proc.wait_for_line("HTTP=", Duration::from_secs(20))?;
+        Ok(Self {
+            proc,
+            http,
+            _config: config,
+        })
+    }
+
     /// `GET /cameras` as JSON.
     pub fn cameras(&self) -> serde_json::Value {
         get_text(&format!("{}/cameras", self.http))
@@ -105,3 +139,5 @@ pub fn camsim(specs: &[&str]) -> Result<CamSim> {
     }
     CamSim::start(&args)
 }
+
+pub mod leader;
