@@ -1,0 +1,779 @@
+//! The camera registry: hash `panoptes:cameras` (camera id → [`CameraRecord`] JSON) and its
+//! version counter `panoptes:cameras:version`, as the operator API changes them.
+//!
+//! Every change is one optimistic transaction: `WATCH` both keys, read the whole registry,
+//! validate and plan in Rust, then `MULTI`/`EXEC` the writes together with the version bump.
+//! Bad input is rejected before anything is written, so a rejected request leaves the
+//! registry byte-identical; a concurrent change aborts the `EXEC` and the request is planned
+//! again from the new state.
+//!
+//! The stored URL keeps its credentials (ingest nodes need them); everything this module
+//! hands out for display goes through [`CameraView`], which carries the URL redacted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use panoptes_coordinator_client::{CameraRecord, CoordError, keys};
+use panoptes_runtime::redact::{CameraUrl, redact_text};
+use redis::Connection;
+use serde::{Deserialize, Serialize};
+
+/// Default sampled frames per second of a camera.
+pub const DEFAULT_FPS: u32 = 5;
+/// Accepted frames per second.
+pub const FPS_RANGE: std::ops::RangeInclusive<u32> = 1..=60;
+/// Default analytic width.
+pub const DEFAULT_WIDTH: u32 = 640;
+/// Default analytic height.
+pub const DEFAULT_HEIGHT: u32 = 360;
+/// Accepted analytic widths.
+pub const WIDTH_RANGE: std::ops::RangeInclusive<u32> = 32..=3840;
+/// Accepted analytic heights.
+pub const HEIGHT_RANGE: std::ops::RangeInclusive<u32> = 32..=2160;
+/// What a redacted password looks like; a URL sent back with it keeps the stored password.
+const REDACTED_PASSWORD: &str = "***";
+/// How often a transaction is replanned after concurrent changes before giving up.
+const MAX_TX_RETRIES: usize = 16;
+
+/// Why a registry operation failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    /// The request body is not what the API accepts (not JSON, wrong shape): 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The camera (or member) does not exist: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the registry's state (taken partition, stale version,
+    /// existing id): 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// A field value is invalid (bad URL, unknown region, fps out of range, ...): 422.
+    #[error("{0}")]
+    Invalid(String),
+    /// Redis is unreachable: 503.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (unparseable stored record, Redis refusing a command): 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<redis::RedisError> for RegistryError {
+    fn from(e: redis::RedisError) -> Self {
+        let msg = redact_text(&e.to_string());
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            Self::Unavailable(msg)
+        } else {
+            Self::Internal(msg)
+        }
+    }
+}
+
+impl From<CoordError> for RegistryError {
+    fn from(e: CoordError) -> Self {
+        match e {
+            CoordError::Unavailable(m) => Self::Unavailable(redact_text(&m)),
+            other => Self::Internal(redact_text(&other.to_string())),
+        }
+    }
+}
+
+/// The limits a camera is validated against (from the coordinator's configuration).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Partitions of each region's frames topic: camera partitions are in `[0, n)`.
+    pub frames_partitions: i32,
+    /// Known region names.
+    pub regions: Vec<String>,
+}
+
+/// A camera as the operator writes it (API body, `cameras.yaml` entry). Omitted fields take
+/// their defaults; an omitted partition keeps the camera's current one, or is allocated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSpec {
+    /// Camera id (`[A-Za-z0-9._-]`, 1–64 characters, not starting with `.` or `-`).
+    #[serde(default)]
+    pub id: String,
+    /// `rtsp://` or `rtsps://` URL, credentials included.
+    #[serde(default)]
+    pub url: String,
+    /// Home region: one of the coordinator's regions.
+    #[serde(default)]
+    pub region: String,
+    /// Worker group, `default` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Sampled frames per second, 1–60 (5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<u32>,
+    /// Analytic width (640).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Analytic height (360).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Frames partition; allocated (smallest free) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+}
+
+/// A camera as the API shows it: the URL redacted (`rtsp://user:***@host/path`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraView {
+    /// Camera id.
+    pub id: String,
+    /// The URL without its password.
+    pub url: String,
+    /// Home region.
+    pub region: String,
+    /// Worker group.
+    pub group: String,
+    /// Frames partition.
+    pub partition: i32,
+    /// Sampled frames per second.
+    pub fps: u32,
+    /// Analytic width.
+    pub width: u32,
+    /// Analytic height.
+    pub height: u32,
+}
+
+impl From<&CameraRecord> for CameraView {
+    fn from(r: &CameraRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            url: redact_url(&r.url),
+            region: r.region.clone(),
+            group: r.group.clone(),
+            partition: r.partition,
+            fps: r.fps,
+            width: r.width,
+            height: r.height,
+        }
+    }
+}
+
+/// The URL for display: credentials replaced, whatever the stored text looks like.
+pub fn redact_url(url: &str) -> String {
+    match CameraUrl::parse(url) {
+        Ok(u) => u.redacted(),
+        Err(_) => redact_text(url),
+    }
+}
+
+/// The registry as read in one go.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Camera id → record.
+    pub cameras: BTreeMap<String, CameraRecord>,
+    /// `panoptes:cameras:version` (0 when never written).
+    pub version: u64,
+}
+
+/// What an `apply` changed (or would have changed: nothing is written when it fails).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplySummary {
+    /// Ids of cameras created.
+    pub added: Vec<String>,
+    /// Ids of cameras whose record changed.
+    pub updated: Vec<String>,
+    /// Ids of cameras deleted (only with `prune`).
+    pub removed: Vec<String>,
+    /// Ids of cameras already as asked.
+    pub unchanged: Vec<String>,
+    /// The registry version after the apply (unchanged when nothing changed).
+    pub version: u64,
+}
+
+fn check_name(what: &str, v: &str) -> Result<(), RegistryError> {
+    panoptes_schemas::validate_camera_id(v).map_err(|e| {
+        RegistryError::Invalid(format!(
+            "{what}: {}",
+            e.to_string().replace("camera_id", what)
+        ))
+    })
+}
+
+/// Validates a spec into a record; `existing` is the stored record of the same id, if any
+/// (its partition is kept when the spec names none; its password is kept when the spec's
+/// URL carries the redacted `***`). The partition is left at -1 when it must be allocated.
+pub fn validate(
+    spec: &CameraSpec,
+    existing: Option<&CameraRecord>,
+    limits: &Limits,
+) -> Result<CameraRecord, RegistryError> {
+    check_name("camera id", &spec.id)?;
+    let id = &spec.id;
+    if spec.url.is_empty() {
+        return Err(RegistryError::Invalid(format!(
+            "camera {id}: url is required"
+        )));
+    }
+    let parsed = CameraUrl::parse(&spec.url)
+        .map_err(|e| RegistryError::Invalid(format!("camera {id}: {e}")))?;
+    let scheme = parsed.bare().split("://").next().unwrap_or_default();
+    if !matches!(scheme, "rtsp" | "rtsps") {
+        return Err(RegistryError::Invalid(format!(
+            "camera {id}: camera URL scheme {scheme:?} is not supported (use rtsp:// or rtsps://)"
+        )));
+    }
+    let url = if parsed
+        .password()
+        .is_some_and(|p| p.expose() == REDACTED_PASSWORD)
+    {
+        // A URL read back from the API: keep the stored password if it is the same URL.
+        match existing.and_then(|e| CameraUrl::parse(&e.url).ok().map(|u| (e, u))) {
+            Some((e, old)) if old.bare() == parsed.bare() && old.user() == parsed.user() => {
+                e.url.clone()
+            }
+            _ => {
+                return Err(RegistryError::Invalid(format!(
+                    "camera {id}: url has a redacted password ({REDACTED_PASSWORD}); give the real one"
+                )));
+            }
+        }
+    } else {
+        spec.url.clone()
+    };
+    if spec.region.is_empty() {
+        return Err(RegistryError::Invalid(format!(
+            "camera {id}: region is required"
+        )));
+    }
+    if !limits.regions.iter().any(|r| r == &spec.region) {
+        return Err(RegistryError::Invalid(format!(
+            "camera {id}: unknown region {:?} (known: {})",
+            spec.region,
+            limits.regions.join(", ")
+        )));
+    }
+    let group = spec
+        .group
+        .clone()
+        .unwrap_or_else(panoptes_coordinator_client::records::default_group);
+    check_name("group", &group).map_err(|e| RegistryError::Invalid(format!("camera {id}: {e}")))?;
+    let fps = spec.fps.unwrap_or(DEFAULT_FPS);
+    if !FPS_RANGE.contains(&fps) {
+        return Err(RegistryError::Invalid(format!(
+            "camera {id}: fps {fps} is out of range ({}..={})",
+            FPS_RANGE.start(),
+            FPS_RANGE.end()
+        )));
+    }
+    let width = spec.width.unwrap_or(DEFAULT_WIDTH);
+    let height = spec.height.unwrap_or(DEFAULT_HEIGHT);
+    if !WIDTH_RANGE.contains(&width) || !HEIGHT_RANGE.contains(&height) {
+        return Err(RegistryError::Invalid(format!(
+            "camera {id}: size {width}x{height} is out of range (width {}..={}, height {}..={})",
+            WIDTH_RANGE.start(),
+            WIDTH_RANGE.end(),
+            HEIGHT_RANGE.start(),
+            HEIGHT_RANGE.end()
+        )));
+    }
+    let partition = match spec.partition {
+        Some(p) if !(0..limits.frames_partitions).contains(&p) => {
+            return Err(RegistryError::Invalid(format!(
+                "camera {id}: partition {p} is out of range (0..{})",
+                limits.frames_partitions
+            )));
+        }
+        Some(p) => p,
+        None => existing.map_or(-1, |e| e.partition),
+    };
+    Ok(CameraRecord {
+        id: id.clone(),
+        url,
+        region: spec.region.clone(),
+        group,
+        partition,
+        fps,
+        width,
+        height,
+    })
+}
+
+/// The writes one transaction makes.
+#[derive(Debug, Default)]
+struct Plan {
+    put: Vec<CameraRecord>,
+    delete: Vec<String>,
+}
+
+/// Plans an apply against `snap`: validation, conflicts, partition allocation.
+fn plan_apply(
+    snap: &Snapshot,
+    specs: &[CameraSpec],
+    prune: bool,
+    if_version: Option<u64>,
+    limits: &Limits,
+) -> Result<(Plan, ApplySummary), RegistryError> {
+    if let Some(v) = if_version
+        && v != snap.version
+    {
+        return Err(RegistryError::Conflict(format!(
+            "registry version is {}, not {v}: it changed since you read it; read it again and retry",
+            snap.version
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for s in specs {
+        if !seen.insert(s.id.as_str()) {
+            return Err(RegistryError::Invalid(format!(
+                "camera id {:?} appears more than once",
+                s.id
+            )));
+        }
+    }
+    let mut wanted = Vec::with_capacity(specs.len());
+    for s in specs {
+        wanted.push(validate(s, snap.cameras.get(&s.id), limits)?);
+    }
+    // Partitions held: by cameras of the file that name or keep one, and by cameras not in
+    // the file (they keep theirs, or are being pruned: their partition is not reused in the
+    // same apply, frames of the old camera may still be in it).
+    let mut holder: BTreeMap<i32, String> = BTreeMap::new();
+    for c in &wanted {
+        if c.partition >= 0
+            && let Some(other) = holder.insert(c.partition, c.id.clone())
+        {
+            return Err(RegistryError::Conflict(format!(
+                "cameras {other} and {} both want partition {}",
+                c.id, c.partition
+            )));
+        }
+    }
+    let mut pruned_partitions = BTreeSet::new();
+    for (id, c) in &snap.cameras {
+        if seen.contains(id.as_str()) {
+            continue;
+        }
+        if let Some(other) = holder.get(&c.partition) {
+            return Err(RegistryError::Conflict(format!(
+                "camera {other} wants partition {}, which camera {id} holds",
+                c.partition
+            )));
+        }
+        pruned_partitions.insert(c.partition);
+    }
+    let mut used: BTreeSet<i32> = holder.keys().copied().collect();
+    if !prune {
+        used.extend(pruned_partitions.iter().copied());
+    }
+    for c in &mut wanted {
+        if c.partition < 0 {
+            let free = (0..limits.frames_partitions)
+                .find(|p| !used.contains(p) && !pruned_partitions.contains(p))
+                .or_else(|| (0..limits.frames_partitions).find(|p| !used.contains(p)))
+                .ok_or_else(|| {
+                    RegistryError::Conflict(format!(
+                        "no free partition for camera {}: all {} are taken",
+                        c.id, limits.frames_partitions
+                    ))
+                })?;
+            used.insert(free);
+            c.partition = free;
+        }
+    }
+    let mut plan = Plan::default();
+    let mut sum = ApplySummary::default();
+    for c in wanted {
+        match snap.cameras.get(&c.id) {
+            None => sum.added.push(c.id.clone()),
+            Some(old) if *old == c => {
+                sum.unchanged.push(c.id.clone());
+                continue;
+            }
+            Some(_) => sum.updated.push(c.id.clone()),
+        }
+        plan.put.push(c);
+    }
+    if prune {
+        for id in snap.cameras.keys() {
+            if !seen.contains(id.as_str()) {
+                sum.removed.push(id.clone());
+                plan.delete.push(id.clone());
+            }
+        }
+    }
+    sum.version = snap.version;
+    Ok((plan, sum))
+}
+
+/// Reads the registry (no transaction).
+pub fn read(c: &mut Connection) -> Result<Snapshot, RegistryError> {
+    let (raw, version): (BTreeMap<String, String>, Option<u64>) = redis::pipe()
+        .cmd("HGETALL")
+        .arg(keys::CAMERAS)
+        .cmd("GET")
+        .arg(keys::CAMERAS_VERSION)
+        .query(c)?;
+    let mut cameras = BTreeMap::new();
+    for (id, json) in raw {
+        let rec: CameraRecord = serde_json::from_str(&json).map_err(|e| {
+            RegistryError::Internal(format!("stored record of camera {id} is unreadable: {e}"))
+        })?;
+        cameras.insert(id, rec);
+    }
+    Ok(Snapshot {
+        cameras,
+        version: version.unwrap_or(0),
+    })
+}
+
+/// Runs `plan_fn` against a watched snapshot and commits its writes with a version bump, in
+/// one `MULTI`/`EXEC`; replans when a concurrent change aborted the commit.
+fn transact<T>(
+    c: &mut Connection,
+    mut plan_fn: impl FnMut(&Snapshot) -> Result<(Plan, T), RegistryError>,
+) -> Result<(T, u64), RegistryError> {
+    for _ in 0..MAX_TX_RETRIES {
+        redis::cmd("WATCH")
+            .arg(keys::CAMERAS)
+            .arg(keys::CAMERAS_VERSION)
+            .query::<()>(c)?;
+        let planned = read(c).and_then(|snap| plan_fn(&snap).map(|p| (p, snap.version)));
+        let ((plan, out), version) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = redis::cmd("UNWATCH").query::<()>(c);
+                return Err(e);
+            }
+        };
+        if plan.put.is_empty() && plan.delete.is_empty() {
+            redis::cmd("UNWATCH").query::<()>(c)?;
+            return Ok((out, version));
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for rec in &plan.put {
+            let json =
+                serde_json::to_string(rec).map_err(|e| RegistryError::Internal(e.to_string()))?;
+            pipe.cmd("HSET")
+                .arg(keys::CAMERAS)
+                .arg(&rec.id)
+                .arg(json)
+                .ignore();
+        }
+        if !plan.delete.is_empty() {
+            pipe.cmd("HDEL")
+                .arg(keys::CAMERAS)
+                .arg(&plan.delete)
+                .ignore();
+        }
+        pipe.cmd("INCR").arg(keys::CAMERAS_VERSION);
+        let done: Option<(u64,)> = pipe.query(c)?;
+        if let Some((version,)) = done {
+            return Ok((out, version));
+        }
+        // EXEC aborted: someone changed the registry in between; plan again.
+    }
+    Err(RegistryError::Conflict(
+        "the registry kept changing concurrently; retry".into(),
+    ))
+}
+
+/// Makes the registry match `specs` (adds, updates, and with `prune` removes), atomically.
+pub fn apply(
+    c: &mut Connection,
+    limits: &Limits,
+    specs: &[CameraSpec],
+    prune: bool,
+    if_version: Option<u64>,
+) -> Result<ApplySummary, RegistryError> {
+    let (mut sum, version) =
+        transact(c, |snap| plan_apply(snap, specs, prune, if_version, limits))?;
+    sum.version = version;
+    Ok(sum)
+}
+
+/// Creates one camera; 409 when the id exists or its partition is taken.
+pub fn create(
+    c: &mut Connection,
+    limits: &Limits,
+    spec: &CameraSpec,
+) -> Result<(CameraRecord, u64), RegistryError> {
+    transact(c, |snap| {
+        if snap.cameras.contains_key(&spec.id) {
+            return Err(RegistryError::Conflict(format!(
+                "camera {} already exists (use PUT /v1/cameras/{} to change it)",
+                spec.id, spec.id
+            )));
+        }
+        let (plan, _) = plan_apply(snap, std::slice::from_ref(spec), false, None, limits)?;
+        let rec = plan_result(&plan, &spec.id)?;
+        Ok((plan, rec))
+    })
+}
+
+/// Replaces one existing camera; 404 when it does not exist.
+pub fn update(
+    c: &mut Connection,
+    limits: &Limits,
+    spec: &CameraSpec,
+) -> Result<(CameraRecord, u64), RegistryError> {
+    transact(c, |snap| {
+        let Some(old) = snap.cameras.get(&spec.id) else {
+            return Err(unknown_camera(&spec.id));
+        };
+        let (plan, _) = plan_apply(snap, std::slice::from_ref(spec), false, None, limits)?;
+        let rec = match plan.put.iter().find(|r| r.id == spec.id) {
+            Some(r) => r.clone(),
+            None => old.clone(),
+        };
+        Ok((plan, rec))
+    })
+}
+
+/// Deletes one camera; 404 when it does not exist.
+pub fn delete(c: &mut Connection, id: &str) -> Result<u64, RegistryError> {
+    let ((), version) = transact(c, |snap| {
+        if !snap.cameras.contains_key(id) {
+            return Err(unknown_camera(id));
+        }
+        Ok((
+            Plan {
+                put: vec![],
+                delete: vec![id.to_string()],
+            },
+            (),
+        ))
+    })?;
+    Ok(version)
+}
+
+/// The 404 for a camera id.
+pub fn unknown_camera(id: &str) -> RegistryError {
+    RegistryError::NotFound(format!("unknown camera {id:?}"))
+}
+
+fn plan_result(plan: &Plan, id: &str) -> Result<CameraRecord, RegistryError> {
+    plan.put
+        .iter()
+        .find(|r| r.id == id)
+        .cloned()
+        .ok_or_else(|| RegistryError::Internal(format!("camera {id} missing from its own plan")))
+}
+
+/// A small pool of synchronous Redis connections for blocking tasks.
+pub struct Pool {
+    url: String,
+    timeout: Duration,
+    idle: parking_lot::Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    /// A pool for `url`; connections are opened on demand.
+    pub fn new(url: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            url: url.into(),
+            timeout,
+            idle: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on a pooled connection (blocking: call from `spawn_blocking`). A connection
+    /// whose call failed is dropped rather than reused.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let conn = self.idle.lock().pop();
+        let mut conn = match conn {
+            Some(c) => c,
+            None => panoptes_coordinator_client::connect(&self.url, self.timeout)?,
+        };
+        let out = f(&mut conn);
+        if matches!(
+            out,
+            Ok(_)
+                | Err(RegistryError::NotFound(_)
+                    | RegistryError::Conflict(_)
+                    | RegistryError::Invalid(_)
+                    | RegistryError::BadRequest(_))
+        ) {
+            let mut idle = self.idle.lock();
+            if idle.len() < 8 {
+                idle.push(conn);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            frames_partitions: 4,
+            regions: vec!["eu".into(), "us".into()],
+        }
+    }
+
+    fn spec(id: &str) -> CameraSpec {
+        CameraSpec {
+            id: id.into(),
+            url: format!("rtsp://u:pw@cam/{id}"),
+            region: "eu".into(),
+            ..Default::default()
+        }
+    }
+
+    fn snap(recs: &[CameraRecord]) -> Snapshot {
+        Snapshot {
+            cameras: recs.iter().map(|r| (r.id.clone(), r.clone())).collect(),
+            version: 3,
+        }
+    }
+
+    #[test]
+    fn defaults_and_allocation() {
+        let (plan, sum) = plan_apply(
+            &Snapshot::default(),
+            &[spec("a"), spec("b")],
+            true,
+            None,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(sum.added, vec!["a", "b"]);
+        assert_eq!(plan.put[0].partition, 0);
+        assert_eq!(plan.put[1].partition, 1);
+        assert_eq!(
+            (plan.put[0].fps, plan.put[0].width, plan.put[0].height),
+            (5, 640, 360)
+        );
+        assert_eq!(plan.put[0].group, "default");
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let l = limits();
+        let bad = [
+            CameraSpec {
+                fps: Some(0),
+                ..spec("a")
+            },
+            CameraSpec {
+                fps: Some(61),
+                ..spec("a")
+            },
+            CameraSpec {
+                region: "mars".into(),
+                ..spec("a")
+            },
+            CameraSpec {
+                url: "http://u:pw@h/x".into(),
+                ..spec("a")
+            },
+            CameraSpec {
+                url: "rtspt://h/x".into(),
+                ..spec("a")
+            },
+            CameraSpec {
+                url: "not a url".into(),
+                ..spec("a")
+            },
+            CameraSpec {
+                id: "-x".into(),
+                ..spec("a")
+            },
+            CameraSpec {
+                partition: Some(4),
+                ..spec("a")
+            },
+            CameraSpec {
+                width: Some(10_000),
+                ..spec("a")
+            },
+            CameraSpec {
+                group: Some("a b".into()),
+                ..spec("a")
+            },
+        ];
+        for s in bad {
+            let e = validate(&s, None, &l).unwrap_err();
+            assert!(matches!(e, RegistryError::Invalid(_)), "{s:?}: {e}");
+            assert!(!e.to_string().contains("pw"), "{e}");
+        }
+    }
+
+    #[test]
+    fn redacted_password_keeps_the_stored_one() {
+        let l = limits();
+        let old = validate(&spec("a"), None, &l).unwrap();
+        let back = CameraSpec {
+            url: "rtsp://u:***@cam/a".into(),
+            ..spec("a")
+        };
+        assert_eq!(
+            validate(&back, Some(&old), &l).unwrap().url,
+            "rtsp://u:pw@cam/a"
+        );
+        let moved = CameraSpec {
+            url: "rtsp://u:***@other/a".into(),
+            ..spec("a")
+        };
+        assert!(validate(&moved, Some(&old), &l).is_err());
+    }
+
+    #[test]
+    fn conflicts() {
+        let l = limits();
+        let mut a = validate(&spec("a"), None, &l).unwrap();
+        a.partition = 2;
+        let s = snap(&[a]);
+        // Two cameras in the file on one partition.
+        let e = plan_apply(
+            &s,
+            &[
+                CameraSpec {
+                    partition: Some(1),
+                    ..spec("x")
+                },
+                CameraSpec {
+                    partition: Some(1),
+                    ..spec("y")
+                },
+            ],
+            true,
+            None,
+            &l,
+        )
+        .unwrap_err();
+        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+        // A partition held by a camera not in the file.
+        let e = plan_apply(
+            &s,
+            &[CameraSpec {
+                partition: Some(2),
+                ..spec("x")
+            }],
+            true,
+            None,
+            &l,
+        )
+        .unwrap_err();
+        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+        // Stale version, duplicate ids.
+        let e = plan_apply(&s, &[], true, Some(2), &l).unwrap_err();
+        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+        let e = plan_apply(&s, &[spec("x"), spec("x")], true, None, &l).unwrap_err();
+        assert!(matches!(e, RegistryError::Invalid(_)), "{e}");
+        // Full.
+        let specs: Vec<_> = ["p", "q", "r", "s"].iter().map(|i| spec(i)).collect();
+        let e = plan_apply(&s, &specs, false, None, &l).unwrap_err();
+        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+    }
+
+    #[test]
+    fn views_never_show_passwords() {
+        let r = validate(&spec("a"), None, &limits()).unwrap();
+        let v = CameraView::from(&r);
+        assert_eq!(v.url, "rtsp://u:***@cam/a");
+    }
+}
