@@ -63,9 +63,11 @@ impl RedisServer {
         connect(&self.url)
     }
 
-    /// Writes partition `partition`'s assignment record: `owner` at `epoch`.
+    /// Writes the assignment record of partition `partition` of `cluster`'s frames topic:
+    /// `owner` at `epoch` (as the coordinator's grant would, without its fencing).
     pub fn set_assignment(
         &self,
+        cluster: &str,
         frames_topic: &str,
         partition: i32,
         owner: &str,
@@ -73,7 +75,7 @@ impl RedisServer {
     ) -> Result<()> {
         let mut c = self.connection()?;
         ::redis::cmd("HSET")
-            .arg(assignment_key(frames_topic, partition))
+            .arg(assignment_key(cluster, frames_topic, partition))
             .arg("owner")
             .arg(owner)
             .arg("epoch")
@@ -88,9 +90,10 @@ impl RedisServer {
     }
 }
 
-/// `panoptes:assign:<frames topic>:<partition>` (as in `panoptes_workers::assignment`).
-pub fn assignment_key(frames_topic: &str, partition: i32) -> String {
-    format!("panoptes:assign:{frames_topic}:{partition}")
+/// `panoptes:assign:<cluster>:<frames topic>:<partition>` (as in
+/// `panoptes_coordinator_client::keys::partition_assign`).
+pub fn assignment_key(cluster: &str, frames_topic: &str, partition: i32) -> String {
+    format!("panoptes:assign:{cluster}:{frames_topic}:{partition}")
 }
 
 fn connect(url: &str) -> Result<::redis::Connection> {

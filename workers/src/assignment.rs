@@ -1,8 +1,9 @@
 //! Which partitions this worker owns, and under which assignment epoch.
 //!
-//! Two sources, chosen by `[assignment] source`: [`StaticAssignment`] (partitions and epoch
+//! Sources, chosen by `[assignment] source`: [`StaticAssignment`] (partitions and epoch
 //! from the configuration) and [`RedisAssignment`] (the coordinator's records in Redis; key
-//! schema in `docs/coordination-keys.md`). Everything that needs it goes through the
+//! schema in `docs/coordination-keys.md`), which also serves the commit checks of
+//! `source = "coordinator"` (partitions granted at run time, see [`crate::coordinated`]). Everything that needs it goes through the
 //! [`Assignment`] trait, so swapping the source does not touch the pipeline. The epoch is
 //! written into every detection record and, in exactly-once mode, checked before every
 //! transaction commit: a superseded epoch aborts the transaction and releases the partition
@@ -59,13 +60,16 @@ pub trait Assignment: Send + Sync {
     }
 }
 
-/// Redis key of a partition's assignment record (a hash with fields `owner` and `epoch`).
-pub fn redis_key(frames_topic: &str, partition: i32) -> String {
-    format!("panoptes:assign:{frames_topic}:{partition}")
+/// Redis key of a partition's assignment record (a hash with fields `owner` and `epoch`):
+/// `panoptes:assign:<cluster>:<frames topic>:<partition>`.
+pub fn redis_key(cluster: &str, frames_topic: &str, partition: i32) -> String {
+    panoptes_coordinator_client::keys::partition_assign(cluster, frames_topic, partition)
 }
 
 /// The assignment as the coordinator records it in Redis: hash
-/// `panoptes:assign:<frames topic>:<partition>` with `owner` (worker id) and `epoch`.
+/// `panoptes:assign:<cluster>:<frames topic>:<partition>` with `owner` (worker id) and
+/// `epoch`. `cluster` is the region whose Kafka holds the partition (the worker's own region
+/// with `source = "redis"`; the granted item's cluster with `source = "coordinator"`).
 ///
 /// The worker only reads these keys. At start it takes the epoch of each partition it is
 /// configured to own ([`RedisAssignment::connect`]); before each commit it checks that the
@@ -77,6 +81,7 @@ pub struct RedisAssignment {
     conn: Mutex<Option<redis::Connection>>,
     timeout: Duration,
     worker_id: String,
+    cluster: String,
     frames_topic: String,
 }
 
@@ -84,6 +89,7 @@ impl std::fmt::Debug for RedisAssignment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisAssignment")
             .field("worker_id", &self.worker_id)
+            .field("cluster", &self.cluster)
             .field("frames_topic", &self.frames_topic)
             .finish_non_exhaustive()
     }
@@ -96,18 +102,11 @@ impl RedisAssignment {
         url: &str,
         timeout: Duration,
         worker_id: &str,
+        cluster: &str,
         frames_topic: &str,
         partitions: &[i32],
     ) -> Result<(Self, BTreeMap<i32, u64>), AssignmentError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| AssignmentError::Invalid(format!("redis_url {url:?}: {e}")))?;
-        let me = Self {
-            client,
-            conn: Mutex::new(None),
-            timeout,
-            worker_id: worker_id.to_string(),
-            frames_topic: frames_topic.to_string(),
-        };
+        let me = Self::open(url, timeout, worker_id, cluster, frames_topic)?;
         let mut epochs = BTreeMap::new();
         for &p in partitions {
             match me.read(p)? {
@@ -119,13 +118,34 @@ impl RedisAssignment {
                         partition: p,
                         detail: format!(
                             "{} says owner {owner:?} epoch {epoch:?}, not {worker_id:?}",
-                            redis_key(frames_topic, p)
+                            redis_key(cluster, frames_topic, p)
                         ),
                     });
                 }
             }
         }
         Ok((me, epochs))
+    }
+
+    /// Opens the source for `cluster`'s partitions without reading anything yet (the first
+    /// check connects).
+    pub fn open(
+        url: &str,
+        timeout: Duration,
+        worker_id: &str,
+        cluster: &str,
+        frames_topic: &str,
+    ) -> Result<Self, AssignmentError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| AssignmentError::Invalid(format!("redis_url {url:?}: {e}")))?;
+        Ok(Self {
+            client,
+            conn: Mutex::new(None),
+            timeout,
+            worker_id: worker_id.to_string(),
+            cluster: cluster.to_string(),
+            frames_topic: frames_topic.to_string(),
+        })
     }
 
     /// `(owner, epoch)` of a partition's record (`None` for a missing field).
@@ -143,7 +163,7 @@ impl RedisAssignment {
         }
         let conn = guard.as_mut().expect("connection opened above");
         let result = redis::cmd("HMGET")
-            .arg(redis_key(&self.frames_topic, partition))
+            .arg(redis_key(&self.cluster, &self.frames_topic, partition))
             .arg("owner")
             .arg("epoch")
             .query::<(Option<String>, Option<String>)>(conn);

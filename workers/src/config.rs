@@ -22,6 +22,9 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Region this worker runs in.
     pub region: String,
+    /// Worker group (`source = "coordinator"`): the coordinator places a camera's partition
+    /// only on workers of the camera's group.
+    pub group: String,
     /// HTTP server for `/healthz`, `/readyz` and `/metrics`.
     pub http: HttpConfig,
     /// Kafka consumer and producers.
@@ -56,6 +59,7 @@ impl Default for WorkerConfig {
         Self {
             worker_id: "worker-0".into(),
             region: "local".into(),
+            group: "default".into(),
             http: HttpConfig::default(),
             kafka: KafkaConfig::default(),
             partitions: Vec::new(),
@@ -76,6 +80,7 @@ impl Default for WorkerConfig {
 pub const ENV_SECTIONS: &[&str] = &[
     "worker_id",
     "region",
+    "group",
     "http",
     "kafka",
     "partitions",
@@ -126,8 +131,36 @@ impl WorkerConfig {
         if self.epoch == 0 {
             return bad("epoch must be at least 1".into());
         }
-        if self.assignment.source == AssignmentSource::Redis {
-            if self.partitions.is_empty() {
+        if self.assignment.source == AssignmentSource::Coordinator {
+            if !self.partitions.is_empty() {
+                return bad(
+                    "assignment.source = \"coordinator\" takes partitions from the coordinator: \
+                     leave partitions empty"
+                        .into(),
+                );
+            }
+            if self.worker_id.contains(':') || self.group.trim().is_empty() {
+                return bad("coordinator mode needs a worker_id without ':' and a group".into());
+            }
+            let a = &self.assignment;
+            if a.lease_ttl < Duration::from_millis(200) || a.lease_ttl > Duration::from_secs(60) {
+                return bad(format!(
+                    "assignment.lease_ttl {:?} outside [200ms, 60s]",
+                    a.lease_ttl
+                ));
+            }
+            if a.poll_interval.is_zero() || a.poll_interval > Duration::from_secs(60) {
+                return bad(format!(
+                    "assignment.poll_interval {:?} outside (0, 60s]",
+                    a.poll_interval
+                ));
+            }
+            if a.capacity.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+                return bad("assignment.capacity must be positive".into());
+            }
+        }
+        if self.assignment.source != AssignmentSource::Static {
+            if self.assignment.source == AssignmentSource::Redis && self.partitions.is_empty() {
                 return bad("assignment.source = \"redis\" needs explicit partitions".into());
             }
             if !self.assignment.redis_url.starts_with("redis://")
@@ -158,22 +191,43 @@ impl WorkerConfig {
 pub enum AssignmentSource {
     /// `partitions` + `epoch` from this file.
     Static,
-    /// The coordinator's records in Redis (`docs/coordination-keys.md`).
+    /// The coordinator's records in Redis (`docs/coordination-keys.md`), read at start for
+    /// the configured partitions.
     Redis,
+    /// Partitions granted at run time by the coordinator: the worker is a member (lease,
+    /// load, capacity) and follows its grants, moves and takeovers without restarting.
+    Coordinator,
 }
 
 /// Where partition ownership and epochs come from.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AssignmentConfig {
-    /// `static` or `redis`.
+    /// `static`, `redis` or `coordinator`.
     pub source: AssignmentSource,
-    /// Redis URL (`redis://host:port/db`), used with `source = "redis"`.
+    /// Redis URL (`redis://host:port/db`), used with `redis` and `coordinator`.
     pub redis_url: String,
     /// Bound on one Redis round trip (connect, read, write); a check that does not answer
     /// in time fails closed.
     #[serde(with = "humantime_serde")]
     pub check_timeout: Duration,
+    /// Coordinator mode: capacity reported to the coordinator, in load units (frames/s at
+    /// 640×360). Unset: measured at start (timed forward passes at `max_batch`).
+    pub capacity: Option<f64>,
+    /// Coordinator mode: the member lease TTL (renewed every quarter of it).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Coordinator mode: longest time between two reads of the grants.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Coordinator mode: longest graceful handover of one partition (stop intake, finish,
+    /// commit, release); past it the partition is dropped without release.
+    #[serde(with = "humantime_serde")]
+    pub handover_timeout: Duration,
+    /// Coordinator mode: on SIGTERM, how long the worker keeps serving while the coordinator
+    /// moves its partitions away, before the ordered shutdown.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for AssignmentConfig {
@@ -182,6 +236,11 @@ impl Default for AssignmentConfig {
             source: AssignmentSource::Static,
             redis_url: "redis://127.0.0.1:6379/0".into(),
             check_timeout: Duration::from_millis(500),
+            capacity: None,
+            lease_ttl: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(500),
+            handover_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -363,6 +422,21 @@ mod tests {
         let mut all = r.clone();
         all.partitions.clear();
         assert!(all.validate().is_err(), "redis needs explicit partitions");
+        let co: WorkerConfig = panoptes_runtime::config::from_toml_str(
+            "group = \"g1\"\n[assignment]\nsource = \"coordinator\"\nlease_ttl = \"2s\"\n\
+             poll_interval = \"250ms\"\ncapacity = 40.0\ndrain_timeout = \"5s\"\n",
+        )
+        .unwrap();
+        assert_eq!(co.assignment.source, AssignmentSource::Coordinator);
+        assert_eq!(co.assignment.lease_ttl, Duration::from_secs(2));
+        assert_eq!(co.assignment.poll_interval, Duration::from_millis(250));
+        assert_eq!(co.assignment.capacity, Some(40.0));
+        assert_eq!(co.assignment.handover_timeout, Duration::from_secs(10));
+        assert_eq!(co.group, "g1");
+        co.validate().unwrap();
+        let mut with_parts = co.clone();
+        with_parts.partitions = vec![1];
+        assert!(with_parts.validate().is_err());
         assert_eq!(
             c.model.manifest_path(),
             PathBuf::from("models/reference-detector.json")

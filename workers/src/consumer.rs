@@ -1,7 +1,8 @@
-//! The consumer thread: manual assignment of the owned frames partitions, back-pressure by
-//! pause/resume, offset commits (at-least-once) and lag metrics.
+//! The consumer thread: manual assignment of the owned frames partitions (added and removed
+//! at run time through [`Command`]s), back-pressure by pause/resume, offset commits
+//! (at-least-once, each checked against the assignment) and lag metrics.
 //!
-//! Partitions are `assign`ed (no group rebalancing: the coordinator, not Kafka's group
+//! Partitions are `incremental_assign`ed (no group rebalancing: the coordinator, not Kafka's group
 //! protocol, moves partitions) starting from the group's committed offsets
 //! (`Offset::Stored`; `auto.offset.reset = earliest` when nothing is committed). Each partition
 //! may have at most `partition_queue` frames in flight; at the bound it is `pause`d, and
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use panoptes_schemas::FrameHeaders;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -21,6 +22,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::assignment::Assignment;
 use crate::config::{DeliveryMode, KafkaConfig};
 use crate::metrics::WorkerMetrics;
 use crate::publisher::{PartitionState, collect_commits};
@@ -83,13 +85,14 @@ pub fn resolve_partitions(
     Ok(v)
 }
 
-/// Assigns `partitions` from the group's committed offsets.
-pub fn assign(consumer: &BaseConsumer, topic: &str, partitions: &[i32]) -> Result<(), KafkaError> {
-    let mut tpl = TopicPartitionList::new();
-    for &p in partitions {
-        tpl.add_partition_offset(topic, p, Offset::Stored)?;
-    }
-    consumer.assign(&tpl)
+/// A change to the set of consumed partitions, carried out by the consumer thread between
+/// two polls (so no frame of a removed partition is dispatched after the reply).
+pub enum Command {
+    /// Consume a partition run from the group's committed offset (`Offset::Stored`,
+    /// incremental assign); replies with the result.
+    Add(Arc<PartitionState>, Sender<Result<(), KafkaError>>),
+    /// Stop consuming a partition (incremental unassign); replies once done.
+    Remove(i32, Sender<()>),
 }
 
 /// The consumer thread's inputs.
@@ -98,36 +101,62 @@ pub struct ConsumerLoop {
     pub consumer: Arc<BaseConsumer>,
     /// Frames topic.
     pub topic: String,
-    /// Owned partitions.
-    pub states: Vec<Arc<PartitionState>>,
+    /// Partitions added and removed at run time.
+    pub commands: Receiver<Command>,
     /// In-flight bound per partition.
     pub bound: usize,
     /// To the decode pool.
     pub jobs: Sender<FrameJob>,
     /// Metrics.
     pub metrics: WorkerMetrics,
+    /// Prefix of the `partition` metric label (empty for the home cluster, `<cluster>:`
+    /// otherwise).
+    pub label_prefix: String,
     /// Delivery mode (commits here only in at-least-once mode).
     pub mode: DeliveryMode,
     /// How often to commit.
     pub commit_interval: Duration,
+    /// Checked before each at-least-once offset commit.
+    pub assignment: Arc<dyn Assignment>,
 }
 
 const POLL: Duration = Duration::from_millis(50);
 
 impl ConsumerLoop {
     /// Runs until `stop` fires. Dropping the job sender on return tells the pipeline to drain.
-    pub fn run(self, stop: &CancellationToken) {
-        let by_partition: BTreeMap<i32, Arc<PartitionState>> = self
-            .states
-            .iter()
-            .map(|s| (s.partition, s.clone()))
-            .collect();
+    /// Returns the partitions it still consumed (for the final commit).
+    pub fn run(self, stop: &CancellationToken) -> Vec<Arc<PartitionState>> {
+        let mut by_partition: BTreeMap<i32, Arc<PartitionState>> = BTreeMap::new();
         let mut next_idx: BTreeMap<i32, u64> = BTreeMap::new();
         let mut paused: BTreeSet<i32> = BTreeSet::new();
-        let mut released: BTreeSet<i32> = BTreeSet::new();
         let mut last_commit = Instant::now();
         let mut last_lag = Instant::now();
         while !stop.is_cancelled() {
+            while let Ok(cmd) = self.commands.try_recv() {
+                match cmd {
+                    Command::Add(state, reply) => {
+                        let p = state.partition;
+                        if by_partition.contains_key(&p) {
+                            self.unassign(p);
+                        }
+                        paused.remove(&p);
+                        next_idx.insert(p, 0);
+                        let r = self.assign(p);
+                        if r.is_ok() {
+                            by_partition.insert(p, state);
+                        }
+                        let _ = reply.send(r);
+                    }
+                    Command::Remove(p, reply) => {
+                        if by_partition.remove(&p).is_some() {
+                            self.unassign(p);
+                            self.forget(p);
+                        }
+                        paused.remove(&p);
+                        let _ = reply.send(());
+                    }
+                }
+            }
             if let Some(result) = self.consumer.poll(POLL) {
                 match result {
                     Ok(m) => {
@@ -140,12 +169,13 @@ impl ConsumerLoop {
                             partition: p,
                             offset: m.offset(),
                             idx: *idx,
+                            instance: state.instance,
                         };
                         *idx += 1;
                         let n = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
                         self.metrics
                             .frames
-                            .with_label_values(&[&p.to_string()])
+                            .with_label_values(&[&self.label(p)])
                             .inc();
                         if n >= self.bound && paused.insert(p) {
                             self.set_paused(p, true);
@@ -155,6 +185,13 @@ impl ConsumerLoop {
                                 .into_iter()
                                 .flat_map(|h| h.iter().map(|hdr| (hdr.key, hdr.value))),
                         );
+                        state.consumed.fetch_add(1, Ordering::Relaxed);
+                        state.load_milli.fetch_add(
+                            headers
+                                .as_ref()
+                                .map_or(1000, |h| load_milli(h.width, h.height)),
+                            Ordering::Relaxed,
+                        );
                         let job = FrameJob {
                             pos,
                             key: m.key().map(<[u8]>::to_vec),
@@ -163,37 +200,79 @@ impl ConsumerLoop {
                             timestamp_ms: m.timestamp().to_millis(),
                         };
                         if self.jobs.send(job).is_err() {
-                            return;
+                            return by_partition.into_values().collect();
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "consumer error"),
                 }
             }
-            for s in &self.states {
+            let mut released = Vec::new();
+            for s in by_partition.values() {
                 let n = s.in_flight.load(Ordering::Acquire);
                 self.metrics
                     .in_flight
-                    .with_label_values(&[&s.partition.to_string()])
+                    .with_label_values(&[&self.label(s.partition)])
                     .set(n as i64);
                 if paused.contains(&s.partition) && n <= self.bound / 2 {
                     paused.remove(&s.partition);
                     self.set_paused(s.partition, false);
                 }
-                if s.released.load(Ordering::Acquire) && released.insert(s.partition) {
-                    self.release(s.partition);
+                if s.released.load(Ordering::Acquire) {
+                    released.push(s.partition);
                 }
+            }
+            for p in released {
+                by_partition.remove(&p);
+                self.unassign(p);
+                tracing::warn!(partition = p, "partition released");
             }
             if self.mode == DeliveryMode::AtLeastOnce
                 && last_commit.elapsed() >= self.commit_interval
             {
                 last_commit = Instant::now();
-                commit(&self.consumer, &self.topic, &self.states, CommitMode::Async);
+                let states: Vec<_> = by_partition.values().cloned().collect();
+                commit(
+                    &self.consumer,
+                    &self.topic,
+                    &states,
+                    CommitMode::Async,
+                    self.assignment.as_ref(),
+                );
             }
             if last_lag.elapsed() >= Duration::from_secs(2) {
                 last_lag = Instant::now();
-                self.update_lag();
+                self.update_lag(&by_partition);
             }
         }
+        by_partition.into_values().collect()
+    }
+
+    fn label(&self, partition: i32) -> String {
+        format!("{}{partition}", self.label_prefix)
+    }
+
+    fn assign(&self, partition: i32) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Stored)?;
+        self.consumer.incremental_assign(&tpl)
+    }
+
+    fn unassign(&self, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        if let Err(e) = self.consumer.incremental_unassign(&tpl) {
+            tracing::warn!(error = %e, partition, "unassign failed");
+        }
+    }
+
+    /// Removes a partition's labelled series (labels stay bounded by what is owned now).
+    fn forget(&self, partition: i32) {
+        let l = self.label(partition);
+        let m = &self.metrics;
+        for g in [&m.lag, &m.in_flight, &m.paused] {
+            let _ = g.remove_label_values(&[&l]);
+        }
+        let _ = m.frames.remove_label_values(&[&l]);
     }
 
     fn set_paused(&self, partition: i32, pause: bool) {
@@ -210,24 +289,15 @@ impl ConsumerLoop {
         tracing::debug!(partition, pause, "back-pressure");
         self.metrics
             .paused
-            .with_label_values(&[&partition.to_string()])
+            .with_label_values(&[&self.label(partition)])
             .set(i64::from(pause));
     }
 
-    fn release(&self, partition: i32) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, partition);
-        if let Err(e) = self.consumer.incremental_unassign(&tpl) {
-            tracing::warn!(error = %e, partition, "unassign failed");
-        }
-        tracing::warn!(partition, "partition released");
-    }
-
-    fn update_lag(&self) {
+    fn update_lag(&self, states: &BTreeMap<i32, Arc<PartitionState>>) {
         let Ok(positions) = self.consumer.position() else {
             return;
         };
-        for s in &self.states {
+        for s in states.values() {
             let Ok((_, high)) = self.consumer.fetch_watermarks(
                 &self.topic,
                 s.partition,
@@ -239,34 +309,60 @@ impl ConsumerLoop {
                 .find_partition(&self.topic, s.partition)
                 .map(|e| e.offset())
             {
+                let lag = (high - pos).max(0);
+                s.lag.store(lag, Ordering::Relaxed);
                 self.metrics
                     .lag
-                    .with_label_values(&[&s.partition.to_string()])
-                    .set((high - pos).max(0));
+                    .with_label_values(&[&self.label(s.partition)])
+                    .set(lag);
             }
         }
     }
 }
 
-/// Commits the acknowledged prefix of every partition (at-least-once mode).
+/// Load of one frame in thousandths of a load unit: pixels against 640×360.
+fn load_milli(width: u32, height: u32) -> u64 {
+    (u64::from(width) * u64::from(height) * 1000 / (640 * 360)).max(1)
+}
+
+/// Commits the acknowledged prefix of every partition (at-least-once mode), skipping
+/// partitions whose assignment record no longer names this worker at the run's epoch (or
+/// that the source cannot confirm now: they are committed at a later round).
 pub fn commit(
     consumer: &BaseConsumer,
     topic: &str,
     states: &[Arc<PartitionState>],
     mode: CommitMode,
+    assignment: &dyn Assignment,
 ) {
+    let epochs: BTreeMap<i32, u64> = states.iter().map(|s| (s.partition, s.epoch)).collect();
     let offsets = collect_commits(states);
     if offsets.is_empty() {
         return;
     }
     let mut tpl = TopicPartitionList::new();
     for (p, o) in offsets {
+        let epoch = epochs.get(&p).copied().unwrap_or(0);
+        match assignment.check(p, epoch) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(partition = p, epoch, "not committing: epoch superseded");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "not committing: assignment unknown");
+                continue;
+            }
+        }
         if tpl
             .add_partition_offset(topic, p, Offset::Offset(o))
             .is_err()
         {
             return;
         }
+    }
+    if tpl.count() == 0 {
+        return;
     }
     if let Err(e) = consumer.commit(&tpl, mode) {
         tracing::warn!(error = %e, "offset commit failed");

@@ -38,9 +38,15 @@ pub struct RecordContext {
     pub model: ModelRef,
     /// Epoch written into records (of partitions not in `partition_epochs`).
     pub epoch: u64,
-    /// Per-partition epochs (taken from the assignment source at start); override `epoch`.
-    pub partition_epochs: std::sync::Arc<std::collections::BTreeMap<i32, u64>>,
+    /// Per-partition epochs (from the assignment source, updated as partitions come and
+    /// go); override `epoch`.
+    pub partition_epochs: PartitionEpochs,
 }
+
+/// Epoch per running partition, shared by the stages and updated by whoever starts and stops
+/// partitions.
+pub type PartitionEpochs =
+    std::sync::Arc<parking_lot::RwLock<std::collections::BTreeMap<i32, u64>>>;
 
 impl RecordContext {
     /// A record for `headers` with no detections and the given status.
@@ -64,6 +70,7 @@ impl RecordContext {
             latency,
             epoch: self
                 .partition_epochs
+                .read()
                 .get(&pos.partition)
                 .copied()
                 .unwrap_or(self.epoch),

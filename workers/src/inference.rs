@@ -35,6 +35,7 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
 }
 
 /// What the inference thread needs.
+#[derive(Debug, Clone)]
 pub struct InferenceSpec {
     /// TorchScript file.
     pub model_path: PathBuf,
@@ -48,6 +49,37 @@ pub struct InferenceSpec {
     pub max_batch: usize,
     /// Batch wait budget of the oldest frame.
     pub max_wait: Duration,
+    /// Measure the capacity after loading ([`measure_capacity`]).
+    pub measure_capacity: bool,
+}
+
+/// The loaded model, as reported by [`spawn`].
+pub struct Started {
+    /// The model's manifest.
+    pub manifest: ModelManifest,
+    /// Frames per second at `max_batch`, when measured.
+    pub capacity_fps: Option<f64>,
+    /// Hands the thread its work once the pipeline exists.
+    pub start: Sender<InferenceRun>,
+    /// The thread.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Capacity in frames/s: one warm-up pass and then timed forward passes (at least 3, for at
+/// least 300 ms) of zero images at `max_batch` on the model's device, output copied back to
+/// the CPU (so a GPU's queue is drained inside the timing).
+pub fn measure_capacity(model: &LoadedModel, max_batch: usize) -> Result<f64, ModelError> {
+    let shape = model.manifest().input_shape(max_batch);
+    let input = Tensor::zeros(shape, (tch::Kind::Float, model.device()));
+    let pass = || model.forward(&input).map(|out| out.to_device(Device::Cpu));
+    let _ = pass()?;
+    let started = Instant::now();
+    let mut passes = 0u32;
+    while passes < 3 || (started.elapsed() < Duration::from_millis(300) && passes < 50) {
+        let _ = pass()?;
+        passes += 1;
+    }
+    Ok(f64::from(passes) * max_batch as f64 / started.elapsed().as_secs_f64())
 }
 
 /// What the inference thread runs on once the rest of the pipeline exists.
@@ -63,17 +95,7 @@ pub struct InferenceRun {
 /// Starts the inference thread and returns once the model is loaded (with its manifest and
 /// the channel to hand it its [`InferenceRun`]) or failed to load. If the sender is dropped
 /// without sending, the thread ends.
-pub fn spawn(
-    spec: InferenceSpec,
-    metrics: WorkerMetrics,
-) -> Result<
-    (
-        ModelManifest,
-        Sender<InferenceRun>,
-        std::thread::JoinHandle<()>,
-    ),
-    ModelError,
-> {
+pub fn spawn(spec: InferenceSpec, metrics: WorkerMetrics) -> Result<Started, ModelError> {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let (run_tx, run_rx) = crossbeam_channel::bounded::<InferenceRun>(1);
     let handle = std::thread::Builder::new()
@@ -82,12 +104,21 @@ pub fn spawn(
             if spec.intra_op_threads > 0 {
                 tch::set_num_threads(spec.intra_op_threads as i32);
             }
-            let loaded = crate::cuda::ensure_device(spec.device).and_then(|()| {
-                LoadedModel::load(&spec.model_path, &spec.manifest_path, spec.device)
-            });
+            let loaded = crate::cuda::ensure_device(spec.device)
+                .and_then(|()| {
+                    LoadedModel::load(&spec.model_path, &spec.manifest_path, spec.device)
+                })
+                .and_then(|m| {
+                    let fps = if spec.measure_capacity {
+                        Some(measure_capacity(&m, spec.max_batch)?)
+                    } else {
+                        None
+                    };
+                    Ok((m, fps))
+                });
             let model = match loaded {
-                Ok(m) => {
-                    let _ = ready_tx.send(Ok(m.manifest().clone()));
+                Ok((m, fps)) => {
+                    let _ = ready_tx.send(Ok((m.manifest().clone(), fps)));
                     m
                 }
                 Err(e) => {
@@ -104,7 +135,12 @@ pub fn spawn(
             source,
         })?;
     match ready_rx.recv() {
-        Ok(Ok(manifest)) => Ok((manifest, run_tx, handle)),
+        Ok(Ok((manifest, capacity_fps))) => Ok(Started {
+            manifest,
+            capacity_fps,
+            start: run_tx,
+            thread: handle,
+        }),
         Ok(Err(e)) => {
             let _ = handle.join();
             Err(e)

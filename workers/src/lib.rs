@@ -16,6 +16,8 @@
 //! - [`batcher`] + [`inference`]: dynamic batching and the one thread owning the model;
 //!   [`cuda`]: loading libtorch's CUDA backend when a GPU device is configured;
 //! - [`publisher`]: per-partition ordered publishing, at-least-once or exactly-once;
+//! - [`lane`]: the pipeline of one Kafka cluster with a partition set changing at run time;
+//!   [`coordinated`]: coordinator mode (membership, grants, handovers, drain);
 //! - [`metrics`]: the Prometheus registry; [`work`]: the units passed between stages.
 //!
 //! libtorch comes from the PyTorch 2.11.0 wheel; the crate links `libtorch_cpu` and `libc10`
@@ -26,10 +28,12 @@ pub mod batcher;
 pub mod bench;
 pub mod config;
 pub mod consumer;
+pub mod coordinated;
 pub mod cuda;
 pub mod decode;
 pub mod error;
 pub mod inference;
+pub mod lane;
 pub mod metrics;
 pub mod model;
 pub mod models;

@@ -4,7 +4,8 @@
 //! and skip statuses), `partition` (bounded by the partitions the worker owns), `device`.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Stages timed per frame.
@@ -49,6 +50,12 @@ pub struct WorkerMetrics {
     pub info: IntGaugeVec,
     /// Inference failures.
     pub inference_errors: IntCounter,
+    /// Partitions this worker runs now (all clusters).
+    pub partitions_owned: IntGauge,
+    /// Graceful handovers (coordinator mode), by result: `released`, `timeout`, `failed`.
+    pub handovers: IntCounterVec,
+    /// Times the member lease was found expired at renewal (coordinator mode).
+    pub lease_lost: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -149,6 +156,24 @@ impl WorkerMetrics {
             "Batches whose forward pass failed.",
         )?;
         registry.register(Box::new(inference_errors.clone()))?;
+        let partitions_owned = IntGauge::new(
+            "panoptes_worker_partitions_owned",
+            "Frames partitions this worker consumes now.",
+        )?;
+        registry.register(Box::new(partitions_owned.clone()))?;
+        let handovers = counter(
+            "panoptes_worker_handovers_total",
+            "Graceful partition handovers, by result.",
+            &["result"],
+        )?;
+        for r in ["released", "timeout", "failed"] {
+            handovers.with_label_values(&[r]);
+        }
+        let lease_lost = IntCounter::new(
+            "panoptes_worker_lease_lost_total",
+            "Member lease found expired at renewal (its partitions were probably moved).",
+        )?;
+        registry.register(Box::new(lease_lost.clone()))?;
         skipped.with_label_values(&["skipped_stale"]);
         for r in ["undecodable", "bad_headers", "too_large", "bad_dimensions"] {
             dead_lettered.with_label_values(&[r]);
@@ -170,6 +195,9 @@ impl WorkerMetrics {
             aborted,
             info,
             inference_errors,
+            partitions_owned,
+            handovers,
+            lease_lost,
         })
     }
 

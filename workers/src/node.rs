@@ -1,30 +1,35 @@
 //! [`run`]: wires the worker's stages together, serves HTTP, and shuts down in order.
 //!
 //! Start order: configuration check, model load (a missing, corrupt or wrong-shaped model
-//! stops the worker here, before any Kafka I/O), consumer and partition resolution,
-//! publishers, decode pool, consumer thread, HTTP (`HTTP=http://addr` on stdout). Shutdown
-//! drains in pipeline order: the consumer stops, the decode pool and inference thread finish
-//! what they hold, the publishers deliver it (exactly-once: commit their last transaction),
-//! then at-least-once offsets are committed synchronously.
+//! stops the worker here, before any Kafka I/O; coordinator mode measures the capacity
+//! here), consumer and partition resolution, the home [`Lane`] (decode pool, consumer thread,
+//! a publisher per partition), HTTP, coordinator mode's membership and controller
+//! ([`crate::coordinated`]), then `HTTP=http://addr` on stdout. Shutdown drains in pipeline
+//! order: (coordinator mode: drain first, see [`CoordinatedNode::drain`]) the consumer
+//! stops, the decode pool and inference thread finish what they hold, the publishers
+//! deliver it (exactly-once: commit their last transaction), then at-least-once offsets are
+//! committed synchronously; the member agent ends last.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use panoptes_coordinator_client::{CoordError, MemberAgent};
 use panoptes_runtime::health::{self, Readiness};
 use panoptes_schemas::ModelRef;
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::assignment::{Assignment, AssignmentError, RedisAssignment, StaticAssignment};
-use crate::config::{AssignmentSource, DeliveryMode, WorkerConfig};
-use crate::consumer::{self, ConsumerLoop};
-use crate::decode::{DecodeStage, RecordContext};
+use crate::config::{AssignmentSource, WorkerConfig};
+use crate::consumer;
+use crate::coordinated::CoordinatedNode;
 use crate::error::ModelError;
-use crate::inference::{self, InferenceRun, InferenceSpec};
+use crate::inference::{self, InferenceSpec};
+use crate::lane::{FatalHook, Lane, LaneSpec};
 use crate::metrics::WorkerMetrics;
-use crate::publisher::{self, EosPartition, PartitionState, PublishError, Router};
+use crate::publisher::PublishError;
 
 /// Why the worker could not start or had to stop. All fatal to the process.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,9 @@ pub enum WorkerError {
     /// The assignment source refused or could not answer at start.
     #[error("assignment: {0}")]
     Assignment(#[from] AssignmentError),
+    /// The coordinator's Redis could not be reached at start, or refused the membership.
+    #[error("coordination: {0}")]
+    Coordination(#[from] CoordError),
     /// Metrics registration failed (a bug).
     #[error("metrics registration failed")]
     Metrics(#[from] prometheus::Error),
@@ -63,6 +71,7 @@ type Fatal = Arc<Mutex<Option<String>>>;
 /// Runs the worker until `cancel` fires (or a stage fails), then drains and returns.
 pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), WorkerError> {
     config.validate()?;
+    let coordinated = config.assignment.source == AssignmentSource::Coordinator;
     let metrics = WorkerMetrics::new()?;
     let readiness = Readiness::default();
     readiness.set("model", false, "loading");
@@ -77,12 +86,13 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         intra_op_threads: config.model.intra_op_threads,
         max_batch: config.batching.max_batch,
         max_wait: config.batching.max_wait,
+        measure_capacity: coordinated && config.assignment.capacity.is_none(),
     };
-    let m = metrics.clone();
-    let (manifest, inference_start, inference_thread) =
-        tokio::task::spawn_blocking(move || inference::spawn(spec, m))
-            .await
-            .map_err(|e| WorkerError::Stage(e.to_string()))??;
+    let (s, m) = (spec.clone(), metrics.clone());
+    let started = tokio::task::spawn_blocking(move || inference::spawn(s, m))
+        .await
+        .map_err(|e| WorkerError::Stage(e.to_string()))??;
+    let manifest = started.manifest.clone();
     readiness.set(
         "model",
         true,
@@ -96,19 +106,38 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         .with_label_values(&[&config.model.device, &manifest.name, &manifest.version])
         .set(1);
     tracing::info!(model = %manifest.name, version = %manifest.version, device = %config.model.device, "model loaded");
+    let capacity = config
+        .assignment
+        .capacity
+        .or(started.capacity_fps)
+        .unwrap_or(0.0);
+    if let Some(fps) = started.capacity_fps {
+        tracing::info!(
+            frames_per_s = fps,
+            max_batch = config.batching.max_batch,
+            "capacity measured"
+        );
+    }
+    let model_ref = ModelRef {
+        name: manifest.name.clone(),
+        version: manifest.version.clone(),
+    };
 
     let kafka = config.kafka.clone();
     let worker_id = config.worker_id.clone();
     let configured = config.partitions.clone();
     let (consumer, partitions) = tokio::task::spawn_blocking(move || {
         let c = consumer::create(&kafka, &worker_id)?;
-        let p =
-            consumer::resolve_partitions(&c, &kafka.frames_topic, &configured, METADATA_TIMEOUT)?;
+        let p = if coordinated {
+            Vec::new()
+        } else {
+            consumer::resolve_partitions(&c, &kafka.frames_topic, &configured, METADATA_TIMEOUT)?
+        };
         Ok::<_, rdkafka::error::KafkaError>((Arc::new(c), p))
     })
     .await
     .map_err(|e| WorkerError::Stage(e.to_string()))??;
-    tracing::info!(worker = %config.worker_id, region = %config.region, ?partitions, epoch = config.epoch, mode = ?config.delivery, "worker starting");
+    tracing::info!(worker = %config.worker_id, region = %config.region, ?partitions, epoch = config.epoch, mode = ?config.delivery, source = ?config.assignment.source, "worker starting");
 
     let (assignment, epochs): (Arc<dyn Assignment>, BTreeMap<i32, u64>) =
         match config.assignment.source {
@@ -117,164 +146,109 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
                 partitions.iter().map(|&p| (p, config.epoch)).collect(),
             ),
             AssignmentSource::Redis => {
-                let (a, topic, id, parts) = (
+                let (a, topic, id, region, parts) = (
                     config.assignment.clone(),
                     config.kafka.frames_topic.clone(),
                     config.worker_id.clone(),
+                    config.region.clone(),
                     partitions.clone(),
                 );
                 let (source, epochs) = tokio::task::spawn_blocking(move || {
-                    RedisAssignment::connect(&a.redis_url, a.check_timeout, &id, &topic, &parts)
+                    RedisAssignment::connect(
+                        &a.redis_url,
+                        a.check_timeout,
+                        &id,
+                        &region,
+                        &topic,
+                        &parts,
+                    )
                 })
                 .await
                 .map_err(|e| WorkerError::Stage(e.to_string()))??;
                 tracing::info!(?epochs, "assignment taken from Redis");
                 (Arc::new(source), epochs)
             }
+            AssignmentSource::Coordinator => (
+                Arc::new(RedisAssignment::open(
+                    &config.assignment.redis_url,
+                    config.assignment.check_timeout,
+                    &config.worker_id,
+                    &config.region,
+                    &config.kafka.frames_topic,
+                )?),
+                BTreeMap::new(),
+            ),
         };
-    let states: Vec<Arc<PartitionState>> =
-        partitions.iter().map(|&p| PartitionState::new(p)).collect();
-    let (router, receivers) = Router::new(&partitions, config.partition_queue + 8);
     let fatal: Fatal = Arc::new(Mutex::new(None));
     // Fires on shutdown requests and on stage failures alike.
     let failed = cancel.child_token();
-
-    // Publishers.
-    let mut publisher_threads = Vec::new();
-    let mut alo_producer = None;
-    match config.delivery {
-        DeliveryMode::AtLeastOnce => {
-            let producer = Arc::new(publisher::alo_producer(
-                &config.kafka,
-                &config.worker_id,
-                metrics.clone(),
-            )?);
-            for (state, (_, rx)) in states.iter().cloned().zip(receivers) {
-                let (producer, cfg, m) = (producer.clone(), config.kafka.clone(), metrics.clone());
-                let (fatal, failed) = (fatal.clone(), failed.clone());
-                publisher_threads.push(
-                    std::thread::Builder::new()
-                        .name(format!("publish-{}", state.partition))
-                        .spawn(move || {
-                            if let Err(e) = publisher::run_alo(&producer, &cfg, state, rx, m) {
-                                report(&fatal, &failed, e.to_string());
-                            }
-                        })?,
-                );
-            }
-            alo_producer = Some(producer);
-        }
-        DeliveryMode::ExactlyOnce => {
-            let mut eos = Vec::new();
-            for (state, (_, rx)) in states.iter().cloned().zip(receivers) {
-                let epoch = epochs
-                    .get(&state.partition)
-                    .copied()
-                    .unwrap_or(config.epoch);
-                let part = EosPartition {
-                    cfg: config.kafka.clone(),
-                    worker_id: config.worker_id.clone(),
-                    state,
-                    group: consumer.group_metadata().ok_or_else(|| {
-                        WorkerError::Stage("consumer has no group metadata".into())
-                    })?,
-                    consumer: consumer.clone(),
-                    assignment: assignment.clone(),
-                    epoch,
-                    commit_interval: config.commit_interval,
-                    metrics: metrics.clone(),
-                };
-                eos.push((part, rx));
-            }
-            // init_transactions blocks on the broker: off the runtime.
-            let eos = tokio::task::spawn_blocking(move || {
-                eos.into_iter()
-                    .map(|(part, rx)| part.producer().map(|p| (part, p, rx)))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(|e| WorkerError::Stage(e.to_string()))??;
-            for (part, producer, rx) in eos {
-                let (fatal, failed) = (fatal.clone(), failed.clone());
-                publisher_threads.push(
-                    std::thread::Builder::new()
-                        .name(format!("txn-{}", part.state.partition))
-                        .spawn(move || {
-                            if let Err(e) = part.run(&producer, rx) {
-                                report(&fatal, &failed, e.to_string());
-                            }
-                        })?,
-                );
-            }
-        }
-    }
-
-    // Decode pool and inference.
-    let ctx = RecordContext {
-        worker_id: config.worker_id.clone(),
-        frames_topic: config.kafka.frames_topic.clone(),
-        model: ModelRef {
-            name: manifest.name.clone(),
-            version: manifest.version.clone(),
-        },
-        epoch: config.epoch,
-        partition_epochs: Arc::new(epochs),
+    let hook: FatalHook = {
+        let (fatal, failed) = (fatal.clone(), failed.clone());
+        Arc::new(move |msg| report(&fatal, &failed, msg))
     };
-    let total_bound = config.partition_queue * partitions.len().max(1);
-    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(total_bound);
-    let (decoded_tx, decoded_rx) = crossbeam_channel::bounded(config.batching.max_batch * 2);
-    let stage = Arc::new(DecodeStage {
-        ctx: ctx.clone(),
-        staleness: config.staleness.clone(),
-        manifest: manifest.clone(),
-        metrics: metrics.clone(),
-        router: router.clone(),
-    });
-    let decode_threads = stage
-        .clone()
-        .spawn(config.decode_threads, jobs_rx, decoded_tx)?;
-    inference_start
-        .send(InferenceRun {
-            frames: decoded_rx,
-            ctx,
-            router,
-        })
-        .map_err(|_| WorkerError::Stage("inference thread ended".into()))?;
 
-    // Consumer.
-    let c = consumer.clone();
-    let topic = config.kafka.frames_topic.clone();
-    let parts = partitions.clone();
-    tokio::task::spawn_blocking(move || consumer::assign(&c, &topic, &parts))
-        .await
-        .map_err(|e| WorkerError::Stage(e.to_string()))??;
-    let consumer_stop = CancellationToken::new();
-    let consumer_loop = ConsumerLoop {
-        consumer: consumer.clone(),
-        topic: config.kafka.frames_topic.clone(),
-        states: states.clone(),
-        bound: config.partition_queue,
-        jobs: jobs_tx,
-        metrics: metrics.clone(),
-        mode: config.delivery,
-        commit_interval: config.commit_interval,
+    // The home lane, then its partitions (static and Redis sources).
+    let jobs_bound = if coordinated {
+        config.partition_queue * 64
+    } else {
+        config.partition_queue * partitions.len().max(1)
     };
-    let stop = consumer_stop.clone();
-    let consumer_thread = std::thread::Builder::new()
-        .name("consumer".into())
-        .spawn(move || consumer_loop.run(&stop))?;
+    let lane_spec = LaneSpec::from_config(
+        &config,
+        &config.region,
+        config.kafka.clone(),
+        assignment,
+        metrics.clone(),
+        hook.clone(),
+        jobs_bound,
+    );
+    let (c, mr) = (consumer.clone(), model_ref.clone());
+    let home = tokio::task::spawn_blocking(move || {
+        let lane = Lane::start(lane_spec, started, mr, c)?;
+        // init_transactions blocks on the broker: off the runtime.
+        for (&p, &epoch) in &epochs {
+            lane.start_partition(p, epoch)?;
+        }
+        Ok::<_, WorkerError>(Arc::new(lane))
+    })
+    .await
+    .map_err(|e| WorkerError::Stage(e.to_string()))??;
+    metrics.partitions_owned.set(partitions.len() as i64);
 
     // HTTP.
     let http_cancel = CancellationToken::new();
     let router = health::router(metrics.registry.clone(), readiness.clone());
     let (addr, http_task) = health::serve(config.http.listen, router, http_cancel.clone()).await?;
     tracing::info!(%addr, "HTTP listening");
-    println!("HTTP=http://{addr}");
 
+    // Coordinator mode: membership and the controller.
+    let node = if coordinated {
+        let (cfg, lane, s, mr, m, h) = (
+            config.clone(),
+            home.clone(),
+            spec.clone(),
+            model_ref.clone(),
+            metrics.clone(),
+            hook.clone(),
+        );
+        let http = format!("http://{addr}");
+        Some(
+            tokio::task::spawn_blocking(move || {
+                CoordinatedNode::start(cfg, lane, s, mr, m, h, capacity, http)
+            })
+            .await
+            .map_err(|e| WorkerError::Stage(e.to_string()))??,
+        )
+    } else {
+        None
+    };
+    println!("HTTP=http://{addr}");
+    let agent = node.as_ref().map(|n| n.agent().clone());
     let probe = tokio::spawn(probe_broker(
         consumer.clone(),
         config.kafka.frames_topic.clone(),
         readiness.clone(),
+        agent,
         failed.clone(),
     ));
 
@@ -284,35 +258,25 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         tokio::select! {
             _ = failed.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if inference_thread.is_finished() {
+                if home.inference_stopped() || node.as_ref().is_some_and(|n| n.inference_stopped()) {
                     report(&fatal, &failed, "the inference thread stopped".into());
                 }
             }
         }
     }
     tracing::info!("stopping");
-    consumer_stop.cancel();
-    let delivery = config.delivery;
-    let topic = config.kafka.frames_topic.clone();
-    let c = consumer.clone();
+    let drain_timeout = config.assignment.drain_timeout;
+    let f = fatal.clone();
     let drained = tokio::task::spawn_blocking(move || {
-        let _ = consumer_thread.join();
-        for t in decode_threads {
-            let _ = t.join();
-        }
-        drop(stage);
-        let _ = inference_thread.join();
-        for t in publisher_threads {
-            let _ = t.join();
-        }
-        if let Some(p) = alo_producer {
-            use rdkafka::producer::Producer;
-            if let Err(e) = p.flush(Duration::from_secs(10)) {
-                tracing::warn!(error = %e, "producer not fully flushed");
+        match node {
+            Some(node) => {
+                if f.lock().is_none() {
+                    node.drain(drain_timeout, || f.lock().is_some());
+                }
+                // Lanes (the home lane among them) shut down in order; the agent goes last.
+                node.stop();
             }
-        }
-        if delivery == DeliveryMode::AtLeastOnce {
-            consumer::commit(&c, &topic, &states, CommitMode::Sync);
+            None => home.shutdown(),
         }
     })
     .await;
@@ -335,11 +299,13 @@ fn report(fatal: &Fatal, failed: &CancellationToken, msg: String) {
     failed.cancel();
 }
 
-/// Readiness: the broker answers metadata requests for the frames topic.
+/// Readiness: the broker answers metadata requests for the frames topic (told to the
+/// coordinator as `broker_ok` in coordinator mode).
 async fn probe_broker(
     consumer: Arc<BaseConsumer>,
     topic: String,
     readiness: Readiness,
+    agent: Option<MemberAgent>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -349,11 +315,26 @@ async fn probe_broker(
                 .map(|md| md.topics().first().map_or(0, |t| t.partitions().len()))
         })
         .await;
-        match result {
-            Ok(Ok(n)) if n > 0 => readiness.set("kafka", true, format!("{n} partitions")),
-            Ok(Ok(_)) => readiness.set("kafka", false, "frames topic has no partitions"),
-            Ok(Err(e)) => readiness.set("kafka", false, e.to_string()),
-            Err(e) => readiness.set("kafka", false, e.to_string()),
+        let ok = match result {
+            Ok(Ok(n)) if n > 0 => {
+                readiness.set("kafka", true, format!("{n} partitions"));
+                true
+            }
+            Ok(Ok(_)) => {
+                readiness.set("kafka", false, "frames topic has no partitions");
+                false
+            }
+            Ok(Err(e)) => {
+                readiness.set("kafka", false, e.to_string());
+                false
+            }
+            Err(e) => {
+                readiness.set("kafka", false, e.to_string());
+                false
+            }
+        };
+        if let Some(a) = &agent {
+            a.set_broker_ok(ok);
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -132,11 +132,25 @@ impl CommitTracker {
     }
 }
 
-/// Shared state of one owned partition.
+/// Shared state of one owned partition (one run of it: a partition stopped and started
+/// again gets a fresh state with a new `instance`).
 #[derive(Debug)]
 pub struct PartitionState {
     /// The partition.
     pub partition: i32,
+    /// Unique per run of a partition in this process (see [`crate::work::Position::instance`]).
+    pub instance: u64,
+    /// The assignment epoch this run holds the partition at (0: not tracked).
+    pub epoch: u64,
+    /// Set to stop this run at once (taken away or superseded): the publisher aborts what is
+    /// open and commits nothing more.
+    pub abort: AtomicBool,
+    /// Frame records consumed by this run.
+    pub consumed: AtomicU64,
+    /// Load consumed by this run, in thousandths of a load unit (one 640×360 frame = 1000).
+    pub load_milli: AtomicU64,
+    /// Last measured lag (records behind the high watermark), -1 until measured.
+    pub lag: AtomicI64,
     /// Frames consumed and not yet done (acknowledged by the broker in at-least-once mode,
     /// handed to the transactional producer in exactly-once mode). The consumer pauses the
     /// partition at its bound.
@@ -148,10 +162,22 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
-    /// A fresh state.
+    /// A fresh state (epoch not tracked).
     pub fn new(partition: i32) -> Arc<Self> {
+        Self::with_epoch(partition, 0)
+    }
+
+    /// A fresh state holding `partition` at `epoch`.
+    pub fn with_epoch(partition: i32, epoch: u64) -> Arc<Self> {
+        static INSTANCES: AtomicU64 = AtomicU64::new(1);
         Arc::new(Self {
             partition,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            epoch,
+            abort: AtomicBool::new(false),
+            consumed: AtomicU64::new(0),
+            load_milli: AtomicU64::new(0),
+            lag: AtomicI64::new(-1),
             in_flight: AtomicUsize::new(0),
             tracker: Mutex::new(CommitTracker::default()),
             released: AtomicBool::new(false),
@@ -161,35 +187,50 @@ impl PartitionState {
     fn done(&self, n: usize) {
         self.in_flight.fetch_sub(n, Ordering::AcqRel);
     }
+
+    /// Whether this run was told to stop at once.
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
 }
 
-/// Hands outcomes to the thread of their partition. Cheap to clone.
-#[derive(Clone, Debug)]
+/// Hands outcomes to the thread of their partition. Cheap to clone; partitions come and go
+/// at run time ([`Router::add`], [`Router::remove`]).
+#[derive(Clone, Debug, Default)]
 pub struct Router {
-    senders: Arc<BTreeMap<i32, Sender<Outcome>>>,
+    senders: Arc<parking_lot::RwLock<BTreeMap<i32, Sender<Outcome>>>>,
+    capacity: usize,
 }
 
 impl Router {
     /// Creates the channels (each bounded by `capacity`) for `partitions`.
     pub fn new(partitions: &[i32], capacity: usize) -> (Self, BTreeMap<i32, Receiver<Outcome>>) {
-        let mut senders = BTreeMap::new();
-        let mut receivers = BTreeMap::new();
-        for &p in partitions {
-            let (tx, rx) = crossbeam_channel::bounded(capacity);
-            senders.insert(p, tx);
-            receivers.insert(p, rx);
-        }
-        (
-            Self {
-                senders: Arc::new(senders),
-            },
-            receivers,
-        )
+        let router = Self {
+            senders: Arc::default(),
+            capacity,
+        };
+        let receivers = partitions.iter().map(|&p| (p, router.add(p))).collect();
+        (router, receivers)
+    }
+
+    /// Opens (or replaces) `partition`'s channel and returns its receiving end.
+    pub fn add(&self, partition: i32) -> Receiver<Outcome> {
+        let (tx, rx) = crossbeam_channel::bounded(self.capacity.max(1));
+        self.senders.write().insert(partition, tx);
+        rx
+    }
+
+    /// Closes `partition`'s channel: its publisher sees the end once it has taken what was
+    /// sent before; later outcomes for it are dropped.
+    pub fn remove(&self, partition: i32) {
+        self.senders.write().remove(&partition);
     }
 
     /// Sends an outcome to its partition's publisher (dropped if that partition was released).
     pub fn send(&self, outcome: Outcome) {
-        if let Some(tx) = self.senders.get(&outcome.pos.partition) {
+        // Clone the sender out: a full channel blocks this thread, never the map.
+        let tx = self.senders.read().get(&outcome.pos.partition).cloned();
+        if let Some(tx) = tx {
             let _ = tx.send(outcome);
         }
     }
@@ -314,7 +355,15 @@ pub fn run_alo(
     metrics: WorkerMetrics,
 ) -> Result<(), PublishError> {
     let mut seq = Sequencer::default();
-    for outcome in rx.iter() {
+    loop {
+        if state.aborted() {
+            return Ok(());
+        }
+        let outcome = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(o) if o.pos.instance == state.instance => o,
+            Ok(_) | Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
         for mut o in seq.push(outcome) {
             let Encoded {
                 topic,
@@ -346,7 +395,6 @@ pub fn run_alo(
             }
         }
     }
-    Ok(())
 }
 
 /// The transactional id of a partition's producer.
@@ -401,13 +449,24 @@ impl EosPartition {
         let mut seq = Sequencer::default();
         let mut open: Option<(Instant, usize, i64, BTreeMap<&'static str, u64>)> = None;
         loop {
+            if self.state.aborted() {
+                // Taken away: nothing more is committed for this run.
+                if open.is_some() {
+                    self.metrics.aborted.with_label_values(&["revoked"]).inc();
+                    abort(producer)?;
+                }
+                tracing::info!(partition = p, epoch = self.epoch, "partition stopped");
+                return Ok(());
+            }
             let wait = open
                 .as_ref()
                 .map(|(t, ..)| {
                     (*t + self.commit_interval).saturating_duration_since(Instant::now())
                 })
-                .unwrap_or(Duration::from_millis(200));
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
             let (received, closed) = match rx.recv_timeout(wait) {
+                Ok(o) if o.pos.instance != self.state.instance => (None, false),
                 Ok(o) => (Some(o), false),
                 Err(RecvTimeoutError::Timeout) => (None, false),
                 Err(RecvTimeoutError::Disconnected) => (None, true),
@@ -451,7 +510,9 @@ impl EosPartition {
             let due = open
                 .as_ref()
                 .is_some_and(|(t, ..)| t.elapsed() >= self.commit_interval);
-            if let Some((_, n, last, statuses)) = open.take_if(|_| due || closed) {
+            if let Some((_, n, last, statuses)) =
+                open.take_if(|_| (due || closed) && !self.state.aborted())
+            {
                 let current = match self.assignment.check(p, self.epoch) {
                     Ok(current) => current,
                     Err(e) => {
@@ -548,6 +609,7 @@ mod tests {
             partition: 0,
             offset: idx as i64 * 2,
             idx,
+            instance: 0,
         };
         Outcome {
             pos,

@@ -22,6 +22,10 @@ pub struct Position {
     pub offset: i64,
     /// Index among the records of this partition consumed by this process (0, 1, 2, …).
     pub idx: u64,
+    /// Which run of the partition in this process consumed it ([`crate::publisher::PartitionState::instance`]):
+    /// a partition stopped and started again (new epoch) restarts `idx` at 0, and its
+    /// publisher drops outcomes of earlier runs still travelling through the stages.
+    pub instance: u64,
 }
 
 /// A frame record as consumed, before any processing.

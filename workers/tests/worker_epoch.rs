@@ -82,6 +82,7 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
         partition: 0,
         offset: 0,
         idx: 0,
+        instance: state.instance,
     };
     let record = ctx.record(
         pos,

@@ -52,7 +52,7 @@ fn thawed_zombie_is_superseded() -> Result<()> {
         redis.url
     );
     for p in 0..PARTITIONS {
-        redis.set_assignment(&t.frames, p, "worker-a", 1)?;
+        redis.set_assignment("local", &t.frames, p, "worker-a", 1)?;
     }
     let a = Worker::start_as(
         "worker-a",
@@ -81,7 +81,7 @@ fn thawed_zombie_is_superseded() -> Result<()> {
     let at_stop = committed(&reader, &t.frames, PARTITIONS)?;
     println!("committed offsets when A froze: {at_stop:?}");
     for p in 0..PARTITIONS {
-        redis.set_assignment(&t.frames, p, "worker-b", 2)?;
+        redis.set_assignment("local", &t.frames, p, "worker-b", 2)?;
     }
 
     // Sample the group's committed offsets from here on: they must never go back.
@@ -225,7 +225,7 @@ fn unreachable_redis_fails_closed() -> Result<()> {
         redis.url
     );
     for p in 0..PARTITIONS {
-        redis.set_assignment(&t.frames, p, "worker-a", 1)?;
+        redis.set_assignment("local", &t.frames, p, "worker-a", 1)?;
     }
     let mut a = Worker::start_as(
         "worker-a",

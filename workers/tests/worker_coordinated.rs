@@ -1,0 +1,460 @@
+//! Coordinator mode with real processes: worker processes (`[assignment] source =
+//! "coordinator"`, exactly-once) on a real `redis-server` and the development broker, with
+//! the test playing the coordinator's leader by hand through the protocol's own Lua
+//! (`panoptes_coordinator_client::scripts`: `INCR panoptes:fence` for a token, then `grant`
+//! and `retarget`).
+//!
+//! One run, in phases, on synthetic frames (3 cameras, camera i → frames partition i):
+//! 1. partitions 0–2 granted to A; A consumes and commits;
+//! 2. partition 0 moved to B gracefully: retarget → A stops intake, finishes, commits and
+//!    releases → grant to B at a higher epoch; B starts exactly at A's last committed offset;
+//!    nothing lost or duplicated there, and every record after the move carries B's epoch;
+//! 3. `kill -9` A; once its lease expired, partitions 1–2 granted to B: B resumes from the
+//!    committed offsets, nothing lost; the only duplicates are A's records of the transaction
+//!    open at the kill (the mock shows uncommitted transactions; Kafka would hide them);
+//! 4. SIGTERM B while C is up: B marks itself draining, the leader retargets B's partitions
+//!    to C, B releases each and exits 0, its member record is gone; C carries on.
+//!
+//! The dev broker does not fence transactional ids, so the application-side epoch checks are
+//! what is exercised (see `worker_zombie.rs`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use common::kafka::{all_records, committed, offsets_reader};
+use common::node::{Topics, Worker, checker, finish_when_settled, topics};
+use panoptes_coordinator_client::records::{AssignRecord, MemberKind, MemberRecord, RegionRecord};
+use panoptes_coordinator_client::{keys, scripts};
+use panoptes_schemas::{
+    DetectionRecord, FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent,
+};
+use panoptes_testkit::{DevBroker, RedisServer, metric_value, unique_name, wait_until};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const REGION: &str = "local";
+const PARTITIONS: i32 = 3;
+const FPS: u64 = 5;
+const EOS: &str = "delivery = \"exactly_once\"\ncommit_interval = \"300ms\"";
+
+/// The leader's side, by hand.
+struct Leader {
+    conn: redis::Connection,
+    token: u64,
+    topic: String,
+}
+
+impl Leader {
+    fn new(redis: &RedisServer, topic: &str, bootstrap: &str) -> Result<Self> {
+        let mut conn = redis.connection()?;
+        let token: u64 = redis::cmd("INCR").arg(keys::FENCE).query(&mut conn)?;
+        let region = RegionRecord {
+            bootstrap_servers: bootstrap.to_string(),
+        };
+        redis::cmd("HSET")
+            .arg(keys::REGIONS)
+            .arg(REGION)
+            .arg(serde_json::to_string(&region)?)
+            .query::<()>(&mut conn)?;
+        Ok(Self {
+            conn,
+            token,
+            topic: topic.to_string(),
+        })
+    }
+
+    fn key(&self, p: i32) -> String {
+        keys::partition_assign(REGION, &self.topic, p)
+    }
+
+    fn grant(&mut self, p: i32, owner: &str) -> Result<u64> {
+        let (key, epoch_key) = (self.key(p), keys::partition_epoch(&self.topic, p));
+        Ok(scripts::grant(
+            &mut self.conn,
+            self.token,
+            MemberKind::Worker,
+            &key,
+            &epoch_key,
+            &keys::partition_item(REGION, p),
+            owner,
+            &[],
+        )?)
+    }
+
+    fn retarget(&mut self, p: i32, owner: &str, epoch: u64, target: &str) -> Result<()> {
+        let key = self.key(p);
+        let ok = scripts::retarget(
+            &mut self.conn,
+            self.token,
+            MemberKind::Worker,
+            &key,
+            owner,
+            epoch,
+            target,
+        )?;
+        anyhow::ensure!(ok, "retarget of partition {p} refused");
+        Ok(())
+    }
+
+    fn record(&mut self, p: i32) -> Result<AssignRecord> {
+        let h: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.key(p))
+            .query(&mut self.conn)?;
+        Ok(AssignRecord::from_fields(&h)?)
+    }
+
+    fn member(&mut self, id: &str) -> Result<Option<MemberRecord>> {
+        let h: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(keys::member(MemberKind::Worker, id))
+            .query(&mut self.conn)?;
+        Ok(MemberRecord::from_fields(&h))
+    }
+
+    /// Retargets, waits for the owner's release, reads the group's committed offset of the
+    /// partition (`committed`), grants to `to`. Returns the new epoch, how long the release
+    /// took and the committed offset at the release.
+    fn move_gracefully(
+        &mut self,
+        p: i32,
+        from: &str,
+        to: &str,
+        committed_now: impl Fn() -> Result<i64>,
+    ) -> Result<(u64, Duration, i64)> {
+        let epoch = self.record(p)?.epoch;
+        let asked = Instant::now();
+        self.retarget(p, from, epoch, to)?;
+        let deadline = asked + Duration::from_secs(15);
+        while self.record(p)?.released != Some(epoch) {
+            if Instant::now() > deadline {
+                bail!("{from} did not release partition {p} at epoch {epoch}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = asked.elapsed();
+        let offset = committed_now()?;
+        Ok((self.grant(p, to)?, took, offset))
+    }
+}
+
+fn start_worker(
+    id: &str,
+    broker: &DevBroker,
+    t: &Topics,
+    group: &str,
+    redis: &RedisServer,
+    capacity: Option<f64>,
+) -> Result<Worker> {
+    let capacity = capacity.map_or(String::new(), |c| format!("capacity = {c}\n"));
+    let sections = format!(
+        "[assignment]\nsource = \"coordinator\"\nredis_url = \"{}\"\n{capacity}drain_timeout = \"20s\"\n\
+         [staleness]\npolicy = \"lossless\"\n",
+        redis.url
+    );
+    Worker::start_as(
+        id,
+        &broker.bootstrap,
+        t,
+        group,
+        &common::models().reference,
+        &format!("region = \"{REGION}\"\n{EOS}"),
+        &sections,
+    )
+}
+
+fn small_jpeg() -> Vec<u8> {
+    let (w, h) = (320u16, 180u16);
+    let mut rgb = vec![90u8; w as usize * h as usize * 3];
+    for y in 60..120usize {
+        for x in 100..160usize {
+            let i = (y * w as usize + x) * 3;
+            rgb[i..i + 3].copy_from_slice(&[230, 20, 20]);
+        }
+    }
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 80)
+        .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .expect("jpeg");
+    out
+}
+
+/// Produces frames for cam0..cam2 (camera i → partition i) at `FPS` each until `stop`.
+fn produce(bootstrap: String, topic: String, stop: Arc<AtomicBool>) -> Result<u64> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    let jpeg = small_jpeg();
+    let mut seq = 0;
+    let started = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        for partition in 0..PARTITIONS {
+            let camera = format!("cam{partition}");
+            let h = FrameHeaders {
+                schema_version: SCHEMA_VERSION,
+                camera_id: camera.clone(),
+                seq,
+                capture_time_us: panoptes_workers::work::now_us(),
+                pts_ns: None,
+                width: 320,
+                height: 180,
+                source_width: 320,
+                source_height: 180,
+                encoding: FrameEncoding::Jpeg,
+                traceparent: new_traceparent(),
+            };
+            let mut owned = OwnedHeaders::new();
+            for (key, value) in h.to_kafka_headers() {
+                owned = owned.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let rec = BaseRecord::to(&topic)
+                .partition(partition)
+                .key(camera.as_str())
+                .payload(&jpeg)
+                .headers(owned);
+            if let Err((e, _)) = p.send(rec) {
+                bail!("{e}");
+            }
+        }
+        p.poll(Duration::ZERO);
+        seq += 1;
+        let next = started + Duration::from_millis(seq * 1000 / FPS);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    p.flush(Duration::from_secs(10))?;
+    Ok(seq * PARTITIONS as u64)
+}
+
+#[test]
+fn partitions_move_between_workers_at_run_time() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let broker = DevBroker::start(1)?;
+    let t = topics(&broker, PARTITIONS as u32)?;
+    let group = unique_name("group");
+    let mut leader = Leader::new(&redis, &t.frames, &broker.bootstrap)?;
+    let checker = checker(&broker.bootstrap, &t, Vec::new())?;
+    let a = start_worker("worker-a", &broker, &t, &group, &redis, Some(40.0))?;
+    // B measures its capacity (timed forward passes at max_batch).
+    let mut b = start_worker("worker-b", &broker, &t, &group, &redis, None)?;
+    let b_member = leader.member("worker-b")?.context("B registered")?;
+    println!(
+        "B registered: capacity {:.1} load units/s (measured), region {}, group {}",
+        b_member.capacity, b_member.region, b_member.group
+    );
+    assert!(b_member.capacity > 0.0);
+    assert_eq!(
+        leader.member("worker-a")?.context("A registered")?.capacity,
+        40.0
+    );
+
+    // Phase 1: everything to A.
+    for p in 0..PARTITIONS {
+        assert_eq!(leader.grant(p, "worker-a")?, 1);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (b, t, s) = (broker.bootstrap.clone(), t.frames.clone(), stop.clone());
+        std::thread::spawn(move || produce(b, t, s))
+    };
+    let reader = offsets_reader(&broker.bootstrap, &group)?;
+    wait_until(
+        "A commits on every partition",
+        Duration::from_secs(30),
+        || {
+            committed(&reader, &t.frames, PARTITIONS)
+                .ok()
+                .filter(|c| c.len() == PARTITIONS as usize && c.values().all(|&o| o > 5))
+        },
+    )?;
+    let a_report = wait_until("A reports its items", Duration::from_secs(5), || {
+        leader
+            .member("worker-a")
+            .ok()
+            .flatten()
+            .filter(|m| m.report["items"].as_object().is_some_and(|i| i.len() == 3))
+    })?;
+    println!(
+        "A's member record: load {}, report {}",
+        a_report.load, a_report.report
+    );
+    assert!(a_report.load > 0.0);
+
+    // Phase 2: partition 0 moves to B gracefully.
+    let committed_of = |p: i32| -> Result<i64> {
+        committed(&reader, &t.frames, PARTITIONS)?
+            .get(&p)
+            .copied()
+            .context("nothing committed")
+    };
+    let (epoch_b0, took, released_at) =
+        leader.move_gracefully(0, "worker-a", "worker-b", || committed_of(0))?;
+    println!(
+        "partition 0: A released after {took:?} at offset {released_at}; B holds it at epoch {epoch_b0}"
+    );
+    assert_eq!(epoch_b0, 2);
+    wait_until("B commits on partition 0", Duration::from_secs(20), || {
+        committed(&reader, &t.frames, PARTITIONS)
+            .ok()
+            .filter(|c| c[&0] > released_at + 5)
+    })?;
+    let handovers = metric_value(
+        &a.metrics(),
+        "panoptes_worker_handovers_total{result=\"released\"}",
+    );
+    assert_eq!(handovers, Some(1.0));
+    assert_eq!(
+        metric_value(&a.metrics(), "panoptes_worker_partitions_owned"),
+        Some(2.0)
+    );
+
+    // Phase 3: A dies; once its lease is gone, B takes 1 and 2.
+    a.proc.signal("KILL")?;
+    let killed = Instant::now();
+    wait_until("A's lease expires", Duration::from_secs(5), || {
+        leader
+            .member("worker-a")
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })?;
+    let at_kill = committed(&reader, &t.frames, PARTITIONS)?;
+    let mut epochs = BTreeMap::from([(0, epoch_b0)]);
+    for p in 1..PARTITIONS {
+        epochs.insert(p, leader.grant(p, "worker-b")?);
+    }
+    wait_until(
+        "B commits past A on 1 and 2",
+        Duration::from_secs(20),
+        || {
+            committed(&reader, &t.frames, PARTITIONS)
+                .ok()
+                .filter(|c| (1..PARTITIONS).all(|p| c[&p] > at_kill[&p]))
+        },
+    )?;
+    println!(
+        "A killed; lease expired and B committing on 1, 2 after {:?}; A's last offsets {at_kill:?}",
+        killed.elapsed()
+    );
+
+    // Phase 4: C joins, B is asked to leave (SIGTERM) and drains to C.
+    let c = start_worker("worker-c", &broker, &t, &group, &redis, Some(40.0))?;
+    b.proc.signal("TERM")?;
+    wait_until("B says it is draining", Duration::from_secs(5), || {
+        leader
+            .member("worker-b")
+            .ok()
+            .flatten()
+            .filter(|m| m.state == "draining")
+    })?;
+    let mut drained_epochs = BTreeMap::new();
+    let mut after_drain = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let (e, took, offset) =
+            leader.move_gracefully(p, "worker-b", "worker-c", || committed_of(p))?;
+        println!(
+            "drain: B released partition {p} after {took:?} at offset {offset}; C holds it at epoch {e}"
+        );
+        drained_epochs.insert(p, e);
+        after_drain.insert(p, offset);
+    }
+    let exited_ok = b.proc.terminate(Duration::from_secs(25))?;
+    assert!(exited_ok, "B exits 0 after draining: {}", b.proc.log_text());
+    assert!(
+        leader.member("worker-b")?.is_none(),
+        "B's member record is gone"
+    );
+    wait_until(
+        "C commits on every partition",
+        Duration::from_secs(20),
+        || {
+            committed(&reader, &t.frames, PARTITIONS)
+                .ok()
+                .filter(|c| (0..PARTITIONS).all(|p| c[&p] > after_drain[&p]))
+        },
+    )?;
+
+    stop.store(true, Ordering::Release);
+    let produced = producer.join().expect("producer")?;
+    let report = finish_when_settled(checker, Duration::from_secs(60))?;
+    println!("{}", report.to_markdown());
+    let records = all_records(&broker.bootstrap, &t.detections)?;
+
+    // Per partition, in log order: who wrote what at which epoch.
+    let mut leftovers = 0u64;
+    for p in 0..PARTITIONS {
+        let mine: Vec<&DetectionRecord> = records.iter().filter(|r| r.partition == p).collect();
+        let by = |w: &str| mine.iter().filter(|r| r.worker_id == w).count();
+        println!(
+            "partition {p}: {} records (A {}, B {}, C {})",
+            mine.len(),
+            by("worker-a"),
+            by("worker-b"),
+            by("worker-c")
+        );
+        let first_b = mine
+            .iter()
+            .find(|r| r.worker_id == "worker-b")
+            .context("B wrote nothing")?;
+        let first_c = mine
+            .iter()
+            .find(|r| r.worker_id == "worker-c")
+            .context("C wrote nothing")?;
+        for r in &mine {
+            match r.worker_id.as_str() {
+                "worker-a" => {
+                    assert_eq!(r.epoch, 1, "A holds everything at epoch 1");
+                    if p > 0 && r.offset >= at_kill[&p] {
+                        leftovers += 1;
+                    }
+                }
+                "worker-b" => assert_eq!(r.epoch, epochs[&p], "B's records carry B's epoch"),
+                "worker-c" => assert_eq!(r.epoch, drained_epochs[&p]),
+                other => bail!("unexpected worker {other}"),
+            }
+        }
+        if p == 0 {
+            assert_eq!(first_b.offset, released_at, "B starts where A committed");
+            assert!(
+                mine.iter()
+                    .filter(|r| r.offset >= released_at)
+                    .all(|r| r.worker_id != "worker-a"),
+                "nothing from A after its release"
+            );
+        } else {
+            assert_eq!(
+                first_b.offset, at_kill[&p],
+                "B resumes at A's committed offset"
+            );
+        }
+        assert_eq!(
+            first_c.offset, after_drain[&p],
+            "C resumes where B committed when it released"
+        );
+        assert!(epochs[&p] > 1 && drained_epochs[&p] > epochs[&p]);
+    }
+    let total = &report.total;
+    println!(
+        "produced {produced}; checker: frames {}, lost {}, duplicated {}, superseded {}; A's \
+         open-transaction leftovers {leftovers}",
+        total.frames, total.lost, total.duplicated, total.superseded
+    );
+    assert_eq!(total.frames, produced);
+    assert_eq!(total.lost, 0, "{:?}", total.lost_examples);
+    assert_eq!(total.reordered, 0);
+    assert_eq!(
+        total.duplicated, leftovers,
+        "the only duplicates are A's never-committed transaction at the kill"
+    );
+    drop((c, redis));
+    Ok(())
+}
