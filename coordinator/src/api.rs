@@ -659,8 +659,10 @@ pub struct PartitionStatus {
     pub epoch: u64,
     /// Worker it is being moved to.
     pub target: Option<String>,
-    /// Consumer lag, as the owner reports it.
+    /// Consumer lag (records), as the owner reports it.
     pub lag: Option<i64>,
+    /// Frames consumed per second, as the owner reports it.
+    pub fps: Option<f64>,
     /// Cameras whose frames go to this partition.
     pub cameras: Vec<String>,
 }
@@ -772,10 +774,10 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
                 epoch: a.epoch,
                 target: a.target,
                 fps: rep.and_then(|r| r.get("fps")).and_then(Value::as_f64),
-                state: rep
-                    .and_then(|r| r.get("state"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                state: rep.and_then(|r| r.get("state")).map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
             }
         })
         .collect();
@@ -786,13 +788,13 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
         .filter(|p| p.topic == frames_topic)
         .map(|p| {
             let item = keys::partition_item(&p.cluster, p.partition);
-            let lag = (!p.owner.is_empty())
+            let rep = (!p.owner.is_empty())
                 .then(|| report_of(MemberKind::Worker, &p.owner))
                 .flatten()
                 .and_then(|r| r.get("items"))
-                .and_then(|i| i.get(&item))
-                .and_then(|i| i.get("lag"))
-                .and_then(Value::as_i64);
+                .and_then(|i| i.get(&item));
+            let lag = rep.and_then(|i| i.get("lag")).and_then(Value::as_i64);
+            let fps = rep.and_then(|i| i.get("fps")).and_then(Value::as_f64);
             PartitionStatus {
                 cameras: snap
                     .cameras
@@ -806,6 +808,7 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
                 epoch: p.epoch,
                 target: p.target,
                 lag,
+                fps,
             }
         })
         .collect();

@@ -132,7 +132,7 @@ pub enum CamerasCmd {
 /// Optional camera fields of `add` and `update`.
 #[derive(Debug, Args)]
 pub struct CameraFields {
-    /// Home region (required for `add`).
+    /// Home region (the coordinator's first region when omitted).
     #[arg(long)]
     pub region: Option<String>,
     /// Worker group (`default`).

@@ -99,7 +99,7 @@ pub struct CameraSpec {
     /// `rtsp://` or `rtsps://` URL, credentials included.
     #[serde(default)]
     pub url: String,
-    /// Home region: one of the coordinator's regions.
+    /// Home region: one of the coordinator's regions (the first one when omitted).
     #[serde(default)]
     pub region: String,
     /// Worker group, `default` when omitted.
@@ -237,15 +237,19 @@ pub fn validate(
     } else {
         spec.url.clone()
     };
-    if spec.region.is_empty() {
+    let region = if spec.region.is_empty() {
+        // The first configured region is the default one.
+        limits.regions.first().cloned().ok_or_else(|| {
+            RegistryError::Invalid(format!(
+                "camera {id}: region is required (none is configured)"
+            ))
+        })?
+    } else {
+        spec.region.clone()
+    };
+    if !limits.regions.contains(&region) {
         return Err(RegistryError::Invalid(format!(
-            "camera {id}: region is required"
-        )));
-    }
-    if !limits.regions.iter().any(|r| r == &spec.region) {
-        return Err(RegistryError::Invalid(format!(
-            "camera {id}: unknown region {:?} (known: {})",
-            spec.region,
+            "camera {id}: unknown region {region:?} (known: {})",
             limits.regions.join(", ")
         )));
     }
@@ -286,7 +290,7 @@ pub fn validate(
     Ok(CameraRecord {
         id: id.clone(),
         url,
-        region: spec.region.clone(),
+        region,
         group,
         partition,
         fps,

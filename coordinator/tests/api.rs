@@ -902,3 +902,70 @@ fn cli_apply_cameras_list_status_and_errors() {
     assert_eq!(code, 0);
     assert!(api.registry_dump().0.is_empty());
 }
+
+/// The real `panoptes-coordinator` binary serves the API (with its health and metrics
+/// routes) and the CLI drives it: apply, list, status.
+#[test]
+fn real_coordinator_serves_the_api_to_the_cli() {
+    use panoptes_testkit::coordinator::{Coordinator, CoordinatorSpec, TEST_TOKEN};
+    let redis = panoptes_testkit::RedisServer::start().unwrap();
+    let coord = Coordinator::start(&CoordinatorSpec::new(
+        "coord-e2e",
+        &redis.url,
+        "127.0.0.1:9",
+        TOPIC,
+        4,
+    ))
+    .unwrap();
+    coord
+        .wait_leader(std::time::Duration::from_secs(10))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cameras.yaml");
+    std::fs::write(
+        &file,
+        "cameras:\n  - id: lobby\n    url: rtsp://viewer:hunter2@10.0.0.1/lobby\n  - id: yard\n    url: rtsp://10.0.0.2/yard\n    region: local\n    fps: 2\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_panoptes"))
+            .args(["--url", &coord.http, "--token", TEST_TOKEN])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("added: lobby, yard"), "{out}");
+    let (code, out, err) = run(&["cameras", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("rtsp://viewer:***@10.0.0.1/lobby") && !out.contains("hunter2"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("leader: coord-e2e"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("lobby ") && l.contains("local")),
+        "{out}"
+    );
+    // Wrong token: refused with the server's message.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_panoptes"))
+        .args(["--url", &coord.http, "--token", "nope", "status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid bearer token"));
+    assert!(
+        coord
+            .metric(r#"panoptes_coordinator_api_requests_total{code="200",method="POST",route="/v1/apply"}"#)
+            .is_some_and(|v| v >= 1.0)
+    );
+}
