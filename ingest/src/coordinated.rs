@@ -13,9 +13,9 @@
 //!   sequence number, which the next owner starts from;
 //! - a camera no longer granted (taken away, or granted elsewhere after this node's lease
 //!   expired) is stopped at once;
-//! - while Redis cannot be reached for longer than the lease TTL the node assumes its
-//!   cameras were moved and stops them all (fail closed); they start again once the records
-//!   are readable and still name it.
+//! - while Redis cannot be reached for ¾ of the lease TTL (renewals come every ¼, so the
+//!   lease may have expired by then) the node assumes its cameras are being moved and stops
+//!   them all (fail closed); they start again once the records are readable and still name it.
 //!
 //! Every ~500 ms it reports its load (the configured load of its running cameras), a
 //! per-camera report (state, measured fps, next sequence number) and whether its broker
@@ -176,6 +176,23 @@ impl Coordinator {
         })))
     }
 
+    /// How long after Redis became unreachable the node stops its cameras: the lease
+    /// expires at most `lease_ttl` after the last renewal, and renewals come every
+    /// `lease_ttl / 4`, so by then the lease may have expired and the coordinator may be
+    /// granting the cameras elsewhere.
+    fn fence_after(&self) -> Duration {
+        self.lease_ttl * 3 / 4
+    }
+
+    /// When the node must stop its cameras if Redis stays unreachable.
+    fn fence_at(&self) -> Option<tokio::time::Instant> {
+        let st = self.state();
+        match st.disconnected_since {
+            Some(t) if !st.fenced => Some((t + self.fence_after()).into()),
+            _ => None,
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -188,6 +205,7 @@ impl Coordinator {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         loop {
+            let fence_at = self.fence_at();
             tokio::select! {
                 r = rx.changed() => if r.is_err() {
                     tracing::warn!("member agent stopped");
@@ -201,6 +219,7 @@ impl Coordinator {
                     drain_deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
                 }
                 _ = sleep_until(drain_deadline) => {}
+                _ = sleep_until(fence_at) => {}
             }
             self.step(&mut rx).await;
             if let Some(deadline) = drain_deadline {
@@ -253,12 +272,12 @@ impl Coordinator {
         }
         let fence = st
             .disconnected_since
-            .is_some_and(|t| t.elapsed() > self.lease_ttl);
+            .is_some_and(|t| t.elapsed() >= self.fence_after());
         if fence != st.fenced {
             st.fenced = fence;
             if fence {
                 tracing::error!(
-                    "coordinator unreachable for longer than the lease TTL: stopping every camera"
+                    "coordinator unreachable for most of the lease TTL: stopping every camera"
                 );
             } else {
                 tracing::info!("coordinator reachable again: resuming granted cameras");

@@ -267,3 +267,114 @@ fn cameras_are_granted_moved_taken_over_and_drained() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn revoked_cameras_stop_at_once_and_a_lost_redis_fails_closed() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let (broker, topic) = broker_with_topic(2)?;
+    let sim = camsim(&["id=c0,fps=10"])?;
+    let mut leader = Leader::new(&redis.url)?;
+    let a =
+        Ingest::start_coordinated(&broker.bootstrap, &topic, "ingest-r", &redis.url, NODE_TOML)?;
+    wait_until("registered", Duration::from_secs(20), || {
+        leader.member("ingest-r").ok()?.map(|_| ())
+    })?;
+    leader.register(&record("c0", sim.url("c0", None), 0))?;
+    leader.grant("c0", "ingest-r", REGION, 0)?;
+    a.wait_streaming("c0", Duration::from_secs(20))?;
+
+    // Taken away without a handover (as after a lease expiry): stopped at once.
+    let t = Instant::now();
+    leader.grant("c0", "", REGION, 0)?;
+    wait_until("c0 stopped", Duration::from_secs(5), || {
+        (a.camera("c0")["error"] == "no such camera on this node").then_some(())
+    })?;
+    let revoke = t.elapsed();
+    wait_until("c0's series removed", Duration::from_secs(3), || {
+        (!a.metrics().contains("camera=\"c0\"")).then_some(())
+    })?;
+
+    // Granted again: it continues above every number it used.
+    let used = a_next_seq_floor(&broker.bootstrap, &topic)?;
+    leader.grant("c0", "ingest-r", REGION, 0)?;
+    a.wait_streaming("c0", Duration::from_secs(20))?;
+    let restarted_at = a.camera("c0")["next_seq"].as_u64().unwrap_or(0);
+    assert!(
+        restarted_at >= used,
+        "restarted at {restarted_at}, below {used}"
+    );
+
+    // Redis gone: after the lease TTL the node stops its cameras and reports not ready.
+    let t = Instant::now();
+    drop(leader);
+    drop(redis);
+    wait_until(
+        "cameras stopped without Redis",
+        Duration::from_secs(10),
+        || a.cameras().as_array()?.is_empty().then_some(()),
+    )?;
+    let fenced = t.elapsed();
+    let (status, body) = panoptes_testkit::get_text(&format!("{}/readyz", a.http)).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("coordinator"), "{body}");
+    // Not on a blip (¾ of the 1 s lease), and before the lease could be given away and the
+    // camera started elsewhere (its TTL plus a poll).
+    assert!(
+        fenced >= Duration::from_millis(700) && fenced <= Duration::from_millis(1300),
+        "cameras stopped {fenced:?} after Redis died"
+    );
+
+    // Downstream: one partition, every number once.
+    let reader = TopicReader::new(&broker.bootstrap, &topic)?;
+    let mut records = Vec::new();
+    reader.read_for(Duration::from_secs(2), &mut records)?;
+    let s: Vec<u64> = by_camera(&records)["c0"]
+        .iter()
+        .map(|r| r.headers.as_ref().unwrap().seq)
+        .collect();
+    let mut sorted = s.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), s.len(), "duplicate sequence numbers: {s:?}");
+    assert!(s.windows(2).all(|w| w[1] > w[0]), "out of order: {s:?}");
+    eprintln!(
+        "revoked camera stopped after {revoke:?}; cameras stopped {fenced:?} after Redis died"
+    );
+    Ok(())
+}
+
+/// One past the highest sequence number of `c0` on the topic.
+fn a_next_seq_floor(bootstrap: &str, topic: &str) -> Result<u64> {
+    let reader = TopicReader::new(bootstrap, topic)?;
+    let mut records = Vec::new();
+    reader.read_for(Duration::from_secs(1), &mut records)?;
+    Ok(records
+        .iter()
+        .filter_map(|r| r.headers.as_ref().ok())
+        .map(|h| h.seq + 1)
+        .max()
+        .unwrap_or(0))
+}
+
+#[test]
+fn coordinator_mode_refuses_cameras_in_the_file() -> Result<()> {
+    let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    std::fs::write(
+        config.path(),
+        "[coordinator]\nenabled = true\n[[cameras]]\nid = \"c0\"\nurl = \"rtsp://127.0.0.1:1/c0\"\n",
+    )?;
+    let mut proc = panoptes_testkit::ChildProcess::spawn(
+        "ingest",
+        &panoptes_testkit::bin_path("panoptes-ingest"),
+        &["--config", config.path().to_str().unwrap()],
+        &[("RUST_BACKTRACE", "0")],
+    )?;
+    wait_until("the node refuses to start", Duration::from_secs(20), || {
+        (!proc.is_running()).then_some(())
+    })?;
+    let log = proc.log_text();
+    assert!(
+        log.contains("in coordinator mode the coordinator assigns every camera"),
+        "{log}"
+    );
+    Ok(())
+}
