@@ -5,10 +5,14 @@
 //! - [`camsim`]: the camera simulator serving many RTSP cameras from one process, with an
 //!   HTTP fault-control API (binary `panoptes-camsim`).
 //!
-//! The load generator, benchmarks and the end-to-end accounting checker will live here too,
-//! each in its own module.
+//! - [`checker`]: the end-to-end accounting checker (binary `panoptes-check`);
+//! - [`bench`]: benchmarks that report ratios against a baseline measured in the same run;
+//! - [`stack`]: a whole deployment (Redis, brokers, simulator, coordinators, ingest nodes,
+//!   workers) as real processes, for cluster tests, benchmarks and load runs.
 
 pub mod bench;
 pub mod camsim;
 pub mod checker;
 pub mod scene;
+pub mod stack;
+pub mod watch;

@@ -9,9 +9,13 @@
 //! - [`ingest`]: the ingest node against a bare `gst-launch-1.0` pipeline doing the same
 //!   decode, sample, scale and JPEG encode (binary `panoptes-bench-ingest`).
 //!
+//! - [`failover`]: time from a worker's kill -9 to its partitions' next committed
+//!   detections, over many trials (binary `panoptes-bench-failover`).
+//!
 //! This module holds the pure parts (parameters, pipelines, counting, statistics, reports);
 //! the binaries start the processes.
 
+pub mod failover;
 pub mod ingest;
 /// Shared with the worker benchmark; lives in `panoptes-testkit`.
 pub use panoptes_testkit::sys;

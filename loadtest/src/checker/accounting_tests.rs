@@ -217,6 +217,14 @@ fn epoch_rule() {
     let r = acc.report();
     assert_eq!(r.cameras["a"].superseded, 1);
     assert_eq!(r.cameras["a"].duplicated, 2);
+    // Both duplicates came after a takeover (epoch 5 over records of epochs 3 and 4).
+    assert_eq!(
+        r.cameras["a"]
+            .duplicated_across_epochs
+            .values()
+            .sum::<u64>(),
+        2
+    );
     assert_eq!(r.cameras["a"].reordered, 0);
     assert_eq!(r.cameras["c"].superseded, 1);
     assert_eq!(r.cameras["c"].unknown_frames, 0);

@@ -79,6 +79,11 @@ pub struct CameraReport {
     pub lost: u64,
     /// Accepted records beyond the first for a `(camera, seq)`.
     pub duplicated: u64,
+    /// Of the duplicates, those whose epoch is higher than that of the frame's first accepted
+    /// record, by the worker that wrote that first record (frames processed again after a
+    /// takeover; see the accounting rules).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub duplicated_across_epochs: BTreeMap<String, u64>,
     /// First accepted records of a frame whose seq is lower than that of a record accepted
     /// earlier for the same camera (in detections-topic order).
     pub reordered: u64,
@@ -117,6 +122,10 @@ impl CameraReport {
         self.detections_accepted += o.detections_accepted;
         self.lost += o.lost;
         self.duplicated += o.duplicated;
+        add_maps(
+            &mut self.duplicated_across_epochs,
+            &o.duplicated_across_epochs,
+        );
         self.reordered += o.reordered;
         add_maps(&mut self.skipped, &o.skipped);
         add_maps(&mut self.dead_lettered, &o.dead_lettered);
@@ -127,6 +136,11 @@ impl CameraReport {
             (Some(a), Some(b)) => Some(a.merged(b)),
             (a, b) => a.clone().or_else(|| b.clone()),
         };
+    }
+
+    /// Total of [`CameraReport::duplicated_across_epochs`].
+    pub fn duplicated_across_epochs_total(&self) -> u64 {
+        self.duplicated_across_epochs.values().sum()
     }
 
     /// Total of [`CameraReport::skipped`].

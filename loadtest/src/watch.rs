@@ -1,0 +1,189 @@
+//! Watching topics while a test or run goes on: a consumer thread per topic that records when
+//! each record arrived, for recovery-time measurements (time from a fault to the next
+//! committed detection of a partition, or to the next frame of a camera).
+//!
+//! Readers are `read_committed` and start at the end of each partition, so they see what a
+//! downstream consumer would see from the moment they start.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use panoptes_schemas::{DetectionRecord, FrameHeaders};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// One detection record as it arrived.
+#[derive(Debug, Clone)]
+pub struct SeenDetection {
+    /// Wall clock at arrival (ms since the epoch).
+    pub arrived_ms: u64,
+    /// Frames partition of the record.
+    pub partition: i32,
+    /// Worker that wrote it.
+    pub worker_id: String,
+    /// Assignment epoch.
+    pub epoch: u64,
+    /// Camera.
+    pub camera_id: String,
+    /// Frame sequence number.
+    pub seq: u64,
+}
+
+/// One frame as it arrived.
+#[derive(Debug, Clone)]
+pub struct SeenFrame {
+    /// Wall clock at arrival (ms since the epoch).
+    pub arrived_ms: u64,
+    /// Partition.
+    pub partition: i32,
+    /// Camera.
+    pub camera_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// Capture time (µs since the epoch, the ingest node's clock).
+    pub capture_time_us: i64,
+}
+
+/// Wall clock in ms since the epoch.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+use shared::Shared;
+
+mod shared {
+    //! A tiny shared vector (std mutex; the watcher is not on a hot path).
+    use std::sync::{Arc, Mutex};
+
+    /// Shared, append-only list.
+    #[derive(Debug)]
+    pub struct Shared<T>(pub Arc<Mutex<Vec<T>>>);
+
+    impl<T> Clone for Shared<T> {
+        fn clone(&self) -> Self {
+            Self(self.0.clone())
+        }
+    }
+
+    impl<T: Clone> Shared<T> {
+        pub fn new() -> Self {
+            Self(Arc::new(Mutex::new(Vec::new())))
+        }
+        pub fn push(&self, t: T) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+        }
+        pub fn snapshot(&self) -> Vec<T> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+    }
+}
+
+/// A running watcher; stops when dropped.
+pub struct Watch<T: Clone> {
+    seen: Shared<T>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Clone> Watch<T> {
+    /// Everything seen so far.
+    pub fn seen(&self) -> Vec<T> {
+        self.seen.snapshot()
+    }
+}
+
+impl<T: Clone> Drop for Watch<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn consumer(bootstrap: &str, topic: &str) -> Result<BaseConsumer> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", panoptes_testkit::unique_name("panoptes-watch"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "20")
+        .set("reconnect.backoff.max.ms", "1000")
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::End)?;
+        }
+    }
+    c.assign(&tpl)?;
+    Ok(c)
+}
+
+fn spawn<T: Clone + Send + 'static>(
+    bootstrap: &str,
+    topic: &str,
+    parse: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> Option<T> + Send + 'static,
+) -> Result<Watch<T>> {
+    let c = consumer(bootstrap, topic)?;
+    let seen = Shared::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, st) = (seen.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(50))
+                    && let Some(t) = parse(&m)
+                {
+                    s.push(t);
+                }
+            }
+        })?;
+    Ok(Watch {
+        seen,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Watches a detections topic.
+pub fn detections(bootstrap: &str, topic: &str) -> Result<Watch<SeenDetection>> {
+    spawn(bootstrap, topic, |m| {
+        let r = DetectionRecord::from_json(m.payload()?).ok()?;
+        Some(SeenDetection {
+            arrived_ms: wall_ms(),
+            partition: r.partition,
+            worker_id: r.worker_id,
+            epoch: r.epoch,
+            camera_id: r.camera_id,
+            seq: r.seq,
+        })
+    })
+}
+
+/// Watches a frames topic.
+pub fn frames(bootstrap: &str, topic: &str) -> Result<Watch<SeenFrame>> {
+    spawn(bootstrap, topic, |m| {
+        let h = FrameHeaders::from_kafka_headers(
+            m.headers()
+                .into_iter()
+                .flat_map(|h| h.iter().map(|hdr| (hdr.key, hdr.value))),
+        )
+        .ok()?;
+        Some(SeenFrame {
+            arrived_ms: wall_ms(),
+            partition: m.partition(),
+            camera_id: h.camera_id,
+            seq: h.seq,
+            capture_time_us: h.capture_time_us,
+        })
+    })
+}
