@@ -21,7 +21,7 @@ use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use panoptes_coordinator_client::{AssignRecord, MemberKind, MemberRecord, keys};
 use panoptes_runtime::redact::{Secret, redact_text};
 use redis::Connection;
@@ -106,7 +106,12 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/status", get(status))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn_with_state(state.clone(), count))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
+        // Unknown /v1 paths answer like the rest of the API (no router-wide fallback: the
+        // coordinator merges these routes with its health routes).
+        .route(
+            "/v1/{*rest}",
+            any(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) }),
+        )
         .with_state(state)
 }
 

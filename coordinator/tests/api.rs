@@ -328,6 +328,13 @@ fn bad_input_gets_the_right_status_and_changes_nothing() {
         assert!(!msg.contains("hunter2"), "{what}: {msg}");
         assert_eq!(api.registry_dump(), before, "{what} changed the registry");
     }
+    let (code, v) = api.req("GET", "/v1/nope", None);
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (404, Some("no such API route"))
+    );
+    let (code, _) = api.req("PATCH", "/v1/cameras", None);
+    assert_eq!(code, 405);
     let (_, v) = api.req_raw("GET", "/v1/cameras", None, None);
     assert!(
         v["error"]
