@@ -976,3 +976,42 @@ fn real_coordinator_serves_the_api_to_the_cli() {
             .is_some_and(|v| v >= 1.0)
     );
 }
+
+/// Redis unreachable: 503 with a clear message, and the API keeps answering.
+#[test]
+fn redis_down_is_a_503() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = panoptes_coordinator::api::router(panoptes_coordinator::api::ApiContext {
+        redis_url: format!("redis://127.0.0.1:{port}/0"),
+        token: None,
+        frames_topic: TOPIC.into(),
+        frames_partitions: 4,
+        regions: vec!["eu".into()],
+        metrics: prometheus::Registry::new(),
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (code, body) = rt.block_on(async move {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/cameras"))
+            .json(&cam("a", "eu"))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+    });
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis unavailable"),
+        "{body}"
+    );
+}
