@@ -1,9 +1,10 @@
 //! Configuration of an ingest node: where to publish, HTTP port, and the cameras to pull.
 //!
 //! Every camera setting has a node-wide default in `[camera_defaults]` that a camera entry may
-//! override. Until the coordinator assigns cameras at run time, the `[[cameras]]` list is the
-//! node's desired state; [`crate::node::IngestNode::apply`] takes the same [`CameraSpec`]s,
-//! so the coordinator can later push them without a restart.
+//! override. In static mode the `[[cameras]]` list is the node's desired state; in
+//! coordinator mode (`[coordinator] enabled = true`) the coordinator's grants are, resolved
+//! into the same [`CameraSpec`]s (see [`crate::coordinated`]) and pushed through
+//! [`crate::node::IngestNode::apply`] without a restart.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// This node's identity in logs and (later) the coordinator's membership.
+    /// This node's identity in logs and, in coordinator mode, its member id.
     pub node_id: String,
     /// Region this node runs in.
     pub region: String,

@@ -1,9 +1,10 @@
 //! The set of cameras a node pulls, changeable at run time.
 //!
-//! [`IngestNode::apply`] takes the desired list of cameras (from the config file today, from
-//! the coordinator later) and starts, restarts or stops camera threads to match, without
-//! touching the cameras that did not change. A camera whose settings change keeps its
-//! sequence numbers going, so downstream order checks hold across the change.
+//! [`IngestNode::apply`] takes the desired list of cameras (from the config file, or from
+//! the coordinator's grants in coordinator mode) and starts, restarts or stops camera
+//! threads to match, without touching the cameras that did not change. A camera whose
+//! settings change keeps its sequence numbers going, so downstream order checks hold
+//! across the change.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -269,7 +269,7 @@ fn cameras_are_granted_moved_taken_over_and_drained() -> Result<()> {
 }
 
 #[test]
-fn revoked_cameras_stop_at_once_and_a_lost_redis_fails_closed() -> Result<()> {
+fn revoked_cameras_stop_lost_leases_count_and_a_lost_redis_fails_closed() -> Result<()> {
     let redis = RedisServer::start()?;
     let (broker, topic) = broker_with_topic(2)?;
     let sim = camsim(&["id=c0,fps=10"])?;
@@ -303,6 +303,25 @@ fn revoked_cameras_stop_at_once_and_a_lost_redis_fails_closed() -> Result<()> {
         restarted_at >= used,
         "restarted at {restarted_at}, below {used}"
     );
+
+    // Paused past its lease (SIGSTOP): on waking it re-registers and counts the lost lease;
+    // nobody took its camera meanwhile, so it keeps it.
+    assert_eq!(
+        metric_value(&a.metrics(), "panoptes_ingest_lease_lost_total"),
+        Some(0.0)
+    );
+    a.proc.signal("STOP")?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let expired = leader.member("ingest-r")?.is_none();
+    a.proc.signal("CONT")?;
+    assert!(expired, "the paused node's lease did not expire");
+    wait_until("lost lease counted", Duration::from_secs(5), || {
+        (metric_value(&a.metrics(), "panoptes_ingest_lease_lost_total")? == 1.0).then_some(())
+    })?;
+    let frames_then = a.camera("c0")["frames"].as_u64().unwrap_or(0);
+    wait_until("c0 still streaming", Duration::from_secs(10), || {
+        (a.camera("c0")["frames"].as_u64()? > frames_then + 3).then_some(())
+    })?;
 
     // Redis gone: after the lease TTL the node stops its cameras and reports not ready.
     let t = Instant::now();
