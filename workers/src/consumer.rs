@@ -224,6 +224,7 @@ impl ConsumerLoop {
             for p in released {
                 by_partition.remove(&p);
                 self.unassign(p);
+                self.forget(p);
                 tracing::warn!(partition = p, "partition released");
             }
             if self.mode == DeliveryMode::AtLeastOnce

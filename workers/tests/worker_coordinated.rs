@@ -54,19 +54,26 @@ impl Leader {
     fn new(redis: &RedisServer, topic: &str, bootstrap: &str) -> Result<Self> {
         let mut conn = redis.connection()?;
         let token: u64 = redis::cmd("INCR").arg(keys::FENCE).query(&mut conn)?;
+        let mut leader = Self {
+            conn: redis.connection()?,
+            token,
+            topic: topic.to_string(),
+        };
+        leader.region(REGION, bootstrap)?;
+        Ok(leader)
+    }
+
+    /// Records a region's Kafka (what the leader writes under `panoptes:regions`).
+    fn region(&mut self, name: &str, bootstrap: &str) -> Result<()> {
         let region = RegionRecord {
             bootstrap_servers: bootstrap.to_string(),
         };
         redis::cmd("HSET")
             .arg(keys::REGIONS)
-            .arg(REGION)
+            .arg(name)
             .arg(serde_json::to_string(&region)?)
-            .query::<()>(&mut conn)?;
-        Ok(Self {
-            conn,
-            token,
-            topic: topic.to_string(),
-        })
+            .query::<()>(&mut self.conn)?;
+        Ok(())
     }
 
     fn key(&self, p: i32) -> String {
@@ -74,14 +81,20 @@ impl Leader {
     }
 
     fn grant(&mut self, p: i32, owner: &str) -> Result<u64> {
-        let (key, epoch_key) = (self.key(p), keys::partition_epoch(&self.topic, p));
+        self.grant_in(REGION, p, owner)
+    }
+
+    /// Grants partition `p` of `cluster` to `owner` (empty: unassigns it) at a new epoch.
+    fn grant_in(&mut self, cluster: &str, p: i32, owner: &str) -> Result<u64> {
+        let key = keys::partition_assign(cluster, &self.topic, p);
+        let epoch_key = keys::partition_epoch(&self.topic, p);
         Ok(scripts::grant(
             &mut self.conn,
             self.token,
             MemberKind::Worker,
             &key,
             &epoch_key,
-            &keys::partition_item(REGION, p),
+            &keys::partition_item(cluster, p),
             owner,
             &[],
         )?)
@@ -150,6 +163,18 @@ fn start_worker(
     redis: &RedisServer,
     capacity: Option<f64>,
 ) -> Result<Worker> {
+    start_worker_with(id, broker, t, group, redis, capacity, EOS)
+}
+
+fn start_worker_with(
+    id: &str,
+    broker: &DevBroker,
+    t: &Topics,
+    group: &str,
+    redis: &RedisServer,
+    capacity: Option<f64>,
+    top: &str,
+) -> Result<Worker> {
     let capacity = capacity.map_or(String::new(), |c| format!("capacity = {c}\n"));
     let sections = format!(
         "[assignment]\nsource = \"coordinator\"\nredis_url = \"{}\"\n{capacity}drain_timeout = \"20s\"\n\
@@ -162,7 +187,7 @@ fn start_worker(
         t,
         group,
         &common::models().reference,
-        &format!("region = \"{REGION}\"\n{EOS}"),
+        &format!("region = \"{REGION}\"\n{top}"),
         &sections,
     )
 }
@@ -456,5 +481,127 @@ fn partitions_move_between_workers_at_run_time() -> Result<()> {
         "the only duplicates are A's never-committed transaction at the kill"
     );
     drop((c, redis));
+    Ok(())
+}
+
+/// Region failover and run-time changes in at-least-once mode: a worker of region `local` is
+/// granted the partitions of region `eu`, whose Kafka is another broker. It starts a lane for
+/// `eu` on demand (its own consumer and model instance), consumes there and publishes the
+/// detections to `eu`'s Kafka; a re-grant at a higher epoch (as after a lost lease) restarts
+/// the partition at the new epoch; a partition taken away stops at once and its labelled
+/// series go; granted back, it resumes from the committed offset. Nothing is lost
+/// (at-least-once: duplicates allowed).
+#[test]
+fn foreign_cluster_partitions_and_regrants() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let home = DevBroker::start(1)?;
+    let eu = DevBroker::start(1)?;
+    let t = topics(&home, PARTITIONS as u32)?;
+    for (name, n) in [
+        (&t.frames, PARTITIONS),
+        (&t.detections, PARTITIONS),
+        (&t.dlq, 1),
+    ] {
+        eu.create_topic(name, n as u32)?;
+    }
+    let group = unique_name("group");
+    let mut leader = Leader::new(&redis, &t.frames, &home.bootstrap)?;
+    leader.region("eu", &eu.bootstrap)?;
+    let checker = checker(&eu.bootstrap, &t, Vec::new())?;
+    let w = start_worker_with(
+        "worker-w",
+        &home,
+        &t,
+        &group,
+        &redis,
+        Some(40.0),
+        "delivery = \"at_least_once\"\ncommit_interval = \"200ms\"",
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (b, t, s) = (eu.bootstrap.clone(), t.frames.clone(), stop.clone());
+        std::thread::spawn(move || produce(b, t, s))
+    };
+    for p in 0..PARTITIONS {
+        assert_eq!(leader.grant_in("eu", p, "worker-w")?, 1);
+    }
+    let reader = offsets_reader(&eu.bootstrap, &group)?;
+    wait_until(
+        "W commits on every eu partition",
+        Duration::from_secs(40),
+        || {
+            committed(&reader, &t.frames, PARTITIONS)
+                .ok()
+                .filter(|c| c.len() == PARTITIONS as usize && c.values().all(|&o| o > 5))
+        },
+    )?;
+    let m = w.metrics();
+    assert_eq!(
+        metric_value(&m, "panoptes_worker_partitions_owned"),
+        Some(3.0)
+    );
+    assert!(
+        m.contains("panoptes_worker_partition_in_flight{partition=\"eu:1\"}"),
+        "{m}"
+    );
+
+    // Re-granted at a higher epoch: restarts there.
+    let e0 = leader.grant_in("eu", 0, "worker-w")?;
+    assert_eq!(e0, 2);
+    let at_regrant = committed(&reader, &t.frames, PARTITIONS)?;
+    // Taken away: stops at once, its series go.
+    let gone = leader.grant_in("eu", 1, "")?;
+    wait_until("W stops eu:1", Duration::from_secs(5), || {
+        let m = w.metrics();
+        (metric_value(&m, "panoptes_worker_partitions_owned") == Some(2.0)
+            && !m.contains("partition=\"eu:1\""))
+        .then_some(())
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    // Granted back: resumes from the committed offset.
+    let e1 = leader.grant_in("eu", 1, "worker-w")?;
+    assert!(e1 > gone);
+    wait_until(
+        "W commits past the changes",
+        Duration::from_secs(20),
+        || {
+            committed(&reader, &t.frames, PARTITIONS)
+                .ok()
+                .filter(|c| (0..PARTITIONS).all(|p| c[&p] > at_regrant[&p] + 5))
+        },
+    )?;
+
+    stop.store(true, Ordering::Release);
+    let produced = producer.join().expect("producer")?;
+    let report = finish_when_settled(checker, Duration::from_secs(60))?;
+    println!("{}", report.to_markdown());
+    let records = all_records(&eu.bootstrap, &t.detections)?;
+    let epochs_of = |p: i32| -> Vec<u64> {
+        let mut e: Vec<u64> = records
+            .iter()
+            .filter(|r| r.partition == p)
+            .map(|r| r.epoch)
+            .collect();
+        e.dedup();
+        e
+    };
+    println!(
+        "eu records: {}; epochs in log order: p0 {:?}, p1 {:?}, p2 {:?}",
+        records.len(),
+        epochs_of(0),
+        epochs_of(1),
+        epochs_of(2)
+    );
+    assert!(epochs_of(0).ends_with(&[e0]), "eu:0 ends at epoch {e0}");
+    assert!(epochs_of(1).ends_with(&[e1]), "eu:1 ends at epoch {e1}");
+    assert!(records.iter().all(|r| r.worker_id == "worker-w"));
+    assert!(
+        all_records(&home.bootstrap, &t.detections)?.is_empty(),
+        "eu's detections stay in eu's Kafka"
+    );
+    let total = &report.total;
+    assert_eq!(total.frames, produced);
+    assert_eq!(total.lost, 0, "{:?}", total.lost_examples);
+    drop((w, redis));
     Ok(())
 }
