@@ -227,6 +227,9 @@ pub struct CameraList {
     pub version: u64,
     /// Cameras, by id, URLs redacted.
     pub cameras: Vec<CameraView>,
+    /// Ids whose stored record cannot be read (replace them with PUT or delete them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
 }
 
 /// Answer of a camera write.
@@ -245,15 +248,22 @@ async fn list_cameras(State(st): State<Shared>) -> ApiResult {
         CameraList {
             version: snap.version,
             cameras: snap.cameras.values().map(CameraView::from).collect(),
+            unreadable: snap.unreadable.keys().cloned().collect(),
         },
     )
 }
 
 async fn get_camera(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult {
     let snap = redis_call(&st, |c, _| registry::read(c)).await?;
-    match snap.cameras.get(&id) {
-        Some(r) => ok(StatusCode::OK, CameraView::from(r)),
-        None => Err(registry::unknown_camera(&id).into()),
+    match (snap.cameras.get(&id), snap.unreadable.get(&id)) {
+        (Some(r), _) => ok(StatusCode::OK, CameraView::from(r)),
+        (None, Some(why)) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "stored record of camera {id} is unreadable ({why}); replace it with PUT or delete it"
+            ),
+        )),
+        (None, None) => Err(registry::unknown_camera(&id).into()),
     }
 }
 

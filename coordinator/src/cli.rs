@@ -176,8 +176,8 @@ fn other(e: impl std::fmt::Display) -> CliError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CamerasFile {
-    /// Cameras.
-    #[serde(default)]
+    /// Cameras. Required: a file without the key is a mistake, not "remove everything"
+    /// (write `cameras: []` for that).
     pub cameras: Vec<Value>,
 }
 
@@ -274,11 +274,16 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
                 return Ok(pretty(&v));
             }
             let list: CameraList = parse(v)?;
-            Ok(format!(
-                "{}registry version {}\n",
-                cameras_table(&list.cameras),
-                list.version
-            ))
+            let mut out = cameras_table(&list.cameras);
+            if !list.unreadable.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "unreadable records: {} (replace them with apply, or remove them with cameras rm)",
+                    list.unreadable.join(", ")
+                );
+            }
+            let _ = writeln!(out, "registry version {}", list.version);
+            Ok(out)
         }
         Command::Cameras(CamerasCmd::Get { id }) => {
             let v = client.call(Method::GET, &format!("/v1/cameras/{}", path_seg(&id)), None)?;
@@ -635,6 +640,18 @@ fn keys_item(cluster: &str, partition: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cameras_file_needs_its_key() {
+        let f: CamerasFile =
+            serde_yaml::from_str("cameras:\n  - id: a\n    url: rtsp://h/a\n    fps: 3\n").unwrap();
+        assert_eq!(f.cameras[0]["fps"], 3);
+        assert!(serde_yaml::from_str::<CamerasFile>("{}").is_err());
+        assert!(serde_yaml::from_str::<CamerasFile>("camera: []").is_err());
+        assert!(serde_yaml::from_str::<CamerasFile>("").is_err());
+        let f: CamerasFile = serde_yaml::from_str("cameras: []").unwrap();
+        assert!(f.cameras.is_empty());
+    }
 
     #[test]
     fn tables_align() {

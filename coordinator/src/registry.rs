@@ -168,6 +168,9 @@ pub fn redact_url(url: &str) -> String {
 pub struct Snapshot {
     /// Camera id → record.
     pub cameras: BTreeMap<String, CameraRecord>,
+    /// Camera id → why its stored record could not be parsed (written by something else, or
+    /// by an older version). Such a camera can be replaced (`PUT`, `apply`) or deleted.
+    pub unreadable: BTreeMap<String, String>,
     /// `panoptes:cameras:version` (0 when never written).
     pub version: u64,
 }
@@ -385,6 +388,7 @@ fn plan_apply(
     let mut sum = ApplySummary::default();
     for c in wanted {
         match snap.cameras.get(&c.id) {
+            None if snap.unreadable.contains_key(&c.id) => sum.updated.push(c.id.clone()),
             None => sum.added.push(c.id.clone()),
             Some(old) if *old == c => {
                 sum.unchanged.push(c.id.clone());
@@ -395,7 +399,7 @@ fn plan_apply(
         plan.put.push(c);
     }
     if prune {
-        for id in snap.cameras.keys() {
+        for id in snap.cameras.keys().chain(snap.unreadable.keys()) {
             if !seen.contains(id.as_str()) {
                 sum.removed.push(id.clone());
                 plan.delete.push(id.clone());
@@ -415,14 +419,23 @@ pub fn read(c: &mut Connection) -> Result<Snapshot, RegistryError> {
         .arg(keys::CAMERAS_VERSION)
         .query(c)?;
     let mut cameras = BTreeMap::new();
+    let mut unreadable = BTreeMap::new();
     for (id, json) in raw {
-        let rec: CameraRecord = serde_json::from_str(&json).map_err(|e| {
-            RegistryError::Internal(format!("stored record of camera {id} is unreadable: {e}"))
-        })?;
-        cameras.insert(id, rec);
+        match serde_json::from_str::<CameraRecord>(&json) {
+            Ok(rec) => {
+                cameras.insert(id, rec);
+            }
+            Err(e) => {
+                // serde's message may quote the stored text: redact it.
+                let why = redact_text(&e.to_string());
+                tracing::warn!(camera = %id, error = %why, "unreadable camera record in the registry");
+                unreadable.insert(id, why);
+            }
+        }
     }
     Ok(Snapshot {
         cameras,
+        unreadable,
         version: version.unwrap_or(0),
     })
 }
@@ -500,7 +513,7 @@ pub fn create(
     spec: &CameraSpec,
 ) -> Result<(CameraRecord, u64), RegistryError> {
     transact(c, |snap| {
-        if snap.cameras.contains_key(&spec.id) {
+        if snap.cameras.contains_key(&spec.id) || snap.unreadable.contains_key(&spec.id) {
             return Err(RegistryError::Conflict(format!(
                 "camera {} already exists (use PUT /v1/cameras/{} to change it)",
                 spec.id, spec.id
@@ -519,13 +532,15 @@ pub fn update(
     spec: &CameraSpec,
 ) -> Result<(CameraRecord, u64), RegistryError> {
     transact(c, |snap| {
-        let Some(old) = snap.cameras.get(&spec.id) else {
+        let old = snap.cameras.get(&spec.id);
+        if old.is_none() && !snap.unreadable.contains_key(&spec.id) {
             return Err(unknown_camera(&spec.id));
-        };
+        }
         let (plan, _) = plan_apply(snap, std::slice::from_ref(spec), false, None, limits)?;
-        let rec = match plan.put.iter().find(|r| r.id == spec.id) {
-            Some(r) => r.clone(),
-            None => old.clone(),
+        let rec = match (plan.put.iter().find(|r| r.id == spec.id), old) {
+            (Some(r), _) => r.clone(),
+            (None, Some(old)) => old.clone(),
+            (None, None) => plan_result(&plan, &spec.id)?,
         };
         Ok((plan, rec))
     })
@@ -534,7 +549,7 @@ pub fn update(
 /// Deletes one camera; 404 when it does not exist.
 pub fn delete(c: &mut Connection, id: &str) -> Result<u64, RegistryError> {
     let ((), version) = transact(c, |snap| {
-        if !snap.cameras.contains_key(id) {
+        if !snap.cameras.contains_key(id) && !snap.unreadable.contains_key(id) {
             return Err(unknown_camera(id));
         }
         Ok((
@@ -630,6 +645,7 @@ mod tests {
     fn snap(recs: &[CameraRecord]) -> Snapshot {
         Snapshot {
             cameras: recs.iter().map(|r| (r.id.clone(), r.clone())).collect(),
+            unreadable: BTreeMap::new(),
             version: 3,
         }
     }

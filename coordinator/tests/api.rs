@@ -1015,3 +1015,45 @@ fn redis_down_is_a_503() {
         "{body}"
     );
 }
+
+/// A record the API cannot parse (written by hand, or by an older version) does not lock
+/// the registry: it is listed as unreadable and can be replaced or deleted.
+#[test]
+fn unreadable_records_can_be_replaced_or_deleted() {
+    let api = Api::start();
+    assert_eq!(
+        api.req("POST", "/v1/cameras", Some(&cam("good", "eu"))).0,
+        201
+    );
+    api.redis_cmd::<()>(&[
+        "HSET",
+        "panoptes:cameras",
+        "junk",
+        "{\"url\": \"rtsp://u:hunter2@h/x\"",
+    ]);
+    api.redis_cmd::<()>(&["HSET", "panoptes:cameras", "junk2", "nope"]);
+    let (code, v) = api.req("GET", "/v1/cameras", None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(ids(&v["unreadable"]), ["junk", "junk2"]);
+    assert_eq!(v["cameras"].as_array().unwrap().len(), 1);
+    let (code, v) = api.req("GET", "/v1/cameras/junk", None);
+    assert_eq!(code, 500, "{v}");
+    assert_no_secret(&v);
+    assert_eq!(
+        api.req("POST", "/v1/cameras", Some(&cam("junk", "eu"))).0,
+        409
+    );
+    let (code, v) = api.req("PUT", "/v1/cameras/junk", Some(&cam("junk", "eu")));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["camera"]["partition"], 1);
+    let (code, _) = api.req("DELETE", "/v1/cameras/junk2", None);
+    assert_eq!(code, 200);
+    let (_, v) = api.req("GET", "/v1/cameras", None);
+    assert!(v.get("unreadable").is_none(), "{v}");
+    assert_eq!(v["cameras"].as_array().unwrap().len(), 2);
+    // And apply prunes them like any other camera.
+    api.redis_cmd::<()>(&["HSET", "panoptes:cameras", "junk3", "[]"]);
+    let (code, v) = apply(&api, json!([cam("good", "eu")]), true, None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(ids(&v["removed"]), ["junk", "junk3"]);
+}
