@@ -125,8 +125,9 @@ pub struct PlacementConfig {
     /// How often the leader reads the state and acts (it also wakes on members' messages).
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
-    /// Rebalance when the most and least utilised members of a group differ by more than
-    /// this (utilisation = assigned load / capacity).
+    /// A rebalancing move must narrow the gap between two members' utilisations (assigned
+    /// load / capacity) by at least this fraction of it: 0.3 moves one of four items to an
+    /// idle member, but not one of two items to a member holding one.
     pub rebalance_threshold: f64,
     /// At most one rebalancing move per kind in this interval.
     #[serde(with = "humantime_serde")]

@@ -86,7 +86,7 @@ pub enum Action {
 /// Tuning.
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
-    /// Utilisation spread that triggers a rebalancing move.
+    /// Least narrowing of a utilisation gap (fraction of it) worth a rebalancing move.
     pub rebalance_threshold: f64,
     /// Minimum time between two rebalancing moves (ms).
     pub rebalance_cooldown_ms: u64,
@@ -230,7 +230,9 @@ impl Planner {
         actions
     }
 
-    /// One move from the most to the least utilised member that narrows the spread.
+    /// One move between two members of the item's candidates that narrows the gap of their
+    /// utilisations by at least `rebalance_threshold` of it (so 4–0 items move, 2–1 do not), the
+    /// best such move first.
     fn rebalance(
         &self,
         nodes: &[Node],
@@ -243,21 +245,27 @@ impl Planner {
             .iter()
             .filter(|i| i.active && i.record.target.is_none())
         {
-            let Some(from) = nodes.iter().find(|n| n.id == it.record.owner && n.alive) else {
+            let Some(from) = nodes
+                .iter()
+                .find(|n| n.id == it.record.owner && n.alive && n.accepting)
+            else {
                 continue;
             };
             for to in candidates(nodes, it, Some(&from.id)) {
-                if to.region != from.region && from.region == it.region {
+                if to.region != from.region {
                     continue;
                 }
                 let before = util(from) - util(to);
-                if before <= self.opts.rebalance_threshold {
+                if before <= 1e-12 {
                     continue;
                 }
-                let after = (util(from) - it.load / from.capacity.max(1e-9))
-                    - (util(to) + it.load / to.capacity.max(1e-9));
-                let gain = before - after.abs();
-                if gain > 1e-9 && best_move.as_ref().is_none_or(|(g, ..)| gain > *g) {
+                let after = ((util(from) - it.load / from.capacity.max(1e-9))
+                    - (util(to) + it.load / to.capacity.max(1e-9)))
+                .abs();
+                let gain = (before - after) / before;
+                if gain >= self.opts.rebalance_threshold
+                    && best_move.as_ref().is_none_or(|(g, ..)| gain > *g)
+                {
                     best_move = Some((gain, it, to));
                 }
             }

@@ -158,3 +158,16 @@ fn removed_items_are_unassigned_and_groups_are_respected() {
     gpu_item.group = Some("gpu".into());
     assert_eq!(owners(&planner().plan(&nodes, &[gpu_item], 0))["eu:1"], "g");
 }
+
+#[test]
+fn rebalance_works_at_low_utilisation_and_does_not_flip_flop() {
+    let nodes = vec![node("a", "eu", 1000.0), node("b", "eu", 1000.0)];
+    let mut p = planner();
+    let four: Vec<Item> = (0..4).map(|i| item(&format!("eu:{i}"), "eu", 1.25, "a", 1)).collect();
+    let acts = p.plan(&nodes, &four, 10_000);
+    assert!(matches!(&acts[..], [Action::Retarget { target, .. }] if target == "b"), "{acts:?}");
+    // Two on a, one on b: moving one would only mirror the gap.
+    let mut three: Vec<Item> = four[..3].to_vec();
+    three[2].record.owner = "b".into();
+    assert!(p.plan(&nodes, &three, 20_000).is_empty());
+}
