@@ -288,6 +288,9 @@ impl Controller {
                 tracing::error!(item, error = %e, "cannot start the partition");
             }
         }
+        self.released
+            .lock()
+            .retain(|(item, _)| desired.grants.contains_key(item));
         self.drop_empty_lanes();
         self.metrics
             .partitions_owned
