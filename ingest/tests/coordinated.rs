@@ -295,9 +295,16 @@ fn revoked_cameras_stop_lost_leases_count_and_a_lost_redis_fails_closed() -> Res
     })?;
 
     // Granted again: it continues above every number it used.
+    // (This grant names another region's Kafka: warned about, published here all the same.)
     let used = a_next_seq_floor(&broker.bootstrap, &topic)?;
-    leader.grant("c0", "ingest-r", REGION, 0)?;
+    leader.grant("c0", "ingest-r", "elsewhere", 0)?;
     a.wait_streaming("c0", Duration::from_secs(20))?;
+    assert!(
+        a.proc
+            .log_text()
+            .contains("grant routes the camera to another region"),
+        "no warning about the foreign cluster"
+    );
     let restarted_at = a.camera("c0")["next_seq"].as_u64().unwrap_or(0);
     assert!(
         restarted_at >= used,
@@ -395,5 +402,43 @@ fn coordinator_mode_refuses_cameras_in_the_file() -> Result<()> {
         log.contains("in coordinator mode the coordinator assigns every camera"),
         "{log}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_handover_with_the_broker_down_is_bounded() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let (broker, topic) = broker_with_topic(2)?;
+    let sim = camsim(&["id=c0,fps=10"])?;
+    let mut leader = Leader::new(&redis.url)?;
+    let toml = format!("handover_flush_timeout = \"1s\"\n{NODE_TOML}");
+    let a = Ingest::start_coordinated(&broker.bootstrap, &topic, "ingest-u", &redis.url, &toml)?;
+    wait_until("registered", Duration::from_secs(20), || {
+        leader.member("ingest-u").ok()?.map(|_| ())
+    })?;
+    leader.register(&record("c0", sim.url("c0", None), 0))?;
+    let e = leader.grant("c0", "ingest-u", REGION, 0)?;
+    a.wait_streaming("c0", Duration::from_secs(20))?;
+
+    broker.all_down()?;
+    std::thread::sleep(Duration::from_millis(800));
+    let t = Instant::now();
+    assert!(leader.retarget("c0", "ingest-u", e, "ingest-x")?);
+    let r = wait_until("released", Duration::from_secs(10), || {
+        let r = leader.assignment("c0").ok()?;
+        (r.released == Some(e)).then_some(r)
+    })?;
+    let took = t.elapsed();
+    broker.all_up()?;
+    assert!(took < Duration::from_secs(3), "handover took {took:?}");
+    assert!(r.released_seq.unwrap_or(0) > 0);
+    assert_eq!(
+        metric_value(
+            &a.metrics(),
+            "panoptes_ingest_handovers_total{result=\"undelivered\"}"
+        ),
+        Some(1.0)
+    );
+    eprintln!("handover with the broker down released after {took:?}");
     Ok(())
 }
