@@ -133,13 +133,16 @@ impl CoordinatedNode {
         &self.ctl.agent
     }
 
-    /// Whether a lane's inference thread has stopped (fatal for the worker).
-    pub fn inference_stopped(&self) -> bool {
-        self.ctl
-            .lanes
-            .lock()
-            .values()
-            .any(|l| l.inference_stopped())
+    /// Whether a lane's inference thread or the controller has stopped (fatal for the
+    /// worker: nothing would follow the grants any more).
+    pub fn stage_stopped(&self) -> bool {
+        self.thread.as_ref().is_some_and(JoinHandle::is_finished)
+            || self
+                .ctl
+                .lanes
+                .lock()
+                .values()
+                .any(|l| l.inference_stopped())
     }
 
     /// Leaving: marks the member draining and keeps serving (handing partitions over as the

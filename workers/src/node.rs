@@ -258,8 +258,8 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         tokio::select! {
             _ = failed.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if home.inference_stopped() || node.as_ref().is_some_and(|n| n.inference_stopped()) {
-                    report(&fatal, &failed, "the inference thread stopped".into());
+                if home.inference_stopped() || node.as_ref().is_some_and(CoordinatedNode::stage_stopped) {
+                    report(&fatal, &failed, "the inference thread or the coordination controller stopped".into());
                 }
             }
         }
