@@ -605,3 +605,118 @@ fn foreign_cluster_partitions_and_regrants() -> Result<()> {
     drop((w, redis));
     Ok(())
 }
+
+/// A worker paused past its lease (`SIGSTOP`) is a zombie when it wakes: its partitions were
+/// granted to B at higher epochs meanwhile. On `SIGCONT` it finds its lease expired
+/// (`panoptes_worker_lease_lost_total` 1), re-registers, sees no grants and stops every
+/// partition; its epoch checks refuse any commit. Nothing is lost; A's records after the
+/// takeover are discarded by the epoch rule; the only duplicates are A's records of the
+/// transaction open at the freeze (the mock shows uncommitted transactions).
+#[test]
+fn paused_worker_loses_its_lease_and_stops() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let broker = DevBroker::start(1)?;
+    let t = topics(&broker, PARTITIONS as u32)?;
+    let group = unique_name("group");
+    let mut leader = Leader::new(&redis, &t.frames, &broker.bootstrap)?;
+    let checker = checker(&broker.bootstrap, &t, Vec::new())?;
+    let a = start_worker("worker-a", &broker, &t, &group, &redis, Some(40.0))?;
+    let b = start_worker("worker-b", &broker, &t, &group, &redis, Some(40.0))?;
+    for p in 0..PARTITIONS {
+        leader.grant(p, "worker-a")?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (b, t, s) = (broker.bootstrap.clone(), t.frames.clone(), stop.clone());
+        std::thread::spawn(move || produce(b, t, s))
+    };
+    let reader = offsets_reader(&broker.bootstrap, &group)?;
+    wait_until(
+        "A commits on every partition",
+        Duration::from_secs(30),
+        || {
+            committed(&reader, &t.frames, PARTITIONS)
+                .ok()
+                .filter(|c| c.len() == PARTITIONS as usize && c.values().all(|&o| o > 5))
+        },
+    )?;
+    a.proc.signal("STOP")?;
+    wait_until("A's lease expires", Duration::from_secs(5), || {
+        leader
+            .member("worker-a")
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })?;
+    let at_freeze = committed(&reader, &t.frames, PARTITIONS)?;
+    for p in 0..PARTITIONS {
+        assert_eq!(leader.grant(p, "worker-b")?, 2);
+    }
+    wait_until("B commits past A", Duration::from_secs(20), || {
+        committed(&reader, &t.frames, PARTITIONS)
+            .ok()
+            .filter(|c| (0..PARTITIONS).all(|p| c[&p] > at_freeze[&p]))
+    })?;
+    a.proc.signal("CONT")?;
+    wait_until("A stops its partitions", Duration::from_secs(10), || {
+        let m = a.metrics();
+        (metric_value(&m, "panoptes_worker_lease_lost_total") == Some(1.0)
+            && metric_value(&m, "panoptes_worker_partitions_owned") == Some(0.0))
+        .then_some(())
+    })?;
+    assert!(leader.member("worker-a")?.is_some(), "A re-registered");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Release);
+    let produced = producer.join().expect("producer")?;
+    let report = finish_when_settled(checker, Duration::from_secs(60))?;
+    println!("{}", report.to_markdown());
+    let records = all_records(&broker.bootstrap, &t.detections)?;
+    let mut leftovers = 0;
+    for p in 0..PARTITIONS {
+        let mine: Vec<&DetectionRecord> = records.iter().filter(|r| r.partition == p).collect();
+        let first_b = mine
+            .iter()
+            .position(|r| r.worker_id == "worker-b")
+            .context("B wrote nothing")?;
+        assert_eq!(
+            mine[first_b].offset, at_freeze[&p],
+            "B resumes at A's last commit"
+        );
+        for (i, r) in mine.iter().enumerate() {
+            if r.worker_id == "worker-a" {
+                assert_eq!(r.epoch, 1);
+                if i < first_b && r.offset >= at_freeze[&p] {
+                    leftovers += 1;
+                }
+            } else {
+                assert_eq!(r.epoch, 2);
+            }
+        }
+    }
+    let total = &report.total;
+    println!(
+        "produced {produced}; lost {}, duplicated {}, superseded {}; A's open-transaction \
+         leftovers {leftovers}",
+        total.lost, total.duplicated, total.superseded
+    );
+    assert_eq!(total.frames, produced);
+    assert_eq!(total.lost, 0, "{:?}", total.lost_examples);
+    assert_eq!(total.duplicated, leftovers);
+    let after = committed(&reader, &t.frames, PARTITIONS)?;
+    for p in 0..PARTITIONS {
+        let last_b = records
+            .iter()
+            .filter(|r| r.partition == p && r.worker_id == "worker-b")
+            .map(|r| r.offset)
+            .max()
+            .context("B's last record")?;
+        assert_eq!(
+            after[&p],
+            last_b + 1,
+            "the group's offset is B's, never A's"
+        );
+    }
+    drop((a, b, redis));
+    Ok(())
+}
