@@ -369,3 +369,16 @@ pub fn commit(
         tracing::warn!(error = %e, "offset commit failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::load_milli;
+
+    #[test]
+    fn load_units_scale_with_pixels() {
+        assert_eq!(load_milli(640, 360), 1000);
+        assert_eq!(load_milli(1280, 720), 4000);
+        assert_eq!(load_milli(320, 180), 250);
+        assert_eq!(load_milli(0, 0), 1);
+    }
+}

@@ -656,6 +656,30 @@ mod tests {
     }
 
     #[test]
+    fn router_partitions_come_and_go() {
+        let (router, mut rx) = Router::new(&[0], 4);
+        router.send(outcome(0));
+        assert_eq!(rx.remove(&0).unwrap().try_iter().count(), 1);
+        let rx0 = router.add(0);
+        router.send(outcome(1));
+        router.remove(0);
+        // What was sent before the removal is still delivered, then the channel ends.
+        assert_eq!(rx0.iter().count(), 1);
+        router.send(outcome(2));
+        assert!(rx0.try_recv().is_err());
+    }
+
+    #[test]
+    fn states_are_distinct_runs() {
+        let (a, b) = (PartitionState::with_epoch(3, 7), PartitionState::new(3));
+        assert_ne!(a.instance, b.instance);
+        assert_eq!((a.epoch, b.epoch), (7, 0));
+        assert!(!a.aborted());
+        a.abort.store(true, Ordering::Release);
+        assert!(a.aborted());
+    }
+
+    #[test]
     fn transactional_ids_are_per_partition() {
         assert_eq!(
             transactional_id("panoptes.frames", 3),
