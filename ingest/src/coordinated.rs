@@ -370,7 +370,16 @@ impl Coordinator {
 
         // Hand over what moves: frames delivered, then release with the next sequence.
         if !moving.is_empty() {
-            let deadline = Instant::now() + self.handover_flush_timeout;
+            // With the broker unreachable (the usual reason to move cameras across regions)
+            // waiting is pointless: the producer keeps the frames and delivers them to this
+            // region's Kafka once it is back; the camera must stream elsewhere now.
+            let broker_ok = self.readiness.snapshot().get("kafka").is_some_and(|c| c.ok);
+            let wait = if broker_ok {
+                self.handover_flush_timeout
+            } else {
+                self.handover_flush_timeout.min(Duration::from_millis(250))
+            };
+            let deadline = Instant::now() + wait;
             for g in &moving {
                 let id = &g.item;
                 let delivered = self

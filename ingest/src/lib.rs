@@ -168,19 +168,32 @@ async fn probe_broker(
     metrics: IngestMetrics,
     cancel: CancellationToken,
 ) {
+    // One failed probe can be a hiccup on a busy machine; two in a row (about 2-4 s) mark
+    // the broker unreachable, which in coordinator mode moves this node's cameras away.
+    let mut failures = 0u32;
     loop {
         let p = publisher.clone();
         let result =
-            tokio::task::spawn_blocking(move || p.check_broker(Duration::from_secs(2))).await;
-        match result {
-            Ok(Ok(partitions)) => readiness.set("kafka", true, format!("{partitions} partitions")),
-            Ok(Err(e)) => readiness.set("kafka", false, e.to_string()),
-            Err(e) => readiness.set("kafka", false, e.to_string()),
+            tokio::task::spawn_blocking(move || p.check_broker(Duration::from_secs(1))).await;
+        let error = match result {
+            Ok(Ok(partitions)) => {
+                failures = 0;
+                readiness.set("kafka", true, format!("{partitions} partitions"));
+                None
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = error {
+            failures += 1;
+            if failures >= 2 {
+                readiness.set("kafka", false, e);
+            }
         }
         metrics.producer_queue.set(i64::from(publisher.in_flight()));
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
