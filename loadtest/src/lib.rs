@@ -11,6 +11,9 @@
 //!   workers) as real processes, for cluster tests, benchmarks and load runs.
 
 pub mod bench;
+pub mod chaos;
+pub mod demo;
+pub mod run;
 pub mod camsim;
 pub mod checker;
 pub mod scene;

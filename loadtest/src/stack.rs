@@ -469,3 +469,47 @@ pub fn settle(checker: Checker, timeout: Duration) -> Result<crate::checker::Rep
     }
     Ok(checker.finish()?)
 }
+
+impl Stack {
+    /// Watches `region`'s detections topic from now on.
+    pub fn watch_detections(
+        &self,
+        region: &str,
+    ) -> Result<crate::watch::Watch<crate::watch::SeenDetection>> {
+        crate::watch::detections(&self.brokers[region].bootstrap, &self.topics.detections)
+    }
+
+    /// Watches `region`'s frames topic from now on.
+    pub fn watch_frames(
+        &self,
+        region: &str,
+    ) -> Result<crate::watch::Watch<crate::watch::SeenFrame>> {
+        crate::watch::frames(&self.brokers[region].bootstrap, &self.topics.frames)
+    }
+
+    /// Camera ids owned by each ingest node.
+    pub fn cameras_by_ingest(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let (cams, _) = self.assignments()?;
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, rec) in cams {
+            if !rec.owner.is_empty() {
+                out.entry(rec.owner).or_default().push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finishes the run: kills every ingest node (no more frames), then lets the workers
+    /// answer what is in Kafka and returns the checker's report.
+    pub fn stop_intake_and_settle(
+        &mut self,
+        checker: Checker,
+        timeout: Duration,
+    ) -> Result<crate::checker::Report> {
+        let ids: Vec<String> = self.ingest.keys().cloned().collect();
+        for id in ids {
+            self.kill(MemberKind::Ingest, &id)?;
+        }
+        settle(checker, timeout)
+    }
+}
