@@ -33,7 +33,7 @@ use crate::registry::{self, CameraSpec, CameraView, Limits, Pool, RegistryError}
 
 /// Hash group name → `{"desired_replicas": n, "load": x, "capacity": y}`, written by the
 /// leader's reconciler; read by `GET /v1/status`.
-pub const GROUPS_KEY: &str = "panoptes:groups";
+pub const GROUPS_KEY: &str = panoptes_coordinator_client::keys::GROUPS;
 
 /// How long one Redis call of a handler may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(3);

@@ -126,8 +126,8 @@ pub struct PlacementConfig {
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
     /// A rebalancing move must narrow the gap between two members' utilisations (assigned
-    /// load / capacity) by at least this fraction of it: 0.3 moves one of four items to an
-    /// idle member, but not one of two items to a member holding one.
+    /// load / capacity) by at least this fraction of the most moving one item could narrow
+    /// it: equal members holding 8–0 or 3–1 items rebalance, 2–1 do not.
     pub rebalance_threshold: f64,
     /// At most one rebalancing move per kind in this interval.
     #[serde(with = "humantime_serde")]

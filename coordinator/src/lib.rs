@@ -56,11 +56,6 @@ pub async fn run(
 ) -> Result<(), CoordinatorError> {
     config.validate()?;
     let token = config.api_token()?;
-    if token.is_none() {
-        tracing::warn!(
-            "no api.token configured: the operator API accepts unauthenticated requests"
-        );
-    }
     let cfg = Arc::new(config);
     let metrics = CoordinatorMetrics::new()?;
     let readiness = Readiness::default();

@@ -231,8 +231,9 @@ impl Planner {
     }
 
     /// One move between two members of the item's candidates that narrows the gap of their
-    /// utilisations by at least `rebalance_threshold` of it (so 4–0 items move, 2–1 do not), the
-    /// best such move first.
+    /// utilisations by at least `rebalance_threshold` of the most one item can narrow it (twice
+    /// its utilisation): 8–0 and 3–1 items move, 2–1 does not (it would only mirror the gap);
+    /// the best such move first.
     fn rebalance(
         &self,
         nodes: &[Node],
@@ -262,7 +263,12 @@ impl Planner {
                 let after = ((util(from) - it.load / from.capacity.max(1e-9))
                     - (util(to) + it.load / to.capacity.max(1e-9)))
                 .abs();
-                let gain = (before - after) / before;
+                let step = it.load / from.capacity.max(1e-9) + it.load / to.capacity.max(1e-9);
+                let gain = if step > 0.0 {
+                    (before - after) / step
+                } else {
+                    0.0
+                };
                 if gain >= self.opts.rebalance_threshold
                     && best_move.as_ref().is_none_or(|(g, ..)| gain > *g)
                 {

@@ -163,11 +163,49 @@ fn removed_items_are_unassigned_and_groups_are_respected() {
 fn rebalance_works_at_low_utilisation_and_does_not_flip_flop() {
     let nodes = vec![node("a", "eu", 1000.0), node("b", "eu", 1000.0)];
     let mut p = planner();
-    let four: Vec<Item> = (0..4).map(|i| item(&format!("eu:{i}"), "eu", 1.25, "a", 1)).collect();
+    let four: Vec<Item> = (0..4)
+        .map(|i| item(&format!("eu:{i}"), "eu", 1.25, "a", 1))
+        .collect();
     let acts = p.plan(&nodes, &four, 10_000);
-    assert!(matches!(&acts[..], [Action::Retarget { target, .. }] if target == "b"), "{acts:?}");
+    assert!(
+        matches!(&acts[..], [Action::Retarget { target, .. }] if target == "b"),
+        "{acts:?}"
+    );
     // Two on a, one on b: moving one would only mirror the gap.
     let mut three: Vec<Item> = four[..3].to_vec();
     three[2].record.owner = "b".into();
     assert!(p.plan(&nodes, &three, 20_000).is_empty());
+}
+
+#[test]
+fn many_items_on_one_member_spread_to_newcomers_with_other_capacities() {
+    let nodes = vec![
+        node("w0", "eu", 120.9),
+        node("w1", "eu", 94.1),
+        node("w2", "eu", 204.5),
+    ];
+    let mut items: Vec<Item> = (0..8)
+        .map(|i| item(&format!("eu:{i}"), "eu", 1.0, "w0", 1))
+        .collect();
+    let mut p = planner();
+    let mut now = 10_000;
+    for _ in 0..20 {
+        let acts = p.plan(&nodes, &items, now);
+        for a in acts {
+            if let Action::Retarget { item, target, .. } = a {
+                let it = items.iter_mut().find(|i| i.id == item).unwrap();
+                it.record.owner = target;
+                it.record.epoch += 1;
+            }
+        }
+        now += 2_000;
+    }
+    let count = |w: &str| items.iter().filter(|i| i.record.owner == w).count();
+    let counts = [count("w0"), count("w1"), count("w2")];
+    assert_eq!(counts.iter().sum::<usize>(), 8);
+    assert!(counts.iter().all(|&c| c >= 2), "{counts:?}");
+    assert!(
+        count("w2") >= count("w1"),
+        "the bigger member takes more: {counts:?}"
+    );
 }

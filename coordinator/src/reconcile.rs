@@ -415,7 +415,7 @@ impl Reconciler {
             if self.groups_written.get(group) != Some(&json) {
                 cmds.push(vec![
                     "HSET".into(),
-                    "panoptes:groups".into(),
+                    keys::GROUPS.into(),
                     group.clone(),
                     json.clone(),
                 ]);

@@ -16,6 +16,9 @@ pub const REGIONS: &str = "panoptes:regions";
 pub const CAMERAS: &str = "panoptes:cameras";
 /// Integer bumped by every registry change (optimistic concurrency for `apply`).
 pub const CAMERAS_VERSION: &str = "panoptes:cameras:version";
+/// Hash worker group → JSON `{"desired_replicas", "load", "capacity", "workers"}`, written by
+/// the leader every round it changes (what an autoscaler reads, besides the metric).
+pub const GROUPS: &str = "panoptes:groups";
 /// Channel the coordinator listens on: members publish here after a release.
 pub const NOTIFY_COORDINATOR: &str = "panoptes:notify:coordinator";
 
