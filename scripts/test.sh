@@ -22,5 +22,6 @@ echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
-  cargo test --workspace --locked --no-fail-fast
+  # Without nextest's test groups, run one test at a time (see .config/nextest.toml).
+  cargo test --workspace --locked --no-fail-fast -- --test-threads=1
 fi
