@@ -1,10 +1,837 @@
-//! `panoptes-loadtest demo` (being written).
+//! `panoptes-loadtest demo`: the whole coordinated system on one machine, watched live.
+//!
+//! It starts a [`Stack`] (Redis, the development broker, the camera simulator, one
+//! coordinator, one ingest node and `--workers` exactly-once workers running the reference
+//! detector), registers `--cameras` simulated cameras (640×360 H.264 at 5 fps, every frame
+//! sampled) through the coordinator's operator API, waits until every camera and partition is
+//! assigned, and then prints:
+//!
+//! - once, where to look: the operator API and every `/metrics` endpoint, the `panoptes status`
+//!   command line and the `kcat` command that consumes the detections topic;
+//! - detection records that found objects, at most [`LINES_PER_SECOND`] lines a second,
+//!   taking cameras in turn (the status line counts the lines left out);
+//! - every [`STATUS_PERIOD`] a status line: cameras streaming (the coordinator's
+//!   `/v1/status`), frames per second in (the frames topic's offsets) and out (detection
+//!   records read), end-to-end latency p50/p99 of the records of that window
+//!   (`latency.end_to_end_ms`), and the workers' total lag.
+//!
+//! SIGINT (Ctrl-C), SIGTERM or SIGHUP stop it in order: the ingest node first (SIGTERM: no new
+//! frames), then the workers (SIGTERM: they finish what is in Kafka, commit and release their
+//! partitions), then the coordinator, and Redis, the broker and the simulator last; a second
+//! signal skips the waiting. The children lead process groups of their own, so a terminal's
+//! Ctrl-C reaches only the demo, which stops them in that order.
+//!
+//! With `--seconds S` it stops by itself after S seconds of streaming and prints
+//! `DEMO_SUMMARY cameras=<n> cameras_with_detections=<k> detections=<records> frames=<f>`;
+//! the exit status is 0 only if every camera had detections. `DEMO_PIDS=<pids>` (every child
+//! process) is printed once at start, for tests that check nothing is left behind.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use panoptes_schemas::{DetectionRecord, FrameStatus};
+use panoptes_testkit::ChildProcess;
+use panoptes_testkit::coordinator::TEST_TOKEN;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::camsim::config::CameraConfig;
+use crate::stack::{Stack, StackCamera, StackSpec};
+
+/// Detection lines printed per second at most.
+pub const LINES_PER_SECOND: u32 = 3;
+/// Period of the status line.
+pub const STATUS_PERIOD: Duration = Duration::from_secs(2);
+
+const REGION: &str = "local";
+const INGEST_ID: &str = "ingest-0";
+const GROUP: &str = "default";
 
 /// Arguments of `panoptes-loadtest demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Simulated cameras (640×360 H.264 at 5 fps, every frame sampled).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cameras: u32,
+    /// Workers (reference detector on the CPU, one thread each, exactly-once delivery).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub workers: u32,
+    /// Headless: stop after this many seconds of streaming, print a `DEMO_SUMMARY` line and
+    /// exit with status 0 only if every camera had detections.
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<u64>,
+    /// Print no detection lines (status lines only).
+    #[arg(long)]
+    pub quiet_detections: bool,
+}
 
 /// Runs `panoptes-loadtest demo`.
-pub fn main(_args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::bail!("panoptes-loadtest demo is not written yet")
+pub fn main(args: DemoArgs) -> Result<()> {
+    let signals = Signals::install()?;
+    // Ctrl-C in the terminal then reaches the demo only; the demo stops the children in order.
+    panoptes_testkit::process::spawn_in_own_process_groups(true);
+    let started = Instant::now();
+    let mut stack = match start(&args, &signals) {
+        Ok(Some(stack)) => stack,
+        // Interrupted while starting: whatever was started died with the partial stack.
+        Ok(None) => {
+            say("stopped during start-up");
+            return Ok(());
+        }
+        Err(e) if signals.count() > 0 => {
+            say(&format!("stopped during start-up ({e:#})"));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    say(&format!(
+        "up in {:.1} s; {}",
+        started.elapsed().as_secs_f64(),
+        match args.seconds {
+            Some(s) => format!("stopping after {s} s (or on Ctrl-C)"),
+            None => "Ctrl-C stops everything".to_string(),
+        }
+    ));
+    let detections =
+        DetectionReader::start(&stack.brokers[REGION].bootstrap, &stack.topics.detections)?;
+    let frames = FrameCounter::new(&stack.brokers[REGION].bootstrap, &stack.topics.frames)?;
+    let mut view = View::new(&args);
+    let run_start = Instant::now();
+    let mut last_status = Instant::now();
+    let mut frames_before = frames.total();
+    let mut ended_by = "time";
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        view.take(&detections);
+        view.print_detections();
+        if last_status.elapsed() >= STATUS_PERIOD {
+            let now_frames = frames.total();
+            let dt = last_status.elapsed().as_secs_f64();
+            last_status = Instant::now();
+            let fps_in = now_frames.saturating_sub(frames_before) as f64 / dt;
+            frames_before = now_frames;
+            let cluster = ClusterView::read(&stack);
+            view.print_status(run_start.elapsed(), dt, fps_in, cluster.as_ref());
+        }
+        if let Some(name) = signals.first() {
+            ended_by = name;
+            break;
+        }
+        if args
+            .seconds
+            .is_some_and(|s| run_start.elapsed() >= Duration::from_secs(s))
+        {
+            break;
+        }
+    }
+    say(&format!(
+        "stopping ({ended_by}): cameras unregistered, then SIGTERM to the ingest node, the \
+         workers and the coordinator; Redis, the broker and the simulator last"
+    ));
+    let stop_started = Instant::now();
+    stop_nodes(&mut stack, &signals, &frames);
+    let frames_total = frames.total().max(frames_before);
+    // Records the workers committed while draining.
+    std::thread::sleep(Duration::from_millis(300));
+    view.take(&detections);
+    view.pending.clear();
+    drop(detections);
+    drop(frames);
+    stop_the_rest(stack, &signals);
+    let left = child_pids();
+    say(&format!(
+        "stopped in {:.1} s; {}",
+        stop_started.elapsed().as_secs_f64(),
+        if left.is_empty() {
+            "no child process left".to_string()
+        } else {
+            format!("still running: {left:?}")
+        }
+    ));
+    let with = view.cameras_with_objects();
+    println!(
+        "DEMO_SUMMARY cameras={} cameras_with_detections={} detections={} frames={}",
+        args.cameras, with, view.records_total, frames_total
+    );
+    if args.seconds.is_some() && ended_by == "time" && with < args.cameras as usize {
+        bail!(
+            "only {with} of {} cameras had detections in {} s",
+            args.cameras,
+            args.seconds.unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+/// Starts and settles the stack; `None` if a signal came first.
+fn start(args: &DemoArgs, signals: &Signals) -> Result<Option<Stack>> {
+    let cameras: Vec<StackCamera> = (0..args.cameras)
+        .map(|i| demo_camera(&format!("cam{i}"), u64::from(i) + 1))
+        .collect();
+    let spec = StackSpec::single_region(cameras, args.cameras as i32);
+    say(&format!(
+        "starting {} simulated cameras (640x360 H.264, 5 fps) -> 1 ingest node -> Kafka \
+         (development broker) -> {} workers (reference detector, exactly-once), 1 coordinator, Redis",
+        args.cameras, args.workers
+    ));
+    let mut stack = Stack::start(spec)?;
+    if signals.count() > 0 {
+        return Ok(None);
+    }
+    stack.coordinators[0].wait_leader(Duration::from_secs(30))?;
+    stack.start_ingest(INGEST_ID, REGION)?;
+    for w in 0..args.workers {
+        if signals.count() > 0 {
+            return Ok(None);
+        }
+        stack.start_worker(&format!("worker-{w}"), REGION, GROUP)?;
+    }
+    let pids = child_pids();
+    println!(
+        "DEMO_PIDS={}",
+        pids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    stack.register_cameras()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if signals.count() > 0 {
+            return Ok(None);
+        }
+        if stack.wait_settled(Duration::from_millis(500)).is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("cameras and partitions were not all assigned within 120 s");
+        }
+    }
+    print_where_to_look(&stack);
+    Ok(Some(stack))
+}
+
+/// A demo camera: 640×360 H.264 at 5 fps, every frame sampled, analytic size 640×360.
+pub fn demo_camera(id: &str, seed: u64) -> StackCamera {
+    let mut sim = CameraConfig::new(id);
+    sim.width = 640;
+    sim.height = 360;
+    sim.fps = 5;
+    sim.seed = seed;
+    StackCamera {
+        id: id.into(),
+        region: REGION.into(),
+        sim,
+        sample_fps: 5,
+        analytic: (640, 360),
+    }
+}
+
+fn print_where_to_look(stack: &Stack) {
+    let coord = &stack.coordinators[0].http;
+    let bootstrap = &stack.brokers[REGION].bootstrap;
+    let cli = sibling_binary("panoptes");
+    let mut lines = vec![
+        "where to look:".to_string(),
+        format!(
+            "  operator API    {coord}/v1/status   (header: Authorization: Bearer {TEST_TOKEN})"
+        ),
+        format!(
+            "                  curl -s -H 'Authorization: Bearer {TEST_TOKEN}' {coord}/v1/status"
+        ),
+        format!("  metrics         {coord}/metrics   (coordinator)"),
+    ];
+    for (id, n) in stack.ingest.iter().chain(&stack.workers) {
+        lines.push(format!("  metrics         {}/metrics   ({id})", n.http));
+    }
+    lines.extend([
+        format!("  status          PANOPTES_URL={coord} PANOPTES_TOKEN={TEST_TOKEN} {cli} status"),
+        format!(
+            "  detections      kcat -b {bootstrap} -t {} -C -o end -q",
+            stack.topics.detections
+        ),
+        format!(
+            "  topics          frames {}, detections {}, dead letters {} (broker {bootstrap})",
+            stack.topics.frames, stack.topics.detections, stack.topics.dlq
+        ),
+        format!("  cameras         {}/cam0 ...", stack.camsim.rtsp),
+        format!("  redis           redis-cli -u {}", stack.redis.url),
+    ]);
+    let mut logs: Vec<String> = stack
+        .coordinators
+        .iter()
+        .map(|c| c.child.log_path())
+        .chain(stack.ingest.values().map(|n| n.proc.log_path()))
+        .chain(stack.workers.values().map(|n| n.proc.log_path()))
+        .map(|p| p.display().to_string())
+        .collect();
+    logs.sort();
+    lines.push(format!(
+        "  logs            {} (deleted on exit)",
+        logs.join(" ")
+    ));
+    for l in lines {
+        say(&l);
+    }
+}
+
+/// A workspace binary next to this one, or its bare name.
+fn sibling_binary(name: &str) -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+        .map_or_else(|| name.to_string(), |p| p.display().to_string())
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "[demo] {line}");
+    let _ = out.flush();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+
+/// SIGINT, SIGTERM and SIGHUP, counted by a thread with its own small tokio runtime.
+struct Signals {
+    count: Arc<AtomicU32>,
+    first: Arc<Mutex<Option<&'static str>>>,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        let count = Arc::new(AtomicU32::new(0));
+        let first = Arc::new(Mutex::new(None));
+        let (c, f) = (count.clone(), first.clone());
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        std::thread::Builder::new()
+            .name("demo-signals".into())
+            .spawn(move || {
+                use tokio::signal::unix::{SignalKind, signal};
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let streams = (|| {
+                        Ok::<_, std::io::Error>((
+                            signal(SignalKind::interrupt())?,
+                            signal(SignalKind::terminate())?,
+                            signal(SignalKind::hangup())?,
+                        ))
+                    })();
+                    let (mut int, mut term, mut hup) = match streams {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    loop {
+                        let name = tokio::select! {
+                            _ = int.recv() => "SIGINT",
+                            _ = term.recv() => "SIGTERM",
+                            _ = hup.recv() => "SIGHUP",
+                        };
+                        f.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(name);
+                        if c.fetch_add(1, Ordering::SeqCst) == 1 {
+                            say(&format!("{name} again: not waiting any longer"));
+                        }
+                    }
+                });
+            })?;
+        ready_rx
+            .recv()
+            .context("signal thread died")?
+            .context("installing signal handlers")?;
+        Ok(Self { count, first })
+    }
+
+    fn count(&self) -> u32 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    fn first(&self) -> Option<&'static str> {
+        *self.first.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A second signal asks not to wait for draining.
+    fn hurry(&self) -> bool {
+        self.count() >= 2
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stopping
+
+/// Unregisters the cameras, then SIGTERMs ingest nodes, workers and coordinators in that
+/// order, each kind with time to drain.
+///
+/// A node's drain on SIGTERM waits for the coordinator to move its items to another node,
+/// up to its drain timeout (10 s for ingest, 15 s for workers). When the whole system stops
+/// there is no other node, so the demo first unregisters the cameras through the operator
+/// API: the coordinator unassigns them and their partitions, the ingest node stops the
+/// cameras and flushes their frames, the workers stop their partitions, and every node then
+/// leaves at once. Frames still in Kafka at that moment (the lag) stay unprocessed.
+fn stop_nodes(stack: &mut Stack, signals: &Signals, frames: &FrameCounter) {
+    let coord = &stack.coordinators[0];
+    let mut unregistered = 0;
+    for c in &stack.spec.cameras {
+        if matches!(coord.api("DELETE", &format!("/v1/cameras/{}", c.id), None), Ok((s, _)) if (200..300).contains(&s))
+        {
+            unregistered += 1;
+        }
+    }
+    say(&format!(
+        "  unregistered {unregistered}/{} cameras (DELETE /v1/cameras/<id>)",
+        stack.spec.cameras.len()
+    ));
+    let ingest: Vec<(String, &mut ChildProcess)> = stack
+        .ingest
+        .iter_mut()
+        .map(|(id, n)| (id.clone(), &mut n.proc))
+        .collect();
+    terminate_all(ingest, Duration::from_secs(15), signals);
+    // The last frames' count, while the broker still runs.
+    let _ = frames.total();
+    let workers: Vec<(String, &mut ChildProcess)> = stack
+        .workers
+        .iter_mut()
+        .map(|(id, n)| (id.clone(), &mut n.proc))
+        .collect();
+    terminate_all(workers, Duration::from_secs(20), signals);
+    let coords: Vec<(String, &mut ChildProcess)> = stack
+        .coordinators
+        .iter_mut()
+        .map(|c| (c.id.clone(), &mut c.child))
+        .collect();
+    terminate_all(coords, Duration::from_secs(5), signals);
+}
+
+/// SIGTERM to every process, then waits for all of them (SIGKILL after `grace`).
+fn terminate_all(procs: Vec<(String, &mut ChildProcess)>, grace: Duration, signals: &Signals) {
+    let start = Instant::now();
+    let mut left: Vec<(String, &mut ChildProcess)> = Vec::new();
+    for (id, p) in procs {
+        if p.is_running() && p.signal("TERM").is_ok() {
+            left.push((id, p));
+        }
+    }
+    while !left.is_empty() {
+        let mut still = Vec::new();
+        for (id, p) in left {
+            if p.is_running() {
+                still.push((id, p));
+            } else {
+                say(&format!(
+                    "  {id} exited after {:.1} s",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        left = still;
+        if left.is_empty() {
+            break;
+        }
+        if start.elapsed() > grace || signals.hurry() {
+            for (id, p) in &left {
+                say(&format!("  {id} still running: SIGKILL"));
+                let _ = p.signal("KILL");
+            }
+            for (_, p) in &mut left {
+                for _ in 0..50 {
+                    if !p.is_running() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM to Redis, the broker and the simulator (whose handles are not public), a moment
+/// to exit, then the stack is dropped: whatever still runs gets SIGKILL and is reaped.
+fn stop_the_rest(stack: Stack, signals: &Signals) {
+    let rest = child_pids();
+    for pid in &rest {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !signals.hurry() && rest.iter().any(|&p| is_alive(p)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stack);
+}
+
+/// Ids of this process's children (from `/proc`).
+pub fn child_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((ppid, state)) = stat_ppid_state(pid)
+            && ppid == me
+            && state != 'Z'
+        {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    stat_ppid_state(pid).is_some_and(|(_, s)| s != 'Z' && s != 'X')
+}
+
+/// Parent pid and state letter from `/proc/<pid>/stat`.
+fn stat_ppid_state(pid: u32) -> Option<(u32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the topics and the coordinator
+
+/// Detection records read (from the beginning of the demo's own topic), handed over through
+/// a bounded channel.
+struct DetectionReader {
+    rx: mpsc::Receiver<DetectionRecord>,
+    dropped: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DetectionReader {
+    fn start(bootstrap: &str, topic: &str) -> Result<Self> {
+        let c = assigned_consumer(bootstrap, topic)?;
+        let (tx, rx) = mpsc::sync_channel(4096);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, st) = (dropped.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("demo-detections".into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let Some(r) = m.payload().and_then(|p| DetectionRecord::from_json(p).ok())
+                    else {
+                        continue;
+                    };
+                    if tx.try_send(r).is_err() {
+                        d.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })?;
+        Ok(Self {
+            rx,
+            dropped,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for DetectionReader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn consumer_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", panoptes_testkit::unique_name("panoptes-demo"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "50")
+        .set("reconnect.backoff.max.ms", "1000");
+    c
+}
+
+fn assigned_consumer(bootstrap: &str, topic: &str) -> Result<BaseConsumer> {
+    let c: BaseConsumer = consumer_config(bootstrap).create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions(&c, topic)? {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    Ok(c)
+}
+
+fn partitions(c: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// Frames published so far: the sum of the frames topic's high watermarks (the topic is
+/// the demo's own and the ingest producer is not transactional, so offsets count records).
+struct FrameCounter {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: Vec<i32>,
+    last: AtomicU64,
+}
+
+impl FrameCounter {
+    fn new(bootstrap: &str, topic: &str) -> Result<Self> {
+        let consumer: BaseConsumer = consumer_config(bootstrap).create()?;
+        let partitions = partitions(&consumer, topic)?;
+        Ok(Self {
+            consumer,
+            topic: topic.into(),
+            partitions,
+            last: AtomicU64::new(0),
+        })
+    }
+
+    /// The current total (the last known one if the broker does not answer).
+    fn total(&self) -> u64 {
+        let mut sum = 0u64;
+        for &p in &self.partitions {
+            match self
+                .consumer
+                .fetch_watermarks(&self.topic, p, Duration::from_secs(1))
+            {
+                Ok((_, high)) => sum += high.max(0) as u64,
+                Err(_) => return self.last.load(Ordering::Relaxed),
+            }
+        }
+        self.last.fetch_max(sum, Ordering::Relaxed).max(sum)
+    }
+}
+
+/// What the coordinator's `/v1/status` says.
+#[derive(Debug, Default)]
+struct ClusterView {
+    cameras: usize,
+    streaming: usize,
+    lag: Option<i64>,
+}
+
+impl ClusterView {
+    fn read(stack: &Stack) -> Option<Self> {
+        let (code, v) = stack.coordinators[0].api("GET", "/v1/status", None).ok()?;
+        if code != 200 {
+            return None;
+        }
+        let cams = v["cameras"].as_array()?;
+        let lags: Vec<i64> = v["partitions"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["lag"].as_i64()).collect())
+            .unwrap_or_default();
+        Some(Self {
+            cameras: cams.len(),
+            streaming: cams
+                .iter()
+                .filter(|c| c["state"].as_str() == Some("streaming"))
+                .count(),
+            lag: (!lags.is_empty()).then(|| lags.iter().sum()),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The terminal view
+
+struct View {
+    quiet: bool,
+    /// Per camera: records, records with objects.
+    per_camera: BTreeMap<String, (u64, u64)>,
+    records_total: u64,
+    /// This status window: records and their end-to-end latencies.
+    window_records: u64,
+    window_e2e: Vec<f32>,
+    window_not_ok: u64,
+    /// Newest record with objects per camera, not printed yet.
+    pending: BTreeMap<String, DetectionRecord>,
+    /// When each camera's last line was printed.
+    last_shown: BTreeMap<String, Instant>,
+    last_line: Option<Instant>,
+    shown: u64,
+    skipped: u64,
+    dropped: u64,
+}
+
+impl View {
+    fn new(args: &DemoArgs) -> Self {
+        Self {
+            quiet: args.quiet_detections,
+            per_camera: (0..args.cameras)
+                .map(|i| (format!("cam{i}"), (0, 0)))
+                .collect(),
+            records_total: 0,
+            window_records: 0,
+            window_e2e: Vec::new(),
+            window_not_ok: 0,
+            pending: BTreeMap::new(),
+            last_shown: BTreeMap::new(),
+            last_line: None,
+            shown: 0,
+            skipped: 0,
+            dropped: 0,
+        }
+    }
+
+    fn take(&mut self, reader: &DetectionReader) {
+        self.dropped = reader.dropped.load(Ordering::Relaxed);
+        while let Ok(r) = reader.rx.try_recv() {
+            self.records_total += 1;
+            self.window_records += 1;
+            self.window_e2e.push(r.latency.end_to_end_ms);
+            if r.status != FrameStatus::Ok {
+                self.window_not_ok += 1;
+            }
+            let e = self.per_camera.entry(r.camera_id.clone()).or_default();
+            e.0 += 1;
+            if !r.detections.is_empty() {
+                e.1 += 1;
+                // A newer record replaces one not printed yet: that one is skipped.
+                if self.pending.insert(r.camera_id.clone(), r).is_some() {
+                    self.skipped += 1;
+                }
+            }
+        }
+        if self.quiet {
+            self.pending.clear();
+        }
+    }
+
+    /// Prints at most [`LINES_PER_SECOND`] lines a second, the camera shown longest ago first.
+    fn print_detections(&mut self) {
+        let gap = Duration::from_secs(1) / LINES_PER_SECOND;
+        if self.pending.is_empty() || self.last_line.is_some_and(|t| t.elapsed() < gap) {
+            return;
+        }
+        let Some(cam) = self
+            .pending
+            .keys()
+            .min_by_key(|c| self.last_shown.get(*c).copied())
+            .cloned()
+        else {
+            return;
+        };
+        let Some(r) = self.pending.remove(&cam) else {
+            return;
+        };
+        let now = Instant::now();
+        self.last_shown.insert(cam, now);
+        self.last_line = Some(now);
+        self.shown += 1;
+        let mut objs: Vec<String> = r
+            .detections
+            .iter()
+            .take(6)
+            .map(|d| format!("{} {:.2}", d.label, d.score))
+            .collect();
+        if r.detections.len() > 6 {
+            objs.push(format!("+{} more", r.detections.len() - 6));
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "[detection] {} seq={} {} object(s): {} | e2e {:.0} ms | {} partition {} epoch {}",
+            r.camera_id,
+            r.seq,
+            r.detections.len(),
+            objs.join(", "),
+            r.latency.end_to_end_ms,
+            r.worker_id,
+            r.partition,
+            r.epoch
+        );
+        let _ = out.flush();
+    }
+
+    fn print_status(&mut self, t: Duration, dt: f64, fps_in: f64, cluster: Option<&ClusterView>) {
+        let mut e2e = std::mem::take(&mut self.window_e2e);
+        e2e.sort_by(f32::total_cmp);
+        let q = |q: f64| -> String {
+            if e2e.is_empty() {
+                return "-".into();
+            }
+            let i = ((e2e.len() as f64 * q).ceil() as usize).clamp(1, e2e.len()) - 1;
+            format!("{:.0}", e2e[i])
+        };
+        let cams = match cluster {
+            Some(c) => format!("{}/{}", c.streaming, c.cameras),
+            None => "?".into(),
+        };
+        let lag = cluster
+            .and_then(|c| c.lag)
+            .map_or_else(|| "?".into(), |l| l.to_string());
+        let fps_out = self.window_records as f64 / dt;
+        let mut extra = String::new();
+        if self.window_not_ok > 0 {
+            extra.push_str(&format!(" | not inferred {}", self.window_not_ok));
+        }
+        if !self.quiet {
+            extra.push_str(&format!(
+                " | lines shown {} skipped {}",
+                self.shown, self.skipped
+            ));
+        }
+        if self.dropped > 0 {
+            extra.push_str(&format!(" | unread {}", self.dropped));
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "[status] t={:>4.0}s | cameras up {cams} | fps in {fps_in:.1} out {fps_out:.1} | \
+             e2e p50 {} ms p99 {} ms | lag {lag} | records {}{extra}",
+            t.as_secs_f64(),
+            q(0.5),
+            q(0.99),
+            self.records_total,
+        );
+        let _ = out.flush();
+        self.window_records = 0;
+        self.window_not_ok = 0;
+    }
+
+    fn cameras_with_objects(&self) -> usize {
+        self.per_camera.values().filter(|(_, o)| *o > 0).count()
+    }
 }

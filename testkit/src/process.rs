@@ -4,10 +4,22 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+static OWN_PROCESS_GROUPS: AtomicBool = AtomicBool::new(false);
+
+/// From now on (`true`), every [`ChildProcess`] this process spawns leads a process group of
+/// its own. A terminal's Ctrl-C goes to its whole foreground process group; with this set it
+/// reaches only this process, which can then stop its children in order (ingest before
+/// workers before the broker) instead of having them all stop at once. Used by
+/// `panoptes-loadtest demo`; tests leave it off.
+pub fn spawn_in_own_process_groups(on: bool) {
+    OWN_PROCESS_GROUPS.store(on, Ordering::SeqCst);
+}
 
 /// A running child process, killed (SIGKILL) when dropped unless stopped before.
 pub struct ChildProcess {
@@ -32,6 +44,9 @@ impl ChildProcess {
             .stderr(Stdio::from(log.reopen()?));
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if OWN_PROCESS_GROUPS.load(Ordering::SeqCst) {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         }
         let mut child = cmd
             .spawn()

@@ -1,0 +1,245 @@
+//! The one-command demo, headless: `panoptes-loadtest demo` (what `scripts/demo.sh` runs after
+//! setting up and building) starts the whole coordinated system, prints where to look and
+//! live detections, stops by itself (`--seconds`) or on SIGINT, and leaves no process behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use panoptes_testkit::bin_path;
+
+/// The demo as a child in a process group of its own (as a terminal runs it), with its
+/// stdout lines collected.
+struct Demo {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Demo {
+    fn start(args: &[&str]) -> Self {
+        let mut cmd = Command::new(bin_path("panoptes-loadtest"));
+        cmd.arg("demo")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().expect("spawning panoptes-loadtest demo");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("demo| {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Collects lines until one satisfies `f` (or the output ends, or `timeout`).
+    fn wait_line(&mut self, timeout: Duration, f: impl Fn(&str) -> bool) -> Option<String> {
+        if let Some(l) = self.seen.iter().find(|l| f(l)) {
+            return Some(l.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if f(&line) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// Waits for the process to exit and for its output to end.
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the demo did not exit within {timeout:?}; output:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(l);
+        }
+        status
+    }
+
+    fn pids(&mut self) -> Vec<u32> {
+        let line = self
+            .wait_line(Duration::from_secs(180), |l| l.starts_with("DEMO_PIDS="))
+            .expect("a DEMO_PIDS line");
+        let pids: Vec<u32> = line["DEMO_PIDS=".len()..]
+            .split_whitespace()
+            .map(|p| p.parse().expect("a pid"))
+            .collect();
+        // Redis, broker, simulator, coordinator, ingest node, at least one worker.
+        assert!(pids.len() >= 6, "every child is listed: {line}");
+        pids
+    }
+
+    fn has(&self, prefix: &str) -> bool {
+        self.seen.iter().any(|l| l.starts_with(prefix))
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s
+            .rfind(')')
+            .and_then(|i| s[i + 1..].split_whitespace().next());
+        !matches!(state, Some("Z") | Some("X"))
+    })
+}
+
+fn assert_all_gone(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = left
+                .iter()
+                .map(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                        .unwrap_or_default()
+                        .replace('\0', " ")
+                })
+                .collect();
+            for &p in &left {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &p.to_string()])
+                    .status();
+            }
+            panic!("processes left behind: {left:?} {names:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn headless_demo_shows_detections_from_every_camera_and_leaves_nothing_behind() {
+    let t0 = Instant::now();
+    let mut demo = Demo::start(&["--seconds", "25", "--cameras", "3"]);
+    let pids = demo.pids();
+    let status = demo.wait_exit(Duration::from_secs(240));
+    eprintln!("demo ran {:.1} s, {status}", t0.elapsed().as_secs_f64());
+    let out = demo.seen.join("\n");
+    assert!(
+        status.success(),
+        "demo exited with {status}; output:\n{out}"
+    );
+
+    let summary = demo
+        .seen
+        .iter()
+        .find(|l| l.starts_with("DEMO_SUMMARY "))
+        .unwrap_or_else(|| panic!("a DEMO_SUMMARY line in:\n{out}"));
+    let field = |k: &str| -> u64 {
+        summary
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k}= in {summary}"))
+    };
+    assert_eq!(field("cameras"), 3, "{summary}");
+    assert_eq!(field("cameras_with_detections"), 3, "{summary}");
+    assert!(field("frames") > 0 && field("detections") > 0, "{summary}");
+
+    // Where to look.
+    assert!(
+        demo.seen
+            .iter()
+            .any(|l| l.contains("kcat -b 127.0.0.1:") && l.contains(" -C -o end -q")),
+        "kcat command in:\n{out}"
+    );
+    let metrics = demo
+        .seen
+        .iter()
+        .filter(|l| l.contains("metrics") && l.contains("/metrics"))
+        .count();
+    assert!(
+        metrics >= 4,
+        "coordinator, ingest and worker metrics URLs in:\n{out}"
+    );
+    assert!(
+        demo.seen.iter().any(|l| l.contains("PANOPTES_URL=http://")
+            && l.contains("PANOPTES_TOKEN=")
+            && l.contains(" status")),
+        "panoptes status command line in:\n{out}"
+    );
+    assert!(
+        demo.seen.iter().any(|l| l.contains("/v1/status")),
+        "operator API in:\n{out}"
+    );
+    // Live output.
+    assert!(demo.has("[detection] cam"), "detection lines in:\n{out}");
+    assert!(
+        demo.seen
+            .iter()
+            .any(|l| l.starts_with("[status]") && l.contains("cameras up 3/3")),
+        "a status line with every camera up in:\n{out}"
+    );
+    assert_all_gone(&pids);
+}
+
+#[test]
+fn sigint_to_the_demo_stops_everything() {
+    let mut demo = Demo::start(&["--cameras", "2", "--workers", "1"]);
+    let pids = demo.pids();
+    // Running: the first status line.
+    demo.wait_line(Duration::from_secs(180), |l| l.starts_with("[status]"))
+        .expect("a status line");
+    // What a terminal's Ctrl-C does: SIGINT to the demo's whole (foreground) process group.
+    let pgid = demo.child.id();
+    let t = Instant::now();
+    let ok = Command::new("kill")
+        .args(["-INT", "--", &format!("-{pgid}")])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let status = demo.wait_exit(Duration::from_secs(60));
+    eprintln!(
+        "stopped {:.1} s after SIGINT: {status}",
+        t.elapsed().as_secs_f64()
+    );
+    let out = demo.seen.join("\n");
+    assert!(
+        status.success(),
+        "demo exited with {status}; output:\n{out}"
+    );
+    assert!(
+        demo.seen.iter().any(|l| l.contains("stopping (SIGINT)")),
+        "the demo says why it stops:\n{out}"
+    );
+    assert!(demo.has("DEMO_SUMMARY "), "{out}");
+    assert_all_gone(&pids);
+}
