@@ -21,6 +21,7 @@ APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   redis-server redis-tools kcat
+  fonts-dejavu-core
 )
 
 missing=()

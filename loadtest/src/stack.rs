@@ -50,6 +50,23 @@ impl StackCamera {
             analytic: (320, 180),
         }
     }
+
+    /// A camera `id` in `region`: `source` resolution at `fps`, sampled at `fps`, scaled by
+    /// ingest to fit the `analytic` box.
+    pub fn with_resolution(
+        id: &str,
+        region: &str,
+        fps: u32,
+        seed: u64,
+        source: (u32, u32),
+        analytic: (u32, u32),
+    ) -> Self {
+        let mut c = Self::small(id, region, fps, seed);
+        c.sim.width = source.0;
+        c.sim.height = source.1;
+        c.analytic = analytic;
+        c
+    }
 }
 
 /// What to start.

@@ -30,6 +30,12 @@ pub struct SeenDetection {
     pub camera_id: String,
     /// Frame sequence number.
     pub seq: u64,
+    /// Capture time of the frame (µs since the epoch, the ingest node's clock).
+    pub capture_time_us: i64,
+    /// The record's `latency.end_to_end_ms`: capture to publishing, as the worker measured it.
+    pub end_to_end_ms: f32,
+    /// The record's status (`ok`, `skipped_stale`, `shed_overload`).
+    pub status: &'static str,
 }
 
 /// One frame as it arrived.
@@ -80,6 +86,9 @@ mod shared {
         pub fn snapshot(&self) -> Vec<T> {
             self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
         }
+        pub fn take(&self) -> Vec<T> {
+            std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        }
     }
 }
 
@@ -94,6 +103,12 @@ impl<T: Clone> Watch<T> {
     /// Everything seen so far.
     pub fn seen(&self) -> Vec<T> {
         self.seen.snapshot()
+    }
+
+    /// Everything seen since the last `take` (or the start), removed from the watch: a
+    /// caller that takes regularly keeps the watch's memory bounded.
+    pub fn take(&self) -> Vec<T> {
+        self.seen.take()
     }
 }
 
@@ -165,6 +180,9 @@ pub fn detections(bootstrap: &str, topic: &str) -> Result<Watch<SeenDetection>> 
             epoch: r.epoch,
             camera_id: r.camera_id,
             seq: r.seq,
+            capture_time_us: r.capture_time_us,
+            end_to_end_ms: r.latency.end_to_end_ms,
+            status: r.status.as_str(),
         })
     })
 }

@@ -96,6 +96,11 @@ impl DevBroker {
     pub fn is_running(&mut self) -> bool {
         self.child.is_running()
     }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
 }
 
 /// The camera simulator, as a process.
@@ -145,6 +150,11 @@ impl CamSim {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.is_running()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
     }
 }
 

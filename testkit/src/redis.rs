@@ -88,6 +88,11 @@ impl RedisServer {
     pub fn is_running(&mut self) -> bool {
         self.child.is_running()
     }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
 }
 
 /// `panoptes:assign:<cluster>:<frames topic>:<partition>` (as in
