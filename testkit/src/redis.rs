@@ -1,5 +1,6 @@
 //! A real `redis-server` (installed by `scripts/setup.sh`) on a free port, in memory only
-//! (`--save '' --appendonly no`), killed when the handle is dropped; plus helpers that write
+//! (`--save '' --appendonly no`) unless persistence is turned on for a restart, killed when
+//! the handle is dropped; plus helpers that write
 //! the coordinator's assignment records (key schema: `docs/coordination-keys.md`).
 
 use std::net::TcpListener;
@@ -17,6 +18,7 @@ pub struct RedisServer {
     /// The port.
     pub port: u16,
     child: ChildProcess,
+    persist_dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -39,6 +41,9 @@ impl RedisServer {
                     "",
                     "--appendonly",
                     "no",
+                    // `CONFIG SET dir` from local clients (for `enable_persistence`).
+                    "--enable-protected-configs",
+                    "local",
                 ],
                 &[],
             )
@@ -49,7 +54,12 @@ impl RedisServer {
                 if let Ok(mut c) = connect(&url)
                     && ::redis::cmd("PING").query::<String>(&mut c).is_ok()
                 {
-                    return Ok(Self { url, port, child });
+                    return Ok(Self {
+                        url,
+                        port,
+                        child,
+                        persist_dir: None,
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -92,6 +102,107 @@ impl RedisServer {
     /// Process id.
     pub fn pid(&self) -> u32 {
         self.child.pid()
+    }
+
+    /// Turns on append-only persistence at run time (`CONFIG SET`): files in `dir`, fsync on
+    /// every write (`appendfsync always`, so an acknowledged write survives a `kill -9`).
+    /// Waits (≤ 10 s) until the initial AOF rewrite is done. [`RedisServer::restart`] keeps
+    /// these settings.
+    pub fn enable_persistence(&mut self, dir: &Path) -> Result<()> {
+        let mut c = self.connection()?;
+        for (k, v) in [
+            ("dir", dir.to_string_lossy().to_string()),
+            ("appendfsync", "always".into()),
+            ("appendonly", "yes".into()),
+        ] {
+            ::redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(k)
+                .arg(&v)
+                .query::<()>(&mut c)
+                .with_context(|| format!("CONFIG SET {k} {v}"))?;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = ::redis::cmd("INFO").arg("persistence").query(&mut c)?;
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                    .map(|v| v.trim().to_string())
+            };
+            if field("aof_enabled").as_deref() == Some("1")
+                && field("aof_rewrite_in_progress").as_deref() == Some("0")
+                && field("aof_rewrite_scheduled").as_deref() == Some("0")
+            {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("redis did not finish its AOF rewrite: {info}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.persist_dir = Some(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Kills the server (SIGKILL: no shutdown save) and waits until it has exited.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.signal("KILL")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.child.is_running() {
+            if std::time::Instant::now() > deadline {
+                bail!("redis-server did not exit after SIGKILL");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Starts a new `redis-server` on the same port (after [`RedisServer::kill`]; a running
+    /// one is killed first), with the persistence settings of
+    /// [`RedisServer::enable_persistence`] if they were made (it then loads its AOF), and
+    /// waits until it answers `PING`.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_running() {
+            self.kill()?;
+        }
+        let p = self.port.to_string();
+        let dir = self
+            .persist_dir
+            .as_ref()
+            .map(|d| d.to_string_lossy().to_string());
+        let mut args = vec![
+            "--port",
+            &p,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--enable-protected-configs",
+            "local",
+        ];
+        match &dir {
+            Some(d) => args.extend(["--dir", d, "--appendonly", "yes", "--appendfsync", "always"]),
+            None => args.extend(["--appendonly", "no"]),
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        // The old socket can linger for a moment: retry until the deadline.
+        while std::time::Instant::now() < deadline {
+            let mut child = ChildProcess::spawn("redis", Path::new("redis-server"), &args, &[])?;
+            while std::time::Instant::now() < deadline && child.is_running() {
+                if let Ok(mut c) = connect(&self.url)
+                    && ::redis::cmd("PING").query::<String>(&mut c).is_ok()
+                {
+                    self.child = child;
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            last = child.log_text();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("redis-server did not restart on port {}: {last}", self.port)
     }
 }
 

@@ -1,0 +1,430 @@
+//! What every scenario shares: the stack with its checkers and topic watchers, fault markers,
+//! recovery waits and the final accounting.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use panoptes_coordinator_client::{MemberKind, keys};
+
+use super::{FaultEvent, Recovery, RegionAccounting, ScenarioReport};
+use crate::checker::Checker;
+use crate::stack::{Stack, StackCamera, StackSpec};
+use crate::timeline::Recorder;
+use crate::watch::{SeenDetection, SeenFrame, Watch, wall_ms};
+
+/// Registers the cameras with the coordinator (instead of [`Stack::register_cameras`]).
+pub(crate) type Register<'r> = &'r dyn Fn(&Stack) -> Result<()>;
+
+/// The running scenario.
+pub(crate) struct Run<'a> {
+    pub stack: Stack,
+    pub report: &'a mut ScenarioReport,
+    pub checkers: Vec<(String, Checker)>,
+    pub dets: Watch<SeenDetection>,
+    pub frames: Watch<SeenFrame>,
+    t0: Instant,
+    recorder: Option<Recorder>,
+    out: PathBuf,
+    first_fault_ms: Option<u64>,
+    intake_stopped_ms: Option<u64>,
+}
+
+/// `n` small cameras at `fps` in region `local`, camera i on partition i.
+pub(crate) fn cameras(n: usize, fps: u32) -> Vec<StackCamera> {
+    (0..n)
+        .map(|i| StackCamera::small(&format!("cam{i}"), "local", fps, 1 + i as u64))
+        .collect()
+}
+
+/// One region, exactly-once, fast rebalancing so that every worker gets partitions.
+pub(crate) fn spec(cameras: Vec<StackCamera>) -> StackSpec {
+    let n = cameras.len() as i32;
+    let mut spec = StackSpec::single_region(cameras, n);
+    spec.coordinator_toml = "[placement]\nrebalance_cooldown = \"1s\"\n".into();
+    spec
+}
+
+impl<'a> Run<'a> {
+    /// Starts the stack, `ingest` nodes and `workers` in region `local`, registers the cameras
+    /// with `register` (default: [`Stack::register_cameras`]), waits until placement settled,
+    /// every worker owns a partition and every camera has detections.
+    pub fn start(
+        report: &'a mut ScenarioReport,
+        out: &Path,
+        spec: StackSpec,
+        ingest: &[&str],
+        workers: &[&str],
+        register: Option<Register<'_>>,
+    ) -> Result<Self> {
+        report.setup = format!(
+            "{} cameras ({}×{} at {} fps), {} ingest node(s), {} exactly-once worker(s), {} \
+             coordinator(s), {} broker(s) per region, member leases {} ms",
+            spec.cameras.len(),
+            spec.cameras.first().map_or(0, |c| c.sim.width),
+            spec.cameras.first().map_or(0, |c| c.sim.height),
+            spec.cameras.first().map_or(0, |c| c.sim.fps),
+            ingest.len(),
+            workers.len(),
+            spec.coordinators,
+            spec.brokers_per_region,
+            spec.lease_ttl.as_millis()
+        );
+        let mut stack = Stack::start(spec)?;
+        for id in ingest {
+            stack.start_ingest(id, "local")?;
+        }
+        for id in workers {
+            stack.start_worker(id, "local", "default")?;
+        }
+        match register {
+            Some(f) => f(&stack)?,
+            None => stack.register_cameras()?,
+        }
+        stack.wait_settled(Duration::from_secs(60))?;
+        for w in workers {
+            crate::stack::wait_owns(&stack, w, Duration::from_secs(30))?;
+        }
+        stack.wait_settled(Duration::from_secs(30))?;
+        let mut checkers = Vec::new();
+        for r in &stack.spec.regions {
+            checkers.push((r.clone(), stack.checker(r)?));
+        }
+        let dets = stack.watch_detections("local")?;
+        let frames = stack.watch_frames("local")?;
+        let mut run = Self {
+            stack,
+            report,
+            checkers,
+            dets,
+            frames,
+            t0: Instant::now(),
+            recorder: None,
+            out: out.to_path_buf(),
+            first_fault_ms: None,
+            intake_stopped_ms: None,
+        };
+        let cams = run.camera_ids();
+        let since = wall_ms();
+        let first = run.wait_cameras_detections(&cams, since, Duration::from_secs(60));
+        if let Some((c, _)) = first.iter().find(|(_, v)| v.is_none()) {
+            anyhow::bail!("camera {c} had no detections within 60 s of the stack settling");
+        }
+        run.recorder = Some(Recorder::start(&run.stack)?);
+        run.t0 = Instant::now();
+        Ok(run)
+    }
+
+    /// Camera ids of the spec.
+    pub fn camera_ids(&self) -> Vec<String> {
+        self.stack
+            .spec
+            .cameras
+            .iter()
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// Records a fault (or another moment) at the current time; returns its wall clock.
+    pub fn mark(&mut self, label: &str) -> u64 {
+        let now = wall_ms();
+        self.first_fault_ms.get_or_insert(now);
+        if let Some(r) = &self.recorder {
+            r.refresh(&self.stack);
+            r.mark(label);
+        }
+        eprintln!(
+            "[chaos {}] {:.1} s: {label}",
+            self.report.scenario,
+            self.t0.elapsed().as_secs_f64()
+        );
+        self.report.faults.push(FaultEvent {
+            at_s: self.t0.elapsed().as_secs_f64(),
+            wall_ms: now,
+            label: label.into(),
+        });
+        now
+    }
+
+    /// A line in the report's notes (and on stderr).
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        eprintln!("[chaos {}] {text}", self.report.scenario);
+        self.report.notes.push(text);
+    }
+
+    /// A failure of the scenario (kept going: the accounting is still done).
+    pub fn fail(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        eprintln!("[chaos {}] FAIL: {text}", self.report.scenario);
+        self.report.failures.push(text);
+    }
+
+    /// Records a measured recovery.
+    pub fn recovery(&mut self, what: impl Into<String>, ms: Option<u64>, bound: Duration) {
+        let r = Recovery {
+            what: what.into(),
+            ms,
+            bound_ms: bound.as_millis() as u64,
+        };
+        eprintln!(
+            "[chaos {}] recovery of {}: {:?} ms (bound {} ms)",
+            self.report.scenario, r.what, r.ms, r.bound_ms
+        );
+        self.report.recoveries.push(r);
+    }
+
+    /// Lets the system run for `d`.
+    pub fn hold(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    /// The worker owning the most partitions (among running ones) and its partition numbers.
+    pub fn busiest_worker(&self) -> Result<(String, Vec<i32>)> {
+        let by = self.stack.partitions_by_worker()?;
+        by.iter()
+            .filter(|(w, _)| self.stack.workers.contains_key(*w))
+            .max_by_key(|(_, items)| items.len())
+            .map(|(w, items)| {
+                (
+                    w.clone(),
+                    items
+                        .iter()
+                        .filter_map(|i| keys::parse_partition_item(i).map(|(_, p)| p))
+                        .collect(),
+                )
+            })
+            .context("no worker owns a partition")
+    }
+
+    /// For each partition, ms from `since` to the first committed detection of it written by
+    /// a worker other than `not_by` (None if none within `timeout`).
+    pub fn wait_partitions(
+        &self,
+        parts: &[i32],
+        since: u64,
+        not_by: &str,
+        timeout: Duration,
+    ) -> BTreeMap<i32, Option<u64>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.dets.seen();
+            let got: BTreeMap<i32, Option<u64>> = parts
+                .iter()
+                .map(|p| {
+                    let t = seen
+                        .iter()
+                        .filter(|d| {
+                            d.partition == *p && d.worker_id != not_by && d.arrived_ms >= since
+                        })
+                        .map(|d| d.arrived_ms - since)
+                        .min();
+                    (*p, t)
+                })
+                .collect();
+            if got.values().all(Option::is_some) || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// For each camera, ms from `since` to its first detection record arriving after it.
+    pub fn wait_cameras_detections(
+        &self,
+        cams: &[String],
+        since: u64,
+        timeout: Duration,
+    ) -> BTreeMap<String, Option<u64>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.dets.seen();
+            let got: BTreeMap<String, Option<u64>> = cams
+                .iter()
+                .map(|c| {
+                    let t = seen
+                        .iter()
+                        .filter(|d| &d.camera_id == c && d.arrived_ms >= since)
+                        .map(|d| d.arrived_ms - since)
+                        .min();
+                    (c.clone(), t)
+                })
+                .collect();
+            if got.values().all(Option::is_some) || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// For each camera, ms from `since` to the arrival of its first frame captured after
+    /// `since` (judged by the frame's capture time, so frames of the old owner do not count).
+    pub fn wait_cameras_frames(
+        &self,
+        cams: &[String],
+        since: u64,
+        timeout: Duration,
+    ) -> BTreeMap<String, Option<u64>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.frames.seen();
+            let got: BTreeMap<String, Option<u64>> = cams
+                .iter()
+                .map(|c| {
+                    let t = seen
+                        .iter()
+                        .filter(|f| &f.camera_id == c && f.capture_time_us / 1000 > since as i64)
+                        .map(|f| f.arrived_ms.saturating_sub(since))
+                        .min();
+                    (c.clone(), t)
+                })
+                .collect();
+            if got.values().all(Option::is_some) || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills (SIGKILL) a worker and names it a culprit; returns the wall clock of the kill.
+    pub fn kill_worker(&mut self, id: &str) -> Result<u64> {
+        let owned = self
+            .stack
+            .partitions_by_worker()?
+            .remove(id)
+            .unwrap_or_default();
+        self.stack.kill(MemberKind::Worker, id)?;
+        self.report.culprits.insert(id.to_string());
+        Ok(self.mark(&format!("kill -9 worker {id} (owned {owned:?})")))
+    }
+
+    /// Stops intake (kills every ingest node), lets the workers answer what is in Kafka and
+    /// records every region's accounting plus the per-camera detection gaps.
+    pub fn finish(mut self) -> Result<()> {
+        let ids: Vec<String> = self.stack.ingest.keys().cloned().collect();
+        for id in ids {
+            self.stack.kill(MemberKind::Ingest, &id)?;
+        }
+        self.intake_stopped_ms = Some(wall_ms());
+        self.mark("end of intake (every ingest node killed)");
+        let cams = self.camera_ids();
+        let settle = Duration::from_secs(60);
+        let checkers = std::mem::take(&mut self.checkers);
+        for (region, checker) in checkers {
+            let report = crate::stack::settle(checker, settle)?;
+            self.report.regions.insert(
+                region,
+                RegionAccounting {
+                    explained_duplicates: 0,
+                    unexplained_duplicates: 0,
+                    checker: report,
+                },
+            );
+        }
+        if let Some(rec) = self.recorder.take() {
+            rec.mark("settled");
+            let timeline = rec.finish();
+            std::fs::create_dir_all(&self.out)?;
+            std::fs::write(
+                self.out.join("timeline.json"),
+                serde_json::to_vec(&timeline)?,
+            )?;
+            let title = format!("chaos {} ({:?})", self.report.scenario, self.report.scale);
+            match crate::charts::render(&timeline, &self.out, &title) {
+                Ok(files) => {
+                    self.report.charts = files
+                        .iter()
+                        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().to_string()))
+                        .collect();
+                }
+                Err(e) => self.note(format!("charts could not be drawn: {e:#}")),
+            }
+        }
+        if let (Some(from), Some(to)) = (self.first_fault_ms, self.intake_stopped_ms) {
+            let seen = self.dets.seen();
+            for c in &cams {
+                let mut times: Vec<u64> = seen
+                    .iter()
+                    .filter(|d| &d.camera_id == c && d.arrived_ms <= to)
+                    .map(|d| d.arrived_ms)
+                    .collect();
+                times.sort_unstable();
+                times.dedup();
+                let mut prev = from;
+                let mut worst = 0;
+                for t in times.into_iter().filter(|t| *t >= from) {
+                    worst = worst.max(t - prev);
+                    prev = t;
+                }
+                worst = worst.max(to.saturating_sub(prev));
+                self.report
+                    .longest_detection_gap_ms
+                    .insert(c.clone(), worst);
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts any worker, ingest node or coordinator whose process exited (what a process
+    /// supervisor would do); returns what it restarted.
+    pub fn supervise(&mut self) -> Result<Vec<String>> {
+        let mut restarted = Vec::new();
+        let dead_workers: Vec<(String, String)> = self
+            .stack
+            .workers
+            .iter_mut()
+            .filter_map(|(id, n)| (!n.proc.is_running()).then(|| (id.clone(), n.region.clone())))
+            .collect();
+        for (id, region) in dead_workers {
+            let log = tail(&self.stack.workers[&id].proc.log_text(), 3);
+            self.stack.workers.remove(&id);
+            self.stack.start_worker(&id, &region, "default")?;
+            restarted.push(format!("worker {id} (it had exited: {log})"));
+        }
+        let dead_ingest: Vec<(String, String)> = self
+            .stack
+            .ingest
+            .iter_mut()
+            .filter_map(|(id, n)| (!n.proc.is_running()).then(|| (id.clone(), n.region.clone())))
+            .collect();
+        for (id, region) in dead_ingest {
+            let log = tail(&self.stack.ingest[&id].proc.log_text(), 3);
+            self.stack.ingest.remove(&id);
+            self.stack.start_ingest(&id, &region)?;
+            restarted.push(format!("ingest {id} (it had exited: {log})"));
+        }
+        let mut i = 0;
+        while i < self.stack.coordinators.len() {
+            if self.stack.coordinators[i].child.is_running() {
+                i += 1;
+                continue;
+            }
+            let c = self.stack.coordinators.remove(i);
+            let log = tail(&c.child.log_text(), 3);
+            let id = c.id.clone();
+            drop(c);
+            self.stack.start_coordinator(&id)?;
+            restarted.push(format!("coordinator {id} (it had exited: {log})"));
+        }
+        Ok(restarted)
+    }
+
+    /// Workers currently running.
+    pub fn worker_ids(&self) -> BTreeSet<String> {
+        self.stack.workers.keys().cloned().collect()
+    }
+}
+
+/// The last error line of a log (`ERROR`, `Error:`, a panic), else its last `n` lines.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if let Some(l) = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("ERROR") || l.starts_with("Error:") || l.contains("panicked"))
+    {
+        return l.trim().chars().take(400).collect();
+    }
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}

@@ -1,0 +1,742 @@
+//! The scenarios.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use panoptes_coordinator_client::keys;
+use panoptes_testkit::wait_until;
+
+use super::harness::{Run, cameras, spec};
+use super::proxy::TcpProxy;
+use super::{Scale, ScenarioReport};
+use crate::stack::Stack;
+use crate::watch::wall_ms;
+
+/// Sizes of a run.
+struct P {
+    cameras: usize,
+    workers: usize,
+    fps: u32,
+    /// Observed before the first fault.
+    before: Duration,
+    /// Observed after the last recovery.
+    after: Duration,
+    /// Faults repeated (kills, flaps, cuts).
+    repeats: usize,
+}
+
+fn params(scale: Scale) -> P {
+    match scale {
+        Scale::Ci => P {
+            cameras: 4,
+            workers: 2,
+            fps: 5,
+            before: Duration::from_secs(2),
+            after: Duration::from_secs(3),
+            repeats: 1,
+        },
+        Scale::Full => P {
+            cameras: 8,
+            workers: 3,
+            fps: 5,
+            before: Duration::from_secs(10),
+            after: Duration::from_secs(10),
+            repeats: 3,
+        },
+    }
+}
+
+fn worker_ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("w{i}")).collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+pub(super) fn run(name: &str, scale: Scale, out: &Path, report: &mut ScenarioReport) -> Result<()> {
+    let p = params(scale);
+    match name {
+        "worker-kill" => worker_kill(&p, out, report),
+        "worker-pause" => worker_pause(&p, out, report),
+        "ingest-kill" => ingest_kill(&p, out, report),
+        "leader-kill" => leader_kill(&p, out, report),
+        "redis-restart" => redis_restart(&p, out, report),
+        "broker-down" => broker_down(&p, out, report),
+        "camera-flap" => camera_flap(&p, out, report),
+        "network" => network(&p, out, report),
+        other => anyhow::bail!("unknown scenario {other}"),
+    }
+}
+
+const WORKER_BOUND: Duration = Duration::from_secs(5);
+
+fn worker_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
+    report.description = format!(
+        "kill -9 of the worker owning the most partitions ({} time(s), a replacement started \
+         after each but the last); recovery = kill → the next committed detection of each of \
+         its partitions written by another worker (read_committed reader), bound {} ms.",
+        p.repeats,
+        WORKER_BOUND.as_millis()
+    );
+    let workers = worker_ids(p.workers);
+    let mut run = Run::start(
+        report,
+        out,
+        spec(cameras(p.cameras, p.fps)),
+        &["ingest-0"],
+        &refs(&workers),
+        None,
+    )?;
+    let mut next = p.workers;
+    for i in 0..p.repeats {
+        run.hold(p.before);
+        let (victim, parts) = run.busiest_worker()?;
+        let t = run.kill_worker(&victim)?;
+        let rec = run.wait_partitions(&parts, t, &victim, Duration::from_secs(15));
+        for (part, ms) in rec {
+            run.recovery(
+                format!("partition {part} ({victim} killed)"),
+                ms,
+                WORKER_BOUND,
+            );
+        }
+        if i + 1 < p.repeats {
+            let id = format!("w{next}");
+            next += 1;
+            run.stack.start_worker(&id, "local", "default")?;
+            run.mark(&format!("worker {id} started (replacement)"));
+            crate::stack::wait_owns(&run.stack, &id, Duration::from_secs(30))?;
+            run.stack.wait_settled(Duration::from_secs(30))?;
+        }
+    }
+    run.hold(p.after);
+    run.finish()
+}
+
+fn worker_pause(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
+    report.description = format!(
+        "SIGSTOP of the worker owning the most partitions until its lease expired and its \
+         partitions were granted elsewhere at higher epochs, then SIGCONT; recovery = pause → \
+         the next committed detection of each of its partitions by another worker, bound {} ms. \
+         The resumed zombie must notice its lost lease and anything it writes for the moved \
+         partitions must carry a superseded epoch.",
+        WORKER_BOUND.as_millis()
+    );
+    let workers = worker_ids(p.workers);
+    let mut run = Run::start(
+        report,
+        out,
+        spec(cameras(p.cameras, p.fps)),
+        &["ingest-0"],
+        &refs(&workers),
+        None,
+    )?;
+    let mut zombie_stale = 0u64;
+    for _ in 0..p.repeats {
+        run.hold(p.before);
+        let (victim, parts) = run.busiest_worker()?;
+        let items: Vec<String> = parts
+            .iter()
+            .map(|q| keys::partition_item("local", *q))
+            .collect();
+        let (_, before) = run.stack.assignments()?;
+        let old: BTreeMap<String, u64> =
+            items.iter().map(|i| (i.clone(), before[i].epoch)).collect();
+        run.stack.workers[&victim].proc.signal("STOP")?;
+        run.report.culprits.insert(victim.clone());
+        let t = run.mark(&format!("SIGSTOP worker {victim} (owned {parts:?})"));
+        let moved = wait_until(
+            "the paused worker's partitions to move",
+            Duration::from_secs(15),
+            || {
+                let (_, now) = run.stack.assignments().ok()?;
+                items
+                    .iter()
+                    .all(|i| {
+                        now.get(i).is_some_and(|r| {
+                            r.owner != victim && !r.owner.is_empty() && r.epoch > old[i]
+                        })
+                    })
+                    .then(wall_ms)
+            },
+        );
+        match moved {
+            Ok(at) => run.note(format!(
+                "{victim}'s partitions granted elsewhere {} ms after the pause",
+                at - t
+            )),
+            Err(e) => run.fail(format!("{e}")),
+        }
+        let rec = run.wait_partitions(&parts, t, &victim, Duration::from_secs(15));
+        for (part, ms) in rec {
+            run.recovery(
+                format!("partition {part} ({victim} paused)"),
+                ms,
+                WORKER_BOUND,
+            );
+        }
+        run.hold(Duration::from_secs(1));
+        run.stack.workers[&victim].proc.signal("CONT")?;
+        let resumed = run.mark(&format!("SIGCONT worker {victim}"));
+        run.hold(Duration::from_secs(4));
+        let lost = run.stack.workers[&victim]
+            .metric("panoptes_worker_lease_lost_total")
+            .unwrap_or(0.0);
+        if lost < 1.0 {
+            run.fail(format!(
+                "{victim} did not count a lost lease after resuming"
+            ));
+        } else {
+            run.note(format!(
+                "{victim} counted {lost} lost lease(s) after resuming"
+            ));
+        }
+        let (_, after) = run.stack.assignments()?;
+        let zombie: Vec<_> = run
+            .dets
+            .seen()
+            .into_iter()
+            .filter(|d| {
+                d.worker_id == victim && d.arrived_ms >= resumed && parts.contains(&d.partition)
+            })
+            .collect();
+        let mut stale = 0;
+        for d in &zombie {
+            let item = keys::partition_item("local", d.partition);
+            let current = after.get(&item).map_or(0, |r| r.epoch);
+            if d.epoch < current {
+                stale += 1;
+            } else if d.epoch <= old[&item] {
+                run.fail(format!(
+                    "zombie record of {victim} for {item} at epoch {} after resuming is not superseded (current epoch {current})",
+                    d.epoch
+                ));
+            }
+        }
+        run.note(format!(
+            "{victim} wrote {} records for its old partitions after resuming, {stale} of them at superseded epochs (the rest at epochs granted to it again after it re-registered)",
+            zombie.len()
+        ));
+        zombie_stale += stale;
+    }
+    run.hold(p.after);
+    run.finish()?;
+    let superseded: u64 = report
+        .regions
+        .values()
+        .map(|r| r.checker.total.superseded)
+        .sum();
+    if superseded < zombie_stale {
+        report.failures.push(format!(
+            "the zombie wrote {zombie_stale} records at superseded epochs after resuming, the checker discarded only {superseded}"
+        ));
+    }
+    Ok(())
+}
+
+const INGEST_BOUND: Duration = Duration::from_secs(5);
+
+fn ingest_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
+    report.description = format!(
+        "two ingest nodes; kill -9 of the one with the most cameras; recovery = kill → the next \
+         frame of each of its cameras on Kafka from the other node (a frame captured after the \
+         kill), bound {} ms. Sequence numbers must never be reused.",
+        INGEST_BOUND.as_millis()
+    );
+    let workers = worker_ids(p.workers);
+    let mut run = Run::start(
+        report,
+        out,
+        spec(cameras(p.cameras, p.fps)),
+        &["in-a", "in-b"],
+        &refs(&workers),
+        None,
+    )?;
+    for i in 0..p.repeats {
+        run.hold(p.before);
+        let by = run.stack.cameras_by_ingest()?;
+        let (victim, cams) = by
+            .iter()
+            .filter(|(n, _)| run.stack.ingest.contains_key(*n))
+            .max_by_key(|(_, c)| c.len())
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .context("no ingest node owns a camera")?;
+        let seen = run.frames.seen();
+        let max_before: BTreeMap<String, u64> = cams
+            .iter()
+            .map(|c| {
+                (
+                    c.clone(),
+                    seen.iter()
+                        .filter(|f| &f.camera_id == c)
+                        .map(|f| f.seq)
+                        .max()
+                        .unwrap_or(0),
+                )
+            })
+            .collect();
+        run.stack
+            .kill(panoptes_coordinator_client::MemberKind::Ingest, &victim)?;
+        let t = run.mark(&format!("kill -9 ingest {victim} (owned {cams:?})"));
+        let rec = run.wait_cameras_frames(&cams, t, Duration::from_secs(15));
+        for (c, ms) in rec {
+            run.recovery(format!("camera {c} ({victim} killed)"), ms, INGEST_BOUND);
+        }
+        for f in run.frames.seen() {
+            if let Some(m) = max_before.get(&f.camera_id)
+                && f.capture_time_us / 1000 > t as i64
+                && f.seq <= *m
+            {
+                run.fail(format!(
+                    "{}: seq {} reused after the kill (had reached {m})",
+                    f.camera_id, f.seq
+                ));
+            }
+        }
+        // Replace the victim for the next round.
+        if i + 1 < p.repeats {
+            run.stack.start_ingest(&victim, "local")?;
+            run.mark(&format!("ingest {victim} started again"));
+            run.stack.wait_settled(Duration::from_secs(30))?;
+        }
+    }
+    run.hold(p.after);
+    run.finish()
+}
+
+const LEADER_BOUND: Duration = Duration::from_secs(3);
+
+fn leader_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
+    report.description = format!(
+        "two coordinators; kill -9 of the leader; recovery = kill → the other coordinator leads \
+         (its `panoptes_coordinator_is_leader` gauge), bound {} ms; then placement must still \
+         work: the busiest worker is killed and each of its partitions must have a committed \
+         detection from another worker within {} ms.",
+        LEADER_BOUND.as_millis(),
+        WORKER_BOUND.as_millis()
+    );
+    let workers = worker_ids(p.workers.max(2));
+    let mut s = spec(cameras(p.cameras, p.fps));
+    s.coordinators = 2;
+    let mut run = Run::start(report, out, s, &["ingest-0"], &refs(&workers), None)?;
+    for _ in 0..p.repeats {
+        run.hold(p.before);
+        let idx = wait_until("a leader", Duration::from_secs(20), || {
+            run.stack.coordinators.iter().position(|c| c.is_leader())
+        })?;
+        let leader = run.stack.coordinators.remove(idx);
+        leader.child.signal("KILL")?;
+        let id = leader.id.clone();
+        let t = run.mark(&format!("kill -9 leading coordinator {id}"));
+        drop(leader);
+        let took = wait_until(
+            "another coordinator to lead",
+            Duration::from_secs(15),
+            || {
+                run.stack
+                    .coordinators
+                    .iter()
+                    .find(|c| c.is_leader())
+                    .map(|c| (c.id.clone(), wall_ms() - t))
+            },
+        );
+        match took {
+            Ok((new, ms)) => {
+                run.recovery(
+                    format!("leadership ({id} killed, {new} leads)"),
+                    Some(ms),
+                    LEADER_BOUND,
+                );
+            }
+            Err(_) => run.recovery(format!("leadership ({id} killed)"), None, LEADER_BOUND),
+        }
+        run.hold(Duration::from_secs(1));
+        let (victim, parts) = run.busiest_worker()?;
+        let t = run.kill_worker(&victim)?;
+        let rec = run.wait_partitions(&parts, t, &victim, Duration::from_secs(15));
+        for (part, ms) in rec {
+            run.recovery(
+                format!("partition {part} ({victim} killed under the new leader)"),
+                ms,
+                WORKER_BOUND,
+            );
+        }
+        // Restore the deployment for the next round.
+        run.stack.start_coordinator(&id)?;
+        run.mark(&format!("coordinator {id} started again (follower)"));
+        run.stack.start_worker(&victim, "local", "default")?;
+        run.mark(&format!("worker {victim} started again"));
+        run.report.culprits.insert(victim);
+    }
+    run.hold(p.after);
+    run.finish()
+}
+
+const REDIS_BOUND: Duration = Duration::from_secs(10);
+
+fn redis_restart(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
+    report.description = format!(
+        "Redis (every lease, assignment and the camera registry) is killed with kill -9 and a \
+         new redis-server is started on the same port 1 s later, loading its append-only file \
+         (persistence turned on before the fault, fsync on every write): a real restart, \
+         nothing re-registered by the scenario. Members re-register, the leader re-creates \
+         what expired. A member process that exits meanwhile is restarted, as a supervisor \
+         would (listed in the notes). Recovery = restart → detections of every camera flowing \
+         again, bound {} ms.",
+        REDIS_BOUND.as_millis()
+    );
+    let workers = worker_ids(p.workers);
+    let mut run = Run::start(
+        report,
+        out,
+        spec(cameras(p.cameras, p.fps)),
+        &["ingest-0"],
+        &refs(&workers),
+        None,
+    )?;
+    let dir = tempfile::tempdir()?;
+    run.stack.redis.enable_persistence(dir.path())?;
+    run.note(format!(
+        "Redis persistence on: appendonly yes, appendfsync always, dir {}",
+        dir.path().display()
+    ));
+    for _ in 0..p.repeats {
+        run.hold(p.before);
+        let workers_before = run.worker_ids();
+        run.stack.redis.kill()?;
+        run.mark("kill -9 redis-server");
+        std::thread::sleep(Duration::from_secs(1));
+        run.stack.redis.restart()?;
+        let t = run.mark("redis-server started again on the same port (AOF loaded)");
+        let cams_stored: u64 = {
+            let mut c = run.stack.redis.connection()?;
+            redis::cmd("HLEN")
+                .arg(keys::CAMERAS)
+                .query(&mut c)
+                .unwrap_or(0)
+        };
+        if cams_stored as usize != p.cameras {
+            run.fail(format!(
+                "camera registry after the restart holds {cams_stored} cameras, not {}",
+                p.cameras
+            ));
+        } else {
+            run.note(format!(
+                "camera registry intact after the restart ({cams_stored} cameras)"
+            ));
+        }
+        let cams = run.camera_ids();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = BTreeMap::new();
+        while Instant::now() < deadline {
+            for r in run.supervise()? {
+                run.mark(&format!("supervisor restarted {r}"));
+            }
+            got = run.wait_cameras_detections(&cams, t, Duration::ZERO);
+            if got.values().all(Option::is_some) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for (c, ms) in got {
+            run.recovery(
+                format!("camera {c} detections after the restart"),
+                ms,
+                REDIS_BOUND,
+            );
+        }
+        // A worker that stopped itself on losing Redis aborted its open transaction; on the
+        // development broker those aborted records are visible like a killed worker's.
+        for w in &workers_before {
+            if run.report.faults.iter().any(|f| {
+                f.label
+                    .starts_with(&format!("supervisor restarted worker {w} "))
+            }) {
+                run.report.culprits.insert(w.clone());
+            }
+        }
+    }
+    run.hold(p.after);
+    for r in run.supervise()? {
+        run.mark(&format!("supervisor restarted {r}"));
+    }
+    run.finish()
+}
+
+const BROKER_BOUND: Duration = Duration::from_secs(10);
+
+fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
+    report.description = format!(
+        "a 3-broker cluster; the broker leading the most frames partitions goes down \
+         (connections refused, data kept; the development broker does not move partition \
+         leadership) for {} s, then comes back; recovery = broker up → detections of every \
+         camera flowing again, bound {} ms. Cameras whose partitions other brokers lead are \
+         noted if they kept flowing during the outage.",
+        if p.repeats > 1 { 10 } else { 5 },
+        BROKER_BOUND.as_millis()
+    );
+    let workers = worker_ids(p.workers);
+    let mut s = spec(cameras(p.cameras, p.fps));
+    s.brokers_per_region = 3;
+    let mut run = Run::start(report, out, s, &["ingest-0"], &refs(&workers), None)?;
+    let down_for = Duration::from_secs(if p.repeats > 1 { 10 } else { 5 });
+    for _ in 0..p.repeats {
+        run.hold(p.before);
+        let leaders = partition_leaders(
+            &run.stack.brokers["local"].bootstrap,
+            &run.stack.topics.frames,
+        )?;
+        let mut count: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for (part, b) in &leaders {
+            count.entry(*b).or_default().push(*part);
+        }
+        let (broker, led) = count
+            .iter()
+            .max_by_key(|(b, v)| (v.len(), -**b))
+            .map(|(b, v)| (*b, v.clone()))
+            .context("no partition leaders")?;
+        let control = run.stack.brokers["local"].control.clone();
+        panoptes_testkit::post_json(
+            &format!("{control}/brokers/{broker}/down"),
+            &serde_json::json!({}),
+        )?;
+        let down = run.mark(&format!(
+            "broker {broker} down (leads frames partitions {led:?})"
+        ));
+        run.hold(down_for);
+        let flowing: Vec<String> = {
+            let seen = run.dets.seen();
+            run.camera_ids()
+                .into_iter()
+                .filter(|c| {
+                    seen.iter()
+                        .any(|d| &d.camera_id == c && d.arrived_ms > down + 1000)
+                })
+                .collect()
+        };
+        run.note(format!(
+            "during the outage (from 1 s after it began) detections kept coming for {flowing:?}"
+        ));
+        panoptes_testkit::post_json(
+            &format!("{control}/brokers/{broker}/up"),
+            &serde_json::json!({}),
+        )?;
+        let up = run.mark(&format!("broker {broker} up"));
+        let cams = run.camera_ids();
+        let rec = run.wait_cameras_detections(&cams, up, Duration::from_secs(20));
+        for (c, ms) in rec {
+            run.recovery(
+                format!("camera {c} detections after broker {broker} came back"),
+                ms,
+                BROKER_BOUND,
+            );
+        }
+    }
+    run.hold(p.after);
+    run.finish()
+}
+
+/// Leader broker id of each partition of `topic`.
+fn partition_leaders(bootstrap: &str, topic: &str) -> Result<BTreeMap<i32, i32>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| (p.id(), p.leader())))
+        .collect())
+}
+
+const FLAP_BOUND: Duration = Duration::from_secs(7);
+const OTHERS_GAP_BOUND: u64 = 4000;
+
+fn camera_flap(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
+    let flaps = if p.repeats > 1 { 8 } else { 3 };
+    report.description = format!(
+        "the camera simulator stops cam0 (unmounted, sessions ended) for 2 s and resumes it, \
+         {flaps} times, 2 s apart; recovery = resume → the next frame of cam0 on Kafka, bound {} ms \
+         (the ingest node's reconnect backoff plus the RTSP handshake). The other cameras must \
+         never stop: their longest gap between detection records stays under {OTHERS_GAP_BOUND} ms.",
+        FLAP_BOUND.as_millis()
+    );
+    let workers = worker_ids(p.workers);
+    let mut run = Run::start(
+        report,
+        out,
+        spec(cameras(p.cameras, p.fps)),
+        &["ingest-0"],
+        &refs(&workers),
+        None,
+    )?;
+    run.hold(p.before);
+    let cam = "cam0".to_string();
+    for i in 0..flaps {
+        run.stack.camsim.fault(&cam, "stop")?;
+        run.mark(&format!("camera {cam} stopped ({}/{flaps})", i + 1));
+        run.hold(Duration::from_secs(2));
+        run.stack.camsim.fault(&cam, "resume")?;
+        let t = run.mark(&format!("camera {cam} resumed"));
+        let rec = run.wait_cameras_frames(std::slice::from_ref(&cam), t, Duration::from_secs(15));
+        run.recovery(
+            format!("{cam} frames after resume {}", i + 1),
+            rec[&cam],
+            FLAP_BOUND,
+        );
+        run.hold(Duration::from_secs(2));
+    }
+    run.hold(p.after);
+    run.finish()?;
+    let bad: Vec<(String, u64)> = report
+        .longest_detection_gap_ms
+        .iter()
+        .filter(|(c, g)| **c != cam && **g > OTHERS_GAP_BOUND)
+        .map(|(c, g)| (c.clone(), *g))
+        .collect();
+    if !bad.is_empty() {
+        report.failures.push(format!(
+            "cameras other than {cam} stalled while it flapped (longest detection gap, ms): {bad:?}"
+        ));
+    }
+    Ok(())
+}
+
+const NETWORK_BOUND: Duration = Duration::from_secs(5);
+
+/// Whether `tc ... netem` works here (in a throw-away network namespace).
+pub(super) fn netem_probe() -> std::result::Result<(), String> {
+    let ns = format!("panoptes-netem-probe-{}", std::process::id());
+    let add = std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .output();
+    match add {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return Err(format!(
+                "ip netns add: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Err(e) => return Err(format!("ip: {e}")),
+    }
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
+            "10ms",
+        ])
+        .output();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &ns])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Err(e) => Err(format!("tc: {e}")),
+    }
+}
+
+fn network(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
+    let delay = Duration::from_millis(if p.repeats > 1 { 200 } else { 100 });
+    let cuts = if p.repeats > 1 { 12 } else { 3 };
+    let every = Duration::from_secs(if p.repeats > 1 { 5 } else { 4 });
+    report.description = format!(
+        "every camera is reached through an in-process TCP proxy (RTSP interleaved over TCP, \
+         the ingest node's default transport) that adds {} ms to each direction (a fixed \
+         one-way delay, order kept, throughput not limited) for the whole run, and \
+         emulates loss at the TCP level: every {} s it closes one camera's connections \
+         (round robin, {cuts} cuts). Packet loss inside a connection is not emulated (TCP \
+         would hide it behind retransmissions). Recovery = cut → the next frame of that camera \
+         on Kafka (captured after the cut), bound {} ms.",
+        delay.as_millis(),
+        every.as_secs(),
+        NETWORK_BOUND.as_millis()
+    );
+    let netem = netem_probe();
+    let rtsp_hostport = |stack: &Stack| {
+        stack
+            .camsim
+            .rtsp
+            .trim_start_matches("rtsp://")
+            .trim_end_matches('/')
+            .to_string()
+    };
+    // The proxy needs the simulator's port, known only once the stack runs: start the stack
+    // without registering, then the proxy, then register through it.
+    let proxy_cell: std::cell::RefCell<Option<TcpProxy>> = std::cell::RefCell::new(None);
+    let register = |stack: &Stack| -> Result<()> {
+        let up = rtsp_hostport(stack);
+        let proxy = TcpProxy::start(&up, delay)?;
+        let coord = stack.coordinator()?;
+        for (i, c) in stack.spec.cameras.iter().enumerate() {
+            let url = stack
+                .camera_url(c)
+                .replacen(&up, &proxy.addr.to_string(), 1);
+            coord.add_camera(&serde_json::json!({
+                "id": c.id,
+                "url": url,
+                "region": c.region,
+                "fps": c.sample_fps,
+                "width": c.analytic.0,
+                "height": c.analytic.1,
+                "partition": i,
+            }))?;
+        }
+        *proxy_cell.borrow_mut() = Some(proxy);
+        Ok(())
+    };
+    let workers = worker_ids(p.workers);
+    let mut run = Run::start(
+        report,
+        out,
+        spec(cameras(p.cameras, p.fps)),
+        &["ingest-0"],
+        &refs(&workers),
+        Some(&register),
+    )?;
+    let proxy = proxy_cell.borrow_mut().take().context("proxy")?;
+    match &netem {
+        Ok(()) => run.note("netem works on this machine; the run still uses the TCP proxy (same emulation everywhere)"),
+        Err(e) => run.note(format!("kernel netem unavailable: {e}; the TCP proxy emulates delay and loss instead")),
+    }
+    run.mark(&format!(
+        "TCP proxy on {} adds {} ms each way (since the start)",
+        proxy.addr,
+        delay.as_millis()
+    ));
+    run.hold(p.before);
+    let cams = run.camera_ids();
+    for i in 0..cuts {
+        let cam = cams[i % cams.len()].clone();
+        let n = proxy.cut(&cam);
+        let t = run.mark(&format!("TCP connections of {cam} cut ({n})"));
+        if n == 0 {
+            run.fail(format!(
+                "no open proxy connection of {cam} to cut (open: {:?})",
+                proxy.open()
+            ));
+        }
+        let rec = run.wait_cameras_frames(std::slice::from_ref(&cam), t, Duration::from_secs(15));
+        run.recovery(
+            format!("{cam} frames after cut {}", i + 1),
+            rec[&cam],
+            NETWORK_BOUND,
+        );
+        let left = every.saturating_sub(Duration::from_millis(wall_ms() - t));
+        run.hold(left);
+    }
+    run.hold(p.after);
+    let (accepted, cut, bytes) = proxy.stats();
+    run.note(format!(
+        "proxy: {accepted} connections accepted, {cut} cut, {} MB forwarded",
+        bytes / 1_000_000
+    ));
+    run.finish()?;
+    drop(proxy);
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The chaos scenarios at CI scale, one test each, through the library entry point that
+//! `panoptes-loadtest chaos --scenario NAME --scale ci` runs. Each starts a whole deployment as
+//! real processes, injects its fault, and fails when the checker finds loss, reordering or
+//! duplicates not explained by a killed or paused worker, or when a recovery exceeded its
+//! bound. Reports land in a temporary folder (printed on failure).
+//!
+//! The scenarios load the 2-core machine heavily: they run one at a time (a lock), whatever
+//! the test harness's thread count.
+
+use std::sync::Mutex;
+
+use panoptes_loadtest::chaos::{self, Scale, Verdict};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn scenario(name: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join(name);
+    let started = std::time::Instant::now();
+    let report = chaos::run_scenario(name, Scale::Ci, &out).expect("scenario ran");
+    eprintln!("{}", report.to_markdown());
+    eprintln!(
+        "{name}: {:?} in {:.0} s",
+        report.verdict,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(out.join("report.json").is_file() && out.join("report.md").is_file());
+    if report.verdict != Verdict::Passed {
+        let keep = dir.keep();
+        panic!(
+            "{name}: {:?}: {:?} {:?} (report in {})",
+            report.verdict,
+            report.skipped,
+            report.failures,
+            keep.display()
+        );
+    }
+}
+
+#[test]
+fn worker_kill() {
+    scenario("worker-kill");
+}
+
+#[test]
+fn worker_pause() {
+    scenario("worker-pause");
+}
+
+#[test]
+fn ingest_kill() {
+    scenario("ingest-kill");
+}
+
+#[test]
+fn leader_kill() {
+    scenario("leader-kill");
+}
+
+#[test]
+fn redis_restart() {
+    scenario("redis-restart");
+}
+
+#[test]
+fn broker_down() {
+    scenario("broker-down");
+}
+
+#[test]
+fn camera_flap() {
+    scenario("camera-flap");
+}
+
+#[test]
+fn network() {
+    scenario("network");
+}
