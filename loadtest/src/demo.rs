@@ -175,8 +175,9 @@ fn start(args: &DemoArgs, signals: &Signals) -> Result<Option<Stack>> {
         .collect();
     let spec = StackSpec::single_region(cameras, args.cameras as i32);
     say(&format!(
-        "starting {} simulated cameras (640x360 H.264, 5 fps) -> 1 ingest node -> Kafka \
-         (development broker) -> {} workers (reference detector, exactly-once), 1 coordinator, Redis",
+        "starting {} simulated camera(s) (640x360 H.264, 5 fps) -> 1 ingest node -> Kafka \
+         (development broker) -> {} worker(s) (reference detector, exactly-once), 1 coordinator, \
+         Redis",
         args.cameras, args.workers
     ));
     let mut stack = Stack::start(spec)?;
