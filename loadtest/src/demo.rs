@@ -393,6 +393,9 @@ fn stop_nodes(stack: &mut Stack, signals: &Signals, frames: &FrameCounter) {
     let coord = &stack.coordinators[0];
     let mut unregistered = 0;
     for c in &stack.spec.cameras {
+        if signals.hurry() {
+            break;
+        }
         if matches!(coord.api("DELETE", &format!("/v1/cameras/{}", c.id), None), Ok((s, _)) if (200..300).contains(&s))
         {
             unregistered += 1;
