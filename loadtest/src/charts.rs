@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result, anyhow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::timeline::{Histogram, Mark, Timeline};
 
@@ -284,13 +285,18 @@ fn time_chart(
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(err)?;
+    let x_fmt = axis_format(x_max);
+    let y_fmt = axis_format(y_max);
     chart
         .configure_mesh()
         .x_desc("time since the recording started (s)")
         .y_desc(y_desc)
         .axis_desc_style((FONT, 16))
         .label_style((FONT, 14))
-        .light_line_style(RGBColor(235, 235, 235))
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .max_light_lines(2)
+        .light_line_style(RGBColor(242, 242, 242))
         .draw()
         .map_err(err)?;
     for l in lines {
@@ -335,6 +341,17 @@ fn time_chart(
     Ok(())
 }
 
+/// Tick labels without useless decimals: whole numbers on ranges of 10 and more.
+fn axis_format(range: f64) -> impl Fn(&f64) -> String {
+    move |v: &f64| {
+        if range >= 10.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    }
+}
+
 type TimeChart<'a, 'b> = ChartContext<
     'a,
     BitMapBackend<'b>,
@@ -343,8 +360,16 @@ type TimeChart<'a, 'b> = ChartContext<
 
 /// Vertical dashed lines with their labels, staggered so neighbours do not overlap.
 fn draw_marks(chart: &mut TimeChart<'_, '_>, marks: &[Mark], y_max: f64) -> Result<()> {
-    let style = (FONT, 13).into_font().color(&MARK_COLOR);
+    let x_max = chart.x_range().end;
+    let right = (FONT, 13).into_font().color(&MARK_COLOR);
+    let left = right.pos(Pos::new(HPos::Right, VPos::Top));
     for (i, m) in marks.iter().enumerate() {
+        // Labels run right of their line, except near the right edge, where they run left.
+        let (style, text) = if m.t_s > x_max * 0.75 {
+            (&left, format!("{} ", m.label))
+        } else {
+            (&right, format!(" {}", m.label))
+        };
         chart
             .draw_series(DashedLineSeries::new(
                 [(m.t_s, 0.0), (m.t_s, y_max)],
@@ -356,11 +381,7 @@ fn draw_marks(chart: &mut TimeChart<'_, '_>, marks: &[Mark], y_max: f64) -> Resu
         let y = y_max * (0.98 - 0.06 * (i % 4) as f64);
         chart
             .plotting_area()
-            .draw(&Text::new(
-                format!(" {}", m.label),
-                (m.t_s, y),
-                style.clone(),
-            ))
+            .draw(&Text::new(text, (m.t_s, y), style.clone()))
             .map_err(err)?;
     }
     Ok(())
@@ -384,13 +405,18 @@ fn histogram_chart(
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(err)?;
+    let x_fmt = axis_format(x_max);
+    let y_fmt = axis_format(y_max.max(10.0));
     chart
         .configure_mesh()
         .x_desc("end-to-end latency (ms)")
         .y_desc("detection records")
         .axis_desc_style((FONT, 16))
         .label_style((FONT, 14))
-        .light_line_style(RGBColor(235, 235, 235))
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .max_light_lines(2)
+        .light_line_style(RGBColor(242, 242, 242))
         .draw()
         .map_err(err)?;
     chart

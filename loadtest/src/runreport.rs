@@ -222,6 +222,9 @@ pub struct RunReport {
     pub latency_ms: LatencySummary,
     /// Capture → arrival at a `read_committed` consumer (includes the transaction commit).
     pub delivered_latency_ms: LatencySummary,
+    /// Mean of each worker stage of `ok` records (`queue_ms` … `end_to_end_ms`, as in the
+    /// records' `latency`).
+    pub stage_mean_ms: BTreeMap<String, f64>,
     /// The histogram drawn in `latency-histogram.png`.
     pub latency_histogram: Histogram,
     /// CPU and memory per process during intake.
@@ -316,6 +319,7 @@ impl RunReport {
             },
             latency_ms: timeline.latency(),
             delivered_latency_ms: timeline.delivered_latency(),
+            stage_mean_ms: timeline.stage_mean_ms.clone(),
             latency_histogram: timeline.latency_histogram(40),
             processes: timeline.process_summary(intake_end + 0.5),
             machine_cpu_mean_pct: (!machine.is_empty())
@@ -475,6 +479,30 @@ impl RunReport {
                 f(l.max)
             );
         }
+        if let Some(e2e) = self.stage_mean_ms.get("end_to_end_ms") {
+            s.push_str(
+                "\nWhere the time goes (means of the records' own `latency` fields):\n\n\
+                 | stage | mean |\n| --- | --- |\n",
+            );
+            let mut inside = 0.0;
+            for (key, name) in [
+                ("queue_ms", "queue: broker timestamp → worker dequeues"),
+                ("decode_ms", "JPEG decode"),
+                ("batch_wait_ms", "batch wait"),
+                ("inference_ms", "inference (whole batch)"),
+                ("postprocess_ms", "NMS and box scaling"),
+            ] {
+                if let Some(v) = self.stage_mean_ms.get(key) {
+                    inside += v;
+                    let _ = writeln!(s, "| {name} | {v:.1} ms |");
+                }
+            }
+            let _ = writeln!(
+                s,
+                "| rest: capture → broker, and publishing | {:.1} ms |\n| **end-to-end** | **{e2e:.1} ms** |",
+                (e2e - inside).max(0.0)
+            );
+        }
         let _ = writeln!(
             s,
             "\nHighest total consumer lag reported to the coordinator: {}.\n",
@@ -593,6 +621,10 @@ mod tests {
             label: SETTLED.into(),
         });
         t.latencies_ms = vec![10.0, 20.0, 30.0];
+        t.stage_mean_ms = [("inference_ms", 5.0), ("end_to_end_ms", 20.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         let checker = Report {
             total: CameraReport {
                 frames: 100,
@@ -632,6 +664,11 @@ mod tests {
         let md = r.to_markdown();
         assert!(md.contains("**Result: PASS**"), "{md}");
         assert!(md.contains("![throughput](throughput.png)"), "{md}");
+        assert!(md.contains("| inference (whole batch) | 5.0 ms |"), "{md}");
+        assert!(
+            md.contains("| rest: capture → broker, and publishing | 15.0 ms |"),
+            "{md}"
+        );
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(json["throughput"]["frames_in"]["records"], 100);
     }

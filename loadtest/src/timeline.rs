@@ -112,6 +112,10 @@ pub struct Timeline {
     pub latencies_ms: Vec<f32>,
     /// Capture → arrival at a `read_committed` consumer of every `ok` record (ms).
     pub delivered_ms: Vec<f32>,
+    /// Mean of each `latency.*_ms` stage of the `ok` records (`queue_ms`, `decode_ms`,
+    /// `batch_wait_ms`, `inference_ms`, `postprocess_ms`, `end_to_end_ms`).
+    #[serde(default)]
+    pub stage_mean_ms: BTreeMap<String, f64>,
 }
 
 /// Percentiles of a set of latencies (ms).
@@ -214,9 +218,9 @@ impl Timeline {
         out
     }
 
-    /// Latency histogram of `ok` records: `(bucket start ms, bucket width ms, counts)`, with
-    /// about `buckets` buckets of a round width covering everything up to the 99.9th
-    /// percentile; the values above the last bucket are returned separately.
+    /// Latency histogram of `ok` records: about `buckets` buckets of a round width covering
+    /// everything up to the 99.5th percentile; the values above the last bucket are counted
+    /// separately.
     pub fn latency_histogram(&self, buckets: usize) -> Histogram {
         Histogram::of(&self.latencies_ms, buckets)
     }
@@ -235,11 +239,11 @@ pub struct Histogram {
 
 impl Histogram {
     /// Histogram of `values` with about `buckets` buckets of a round width (1, 2, 5 × 10^k ms)
-    /// up to the 99.9th percentile.
+    /// up to the 99.5th percentile (start-up and fault outliers would squash the rest).
     pub fn of(values: &[f32], buckets: usize) -> Self {
         let mut v = values.to_vec();
         v.sort_by(f32::total_cmp);
-        let Some(top) = percentile(&v, 0.999) else {
+        let Some(top) = percentile(&v, 0.995) else {
             return Self {
                 width_ms: 1.0,
                 ..Self::default()
@@ -417,6 +421,30 @@ struct Sampler {
     cpu: HashMap<u32, u64>,
     machine: Option<sys::SystemCpu>,
     http: Option<reqwest::blocking::Client>,
+    /// Sums of the stage latencies of `ok` records (order of [`STAGES`]) and their count.
+    stage_sums: [f64; 6],
+    stage_n: u64,
+}
+
+/// Stage names of [`Timeline::stage_mean_ms`], in the order of a record's `latency`.
+pub const STAGES: [&str; 6] = [
+    "queue_ms",
+    "decode_ms",
+    "batch_wait_ms",
+    "inference_ms",
+    "postprocess_ms",
+    "end_to_end_ms",
+];
+
+fn stages(l: &panoptes_schemas::StageLatencies) -> [f32; 6] {
+    [
+        l.queue_ms,
+        l.decode_ms,
+        l.batch_wait_ms,
+        l.inference_ms,
+        l.postprocess_ms,
+        l.end_to_end_ms,
+    ]
 }
 
 impl Sampler {
@@ -444,6 +472,8 @@ impl Sampler {
                 .timeout(Duration::from_millis(500))
                 .build()
                 .ok(),
+            stage_sums: [0.0; 6],
+            stage_n: 0,
         };
         for (_, pid) in s.processes() {
             if let Ok(t) = sys::process_cpu_ticks(pid) {
@@ -480,6 +510,13 @@ impl Sampler {
                 self.sample(now, window);
             }
             if stopping {
+                if self.stage_n > 0 {
+                    self.timeline.stage_mean_ms = STAGES
+                        .iter()
+                        .zip(self.stage_sums)
+                        .map(|(k, sum)| (k.to_string(), sum / self.stage_n as f64))
+                        .collect();
+                }
                 return self.timeline;
             }
             prev = now;
@@ -512,7 +549,11 @@ impl Sampler {
                 .entry(d.status.to_string())
                 .or_default() += 1;
             if d.status == "ok" {
-                lat.push(d.end_to_end_ms);
+                lat.push(d.latency.end_to_end_ms);
+                for (sum, v) in self.stage_sums.iter_mut().zip(stages(&d.latency)) {
+                    *sum += f64::from(v);
+                }
+                self.stage_n += 1;
                 let cap_ms = d.capture_time_us as f64 / 1000.0;
                 delivered.push((d.arrived_ms as f64 - cap_ms).max(0.0) as f32);
             }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use panoptes_schemas::{DetectionRecord, FrameHeaders};
+use panoptes_schemas::{DetectionRecord, FrameHeaders, StageLatencies};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -32,8 +32,9 @@ pub struct SeenDetection {
     pub seq: u64,
     /// Capture time of the frame (µs since the epoch, the ingest node's clock).
     pub capture_time_us: i64,
-    /// The record's `latency.end_to_end_ms`: capture to publishing, as the worker measured it.
-    pub end_to_end_ms: f32,
+    /// The record's per-stage latencies (`end_to_end_ms`: capture to publishing, as the
+    /// worker measured it).
+    pub latency: StageLatencies,
     /// The record's status (`ok`, `skipped_stale`, `shed_overload`).
     pub status: &'static str,
 }
@@ -181,7 +182,7 @@ pub fn detections(bootstrap: &str, topic: &str) -> Result<Watch<SeenDetection>> 
             camera_id: r.camera_id,
             seq: r.seq,
             capture_time_us: r.capture_time_us,
-            end_to_end_ms: r.latency.end_to_end_ms,
+            latency: r.latency,
             status: r.status.as_str(),
         })
     })
