@@ -263,6 +263,7 @@ impl Controller {
                 _ => {}
             }
         }
+        let mut starts = Vec::new();
         for (item, g) in &desired.grants {
             if busy.contains(item)
                 || self.handovers.lock().contains_key(item)
@@ -287,10 +288,27 @@ impl Controller {
             let Some(lane) = self.lane_for(cluster, desired) else {
                 continue;
             };
-            if let Err(e) = lane.start_partition(p, g.epoch()) {
-                tracing::error!(item, error = %e, "cannot start the partition");
-            }
+            starts.push((item.clone(), lane, p, g.epoch()));
         }
+        // Each start initialises a transactional producer, which takes ~0.5 s (librdkafka
+        // finds the transaction coordinator not yet connected and retries on its fixed 500 ms
+        // timer): start a takeover's partitions side by side, so the last one does not wait
+        // for the others (failover time is the slowest partition's).
+        std::thread::scope(|scope| {
+            for (item, lane, p, epoch) in &starts {
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    match lane.start_partition(*p, *epoch) {
+                        Ok(()) => tracing::info!(
+                            item,
+                            took_ms = t.elapsed().as_millis() as u64,
+                            "partition start"
+                        ),
+                        Err(e) => tracing::error!(item, error = %e, "cannot start the partition"),
+                    }
+                });
+            }
+        });
         self.released
             .lock()
             .retain(|(item, _)| desired.grants.contains_key(item));

@@ -172,6 +172,14 @@ pub fn run(params: &FailoverParams, mut log: impl FnMut(&str)) -> Result<Failove
             "trial {}: killed {victim} owning {partitions:?}; recovery per partition {recovery:?} ms",
             t + 1
         ));
+        if std::env::var_os("PANOPTES_BENCH_DEBUG").is_some() {
+            for (id, w) in &stack.workers {
+                for l in w.proc.log_text().lines().filter(|l| l.contains("partition start") || l.contains("granted") || l.contains("transaction committed")).rev().take(12) {
+                    eprintln!("  [{id}] {l}");
+                }
+            }
+            eprintln!("  kill at {killed_ms}");
+        }
         trials.push(Trial {
             victim,
             partitions,
