@@ -174,7 +174,18 @@ pub fn run(params: &FailoverParams, mut log: impl FnMut(&str)) -> Result<Failove
         ));
         if std::env::var_os("PANOPTES_BENCH_DEBUG").is_some() {
             for (id, w) in &stack.workers {
-                for l in w.proc.log_text().lines().filter(|l| l.contains("partition start") || l.contains("granted") || l.contains("transaction committed")).rev().take(12) {
+                for l in w
+                    .proc
+                    .log_text()
+                    .lines()
+                    .filter(|l| {
+                        l.contains("partition start")
+                            || l.contains("granted")
+                            || l.contains("transaction committed")
+                    })
+                    .rev()
+                    .take(12)
+                {
                     eprintln!("  [{id}] {l}");
                 }
             }
