@@ -9,7 +9,10 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Panoptes demo, load runs and chaos scenarios on one machine")]
+#[command(
+    version,
+    about = "Panoptes demo, load runs and chaos scenarios on one machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
