@@ -381,13 +381,8 @@ pub fn run_scenario(name: &str, scale: Scale, out: &Path) -> Result<ScenarioRepo
 }
 
 fn default_out(scenario: &str) -> PathBuf {
-    let ts =
-        panoptes_testkit::sys::utc_timestamp(std::time::SystemTime::now()).replace([':', ' '], "-");
-    let base = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.join("reports").is_dir())
-        .unwrap_or_else(|| PathBuf::from("loadtest"));
-    base.join("reports").join(format!("chaos-{scenario}-{ts}"))
+    let ts = panoptes_testkit::sys::utc_timestamp(std::time::SystemTime::now()).replace(':', "-");
+    PathBuf::from("loadtest/reports").join(format!("chaos-{scenario}-{ts}"))
 }
 
 /// Runs `panoptes-loadtest chaos`.

@@ -175,6 +175,45 @@ impl<'a> Run<'a> {
         self.report.recoveries.push(r);
     }
 
+    /// Notes the current partition owners and epochs (evidence for a failed recovery).
+    pub fn note_assignments(&mut self) {
+        match self.stack.assignments() {
+            Ok((cams, parts)) => {
+                let c: Vec<String> = cams
+                    .iter()
+                    .map(|(id, r)| format!("{id}→{}@{}", r.owner, r.epoch))
+                    .collect();
+                let p: Vec<String> = parts
+                    .iter()
+                    .map(|(id, r)| format!("{id}→{}@{}", r.owner, r.epoch))
+                    .collect();
+                self.note(format!("assignments now: cameras {c:?}; partitions {p:?}"));
+            }
+            Err(e) => self.note(format!("assignments unreadable: {e:#}")),
+        }
+    }
+
+    /// Notes the transaction and consumer series of every running worker's metrics
+    /// (evidence for a failed recovery).
+    pub fn note_worker_metrics(&mut self) {
+        let mut lines = Vec::new();
+        for (id, n) in &self.stack.workers {
+            let m = n.metrics();
+            let picked: Vec<&str> = m
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter(|l| {
+                    l.contains("transactions") || l.contains("_lag") || l.contains("consumed_total")
+                })
+                .take(20)
+                .collect();
+            lines.push(format!("{id}: {}", picked.join("; ")));
+        }
+        for l in lines {
+            self.note(format!("worker metrics now: {l}"));
+        }
+    }
+
     /// Lets the system run for `d`.
     pub fn hold(&self, d: Duration) {
         std::thread::sleep(d);
@@ -302,6 +341,7 @@ impl<'a> Run<'a> {
     /// Stops intake (kills every ingest node), lets the workers answer what is in Kafka and
     /// records every region's accounting plus the per-camera detection gaps.
     pub fn finish(mut self) -> Result<()> {
+        self.save_logs();
         let ids: Vec<String> = self.stack.ingest.keys().cloned().collect();
         for id in ids {
             self.stack.kill(MemberKind::Ingest, &id)?;
@@ -366,6 +406,28 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Copies the stderr logs of the running workers, ingest nodes and coordinators to
+    /// `<out>/logs/` (evidence when a component misbehaved).
+    pub fn save_logs(&mut self) {
+        let dir = self.out.join("logs");
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let mut logs: Vec<(String, PathBuf)> = Vec::new();
+        for (id, n) in &self.stack.workers {
+            logs.push((format!("worker-{id}"), n.proc.log_path()));
+        }
+        for (id, n) in &self.stack.ingest {
+            logs.push((format!("ingest-{id}"), n.proc.log_path()));
+        }
+        for c in &self.stack.coordinators {
+            logs.push((format!("coordinator-{}", c.id), c.child.log_path()));
+        }
+        for (name, path) in logs {
+            let _ = std::fs::copy(&path, dir.join(format!("{name}.log")));
+        }
+    }
+
     /// Restarts any worker, ingest node or coordinator whose process exited (what a process
     /// supervisor would do); returns what it restarted.
     pub fn supervise(&mut self) -> Result<Vec<String>> {
@@ -419,12 +481,10 @@ impl<'a> Run<'a> {
 /// The last error line of a log (`ERROR`, `Error:`, a panic), else its last `n` lines.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    if let Some(l) = lines
-        .iter()
-        .rev()
-        .find(|l| l.contains("ERROR") || l.starts_with("Error:") || l.contains("panicked"))
-    {
-        return l.trim().chars().take(400).collect();
+    for pat in ["ERROR", "panicked", "Error:"] {
+        if let Some(l) = lines.iter().rev().find(|l| l.contains(pat)) {
+            return l.trim().chars().take(400).collect();
+        }
     }
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }

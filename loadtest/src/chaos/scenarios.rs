@@ -367,9 +367,9 @@ fn leader_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
         // Restore the deployment for the next round.
         run.stack.start_coordinator(&id)?;
         run.mark(&format!("coordinator {id} started again (follower)"));
-        run.stack.start_worker(&victim, "local", "default")?;
-        run.mark(&format!("worker {victim} started again"));
-        run.report.culprits.insert(victim);
+        let fresh = format!("{victim}-new");
+        run.stack.start_worker(&fresh, "local", "default")?;
+        run.mark(&format!("worker {fresh} started (replaces {victim})"));
     }
     run.hold(p.after);
     run.finish()
@@ -527,6 +527,10 @@ fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
         let up = run.mark(&format!("broker {broker} up"));
         let cams = run.camera_ids();
         let rec = run.wait_cameras_detections(&cams, up, Duration::from_secs(20));
+        if rec.values().any(Option::is_none) {
+            run.note_assignments();
+            run.note_worker_metrics();
+        }
         for (c, ms) in rec {
             run.recovery(
                 format!("camera {c} detections after broker {broker} came back"),
