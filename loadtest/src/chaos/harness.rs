@@ -203,9 +203,19 @@ impl<'a> Run<'a> {
                 .lines()
                 .filter(|l| !l.starts_with('#'))
                 .filter(|l| {
-                    l.contains("transactions") || l.contains("_lag") || l.contains("consumed_total")
+                    [
+                        "frames_total",
+                        "records_total",
+                        "transactions",
+                        "in_flight",
+                        "partition_paused",
+                        "publish_errors",
+                        "_lag",
+                    ]
+                    .iter()
+                    .any(|k| l.contains(k))
                 })
-                .take(20)
+                .take(40)
                 .collect();
             lines.push(format!("{id}: {}", picked.join("; ")));
         }
@@ -349,7 +359,7 @@ impl<'a> Run<'a> {
         self.intake_stopped_ms = Some(wall_ms());
         self.mark("end of intake (every ingest node killed)");
         let cams = self.camera_ids();
-        let settle = Duration::from_secs(60);
+        let settle = Duration::from_secs(30);
         let checkers = std::mem::take(&mut self.checkers);
         for (region, checker) in checkers {
             let report = crate::stack::settle(checker, settle)?;
@@ -480,11 +490,30 @@ impl<'a> Run<'a> {
 
 /// The last error line of a log (`ERROR`, `Error:`, a panic), else its last `n` lines.
 fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
+    let plain = strip_ansi(text);
+    let lines: Vec<&str> = plain.lines().collect();
     for pat in ["ERROR", "panicked", "Error:"] {
         if let Some(l) = lines.iter().rev().find(|l| l.contains(pat)) {
             return l.trim().chars().take(400).collect();
         }
     }
     lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
