@@ -40,6 +40,10 @@ pub const SCENARIOS: &[&str] = &[
     "network",
 ];
 
+/// Scenarios that exist but are not part of `all` (nor of CI) because they fail today; each
+/// is documented in `docs/loadtest.md` with its evidence.
+pub const KNOWN_FAILING: &[&str] = &["broker-down-coordinator"];
+
 /// Size of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -365,8 +369,12 @@ impl ScenarioReport {
 /// the run could not be carried out at all (the stack did not start); a fault the system did
 /// not survive is a report with [`Verdict::Failed`].
 pub fn run_scenario(name: &str, scale: Scale, out: &Path) -> Result<ScenarioReport> {
-    if !SCENARIOS.contains(&name) {
-        bail!("unknown scenario {name:?}; known: {}", SCENARIOS.join(", "));
+    if !SCENARIOS.contains(&name) && !KNOWN_FAILING.contains(&name) {
+        bail!(
+            "unknown scenario {name:?}; known: {} (and, failing today: {})",
+            SCENARIOS.join(", "),
+            KNOWN_FAILING.join(", ")
+        );
     }
     let started = Instant::now();
     let mut report = ScenarioReport::new(name, scale);

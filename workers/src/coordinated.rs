@@ -40,6 +40,8 @@ use crate::metrics::WorkerMetrics;
 use crate::node::WorkerError;
 
 const TICK: Duration = Duration::from_millis(50);
+/// A commit still running this long (its own timeout is 10 s) is given up on.
+const STUCK_COMMIT: Duration = Duration::from_secs(15);
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// A lane of another cluster with no partition for this long is shut down.
 const EMPTY_LANE_TTL: Duration = Duration::from_secs(30);
@@ -240,6 +242,16 @@ impl Controller {
         let mut running = BTreeMap::new();
         for lane in &lanes {
             lane.reap();
+            // A failed run (its transaction could not commit, e.g. while a broker was away)
+            // is stopped here; the grant loop below starts it again from the committed offsets.
+            for p in lane.stuck_commits(STUCK_COMMIT) {
+                tracing::error!(cluster = %lane.cluster(), partition = p, "a transaction commit is stuck far past its timeout: restarting the partition with a fresh producer");
+                lane.mark_failed(p);
+            }
+            for p in lane.failed() {
+                self.metrics.partition_restarts.inc();
+                lane.abort_partition(p);
+            }
             for s in lane.running() {
                 let item =
                     panoptes_coordinator_client::keys::partition_item(lane.cluster(), s.partition);

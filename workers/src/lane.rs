@@ -74,6 +74,10 @@ pub struct LaneSpec {
     pub default_epoch: u64,
     /// Called when a stage fails.
     pub fatal: FatalHook,
+    /// A failed partition run (e.g. a transaction that could not commit while a broker was
+    /// away) is left for the controller to restart from the committed offsets, instead of
+    /// stopping the worker. Coordinator mode only: the static modes have no controller.
+    pub restart_failed: bool,
 }
 
 /// How a graceful handover ended.
@@ -216,6 +220,37 @@ impl Lane {
     }
 
     /// Running partitions with their state (epoch, counters).
+    /// Partitions whose exactly-once commit has been running longer than `limit`.
+    pub fn stuck_commits(&self, limit: Duration) -> Vec<i32> {
+        let now = crate::work::now_us() / 1000;
+        self.parts
+            .lock()
+            .values()
+            .filter(|r| {
+                let started = r.state.commit_started_ms.load(Ordering::Acquire);
+                started > 0 && now.saturating_sub(started as i64) > limit.as_millis() as i64
+            })
+            .map(|r| r.state.partition)
+            .collect()
+    }
+
+    /// Marks a partition's run as failed (the controller restarts it).
+    pub fn mark_failed(&self, partition: i32) {
+        if let Some(r) = self.parts.lock().get(&partition) {
+            r.state.failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Partitions whose run failed and must be restarted (coordinator mode).
+    pub fn failed(&self) -> Vec<i32> {
+        self.parts
+            .lock()
+            .values()
+            .filter(|r| r.state.failed.load(Ordering::Acquire))
+            .map(|r| r.state.partition)
+            .collect()
+    }
+
     pub fn running(&self) -> Vec<Arc<PartitionState>> {
         self.parts
             .lock()
@@ -243,12 +278,16 @@ impl Lane {
             Some(producer) => {
                 let rx = self.router.add(partition);
                 let (producer, cfg, m) = (producer.clone(), self.spec.kafka.clone(), m.clone());
-                let (s, fatal) = (state.clone(), self.spec.fatal.clone());
+                let (s, fatal, restart) = (
+                    state.clone(),
+                    self.spec.fatal.clone(),
+                    self.spec.restart_failed,
+                );
                 std::thread::Builder::new()
                     .name(format!("publish-{partition}"))
                     .spawn(move || {
                         if let Err(e) = publisher::run_alo(&producer, &cfg, s.clone(), rx, m) {
-                            fail(&s, &fatal, e.to_string());
+                            fail(&s, &fatal, restart, e.to_string());
                         }
                     })?
             }
@@ -268,12 +307,16 @@ impl Lane {
                 };
                 let producer = part.producer()?;
                 let rx = self.router.add(partition);
-                let (s, fatal) = (state.clone(), self.spec.fatal.clone());
+                let (s, fatal, restart) = (
+                    state.clone(),
+                    self.spec.fatal.clone(),
+                    self.spec.restart_failed,
+                );
                 std::thread::Builder::new()
                     .name(format!("txn-{partition}"))
                     .spawn(move || {
                         if let Err(e) = part.run(&producer, rx) {
-                            fail(&s, &fatal, e.to_string());
+                            fail(&s, &fatal, restart, e.to_string());
                         }
                     })?
             }
@@ -450,9 +493,12 @@ impl Lane {
 
 /// A publisher failed: fatal unless its run was being stopped anyway (e.g. a transactional
 /// producer fenced by the partition's next run).
-fn fail(state: &PartitionState, fatal: &FatalHook, msg: String) {
+fn fail(state: &PartitionState, fatal: &FatalHook, restart: bool, msg: String) {
     if state.aborted() {
         tracing::info!(partition = state.partition, error = %msg, "stopped run ended with an error");
+    } else if restart {
+        tracing::error!(partition = state.partition, epoch = state.epoch, error = %msg, "partition run failed: it restarts from the committed offsets");
+        state.failed.store(true, Ordering::Release);
     } else {
         fatal(msg);
     }
@@ -486,6 +532,8 @@ impl LaneSpec {
             metrics,
             default_epoch: config.epoch,
             fatal,
+            restart_failed: config.assignment.source
+                == crate::config::AssignmentSource::Coordinator,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct WorkerMetrics {
     pub handovers: IntCounterVec,
     /// Times the member lease was found expired at renewal (coordinator mode).
     pub lease_lost: IntCounter,
+    /// Partition runs that failed and were restarted from the committed offsets.
+    pub partition_restarts: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -174,6 +176,11 @@ impl WorkerMetrics {
             "Member lease found expired at renewal (its partitions were probably moved).",
         )?;
         registry.register(Box::new(lease_lost.clone()))?;
+        let partition_restarts = IntCounter::new(
+            "panoptes_worker_partition_restarts_total",
+            "Partition runs that failed (e.g. a transaction that could not commit while a broker was away) and were restarted from the committed offsets (coordinator mode).",
+        )?;
+        registry.register(Box::new(partition_restarts.clone()))?;
         skipped.with_label_values(&["skipped_stale"]);
         for r in ["undecodable", "bad_headers", "too_large", "bad_dimensions"] {
             dead_lettered.with_label_values(&[r]);
@@ -198,6 +205,7 @@ impl WorkerMetrics {
             partitions_owned,
             handovers,
             lease_lost,
+            partition_restarts,
         })
     }
 

@@ -159,6 +159,11 @@ pub struct PartitionState {
     pub tracker: Mutex<CommitTracker>,
     /// Set when the partition was released (superseded epoch); the consumer unassigns it.
     pub released: AtomicBool,
+    /// Set when this run's publisher failed (coordinator mode restarts the partition).
+    pub failed: AtomicBool,
+    /// When the exactly-once publisher began its current commit (ms since the epoch), 0 when
+    /// not committing: a commit stuck far past its timeout gets the run restarted.
+    pub commit_started_ms: AtomicU64,
 }
 
 impl PartitionState {
@@ -181,6 +186,8 @@ impl PartitionState {
             in_flight: AtomicUsize::new(0),
             tracker: Mutex::new(CommitTracker::default()),
             released: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            commit_started_ms: AtomicU64::new(0),
         })
     }
 
@@ -428,6 +435,9 @@ pub struct EosPartition {
 }
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound of one commit (offsets + commit): a broker outage longer than this fails the run,
+/// which coordinator mode restarts from the committed offsets, rather than blocking it.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl EosPartition {
     /// Creates the transactional producer and initialises its id (fencing older instances
@@ -542,9 +552,23 @@ impl EosPartition {
                 }
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&self.cfg.frames_topic, p, Offset::Offset(last + 1))?;
+                // librdkafka does not always honour these timeouts when the group or
+                // transaction coordinator broker went away and came back (seen blocking for
+                // good): the start time lets the controller give up on this run and restart
+                // the partition with a fresh producer. A run given up on never commits.
+                self.state
+                    .commit_started_ms
+                    .store((now_us() / 1000) as u64, Ordering::Release);
                 let committed = producer
-                    .send_offsets_to_transaction(&tpl, &self.group, TXN_TIMEOUT)
-                    .and_then(|()| producer.commit_transaction(TXN_TIMEOUT));
+                    .send_offsets_to_transaction(&tpl, &self.group, COMMIT_TIMEOUT)
+                    .and_then(|()| {
+                        if self.state.aborted() {
+                            Err(KafkaError::Canceled)
+                        } else {
+                            producer.commit_transaction(COMMIT_TIMEOUT)
+                        }
+                    });
+                self.state.commit_started_ms.store(0, Ordering::Release);
                 if let Err(e) = committed {
                     self.metrics
                         .aborted
@@ -579,10 +603,10 @@ impl EosPartition {
 /// Aborts the open transaction. A `BaseProducer` serves delivery reports only when polled,
 /// and librdkafka's abort waits for outstanding messages: flush (which polls) first.
 fn abort(producer: &BaseProducer) -> Result<(), PublishError> {
-    if let Err(e) = producer.flush(TXN_TIMEOUT) {
+    if let Err(e) = producer.flush(Duration::from_secs(5)) {
         tracing::debug!(error = %e, "flush before abort");
     }
-    producer.abort_transaction(TXN_TIMEOUT)?;
+    producer.abort_transaction(COMMIT_TIMEOUT)?;
     Ok(())
 }
 
