@@ -287,7 +287,7 @@ impl Lane {
                     .name(format!("publish-{partition}"))
                     .spawn(move || {
                         if let Err(e) = publisher::run_alo(&producer, &cfg, s.clone(), rx, m) {
-                            fail(&s, &fatal, restart, e.to_string());
+                            fail(&s, &fatal, restart && e.restartable(), e.to_string());
                         }
                     })?
             }
@@ -316,7 +316,7 @@ impl Lane {
                     .name(format!("txn-{partition}"))
                     .spawn(move || {
                         if let Err(e) = part.run(&producer, rx) {
-                            fail(&s, &fatal, restart, e.to_string());
+                            fail(&s, &fatal, restart && e.restartable(), e.to_string());
                         }
                     })?
             }

@@ -56,6 +56,13 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// Whether coordinator mode may restart the partition after this error: Kafka trouble,
+    /// yes; an assignment that cannot be checked (Redis unreachable) stops the worker, fail
+    /// closed (`docs/workers.md`), because a restarted run could not check its commits either.
+    pub fn restartable(&self) -> bool {
+        matches!(self, Self::Kafka(_))
+    }
+
     /// Whether retrying may succeed (broker-side transient errors).
     pub fn is_retryable(&self) -> bool {
         match self {
