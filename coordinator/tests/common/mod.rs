@@ -9,7 +9,7 @@ use std::time::Duration;
 use panoptes_coordinator::api::{ApiContext, router};
 use panoptes_runtime::redact::Secret;
 use panoptes_testkit::RedisServer;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const TOKEN: &str = "t0ken-for-tests";
 pub const TOPIC: &str = "panoptes.frames";
@@ -170,4 +170,28 @@ pub fn put_member(api: &Api, rec: &panoptes_coordinator_client::MemberRecord) {
         .arg(&rec.id)
         .query::<()>(&mut c)
         .unwrap();
+}
+
+/// Shared by the API test files.
+pub fn assert_no_secret(v: &Value) {
+    let s = v.to_string();
+    assert!(!s.contains("hunter2"), "credentials leaked: {s}");
+}
+
+/// Shared by the API test files.
+pub fn apply(api: &Api, cameras: Value, prune: bool, if_version: Option<u64>) -> (u16, Value) {
+    let mut body = json!({ "cameras": cameras, "prune": prune });
+    if let Some(v) = if_version {
+        body["if_version"] = json!(v);
+    }
+    api.req("POST", "/v1/apply", Some(&body))
+}
+
+/// Shared by the API test files.
+pub fn ids(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
 }

@@ -1,0 +1,379 @@
+//! `GET /v1/assignments` and `GET /v1/status`: what the cluster does now, read from the
+//! assignment records, the members' reports and the leader's group figures.
+
+#![allow(clippy::wildcard_imports)]
+
+use super::*;
+
+/// A camera's assignment as `GET /v1/assignments` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CameraAssignment {
+    /// Camera id.
+    pub camera: String,
+    /// The record.
+    #[serde(flatten)]
+    pub assign: AssignRecord,
+}
+
+/// A partition's assignment as `GET /v1/assignments` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    /// Region whose Kafka holds this copy of the partition.
+    pub cluster: String,
+    /// Frames topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Owning worker; empty when unassigned.
+    pub owner: String,
+    /// Epoch of the grant.
+    pub epoch: u64,
+    /// Worker the coordinator is moving it to.
+    pub target: Option<String>,
+    /// Epoch the owner released it at.
+    pub released: Option<u64>,
+}
+
+/// `GET /v1/assignments` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Assignments {
+    /// Camera → ingest node.
+    pub cameras: Vec<CameraAssignment>,
+    /// Partition → worker.
+    pub partitions: Vec<PartitionAssignment>,
+}
+
+fn scan(c: &mut Connection, pattern: &str) -> Result<Vec<String>, RegistryError> {
+    let mut cursor: u64 = 0;
+    let mut out = BTreeSet::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(c)?;
+        out.extend(batch);
+        if next == 0 {
+            return Ok(out.into_iter().collect());
+        }
+        cursor = next;
+    }
+}
+
+fn hgetall_many(
+    c: &mut Connection,
+    keys: &[String],
+) -> Result<Vec<BTreeMap<String, String>>, RegistryError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("HGETALL").arg(k);
+    }
+    Ok(pipe.query(c)?)
+}
+
+fn read_assignments(c: &mut Connection) -> Result<Assignments, RegistryError> {
+    let mut out = Assignments::default();
+    let cam_keys = scan(c, "panoptes:camassign:*")?;
+    for (k, h) in cam_keys.iter().zip(hgetall_many(c, &cam_keys)?) {
+        let Some(camera) = k.strip_prefix("panoptes:camassign:") else {
+            continue;
+        };
+        if h.is_empty() {
+            continue;
+        }
+        let assign = AssignRecord::from_fields(&h)
+            .map_err(|e| RegistryError::Internal(format!("{k}: {e}")))?;
+        out.cameras.push(CameraAssignment {
+            camera: camera.to_string(),
+            assign,
+        });
+    }
+    let part_keys = scan(c, "panoptes:assign:*")?;
+    for (k, h) in part_keys.iter().zip(hgetall_many(c, &part_keys)?) {
+        // panoptes:assign:<cluster>:<topic>:<partition>; the topic may hold dots, not colons.
+        let Some(rest) = k.strip_prefix("panoptes:assign:") else {
+            continue;
+        };
+        let mut parts = rest.rsplitn(3, ':');
+        let (Some(p), Some(topic), Some(cluster)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(partition) = p.parse::<i32>() else {
+            continue;
+        };
+        if h.is_empty() {
+            continue;
+        }
+        let assign = AssignRecord::from_fields(&h)
+            .map_err(|e| RegistryError::Internal(format!("{k}: {e}")))?;
+        out.partitions.push(PartitionAssignment {
+            cluster: cluster.to_string(),
+            topic: topic.to_string(),
+            partition,
+            owner: assign.owner,
+            epoch: assign.epoch,
+            target: assign.target,
+            released: assign.released,
+        });
+    }
+    out.partitions.sort_by(|a, b| {
+        (&a.cluster, &a.topic, a.partition).cmp(&(&b.cluster, &b.topic, b.partition))
+    });
+    Ok(out)
+}
+
+pub(super) async fn assignments(State(st): State<Shared>) -> ApiResult {
+    let a = redis_call(&st, |c, _| read_assignments(c)).await?;
+    ok(StatusCode::OK, a)
+}
+
+/// The leader as `GET /v1/status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaderView {
+    /// Coordinator id.
+    pub id: String,
+    /// Its HTTP base URL.
+    pub http: String,
+    /// Fencing token of its term.
+    pub token: u64,
+    /// Leading since (ms since the epoch).
+    pub since_ms: u64,
+    /// Last tick (ms since the epoch).
+    pub tick_ms: u64,
+    /// Whether it still holds the lease (`panoptes:leader` names it).
+    pub holds_lease: bool,
+}
+
+/// One worker group in `GET /v1/status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GroupView {
+    /// Group name.
+    pub group: String,
+    /// Alive workers in the group.
+    pub workers: u64,
+    /// Sum of their capacities.
+    pub capacity: f64,
+    /// Sum of their loads.
+    pub load: f64,
+    /// Load of the group's cameras (what the registry asks for).
+    pub camera_load: f64,
+    /// Replicas the reconciler wants (absent until it has written its view).
+    pub desired_replicas: Option<u64>,
+    /// The reconciler's own view of the group: `{"desired_replicas", "load", "capacity"}`.
+    pub reconciler: Value,
+}
+
+/// One camera in `GET /v1/status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CameraStatus {
+    /// Camera id.
+    pub id: String,
+    /// Home region.
+    pub region: String,
+    /// Worker group.
+    pub group: String,
+    /// Frames partition.
+    pub partition: i32,
+    /// Configured fps.
+    pub fps_target: u32,
+    /// Owning ingest node (empty when unassigned).
+    pub owner: String,
+    /// Region whose Kafka gets its frames now.
+    pub cluster: Option<String>,
+    /// Epoch of the grant.
+    pub epoch: u64,
+    /// Node it is being moved to.
+    pub target: Option<String>,
+    /// Measured fps, as the owner reports it.
+    pub fps: Option<f64>,
+    /// State, as the owner reports it.
+    pub state: Option<String>,
+}
+
+/// One partition copy in `GET /v1/status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    /// Region whose Kafka holds it.
+    pub cluster: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Owning worker (empty when unassigned).
+    pub owner: String,
+    /// Epoch of the grant.
+    pub epoch: u64,
+    /// Worker it is being moved to.
+    pub target: Option<String>,
+    /// Consumer lag (records), as the owner reports it.
+    pub lag: Option<i64>,
+    /// Frames consumed per second, as the owner reports it.
+    pub fps: Option<f64>,
+    /// Cameras whose frames go to this partition.
+    pub cameras: Vec<String>,
+}
+
+/// `GET /v1/status` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The leader, if one has ever been elected.
+    pub leader: Option<LeaderView>,
+    /// Registry version.
+    pub registry_version: u64,
+    /// All members.
+    pub nodes: Vec<NodeView>,
+    /// Worker groups.
+    pub groups: Vec<GroupView>,
+    /// Every registered camera.
+    pub cameras: Vec<CameraStatus>,
+    /// Every partition copy with an assignment record (of the frames topic).
+    pub partitions: Vec<PartitionStatus>,
+}
+
+fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, RegistryError> {
+    let (info, holder, groups_raw): (
+        BTreeMap<String, String>,
+        Option<String>,
+        BTreeMap<String, String>,
+    ) = redis::pipe()
+        .cmd("HGETALL")
+        .arg(keys::LEADER_INFO)
+        .cmd("GET")
+        .arg(keys::LEADER)
+        .cmd("HGETALL")
+        .arg(GROUPS_KEY)
+        .query(c)?;
+    let num = |k: &str| info.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let leader = info.get("id").map(|id| LeaderView {
+        id: id.clone(),
+        http: info.get("http").cloned().unwrap_or_default(),
+        token: num("token"),
+        since_ms: num("since_ms"),
+        tick_ms: num("tick_ms"),
+        holds_lease: holder.as_deref() == Some(id.as_str()),
+    });
+    let snap = registry::read(c)?;
+    let nodes = read_nodes(c)?;
+    let assigns = read_assignments(c)?;
+
+    let report_of = |kind: MemberKind, id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.kind == kind && n.id == id && n.alive)
+            .map(|n| &n.report)
+    };
+
+    let mut groups: BTreeMap<String, GroupView> = BTreeMap::new();
+    fn group<'a>(groups: &'a mut BTreeMap<String, GroupView>, name: &str) -> &'a mut GroupView {
+        groups.entry(name.to_string()).or_insert_with(|| GroupView {
+            group: name.to_string(),
+            reconciler: Value::Null,
+            ..Default::default()
+        })
+    }
+    for n in nodes
+        .iter()
+        .filter(|n| n.kind == MemberKind::Worker && n.alive)
+    {
+        let g = group(&mut groups, &n.group);
+        g.workers += 1;
+        g.capacity += n.capacity;
+        g.load += n.load;
+    }
+    for cam in snap.cameras.values() {
+        group(&mut groups, &cam.group).camera_load += cam.load();
+    }
+    for (name, raw) in &groups_raw {
+        let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+        let g = group(&mut groups, name);
+        g.desired_replicas = v.get("desired_replicas").and_then(Value::as_u64);
+        g.reconciler = v;
+    }
+
+    let cam_assign: BTreeMap<&str, &AssignRecord> = assigns
+        .cameras
+        .iter()
+        .map(|a| (a.camera.as_str(), &a.assign))
+        .collect();
+    let cameras = snap
+        .cameras
+        .values()
+        .map(|cam| {
+            let a = cam_assign
+                .get(cam.id.as_str())
+                .copied()
+                .cloned()
+                .unwrap_or_default();
+            let rep = (!a.owner.is_empty())
+                .then(|| report_of(MemberKind::Ingest, &a.owner))
+                .flatten()
+                .and_then(|r| r.get("cameras"))
+                .and_then(|cs| cs.get(&cam.id));
+            CameraStatus {
+                id: cam.id.clone(),
+                region: cam.region.clone(),
+                group: cam.group.clone(),
+                partition: cam.partition,
+                fps_target: cam.fps,
+                owner: a.owner,
+                cluster: a.cluster,
+                epoch: a.epoch,
+                target: a.target,
+                fps: rep.and_then(|r| r.get("fps")).and_then(Value::as_f64),
+                state: rep.and_then(|r| r.get("state")).map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
+            }
+        })
+        .collect();
+
+    let partitions = assigns
+        .partitions
+        .into_iter()
+        .filter(|p| p.topic == frames_topic)
+        .map(|p| {
+            let item = keys::partition_item(&p.cluster, p.partition);
+            let rep = (!p.owner.is_empty())
+                .then(|| report_of(MemberKind::Worker, &p.owner))
+                .flatten()
+                .and_then(|r| r.get("items"))
+                .and_then(|i| i.get(&item));
+            let lag = rep.and_then(|i| i.get("lag")).and_then(Value::as_i64);
+            let fps = rep.and_then(|i| i.get("fps")).and_then(Value::as_f64);
+            PartitionStatus {
+                cameras: snap
+                    .cameras
+                    .values()
+                    .filter(|c| c.partition == p.partition)
+                    .map(|c| c.id.clone())
+                    .collect(),
+                cluster: p.cluster,
+                partition: p.partition,
+                owner: p.owner,
+                epoch: p.epoch,
+                target: p.target,
+                lag,
+                fps,
+            }
+        })
+        .collect();
+
+    Ok(StatusView {
+        leader,
+        registry_version: snap.version,
+        nodes,
+        groups: groups.into_values().collect(),
+        cameras,
+        partitions,
+    })
+}
+
+pub(super) async fn status(State(st): State<Shared>) -> ApiResult {
+    let s = redis_call(&st, |c, st| read_status(c, &st.frames_topic)).await?;
+    ok(StatusCode::OK, s)
+}
