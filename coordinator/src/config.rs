@@ -5,7 +5,6 @@
 //! `PANOPTES_<SECTION>__<KEY>` variables for [`ENV_SECTIONS`]); unknown fields are errors;
 //! durations are humantime strings (`"1500ms"`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,21 +65,9 @@ impl Default for CoordinatorConfig {
     }
 }
 
-/// HTTP listener.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address to listen on (port 0: any free port, printed as `HTTP=` on stdout).
-    pub listen: SocketAddr,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7300)),
-        }
-    }
-}
+/// `[http]`: health, metrics and the operator API, on 127.0.0.1:7300 by default (port 0:
+/// any free port, printed as `HTTP=` on stdout).
+pub type HttpConfig = panoptes_runtime::config::HttpConfig<7300>;
 
 /// Operator API authentication: a bearer token, given inline or (better) in a file.
 #[derive(Clone, Default, Deserialize, Serialize)]
@@ -168,10 +155,7 @@ pub struct RegionConfig {
     pub bootstrap_servers: String,
 }
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigInvalid(pub String);
+pub use panoptes_runtime::config::ConfigInvalid;
 
 impl CoordinatorConfig {
     /// Checks ranges and names.

@@ -113,121 +113,56 @@ impl Planner {
         }
     }
 
-    /// Decides what to change now.
+    /// Decides what to change now: items in decreasing load order, each either retired,
+    /// placed (no live owner), handed over (released), followed (moving) or sent home
+    /// (misplaced); then, when nothing else moves, at most one rebalancing move.
     pub fn plan(&mut self, nodes: &[Node], items: &[Item], now_ms: u64) -> Vec<Action> {
-        let by_id: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-        let alive = |id: &str| by_id.get(id).is_some_and(|n| n.alive);
-        let mut load: BTreeMap<String, f64> = nodes.iter().map(|n| (n.id.clone(), 0.0)).collect();
-        for it in items.iter().filter(|i| i.active && alive(&i.record.owner)) {
-            *load.entry(it.record.owner.clone()).or_default() += it.load;
-        }
-        let mut actions = Vec::new();
+        let mut round = Round::new(nodes, items);
+        self.forget_finished_handovers(items);
         let mut order: Vec<&Item> = items.iter().collect();
         order.sort_by(|a, b| b.load.total_cmp(&a.load).then(a.id.cmp(&b.id)));
-        // Forget handover clocks of items no longer moving.
+        for it in order {
+            let rec = &it.record;
+            if !it.active {
+                round.retire(it);
+            } else if rec.owner.is_empty() || !round.alive(&rec.owner) {
+                round.place(it);
+            } else if rec.released == Some(rec.epoch) {
+                round.complete_handover(it);
+            } else if let Some(target) = &rec.target {
+                let since = self.handover_started(it, now_ms);
+                let timed_out = now_ms.saturating_sub(since) > self.opts.handover_timeout_ms;
+                round.follow_move(it, target, timed_out);
+            } else {
+                round.send_home_if_misplaced(it);
+            }
+        }
+        if round.moving == 0
+            && round.actions.is_empty()
+            && now_ms.saturating_sub(self.last_rebalance_ms) >= self.opts.rebalance_cooldown_ms
+            && let Some(a) = self.rebalance(nodes, items, &round.load)
+        {
+            self.last_rebalance_ms = now_ms;
+            round.actions.push(a);
+        }
+        round.actions
+    }
+
+    /// Forgets the handover clocks of items no longer moving.
+    fn forget_finished_handovers(&mut self, items: &[Item]) {
         self.handover_since.retain(|id, (epoch, _)| {
             items
                 .iter()
                 .any(|i| &i.id == id && i.record.target.is_some() && i.record.epoch == *epoch)
         });
-        let mut moving = 0usize;
-        for it in order {
-            let rec = &it.record;
-            let owner = rec.owner.as_str();
-            if !it.active {
-                if !owner.is_empty() {
-                    actions.push(grant(it, "", "removed"));
-                    if alive(owner) {
-                        sub(&mut load, owner, it.load);
-                    }
-                }
-                continue;
-            }
-            if owner.is_empty() || !alive(owner) {
-                match best(nodes, &load, it, None) {
-                    Some(n) => {
-                        actions.push(grant(
-                            it,
-                            &n,
-                            if owner.is_empty() {
-                                "unassigned"
-                            } else {
-                                "owner_dead"
-                            },
-                        ));
-                        *load.entry(n).or_default() += it.load;
-                    }
-                    None if !owner.is_empty() => {
-                        actions.push(grant(it, "", "owner_dead_no_candidate"))
-                    }
-                    None => {}
-                }
-                continue;
-            }
-            if rec.released == Some(rec.epoch) {
-                let target = rec
-                    .target
-                    .clone()
-                    .filter(|t| is_candidate(&by_id, t, it, nodes))
-                    .or_else(|| best(nodes, &load, it, Some(owner)));
-                sub(&mut load, owner, it.load);
-                match target {
-                    Some(t) => {
-                        *load.entry(t.clone()).or_default() += it.load;
-                        actions.push(grant(it, &t, "handover"));
-                    }
-                    None => actions.push(grant(it, "", "released_no_candidate")),
-                }
-                continue;
-            }
-            if let Some(target) = &rec.target {
-                moving += 1;
-                let since = self
-                    .handover_since
-                    .entry(it.id.clone())
-                    .or_insert((rec.epoch, now_ms))
-                    .1;
-                if !is_candidate(&by_id, target, it, nodes) {
-                    let next = best(nodes, &load, it, Some(owner)).unwrap_or_default();
-                    if next != *target {
-                        actions.push(retarget(it, &next, "target_gone"));
-                    }
-                } else if now_ms.saturating_sub(since) > self.opts.handover_timeout_ms {
-                    sub(&mut load, owner, it.load);
-                    *load.entry(target.clone()).or_default() += it.load;
-                    actions.push(grant(it, target, "handover_timeout"));
-                }
-                continue;
-            }
-            let owner_node = by_id[owner];
-            let misplaced = !owner_node.accepting
-                || it
-                    .group
-                    .as_ref()
-                    .is_some_and(|g| owner_node.group.as_ref().is_some_and(|og| og != g))
-                || (owner_node.region != it.region
-                    && candidates(nodes, it, Some(owner))
-                        .iter()
-                        .any(|n| n.region == it.region));
-            if misplaced && let Some(t) = best(nodes, &load, it, Some(owner)) {
-                let reason = if owner_node.accepting {
-                    "region_home"
-                } else {
-                    "owner_leaving"
-                };
-                actions.push(retarget(it, &t, reason));
-                moving += 1;
-            }
-        }
-        if moving == 0
-            && actions.is_empty()
-            && now_ms.saturating_sub(self.last_rebalance_ms) >= self.opts.rebalance_cooldown_ms
-            && let Some(a) = self.rebalance(nodes, items, &load)
-        {
-            self.last_rebalance_ms = now_ms;
-            actions.push(a);
-        }
-        actions
+    }
+
+    /// When the item's current move (at its current epoch) was first seen.
+    fn handover_started(&mut self, it: &Item, now_ms: u64) -> u64 {
+        self.handover_since
+            .entry(it.id.clone())
+            .or_insert((it.record.epoch, now_ms))
+            .1
     }
 
     /// One move between two members of the item's candidates that narrows the gap of their
@@ -277,6 +212,136 @@ impl Planner {
             }
         }
         best_move.map(|(_, it, to)| retarget(it, &to.id, "rebalance"))
+    }
+}
+
+/// One planning pass: the members, the load each carries as decided so far, the actions
+/// decided and how many items are moving.
+struct Round<'a> {
+    nodes: &'a [Node],
+    by_id: BTreeMap<&'a str, &'a Node>,
+    load: BTreeMap<String, f64>,
+    actions: Vec<Action>,
+    moving: usize,
+}
+
+impl<'a> Round<'a> {
+    /// Starts from the load of the active items on live owners.
+    fn new(nodes: &'a [Node], items: &[Item]) -> Self {
+        let mut round = Self {
+            nodes,
+            by_id: nodes.iter().map(|n| (n.id.as_str(), n)).collect(),
+            load: nodes.iter().map(|n| (n.id.clone(), 0.0)).collect(),
+            actions: Vec::new(),
+            moving: 0,
+        };
+        let carried: Vec<&Item> = items
+            .iter()
+            .filter(|i| i.active && round.alive(&i.record.owner))
+            .collect();
+        for it in carried {
+            round.add(&it.record.owner, it.load);
+        }
+        round
+    }
+
+    fn alive(&self, id: &str) -> bool {
+        self.by_id.get(id).is_some_and(|n| n.alive)
+    }
+
+    fn add(&mut self, id: &str, l: f64) {
+        *self.load.entry(id.to_string()).or_default() += l;
+    }
+
+    fn best(&self, it: &Item, except: Option<&str>) -> Option<String> {
+        best(self.nodes, &self.load, it, except)
+    }
+
+    /// A removed item loses its owner.
+    fn retire(&mut self, it: &Item) {
+        let owner = it.record.owner.as_str();
+        if owner.is_empty() {
+            return;
+        }
+        self.actions.push(grant(it, "", "removed"));
+        if self.alive(owner) {
+            sub(&mut self.load, owner, it.load);
+        }
+    }
+
+    /// An item without a live owner goes to the best candidate.
+    fn place(&mut self, it: &Item) {
+        let unowned = it.record.owner.is_empty();
+        match self.best(it, None) {
+            Some(n) => {
+                let reason = if unowned { "unassigned" } else { "owner_dead" };
+                self.actions.push(grant(it, &n, reason));
+                self.add(&n, it.load);
+            }
+            None if !unowned => self.actions.push(grant(it, "", "owner_dead_no_candidate")),
+            None => {}
+        }
+    }
+
+    /// The owner released the item: it goes to its target, or the best other candidate.
+    fn complete_handover(&mut self, it: &Item) {
+        let owner = it.record.owner.as_str();
+        let target = it
+            .record
+            .target
+            .clone()
+            .filter(|t| is_candidate(&self.by_id, t, it, self.nodes))
+            .or_else(|| self.best(it, Some(owner)));
+        sub(&mut self.load, owner, it.load);
+        match target {
+            Some(t) => {
+                self.add(&t, it.load);
+                self.actions.push(grant(it, &t, "handover"));
+            }
+            None => self.actions.push(grant(it, "", "released_no_candidate")),
+        }
+    }
+
+    /// A moving item: a target that can no longer take it is replaced; a handover that
+    /// took too long is forced.
+    fn follow_move(&mut self, it: &Item, target: &str, timed_out: bool) {
+        let owner = it.record.owner.as_str();
+        self.moving += 1;
+        if !is_candidate(&self.by_id, target, it, self.nodes) {
+            let next = self.best(it, Some(owner)).unwrap_or_default();
+            if next != target {
+                self.actions.push(retarget(it, &next, "target_gone"));
+            }
+        } else if timed_out {
+            sub(&mut self.load, owner, it.load);
+            self.add(target, it.load);
+            self.actions.push(grant(it, target, "handover_timeout"));
+        }
+    }
+
+    /// An item on a leaving member, on a member of another group, or away from its home
+    /// region while a candidate there exists, starts moving to the best candidate.
+    fn send_home_if_misplaced(&mut self, it: &Item) {
+        let owner = it.record.owner.as_str();
+        let owner_node = self.by_id[owner];
+        let misplaced = !owner_node.accepting
+            || it
+                .group
+                .as_ref()
+                .is_some_and(|g| owner_node.group.as_ref().is_some_and(|og| og != g))
+            || (owner_node.region != it.region
+                && candidates(self.nodes, it, Some(owner))
+                    .iter()
+                    .any(|n| n.region == it.region));
+        if misplaced && let Some(t) = self.best(it, Some(owner)) {
+            let reason = if owner_node.accepting {
+                "region_home"
+            } else {
+                "owner_leaving"
+            };
+            self.actions.push(retarget(it, &t, reason));
+            self.moving += 1;
+        }
     }
 }
 
@@ -343,5 +408,4 @@ fn best(
 }
 
 #[cfg(test)]
-#[path = "placement_tests.rs"]
 mod tests;

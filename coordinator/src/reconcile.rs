@@ -179,21 +179,7 @@ impl Reconciler {
         now: u64,
     ) -> Result<(), CoordError> {
         let nodes = Self::nodes(snap, MemberKind::Ingest);
-        let items: Vec<Item> = snap
-            .camera_assign
-            .iter()
-            .map(|(id, rec)| {
-                let cam = snap.cameras.get(id);
-                Item {
-                    id: id.clone(),
-                    region: cam.map(|c| c.region.clone()).unwrap_or_default(),
-                    group: None,
-                    load: cam.map_or(0.0, |c| c.load()),
-                    active: cam.is_some(),
-                    record: rec.clone(),
-                }
-            })
-            .collect();
+        let items = camera_items(snap);
         let actions = self.planner(MemberKind::Ingest).plan(&nodes, &items, now);
         for a in actions {
             match a {
@@ -228,24 +214,9 @@ impl Reconciler {
                     )?;
                     self.note_grant(MemberKind::Ingest, &item, rec, &owner, epoch, reason, now);
                 }
-                Action::Retarget {
-                    item,
-                    owner,
-                    epoch,
-                    target,
-                    reason,
-                } => {
-                    self.retarget(
-                        c,
-                        token,
-                        MemberKind::Ingest,
-                        &keys::camera_assign(&item),
-                        &item,
-                        &owner,
-                        epoch,
-                        &target,
-                        reason,
-                    )?;
+                Action::Retarget { ref item, .. } => {
+                    let key = keys::camera_assign(item);
+                    self.retarget(c, token, MemberKind::Ingest, &key, &a)?;
                 }
             }
         }
@@ -278,39 +249,7 @@ impl Reconciler {
         snap: &Snapshot,
     ) -> Result<(), CoordError> {
         let nodes = Self::nodes(snap, MemberKind::Worker);
-        let mut items = Vec::new();
-        for (id, rec) in &snap.partition_assign {
-            let Some((cluster, p)) = keys::parse_partition_item(id) else {
-                continue;
-            };
-            let cam = snap.cameras.values().find(|c| c.partition == p);
-            let current = cam.and_then(|c| {
-                snap.camera_assign
-                    .get(&c.id)
-                    .filter(|a| !a.owner.is_empty())
-                    .and_then(|a| a.cluster.clone())
-            });
-            let is_current = current.as_deref() == Some(cluster);
-            let used_before = rec.epoch > 0;
-            if !is_current && !used_before {
-                continue;
-            }
-            items.push(Item {
-                id: id.clone(),
-                region: cluster.to_string(),
-                group: Some(
-                    cam.map(|c| c.group.clone())
-                        .unwrap_or_else(panoptes_coordinator_client::records::default_group),
-                ),
-                load: if is_current {
-                    cam.map_or(0.0, |c| c.load())
-                } else {
-                    0.0
-                },
-                active: cam.is_some(),
-                record: rec.clone(),
-            });
-        }
+        let items = partition_items(snap);
         let now = now_ms();
         let actions = self.planner(MemberKind::Worker).plan(&nodes, &items, now);
         for a in actions {
@@ -340,24 +279,8 @@ impl Reconciler {
                     )?;
                     self.note_grant(MemberKind::Worker, &item, rec, &owner, epoch, reason, now);
                 }
-                Action::Retarget {
-                    item,
-                    owner,
-                    epoch,
-                    target,
-                    reason,
-                } => {
-                    self.retarget(
-                        c,
-                        token,
-                        MemberKind::Worker,
-                        &assign_key,
-                        &item,
-                        &owner,
-                        epoch,
-                        &target,
-                        reason,
-                    )?;
+                Action::Retarget { .. } => {
+                    self.retarget(c, token, MemberKind::Worker, &assign_key, &a)?;
                 }
             }
         }
@@ -455,20 +378,27 @@ impl Reconciler {
         tracing::info!(%kind, item, from = %old.owner, to = owner, epoch, reason, "granted");
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Carries out a [`Action::Retarget`] on the record at `assign_key` (a grant is not a
+    /// move: nothing to do here).
     fn retarget(
         &mut self,
         c: &mut Connection,
         token: u64,
         kind: MemberKind,
         assign_key: &str,
-        item: &str,
-        owner: &str,
-        epoch: u64,
-        target: &str,
-        reason: &'static str,
+        action: &Action,
     ) -> Result<(), CoordError> {
-        let ok = scripts::retarget(c, token, kind, assign_key, owner, epoch, target)?;
+        let Action::Retarget {
+            item,
+            owner,
+            epoch,
+            target,
+            reason,
+        } = action
+        else {
+            return Ok(());
+        };
+        let ok = scripts::retarget(c, token, kind, assign_key, owner, *epoch, target)?;
         if ok {
             self.metrics
                 .actions
@@ -478,4 +408,63 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// Every camera with an assignment record, as the planner sees it: registered cameras are
+/// active, orphans (assigned but no longer registered) are to be released.
+fn camera_items(snap: &Snapshot) -> Vec<Item> {
+    snap.camera_assign
+        .iter()
+        .map(|(id, rec)| {
+            let cam = snap.cameras.get(id);
+            Item {
+                id: id.clone(),
+                region: cam.map(|c| c.region.clone()).unwrap_or_default(),
+                group: None,
+                load: cam.map_or(0.0, |c| c.load()),
+                active: cam.is_some(),
+                record: rec.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The partition copies the planner places: the copy in the region whose Kafka the
+/// camera's ingest node currently publishes to (carrying the camera's load), and every copy
+/// granted before (carrying no load).
+fn partition_items(snap: &Snapshot) -> Vec<Item> {
+    let mut items = Vec::new();
+    for (id, rec) in &snap.partition_assign {
+        let Some((cluster, p)) = keys::parse_partition_item(id) else {
+            continue;
+        };
+        let cam = snap.cameras.values().find(|c| c.partition == p);
+        let current = cam.and_then(|c| {
+            snap.camera_assign
+                .get(&c.id)
+                .filter(|a| !a.owner.is_empty())
+                .and_then(|a| a.cluster.clone())
+        });
+        let is_current = current.as_deref() == Some(cluster);
+        let used_before = rec.epoch > 0;
+        if !is_current && !used_before {
+            continue;
+        }
+        items.push(Item {
+            id: id.clone(),
+            region: cluster.to_string(),
+            group: Some(
+                cam.map(|c| c.group.clone())
+                    .unwrap_or_else(panoptes_coordinator_client::records::default_group),
+            ),
+            load: if is_current {
+                cam.map_or(0.0, |c| c.load())
+            } else {
+                0.0
+            },
+            active: cam.is_some(),
+            record: rec.clone(),
+        });
+    }
+    items
 }

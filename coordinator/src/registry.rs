@@ -13,155 +13,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use panoptes_coordinator_client::{CameraRecord, CoordError, keys};
-use panoptes_runtime::redact::{CameraUrl, redact_text};
+use panoptes_coordinator_client::{CameraRecord, keys};
+use panoptes_runtime::redact::redact_text;
 use redis::Connection;
 use serde::{Deserialize, Serialize};
 
-/// Default sampled frames per second of a camera.
-pub const DEFAULT_FPS: u32 = 5;
-/// Accepted frames per second.
-pub const FPS_RANGE: std::ops::RangeInclusive<u32> = 1..=60;
-/// Default analytic width.
-pub const DEFAULT_WIDTH: u32 = 640;
-/// Default analytic height.
-pub const DEFAULT_HEIGHT: u32 = 360;
-/// Accepted analytic widths.
-pub const WIDTH_RANGE: std::ops::RangeInclusive<u32> = 32..=3840;
-/// Accepted analytic heights.
-pub const HEIGHT_RANGE: std::ops::RangeInclusive<u32> = 32..=2160;
-/// What a redacted password looks like; a URL sent back with it keeps the stored password.
-const REDACTED_PASSWORD: &str = "***";
+mod error;
+mod spec;
+
+pub use self::error::RegistryError;
+pub use self::spec::{
+    CameraSpec, CameraView, DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH, FPS_RANGE, HEIGHT_RANGE,
+    Limits, WIDTH_RANGE, redact_url, validate,
+};
+
 /// How often a transaction is replanned after concurrent changes before giving up.
 const MAX_TX_RETRIES: usize = 16;
-
-/// Why a registry operation failed; each maps to one HTTP status.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RegistryError {
-    /// The request body is not what the API accepts (not JSON, wrong shape): 400.
-    #[error("{0}")]
-    BadRequest(String),
-    /// The camera (or member) does not exist: 404.
-    #[error("{0}")]
-    NotFound(String),
-    /// The request conflicts with the registry's state (taken partition, stale version,
-    /// existing id): 409.
-    #[error("{0}")]
-    Conflict(String),
-    /// A field value is invalid (bad URL, unknown region, fps out of range, ...): 422.
-    #[error("{0}")]
-    Invalid(String),
-    /// Redis is unreachable: 503.
-    #[error("redis unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else (unparseable stored record, Redis refusing a command): 500.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<redis::RedisError> for RegistryError {
-    fn from(e: redis::RedisError) -> Self {
-        let msg = redact_text(&e.to_string());
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-            Self::Unavailable(msg)
-        } else {
-            Self::Internal(msg)
-        }
-    }
-}
-
-impl From<CoordError> for RegistryError {
-    fn from(e: CoordError) -> Self {
-        match e {
-            CoordError::Unavailable(m) => Self::Unavailable(redact_text(&m)),
-            other => Self::Internal(redact_text(&other.to_string())),
-        }
-    }
-}
-
-/// The limits a camera is validated against (from the coordinator's configuration).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Partitions of each region's frames topic: camera partitions are in `[0, n)`.
-    pub frames_partitions: i32,
-    /// Known region names.
-    pub regions: Vec<String>,
-}
-
-/// A camera as the operator writes it (API body, `cameras.yaml` entry). Omitted fields take
-/// their defaults; an omitted partition keeps the camera's current one, or is allocated.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CameraSpec {
-    /// Camera id (`[A-Za-z0-9._-]`, 1–64 characters, not starting with `.` or `-`).
-    #[serde(default)]
-    pub id: String,
-    /// `rtsp://` or `rtsps://` URL, credentials included.
-    #[serde(default)]
-    pub url: String,
-    /// Home region: one of the coordinator's regions (the first one when omitted).
-    #[serde(default)]
-    pub region: String,
-    /// Worker group, `default` when omitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Sampled frames per second, 1–60 (5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fps: Option<u32>,
-    /// Analytic width (640).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub width: Option<u32>,
-    /// Analytic height (360).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub height: Option<u32>,
-    /// Frames partition; allocated (smallest free) when omitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partition: Option<i32>,
-}
-
-/// A camera as the API shows it: the URL redacted (`rtsp://user:***@host/path`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CameraView {
-    /// Camera id.
-    pub id: String,
-    /// The URL without its password.
-    pub url: String,
-    /// Home region.
-    pub region: String,
-    /// Worker group.
-    pub group: String,
-    /// Frames partition.
-    pub partition: i32,
-    /// Sampled frames per second.
-    pub fps: u32,
-    /// Analytic width.
-    pub width: u32,
-    /// Analytic height.
-    pub height: u32,
-}
-
-impl From<&CameraRecord> for CameraView {
-    fn from(r: &CameraRecord) -> Self {
-        Self {
-            id: r.id.clone(),
-            url: redact_url(&r.url),
-            region: r.region.clone(),
-            group: r.group.clone(),
-            partition: r.partition,
-            fps: r.fps,
-            width: r.width,
-            height: r.height,
-        }
-    }
-}
-
-/// The URL for display: credentials replaced, whatever the stored text looks like.
-pub fn redact_url(url: &str) -> String {
-    match CameraUrl::parse(url) {
-        Ok(u) => u.redacted(),
-        Err(_) => redact_text(url),
-    }
-}
 
 /// The registry as read in one go.
 #[derive(Debug, Clone, Default)]
@@ -190,118 +57,6 @@ pub struct ApplySummary {
     pub version: u64,
 }
 
-fn check_name(what: &str, v: &str) -> Result<(), RegistryError> {
-    panoptes_schemas::validate_camera_id(v).map_err(|e| {
-        RegistryError::Invalid(format!(
-            "{what}: {}",
-            e.to_string().replace("camera_id", what)
-        ))
-    })
-}
-
-/// Validates a spec into a record; `existing` is the stored record of the same id, if any
-/// (its partition is kept when the spec names none; its password is kept when the spec's
-/// URL carries the redacted `***`). The partition is left at -1 when it must be allocated.
-pub fn validate(
-    spec: &CameraSpec,
-    existing: Option<&CameraRecord>,
-    limits: &Limits,
-) -> Result<CameraRecord, RegistryError> {
-    check_name("camera id", &spec.id)?;
-    let id = &spec.id;
-    if spec.url.is_empty() {
-        return Err(RegistryError::Invalid(format!(
-            "camera {id}: url is required"
-        )));
-    }
-    let parsed = CameraUrl::parse(&spec.url)
-        .map_err(|e| RegistryError::Invalid(format!("camera {id}: {e}")))?;
-    let scheme = parsed.bare().split("://").next().unwrap_or_default();
-    if !matches!(scheme, "rtsp" | "rtsps") {
-        return Err(RegistryError::Invalid(format!(
-            "camera {id}: camera URL scheme {scheme:?} is not supported (use rtsp:// or rtsps://)"
-        )));
-    }
-    let url = if parsed
-        .password()
-        .is_some_and(|p| p.expose() == REDACTED_PASSWORD)
-    {
-        // A URL read back from the API: keep the stored password if it is the same URL.
-        match existing.and_then(|e| CameraUrl::parse(&e.url).ok().map(|u| (e, u))) {
-            Some((e, old)) if old.bare() == parsed.bare() && old.user() == parsed.user() => {
-                e.url.clone()
-            }
-            _ => {
-                return Err(RegistryError::Invalid(format!(
-                    "camera {id}: url has a redacted password ({REDACTED_PASSWORD}); give the real one"
-                )));
-            }
-        }
-    } else {
-        spec.url.clone()
-    };
-    let region = if spec.region.is_empty() {
-        // The first configured region is the default one.
-        limits.regions.first().cloned().ok_or_else(|| {
-            RegistryError::Invalid(format!(
-                "camera {id}: region is required (none is configured)"
-            ))
-        })?
-    } else {
-        spec.region.clone()
-    };
-    if !limits.regions.contains(&region) {
-        return Err(RegistryError::Invalid(format!(
-            "camera {id}: unknown region {region:?} (known: {})",
-            limits.regions.join(", ")
-        )));
-    }
-    let group = spec
-        .group
-        .clone()
-        .unwrap_or_else(panoptes_coordinator_client::records::default_group);
-    check_name("group", &group).map_err(|e| RegistryError::Invalid(format!("camera {id}: {e}")))?;
-    let fps = spec.fps.unwrap_or(DEFAULT_FPS);
-    if !FPS_RANGE.contains(&fps) {
-        return Err(RegistryError::Invalid(format!(
-            "camera {id}: fps {fps} is out of range ({}..={})",
-            FPS_RANGE.start(),
-            FPS_RANGE.end()
-        )));
-    }
-    let width = spec.width.unwrap_or(DEFAULT_WIDTH);
-    let height = spec.height.unwrap_or(DEFAULT_HEIGHT);
-    if !WIDTH_RANGE.contains(&width) || !HEIGHT_RANGE.contains(&height) {
-        return Err(RegistryError::Invalid(format!(
-            "camera {id}: size {width}x{height} is out of range (width {}..={}, height {}..={})",
-            WIDTH_RANGE.start(),
-            WIDTH_RANGE.end(),
-            HEIGHT_RANGE.start(),
-            HEIGHT_RANGE.end()
-        )));
-    }
-    let partition = match spec.partition {
-        Some(p) if !(0..limits.frames_partitions).contains(&p) => {
-            return Err(RegistryError::Invalid(format!(
-                "camera {id}: partition {p} is out of range (0..{})",
-                limits.frames_partitions
-            )));
-        }
-        Some(p) => p,
-        None => existing.map_or(-1, |e| e.partition),
-    };
-    Ok(CameraRecord {
-        id: id.clone(),
-        url,
-        region,
-        group,
-        partition,
-        fps,
-        width,
-        height,
-    })
-}
-
 /// The writes one transaction makes.
 #[derive(Debug, Default)]
 struct Plan {
@@ -325,67 +80,13 @@ fn plan_apply(
             snap.version
         )));
     }
-    let mut seen = BTreeSet::new();
-    for s in specs {
-        if !seen.insert(s.id.as_str()) {
-            return Err(RegistryError::Invalid(format!(
-                "camera id {:?} appears more than once",
-                s.id
-            )));
-        }
-    }
-    let mut wanted = Vec::with_capacity(specs.len());
-    for s in specs {
-        wanted.push(validate(s, snap.cameras.get(&s.id), limits)?);
-    }
-    // Partitions held: by cameras of the file that name or keep one, and by cameras not in
-    // the file (they keep theirs, or are being pruned: their partition is not reused in the
-    // same apply, frames of the old camera may still be in it).
-    let mut holder: BTreeMap<i32, String> = BTreeMap::new();
-    for c in &wanted {
-        if c.partition >= 0
-            && let Some(other) = holder.insert(c.partition, c.id.clone())
-        {
-            return Err(RegistryError::Conflict(format!(
-                "cameras {other} and {} both want partition {}",
-                c.id, c.partition
-            )));
-        }
-    }
-    let mut pruned_partitions = BTreeSet::new();
-    for (id, c) in &snap.cameras {
-        if seen.contains(id.as_str()) {
-            continue;
-        }
-        if let Some(other) = holder.get(&c.partition) {
-            return Err(RegistryError::Conflict(format!(
-                "camera {other} wants partition {}, which camera {id} holds",
-                c.partition
-            )));
-        }
-        pruned_partitions.insert(c.partition);
-    }
-    let mut used: BTreeSet<i32> = holder.keys().copied().collect();
-    if !prune {
-        used.extend(pruned_partitions.iter().copied());
-    }
-    for c in &mut wanted {
-        if c.partition < 0 {
-            let free = (0..limits.frames_partitions)
-                .find(|p| !used.contains(p) && !pruned_partitions.contains(p))
-                .or_else(|| (0..limits.frames_partitions).find(|p| !used.contains(p)))
-                .ok_or_else(|| {
-                    RegistryError::Conflict(format!(
-                        "no free partition for camera {}: all {} are taken",
-                        c.id, limits.frames_partitions
-                    ))
-                })?;
-            used.insert(free);
-            c.partition = free;
-        }
-    }
-    let mut plan = Plan::default();
-    let mut sum = ApplySummary::default();
+    let listed = unique_ids(specs)?;
+    let mut wanted = specs
+        .iter()
+        .map(|s| validate(s, snap.cameras.get(&s.id), limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    allocate_partitions(snap, &listed, &mut wanted, prune, limits)?;
+    let (mut plan, mut sum) = (Plan::default(), ApplySummary::default());
     for c in wanted {
         match snap.cameras.get(&c.id) {
             None if snap.unreadable.contains_key(&c.id) => sum.updated.push(c.id.clone()),
@@ -400,7 +101,7 @@ fn plan_apply(
     }
     if prune {
         for id in snap.cameras.keys().chain(snap.unreadable.keys()) {
-            if !seen.contains(id.as_str()) {
+            if !listed.contains(id.as_str()) {
                 sum.removed.push(id.clone());
                 plan.delete.push(id.clone());
             }
@@ -408,6 +109,75 @@ fn plan_apply(
     }
     sum.version = snap.version;
     Ok((plan, sum))
+}
+
+/// The ids of `specs`; an id listed twice is an error.
+fn unique_ids(specs: &[CameraSpec]) -> Result<BTreeSet<&str>, RegistryError> {
+    let mut seen = BTreeSet::new();
+    for s in specs {
+        if !seen.insert(s.id.as_str()) {
+            return Err(RegistryError::Invalid(format!(
+                "camera id {:?} appears more than once",
+                s.id
+            )));
+        }
+    }
+    Ok(seen)
+}
+
+/// Gives every wanted camera without a partition the smallest free one, preferring
+/// partitions no pruned camera held. Partitions held: by cameras of the file that name or
+/// keep one, and by cameras not in the file (they keep theirs, or are being pruned: their
+/// partition is not reused in the same apply, frames of the old camera may still be in it).
+fn allocate_partitions(
+    snap: &Snapshot,
+    listed: &BTreeSet<&str>,
+    wanted: &mut [CameraRecord],
+    prune: bool,
+    limits: &Limits,
+) -> Result<(), RegistryError> {
+    let mut holder: BTreeMap<i32, String> = BTreeMap::new();
+    for c in wanted.iter() {
+        if c.partition >= 0
+            && let Some(other) = holder.insert(c.partition, c.id.clone())
+        {
+            return Err(RegistryError::Conflict(format!(
+                "cameras {other} and {} both want partition {}",
+                c.id, c.partition
+            )));
+        }
+    }
+    let mut pruned_partitions = BTreeSet::new();
+    for (id, c) in &snap.cameras {
+        if listed.contains(id.as_str()) {
+            continue;
+        }
+        if let Some(other) = holder.get(&c.partition) {
+            return Err(RegistryError::Conflict(format!(
+                "camera {other} wants partition {}, which camera {id} holds",
+                c.partition
+            )));
+        }
+        pruned_partitions.insert(c.partition);
+    }
+    let mut used: BTreeSet<i32> = holder.keys().copied().collect();
+    if !prune {
+        used.extend(pruned_partitions.iter().copied());
+    }
+    for c in wanted.iter_mut().filter(|c| c.partition < 0) {
+        let free = (0..limits.frames_partitions)
+            .find(|p| !used.contains(p) && !pruned_partitions.contains(p))
+            .or_else(|| (0..limits.frames_partitions).find(|p| !used.contains(p)))
+            .ok_or_else(|| {
+                RegistryError::Conflict(format!(
+                    "no free partition for camera {}: all {} are taken",
+                    c.id, limits.frames_partitions
+                ))
+            })?;
+        used.insert(free);
+        c.partition = free;
+    }
+    Ok(())
 }
 
 /// Reads the registry (no transaction).

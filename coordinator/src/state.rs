@@ -54,13 +54,31 @@ fn hash(v: Value) -> Result<BTreeMap<String, String>, CoordError> {
     Ok(redis::from_redis_value(&v)?)
 }
 
-/// Reads a snapshot.
+/// Reads a snapshot in three round trips: member ids and the camera registry; each
+/// member's record, drain flag and owned index; the assignment records.
 pub fn read(
     c: &mut Connection,
     frames_topic: &str,
     regions: &[String],
 ) -> Result<Snapshot, CoordError> {
-    let mut snap = Snapshot::default();
+    let (ids, cameras) = read_member_ids_and_cameras(c)?;
+    let mut snap = Snapshot {
+        members: read_members(c, ids)?,
+        cameras,
+        ..Snapshot::default()
+    };
+    let (cams, parts) = assignment_items(&snap, regions);
+    read_assignments(c, frames_topic, cams, parts, &mut snap)?;
+    Ok(snap)
+}
+
+type MemberIds = Vec<(MemberKind, Vec<String>)>;
+
+/// The member ids of each kind and the readable camera records (unreadable ones are logged
+/// and skipped).
+fn read_member_ids_and_cameras(
+    c: &mut Connection,
+) -> Result<(MemberIds, BTreeMap<String, CameraRecord>), CoordError> {
     let kinds = [MemberKind::Ingest, MemberKind::Worker];
     let mut pipe = redis::pipe();
     for k in kinds {
@@ -69,20 +87,28 @@ pub fn read(
     pipe.hgetall(keys::CAMERAS);
     let mut first: Vec<Value> = pipe.query(c)?;
     let cameras_raw = hash(first.pop().unwrap_or(Value::Nil))?;
+    let mut cameras = BTreeMap::new();
     for (id, json) in cameras_raw {
         match serde_json::from_str::<CameraRecord>(&json) {
             Ok(r) => {
-                snap.cameras.insert(id, r);
+                cameras.insert(id, r);
             }
             Err(e) => tracing::warn!(camera = %id, error = %e, "unreadable camera record skipped"),
         }
     }
-    let ids: Vec<(MemberKind, Vec<String>)> = kinds
+    let ids = kinds
         .into_iter()
         .zip(first)
         .map(|(k, v)| Ok((k, redis::from_redis_value::<Vec<String>>(&v)?)))
         .collect::<Result<_, CoordError>>()?;
+    Ok((ids, cameras))
+}
 
+/// Each member's record (absent once its lease expired), drain flag and owned index.
+fn read_members(
+    c: &mut Connection,
+    ids: MemberIds,
+) -> Result<BTreeMap<MemberKind, BTreeMap<String, MemberView>>, CoordError> {
     let mut pipe = redis::pipe();
     for (k, list) in &ids {
         for id in list {
@@ -92,8 +118,9 @@ pub fn read(
         }
     }
     let mut replies = pipe.query::<Vec<Value>>(c)?.into_iter();
+    let mut members: BTreeMap<MemberKind, BTreeMap<String, MemberView>> = BTreeMap::new();
     for (k, list) in ids {
-        let views = snap.members.entry(k).or_default();
+        let views = members.entry(k).or_default();
         for id in list {
             let rec = hash(replies.next().unwrap_or(Value::Nil))?;
             let drain: bool = redis::from_redis_value(&replies.next().unwrap_or(Value::Nil))?;
@@ -111,8 +138,12 @@ pub fn read(
             );
         }
     }
+    Ok(members)
+}
 
-    // Assignment records: registered cameras' and everything some member still owns.
+/// The items whose assignment records matter: registered cameras and their partitions in
+/// every region, plus everything some member still owns (orphans).
+fn assignment_items(snap: &Snapshot, regions: &[String]) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut cams: BTreeSet<String> = snap.cameras.keys().cloned().collect();
     let mut parts: BTreeSet<String> = BTreeSet::new();
     for cam in snap.cameras.values() {
@@ -133,6 +164,17 @@ pub fn read(
             }
         }
     }
+    (cams, parts)
+}
+
+/// Reads the assignment records of `cams` and `parts` into `snap`.
+fn read_assignments(
+    c: &mut Connection,
+    frames_topic: &str,
+    cams: BTreeSet<String>,
+    parts: BTreeSet<String>,
+    snap: &mut Snapshot,
+) -> Result<(), CoordError> {
     let mut pipe = redis::pipe();
     for cam in &cams {
         pipe.hgetall(keys::camera_assign(cam));
@@ -152,5 +194,5 @@ pub fn read(
         snap.partition_assign
             .insert(item, AssignRecord::from_fields(&h)?);
     }
-    Ok(snap)
+    Ok(())
 }

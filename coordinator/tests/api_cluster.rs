@@ -358,16 +358,10 @@ fn cli_apply_cameras_list_status_and_errors() {
 /// routes) and the CLI drives it: apply, list, status.
 #[test]
 fn real_coordinator_serves_the_api_to_the_cli() {
-    use panoptes_testkit::coordinator::{Coordinator, CoordinatorSpec, TEST_TOKEN};
+    use panoptes_testkit::coordinator::{Coordinator, TEST_TOKEN, config};
     let redis = panoptes_testkit::RedisServer::start().unwrap();
-    let coord = Coordinator::start(&CoordinatorSpec::new(
-        "coord-e2e",
-        &redis.url,
-        "127.0.0.1:9",
-        TOPIC,
-        4,
-    ))
-    .unwrap();
+    let coord =
+        Coordinator::start(&config("coord-e2e", &redis.url, "127.0.0.1:9", TOPIC, 4)).unwrap();
     coord
         .wait_leader(std::time::Duration::from_secs(10))
         .unwrap();

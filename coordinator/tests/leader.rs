@@ -5,13 +5,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use panoptes_coordinator::config::CoordinatorConfig;
 use panoptes_coordinator_client::{MemberKind, keys, scripts};
-use panoptes_testkit::{Coordinator, CoordinatorSpec, RedisServer, unique_name, wait_until};
+use panoptes_testkit::coordinator::config;
+use panoptes_testkit::{Coordinator, RedisServer, unique_name, wait_until};
 
-fn spec(id: &str, redis: &RedisServer) -> CoordinatorSpec {
-    let mut s = CoordinatorSpec::new(id, &redis.url, "127.0.0.1:9", &unique_name("frames"), 8);
-    s.extra_toml = "[leader]\nttl = \"1s\"\n".into();
-    s
+fn spec(id: &str, redis: &RedisServer) -> CoordinatorConfig {
+    let mut c = config(id, &redis.url, "127.0.0.1:9", &unique_name("frames"), 8);
+    c.leader.ttl = Duration::from_secs(1);
+    c
 }
 
 fn leader_id(redis: &RedisServer) -> Option<String> {

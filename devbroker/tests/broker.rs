@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::DevBroker;
+use common::{Control, DevBroker};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -103,7 +103,7 @@ async fn receive(
 /// (1) 1000 messages through an idempotent producer, back in order per partition, headers intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_roundtrip_in_order_with_headers() {
-    let b = DevBroker::start(&["--no-default-topics"]);
+    let b = common::start(&["--no-default-topics"]);
     create_topic(&b, "t.roundtrip", 4);
     let p = producer(&b.bootstrap, &[]);
 
@@ -171,7 +171,7 @@ async fn idempotent_roundtrip_in_order_with_headers() {
 /// (2) Topics have the requested partition counts, replication min(3, brokers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_have_requested_partitions() {
-    let b = DevBroker::start(&[
+    let b = common::start(&[
         "--brokers",
         "2",
         "--default-partitions",
@@ -231,7 +231,7 @@ async fn topics_have_requested_partitions() {
 /// (3) All brokers down: produce times out or stays queued; up: delivered, data kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_down_and_up_keep_data() {
-    let b = DevBroker::start(&["--no-default-topics", "--topic", "t.outage:2"]);
+    let b = common::start(&["--no-default-topics", "--topic", "t.outage:2"]);
     // librdkafka backs off reconnects up to reconnect.backoff.max.ms (default 10 s; about 8 s
     // observed between POST /up and delivery with defaults); tests keep it short.
     let p = producer(
@@ -330,7 +330,7 @@ async fn brokers_down_and_up_keep_data() {
 /// one are visible to `read_committed` consumers too. Real Kafka hides them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_commit_and_abort() {
-    let b = DevBroker::start(&["--no-default-topics", "--topic", "t.txn:1"]);
+    let b = common::start(&["--no-default-topics", "--topic", "t.txn:1"]);
     let p = producer(&b.bootstrap, &[("transactional.id", "devbroker-test-txn")]);
     p.init_transactions(T).expect("init_transactions");
 
@@ -409,7 +409,7 @@ async fn transactions_commit_and_abort() {
 /// (5) Bad control input gives 4xx with a JSON error.
 #[test]
 fn bad_control_input_is_rejected() {
-    let b = DevBroker::start(&["--no-default-topics", "--brokers", "3"]);
+    let b = common::start(&["--no-default-topics", "--brokers", "3"]);
     assert_eq!(b.http("GET", "/healthz", None).0, 200);
 
     let bad = [
@@ -494,8 +494,8 @@ fn exits_on_sigterm_and_stdin_eof() {
         }
     }
 
-    let mut b = DevBroker::start(&["--no-default-topics"]);
-    let pid = b.child.id().to_string();
+    let mut b = common::start(&["--no-default-topics"]);
+    let pid = b.child.pid().to_string();
     let st = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -503,12 +503,12 @@ fn exits_on_sigterm_and_stdin_eof() {
     assert!(st.success());
     assert!(wait_exit(&mut b).success());
 
-    let mut b = DevBroker::start(&["--no-default-topics", "--exit-on-stdin-eof"]);
+    let mut b = common::start(&["--no-default-topics", "--exit-on-stdin-eof"]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
         b.child.try_wait().unwrap().is_none(),
         "still running while stdin is open"
     );
-    drop(b.stdin.take());
+    b.child.close_stdin();
     assert!(wait_exit(&mut b).success());
 }

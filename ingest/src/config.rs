@@ -6,10 +6,9 @@
 //! into the same [`CameraSpec`]s (see [`crate::coordinated`]) and pushed through
 //! [`crate::node::IngestNode::apply`] without a restart.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use panoptes_runtime::config::KafkaClientConfig;
 use panoptes_runtime::redact::CameraUrl;
 use panoptes_schemas::{topics, validate_camera_id};
 use serde::{Deserialize, Serialize};
@@ -107,28 +106,17 @@ impl Default for CoordinatorConfig {
     }
 }
 
-/// HTTP listener settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address to listen on; port 0 picks a free port (logged at start).
-    pub listen: SocketAddr,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
-        }
-    }
-}
+/// `[http]`: `/healthz`, `/readyz`, `/metrics` and `/cameras`, on 127.0.0.1:9101 by default.
+pub type HttpConfig = panoptes_runtime::config::HttpConfig<9101>;
 
 /// Kafka producer settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
-    /// `bootstrap.servers`.
-    pub bootstrap_servers: String,
+    /// `bootstrap_servers`, `properties` (they override the settings below) and the
+    /// connection's security: the keys every node's `[kafka]` shares.
+    #[serde(flatten)]
+    pub client: KafkaClientConfig,
     /// Frames topic.
     pub topic: String,
     /// Largest frame record the broker accepts; bigger frames are dropped and counted.
@@ -144,21 +132,18 @@ pub struct KafkaConfig {
     /// How long a frame may wait for the broker before it is reported failed.
     #[serde(with = "humantime_serde")]
     pub message_timeout: Duration,
-    /// Extra librdkafka properties (e.g. `security.protocol`); they override the above.
-    pub properties: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
-            bootstrap_servers: "127.0.0.1:9092".into(),
+            client: KafkaClientConfig::default(),
             topic: topics::FRAMES.into(),
             message_max_bytes: 1_000_000,
             queue_max_messages: 2_000,
             queue_max_kbytes: 64 * 1024,
             linger: Duration::from_millis(5),
             message_timeout: Duration::from_secs(300),
-            properties: BTreeMap::new(),
         }
     }
 }

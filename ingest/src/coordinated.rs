@@ -1,39 +1,44 @@
 //! Coordinator mode: the node's cameras come from the coordinator at run time.
 //!
-//! The node runs a [`MemberAgent`] (its lease, load and report in Redis) and follows the
-//! [`Desired`] snapshots the agent publishes:
+//! The protocol (lease, grants, revokes, handovers, fail closed, drain) is the member
+//! [`Driver`] of `panoptes-coordinator-client`; this module says what it means for a camera
+//! ([`CameraRunner`], an [`ItemRunner`]):
 //!
-//! - a camera granted to this node is started from its registry record
-//!   ([`CameraRecord`]: URL with credentials, fps, analytic box, partition) and the node's
-//!   `camera_defaults`, at sequence number `max(start_seq of the grant, the next number this
-//!   node would have used)`, so a number is never published twice from here;
-//! - a camera the coordinator asks to move (`target` set) is handed over: stopped (its thread
-//!   joined, so it publishes nothing more), its frames waited for until the broker
-//!   acknowledged them (bounded by `handover_flush_timeout`), then released with its next
-//!   sequence number, which the next owner starts from;
-//! - a camera no longer granted (taken away, or granted elsewhere after this node's lease
-//!   expired) is stopped at once;
-//! - while Redis cannot be reached for ¾ of the lease TTL (renewals come every ¼, so the
-//!   lease may have expired by then) the node assumes its cameras are being moved and stops
-//!   them all (fail closed); they start again once the records are readable and still name it.
+//! - **run** a grant: start the camera from its registry record ([`CameraRecord`]: URL with
+//!   credentials, fps, analytic box, partition) and the node's `camera_defaults`, at sequence
+//!   number `max(start_seq of the grant, the next number this node would have used)`, so a
+//!   number is never published twice from here. A camera granted again at a higher epoch
+//!   while it runs (after a lost lease) keeps running, unless the grant starts beyond its
+//!   sequence; a changed record restarts it;
+//! - **stop** a revoked camera: stop it and join its thread (it publishes nothing more),
+//!   remembering its next sequence number;
+//! - **hand over** a camera: stop it, wait until the broker acknowledged its frames (bounded
+//!   by `handover_flush_timeout`, or 250 ms while the broker is unreachable: the producer
+//!   keeps the frames for this region's Kafka and the camera must stream elsewhere now), then
+//!   the driver releases it with its next sequence number, which the next owner starts from;
+//! - **fail closed** after ¾ of the lease TTL without Redis (renewals come every ¼, so by
+//!   then the lease may have expired and the coordinator may be granting the cameras
+//!   elsewhere): every camera stops, and starts again once the records are readable and still
+//!   name this node;
+//! - **report** every ~500 ms: load (the configured load of its running cameras), a
+//!   per-camera report (state, measured fps, next sequence number, epoch) and whether its
+//!   broker answers.
 //!
-//! Every ~500 ms it reports its load (the configured load of its running cameras), a
-//! per-camera report (state, measured fps, next sequence number) and whether its broker
-//! answers. On shutdown it drains: marks itself draining, keeps handing cameras over as the
-//! coordinator moves them until none is left or `drain_timeout` passes; the caller then
-//! stops the rest, flushes the producer, and [`Coordinator::finish`] releases what is left
-//! (with next sequence numbers) and ends the membership last.
+//! On shutdown [`Coordinator::drive`] drains (the cameras keep running while the coordinator
+//! moves them, up to `drain_timeout`) and stops the driver; the caller then stops the rest,
+//! flushes the producer, and [`Coordinator::finish`] releases what is left (with next
+//! sequence numbers) and ends the membership last.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use panoptes_coordinator_client::{
-    CameraRecord, CoordError, Desired, Grant, MemberAgent, MemberConfig, MemberKind,
+    CameraRecord, CoordError, Desired, Driver, DriverConfig, Grant, HandoverOutcome, ItemRunner,
+    MemberAgent, MemberConfig, MemberKind, Prepared, Report,
 };
 use panoptes_runtime::health::Readiness;
 use panoptes_runtime::redact::redact_text;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::camera::CameraStatus;
@@ -42,10 +47,10 @@ use crate::metrics::IngestMetrics;
 use crate::node::IngestNode;
 use crate::publisher::FramePublisher;
 
-/// How often the node reports to the coordinator (and re-checks its assignment).
-const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// Window over which the reported fps is measured.
 const FPS_WINDOW: Duration = Duration::from_secs(2);
+/// Longest wait for a handed-over camera's frames while the broker is unreachable.
+const UNREACHABLE_FLUSH: Duration = Duration::from_millis(250);
 
 /// Resolves a registry record into the spec the camera runs with: the record gives id, URL,
 /// fps, analytic box and partition; the node's `camera_defaults` the rest.
@@ -78,42 +83,44 @@ struct Running {
 struct State {
     /// Cameras this node runs under a grant, with the grant's epoch.
     running: BTreeMap<String, Running>,
-    /// Grants handed over: ignored until the snapshot no longer shows them.
-    released: BTreeSet<(String, u64)>,
     /// Next sequence number of cameras this node ran and stopped: never published again.
     seq_floor: BTreeMap<String, u64>,
     /// Grants already warned about (no record, bad record, other cluster), so each warns once.
     warned: BTreeSet<(String, u64, &'static str)>,
-    /// Since when Redis has been unreachable.
-    disconnected_since: Option<Instant>,
-    /// Whether the cameras were stopped because Redis was unreachable past the lease TTL.
-    fenced: bool,
     /// Per camera: (when, frames) at the start of the current fps window, and the last fps.
     fps: BTreeMap<String, (Instant, u64, f64)>,
-    /// Leases lost already counted in the metric.
-    leases_lost_seen: u64,
 }
 
-/// The coordinator side of an ingest node.
-pub struct Coordinator {
-    agent: MemberAgent,
-    agent_cancel: CancellationToken,
-    agent_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+impl State {
+    /// The number a camera continues from: above every number this node used, and at least
+    /// where the grant starts it.
+    fn next_seq(&self, g: &Grant) -> u64 {
+        let floor = self.seq_floor.get(&g.item).copied().unwrap_or(0);
+        floor.max(g.record.start_seq.unwrap_or(0))
+    }
+}
+
+/// What running, stopping and handing over a camera means.
+pub struct CameraRunner {
     node: Arc<IngestNode>,
     publisher: Arc<FramePublisher>,
     metrics: IngestMetrics,
     readiness: Readiness,
     defaults: CameraDefaults,
     region: String,
-    lease_ttl: Duration,
-    drain_timeout: Duration,
-    handover_flush_timeout: Duration,
     state: Mutex<State>,
 }
 
+/// The coordinator side of an ingest node.
+pub struct Coordinator {
+    driver: Driver<CameraRunner>,
+    drain_timeout: Duration,
+}
+
 impl Coordinator {
-    /// Registers the node with the coordinator, retrying while Redis cannot be reached.
-    /// `None` when `cancel` fired first. `http` is the node's HTTP base URL.
+    /// Registers the node with the coordinator, retrying while Redis cannot be reached, and
+    /// starts following it. `None` when `cancel` fired first. `http` is the node's HTTP base
+    /// URL.
     pub async fn start(
         config: &IngestConfig,
         http: String,
@@ -124,299 +131,275 @@ impl Coordinator {
         cancel: &CancellationToken,
     ) -> Result<Option<Arc<Self>>, CoordError> {
         let c = &config.coordinator;
-        let member = MemberConfig {
-            redis_url: c.redis_url.clone(),
-            kind: MemberKind::Ingest,
-            id: config.node_id.clone(),
-            region: config.region.clone(),
-            group: c.group.clone(),
-            capacity: c.capacity,
-            http: c.advertise_http.clone().unwrap_or(http),
-            frames_topic: config.kafka.topic.clone(),
-            lease_ttl: c.lease_ttl,
-            poll_interval: c.poll_interval,
-        };
+        let member = MemberConfig::new(MemberKind::Ingest, &config.node_id, &c.redis_url)
+            .placed(&config.region, &c.group, c.capacity)
+            .serving(
+                c.advertise_http.clone().unwrap_or(http),
+                &config.kafka.topic,
+            )
+            .timing(c.lease_ttl, c.poll_interval);
         readiness.set("coordinator", false, "not registered yet");
-        let redis = redact_text(&c.redis_url);
         let agent_cancel = CancellationToken::new();
-        let (agent, thread) = loop {
-            let (m, ac) = (member.clone(), agent_cancel.clone());
-            let started = tokio::task::spawn_blocking(move || MemberAgent::start(m, ac))
-                .await
-                .map_err(|e| CoordError::Invalid(format!("member start task: {e}")))?;
-            match started {
-                Ok(pair) => break pair,
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(redis = %redis, error = %redact_text(&e.to_string()), "coordinator unreachable; retrying");
-                    readiness.set("coordinator", false, redact_text(&e.to_string()));
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Ok(None),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+        let Some((agent, thread)) =
+            register(member, agent_cancel.clone(), &readiness, cancel).await?
+        else {
+            return Ok(None);
         };
+        let redis = redact_text(&c.redis_url);
         tracing::info!(redis = %redis, group = %c.group, capacity = c.capacity, "registered with the coordinator");
         readiness.set("coordinator", true, "registered");
-        Ok(Some(Arc::new(Self {
-            agent,
-            agent_cancel,
-            agent_thread: Mutex::new(Some(thread)),
+        let runner = Arc::new(CameraRunner {
             node,
             publisher,
             metrics,
             readiness,
             defaults: config.camera_defaults.clone(),
             region: config.region.clone(),
-            lease_ttl: c.lease_ttl,
-            drain_timeout: c.drain_timeout,
-            handover_flush_timeout: c.handover_flush_timeout,
             state: Mutex::new(State::default()),
+        });
+        let cfg = DriverConfig {
+            fail_closed_after: Some(c.lease_ttl * 3 / 4),
+            ..DriverConfig::new(c.handover_flush_timeout)
+        };
+        let driver = Driver::start(agent, agent_cancel, thread, runner, cfg)?;
+        Ok(Some(Arc::new(Self {
+            driver,
+            drain_timeout: c.drain_timeout,
         })))
     }
 
-    /// How long after Redis became unreachable the node stops its cameras: the lease
-    /// expires at most `lease_ttl` after the last renewal, and renewals come every
-    /// `lease_ttl / 4`, so by then the lease may have expired and the coordinator may be
-    /// granting the cameras elsewhere.
-    fn fence_after(&self) -> Duration {
-        self.lease_ttl * 3 / 4
+    /// Follows the coordinator until `shutdown` fires, then drains: returns once no camera
+    /// is held any more or `drain_timeout` passed, with the driver stopped (nothing starts
+    /// any more).
+    pub async fn drive(self: &Arc<Self>, shutdown: CancellationToken) {
+        shutdown.cancelled().await;
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            me.driver.drain(me.drain_timeout, || false);
+            me.driver.stop();
+        })
+        .await;
     }
 
-    /// When the node must stop its cameras if Redis stays unreachable.
-    fn fence_at(&self) -> Option<tokio::time::Instant> {
-        let st = self.state();
-        match st.disconnected_since {
-            Some(t) if !st.fenced => Some((t + self.fence_after()).into()),
-            _ => None,
+    /// After the cameras stopped and the producer flushed: releases every camera still held,
+    /// with its next sequence number (so its next owner continues it without a gap), then
+    /// ends the membership (the agent deletes the member record). Blocking parts run off the
+    /// runtime.
+    pub async fn finish(self: &Arc<Self>, stopped: Vec<CameraStatus>) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let runner = me.driver.runner();
+            let mut st = runner.state();
+            for s in stopped {
+                st.seq_floor.insert(s.id.clone(), s.next_seq);
+            }
+            for g in me.driver.held() {
+                let next_seq = st.next_seq(&g);
+                match me.driver.agent().release(&g.item, g.epoch(), Some(next_seq)) {
+                    Ok(true) => {
+                        runner.metrics.handovers.with_label_values(&["shutdown"]).inc();
+                        tracing::info!(camera = %g.item, next_seq, "camera released at shutdown");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(camera = %g.item, error = %redact_text(&e.to_string()), "release at shutdown failed")
+                    }
+                }
+            }
+            drop(st);
+            me.driver.end_membership();
+        })
+        .await;
+    }
+}
+
+/// Starts the member agent, retrying every second while Redis cannot be reached; `None`
+/// when `cancel` fired first.
+async fn register(
+    member: MemberConfig,
+    agent_cancel: CancellationToken,
+    readiness: &Readiness,
+    cancel: &CancellationToken,
+) -> Result<Option<(MemberAgent, std::thread::JoinHandle<()>)>, CoordError> {
+    let redis = redact_text(&member.redis_url);
+    loop {
+        let (m, ac) = (member.clone(), agent_cancel.clone());
+        let started = tokio::task::spawn_blocking(move || MemberAgent::start(m, ac))
+            .await
+            .map_err(|e| CoordError::Invalid(format!("member start task: {e}")))?;
+        match started {
+            Ok(pair) => return Ok(Some(pair)),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(redis = %redis, error = %redact_text(&e.to_string()), "coordinator unreachable; retrying");
+                readiness.set("coordinator", false, redact_text(&e.to_string()));
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
+}
 
+impl CameraRunner {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Follows the coordinator until `shutdown` fires, then drains: returns once no camera
-    /// is held any more or `drain_timeout` passed.
-    pub async fn drive(self: &Arc<Self>, shutdown: CancellationToken) {
-        let mut rx = self.agent.subscribe();
-        let mut tick = tokio::time::interval(REPORT_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut drain_deadline: Option<tokio::time::Instant> = None;
-        loop {
-            let fence_at = self.fence_at();
-            tokio::select! {
-                r = rx.changed() => if r.is_err() {
-                    tracing::warn!("member agent stopped");
-                    return;
-                },
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled(), if drain_deadline.is_none() => {
-                    tracing::info!(timeout = ?self.drain_timeout, "draining: waiting for the coordinator to move this node's cameras");
-                    let a = self.agent.clone();
-                    let _ = tokio::task::spawn_blocking(move || a.set_draining(true)).await;
-                    drain_deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
-                }
-                _ = sleep_until(drain_deadline) => {}
-                _ = sleep_until(fence_at) => {}
+    fn broker_ok(&self) -> bool {
+        self.readiness.snapshot().get("kafka").is_some_and(|c| c.ok)
+    }
+
+    /// The specs of the grants this node can run (warning once about those it cannot), and
+    /// the cameras to restart because a new grant starts beyond their sequence (with where).
+    fn wanted(&self, grants: &[Grant], desired: &Desired) -> (Vec<CameraSpec>, Vec<(String, u64)>) {
+        let mut st = self.state();
+        let mut wanted = Vec::new();
+        let mut restart = Vec::new();
+        let mut running = BTreeMap::new();
+        for g in grants {
+            let id = &g.item;
+            if let Some(cluster) = &g.record.cluster
+                && cluster != &self.region
+                && st.warned.insert((id.clone(), g.epoch(), "cluster"))
+            {
+                tracing::warn!(camera = %id, cluster = %cluster, region = %self.region,
+                    "grant routes the camera to another region's Kafka; this node publishes to its own");
             }
-            self.step(&mut rx).await;
-            if let Some(deadline) = drain_deadline {
-                let held = self.held();
-                if held.is_empty() {
-                    tracing::info!("drained: every camera was handed over");
-                    return;
+            let Some(record) = desired.cameras.get(id) else {
+                if st.warned.insert((id.clone(), g.epoch(), "record")) {
+                    tracing::warn!(camera = %id, "granted camera has no registry record: not started");
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(cameras = ?held, "drain timeout: stopping the cameras still held");
-                    return;
+                continue;
+            };
+            let start = st.next_seq(g);
+            match spec_from_record(record, &self.defaults, start) {
+                Ok(spec) => {
+                    // Granted again at a higher epoch while running (e.g. after a lost
+                    // lease): keep running unless the grant starts beyond our sequence.
+                    if let Some(prev) = st.running.get(id)
+                        && prev.epoch != g.epoch()
+                        && self.node.status(id).is_some_and(|s| s.next_seq < start)
+                    {
+                        restart.push((id.clone(), start));
+                    }
+                    let load = record.load();
+                    running.insert(
+                        id.clone(),
+                        Running {
+                            epoch: g.epoch(),
+                            load,
+                        },
+                    );
+                    wanted.push(spec);
+                }
+                Err(e) => {
+                    if st.warned.insert((id.clone(), g.epoch(), "spec")) {
+                        tracing::warn!(camera = %id, error = %e, "granted camera has an unusable record: not started");
+                    }
                 }
             }
         }
+        st.running = running;
+        (wanted, restart)
     }
 
-    async fn step(self: &Arc<Self>, rx: &mut watch::Receiver<Desired>) {
-        let desired = rx.borrow_and_update().clone();
-        let me = self.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || me.reconcile(&desired)).await {
-            tracing::error!(error = %e, "reconcile task failed");
+    /// Stops cameras at once (teardowns overlap), remembering their next numbers.
+    fn stop_cameras(&self, ids: &[String]) -> Vec<CameraStatus> {
+        let stopped = self.node.stop_many(ids);
+        let mut st = self.state();
+        for s in &stopped {
+            st.seq_floor.insert(s.id.clone(), s.next_seq);
+            st.fps.remove(&s.id);
+            st.running.remove(&s.id);
         }
-        self.report();
+        stopped
     }
+}
 
-    /// Camera ids this node still holds (granted, not released).
-    fn held(&self) -> Vec<String> {
-        let desired = self.agent.desired();
+impl ItemRunner for CameraRunner {
+    fn running(&self) -> BTreeMap<String, u64> {
         let st = self.state();
-        desired
-            .grants
-            .values()
-            .filter(|g| !st.released.contains(&(g.item.clone(), g.epoch())))
-            .map(|g| g.item.clone())
+        self.node
+            .ids()
+            .into_iter()
+            .map(|id| {
+                let epoch = st.running.get(&id).map_or(0, |r| r.epoch);
+                (id, epoch)
+            })
             .collect()
     }
 
-    /// Makes the running cameras match `desired`. Blocking.
-    fn reconcile(&self, desired: &Desired) {
-        let mut st = self.state();
-        st.released
-            .retain(|(id, ep)| desired.grants.get(id).is_some_and(|g| g.epoch() == *ep));
-
-        // Fail closed: without Redis for longer than the lease, the cameras are probably
-        // someone else's by now.
-        if desired.connected {
-            st.disconnected_since = None;
-        } else if st.disconnected_since.is_none() {
-            st.disconnected_since = Some(Instant::now());
+    fn stop(&self, items: &[String]) {
+        for s in self.stop_cameras(items) {
+            tracing::info!(camera = %s.id, next_seq = s.next_seq, "camera no longer granted: stopped");
         }
-        let fence = st
-            .disconnected_since
-            .is_some_and(|t| t.elapsed() >= self.fence_after());
-        if fence != st.fenced {
-            st.fenced = fence;
-            if fence {
-                tracing::error!(
-                    "coordinator unreachable for most of the lease TTL: stopping every camera"
-                );
-            } else {
-                tracing::info!("coordinator reachable again: resuming granted cameras");
-            }
-        }
-
-        let mut wanted: Vec<CameraSpec> = Vec::new();
-        let mut running: BTreeMap<String, Running> = BTreeMap::new();
-        let mut moving: Vec<&Grant> = Vec::new();
-        if !fence {
-            for g in desired.grants.values() {
-                let id = &g.item;
-                if st.released.contains(&(id.clone(), g.epoch())) {
-                    continue;
-                }
-                if g.moving() {
-                    moving.push(g);
-                    continue;
-                }
-                if let Some(cluster) = &g.record.cluster
-                    && cluster != &self.region
-                    && st.warned.insert((id.clone(), g.epoch(), "cluster"))
-                {
-                    tracing::warn!(camera = %id, cluster = %cluster, region = %self.region,
-                        "grant routes the camera to another region's Kafka; this node publishes to its own");
-                }
-                let Some(record) = desired.cameras.get(id) else {
-                    if st.warned.insert((id.clone(), g.epoch(), "record")) {
-                        tracing::warn!(camera = %id, "granted camera has no registry record: not started");
-                    }
-                    continue;
-                };
-                let floor = st.seq_floor.get(id).copied().unwrap_or(0);
-                let start = g.record.start_seq.unwrap_or(0).max(floor);
-                match spec_from_record(record, &self.defaults, start) {
-                    Ok(spec) => {
-                        // Granted again at a higher epoch while running (e.g. after a lost
-                        // lease): keep running unless the grant starts beyond our sequence.
-                        if let Some(prev) = st.running.get(id)
-                            && prev.epoch != g.epoch()
-                            && self.node.status(id).is_some_and(|s| s.next_seq < start)
-                        {
-                            tracing::info!(camera = %id, start_seq = start, "re-granted beyond this node's sequence: restarting");
-                            if let Some(s) = self.node.stop(id) {
-                                st.seq_floor.insert(id.clone(), s.next_seq.max(start));
-                            }
-                        }
-                        running.insert(
-                            id.clone(),
-                            Running {
-                                epoch: g.epoch(),
-                                load: record.load(),
-                            },
-                        );
-                        wanted.push(spec);
-                    }
-                    Err(e) => {
-                        if st.warned.insert((id.clone(), g.epoch(), "spec")) {
-                            tracing::warn!(camera = %id, error = %e, "granted camera has an unusable record: not started");
-                        }
-                    }
-                }
-            }
-        }
-
-        // Stop what is no longer ours, and what moves, all at once (teardowns overlap).
-        let wanted_ids: BTreeSet<&str> = wanted.iter().map(|s| s.id.as_str()).collect();
-        let stop: Vec<String> = self
-            .node
-            .ids()
-            .into_iter()
-            .filter(|id| !wanted_ids.contains(id.as_str()))
-            .collect();
-        let stopped: BTreeMap<String, CameraStatus> = if stop.is_empty() {
-            BTreeMap::new()
-        } else {
-            self.node
-                .stop_many(&stop)
-                .into_iter()
-                .map(|s| (s.id.clone(), s))
-                .collect()
-        };
-        for (id, s) in &stopped {
-            st.seq_floor.insert(id.clone(), s.next_seq);
-            st.fps.remove(id);
-            if !moving.iter().any(|g| &g.item == id) {
-                tracing::info!(camera = %id, next_seq = s.next_seq, "camera no longer granted: stopped");
-            }
-        }
-
-        // Hand over what moves: frames delivered, then release with the next sequence.
-        if !moving.is_empty() {
-            // With the broker unreachable (the usual reason to move cameras across regions)
-            // waiting is pointless: the producer keeps the frames and delivers them to this
-            // region's Kafka once it is back; the camera must stream elsewhere now.
-            let broker_ok = self.readiness.snapshot().get("kafka").is_some_and(|c| c.ok);
-            let wait = if broker_ok {
-                self.handover_flush_timeout
-            } else {
-                self.handover_flush_timeout.min(Duration::from_millis(250))
-            };
-            let deadline = Instant::now() + wait;
-            for g in &moving {
-                let id = &g.item;
-                let delivered = self
-                    .publisher
-                    .wait_delivered(id, deadline.saturating_duration_since(Instant::now()));
-                let next_seq = st
-                    .seq_floor
-                    .get(id)
-                    .copied()
-                    .unwrap_or(0)
-                    .max(g.record.start_seq.unwrap_or(0));
-                let result = match self.agent.release(id, g.epoch(), Some(next_seq)) {
-                    Ok(true) if delivered => "ok",
-                    Ok(true) => "undelivered",
-                    Ok(false) => "superseded",
-                    Err(e) => {
-                        // The camera stays stopped; the next pass retries the release.
-                        tracing::warn!(camera = %id, error = %redact_text(&e.to_string()), "release failed; retrying");
-                        self.metrics.handovers.with_label_values(&["error"]).inc();
-                        continue;
-                    }
-                };
-                self.metrics.handovers.with_label_values(&[result]).inc();
-                st.released.insert((id.clone(), g.epoch()));
-                self.publisher.forget(id);
-                tracing::info!(camera = %id, epoch = g.epoch(), next_seq, target = ?g.record.target, result, "camera handed over");
-            }
-        }
-
-        if let Err(e) = self.node.apply(wanted) {
-            tracing::error!(error = %e, "could not start a granted camera");
-        }
-        st.running = running;
     }
 
-    /// Reports load, per-camera status, broker and coordinator health. Cheap: no I/O.
-    fn report(&self) {
+    fn run(&self, grants: &[Grant], desired: &Desired) {
+        let (wanted, restart) = self.wanted(grants, desired);
+        for (id, start) in restart {
+            tracing::info!(camera = %id, start_seq = start, "re-granted beyond this node's sequence: restarting");
+            if let Some(s) = self.node.stop(&id) {
+                self.state().seq_floor.insert(id, s.next_seq.max(start));
+            }
+        }
+        // A granted camera this node cannot run (its record went or became unusable) must
+        // not keep running.
+        let ids: BTreeSet<&str> = wanted.iter().map(|s| s.id.as_str()).collect();
+        let unusable: Vec<String> = grants
+            .iter()
+            .map(|g| g.item.clone())
+            .filter(|id| !ids.contains(id.as_str()) && self.node.status(id).is_some())
+            .collect();
+        if !unusable.is_empty() {
+            self.stop(&unusable);
+        }
+        for spec in wanted {
+            if let Err(e) = self.node.upsert(spec) {
+                tracing::error!(error = %e, "could not start a granted camera");
+            }
+        }
+    }
+
+    fn hand_over(&self, grant: &Grant, _ran: bool, timeout: Duration) -> Prepared {
+        let id = &grant.item;
+        self.stop_cameras(std::slice::from_ref(id));
+        let wait = if self.broker_ok() {
+            timeout
+        } else {
+            timeout.min(UNREACHABLE_FLUSH)
+        };
+        let delivered = self.publisher.wait_delivered(id, wait);
+        let next_seq = self.state().next_seq(grant);
+        Prepared::Ready {
+            next_seq: Some(next_seq),
+            complete: delivered,
+        }
+    }
+
+    fn handed_over(&self, grant: &Grant, _ran: bool, outcome: HandoverOutcome) {
+        let id = &grant.item;
+        let (result, next_seq) = match outcome {
+            HandoverOutcome::Released { next_seq, complete } => {
+                (if complete { "ok" } else { "undelivered" }, next_seq)
+            }
+            HandoverOutcome::Superseded { next_seq } => ("superseded", next_seq),
+            HandoverOutcome::ReleaseFailed(e) => {
+                // The camera stays stopped; a later pass retries the release.
+                tracing::warn!(camera = %id, error = %redact_text(&e.to_string()), "release failed; retrying");
+                self.metrics.handovers.with_label_values(&["error"]).inc();
+                return;
+            }
+            HandoverOutcome::TimedOut | HandoverOutcome::Failed => return,
+        };
+        self.metrics.handovers.with_label_values(&[result]).inc();
+        self.publisher.forget(id);
+        tracing::info!(camera = %id, epoch = grant.epoch(), next_seq, target = ?grant.record.target, result, "camera handed over");
+    }
+
+    fn report(&self, desired: &Desired) -> Report {
         let statuses = self.node.statuses();
         let mut st = self.state();
         let now = Instant::now();
@@ -443,80 +426,22 @@ impl Coordinator {
                 }),
             );
         }
-        let lost = self.agent.leases_lost();
-        if lost > st.leases_lost_seen {
-            self.metrics.lease_lost.inc_by(lost - st.leases_lost_seen);
-            st.leases_lost_seen = lost;
-        }
         drop(st);
-        self.agent.set_load(load);
-        self.agent
-            .set_report(serde_json::json!({ "cameras": cams }));
-        let broker_ok = self.readiness.snapshot().get("kafka").is_some_and(|c| c.ok);
-        self.agent.set_broker_ok(broker_ok);
-        let connected = self.agent.desired().connected;
-        self.readiness.set(
-            "coordinator",
-            connected,
-            if connected {
-                "connected"
-            } else {
-                "redis unreachable"
-            },
-        );
+        let connected = desired.connected;
+        let why = if connected {
+            "connected"
+        } else {
+            "redis unreachable"
+        };
+        self.readiness.set("coordinator", connected, why);
+        Report {
+            load,
+            report: serde_json::json!({ "cameras": cams }),
+            broker_ok: Some(self.broker_ok()),
+        }
     }
 
-    /// After the cameras stopped and the producer flushed: releases every camera still held,
-    /// with its next sequence number (so its next owner continues it without a gap), then
-    /// ends the membership (the agent deletes the member record). Blocking parts run off the
-    /// runtime.
-    pub async fn finish(self: &Arc<Self>, stopped: Vec<CameraStatus>) {
-        let me = self.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let desired = me.agent.desired();
-            let mut st = me.state();
-            for s in stopped {
-                st.seq_floor.insert(s.id.clone(), s.next_seq);
-            }
-            for g in desired.grants.values() {
-                if st.released.contains(&(g.item.clone(), g.epoch())) {
-                    continue;
-                }
-                let next_seq = st
-                    .seq_floor
-                    .get(&g.item)
-                    .copied()
-                    .unwrap_or(0)
-                    .max(g.record.start_seq.unwrap_or(0));
-                match me.agent.release(&g.item, g.epoch(), Some(next_seq)) {
-                    Ok(true) => {
-                        me.metrics.handovers.with_label_values(&["shutdown"]).inc();
-                        tracing::info!(camera = %g.item, next_seq, "camera released at shutdown");
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(camera = %g.item, error = %redact_text(&e.to_string()), "release at shutdown failed")
-                    }
-                }
-            }
-            drop(st);
-            me.agent_cancel.cancel();
-            let thread = me
-                .agent_thread
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some(t) = thread {
-                let _ = t.join();
-            }
-        })
-        .await;
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+    fn lease_lost(&self, n: u64) {
+        self.metrics.lease_lost.inc_by(n);
     }
 }

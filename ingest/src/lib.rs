@@ -3,6 +3,7 @@
 //! - [`config`]: the node's typed configuration and the resolved [`config::CameraSpec`];
 //! - [`pipeline`]: one camera's GStreamer pipeline (rtspsrc → decode → rate → scale → JPEG);
 //! - [`camera`]: one camera's thread and state machine (connect, stream, back off, reconnect);
+//! - [`error`]: why a camera is not streaming ([`error::CameraError`]), shared by the two above;
 //! - [`publisher`]: the idempotent Kafka producer with its bounded queue;
 //! - [`node`]: the set of running cameras, changeable at run time;
 //! - [`coordinated`]: coordinator mode, where the node's cameras come from the coordinator;
@@ -14,6 +15,7 @@ pub mod api;
 pub mod camera;
 pub mod config;
 pub mod coordinated;
+pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
@@ -26,7 +28,7 @@ use gstreamer as gst;
 use panoptes_runtime::health::{self, Readiness};
 use tokio_util::sync::CancellationToken;
 
-use crate::camera::CameraContext;
+use crate::camera::{CameraContext, CameraStatus};
 use crate::config::{ConfigError, IngestConfig};
 use crate::coordinated::Coordinator;
 use crate::metrics::IngestMetrics;
@@ -72,33 +74,16 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
     let readiness = Readiness::default();
     readiness.set("kafka", false, "not checked yet");
 
+    // Intake (cameras, broker probe) stops on `cancel` in static mode, after the drain in
+    // coordinator mode.
+    let intake = CancellationToken::new();
     let ctx = Arc::new(CameraContext {
         publisher: publisher.clone(),
         metrics: metrics.clone(),
     });
-    // Intake (cameras, broker probe) stops on `cancel` in static mode, after the drain in
-    // coordinator mode.
-    let intake = CancellationToken::new();
     let node = Arc::new(IngestNode::new(ctx, intake.child_token()));
-    let coordinated = config.coordinator.enabled;
-    if coordinated {
-        tracing::info!(node = %config.node_id, region = %config.region, "ingest node starting in coordinator mode");
-    } else {
-        let (specs, errors) = config.camera_specs();
-        for e in &errors {
-            tracing::error!(error = %e, "camera entry ignored");
-        }
-        tracing::info!(node = %config.node_id, region = %config.region, cameras = specs.len(), "ingest node starting");
-        node.apply(specs)?;
-    }
-
-    let http_cancel = CancellationToken::new();
-    let router = health::router(metrics.registry.clone(), readiness.clone())
-        .merge(api::router(node.clone()));
-    let (addr, http_task) = health::serve(config.http.listen, router, http_cancel.clone()).await?;
-    tracing::info!(%addr, "HTTP listening");
-    println!("HTTP=http://{addr}");
-
+    start_static_cameras(&config, &node)?;
+    let http = Http::serve(&config, &metrics, &readiness, &node).await?;
     let probe = tokio::spawn(probe_broker(
         publisher.clone(),
         readiness.clone(),
@@ -106,10 +91,10 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
         intake.clone(),
     ));
 
-    let coordinator = if coordinated {
+    let coordinator = if config.coordinator.enabled {
         let started = Coordinator::start(
             &config,
-            format!("http://{addr}"),
+            format!("http://{}", http.addr),
             node.clone(),
             publisher.clone(),
             metrics.clone(),
@@ -121,7 +106,7 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
             Ok(c) => c,
             Err(e) => {
                 intake.cancel();
-                http_cancel.cancel();
+                http.cancel.cancel();
                 return Err(e.into());
             }
         }
@@ -134,11 +119,78 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
     }
 
     intake.cancel();
+    let stopped = stop_cameras(&node).await;
+    flush_producer(&publisher).await;
+    // Last: the membership ends only after the frames were delivered, so the next owner of
+    // a camera never publishes before this node's last frames of it.
+    if let Some(c) = &coordinator {
+        c.finish(stopped).await;
+    }
+    let _ = probe.await;
+    http.stop().await;
+    tracing::info!("ingest node stopped");
+    Ok(())
+}
+
+/// Static mode: starts the file's cameras (bad entries are logged and skipped). In
+/// coordinator mode the coordinator's grants start them later.
+fn start_static_cameras(config: &IngestConfig, node: &IngestNode) -> Result<(), IngestError> {
+    if config.coordinator.enabled {
+        tracing::info!(node = %config.node_id, region = %config.region, "ingest node starting in coordinator mode");
+        return Ok(());
+    }
+    let (specs, errors) = config.camera_specs();
+    for e in &errors {
+        tracing::error!(error = %e, "camera entry ignored");
+    }
+    tracing::info!(node = %config.node_id, region = %config.region, cameras = specs.len(), "ingest node starting");
+    node.apply(specs)?;
+    Ok(())
+}
+
+/// The node's HTTP server: health, metrics and `/cameras`.
+struct Http {
+    addr: std::net::SocketAddr,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Http {
+    /// Binds `http.listen` and announces the bound address (`HTTP=…` on stdout).
+    async fn serve(
+        config: &IngestConfig,
+        metrics: &IngestMetrics,
+        readiness: &Readiness,
+        node: &Arc<IngestNode>,
+    ) -> Result<Self, IngestError> {
+        let cancel = CancellationToken::new();
+        let router = health::router(metrics.registry.clone(), readiness.clone())
+            .merge(api::router(node.clone()));
+        let (addr, task) = health::serve(config.http.listen, router, cancel.clone()).await?;
+        tracing::info!(%addr, "HTTP listening");
+        println!("HTTP=http://{addr}");
+        Ok(Self { addr, cancel, task })
+    }
+
+    /// Stops the server and waits for it.
+    async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Stops every camera (blocking GStreamer teardown, off the runtime threads) and returns
+/// what each had reached.
+async fn stop_cameras(node: &Arc<IngestNode>) -> Vec<CameraStatus> {
     tracing::info!("stopping cameras");
     let n = node.clone();
-    let stopped = tokio::task::spawn_blocking(move || n.shutdown())
+    tokio::task::spawn_blocking(move || n.shutdown())
         .await
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Waits up to [`FLUSH_DEADLINE`] for the producer to deliver what it holds.
+async fn flush_producer(publisher: &Arc<FramePublisher>) {
     tracing::info!(in_flight = publisher.in_flight(), "flushing producer");
     let p = publisher.clone();
     let flushed = tokio::task::spawn_blocking(move || p.flush(FLUSH_DEADLINE)).await;
@@ -149,16 +201,6 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
         }
         Err(e) => tracing::warn!(error = %e, "flush task failed"),
     }
-    // Last: the membership ends only after the frames were delivered, so the next owner of
-    // a camera never publishes before this node's last frames of it.
-    if let Some(c) = &coordinator {
-        c.finish(stopped).await;
-    }
-    let _ = probe.await;
-    http_cancel.cancel();
-    let _ = http_task.await;
-    tracing::info!("ingest node stopped");
-    Ok(())
 }
 
 /// Readiness: the broker answers metadata requests for the frames topic.

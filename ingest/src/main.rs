@@ -1,27 +1,15 @@
 //! `panoptes-ingest`: pulls RTSP cameras and publishes their frames to Kafka.
 
-use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::Parser;
-use panoptes_ingest::config::{ENV_SECTIONS, IngestConfig};
+use panoptes_ingest::config::ENV_SECTIONS;
+use panoptes_runtime::node;
 
-/// Panoptes ingest node.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    /// TOML configuration file; `PANOPTES_<SECTION>__<KEY>` variables override it.
-    #[arg(short, long, env = "PANOPTES_CONFIG")]
-    config: Option<PathBuf>,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    panoptes_runtime::telemetry::init("panoptes-ingest");
-    let config: IngestConfig = panoptes_runtime::config::load(cli.config.as_deref(), ENV_SECTIONS)
-        .context("loading configuration")?;
-    let cancel = panoptes_runtime::shutdown::root_token();
-    panoptes_ingest::run(config, cancel).await?;
-    Ok(())
+fn main() -> ExitCode {
+    node::main(
+        "panoptes-ingest",
+        "Panoptes ingest node.",
+        ENV_SECTIONS,
+        panoptes_ingest::run,
+    )
 }

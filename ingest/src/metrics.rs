@@ -4,13 +4,12 @@
 //! to the node, and [`IngestMetrics::remove_camera`] deletes them when a camera leaves. The
 //! other labels (`reason`, `kind`, `state`) take values from fixed lists below.
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use panoptes_runtime::metrics;
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Reasons a frame can be dropped before it reaches the producer queue.
 pub const DROP_REASONS: &[&str] = &["producer_queue_full", "too_large", "producer_error"];
-/// Camera error kinds (see [`crate::camera::CameraError::kind`]).
+/// Camera error kinds (see [`crate::error::CameraError::kind`]).
 pub const ERROR_KINDS: &[&str] = &[
     "auth_failed",
     "unreachable",
@@ -30,6 +29,11 @@ pub const ERROR_KINDS: &[&str] = &[
 pub const HANDOVER_RESULTS: &[&str] = &["ok", "undelivered", "superseded", "shutdown", "error"];
 /// Camera states (see [`crate::camera::CameraState`]).
 pub const STATES: &[&str] = &["connecting", "streaming", "backing_off", "stopped"];
+
+/// Upper bounds of `panoptes_ingest_publish_latency_seconds`.
+const PUBLISH_LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 30.0,
+];
 
 /// All ingest metrics.
 #[derive(Clone)]
@@ -71,114 +75,93 @@ pub struct IngestMetrics {
 impl IngestMetrics {
     /// Creates and registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        let counter =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
-        let frames = counter(
-            "panoptes_ingest_frames_total",
-            "Frames handed to the Kafka producer.",
-            &["camera"],
-        )?;
-        let bytes = counter(
-            "panoptes_ingest_bytes_total",
-            "Frame payload bytes handed to the Kafka producer.",
-            &["camera"],
-        )?;
-        let dropped = counter(
-            "panoptes_ingest_frames_dropped_total",
-            "Frames dropped before the producer queue (their sequence numbers leave a gap).",
-            &["camera", "reason"],
-        )?;
-        let publish_errors = counter(
-            "panoptes_ingest_publish_errors_total",
-            "Frames the broker did not acknowledge (delivery failures).",
-            &["reason"],
-        )?;
-        let decode_errors = counter(
-            "panoptes_ingest_decode_errors_total",
-            "Decoder errors and warnings.",
-            &["camera"],
-        )?;
-        let reconnects = counter(
-            "panoptes_ingest_reconnects_total",
-            "Reconnect attempts after a camera failure.",
-            &["camera"],
-        )?;
-        let camera_errors = counter(
-            "panoptes_ingest_camera_errors_total",
-            "Camera failures by kind.",
-            &["camera", "kind"],
-        )?;
-        let camera_up = IntGaugeVec::new(
-            Opts::new("panoptes_ingest_camera_up", "1 while the camera streams."),
-            &["camera"],
-        )?;
-        registry.register(Box::new(camera_up.clone()))?;
-        let camera_state = IntGaugeVec::new(
-            Opts::new("panoptes_ingest_camera_state", "Camera state, one-hot."),
-            &["camera", "state"],
-        )?;
-        registry.register(Box::new(camera_state.clone()))?;
-        let publish_latency = Histogram::with_opts(
-            HistogramOpts::new(
+        let r = Registry::new();
+        let counter_vec = |name, help, labels| metrics::counter_vec(&r, name, help, labels);
+        let gauge_vec = |name, help, labels| metrics::gauge_vec(&r, name, help, labels);
+        let m = Self {
+            frames: counter_vec(
+                "panoptes_ingest_frames_total",
+                "Frames handed to the Kafka producer.",
+                &["camera"],
+            )?,
+            bytes: counter_vec(
+                "panoptes_ingest_bytes_total",
+                "Frame payload bytes handed to the Kafka producer.",
+                &["camera"],
+            )?,
+            dropped: counter_vec(
+                "panoptes_ingest_frames_dropped_total",
+                "Frames dropped before the producer queue (their sequence numbers leave a gap).",
+                &["camera", "reason"],
+            )?,
+            publish_errors: counter_vec(
+                "panoptes_ingest_publish_errors_total",
+                "Frames the broker did not acknowledge (delivery failures).",
+                &["reason"],
+            )?,
+            decode_errors: counter_vec(
+                "panoptes_ingest_decode_errors_total",
+                "Decoder errors and warnings.",
+                &["camera"],
+            )?,
+            reconnects: counter_vec(
+                "panoptes_ingest_reconnects_total",
+                "Reconnect attempts after a camera failure.",
+                &["camera"],
+            )?,
+            camera_errors: counter_vec(
+                "panoptes_ingest_camera_errors_total",
+                "Camera failures by kind.",
+                &["camera", "kind"],
+            )?,
+            camera_up: gauge_vec(
+                "panoptes_ingest_camera_up",
+                "1 while the camera streams.",
+                &["camera"],
+            )?,
+            camera_state: gauge_vec(
+                "panoptes_ingest_camera_state",
+                "Camera state, one-hot.",
+                &["camera", "state"],
+            )?,
+            publish_latency: metrics::histogram(
+                &r,
                 "panoptes_ingest_publish_latency_seconds",
                 "Enqueue to broker acknowledgement.",
-            )
-            .buckets(vec![
-                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 30.0,
-            ]),
-        )?;
-        registry.register(Box::new(publish_latency.clone()))?;
-        let frame_bytes = Histogram::with_opts(
-            HistogramOpts::new(
+                PUBLISH_LATENCY_BUCKETS.to_vec(),
+            )?,
+            frame_bytes: metrics::histogram(
+                &r,
                 "panoptes_ingest_frame_bytes",
                 "Size of published frame payloads.",
-            )
-            .buckets(prometheus::exponential_buckets(4096.0, 2.0, 10)?),
-        )?;
-        registry.register(Box::new(frame_bytes.clone()))?;
-        let producer_queue = IntGauge::new(
-            "panoptes_ingest_producer_queue_messages",
-            "Frames in the Kafka producer queue, waiting or in flight.",
-        )?;
-        registry.register(Box::new(producer_queue.clone()))?;
-        let cameras = IntGauge::new("panoptes_ingest_cameras", "Cameras assigned to this node.")?;
-        registry.register(Box::new(cameras.clone()))?;
-        let handovers = counter(
-            "panoptes_ingest_handovers_total",
-            "Cameras handed over to another node at the coordinator's request, by result.",
-            &["result"],
-        )?;
-        for r in HANDOVER_RESULTS {
-            handovers.with_label_values(&[r]).inc_by(0);
+                prometheus::exponential_buckets(4096.0, 2.0, 10)?,
+            )?,
+            producer_queue: metrics::gauge(
+                &r,
+                "panoptes_ingest_producer_queue_messages",
+                "Frames in the Kafka producer queue, waiting or in flight.",
+            )?,
+            cameras: metrics::gauge(
+                &r,
+                "panoptes_ingest_cameras",
+                "Cameras assigned to this node.",
+            )?,
+            handovers: counter_vec(
+                "panoptes_ingest_handovers_total",
+                "Cameras handed over to another node at the coordinator's request, by result.",
+                &["result"],
+            )?,
+            lease_lost: metrics::counter(
+                &r,
+                "panoptes_ingest_lease_lost_total",
+                "Times this node found its coordinator lease expired (its cameras were probably moved).",
+            )?,
+            registry: r,
+        };
+        for result in HANDOVER_RESULTS {
+            m.handovers.with_label_values(&[result]).inc_by(0);
         }
-        let lease_lost = IntCounter::new(
-            "panoptes_ingest_lease_lost_total",
-            "Times this node found its coordinator lease expired (its cameras were probably moved).",
-        )?;
-        registry.register(Box::new(lease_lost.clone()))?;
-        Ok(Self {
-            registry,
-            frames,
-            bytes,
-            dropped,
-            publish_errors,
-            decode_errors,
-            reconnects,
-            camera_errors,
-            camera_up,
-            camera_state,
-            publish_latency,
-            frame_bytes,
-            producer_queue,
-            cameras,
-            handovers,
-            lease_lost,
-        })
+        Ok(m)
     }
 
     /// Sets the one-hot state gauges and `camera_up` for `camera`.

@@ -18,8 +18,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use crate::camera::CameraError;
 use crate::config::CameraSpec;
+use crate::error::CameraError;
 
 /// What the pad-added callbacks learned, shared with the camera thread.
 #[derive(Debug, Default)]
@@ -67,9 +67,33 @@ fn make(factory: &str) -> Result<gst::Element, CameraError> {
         .map_err(|_| CameraError::Pipeline(format!("GStreamer element {factory} is not installed")))
 }
 
-/// Builds the pipeline for `spec`.
+/// Builds the pipeline for `spec`: the RTSP source, the decoder and the encode chain, added
+/// and linked as far as they can be before the stream's pads appear; the pad callbacks link
+/// the rest once rtspsrc and decodebin know what the camera sends.
 pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
     let pipeline = gst::Pipeline::with_name(&format!("camera-{}", spec.id));
+    let src = rtsp_source(spec)?;
+    let decode = make("decodebin")?;
+    let chain = EncodeChain::new(spec)?;
+    chain.add_to(&pipeline, [&src, &decode])?;
+
+    let info = Arc::new(StreamInfo::default());
+    route_source_pads(&pipeline, &src, &decode, info.clone())?;
+    route_decoded_video(&decode, &chain, spec, info.clone())?;
+
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| CameraError::Pipeline("pipeline has no bus".into()))?;
+    Ok(CameraPipeline {
+        pipeline,
+        appsink: chain.appsink,
+        bus,
+        info,
+    })
+}
+
+/// rtspsrc for the camera, credentials in its properties (never in `location`).
+fn rtsp_source(spec: &CameraSpec) -> Result<gst::Element, CameraError> {
     let src = make("rtspsrc")?;
     src.set_property("location", spec.url.bare());
     src.set_property(
@@ -88,85 +112,128 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
     if let Some(pw) = spec.url.password() {
         src.set_property("user-pw", pw.expose());
     }
+    Ok(src)
+}
 
-    let decode = make("decodebin")?;
-    let rate = make("videorate")?;
-    rate.set_property("drop-only", true);
-    rate.set_property("max-rate", i32::try_from(spec.fps).unwrap_or(i32::MAX));
-    let scale = make("videoscale")?;
-    let filter = make("capsfilter")?;
-    let jpeg = make("jpegenc")?;
-    jpeg.set_property("quality", i32::try_from(spec.jpeg_quality).unwrap_or(85));
-    let appsink = gst_app::AppSink::builder()
-        .name("sink")
-        .max_buffers(spec.buffer_frames)
-        .drop(true)
-        .sync(false)
-        .enable_last_sample(false)
-        .build();
+/// The fixed part after the decoder: videorate → videoscale → capsfilter → jpegenc → appsink.
+struct EncodeChain {
+    rate: gst::Element,
+    scale: gst::Element,
+    filter: gst::Element,
+    jpeg: gst::Element,
+    appsink: gst_app::AppSink,
+}
 
-    pipeline
-        .add_many([
-            &src,
-            &decode,
-            &rate,
-            &scale,
-            &filter,
-            &jpeg,
-            appsink.upcast_ref(),
-        ])
-        .map_err(|e| CameraError::Pipeline(e.to_string()))?;
-    gst::Element::link_many([&rate, &scale, &filter, &jpeg, appsink.upcast_ref()])
-        .map_err(|e| CameraError::Pipeline(e.to_string()))?;
+impl EncodeChain {
+    fn new(spec: &CameraSpec) -> Result<Self, CameraError> {
+        let rate = make("videorate")?;
+        rate.set_property("drop-only", true);
+        rate.set_property("max-rate", i32::try_from(spec.fps).unwrap_or(i32::MAX));
+        let jpeg = make("jpegenc")?;
+        jpeg.set_property("quality", i32::try_from(spec.jpeg_quality).unwrap_or(85));
+        let appsink = gst_app::AppSink::builder()
+            .name("sink")
+            .max_buffers(spec.buffer_frames)
+            .drop(true)
+            .sync(false)
+            .enable_last_sample(false)
+            .build();
+        Ok(Self {
+            rate,
+            scale: make("videoscale")?,
+            filter: make("capsfilter")?,
+            jpeg,
+            appsink,
+        })
+    }
 
-    let info = Arc::new(StreamInfo::default());
+    /// Adds `upstream` and the chain to `pipeline` and links the chain itself.
+    fn add_to(
+        &self,
+        pipeline: &gst::Pipeline,
+        upstream: [&gst::Element; 2],
+    ) -> Result<(), CameraError> {
+        let chain = [
+            &self.rate,
+            &self.scale,
+            &self.filter,
+            &self.jpeg,
+            self.appsink.upcast_ref(),
+        ];
+        pipeline
+            .add_many(upstream.into_iter().chain(chain))
+            .map_err(|e| CameraError::Pipeline(e.to_string()))?;
+        gst::Element::link_many(chain).map_err(|e| CameraError::Pipeline(e.to_string()))
+    }
+}
 
-    // rtspsrc: the first video stream goes to the decoder; anything else (audio, metadata)
-    // into a fakesink so that an unlinked pad does not fail the whole source.
+/// rtspsrc: the first video stream goes to the decoder; anything else (audio, metadata)
+/// into a fakesink so that an unlinked pad does not fail the whole source.
+fn route_source_pads(
+    pipeline: &gst::Pipeline,
+    src: &gst::Element,
+    decode: &gst::Element,
+    info: Arc<StreamInfo>,
+) -> Result<(), CameraError> {
     let weak_pipeline = pipeline.downgrade();
     let decode_sink = decode
         .static_pad("sink")
         .ok_or_else(|| CameraError::Pipeline("decodebin has no sink pad".into()))?;
     let info_src = info.clone();
     src.connect_pad_added(move |_src, pad| {
-        let is_video = pad
-            .current_caps()
-            .or_else(|| Some(pad.query_caps(None)))
-            .and_then(|caps| {
-                caps.structure(0)
-                    .and_then(|s| s.get::<&str>("media").ok().map(|m| m == "video"))
-            })
-            .unwrap_or(false);
-        if is_video && !decode_sink.is_linked() {
+        if is_video(pad) && !decode_sink.is_linked() {
             if pad.link(&decode_sink).is_ok() {
                 info_src.video_linked.store(true, Ordering::SeqCst);
             }
             return;
         }
-        let Some(pipeline) = weak_pipeline.upgrade() else {
-            return;
-        };
-        let sink = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .property("async", false)
-            .build();
-        if let Ok(sink) = sink
-            && pipeline.add(&sink).is_ok()
-        {
-            let _ = sink.sync_state_with_parent();
-            if let Some(sink_pad) = sink.static_pad("sink") {
-                let _ = pad.link(&sink_pad);
-            }
+        if let Some(pipeline) = weak_pipeline.upgrade() {
+            discard(&pipeline, pad);
         }
     });
-    let info_nmp = info.clone();
-    src.connect_no_more_pads(move |_| info_nmp.no_more_pads.store(true, Ordering::SeqCst));
+    src.connect_no_more_pads(move |_| info.no_more_pads.store(true, Ordering::SeqCst));
+    Ok(())
+}
 
-    // decodebin: raw video goes on to the rate/scale/encode chain, sized to fit the box.
-    let rate_sink = rate
+/// Whether an rtspsrc pad carries video (`media=video` in its caps).
+fn is_video(pad: &gst::Pad) -> bool {
+    pad.current_caps()
+        .or_else(|| Some(pad.query_caps(None)))
+        .and_then(|caps| {
+            caps.structure(0)
+                .and_then(|s| s.get::<&str>("media").ok().map(|m| m == "video"))
+        })
+        .unwrap_or(false)
+}
+
+/// Links `pad` to a new fakesink in `pipeline`.
+fn discard(pipeline: &gst::Pipeline, pad: &gst::Pad) {
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build();
+    if let Ok(sink) = sink
+        && pipeline.add(&sink).is_ok()
+    {
+        let _ = sink.sync_state_with_parent();
+        if let Some(sink_pad) = sink.static_pad("sink") {
+            let _ = pad.link(&sink_pad);
+        }
+    }
+}
+
+/// decodebin: raw video goes on to the rate/scale/encode chain, sized to fit the box.
+fn route_decoded_video(
+    decode: &gst::Element,
+    chain: &EncodeChain,
+    spec: &CameraSpec,
+    info: Arc<StreamInfo>,
+) -> Result<(), CameraError> {
+    let rate_sink = chain
+        .rate
         .static_pad("sink")
         .ok_or_else(|| CameraError::Pipeline("videorate has no sink pad".into()))?;
-    let info_dec = info.clone();
+    let filter = chain.filter.clone();
     let (max_w, max_h) = (spec.width, spec.height);
     decode.connect_pad_added(move |_dec, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
@@ -184,21 +251,12 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
                 .field("height", oh as i32)
                 .build(),
         );
-        *info_dec.dims.lock().unwrap_or_else(|e| e.into_inner()) = Some((sw, sh, ow, oh));
+        *info.dims.lock().unwrap_or_else(|e| e.into_inner()) = Some((sw, sh, ow, oh));
         if pad.link(&rate_sink).is_err() {
-            info_dec.link_failed.store(true, Ordering::SeqCst);
+            info.link_failed.store(true, Ordering::SeqCst);
         }
     });
-
-    let bus = pipeline
-        .bus()
-        .ok_or_else(|| CameraError::Pipeline("pipeline has no bus".into()))?;
-    Ok(CameraPipeline {
-        pipeline,
-        appsink,
-        bus,
-        info,
-    })
+    Ok(())
 }
 
 impl CameraPipeline {

@@ -104,9 +104,8 @@ pub struct FramePublisher {
 impl FramePublisher {
     /// Creates the producer (does not wait for the broker).
     pub fn new(cfg: &KafkaConfig, metrics: IngestMetrics) -> Result<Self, KafkaError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.bootstrap_servers)
-            .set("enable.idempotence", "true")
+        let mut cc: ClientConfig = cfg.client.connection_properties().into_iter().collect();
+        cc.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "none")
             .set("linger.ms", cfg.linger.as_millis().to_string())
@@ -131,9 +130,7 @@ impl FramePublisher {
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "1000")
             .set("client.id", "panoptes-ingest");
-        for (k, v) in &cfg.properties {
-            cc.set(k, v);
-        }
+        cc.extend(cfg.client.override_properties());
         let producer = cc.create_with_context(DeliveryContext {
             metrics: metrics.clone(),
         })?;

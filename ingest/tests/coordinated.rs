@@ -10,15 +10,24 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, ensure};
 use common::leader::Leader;
-use common::{Ingest, broker_with_topic, camsim};
+use common::{broker_with_topic, start_coordinated};
 use panoptes_coordinator_client::CameraRecord;
 use panoptes_coordinator_client::records::default_group;
+use panoptes_ingest::config::{CameraConfig, IngestConfig};
 use panoptes_testkit::kafka::{FrameRecord, TopicReader, by_camera};
-use panoptes_testkit::{RedisServer, metric_value, wait_until};
+use panoptes_testkit::{CamSim, RedisServer, metric_value, wait_until};
 
 const SECRET: &str = "hunter2secret";
 const REGION: &str = "local";
-const NODE_TOML: &str = "poll_interval = \"200ms\"\ndrain_timeout = \"4s\"\n[camera_defaults]\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\nconnect_timeout = \"5s\"\n";
+/// Quick polling, a 4 s drain and quick reconnects.
+fn node_settings(c: &mut IngestConfig) {
+    c.coordinator.poll_interval = Duration::from_millis(200);
+    c.coordinator.drain_timeout = Duration::from_secs(4);
+    let d = &mut c.camera_defaults;
+    d.backoff_initial = Duration::from_millis(200);
+    d.backoff_max = Duration::from_secs(1);
+    d.connect_timeout = Duration::from_secs(5);
+}
 
 fn now_us() -> i64 {
     SystemTime::now()
@@ -120,7 +129,7 @@ fn no_secret(what: &str, text: &str) {
 fn cameras_are_granted_moved_taken_over_and_drained() -> Result<()> {
     let redis = RedisServer::start()?;
     let (broker, topic) = broker_with_topic(4)?;
-    let sim = camsim(&[
+    let sim = CamSim::with_cameras(&[
         "id=c0,fps=10",
         &format!("id=c1,fps=10,user=viewer,pass={SECRET}"),
     ])?;
@@ -130,10 +139,20 @@ fn cameras_are_granted_moved_taken_over_and_drained() -> Result<()> {
         records: Vec::new(),
     };
 
-    let a =
-        Ingest::start_coordinated(&broker.bootstrap, &topic, "ingest-a", &redis.url, NODE_TOML)?;
-    let mut b =
-        Ingest::start_coordinated(&broker.bootstrap, &topic, "ingest-b", &redis.url, NODE_TOML)?;
+    let a = start_coordinated(
+        &broker.bootstrap,
+        &topic,
+        "ingest-a",
+        &redis.url,
+        node_settings,
+    )?;
+    let mut b = start_coordinated(
+        &broker.bootstrap,
+        &topic,
+        "ingest-b",
+        &redis.url,
+        node_settings,
+    )?;
     wait_until("both nodes registered", Duration::from_secs(20), || {
         let (ma, mb) = (
             leader.member("ingest-a").ok()??,
@@ -272,10 +291,15 @@ fn cameras_are_granted_moved_taken_over_and_drained() -> Result<()> {
 fn revoked_cameras_stop_lost_leases_count_and_a_lost_redis_fails_closed() -> Result<()> {
     let redis = RedisServer::start()?;
     let (broker, topic) = broker_with_topic(2)?;
-    let sim = camsim(&["id=c0,fps=10"])?;
+    let sim = CamSim::with_cameras(&["id=c0,fps=10"])?;
     let mut leader = Leader::new(&redis.url)?;
-    let a =
-        Ingest::start_coordinated(&broker.bootstrap, &topic, "ingest-r", &redis.url, NODE_TOML)?;
+    let a = start_coordinated(
+        &broker.bootstrap,
+        &topic,
+        "ingest-r",
+        &redis.url,
+        node_settings,
+    )?;
     wait_until("registered", Duration::from_secs(20), || {
         leader.member("ingest-r").ok()?.map(|_| ())
     })?;
@@ -383,15 +407,17 @@ fn a_next_seq_floor(bootstrap: &str, topic: &str) -> Result<u64> {
 
 #[test]
 fn coordinator_mode_refuses_cameras_in_the_file() -> Result<()> {
-    let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
-    std::fs::write(
-        config.path(),
-        "[coordinator]\nenabled = true\n[[cameras]]\nid = \"c0\"\nurl = \"rtsp://127.0.0.1:1/c0\"\n",
-    )?;
-    let mut proc = panoptes_testkit::ChildProcess::spawn(
+    let mut config = IngestConfig::default();
+    config.coordinator.enabled = true;
+    config.cameras = vec![CameraConfig {
+        id: "c0".into(),
+        url: "rtsp://127.0.0.1:1/c0".into(),
+        ..CameraConfig::default()
+    }];
+    let (mut proc, _file) = panoptes_testkit::node::spawn(
         "ingest",
-        &panoptes_testkit::bin_path("panoptes-ingest"),
-        &["--config", config.path().to_str().unwrap()],
+        "panoptes-ingest",
+        &config,
         &[("RUST_BACKTRACE", "0")],
     )?;
     wait_until("the node refuses to start", Duration::from_secs(20), || {
@@ -409,10 +435,12 @@ fn coordinator_mode_refuses_cameras_in_the_file() -> Result<()> {
 fn a_handover_with_the_broker_down_is_bounded() -> Result<()> {
     let redis = RedisServer::start()?;
     let (broker, topic) = broker_with_topic(2)?;
-    let sim = camsim(&["id=c0,fps=10"])?;
+    let sim = CamSim::with_cameras(&["id=c0,fps=10"])?;
     let mut leader = Leader::new(&redis.url)?;
-    let toml = format!("handover_flush_timeout = \"1s\"\n{NODE_TOML}");
-    let a = Ingest::start_coordinated(&broker.bootstrap, &topic, "ingest-u", &redis.url, &toml)?;
+    let a = start_coordinated(&broker.bootstrap, &topic, "ingest-u", &redis.url, |c| {
+        c.coordinator.handover_flush_timeout = Duration::from_secs(1);
+        node_settings(c);
+    })?;
     wait_until("registered", Duration::from_secs(20), || {
         leader.member("ingest-u").ok()?.map(|_| ())
     })?;

@@ -6,11 +6,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{Cam, Ingest, broker_with_topic, camsim};
+use common::{Ingest, broker_with_topic, camera, start};
+use panoptes_ingest::config::IngestConfig;
 use panoptes_testkit::kafka::{TopicReader, by_camera};
-use panoptes_testkit::{metric_value, wait_until};
+use panoptes_testkit::{CamSim, metric_value, wait_until};
 
-const FAST_RECONNECT: &str = "[camera_defaults]\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\nno_data_timeout = \"2s\"\nconnect_timeout = \"5s\"\n";
+/// Reconnect quickly, give up on a silent camera after 2 s.
+fn fast_reconnect(c: &mut IngestConfig) {
+    let d = &mut c.camera_defaults;
+    d.backoff_initial = Duration::from_millis(200);
+    d.backoff_max = Duration::from_secs(2);
+    d.no_data_timeout = Duration::from_secs(2);
+    d.connect_timeout = Duration::from_secs(5);
+}
 
 /// Backoff bound (2 s) plus an RTSP handshake and first keyframe allowance.
 const RECOVERY_BOUND: Duration = Duration::from_secs(5);
@@ -34,26 +42,12 @@ fn time_to_recover(ingest: &Ingest, id: &str) -> Result<Duration> {
 #[test]
 fn stopped_and_stalled_cameras_come_back_within_the_backoff_bound() -> Result<()> {
     let (broker, topic) = broker_with_topic(4)?;
-    let sim = camsim(&["id=cam0,fps=10", "id=cam1,fps=10"])?;
-    let cams = [
-        Cam {
-            id: "cam0",
-            url: sim.url("cam0", None),
-            fps: 10,
-            width: 640,
-            height: 360,
-            partition: Some(0),
-        },
-        Cam {
-            id: "cam1",
-            url: sim.url("cam1", None),
-            fps: 10,
-            width: 640,
-            height: 360,
-            partition: Some(1),
-        },
+    let sim = CamSim::with_cameras(&["id=cam0,fps=10", "id=cam1,fps=10"])?;
+    let cams = vec![
+        camera("cam0", sim.url("cam0", None), 10, (640, 360), Some(0)),
+        camera("cam1", sim.url("cam1", None), 10, (640, 360), Some(1)),
     ];
-    let ingest = Ingest::start(&broker.bootstrap, &topic, &cams, FAST_RECONNECT)?;
+    let ingest = start(&broker.bootstrap, &topic, cams, fast_reconnect)?;
     ingest.wait_streaming("cam0", Duration::from_secs(20))?;
     ingest.wait_streaming("cam1", Duration::from_secs(20))?;
 
@@ -128,63 +122,45 @@ fn broken_cameras_report_clear_states_while_others_flow_and_no_password_leaks() 
     const RIGHT: &str = "Rt-s3cret-4471";
     const WRONG: &str = "Wr-s3cret-9913";
     let (broker, topic) = broker_with_topic(4)?;
-    let sim = camsim(&[
+    let sim = CamSim::with_cameras(&[
         "id=open,fps=5",
         &format!("id=locked,fps=5,user=alice,pass={RIGHT}"),
         &format!("id=locked2,fps=5,user=alice,pass={RIGHT}"),
         "id=radio,codec=audio",
     ])?;
-    let cams = [
-        Cam {
-            id: "open",
-            url: sim.url("open", None),
-            fps: 5,
-            width: 320,
-            height: 180,
-            partition: None,
-        },
-        Cam {
-            id: "authok",
-            url: sim.url("locked", Some(("alice", RIGHT))),
-            fps: 5,
-            width: 320,
-            height: 180,
-            partition: None,
-        },
-        Cam {
-            id: "authbad",
-            url: sim.url("locked2", Some(("alice", WRONG))),
-            fps: 5,
-            width: 320,
-            height: 180,
-            partition: None,
-        },
-        Cam {
-            id: "nothere",
-            url: sim.url("no-such-camera", None),
-            fps: 5,
-            width: 320,
-            height: 180,
-            partition: None,
-        },
-        Cam {
-            id: "refused",
-            url: "rtsp://127.0.0.1:1/cam".into(),
-            fps: 5,
-            width: 320,
-            height: 180,
-            partition: None,
-        },
-        Cam {
-            id: "audio",
-            url: sim.url("radio", None),
-            fps: 5,
-            width: 320,
-            height: 180,
-            partition: None,
-        },
+    let cams = vec![
+        camera("open", sim.url("open", None), 5, (320, 180), None),
+        camera(
+            "authok",
+            sim.url("locked", Some(("alice", RIGHT))),
+            5,
+            (320, 180),
+            None,
+        ),
+        camera(
+            "authbad",
+            sim.url("locked2", Some(("alice", WRONG))),
+            5,
+            (320, 180),
+            None,
+        ),
+        camera(
+            "nothere",
+            sim.url("no-such-camera", None),
+            5,
+            (320, 180),
+            None,
+        ),
+        camera(
+            "refused",
+            "rtsp://127.0.0.1:1/cam".into(),
+            5,
+            (320, 180),
+            None,
+        ),
+        camera("audio", sim.url("radio", None), 5, (320, 180), None),
     ];
-    let ingest = Ingest::start(&broker.bootstrap, &topic, &cams, FAST_RECONNECT)?;
+    let ingest = start(&broker.bootstrap, &topic, cams, fast_reconnect)?;
     ingest.wait_streaming("open", Duration::from_secs(20))?;
     ingest.wait_streaming("authok", Duration::from_secs(20))?;
     let expected = [
@@ -265,19 +241,20 @@ fn broken_cameras_report_clear_states_while_others_flow_and_no_password_leaks() 
 fn broker_outage_loses_only_what_overflowed_the_bounded_queue_and_memory_stays_flat() -> Result<()>
 {
     let (broker, topic) = broker_with_topic(2)?;
-    let sim = camsim(&["id=cam0,fps=10"])?;
-    let cams = [Cam {
-        id: "cam0",
-        url: sim.url("cam0", None),
-        fps: 10,
-        width: 640,
-        height: 360,
-        partition: Some(0),
-    }];
+    let sim = CamSim::with_cameras(&["id=cam0,fps=10"])?;
+    let cams = vec![camera(
+        "cam0",
+        sim.url("cam0", None),
+        10,
+        (640, 360),
+        Some(0),
+    )];
     // A 40-frame producer queue: a 10 s outage at 10 fps must overflow it.
     const QUEUE: u64 = 40;
-    let extra = format!("queue_max_messages = {QUEUE}\n{FAST_RECONNECT}");
-    let mut ingest = Ingest::start(&broker.bootstrap, &topic, &cams, &extra)?;
+    let mut ingest = start(&broker.bootstrap, &topic, cams, |c| {
+        c.kafka.queue_max_messages = QUEUE as u32;
+        fast_reconnect(c);
+    })?;
     ingest.wait_streaming("cam0", Duration::from_secs(20))?;
     std::thread::sleep(Duration::from_secs(3));
     let rss_before = ingest.proc.rss_kib().unwrap_or(0);

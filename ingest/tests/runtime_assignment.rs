@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{broker_with_topic, camsim};
+use common::broker_with_topic;
 use panoptes_ingest::camera::{CameraContext, CameraState};
 use panoptes_ingest::config::{CameraConfig, CameraDefaults, CameraSpec, KafkaConfig};
 use panoptes_ingest::metrics::IngestMetrics;
 use panoptes_ingest::node::IngestNode;
 use panoptes_ingest::publisher::FramePublisher;
+use panoptes_runtime::config::KafkaClientConfig;
 use panoptes_testkit::kafka::{TopicReader, by_camera};
 use panoptes_testkit::wait_until;
 use tokio_util::sync::CancellationToken;
@@ -37,10 +38,13 @@ fn streaming(node: &IngestNode, id: &str) -> Option<u64> {
 fn cameras_are_added_changed_and_removed_without_restart() -> Result<()> {
     gstreamer::init()?;
     let (broker, topic) = broker_with_topic(4)?;
-    let sim = camsim(&["id=a,fps=10", "id=b,fps=10"])?;
+    let sim = panoptes_testkit::CamSim::with_cameras(&["id=a,fps=10", "id=b,fps=10"])?;
     let metrics = IngestMetrics::new()?;
     let kafka = KafkaConfig {
-        bootstrap_servers: broker.bootstrap.clone(),
+        client: KafkaClientConfig {
+            bootstrap_servers: broker.bootstrap.clone(),
+            ..Default::default()
+        },
         topic: topic.clone(),
         ..Default::default()
     };

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{Cam, Ingest, broker_with_topic, camsim};
+use common::{Ingest, broker_with_topic, camera, start};
 use panoptes_schemas::FrameEncoding;
+use panoptes_testkit::CamSim;
 use panoptes_testkit::kafka::{TopicReader, by_camera};
 
 struct Expect {
@@ -19,49 +20,21 @@ struct Expect {
 #[test]
 fn four_cameras_publish_gapless_ordered_valid_frames_at_their_rates() -> Result<()> {
     let (broker, topic) = broker_with_topic(8)?;
-    let sim = camsim(&[
+    let sim = CamSim::with_cameras(&[
         "id=cam0,width=640,height=360,fps=10,codec=h264",
         "id=cam1,width=1280,height=720,fps=10,codec=h264",
         "id=cam2,width=640,height=480,fps=8,codec=h265",
         "id=cam3,width=320,height=240,fps=12,codec=h264",
     ])?;
-    let cams = [
+    let cams = vec![
         // Full rate, no scaling; explicit partition.
-        Cam {
-            id: "cam0",
-            url: sim.url("cam0", None),
-            fps: 10,
-            width: 640,
-            height: 360,
-            partition: Some(3),
-        },
+        camera("cam0", sim.url("cam0", None), 10, (640, 360), Some(3)),
         // 720p sampled to half rate, scaled into 640x360.
-        Cam {
-            id: "cam1",
-            url: sim.url("cam1", None),
-            fps: 5,
-            width: 640,
-            height: 360,
-            partition: None,
-        },
+        camera("cam1", sim.url("cam1", None), 5, (640, 360), None),
         // H.265, 4:3 into a square box: aspect kept.
-        Cam {
-            id: "cam2",
-            url: sim.url("cam2", None),
-            fps: 4,
-            width: 320,
-            height: 320,
-            partition: None,
-        },
+        camera("cam2", sim.url("cam2", None), 4, (320, 320), None),
         // Smaller than the box: never upscaled.
-        Cam {
-            id: "cam3",
-            url: sim.url("cam3", None),
-            fps: 12,
-            width: 640,
-            height: 360,
-            partition: Some(7),
-        },
+        camera("cam3", sim.url("cam3", None), 12, (640, 360), Some(7)),
     ];
     let expect: BTreeMap<&str, Expect> = [
         (
@@ -99,9 +72,9 @@ fn four_cameras_publish_gapless_ordered_valid_frames_at_their_rates() -> Result<
     ]
     .into_iter()
     .collect();
-    let mut ingest = Ingest::start(&broker.bootstrap, &topic, &cams, "")?;
+    let mut ingest = start(&broker.bootstrap, &topic, cams.clone(), |_| ())?;
     for c in &cams {
-        ingest.wait_streaming(c.id, Duration::from_secs(20))?;
+        ingest.wait_streaming(&c.id, Duration::from_secs(20))?;
     }
     // Read what arrives over a 12 s window while the cameras stream.
     let reader = TopicReader::new(&broker.bootstrap, &topic)?;

@@ -24,9 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use panoptes_checker::Report;
 use serde::{Deserialize, Serialize};
-
-use crate::checker::Report;
 
 /// Every scenario, in the order `--scenario all` runs them.
 pub const SCENARIOS: &[&str] = &[

@@ -279,26 +279,12 @@ fn time_chart(
         .flat_map(|l| l.points.iter().map(|p| p.1))
         .fold(0.0, f64::max);
     let y_max = if y_top > 0.0 { y_top * 1.15 } else { 1.0 };
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(10)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(err)?;
-    let x_fmt = axis_format(x_max);
-    let y_fmt = axis_format(y_max);
-    chart
-        .configure_mesh()
-        .x_desc("time since the recording started (s)")
-        .y_desc(y_desc)
-        .axis_desc_style((FONT, 16))
-        .label_style((FONT, 14))
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&y_fmt)
-        .max_light_lines(2)
-        .light_line_style(RGBColor(242, 242, 242))
-        .draw()
-        .map_err(err)?;
+    let mut chart = axes(
+        &plot,
+        (x_max, y_max),
+        ("time since the recording started (s)", y_desc),
+        y_max,
+    )?;
     for l in lines {
         if l.points.is_empty() {
             continue;
@@ -359,6 +345,37 @@ type TimeChart<'a, 'b> = ChartContext<
 >;
 
 /// Vertical dashed lines with their labels, staggered so neighbours do not overlap.
+/// The chart both kinds share: `[0, x_max] × [0, y_max]` on `plot` with described, light
+/// meshed axes; y labels are formatted for a range up to `y_label_range`.
+fn axes<'a, 'b>(
+    plot: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    (x_max, y_max): (f64, f64),
+    (x_desc, y_desc): (&str, &str),
+    y_label_range: f64,
+) -> Result<TimeChart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(plot)
+        .margin(10)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(err)?;
+    let x_fmt = axis_format(x_max);
+    let y_fmt = axis_format(y_label_range);
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .axis_desc_style((FONT, 16))
+        .label_style((FONT, 14))
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .max_light_lines(2)
+        .light_line_style(RGBColor(242, 242, 242))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
 fn draw_marks(chart: &mut TimeChart<'_, '_>, marks: &[Mark], y_max: f64) -> Result<()> {
     let x_max = chart.x_range().end;
     let right = (FONT, 13).into_font().color(&MARK_COLOR);
@@ -399,26 +416,12 @@ fn histogram_chart(
     let x_end = (h.counts.len().max(1) as f64) * h.width_ms;
     let x_max = x_end + 2.0 * h.width_ms;
     let y_max = (h.counts.iter().copied().max().unwrap_or(0).max(1) as f64) * 1.15;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(10)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(err)?;
-    let x_fmt = axis_format(x_max);
-    let y_fmt = axis_format(y_max.max(10.0));
-    chart
-        .configure_mesh()
-        .x_desc("end-to-end latency (ms)")
-        .y_desc("detection records")
-        .axis_desc_style((FONT, 16))
-        .label_style((FONT, 14))
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&y_fmt)
-        .max_light_lines(2)
-        .light_line_style(RGBColor(242, 242, 242))
-        .draw()
-        .map_err(err)?;
+    let mut chart = axes(
+        &plot,
+        (x_max, y_max),
+        ("end-to-end latency (ms)", "detection records"),
+        y_max.max(10.0),
+    )?;
     chart
         .draw_series(h.counts.iter().enumerate().map(|(i, &c)| {
             let x0 = i as f64 * h.width_ms;

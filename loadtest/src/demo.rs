@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use panoptes_scene::camera::CameraConfig;
 use panoptes_schemas::{DetectionRecord, FrameStatus};
 use panoptes_testkit::ChildProcess;
 use panoptes_testkit::coordinator::TEST_TOKEN;
@@ -40,7 +41,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::camsim::config::CameraConfig;
 use crate::stack::{Stack, StackCamera, StackSpec};
 
 mod view;

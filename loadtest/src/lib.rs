@@ -1,27 +1,24 @@
-//! Panoptes load-testing tools.
+//! `panoptes-loadtest` (tool crate): the whole system on one machine, measured and attacked.
 //!
-//! - [`scene`]: synthetic camera scenes with exact ground truth and a frame-index barcode
-//!   (pure functions, no GStreamer), shared by the simulator and by checkers.
-//! - [`camsim`]: the camera simulator serving many RTSP cameras from one process, with an
-//!   HTTP fault-control API (binary `panoptes-camsim`).
+//! Nothing here ships in a product image. Its sibling tool crates hold the pieces other crates
+//! test against: `panoptes-scene` (scenes, ground truth, camera configuration),
+//! `panoptes-checker` (the accounting checker) and `panoptes-camsim` (the RTSP simulator).
 //!
-//! - [`checker`]: the end-to-end accounting checker (binary `panoptes-check`);
-//! - [`bench`]: benchmarks that report ratios against a baseline measured in the same run;
+//! - [`bench`]: every benchmark (ingest, worker, failover), each reporting ratios against a
+//!   baseline measured in the same run, on one shared argument and report scaffold;
 //! - [`stack`]: a whole deployment (Redis, brokers, simulator, coordinators, ingest nodes,
 //!   workers) as real processes, for cluster tests, benchmarks and load runs;
 //! - [`timeline`]: a per-second recorder of a running stack (throughput, latency, CPU and
 //!   memory per process, lag, fault markers) and [`charts`], its PNG charts;
-//! - [`run`]: `panoptes-loadtest run`, a load run with a report ([`runreport`]).
+//! - [`run`]: `panoptes-loadtest run`, a load run with a report ([`runreport`]);
+//! - [`demo`], [`chaos`], [`watch`]: the demo, the chaos scenarios, live topic watchers.
 
 pub mod bench;
-pub mod camsim;
 pub mod chaos;
 pub mod charts;
-pub mod checker;
 pub mod demo;
 pub mod run;
 pub mod runreport;
-pub mod scene;
 pub mod stack;
 pub mod timeline;
 pub mod watch;

@@ -77,36 +77,17 @@ fn log(msg: &str) {
 
 /// The command line as given, starting at `panoptes-loadtest`.
 fn command_line() -> String {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    args.insert(0, "panoptes-loadtest".into());
-    args.iter()
-        .map(|a| {
-            if a.is_empty()
-                || a.chars()
-                    .any(|c| !(c.is_ascii_alphanumeric() || "-_./=:,".contains(c)))
-            {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            } else {
-                a.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let args = std::iter::once("panoptes-loadtest".to_string()).chain(std::env::args().skip(1));
+    crate::bench::scaffold::command_line(args)
 }
 
 /// Runs `panoptes-loadtest run`.
 pub fn main(args: RunArgs) -> Result<()> {
-    if args.cameras == 0 || args.workers == 0 || args.ingest_nodes == 0 {
-        bail!("--cameras, --workers and --ingest-nodes must be at least 1");
-    }
-    if args.fps == 0 || args.seconds == 0 {
-        bail!("--fps and --seconds must be at least 1");
-    }
+    let params = params(&args)?;
     // Fail before starting anything when the charts cannot be drawn.
     crate::charts::register_fonts()?;
     let started = Instant::now();
-    let started_at = SystemTime::now();
-    let started_utc = sys::utc_timestamp(started_at);
+    let started_utc = sys::utc_timestamp(SystemTime::now());
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "loadtest/reports/run-{}",
@@ -114,16 +95,6 @@ pub fn main(args: RunArgs) -> Result<()> {
         ))
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let params = RunParams {
-        cameras: args.cameras,
-        fps: args.fps,
-        resolution: args.resolution,
-        analytic: args.analytic.unwrap_or(args.resolution),
-        seconds: args.seconds,
-        workers: args.workers,
-        ingest_nodes: args.ingest_nodes,
-        exactly_once: !args.at_least_once,
-    };
     let machine = sys::machine_info();
     log(&format!(
         "{}; {} s; report in {}",
@@ -132,61 +103,10 @@ pub fn main(args: RunArgs) -> Result<()> {
         out.display()
     ));
 
-    let cameras: Vec<StackCamera> = (0..params.cameras)
-        .map(|i| {
-            StackCamera::with_resolution(
-                &format!("cam{i}"),
-                "local",
-                params.fps,
-                1 + i as u64,
-                params.resolution,
-                params.analytic,
-            )
-        })
-        .collect();
-    let mut spec = StackSpec::single_region(cameras, params.cameras as i32);
-    spec.exactly_once = params.exactly_once;
-    let mut stack = Stack::start(spec)?;
-    for i in 0..params.ingest_nodes {
-        stack.start_ingest(&format!("ingest-{i}"), "local")?;
-    }
-    for i in 0..params.workers {
-        stack.start_worker(&format!("worker-{i}"), "local", "default")?;
-    }
-    stack.register_cameras()?;
-    let settle = stack.wait_settled(Duration::from_secs(120))?;
-    log(&format!(
-        "stack settled {settle:.1?} after registering the cameras"
-    ));
-
+    let (mut stack, settle) = start_stack(&params)?;
     let checker = stack.checker("local")?;
     let recorder = Recorder::start(&stack)?;
-    let record_until = Instant::now() + Duration::from_secs(params.seconds);
-    let mut next_log = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < record_until {
-        std::thread::sleep(
-            record_until
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(200)),
-        );
-        if Instant::now() >= next_log {
-            next_log += Duration::from_secs(10);
-            if let Some(s) = recorder.last_sample() {
-                let ms = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0} ms"));
-                log(&format!(
-                    "t={:>4.0}s frames {:>5.1}/s detections {:>5.1}/s latency p50 {} p99 {} lag {} machine CPU {}",
-                    s.t_s,
-                    s.frames_per_s,
-                    s.detections_per_s,
-                    ms(s.latency_p50_ms),
-                    ms(s.latency_p99_ms),
-                    s.lag.map_or("–".into(), |l| l.to_string()),
-                    s.machine_cpu_pct
-                        .map_or("–".into(), |c| format!("{c:.0} %")),
-                ));
-            }
-        }
-    }
+    record(&recorder, Duration::from_secs(params.seconds));
     recorder.mark(INTAKE_STOPPED);
     log("stopping intake; waiting for the workers to answer every frame in Kafka");
     let checked = stack.stop_intake_and_settle(checker, Duration::from_secs(120));
@@ -218,31 +138,114 @@ pub fn main(args: RunArgs) -> Result<()> {
         },
         &timeline,
     );
+    write_report(&report, &out)?;
+    if !report.verdict.pass {
+        bail!("the run failed: {}", report.verdict.failures.join("; "));
+    }
+    Ok(())
+}
+
+/// The run's parameters from the arguments, refusing zero counts.
+fn params(args: &RunArgs) -> Result<RunParams> {
+    if args.cameras == 0 || args.workers == 0 || args.ingest_nodes == 0 {
+        bail!("--cameras, --workers and --ingest-nodes must be at least 1");
+    }
+    if args.fps == 0 || args.seconds == 0 {
+        bail!("--fps and --seconds must be at least 1");
+    }
+    Ok(RunParams {
+        cameras: args.cameras,
+        fps: args.fps,
+        resolution: args.resolution,
+        analytic: args.analytic.unwrap_or(args.resolution),
+        seconds: args.seconds,
+        workers: args.workers,
+        ingest_nodes: args.ingest_nodes,
+        exactly_once: !args.at_least_once,
+    })
+}
+
+/// Starts the stack, its members and cameras; returns it with the time it took to settle
+/// after the cameras were registered.
+fn start_stack(params: &RunParams) -> Result<(Stack, Duration)> {
+    let cameras: Vec<StackCamera> = (0..params.cameras)
+        .map(|i| {
+            StackCamera::with_resolution(
+                &format!("cam{i}"),
+                "local",
+                params.fps,
+                1 + i as u64,
+                params.resolution,
+                params.analytic,
+            )
+        })
+        .collect();
+    let mut spec = StackSpec::single_region(cameras, params.cameras as i32);
+    spec.exactly_once = params.exactly_once;
+    let mut stack = Stack::start(spec)?;
+    for i in 0..params.ingest_nodes {
+        stack.start_ingest(&format!("ingest-{i}"), "local")?;
+    }
+    for i in 0..params.workers {
+        stack.start_worker(&format!("worker-{i}"), "local", "default")?;
+    }
+    stack.register_cameras()?;
+    let settle = stack.wait_settled(Duration::from_secs(120))?;
+    log(&format!(
+        "stack settled {settle:.1?} after registering the cameras"
+    ));
+    Ok((stack, settle))
+}
+
+/// Lets intake run for `seconds`, logging the recorder's last sample every 10 s.
+fn record(recorder: &Recorder, seconds: Duration) {
+    let record_until = Instant::now() + seconds;
+    let mut next_log = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < record_until {
+        std::thread::sleep(
+            record_until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200)),
+        );
+        if Instant::now() >= next_log {
+            next_log += Duration::from_secs(10);
+            if let Some(s) = recorder.last_sample() {
+                let ms = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0} ms"));
+                log(&format!(
+                    "t={:>4.0}s frames {:>5.1}/s detections {:>5.1}/s latency p50 {} p99 {} lag {} machine CPU {}",
+                    s.t_s,
+                    s.frames_per_s,
+                    s.detections_per_s,
+                    ms(s.latency_p50_ms),
+                    ms(s.latency_p99_ms),
+                    s.lag.map_or("–".into(), |l| l.to_string()),
+                    s.machine_cpu_pct
+                        .map_or("–".into(), |c| format!("{c:.0} %")),
+                ));
+            }
+        }
+    }
+}
+
+/// Writes `report.json` and `report.md` into `out` and logs the headline figures.
+fn write_report(report: &RunReport, out: &std::path::Path) -> Result<()> {
     std::fs::write(
         out.join("report.json"),
-        serde_json::to_string_pretty(&report)? + "\n",
+        serde_json::to_string_pretty(report)? + "\n",
     )?;
     std::fs::write(out.join("report.md"), report.to_markdown())?;
     let th = &report.throughput;
+    let ms = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0} ms"));
     log(&format!(
         "frames in {:.1}/s, detections out {:.1}/s, latency p50 {} p99 {}, lost {}, duplicated {}",
         th.frames_in.mean_per_s,
         th.detections_out.mean_per_s,
-        report
-            .latency_ms
-            .p50
-            .map_or("–".into(), |v| format!("{v:.0} ms")),
-        report
-            .latency_ms
-            .p99
-            .map_or("–".into(), |v| format!("{v:.0} ms")),
+        ms(report.latency_ms.p50),
+        ms(report.latency_ms.p99),
         report.checker.total.lost,
         report.checker.total.duplicated,
     ));
     log(&format!("report: {}", out.join("report.md").display()));
-    if !report.verdict.pass {
-        bail!("the run failed: {}", report.verdict.failures.join("; "));
-    }
     Ok(())
 }
 

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use panoptes_checker::Report;
+use panoptes_checker::report::fmt_map;
 use panoptes_testkit::sys::MachineInfo;
 use serde::{Deserialize, Serialize};
 
-use crate::checker::Report;
+use crate::bench::scaffold::Table;
 use crate::timeline::{Histogram, LatencySummary, Mark, ProcessSummary, Sample, Timeline};
 
 /// Label of the mark the run sets when it stops intake.
@@ -335,11 +337,23 @@ impl RunReport {
 
     /// The Markdown report.
     pub fn to_markdown(&self) -> String {
-        let p = &self.params;
-        let th = &self.throughput;
         let mut s = String::new();
-        let _ = writeln!(s, "# Panoptes load run: {}\n", p.describe());
+        let _ = writeln!(s, "# Panoptes load run: {}\n", self.params.describe());
         let _ = writeln!(s, "```sh\n{}\n```\n", self.command);
+        self.md_result(&mut s);
+        self.md_parameters(&mut s);
+        self.md_machine(&mut s);
+        self.md_throughput(&mut s);
+        self.md_latency(&mut s);
+        self.md_resources(&mut s);
+        self.md_accounting(&mut s);
+        self.md_marks(&mut s);
+        s
+    }
+
+    /// The verdict with its failures and notes, and the run's timing.
+    fn md_result(&self, s: &mut String) {
+        let th = &self.throughput;
         if self.verdict.pass {
             let _ = writeln!(
                 s,
@@ -367,7 +381,11 @@ impl RunReport {
              were registered).\n",
             self.started_utc, th.intake_s, th.drain_s, self.wall_s, self.settle_s
         );
+    }
 
+    /// What was asked for.
+    fn md_parameters(&self, s: &mut String) {
+        let p = &self.params;
         s.push_str("## Parameters\n\n| parameter | value |\n| --- | --- |\n");
         let rows = [
             ("cameras (one frames partition each)", p.cameras.to_string()),
@@ -398,7 +416,10 @@ impl RunReport {
         for (k, v) in rows {
             let _ = writeln!(s, "| {k} | {v} |");
         }
+    }
 
+    /// The machine the whole stack ran on.
+    fn md_machine(&self, s: &mut String) {
         let m = &self.machine;
         let _ = writeln!(
             s,
@@ -417,26 +438,41 @@ impl RunReport {
             "Every process of the stack (simulator, broker, Redis, coordinator, ingest, workers) \
              runs on this machine, together with the recorder and the checker.\n"
         );
+    }
 
+    /// Records per stage and per camera.
+    fn md_throughput(&self, s: &mut String) {
+        let p = &self.params;
+        let th = &self.throughput;
         s.push_str("## Throughput\n\n");
-        s.push_str(
-            "| stage | records | mean / s | min / s (1 s samples, after 5 s) | max / s |\n| --- | --- | --- | --- | --- |\n",
-        );
+        let mut stages = Table::new(&[
+            "stage",
+            "records",
+            "mean / s",
+            "min / s (1 s samples, after 5 s)",
+            "max / s",
+        ]);
         let target = (p.cameras as u64 * u64::from(p.fps)) as f64;
-        let _ = writeln!(s, "| cameras (asked for) | – | {target:.1} | – | – |");
+        stages.row(&[
+            "cameras (asked for)",
+            "–",
+            &format!("{target:.1}"),
+            "–",
+            "–",
+        ]);
         for (name, r) in [
             ("frames in (frames topic)", &th.frames_in),
             ("detections out (committed)", &th.detections_out),
         ] {
-            let _ = writeln!(
-                s,
-                "| {name} | {} | {:.1} | {} | {:.0} |",
-                r.records,
-                r.mean_per_s,
+            stages.row(&[
+                name.to_string(),
+                r.records.to_string(),
+                format!("{:.1}", r.mean_per_s),
                 r.min_per_s.map_or("–".into(), |v| format!("{v:.0}")),
-                r.max_per_s
-            );
+                format!("{:.0}", r.max_per_s),
+            ]);
         }
+        s.push_str(&stages.finish());
         let _ = writeln!(
             s,
             "\n{} more detection records arrived after intake stopped (the backlog), in {:.1} s. \
@@ -445,18 +481,33 @@ impl RunReport {
             th.drain_s,
             fmt_map(&th.statuses)
         );
-        s.push_str("| camera | target fps | frames | fps | detection records |\n| --- | --- | --- | --- | --- |\n");
+        let mut cameras =
+            Table::new(&["camera", "target fps", "frames", "fps", "detection records"]);
         for (id, c) in &th.per_camera {
-            let _ = writeln!(
-                s,
-                "| `{id}` | {} | {} | {:.2} | {} |",
-                c.target_fps, c.frames, c.fps, c.detections
-            );
+            cameras.row(&[
+                format!("`{id}`"),
+                c.target_fps.to_string(),
+                c.frames.to_string(),
+                format!("{:.2}", c.fps),
+                c.detections.to_string(),
+            ]);
         }
+        s.push_str(&cameras.finish());
         s.push_str("\n![throughput](throughput.png)\n\n");
+    }
 
+    /// End-to-end and delivered latency, where the time goes, lag.
+    fn md_latency(&self, s: &mut String) {
         s.push_str("## Latency\n\n");
-        s.push_str("| measure (ok records) | count | mean | p50 | p90 | p99 | max |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+        let mut table = Table::new(&[
+            "measure (ok records)",
+            "count",
+            "mean",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+        ]);
         for (name, l) in [
             (
                 "end-to-end: capture → publish (worker's `latency.end_to_end_ms`)",
@@ -468,17 +519,17 @@ impl RunReport {
             ),
         ] {
             let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0} ms"));
-            let _ = writeln!(
-                s,
-                "| {name} | {} | {} | {} | {} | {} | {} |",
-                l.count,
+            table.row(&[
+                name.to_string(),
+                l.count.to_string(),
                 f(l.mean),
                 f(l.p50),
                 f(l.p90),
                 f(l.p99),
-                f(l.max)
-            );
+                f(l.max),
+            ]);
         }
+        s.push_str(&table.finish());
         if let Some(e2e) = self.stage_mean_ms.get("end_to_end_ms") {
             s.push_str(
                 "\nWhere the time goes (means of the records' own `latency` fields):\n\n\
@@ -512,18 +563,33 @@ impl RunReport {
         s.push_str(
             "![latency over time](latency.png)\n\n![latency histogram](latency-histogram.png)\n\n",
         );
+    }
 
+    /// CPU and memory per process.
+    fn md_resources(&self, s: &mut String) {
         s.push_str("## Resources (during intake)\n\n");
-        s.push_str("| process | CPU mean | CPU max (1 s) | RSS mean | RSS max |\n| --- | --- | --- | --- | --- |\n");
+        let mut table = Table::new(&[
+            "process",
+            "CPU mean",
+            "CPU max (1 s)",
+            "RSS mean",
+            "RSS max",
+        ]);
         for (name, r) in &self.processes {
-            let _ = writeln!(
-                s,
-                "| {name} | {:.0} % | {:.0} % | {:.0} MB | {:.0} MB |",
-                r.cpu_mean_pct, r.cpu_max_pct, r.rss_mean_mb, r.rss_max_mb
-            );
+            table.row(&[
+                name.clone(),
+                format!("{:.0} %", r.cpu_mean_pct),
+                format!("{:.0} %", r.cpu_max_pct),
+                format!("{:.0} MB", r.rss_mean_mb),
+                format!("{:.0} MB", r.rss_max_mb),
+            ]);
         }
+        s.push_str(&table.finish());
         s.push_str("\nCPU in % of one core (100 % = one core busy).\n\n![CPU per process](resources.png)\n\n");
+    }
 
+    /// The checker's totals and its per-camera table.
+    fn md_accounting(&self, s: &mut String) {
         let t = &self.checker.total;
         s.push_str("## Accounting (checker)\n\n");
         let _ = writeln!(
@@ -547,34 +613,25 @@ impl RunReport {
              stopped); not losses. `superseded`: records discarded by the epoch rule.\n\nPer camera:\n\n",
         );
         s.push_str(&self.checker.to_markdown());
+    }
 
+    /// Fault and phase markers, if any.
+    fn md_marks(&self, s: &mut String) {
         if !self.marks.is_empty() {
-            s.push_str("\n## Timeline markers\n\n| t (s) | event |\n| --- | --- |\n");
+            s.push_str("\n## Timeline markers\n\n");
+            let mut table = Table::new(&["t (s)", "event"]);
             for m in &self.marks {
-                let _ = writeln!(s, "| {:.1} | {} |", m.t_s, m.label);
+                table.row(&[format!("{:.1}", m.t_s), m.label.clone()]);
             }
+            s.push_str(&table.finish());
         }
-        s
     }
-}
-
-fn fmt_map(m: &BTreeMap<String, u64>) -> String {
-    let total: u64 = m.values().sum();
-    if total == 0 {
-        return "0".into();
-    }
-    let parts: Vec<String> = m
-        .iter()
-        .filter(|(_, v)| **v > 0)
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
-    format!("{total} ({})", parts.join(", "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::CameraReport;
+    use panoptes_checker::CameraReport;
 
     #[test]
     fn verdicts() {

@@ -31,7 +31,7 @@ use panoptes_testkit::coordinator::TEST_TOKEN;
 use panoptes_testkit::sys;
 use serde::{Deserialize, Serialize};
 
-use crate::stack::Stack;
+use crate::stack::{Stack, Watching};
 use crate::watch::{SeenDetection, SeenFrame, Watch};
 
 /// Resources of one process in one sample.

@@ -8,19 +8,15 @@ use std::time::Duration;
 
 use anyhow::Result;
 use panoptes_coordinator_client::MemberKind;
-use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec};
+use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, Watching};
 use panoptes_loadtest::watch::wall_ms;
 use panoptes_testkit::wait_until;
 
 #[test]
 fn killed_ingest_nodes_cameras_stream_from_the_other_node() -> Result<()> {
-    let cameras = (0..4)
-        .map(|i| StackCamera::small(&format!("cam{i}"), "local", 5, i + 1))
-        .collect();
+    let cameras = StackCamera::small_set(4, "local", 5);
     let mut stack = Stack::start(StackSpec::single_region(cameras, 4))?;
-    stack.start_ingest("in-a", "local")?;
-    stack.start_ingest("in-b", "local")?;
-    stack.start_worker("w0", "local", "default")?;
+    stack.start_members("local", &["in-a", "in-b"], &["w0"])?;
     stack.register_cameras()?;
     stack.wait_settled(Duration::from_secs(60))?;
     let checker = stack.checker("local")?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use panoptes_coordinator_client::{MemberKind, keys};
-use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec};
+use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, Watching};
 use panoptes_loadtest::watch::wall_ms;
 use panoptes_testkit::wait_until;
 

@@ -21,14 +21,10 @@ fn owned(stack: &Stack, w: &str) -> usize {
 
 #[test]
 fn one_to_three_to_two_workers_and_a_drain_lose_nothing() -> Result<()> {
-    let cameras = (0..8)
-        .map(|i| StackCamera::small(&format!("cam{i}"), "local", 4, i + 1))
-        .collect();
-    let mut spec = StackSpec::single_region(cameras, 8);
-    spec.coordinator_toml = "[placement]\nrebalance_cooldown = \"500ms\"\n".into();
+    let mut spec = StackSpec::single_region(StackCamera::small_set(8, "local", 4), 8);
+    spec.placement.rebalance_cooldown = Duration::from_millis(500);
     let mut stack = Stack::start(spec)?;
-    stack.start_ingest("ingest-0", "local")?;
-    stack.start_worker("w0", "local", "default")?;
+    stack.start_members("local", &["ingest-0"], &["w0"])?;
     stack.register_cameras()?;
     stack.wait_settled(Duration::from_secs(60))?;
     let checker = stack.checker("local")?;

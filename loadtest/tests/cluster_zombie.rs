@@ -8,23 +8,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use panoptes_coordinator_client::keys;
-use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec};
+use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, Watching};
 use panoptes_loadtest::watch::wall_ms;
 use panoptes_testkit::wait_until;
 
 #[test]
 fn paused_worker_is_superseded_and_its_late_output_discarded() -> Result<()> {
-    let cameras = (0..4)
-        .map(|i| StackCamera::small(&format!("cam{i}"), "local", 5, i + 1))
-        .collect();
+    let cameras = StackCamera::small_set(4, "local", 5);
     let mut stack = Stack::start(StackSpec::single_region(cameras, 4))?;
-    stack.start_ingest("ingest-0", "local")?;
-    stack.start_worker("w-a", "local", "default")?;
-    stack.start_worker("w-b", "local", "default")?;
+    stack.start_members("local", &["ingest-0"], &["w-a", "w-b"])?;
     stack.register_cameras()?;
     stack.wait_settled(Duration::from_secs(60))?;
-    panoptes_loadtest::stack::wait_owns(&stack, "w-a", Duration::from_secs(20))?;
-    panoptes_loadtest::stack::wait_owns(&stack, "w-b", Duration::from_secs(20))?;
+    stack.wait_owns("w-a", Duration::from_secs(20))?;
+    stack.wait_owns("w-b", Duration::from_secs(20))?;
     let checker = stack.checker("local")?;
     let detections = stack.watch_detections("local")?;
     std::thread::sleep(Duration::from_secs(3));

@@ -5,12 +5,21 @@
 //! `#[serde(deny_unknown_fields, default)]`, so a typo in the file is an error, not a silent
 //! default. Environment variables are only read for the top-level sections the caller names:
 //! a `PANOPTES_` variable meant for another component must not make this one fail to start.
+//!
+//! The sections every node has are defined once, in the submodules: [`http`] (`[http]`) and
+//! [`kafka`] (the connection part of `[kafka]`).
+
+pub mod http;
+pub mod kafka;
 
 use std::path::Path;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::de::DeserializeOwned;
+
+pub use http::HttpConfig;
+pub use kafka::KafkaClientConfig;
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "PANOPTES_";
@@ -30,6 +39,12 @@ pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
+
+/// A loaded configuration whose values do not fit together (a bound, an empty name, a
+/// missing secret): what each node's `validate` returns. Fatal: the node does not start.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigInvalid(pub String);
 
 /// Loads `T` from the defaults of `T`, then `file` (if any), then the environment.
 ///
@@ -81,7 +96,7 @@ fn flatten_figment_error(e: figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
     use std::time::Duration;
 
     #[derive(Debug, Deserialize, PartialEq)]
@@ -152,6 +167,81 @@ mod tests {
             let d: Demo = load(Some(&path), &["kafka", "name"]).unwrap();
             assert_eq!(d.kafka.bootstrap_servers, "broker:1234");
             assert_eq!(d.name, "file");
+            Ok(())
+        });
+    }
+
+    // The shared sections as nodes embed them.
+
+    /// A node's `[kafka]` section as the nodes declare theirs.
+    #[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct NodeKafka {
+        #[serde(flatten)]
+        client: KafkaClientConfig,
+        topic: String,
+    }
+
+    #[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Node {
+        http: HttpConfig<9101>,
+        kafka: NodeKafka,
+    }
+
+    #[test]
+    fn flattened_keys_stay_in_the_section_and_typos_are_refused() {
+        let n: Node = from_toml_str(
+            "[kafka]\nbootstrap_servers = \"b:1\"\ntopic = \"t\"\n[kafka.properties]\n\"security.protocol\" = \"ssl\"\n",
+        )
+        .unwrap();
+        assert_eq!(n.kafka.client.bootstrap_servers, "b:1");
+        assert_eq!(n.kafka.topic, "t");
+        let props: Vec<_> = n.kafka.client.override_properties().collect();
+        assert_eq!(props, vec![("security.protocol".into(), "ssl".into())]);
+        assert_eq!(
+            n.kafka.client.connection_properties(),
+            vec![("bootstrap.servers".into(), "b:1".into())]
+        );
+        let err = from_toml_str::<Node>("[kafka]\ntopc = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("topc"), "{err}");
+    }
+
+    #[test]
+    fn defaults_and_the_node_port() {
+        let n: Node = from_toml_str("[http]\n").unwrap();
+        assert_eq!(n.http.listen.to_string(), "127.0.0.1:9101");
+        assert_eq!(n.kafka.client.bootstrap_servers, "127.0.0.1:9092");
+        assert!(from_toml_str::<Node>("[http]\nlisten = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn typed_config_serialises_to_the_same_keys() {
+        let mut n = Node::default();
+        n.kafka
+            .client
+            .properties
+            .insert("linger.ms".into(), "1".into());
+        let text = toml::to_string(&n).unwrap();
+        assert!(
+            text.contains("bootstrap_servers = \"127.0.0.1:9092\""),
+            "{text}"
+        );
+        let back: Node = from_toml_str(&text).unwrap();
+        assert_eq!(back, n);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn environment_overrides_reach_the_shared_sections() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PANOPTES_KAFKA__BOOTSTRAP_SERVERS", "broker:1234");
+            jail.set_env("PANOPTES_KAFKA__TOPIC", "frames2");
+            jail.set_env("PANOPTES_HTTP__LISTEN", "127.0.0.1:0");
+            let n: Node = load(None, &["kafka", "http"]).unwrap();
+            assert_eq!(n.kafka.client.bootstrap_servers, "broker:1234");
+            assert_eq!(n.kafka.topic, "frames2");
+            assert_eq!(n.http.listen.port(), 0);
             Ok(())
         });
     }

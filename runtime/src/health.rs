@@ -154,42 +154,12 @@ mod tests {
         .unwrap();
         let base = format!("http://{addr}");
         let client = reqwest::Client::new();
-        assert_eq!(
-            client
-                .get(format!("{base}/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        assert_eq!(
-            client
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            503
-        );
+        let get = |path: &str| client.get(format!("{base}{path}")).send();
+        assert_eq!(get("/healthz").await.unwrap().status(), 200);
+        assert_eq!(get("/readyz").await.unwrap().status(), 503);
         readiness.set("kafka", true, "connected");
-        assert_eq!(
-            client
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        let text = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        assert_eq!(get("/readyz").await.unwrap().status(), 200);
+        let text = get("/metrics").await.unwrap().text().await.unwrap();
         assert!(text.contains("panoptes_test_total 1"), "{text}");
         cancel.cancel();
         task.await.unwrap();

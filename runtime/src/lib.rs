@@ -3,8 +3,12 @@
 //! Each binary (`panoptes-ingest`, `panoptes-worker`, `panoptes-coordinator`) does the same
 //! few things around its real work, and they live here so that they behave the same everywhere:
 //!
-//! - [`config`]: typed configuration from a TOML file plus `PANOPTES_` environment overrides;
+//! - [`node`]: the `main` of every node binary (command line, config, telemetry, shutdown,
+//!   exit status);
+//! - [`config`]: typed configuration from a TOML file plus `PANOPTES_` environment overrides,
+//!   and the sections every node shares ([`config::HttpConfig`], [`config::KafkaClientConfig`]);
 //! - [`telemetry`]: `tracing` subscriber set-up (text or JSON logs);
+//! - [`metrics`]: creating and registering metrics in a process's explicit registry;
 //! - [`health`]: the HTTP server with `/healthz`, `/readyz` and `/metrics`;
 //! - [`shutdown`]: one `CancellationToken` tree cancelled on SIGINT/SIGTERM;
 //! - [`redact`]: keeping credentials in URLs out of logs, metrics and traces.
@@ -13,6 +17,8 @@
 
 pub mod config;
 pub mod health;
+pub mod metrics;
+pub mod node;
 pub mod redact;
 pub mod shutdown;
 pub mod telemetry;

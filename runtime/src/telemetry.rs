@@ -1,7 +1,8 @@
 //! Logging set-up shared by all binaries.
 //!
 //! Logs go to stderr; `RUST_LOG` filters them (default `info`). `PANOPTES_LOG_FORMAT=json`
-//! switches to one JSON object per line for log shippers. OpenTelemetry export (OTLP) is not
+//! switches to one JSON object per line for log shippers. Text logs are coloured only when
+//! stderr is a terminal, so piped logs carry no escape codes. OpenTelemetry export (OTLP) is not
 //! wired yet: trace context already travels in Kafka headers (`traceparent`), see docs/.
 
 use tracing_subscriber::EnvFilter;
@@ -14,7 +15,8 @@ pub fn init(service: &str) {
         .unwrap_or(false);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = if json {
         builder.json().with_current_span(false).try_init()
     } else {

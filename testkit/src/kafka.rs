@@ -1,13 +1,214 @@
-//! Reading frame records back from the broker, as a downstream consumer would.
+//! Kafka as a test sees it: frames written straight into a frames topic (as an ingest node
+//! would, with the real envelope headers), and frames, detection records and a group's
+//! committed offsets read back as a downstream consumer would.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
-use panoptes_schemas::FrameHeaders;
+use anyhow::{Context, Result, bail};
+use panoptes_schemas::{
+    DetectionRecord, FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Microseconds since the Unix epoch (the clock of `capture_time_us`).
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The envelope of a JPEG frame of `camera` captured `age` ago, `size` as published (the
+/// source the same size), with a fresh trace context.
+pub fn frame_headers(camera: &str, seq: u64, size: (u32, u32), age: Duration) -> FrameHeaders {
+    FrameHeaders {
+        schema_version: SCHEMA_VERSION,
+        camera_id: camera.into(),
+        seq,
+        capture_time_us: now_us() - age.as_micros() as i64,
+        pts_ns: None,
+        width: size.0,
+        height: size.1,
+        source_width: size.0,
+        source_height: size.1,
+        encoding: FrameEncoding::Jpeg,
+        traceparent: new_traceparent(),
+    }
+}
+
+/// A grey `width`×`height` JPEG (quality 80) with one red square: a cheap frame to infer.
+pub fn test_jpeg(width: u16, height: u16) -> Vec<u8> {
+    let (w, h) = (usize::from(width), usize::from(height));
+    let mut rgb = vec![90u8; w * h * 3];
+    for y in h / 3..h * 2 / 3 {
+        for x in w * 5 / 16..w / 2 {
+            let i = (y * w + x) * 3;
+            rgb[i..i + 3].copy_from_slice(&[230, 20, 20]);
+        }
+    }
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 80)
+        .encode(&rgb, width, height, jpeg_encoder::ColorType::Rgb)
+        .expect("encoding a test JPEG");
+    out
+}
+
+/// A producer writing frame records straight into a frames topic.
+pub struct FrameProducer {
+    producer: BaseProducer,
+}
+
+impl FrameProducer {
+    /// A producer on `bootstrap` (`linger.ms` 5) with the extra librdkafka `properties`.
+    pub fn new(bootstrap: &str, properties: &[(&str, &str)]) -> Result<Self> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap)
+            .set("linger.ms", "5");
+        for (k, v) in properties {
+            config.set(*k, *v);
+        }
+        Ok(Self {
+            producer: config.create()?,
+        })
+    }
+
+    /// Sends one record with exactly the header pairs given (valid or not) to `partition`.
+    pub fn send_raw(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        headers: &[(&str, String)],
+        payload: &[u8],
+    ) -> Result<()> {
+        let mut owned = OwnedHeaders::new();
+        for (key, value) in headers {
+            owned = owned.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let rec = BaseRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(payload)
+            .headers(owned);
+        if let Err((e, _)) = self.producer.send(rec) {
+            bail!("producing to {topic}/{partition}: {e}");
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Sends a frame with envelope `h`, keyed by its camera, to `partition`.
+    pub fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        h: &FrameHeaders,
+        payload: &[u8],
+    ) -> Result<()> {
+        let pairs: Vec<(&str, String)> = h.to_kafka_headers();
+        self.send_raw(topic, partition, &h.camera_id, &pairs, payload)
+    }
+
+    /// Waits (≤ 10 s) until everything sent is acknowledged.
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.producer.flush(Duration::from_secs(10))?)
+    }
+}
+
+/// A consumer of every partition of `topic` from the beginning, in a fresh group, with the
+/// extra librdkafka `properties`.
+fn reader(bootstrap: &str, topic: &str, properties: &[(&str, &str)]) -> Result<BaseConsumer> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", crate::basics::unique_name("reader"))
+        .set("enable.auto.commit", "false");
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().context("creating consumer")?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .context("topic missing from metadata")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in t.partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+/// A consumer of `group`, used only to read its committed offsets.
+pub fn offsets_reader(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?)
+}
+
+/// The group's committed offset per partition `0..partitions` (missing = nothing committed).
+pub fn committed(c: &BaseConsumer, topic: &str, partitions: i32) -> Result<BTreeMap<i32, i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Waits up to `timeout` until the group of `reader` has committed an offset beyond `past`
+/// on every partition `0..partitions` of `topic`; returns those offsets.
+pub fn wait_committed(
+    what: &str,
+    reader: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+    past: i64,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, i64>> {
+    crate::basics::wait_until(what, timeout, || {
+        committed(reader, topic, partitions)
+            .ok()
+            .filter(|c| c.len() == partitions as usize && c.values().all(|&o| o > past))
+    })
+}
+
+/// Every detection record on `topic` (`read_committed`), in log order per partition, read
+/// until 2 s pass without a new one.
+pub fn all_records(bootstrap: &str, topic: &str) -> Result<Vec<DetectionRecord>> {
+    let c = reader(bootstrap, topic, &[("isolation.level", "read_committed")])?;
+    let mut out = Vec::new();
+    let mut idle = 0;
+    while idle < 20 {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                out.push(DetectionRecord::from_json(m.payload().unwrap_or_default())?);
+            }
+            Some(Err(e)) => bail!("{e}"),
+            None => idle += 1,
+        }
+    }
+    Ok(out)
+}
 
 /// One frame record as read from Kafka.
 #[derive(Debug, Clone)]
@@ -34,24 +235,7 @@ pub struct TopicReader {
 impl TopicReader {
     /// Assigns all partitions of `topic` from the start.
     pub fn new(bootstrap: &str, topic: &str) -> Result<Self> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", crate::unique_name("reader"))
-            .set("enable.auto.commit", "false")
-            .set("fetch.message.max.bytes", "2000000")
-            .create()
-            .context("creating consumer")?;
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .context("topic missing from metadata")?;
-        let mut tpl = TopicPartitionList::new();
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
+        let consumer = reader(bootstrap, topic, &[("fetch.message.max.bytes", "2000000")])?;
         Ok(Self { consumer })
     }
 
@@ -80,7 +264,7 @@ impl TopicReader {
                         payload: m.payload().unwrap_or_default().to_vec(),
                     });
                 }
-                Some(Err(e)) => anyhow::bail!("consumer error: {e}"),
+                Some(Err(e)) => bail!("consumer error: {e}"),
                 None => {}
             }
         }

@@ -112,6 +112,16 @@ impl ChildProcess {
         self.child.id()
     }
 
+    /// Its exit status if it has exited (`Child::try_wait`).
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Closes its stdin (a process started with `--exit-on-stdin-eof` then stops).
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

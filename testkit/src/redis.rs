@@ -29,39 +29,18 @@ impl RedisServer {
         for _ in 0..3 {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let p = port.to_string();
-            let mut child = ChildProcess::spawn(
-                "redis",
-                Path::new("redis-server"),
-                &[
-                    "--port",
-                    &p,
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    // `CONFIG SET dir` from local clients (for `enable_persistence`).
-                    "--enable-protected-configs",
-                    "local",
-                ],
-                &[],
-            )
-            .context("redis-server not found: run scripts/setup.sh")?;
+            let args = server_args(&p, None);
+            let mut child = ChildProcess::spawn("redis", Path::new("redis-server"), &args, &[])
+                .context("redis-server not found: run scripts/setup.sh")?;
             let url = format!("redis://127.0.0.1:{port}/0");
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::time::Instant::now() < deadline && child.is_running() {
-                if let Ok(mut c) = connect(&url)
-                    && ::redis::cmd("PING").query::<String>(&mut c).is_ok()
-                {
-                    return Ok(Self {
-                        url,
-                        port,
-                        child,
-                        persist_dir: None,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if answers_ping(&mut child, &url, deadline, Duration::from_millis(50)) {
+                return Ok(Self {
+                    url,
+                    port,
+                    child,
+                    persist_dir: None,
+                });
             }
             last = Some(child.log_text());
         }
@@ -171,33 +150,15 @@ impl RedisServer {
             .persist_dir
             .as_ref()
             .map(|d| d.to_string_lossy().to_string());
-        let mut args = vec![
-            "--port",
-            &p,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--enable-protected-configs",
-            "local",
-        ];
-        match &dir {
-            Some(d) => args.extend(["--dir", d, "--appendonly", "yes", "--appendfsync", "always"]),
-            None => args.extend(["--appendonly", "no"]),
-        }
+        let args = server_args(&p, dir.as_deref());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut last = String::new();
         // The old socket can linger for a moment: retry until the deadline.
         while std::time::Instant::now() < deadline {
             let mut child = ChildProcess::spawn("redis", Path::new("redis-server"), &args, &[])?;
-            while std::time::Instant::now() < deadline && child.is_running() {
-                if let Ok(mut c) = connect(&self.url)
-                    && ::redis::cmd("PING").query::<String>(&mut c).is_ok()
-                {
-                    self.child = child;
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if answers_ping(&mut child, &self.url, deadline, Duration::from_millis(20)) {
+                self.child = child;
+                return Ok(());
             }
             last = child.log_text();
             std::thread::sleep(Duration::from_millis(100));
@@ -212,9 +173,72 @@ pub fn assignment_key(cluster: &str, frames_topic: &str, partition: i32) -> Stri
     format!("panoptes:assign:{cluster}:{frames_topic}:{partition}")
 }
 
+/// `redis-server` arguments: port `port` on 127.0.0.1, no RDB snapshots, append-only
+/// persistence into `persist_dir` (fsync on every write) or none.
+fn server_args<'a>(port: &'a str, persist_dir: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec![
+        "--port",
+        port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        // `CONFIG SET dir` from local clients (for `enable_persistence`).
+        "--enable-protected-configs",
+        "local",
+    ];
+    match persist_dir {
+        Some(d) => args.extend(["--dir", d, "--appendonly", "yes", "--appendfsync", "always"]),
+        None => args.extend(["--appendonly", "no"]),
+    }
+    args
+}
+
+/// Polls every `every` until the server at `url` answers `PING` (true), it exits or
+/// `deadline` passes (false).
+fn answers_ping(
+    child: &mut ChildProcess,
+    url: &str,
+    deadline: std::time::Instant,
+    every: Duration,
+) -> bool {
+    while std::time::Instant::now() < deadline && child.is_running() {
+        if let Ok(mut c) = connect(url)
+            && ::redis::cmd("PING").query::<String>(&mut c).is_ok()
+        {
+            return true;
+        }
+        std::thread::sleep(every);
+    }
+    false
+}
+
 fn connect(url: &str) -> Result<::redis::Connection> {
     let c = ::redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))?;
     c.set_read_timeout(Some(Duration::from_secs(2)))?;
     c.set_write_timeout(Some(Duration::from_secs(2)))?;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_keeps_persisted_writes() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut server = RedisServer::start()?;
+        server.enable_persistence(dir.path())?;
+        ::redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query::<()>(&mut server.connection()?)?;
+        server.kill()?;
+        server.restart()?;
+        let v: String = ::redis::cmd("GET")
+            .arg("k")
+            .query(&mut server.connection()?)?;
+        assert_eq!(v, "v");
+        Ok(())
+    }
 }

@@ -6,11 +6,10 @@
 //! denies unknown fields, so a typo is an error at start, and durations are humantime strings
 //! (`"20ms"`, `"2s"`).
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use panoptes_runtime::config::KafkaClientConfig;
 use panoptes_schemas::topics;
 use serde::{Deserialize, Serialize};
 
@@ -95,10 +94,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "commit_interval",
 ];
 
-/// Why a configuration is unusable (fatal: the worker does not start).
-#[derive(Debug, thiserror::Error)]
-#[error("invalid worker configuration: {0}")]
-pub struct ConfigInvalid(pub String);
+pub use panoptes_runtime::config::ConfigInvalid;
 
 impl WorkerConfig {
     /// Checks values serde cannot (bounds, non-empty names).
@@ -180,7 +176,7 @@ impl WorkerConfig {
                 self.assignment.check_timeout
             ));
         }
-        crate::inference::parse_device(&self.model.device).map_err(ConfigInvalid)?;
+        parse_device(&self.model.device).map_err(ConfigInvalid)?;
         Ok(())
     }
 }
@@ -245,28 +241,18 @@ impl Default for AssignmentConfig {
     }
 }
 
-/// HTTP listener settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address to listen on; port 0 picks a free port (printed as `HTTP=http://addr`).
-    pub listen: SocketAddr,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
-        }
-    }
-}
+/// `[http]`: `/healthz`, `/readyz` and `/metrics`, on 127.0.0.1:9201 by default.
+pub type HttpConfig = panoptes_runtime::config::HttpConfig<9201>;
 
 /// Kafka settings shared by the consumer and the producers.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
-    /// `bootstrap.servers`.
-    pub bootstrap_servers: String,
+    /// `bootstrap_servers`, `properties` (extra librdkafka properties for every client;
+    /// they override the settings below) and the connection's security: the keys every
+    /// node's `[kafka]` shares.
+    #[serde(flatten)]
+    pub client: KafkaClientConfig,
     /// Frames topic (input).
     pub frames_topic: String,
     /// Detections topic (output).
@@ -278,20 +264,17 @@ pub struct KafkaConfig {
     /// How long a record may wait for the broker before delivery is reported failed.
     #[serde(with = "humantime_serde")]
     pub message_timeout: Duration,
-    /// Extra librdkafka properties for every client; they override the above.
-    pub properties: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
-            bootstrap_servers: "127.0.0.1:9092".into(),
+            client: KafkaClientConfig::default(),
             frames_topic: topics::FRAMES.into(),
             detections_topic: topics::DETECTIONS.into(),
             dlq_topic: topics::FRAMES_DLQ.into(),
             group_id: "panoptes-workers".into(),
             message_timeout: Duration::from_secs(30),
-            properties: BTreeMap::new(),
         }
     }
 }
@@ -327,6 +310,19 @@ impl ModelConfig {
         self.manifest
             .clone()
             .unwrap_or_else(|| self.path.with_extension("json"))
+    }
+}
+
+/// Parses a configured device: `cpu` / `cuda` / `cuda:N`.
+pub fn parse_device(s: &str) -> Result<tch::Device, String> {
+    match s.trim() {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => Ok(tch::Device::Cuda(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(tch::Device::Cuda)
+            .ok_or_else(|| format!("device {other:?} is neither \"cpu\" nor \"cuda:N\"")),
     }
 }
 
@@ -441,6 +437,14 @@ mod tests {
             c.model.manifest_path(),
             PathBuf::from("models/reference-detector.json")
         );
+    }
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(parse_device("cpu"), Ok(tch::Device::Cpu));
+        assert_eq!(parse_device("cuda:1"), Ok(tch::Device::Cuda(1)));
+        assert!(parse_device("gpu").is_err());
+        assert!(parse_device("cuda:x").is_err());
     }
 
     #[test]

@@ -2,201 +2,117 @@
 //! coordination protocol (`docs/coordination-keys.md`) and runs the partitions the
 //! coordinator grants it, changing them at run time without restarting.
 //!
-//! A [`MemberAgent`] holds the worker's lease and publishes its grants ([`Desired`]); the
-//! controller thread here compares them with what runs, every 50 ms:
+//! The protocol (lease, grants, revokes, handovers, drain) is the member [`Driver`] of
+//! `panoptes-coordinator-client`; this module says what it means for a frames partition
+//! ([`PartitionRunner`], an [`ItemRunner`]):
 //!
-//! - a grant not running (or running at another epoch) starts, in the lane of its cluster
-//!   (created on demand, with its own consumer and model instance), from the group's
-//!   committed offset, at the grant's epoch;
-//! - a running partition no longer granted is stopped at once, committing nothing more;
-//! - a grant the coordinator wants moved (`target` set) is handed over on its own thread:
-//!   stop intake, finish in-flight frames, commit, [`MemberAgent::release`], bounded by
-//!   `handover_timeout` (past it the partition is dropped without release; the coordinator
-//!   then waits for the lease);
-//! - every 500 ms the agent gets the load (load units/s: frames/s scaled by
-//!   width×height / (640×360) from the frame headers), a per-item report and `broker_ok`.
+//! - **run** a grant: start it in the lane of its cluster (created on demand, with its own
+//!   consumer and model instance), from the group's committed offset, at the grant's epoch;
+//!   a partition running at another epoch is aborted and started again. A takeover's
+//!   partitions start side by side;
+//! - **stop** a revoked partition: abort it at once, committing nothing more;
+//! - **hand over** a partition: stop intake, finish in-flight frames and commit, bounded by
+//!   `handover_timeout` (past it the partition is dropped without release; a later pass
+//!   releases it with nothing left to finish); the driver then releases it;
+//! - upkeep every pass (50 ms): a partition whose run failed, or whose commit is stuck far
+//!   past its timeout, is aborted (and started again from the committed offsets while still
+//!   granted); a lane of another cluster idle for 30 s shuts down;
+//! - **report** every 500 ms: the load (load units/s: frames/s scaled by width×height /
+//!   (640×360) from the frame headers) and a per-item report; `broker_ok` comes from the
+//!   node's broker probe.
+//!
+//! The worker does not fail closed when Redis is unreachable: every commit is checked
+//! against the assignment record in Redis first, so without Redis nothing is committed.
+//! A driver that dies (panics) is reported as the failure of the `Controller` stage.
 //!
 //! On SIGTERM the node calls [`CoordinatedNode::drain`] (state `draining`, serve until the
 //! coordinator has moved everything or `drain_timeout`), then [`CoordinatedNode::stop`]: the
-//! lanes shut down in pipeline order, and the agent is cancelled last (deleting the member
+//! lanes shut down in pipeline order, and the membership ends last (deleting the member
 //! record).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use panoptes_coordinator_client::{Desired, MemberAgent, MemberConfig, MemberKind};
-use panoptes_schemas::ModelRef;
+use panoptes_coordinator_client::keys::partition_item;
+use panoptes_coordinator_client::{
+    Desired, Driver, DriverConfig, Grant, HandoverOutcome, ItemRunner, MemberAgent, MemberConfig,
+    MemberKind, Prepared, Report,
+};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::assignment::RedisAssignment;
-use crate::config::WorkerConfig;
-use crate::inference::{self, InferenceSpec};
-use crate::lane::{FatalHook, Handover, Lane, LaneSpec};
-use crate::metrics::WorkerMetrics;
-use crate::node::WorkerError;
+use crate::error::{Stage, StageError, WorkerError};
+use crate::lane::{Handover, Lane, LaneBuilder, LaneContext};
 
-const TICK: Duration = Duration::from_millis(50);
 /// A commit still running this long (its own timeout is 10 s) is given up on.
 const STUCK_COMMIT: Duration = Duration::from_secs(15);
-const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// A lane of another cluster with no partition for this long is shut down.
 const EMPTY_LANE_TTL: Duration = Duration::from_secs(30);
 
-/// Everything the controller needs to run and create lanes.
-pub struct Controller {
-    cfg: WorkerConfig,
-    agent: MemberAgent,
-    inference: InferenceSpec,
-    model: ModelRef,
-    metrics: WorkerMetrics,
-    fatal: FatalHook,
-    lanes: Mutex<BTreeMap<String, Arc<Lane>>>,
-    handovers: Mutex<BTreeMap<String, JoinHandle<()>>>,
-    released: Mutex<BTreeSet<(String, u64)>>,
-    empty_since: Mutex<BTreeMap<String, Instant>>,
-}
-
 /// The running coordinator mode of a worker.
 pub struct CoordinatedNode {
-    ctl: Arc<Controller>,
-    thread: Option<JoinHandle<()>>,
-    stop: CancellationToken,
-    agent_cancel: CancellationToken,
-    agent_thread: Option<JoinHandle<()>>,
+    driver: Driver<PartitionRunner>,
 }
 
 impl CoordinatedNode {
-    /// Registers the worker (fails if Redis cannot be reached) and starts the controller
-    /// with the home lane. Blocking.
-    #[allow(clippy::too_many_arguments)]
+    /// Registers the worker (fails if Redis cannot be reached) and starts the driver with
+    /// the home lane. Blocking.
     pub fn start(
-        cfg: WorkerConfig,
+        lane_ctx: LaneContext,
         home: Arc<Lane>,
-        inference: InferenceSpec,
-        model: ModelRef,
-        metrics: WorkerMetrics,
-        fatal: FatalHook,
         capacity: f64,
         http: String,
     ) -> Result<Self, WorkerError> {
+        let cfg = &lane_ctx.config;
         let a = &cfg.assignment;
-        let member = MemberConfig {
-            redis_url: a.redis_url.clone(),
-            kind: MemberKind::Worker,
-            id: cfg.worker_id.clone(),
-            region: cfg.region.clone(),
-            group: cfg.group.clone(),
-            capacity,
-            http,
-            frames_topic: cfg.kafka.frames_topic.clone(),
-            lease_ttl: a.lease_ttl,
-            poll_interval: a.poll_interval,
-        };
+        let member = MemberConfig::new(MemberKind::Worker, &cfg.worker_id, &a.redis_url)
+            .placed(&cfg.region, &cfg.group, capacity)
+            .serving(http, &cfg.kafka.frames_topic)
+            .timing(a.lease_ttl, a.poll_interval);
+        let driver_cfg = DriverConfig::new(a.handover_timeout);
         let agent_cancel = CancellationToken::new();
         let (agent, agent_thread) = MemberAgent::start(member, agent_cancel.clone())?;
         tracing::info!(worker = %cfg.worker_id, region = %cfg.region, group = %cfg.group, capacity, "member registered");
         let mut lanes = BTreeMap::new();
         lanes.insert(cfg.region.clone(), home);
-        let ctl = Arc::new(Controller {
-            cfg,
-            agent,
-            inference: InferenceSpec {
-                measure_capacity: false,
-                ..inference
-            },
-            model,
-            metrics,
-            fatal,
+        let runner = Arc::new(PartitionRunner {
+            ctx: lane_ctx,
             lanes: Mutex::new(lanes),
-            handovers: Mutex::new(BTreeMap::new()),
-            released: Mutex::new(BTreeSet::new()),
+            handing: Mutex::new(BTreeSet::new()),
             empty_since: Mutex::new(BTreeMap::new()),
+            windows: Mutex::new((Instant::now(), BTreeMap::new())),
         });
-        let stop = CancellationToken::new();
-        let (c, s) = (ctl.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("coordinated".into())
-            .spawn(move || c.run(&s))?;
-        Ok(Self {
-            ctl,
-            thread: Some(thread),
-            stop,
-            agent_cancel,
-            agent_thread: Some(agent_thread),
-        })
+        let driver = Driver::start(agent, agent_cancel, agent_thread, runner, driver_cfg)?;
+        Ok(Self { driver })
     }
 
     /// The member agent.
     pub fn agent(&self) -> &MemberAgent {
-        &self.ctl.agent
-    }
-
-    /// Whether a lane's inference thread or the controller has stopped (fatal for the
-    /// worker: nothing would follow the grants any more).
-    pub fn stage_stopped(&self) -> bool {
-        self.thread.as_ref().is_some_and(JoinHandle::is_finished)
-            || self
-                .ctl
-                .lanes
-                .lock()
-                .values()
-                .any(|l| l.inference_stopped())
+        self.driver.agent()
     }
 
     /// Leaving: marks the member draining and keeps serving (handing partitions over as the
-    /// coordinator retargets them) until nothing is granted or running, `timeout` passes, or
-    /// `abort()` says to stop. Blocking.
-    pub fn drain(&self, timeout: Duration, abort: impl Fn() -> bool) {
-        self.ctl.agent.set_draining(true);
-        tracing::info!(
-            ?timeout,
-            "draining: waiting for the coordinator to move the partitions"
-        );
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline && !abort() {
-            let granted = self.ctl.agent.desired().grants.len();
-            let running = self.ctl.running_count();
-            let moving = self.ctl.handovers.lock().len();
-            if granted == 0 && running == 0 && moving == 0 {
-                tracing::info!("drained: nothing granted or running");
-                return;
-            }
-            std::thread::sleep(TICK);
-        }
-        tracing::warn!(
-            running = self.ctl.running_count(),
-            "drain deadline passed: stopping with partitions still held"
-        );
+    /// coordinator retargets them) until nothing is granted, running or moving (`true`),
+    /// `timeout` passes, or `abort()` says to stop. Blocking.
+    pub fn drain(&self, timeout: Duration, abort: impl Fn() -> bool) -> bool {
+        self.driver.drain(timeout, abort)
     }
 
-    /// Stops the controller, shuts every lane down in pipeline order, then ends the
-    /// membership (the agent deletes the member record). Blocking.
-    pub fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let handovers: Vec<_> = std::mem::take(&mut *self.ctl.handovers.lock())
-            .into_values()
-            .collect();
-        for h in handovers {
-            let _ = h.join();
-        }
-        let lanes: Vec<_> = std::mem::take(&mut *self.ctl.lanes.lock())
+    /// Stops the driver, shuts every lane down in pipeline order, then ends the membership
+    /// (the agent deletes the member record). Blocking.
+    pub fn stop(self) {
+        self.driver.stop();
+        let runner = self.driver.runner();
+        let lanes: Vec<_> = std::mem::take(&mut *runner.lanes.lock())
             .into_values()
             .collect();
         for lane in lanes {
             lane.shutdown();
         }
-        self.ctl.metrics.partitions_owned.set(0);
-        self.agent_cancel.cancel();
-        if let Some(t) = self.agent_thread.take() {
-            let _ = t.join();
-        }
+        runner.ctx.metrics.partitions_owned.set(0);
+        self.driver.end_membership();
     }
 }
 
@@ -207,182 +123,51 @@ struct Window {
     load_milli: u64,
 }
 
-impl Controller {
-    fn run(&self, stop: &CancellationToken) {
-        let mut rx = self.agent.subscribe();
-        let mut last_report = Instant::now();
-        let mut windows: BTreeMap<u64, Window> = BTreeMap::new();
-        let mut leases_lost = 0;
-        while !stop.is_cancelled() {
-            let desired = rx.borrow_and_update().clone();
-            self.reconcile(&desired);
-            if last_report.elapsed() >= REPORT_EVERY {
-                let dt = last_report.elapsed().as_secs_f64();
-                last_report = Instant::now();
-                self.report(&mut windows, dt);
-                let lost = self.agent.leases_lost();
-                if lost > leases_lost {
-                    self.metrics.lease_lost.inc_by(lost - leases_lost);
-                    leases_lost = lost;
-                }
-            }
-            std::thread::sleep(TICK);
-        }
+/// What running, stopping and handing over a frames partition means: lanes, one per
+/// cluster.
+pub struct PartitionRunner {
+    ctx: LaneContext,
+    lanes: Mutex<BTreeMap<String, Arc<Lane>>>,
+    /// Items whose graceful handover runs now (their lane must stay).
+    handing: Mutex<BTreeSet<String>>,
+    empty_since: Mutex<BTreeMap<String, Instant>>,
+    /// When the load was last reported, and the counters then.
+    windows: Mutex<(Instant, BTreeMap<u64, Window>)>,
+}
+
+/// A partition running in a lane.
+struct Run {
+    lane: Arc<Lane>,
+    partition: i32,
+    epoch: u64,
+}
+
+impl PartitionRunner {
+    fn lane(&self, cluster: &str) -> Option<Arc<Lane>> {
+        self.lanes.lock().get(cluster).cloned()
     }
 
-    fn running_count(&self) -> usize {
-        self.lanes.lock().values().map(|l| l.running().len()).sum()
-    }
-
-    /// Makes the running partitions match the grants.
-    fn reconcile(&self, desired: &Desired) {
-        self.reap_handovers();
+    /// What runs, by item.
+    fn runs(&self) -> BTreeMap<String, Run> {
         let lanes: Vec<Arc<Lane>> = self.lanes.lock().values().cloned().collect();
-        let busy: BTreeSet<String> = self.handovers.lock().keys().cloned().collect();
-        let mut running = BTreeMap::new();
-        for lane in &lanes {
-            lane.reap();
-            // A failed run (its transaction could not commit, e.g. while a broker was away)
-            // is stopped here; the grant loop below starts it again from the committed offsets.
-            for p in lane.stuck_commits(STUCK_COMMIT) {
-                tracing::error!(cluster = %lane.cluster(), partition = p, "a transaction commit is stuck far past its timeout: restarting the partition with a fresh producer");
-                lane.mark_failed(p);
-            }
-            for p in lane.failed() {
-                self.metrics.partition_restarts.inc();
-                lane.abort_partition(p);
-            }
+        let mut runs = BTreeMap::new();
+        for lane in lanes {
             for s in lane.running() {
-                let item =
-                    panoptes_coordinator_client::keys::partition_item(lane.cluster(), s.partition);
-                running.insert(item, (lane.clone(), s.partition, s.epoch));
-            }
-        }
-        for (item, (lane, p, epoch)) in &running {
-            if busy.contains(item) {
-                continue;
-            }
-            match desired.grants.get(item) {
-                None if desired.connected => {
-                    tracing::warn!(item, epoch, "partition taken away: stopping it");
-                    lane.abort_partition(*p);
-                }
-                Some(g) if g.epoch() != *epoch => {
-                    tracing::warn!(item, epoch, new = g.epoch(), "granted again at a new epoch");
-                    lane.abort_partition(*p);
-                }
-                Some(g) if g.moving() => self.begin_handover(item, lane.clone(), *p, *epoch),
-                _ => {}
-            }
-        }
-        let mut starts = Vec::new();
-        for (item, g) in &desired.grants {
-            if busy.contains(item)
-                || self.handovers.lock().contains_key(item)
-                || running.get(item).is_some_and(|(_, _, e)| *e == g.epoch())
-            {
-                continue;
-            }
-            let Some((cluster, p)) = g.partition() else {
-                tracing::warn!(item, "unreadable partition item ignored");
-                continue;
-            };
-            if g.moving() {
-                // Asked to move something we do not run: nothing to finish, release now.
-                let key = (item.clone(), g.epoch());
-                let first = self.released.lock().insert(key);
-                if first && let Err(e) = self.agent.release(item, g.epoch(), None) {
-                    tracing::warn!(item, error = %e, "release failed");
-                    self.released.lock().remove(&(item.clone(), g.epoch()));
-                }
-                continue;
-            }
-            let Some(lane) = self.lane_for(cluster, desired) else {
-                continue;
-            };
-            starts.push((item.clone(), lane, p, g.epoch()));
-        }
-        // Each start initialises a transactional producer, which takes ~0.5 s (librdkafka
-        // finds the transaction coordinator not yet connected and retries on its fixed 500 ms
-        // timer): start a takeover's partitions side by side, so the last one does not wait
-        // for the others (failover time is the slowest partition's).
-        std::thread::scope(|scope| {
-            for (item, lane, p, epoch) in &starts {
-                scope.spawn(move || {
-                    let t = Instant::now();
-                    match lane.start_partition(*p, *epoch) {
-                        Ok(()) => tracing::info!(
-                            item,
-                            took_ms = t.elapsed().as_millis() as u64,
-                            "partition start"
-                        ),
-                        Err(e) => tracing::error!(item, error = %e, "cannot start the partition"),
-                    }
-                });
-            }
-        });
-        self.released
-            .lock()
-            .retain(|(item, _)| desired.grants.contains_key(item));
-        self.drop_empty_lanes();
-        self.metrics
-            .partitions_owned
-            .set(self.running_count() as i64);
-    }
-
-    fn begin_handover(&self, item: &str, lane: Arc<Lane>, partition: i32, epoch: u64) {
-        let deadline = Instant::now() + self.cfg.assignment.handover_timeout;
-        let (agent, metrics, it) = (self.agent.clone(), self.metrics.clone(), item.to_string());
-        tracing::info!(item, epoch, "handing the partition over");
-        let spawned = std::thread::Builder::new()
-            .name(format!("handover-{partition}"))
-            .spawn(move || {
-                let result = match lane.handover_partition(partition, deadline) {
-                    Handover::Committed => match agent.release(&it, epoch, None) {
-                        Ok(true) => "released",
-                        Ok(false) => {
-                            tracing::warn!(item = %it, "release refused: the record changed");
-                            "failed"
-                        }
-                        Err(e) => {
-                            tracing::warn!(item = %it, error = %e, "release failed");
-                            "failed"
-                        }
-                    },
-                    Handover::TimedOut => {
-                        tracing::warn!(item = %it, "handover deadline passed: dropped without release");
-                        "timeout"
-                    }
-                    Handover::Superseded | Handover::NotRunning => "failed",
+                let run = Run {
+                    lane: lane.clone(),
+                    partition: s.partition,
+                    epoch: s.epoch,
                 };
-                metrics.handovers.with_label_values(&[result]).inc();
-            });
-        match spawned {
-            Ok(h) => {
-                self.handovers.lock().insert(item.to_string(), h);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot start a handover thread"),
-        }
-    }
-
-    fn reap_handovers(&self) {
-        let mut h = self.handovers.lock();
-        let done: Vec<String> = h
-            .iter()
-            .filter(|(_, t)| t.is_finished())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in done {
-            if let Some(t) = h.remove(&k) {
-                let _ = t.join();
+                runs.insert(partition_item(lane.cluster(), s.partition), run);
             }
         }
+        runs
     }
 
     /// The lane of `cluster`, created on first use from the region's bootstrap servers.
     fn lane_for(&self, cluster: &str, desired: &Desired) -> Option<Arc<Lane>> {
-        if let Some(l) = self.lanes.lock().get(cluster) {
-            return Some(l.clone());
+        if let Some(l) = self.lane(cluster) {
+            return Some(l);
         }
         let Some(region) = desired.regions.get(cluster) else {
             tracing::warn!(
@@ -391,9 +176,9 @@ impl Controller {
             );
             return None;
         };
-        let mut kafka = self.cfg.kafka.clone();
-        kafka.bootstrap_servers = region.bootstrap_servers.clone();
-        match self.new_lane(cluster, kafka) {
+        let mut kafka = self.ctx.config.kafka.clone();
+        kafka.client.bootstrap_servers = region.bootstrap_servers.clone();
+        match LaneBuilder::new(&self.ctx, cluster, kafka).build() {
             Ok(lane) => {
                 let lane = Arc::new(lane);
                 self.lanes.lock().insert(cluster.to_string(), lane.clone());
@@ -407,43 +192,37 @@ impl Controller {
         }
     }
 
-    fn new_lane(
-        &self,
-        cluster: &str,
-        kafka: crate::config::KafkaConfig,
-    ) -> Result<Lane, WorkerError> {
-        let a = &self.cfg.assignment;
-        let assignment = Arc::new(RedisAssignment::open(
-            &a.redis_url,
-            a.check_timeout,
-            &self.cfg.worker_id,
-            cluster,
-            &kafka.frames_topic,
-        )?);
-        let consumer = Arc::new(crate::consumer::create(&kafka, &self.cfg.worker_id)?);
-        let started = inference::spawn(self.inference.clone(), self.metrics.clone())?;
-        let spec = LaneSpec::from_config(
-            &self.cfg,
-            cluster,
-            kafka,
-            assignment,
-            self.metrics.clone(),
-            self.fatal.clone(),
-            self.cfg.partition_queue * 64,
-        );
-        Lane::start(spec, started, self.model.clone(), consumer)
+    /// Starts partitions side by side: each start initialises a transactional producer,
+    /// which takes ~0.5 s (librdkafka finds the transaction coordinator not yet connected
+    /// and retries on its fixed 500 ms timer), and failover time is the slowest partition's.
+    fn start_all(starts: &[(String, Arc<Lane>, i32, u64)]) {
+        std::thread::scope(|scope| {
+            for (item, lane, p, epoch) in starts {
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    match lane.start_partition(*p, *epoch) {
+                        Ok(()) => tracing::info!(
+                            item,
+                            took_ms = t.elapsed().as_millis() as u64,
+                            "partition start"
+                        ),
+                        Err(e) => tracing::error!(item, error = %e, "cannot start the partition"),
+                    }
+                });
+            }
+        });
     }
 
     fn drop_empty_lanes(&self) {
         let mut empty = self.empty_since.lock();
         let mut gone = Vec::new();
         for (cluster, lane) in self.lanes.lock().iter() {
-            if cluster == &self.cfg.region || !lane.running().is_empty() {
+            if cluster == &self.ctx.config.region || !lane.running().is_empty() {
                 empty.remove(cluster);
                 continue;
             }
             let since = *empty.entry(cluster.clone()).or_insert_with(Instant::now);
-            if since.elapsed() >= EMPTY_LANE_TTL && !self.handovers_in(cluster) {
+            if since.elapsed() >= EMPTY_LANE_TTL && !self.handing_in(cluster) {
                 gone.push(cluster.clone());
             }
         }
@@ -456,13 +235,151 @@ impl Controller {
         }
     }
 
-    fn handovers_in(&self, cluster: &str) -> bool {
+    fn handing_in(&self, cluster: &str) -> bool {
         let prefix = format!("{cluster}:");
-        self.handovers.lock().keys().any(|k| k.starts_with(&prefix))
+        self.handing.lock().iter().any(|k| k.starts_with(&prefix))
     }
 
-    /// Load, per-item report and broker state to the agent.
-    fn report(&self, windows: &mut BTreeMap<u64, Window>, dt: f64) {
+    /// Commits the partition's finished work within `timeout`.
+    fn graceful(&self, grant: &Grant, lane: &Lane, partition: i32, timeout: Duration) -> Prepared {
+        let item = &grant.item;
+        tracing::info!(item, epoch = grant.epoch(), "handing the partition over");
+        self.handing.lock().insert(item.clone());
+        let prepared = match lane.handover_partition(partition, Instant::now() + timeout) {
+            Handover::Committed => Prepared::Ready {
+                next_seq: None,
+                complete: true,
+            },
+            Handover::TimedOut => {
+                tracing::warn!(item, "handover deadline passed: dropped without release");
+                Prepared::TimedOut
+            }
+            Handover::Superseded | Handover::NotRunning => Prepared::Failed,
+        };
+        self.handing.lock().remove(item);
+        prepared
+    }
+}
+
+impl ItemRunner for PartitionRunner {
+    fn running(&self) -> BTreeMap<String, u64> {
+        let lanes: Vec<Arc<Lane>> = self.lanes.lock().values().cloned().collect();
+        for lane in &lanes {
+            lane.reap();
+            // A failed run (its transaction could not commit, e.g. while a broker was away)
+            // is stopped here; the driver starts it again from the committed offsets.
+            for p in lane.stuck_commits(STUCK_COMMIT) {
+                tracing::error!(cluster = %lane.cluster(), partition = p, "a transaction commit is stuck far past its timeout: restarting the partition with a fresh producer");
+                lane.mark_failed(p);
+            }
+            for p in lane.failed() {
+                self.ctx.metrics.partition_restarts.inc();
+                lane.abort_partition(p);
+            }
+        }
+        self.runs()
+            .into_iter()
+            .map(|(item, r)| (item, r.epoch))
+            .collect()
+    }
+
+    fn stop(&self, items: &[String]) {
+        let runs = self.runs();
+        for item in items {
+            if let Some(r) = runs.get(item) {
+                tracing::warn!(item, epoch = r.epoch, "partition taken away: stopping it");
+                r.lane.abort_partition(r.partition);
+            }
+        }
+    }
+
+    fn run(&self, grants: &[Grant], desired: &Desired) {
+        let runs = self.runs();
+        let mut starts = Vec::new();
+        for g in grants {
+            let item = &g.item;
+            match runs.get(item) {
+                Some(r) if r.epoch == g.epoch() => continue,
+                Some(r) => {
+                    tracing::warn!(
+                        item,
+                        epoch = r.epoch,
+                        new = g.epoch(),
+                        "granted again at a new epoch"
+                    );
+                    r.lane.abort_partition(r.partition);
+                }
+                None => {}
+            }
+            let Some((cluster, p)) = g.partition() else {
+                tracing::warn!(item, "unreadable partition item ignored");
+                continue;
+            };
+            if let Some(lane) = self.lane_for(cluster, desired) {
+                starts.push((item.clone(), lane, p, g.epoch()));
+            }
+        }
+        Self::start_all(&starts);
+        self.drop_empty_lanes();
+        let owned: usize = self.lanes.lock().values().map(|l| l.running().len()).sum();
+        self.ctx.metrics.partitions_owned.set(owned as i64);
+    }
+
+    fn hand_over(&self, grant: &Grant, ran: bool, timeout: Duration) -> Prepared {
+        let Some((_, p)) = grant.partition() else {
+            tracing::warn!(item = %grant.item, "unreadable partition item ignored");
+            return Prepared::Failed;
+        };
+        let nothing_to_finish = Prepared::Ready {
+            next_seq: None,
+            complete: true,
+        };
+        match (self.runs().remove(&grant.item), ran) {
+            (Some(r), true) => self.graceful(grant, &r.lane, p, timeout),
+            // Stopped since the driver looked: the lane has nothing to hand over.
+            (None, true) => Prepared::Failed,
+            // A run at an older epoch was superseded by the grant: it stops without
+            // committing, and nothing of this epoch runs here to finish.
+            (Some(r), false) => {
+                tracing::warn!(item = %grant.item, epoch = r.epoch, new = grant.epoch(), "granted again at a new epoch");
+                r.lane.abort_partition(p);
+                nothing_to_finish
+            }
+            (None, false) => nothing_to_finish,
+        }
+    }
+
+    fn handed_over(&self, grant: &Grant, ran: bool, outcome: HandoverOutcome) {
+        let item = &grant.item;
+        let result = match outcome {
+            HandoverOutcome::Released { .. } => "released",
+            HandoverOutcome::Superseded { .. } => {
+                tracing::warn!(item, "release refused: the record changed");
+                "failed"
+            }
+            HandoverOutcome::ReleaseFailed(e) => {
+                tracing::warn!(item, error = %e, "release failed");
+                "failed"
+            }
+            HandoverOutcome::TimedOut => "timeout",
+            HandoverOutcome::Failed => "failed",
+        };
+        // Only graceful handovers of a running partition count; releasing a grant that did
+        // not run here is bookkeeping.
+        if ran {
+            self.ctx
+                .metrics
+                .handovers
+                .with_label_values(&[result])
+                .inc();
+        }
+    }
+
+    fn report(&self, _desired: &Desired) -> Report {
+        let mut guard = self.windows.lock();
+        let (last, windows) = &mut *guard;
+        let dt = last.elapsed().as_secs_f64().max(1e-3);
+        *last = Instant::now();
         let mut items = serde_json::Map::new();
         let mut load = 0.0;
         let mut seen = BTreeSet::new();
@@ -478,10 +395,8 @@ impl Controller {
                     consumed,
                     load_milli,
                 };
-                let item =
-                    panoptes_coordinator_client::keys::partition_item(lane.cluster(), s.partition);
                 items.insert(
-                    item,
+                    partition_item(lane.cluster(), s.partition),
                     serde_json::json!({
                         "lag": s.lag.load(Ordering::Relaxed).max(0),
                         "fps": (fps * 100.0).round() / 100.0,
@@ -491,7 +406,20 @@ impl Controller {
             }
         }
         windows.retain(|k, _| seen.contains(k));
-        self.agent.set_load((load * 100.0).round() / 100.0);
-        self.agent.set_report(serde_json::json!({ "items": items }));
+        Report {
+            load: (load * 100.0).round() / 100.0,
+            report: serde_json::json!({ "items": items }),
+            broker_ok: None,
+        }
+    }
+
+    fn lease_lost(&self, n: u64) {
+        self.ctx.metrics.lease_lost.inc_by(n);
+    }
+
+    fn driver_died(&self) {
+        self.ctx
+            .failures
+            .stage_failed(Stage::Controller, StageError::Ended);
     }
 }

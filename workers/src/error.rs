@@ -1,11 +1,24 @@
 //! Error types of the worker library, each split into retryable and fatal cases.
 //!
 //! *Retryable* means the same operation may succeed later without anyone changing anything
-//! (an I/O hiccup, a transient device failure); *fatal* means the input itself is wrong (a
-//! missing or corrupt model, a manifest that contradicts the model, an undecodable frame) and
-//! retrying cannot help: the caller reports it, dead-letters the frame or refuses the model.
+//! (an I/O hiccup, a transient device failure, a broker away); *fatal* means the input itself
+//! is wrong (a missing or corrupt model, a manifest that contradicts the model, an
+//! undecodable frame) and retrying cannot help: the caller reports it, dead-letters the frame
+//! or refuses the model.
+//!
+//! Model and frame errors ([`ModelError`], [`PreprocessError`]), publishing errors
+//! ([`PublishError`]), a stage's fatal failure at run time ([`StageFailure`]: which stage, and
+//! why) and the node's own error ([`WorkerError`]) all live here, below every other module of
+//! the crate but `config` and `assignment`, so any stage can name them without an import loop.
 
+use std::fmt;
 use std::path::PathBuf;
+
+use panoptes_coordinator_client::CoordError;
+use rdkafka::error::KafkaError;
+
+use crate::assignment::AssignmentError;
+use crate::config::ConfigInvalid;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +143,8 @@ impl PreprocessError {
 }
 
 /// Shortens a libtorch error (which carries a C++ backtrace) to its first meaningful line.
-pub(crate) fn torch_message(err: &tch::TchError) -> String {
+/// Public for the model generator (`panoptes-models`), which reports libtorch errors the same way.
+pub fn torch_message(err: &tch::TchError) -> String {
     let text = err.to_string();
     let first = text
         .lines()
@@ -145,31 +159,147 @@ pub(crate) fn torch_message(err: &tch::TchError) -> String {
     msg
 }
 
-/// Why generating a model failed.
+/// Why publishing cannot go on (fatal for the partition run; coordinator mode restarts the
+/// run after Kafka trouble, see [`PublishError::restartable`]).
 #[derive(Debug, thiserror::Error)]
-pub enum GenerateError {
-    /// Creating the output folder or writing a file failed (may be transient: disk full).
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The file or folder being written.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// libtorch failed while tracing or saving the model (a bug, fatal).
-    #[error("tracing or saving {name} failed: {message}")]
-    Torch {
-        /// The model being generated.
-        name: String,
-        /// libtorch's error message (first line).
-        message: String,
-    },
+pub enum PublishError {
+    /// Creating a producer or a transaction step failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A record could not be encoded (a bug: records are built valid).
+    #[error("record encoding: {0}")]
+    Encode(#[from] panoptes_schemas::EnvelopeError),
+    /// The assignment could not be checked before a commit: the transaction was aborted
+    /// (fail closed) and the worker stops; a restart resumes from the committed offsets.
+    #[error("assignment check: {0}")]
+    Assignment(#[from] AssignmentError),
 }
 
-impl GenerateError {
-    /// Whether retrying may succeed (I/O only).
+impl PublishError {
+    /// Whether coordinator mode may restart the partition after this error: Kafka trouble,
+    /// yes; an assignment that cannot be checked (Redis unreachable) stops the worker, fail
+    /// closed (`docs/workers.md`), because a restarted run could not check its commits either.
+    pub fn restartable(&self) -> bool {
+        matches!(self, Self::Kafka(_))
+    }
+
+    /// Whether retrying may succeed (broker-side transient errors).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Io { .. })
+        match self {
+            Self::Kafka(KafkaError::Transaction(e)) => e.is_retriable(),
+            Self::Assignment(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// The stage of a lane (or of the node) that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// The inference thread of the lane of `cluster`.
+    Inference {
+        /// The lane's cluster (region name).
+        cluster: String,
+    },
+    /// The publisher thread of one partition.
+    Publisher {
+        /// The lane's cluster (region name).
+        cluster: String,
+        /// The frames partition.
+        partition: i32,
+    },
+    /// Coordinator mode's controller (the thread following the grants).
+    Controller,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inference { cluster } => write!(f, "inference ({cluster})"),
+            Self::Publisher { cluster, partition } => write!(f, "publisher {cluster}:{partition}"),
+            Self::Controller => f.write_str("coordination controller"),
+        }
+    }
+}
+
+/// Why a stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The forward pass failed: without a result the frames cannot be accounted.
+    #[error(transparent)]
+    Inference(#[from] ModelError),
+    /// Publishing or committing failed in a way the run cannot recover from.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The stage's thread ended without saying why (it panicked).
+    #[error("its thread ended unexpectedly")]
+    Ended,
+}
+
+/// A fatal failure of one stage at run time: the worker stops (a restart resumes from the
+/// committed offsets). Reported through [`crate::failure::FailureReporter`].
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct StageFailure {
+    /// Which stage.
+    pub stage: Stage,
+    /// Why.
+    pub error: StageError,
+}
+
+/// Why the worker could not start or had to stop. All fatal to the process;
+/// [`WorkerError::is_retryable`] tells whether restarting it unchanged may help.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigInvalid),
+    /// The model could not be loaded or checked.
+    #[error("cannot load the model")]
+    Model(#[from] ModelError),
+    /// A Kafka client could not be created or the frames topic is unknown.
+    #[error("Kafka client failed")]
+    Kafka(#[from] KafkaError),
+    /// Publishing failed in a way the worker cannot recover from in-process.
+    #[error("publishing failed")]
+    Publish(#[from] PublishError),
+    /// The assignment source refused or could not answer at start.
+    #[error("assignment: {0}")]
+    Assignment(#[from] AssignmentError),
+    /// The coordinator's Redis could not be reached at start, or refused the membership.
+    #[error("coordination: {0}")]
+    Coordination(#[from] CoordError),
+    /// Metrics registration failed (a bug).
+    #[error("metrics registration failed")]
+    Metrics(#[from] prometheus::Error),
+    /// A thread or the HTTP port could not be started.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A start-up task on the blocking pool panicked or was cancelled.
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The consumer thread did not confirm a partition change in time.
+    #[error("the consumer thread does not answer")]
+    ConsumerUnresponsive,
+    /// The consumer has no group metadata (needed for transactions).
+    #[error("consumer has no group metadata")]
+    NoGroupMetadata,
+    /// The inference thread ended before it was handed its work.
+    #[error("inference thread ended")]
+    InferenceEnded,
+    /// A stage failed at run time.
+    #[error("{0}")]
+    Stage(#[from] StageFailure),
+}
+
+impl WorkerError {
+    /// Whether restarting the worker unchanged may succeed (something outside it was away).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Kafka(_) | Self::Coordination(_) | Self::Io(_) => true,
+            Self::Assignment(e) => e.is_retryable(),
+            Self::Publish(e) => e.is_retryable(),
+            _ => false,
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! A [`Lane`]: the worker's pipeline for the frames partitions of one Kafka cluster, with a
-//! partition set that changes at run time.
+//! A [`Lane`]: one instance of the [`crate::pipeline`] for the frames partitions of one Kafka
+//! cluster, with a partition set that changes at run time.
 //!
 //! One lane = one frames consumer, a decode pool, one inference thread owning its own model
 //! instance, and one publisher thread per running partition (at-least-once: one idempotent
@@ -9,13 +9,20 @@
 //! ([`crate::coordinated`]) runs the home lane from start and one lane per other cluster it
 //! is granted partitions of.
 //!
+//! Every lane is built one way, by a [`LaneBuilder`] over the node's [`LaneContext`]: what it
+//! is not handed (the home lane gets the model loaded at start and the consumer that resolved
+//! the partitions) it creates itself (the cluster's assignment source, a consumer, a model
+//! instance on its own inference thread).
+//!
 //! Partitions start with [`Lane::start_partition`] (from the group's committed offset, at an
 //! epoch written into every record), stop at once with [`Lane::abort_partition`] (nothing
 //! more is committed for them) or hand over gracefully with [`Lane::handover_partition`]
 //! (stop intake, finish in-flight frames, commit, then the caller releases). Each run of a
 //! partition has its own [`PartitionState`] (`instance`): outcomes of an earlier run still in
 //! the stages are dropped by the new run's publisher, so per-partition order and in-flight
-//! bounds hold across restarts of a partition.
+//! bounds hold across restarts of a partition. A publisher that fails for good is reported
+//! through the context's [`FailureReporter`] (coordinator mode restarts Kafka failures
+//! instead).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,57 +34,130 @@ use crossbeam_channel::Sender;
 use panoptes_schemas::ModelRef;
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::Producer;
 use tokio_util::sync::CancellationToken;
 
-use crate::assignment::Assignment;
-use crate::config::{DeliveryMode, KafkaConfig, StalenessConfig};
-use crate::consumer::{self, Command, ConsumerLoop};
-use crate::decode::{DecodeStage, PartitionEpochs, RecordContext};
-use crate::inference::{InferenceRun, Started};
+use crate::assignment::{Assignment, RedisAssignment, StaticAssignment};
+use crate::config::{AssignmentSource, DeliveryMode, KafkaConfig, WorkerConfig};
+use crate::error::{PublishError, Stage, WorkerError};
+use crate::failure::FailureReporter;
 use crate::metrics::WorkerMetrics;
-use crate::node::WorkerError;
-use crate::publisher::{self, AloProducer, EosPartition, PartitionState, Router};
+use crate::pipeline::consume::{self, Command, ConsumerLoop};
+use crate::pipeline::decode::DecodeStage;
+use crate::pipeline::infer::{self, InferenceRun, InferenceSpec, Started};
+use crate::pipeline::partition::{PartitionEpochs, PartitionState};
+use crate::pipeline::publish::{self, AloProducer, EosPartition, Router};
+use crate::pipeline::work::{RecordContext, now_us};
 
-/// Reports a fatal stage failure (the worker stops).
-pub type FatalHook = Arc<dyn Fn(String) + Send + Sync>;
-
-/// What a lane is built from.
-pub struct LaneSpec {
-    /// Region name of the cluster (item prefix).
-    pub cluster: String,
-    /// Whether this is the worker's own region (metric labels are bare partition numbers
-    /// there, `<cluster>:<partition>` otherwise).
-    pub home: bool,
-    /// Kafka settings, `bootstrap_servers` pointing at this cluster.
-    pub kafka: KafkaConfig,
-    /// This worker.
-    pub worker_id: String,
-    /// Delivery semantics.
-    pub delivery: DeliveryMode,
-    /// Transaction / offset commit interval.
-    pub commit_interval: Duration,
-    /// In-flight frames per partition before pausing it.
-    pub partition_queue: usize,
-    /// Bound of the consumer → decode channel.
-    pub jobs_bound: usize,
-    /// Decode threads.
-    pub decode_threads: usize,
-    /// Largest inference batch (the decoded-frames channel holds two).
-    pub max_batch: usize,
-    /// Staleness policy.
-    pub staleness: StalenessConfig,
-    /// Checked before every commit.
-    pub assignment: Arc<dyn Assignment>,
+/// What every lane of a node shares: the configuration, the model to load, metrics and
+/// where fatal failures go.
+#[derive(Clone)]
+pub struct LaneContext {
+    /// The worker's configuration.
+    pub config: WorkerConfig,
+    /// How a lane's inference thread loads its model instance (capacity not measured).
+    pub inference: InferenceSpec,
+    /// The model, as named in records.
+    pub model: ModelRef,
     /// Metrics.
     pub metrics: WorkerMetrics,
-    /// Epoch written into records of partitions without one (not used by running partitions).
-    pub default_epoch: u64,
-    /// Called when a stage fails.
-    pub fatal: FatalHook,
-    /// A failed partition run (e.g. a transaction that could not commit while a broker was
-    /// away) is left for the controller to restart from the committed offsets, instead of
-    /// stopping the worker. Coordinator mode only: the static modes have no controller.
-    pub restart_failed: bool,
+    /// Where a stage's fatal failure goes.
+    pub failures: FailureReporter,
+    /// Bound of each lane's consumer → decode channel.
+    pub jobs_bound: usize,
+}
+
+impl LaneContext {
+    /// The assignment source of `cluster`'s partitions: the configuration's epoch (static),
+    /// or the coordinator's records in Redis (checked before commits).
+    pub fn assignment_for(
+        &self,
+        cluster: &str,
+        frames_topic: &str,
+    ) -> Result<Arc<dyn Assignment>, WorkerError> {
+        let c = &self.config;
+        Ok(match c.assignment.source {
+            AssignmentSource::Static => Arc::new(StaticAssignment::new(c.epoch)),
+            AssignmentSource::Redis | AssignmentSource::Coordinator => {
+                Arc::new(RedisAssignment::open(
+                    &c.assignment.redis_url,
+                    c.assignment.check_timeout,
+                    &c.worker_id,
+                    cluster,
+                    frames_topic,
+                )?)
+            }
+        })
+    }
+}
+
+/// Builds a [`Lane`]: the one way lanes come to be.
+pub struct LaneBuilder<'a> {
+    ctx: &'a LaneContext,
+    cluster: String,
+    kafka: KafkaConfig,
+    model: Option<Started>,
+    consumer: Option<Arc<BaseConsumer>>,
+    assignment: Option<Arc<dyn Assignment>>,
+}
+
+impl<'a> LaneBuilder<'a> {
+    /// A lane for `cluster`; `kafka` is the worker's Kafka settings with that cluster's
+    /// bootstrap servers.
+    pub fn new(ctx: &'a LaneContext, cluster: &str, kafka: KafkaConfig) -> Self {
+        Self {
+            ctx,
+            cluster: cluster.to_string(),
+            kafka,
+            model: None,
+            consumer: None,
+            assignment: None,
+        }
+    }
+
+    /// Uses a model already loaded on its inference thread (default: load one).
+    pub fn model(mut self, started: Started) -> Self {
+        self.model = Some(started);
+        self
+    }
+
+    /// Uses this frames consumer (default: create one).
+    pub fn consumer(mut self, consumer: Arc<BaseConsumer>) -> Self {
+        self.consumer = Some(consumer);
+        self
+    }
+
+    /// Uses this assignment source (default: [`LaneContext::assignment_for`]).
+    pub fn assignment(mut self, assignment: Arc<dyn Assignment>) -> Self {
+        self.assignment = Some(assignment);
+        self
+    }
+
+    /// Creates what was not handed in and starts the lane's threads, with no partition yet.
+    /// Blocking (a model load, Redis and broker clients): call it off the async runtime.
+    pub fn build(self) -> Result<Lane, WorkerError> {
+        let ctx = self.ctx;
+        let assignment = match self.assignment {
+            Some(a) => a,
+            None => ctx.assignment_for(&self.cluster, &self.kafka.frames_topic)?,
+        };
+        let consumer = match self.consumer {
+            Some(c) => c,
+            None => Arc::new(consume::create(&self.kafka, &ctx.config.worker_id)?),
+        };
+        let started = match self.model {
+            Some(s) => s,
+            None => infer::spawn(ctx.inference.clone(), ctx.metrics.clone())?,
+        };
+        Lane::start(
+            ctx.clone(),
+            self.cluster,
+            self.kafka,
+            assignment,
+            started,
+            consumer,
+        )
+    }
 }
 
 /// How a graceful handover ended.
@@ -108,7 +188,10 @@ struct Threads {
 /// The pipeline of one cluster. All methods take `&self` and are blocking (broker and Redis
 /// round trips): call them off the async runtime.
 pub struct Lane {
-    spec: LaneSpec,
+    ctx: LaneContext,
+    cluster: String,
+    kafka: KafkaConfig,
+    assignment: Arc<dyn Assignment>,
     consumer: Arc<BaseConsumer>,
     router: Router,
     epochs: PartitionEpochs,
@@ -123,73 +206,71 @@ pub struct Lane {
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Lane {
-    /// Builds the lane's consumer and stages around an inference thread whose model is
+    /// Starts the lane's consumer and stages around an inference thread whose model is
     /// loaded (`started`), with no partition yet.
-    pub fn start(
-        spec: LaneSpec,
+    fn start(
+        ctx: LaneContext,
+        cluster: String,
+        kafka: KafkaConfig,
+        assignment: Arc<dyn Assignment>,
         started: Started,
-        model: ModelRef,
         consumer: Arc<BaseConsumer>,
     ) -> Result<Self, WorkerError> {
-        let router = Router::new(&[], spec.partition_queue + 8).0;
+        let cfg = &ctx.config;
+        let router = Router::new(&[], cfg.partition_queue + 8).0;
         let epochs = PartitionEpochs::default();
-        let ctx = RecordContext {
-            worker_id: spec.worker_id.clone(),
-            frames_topic: spec.kafka.frames_topic.clone(),
-            model,
-            epoch: spec.default_epoch,
+        let record = RecordContext {
+            worker_id: cfg.worker_id.clone(),
+            frames_topic: kafka.frames_topic.clone(),
+            model: ctx.model.clone(),
+            epoch: cfg.epoch,
             partition_epochs: epochs.clone(),
         };
-        let alo = match spec.delivery {
-            DeliveryMode::AtLeastOnce => Some(Arc::new(publisher::alo_producer(
-                &spec.kafka,
-                &spec.worker_id,
-                spec.metrics.clone(),
+        let alo = match cfg.delivery {
+            DeliveryMode::AtLeastOnce => Some(Arc::new(publish::alo_producer(
+                &kafka,
+                &cfg.worker_id,
+                ctx.metrics.clone(),
             )?)),
             DeliveryMode::ExactlyOnce => None,
         };
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(spec.jobs_bound.max(1));
-        let (decoded_tx, decoded_rx) = crossbeam_channel::bounded(spec.max_batch * 2);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(ctx.jobs_bound.max(1));
+        let (decoded_tx, decoded_rx) = crossbeam_channel::bounded(cfg.batching.max_batch * 2);
         let stage = Arc::new(DecodeStage {
-            ctx: ctx.clone(),
-            staleness: spec.staleness.clone(),
+            ctx: record.clone(),
+            staleness: cfg.staleness.clone(),
             manifest: started.manifest.clone(),
-            metrics: spec.metrics.clone(),
+            metrics: ctx.metrics.clone(),
             router: router.clone(),
         });
         let decode = stage
             .clone()
-            .spawn(spec.decode_threads, jobs_rx, decoded_tx)?;
+            .spawn(cfg.decode_threads, jobs_rx, decoded_tx)?;
         started
             .start
             .send(InferenceRun {
                 frames: decoded_rx,
-                ctx,
+                ctx: record,
                 router: router.clone(),
+                cluster: cluster.clone(),
+                failures: ctx.failures.clone(),
             })
-            .map_err(|_| WorkerError::Stage("inference thread ended".into()))?;
+            .map_err(|_| WorkerError::InferenceEnded)?;
         let (commands, commands_rx) = crossbeam_channel::unbounded();
         let consumer_stop = CancellationToken::new();
         let consumer_loop = ConsumerLoop {
             consumer: consumer.clone(),
-            topic: spec.kafka.frames_topic.clone(),
+            topic: kafka.frames_topic.clone(),
             commands: commands_rx,
-            bound: spec.partition_queue,
+            bound: cfg.partition_queue,
             jobs: jobs_tx,
-            metrics: spec.metrics.clone(),
-            label_prefix: if spec.home {
-                String::new()
-            } else {
-                format!("{}:", spec.cluster)
-            },
-            mode: spec.delivery,
-            commit_interval: spec.commit_interval,
-            assignment: spec.assignment.clone(),
+            metrics: ctx.metrics.clone(),
+            label_prefix: label_prefix(cfg, &cluster),
+            mode: cfg.delivery,
+            commit_interval: cfg.commit_interval,
+            assignment: assignment.clone(),
         };
-        let stop = consumer_stop.clone();
-        let consumer_thread = std::thread::Builder::new()
-            .name(format!("consumer-{}", spec.cluster))
-            .spawn(move || consumer_loop.run(&stop))?;
+        let consumer_thread = spawn_consumer(consumer_loop, &cluster, &consumer_stop)?;
         Ok(Self {
             consumer,
             router,
@@ -205,13 +286,16 @@ impl Lane {
                 stage,
             })),
             consumer_stop,
-            spec,
+            ctx,
+            cluster,
+            kafka,
+            assignment,
         })
     }
 
     /// The cluster's region name.
     pub fn cluster(&self) -> &str {
-        &self.spec.cluster
+        &self.cluster
     }
 
     /// The frames consumer.
@@ -219,10 +303,9 @@ impl Lane {
         &self.consumer
     }
 
-    /// Running partitions with their state (epoch, counters).
     /// Partitions whose exactly-once commit has been running longer than `limit`.
     pub fn stuck_commits(&self, limit: Duration) -> Vec<i32> {
-        let now = crate::work::now_us() / 1000;
+        let now = now_us() / 1000;
         self.parts
             .lock()
             .values()
@@ -251,6 +334,7 @@ impl Lane {
             .collect()
     }
 
+    /// Running partitions with their state (epoch, counters).
     pub fn running(&self) -> Vec<Arc<PartitionState>> {
         self.parts
             .lock()
@@ -259,7 +343,8 @@ impl Lane {
             .collect()
     }
 
-    /// Whether the inference thread is gone (it only ends early on an inference failure).
+    /// Whether the inference thread is gone (it only ends early on an inference failure,
+    /// which it reports itself).
     pub fn inference_stopped(&self) -> bool {
         self.threads
             .lock()
@@ -273,52 +358,26 @@ impl Lane {
     pub fn start_partition(&self, partition: i32, epoch: u64) -> Result<(), WorkerError> {
         self.abort_partition(partition);
         let state = PartitionState::with_epoch(partition, epoch);
-        let m = &self.spec.metrics;
         let thread = match &self.alo {
             Some(producer) => {
                 let rx = self.router.add(partition);
-                let (producer, cfg, m) = (producer.clone(), self.spec.kafka.clone(), m.clone());
-                let (s, fatal, restart) = (
-                    state.clone(),
-                    self.spec.fatal.clone(),
-                    self.spec.restart_failed,
+                let (producer, cfg, m) = (
+                    producer.clone(),
+                    self.kafka.clone(),
+                    self.ctx.metrics.clone(),
                 );
-                std::thread::Builder::new()
-                    .name(format!("publish-{partition}"))
-                    .spawn(move || {
-                        if let Err(e) = publisher::run_alo(&producer, &cfg, s.clone(), rx, m) {
-                            fail(&s, &fatal, restart && e.restartable(), e.to_string());
-                        }
-                    })?
+                let s = state.clone();
+                self.spawn_publisher(format!("publish-{partition}"), &state, move || {
+                    publish::run_alo(&producer, &cfg, s, rx, m)
+                })?
             }
             None => {
-                let part = EosPartition {
-                    cfg: self.spec.kafka.clone(),
-                    worker_id: self.spec.worker_id.clone(),
-                    state: state.clone(),
-                    group: self.consumer.group_metadata().ok_or_else(|| {
-                        WorkerError::Stage("consumer has no group metadata".into())
-                    })?,
-                    consumer: self.consumer.clone(),
-                    assignment: self.spec.assignment.clone(),
-                    epoch,
-                    commit_interval: self.spec.commit_interval,
-                    metrics: m.clone(),
-                };
+                let part = self.eos_partition(&state, epoch)?;
                 let producer = part.producer()?;
                 let rx = self.router.add(partition);
-                let (s, fatal, restart) = (
-                    state.clone(),
-                    self.spec.fatal.clone(),
-                    self.spec.restart_failed,
-                );
-                std::thread::Builder::new()
-                    .name(format!("txn-{partition}"))
-                    .spawn(move || {
-                        if let Err(e) = part.run(&producer, rx) {
-                            fail(&s, &fatal, restart && e.restartable(), e.to_string());
-                        }
-                    })?
+                self.spawn_publisher(format!("txn-{partition}"), &state, move || {
+                    part.run(&producer, rx)
+                })?
             }
         };
         self.epochs.write().insert(partition, epoch);
@@ -333,7 +392,7 @@ impl Lane {
             .insert(partition, Running { state, thread });
         match added {
             Some(Ok(())) => {
-                tracing::info!(cluster = %self.spec.cluster, partition, epoch, "partition started");
+                tracing::info!(cluster = %self.cluster, partition, epoch, "partition started");
                 Ok(())
             }
             Some(Err(e)) => {
@@ -342,11 +401,53 @@ impl Lane {
             }
             None => {
                 self.abort_partition(partition);
-                Err(WorkerError::Stage(
-                    "the consumer thread does not answer".into(),
-                ))
+                Err(WorkerError::ConsumerUnresponsive)
             }
         }
+    }
+
+    /// What the exactly-once publisher of a partition run needs.
+    fn eos_partition(
+        &self,
+        state: &Arc<PartitionState>,
+        epoch: u64,
+    ) -> Result<EosPartition, WorkerError> {
+        let cfg = &self.ctx.config;
+        Ok(EosPartition {
+            cfg: self.kafka.clone(),
+            worker_id: cfg.worker_id.clone(),
+            state: state.clone(),
+            group: self
+                .consumer
+                .group_metadata()
+                .ok_or(WorkerError::NoGroupMetadata)?,
+            consumer: self.consumer.clone(),
+            assignment: self.assignment.clone(),
+            epoch,
+            commit_interval: cfg.commit_interval,
+            metrics: self.ctx.metrics.clone(),
+        })
+    }
+
+    /// Starts a partition's publisher thread; its failure goes to [`fail`].
+    fn spawn_publisher(
+        &self,
+        name: String,
+        state: &Arc<PartitionState>,
+        publish: impl FnOnce() -> Result<(), PublishError> + Send + 'static,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let (s, failures, cluster) = (
+            state.clone(),
+            self.ctx.failures.clone(),
+            self.cluster.clone(),
+        );
+        // Coordinator mode has a controller to restart a failed run; the static modes do not.
+        let restart = self.ctx.config.assignment.source == AssignmentSource::Coordinator;
+        std::thread::Builder::new().name(name).spawn(move || {
+            if let Err(e) = publish() {
+                fail(&s, &failures, &cluster, restart && e.restartable(), e);
+            }
+        })
     }
 
     /// Stops `partition` at once (taken away or superseded): intake stops, its publisher
@@ -360,7 +461,7 @@ impl Lane {
         self.unassign(partition);
         self.epochs.write().remove(&partition);
         self.stopping.lock().push(run.thread);
-        tracing::warn!(cluster = %self.spec.cluster, partition, epoch = run.state.epoch, "partition stopped without commit");
+        tracing::warn!(cluster = %self.cluster, partition, epoch = run.state.epoch, "partition stopped without commit");
     }
 
     /// Graceful handover: stop intake, let in-flight frames finish, commit (exactly-once:
@@ -405,20 +506,19 @@ impl Lane {
         if state.aborted() || state.released.load(Ordering::Acquire) {
             return Handover::Superseded;
         }
-        if self.spec.delivery == DeliveryMode::AtLeastOnce {
+        if self.ctx.config.delivery == DeliveryMode::AtLeastOnce {
             if let Some(p) = &self.alo {
-                use rdkafka::producer::Producer;
                 let _ = p.flush(deadline.saturating_duration_since(Instant::now()));
             }
-            consumer::commit(
+            consume::commit(
                 &self.consumer,
-                &self.spec.kafka.frames_topic,
+                &self.kafka.frames_topic,
                 &[state],
                 CommitMode::Sync,
-                self.spec.assignment.as_ref(),
+                self.assignment.as_ref(),
             );
         }
-        tracing::info!(cluster = %self.spec.cluster, partition, "partition handed over");
+        tracing::info!(cluster = %self.cluster, partition, "partition handed over");
         Handover::Committed
     }
 
@@ -456,15 +556,15 @@ impl Lane {
                 tracing::warn!(error = %e, "producer not fully flushed");
             }
             states.retain(|s| !s.aborted());
-            consumer::commit(
+            consume::commit(
                 &self.consumer,
-                &self.spec.kafka.frames_topic,
+                &self.kafka.frames_topic,
                 &states,
                 CommitMode::Sync,
-                self.spec.assignment.as_ref(),
+                self.assignment.as_ref(),
             );
         }
-        tracing::info!(cluster = %self.spec.cluster, "lane stopped");
+        tracing::info!(cluster = %self.cluster, "lane stopped");
     }
 
     /// Joins publisher threads of stopped runs that have ended.
@@ -491,49 +591,47 @@ impl Lane {
     }
 }
 
-/// A publisher failed: fatal unless its run was being stopped anyway (e.g. a transactional
-/// producer fenced by the partition's next run).
-fn fail(state: &PartitionState, fatal: &FatalHook, restart: bool, msg: String) {
-    if state.aborted() {
-        tracing::info!(partition = state.partition, error = %msg, "stopped run ended with an error");
-    } else if restart {
-        tracing::error!(partition = state.partition, epoch = state.epoch, error = %msg, "partition run failed: it restarts from the committed offsets");
-        state.failed.store(true, Ordering::Release);
+/// Prefix of a lane's `partition` metric labels: none in the worker's own region,
+/// `<cluster>:` elsewhere.
+fn label_prefix(config: &WorkerConfig, cluster: &str) -> String {
+    if cluster == config.region {
+        String::new()
     } else {
-        fatal(msg);
+        format!("{cluster}:")
     }
 }
 
-impl LaneSpec {
-    /// The spec of the lane for `cluster`, from the worker's configuration; `kafka` is the
-    /// worker's Kafka settings with that cluster's bootstrap servers.
-    pub fn from_config(
-        config: &crate::config::WorkerConfig,
-        cluster: &str,
-        kafka: KafkaConfig,
-        assignment: Arc<dyn Assignment>,
-        metrics: WorkerMetrics,
-        fatal: FatalHook,
-        jobs_bound: usize,
-    ) -> Self {
-        Self {
+/// Starts the lane's consumer thread; it runs until `stop` fires.
+fn spawn_consumer(
+    consumer_loop: ConsumerLoop,
+    cluster: &str,
+    stop: &CancellationToken,
+) -> std::io::Result<JoinHandle<Vec<Arc<PartitionState>>>> {
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name(format!("consumer-{cluster}"))
+        .spawn(move || consumer_loop.run(&stop))
+}
+
+/// A publisher failed: fatal unless its run was being stopped anyway (e.g. a transactional
+/// producer fenced by the partition's next run) or is restarted by the controller.
+fn fail(
+    state: &PartitionState,
+    failures: &FailureReporter,
+    cluster: &str,
+    restart: bool,
+    error: PublishError,
+) {
+    if state.aborted() {
+        tracing::info!(partition = state.partition, error = %error, "stopped run ended with an error");
+    } else if restart {
+        tracing::error!(partition = state.partition, epoch = state.epoch, error = %error, "partition run failed: it restarts from the committed offsets");
+        state.failed.store(true, Ordering::Release);
+    } else {
+        let stage = Stage::Publisher {
             cluster: cluster.to_string(),
-            home: cluster == config.region,
-            kafka,
-            worker_id: config.worker_id.clone(),
-            delivery: config.delivery,
-            commit_interval: config.commit_interval,
-            partition_queue: config.partition_queue,
-            jobs_bound,
-            decode_threads: config.decode_threads,
-            max_batch: config.batching.max_batch,
-            staleness: config.staleness.clone(),
-            assignment,
-            metrics,
-            default_epoch: config.epoch,
-            fatal,
-            restart_failed: config.assignment.source
-                == crate::config::AssignmentSource::Coordinator,
-        }
+            partition: state.partition,
+        };
+        failures.stage_failed(stage, error);
     }
 }

@@ -60,153 +60,171 @@ pub struct WorkerMetrics {
     pub partition_restarts: IntCounter,
 }
 
+/// Creates metrics and registers them in one registry.
+struct Registrar {
+    registry: Registry,
+}
+
+impl Registrar {
+    fn register<M: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: M,
+    ) -> Result<M, prometheus::Error> {
+        self.registry.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+
+    fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        self.register(IntCounterVec::new(Opts::new(name, help), &[label])?)
+    }
+
+    fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntGaugeVec, prometheus::Error> {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn partition_gauge(&self, name: &str, help: &str) -> Result<IntGaugeVec, prometheus::Error> {
+        self.gauge(name, help, &["partition"])
+    }
+
+    fn hist(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+    ) -> Result<Histogram, prometheus::Error> {
+        self.register(Histogram::with_opts(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        )?)
+    }
+
+    fn int_counter(&self, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+        self.register(IntCounter::new(name, help)?)
+    }
+}
+
+/// Buckets of the batch size histogram.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0];
+
 impl WorkerMetrics {
     /// Creates and registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok::<_, prometheus::Error>(c)
+        let r = Registrar {
+            registry: Registry::new(),
         };
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok::<_, prometheus::Error>(g)
+        let m = Self {
+            frames: r.counter("panoptes_worker_frames_total", "Frame records consumed.", "partition")?,
+            records: r.counter(
+                "panoptes_worker_records_total",
+                "Detection records delivered, by status.",
+                "status",
+            )?,
+            skipped: r.counter(
+                "panoptes_worker_frames_skipped_total",
+                "Frames not inferred, by reason.",
+                "reason",
+            )?,
+            dead_lettered: r.counter(
+                "panoptes_worker_dead_letters_total",
+                "Frames sent to the dead-letter topic, by reason.",
+                "reason",
+            )?,
+            publish_errors: r.counter(
+                "panoptes_worker_publish_errors_total",
+                "Failures to deliver or commit, by kind.",
+                "kind",
+            )?,
+            aborted: r.counter(
+                "panoptes_worker_transactions_aborted_total",
+                "Transactions aborted, by reason.",
+                "reason",
+            )?,
+            batch_size: r.hist(
+                "panoptes_worker_batch_size",
+                "Images per inference batch.",
+                BATCH_BUCKETS,
+            )?,
+            stage_latency: r.register(HistogramVec::new(
+                HistogramOpts::new(
+                    "panoptes_worker_stage_latency_seconds",
+                    "Time per frame in each worker stage.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["stage"],
+            )?)?,
+            end_to_end: r.hist(
+                "panoptes_worker_end_to_end_latency_seconds",
+                "Capture time to publishing the detection record.",
+                LATENCY_BUCKETS,
+            )?,
+            frame_age: r.hist(
+                "panoptes_worker_frame_age_seconds",
+                "Frame age (capture to dequeue) when a decode thread takes it.",
+                LATENCY_BUCKETS,
+            )?,
+            lag: r.partition_gauge(
+                "panoptes_worker_partition_lag",
+                "Records behind the high watermark, per owned partition.",
+            )?,
+            in_flight: r.partition_gauge(
+                "panoptes_worker_partition_in_flight",
+                "Frames consumed and not yet delivered, per owned partition.",
+            )?,
+            paused: r.partition_gauge(
+                "panoptes_worker_partition_paused",
+                "1 while the partition is paused for back-pressure.",
+            )?,
+            info: r.gauge(
+                "panoptes_worker_info",
+                "Constant 1: the device and model this worker runs.",
+                &["device", "model", "version"],
+            )?,
+            inference_errors: r.int_counter(
+                "panoptes_worker_inference_errors_total",
+                "Batches whose forward pass failed.",
+            )?,
+            partitions_owned: r.register(IntGauge::new(
+                "panoptes_worker_partitions_owned",
+                "Frames partitions this worker consumes now.",
+            )?)?,
+            handovers: r.counter(
+                "panoptes_worker_handovers_total",
+                "Graceful partition handovers, by result.",
+                "result",
+            )?,
+            lease_lost: r.int_counter(
+                "panoptes_worker_lease_lost_total",
+                "Member lease found expired at renewal (its partitions were probably moved).",
+            )?,
+            partition_restarts: r.int_counter(
+                "panoptes_worker_partition_restarts_total",
+                "Partition runs that failed (e.g. a transaction that could not commit while a broker was away) and were restarted from the committed offsets (coordinator mode).",
+            )?,
+            registry: r.registry,
         };
-        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-            registry.register(Box::new(h.clone()))?;
-            Ok::<_, prometheus::Error>(h)
-        };
-        let frames = counter(
-            "panoptes_worker_frames_total",
-            "Frame records consumed.",
-            &["partition"],
-        )?;
-        let records = counter(
-            "panoptes_worker_records_total",
-            "Detection records delivered, by status.",
-            &["status"],
-        )?;
-        let skipped = counter(
-            "panoptes_worker_frames_skipped_total",
-            "Frames not inferred, by reason.",
-            &["reason"],
-        )?;
-        let dead_lettered = counter(
-            "panoptes_worker_dead_letters_total",
-            "Frames sent to the dead-letter topic, by reason.",
-            &["reason"],
-        )?;
-        let publish_errors = counter(
-            "panoptes_worker_publish_errors_total",
-            "Failures to deliver or commit, by kind.",
-            &["kind"],
-        )?;
-        let aborted = counter(
-            "panoptes_worker_transactions_aborted_total",
-            "Transactions aborted, by reason.",
-            &["reason"],
-        )?;
-        let batch_size = hist(
-            "panoptes_worker_batch_size",
-            "Images per inference batch.",
-            vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0],
-        )?;
-        let stage_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "panoptes_worker_stage_latency_seconds",
-                "Time per frame in each worker stage.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["stage"],
-        )?;
-        registry.register(Box::new(stage_latency.clone()))?;
-        let end_to_end = hist(
-            "panoptes_worker_end_to_end_latency_seconds",
-            "Capture time to publishing the detection record.",
-            LATENCY_BUCKETS.to_vec(),
-        )?;
-        let frame_age = hist(
-            "panoptes_worker_frame_age_seconds",
-            "Frame age (capture to dequeue) when a decode thread takes it.",
-            LATENCY_BUCKETS.to_vec(),
-        )?;
-        let lag = gauge(
-            "panoptes_worker_partition_lag",
-            "Records behind the high watermark, per owned partition.",
-            &["partition"],
-        )?;
-        let in_flight = gauge(
-            "panoptes_worker_partition_in_flight",
-            "Frames consumed and not yet delivered, per owned partition.",
-            &["partition"],
-        )?;
-        let paused = gauge(
-            "panoptes_worker_partition_paused",
-            "1 while the partition is paused for back-pressure.",
-            &["partition"],
-        )?;
-        let info = gauge(
-            "panoptes_worker_info",
-            "Constant 1: the device and model this worker runs.",
-            &["device", "model", "version"],
-        )?;
-        let inference_errors = IntCounter::new(
-            "panoptes_worker_inference_errors_total",
-            "Batches whose forward pass failed.",
-        )?;
-        registry.register(Box::new(inference_errors.clone()))?;
-        let partitions_owned = IntGauge::new(
-            "panoptes_worker_partitions_owned",
-            "Frames partitions this worker consumes now.",
-        )?;
-        registry.register(Box::new(partitions_owned.clone()))?;
-        let handovers = counter(
-            "panoptes_worker_handovers_total",
-            "Graceful partition handovers, by result.",
-            &["result"],
-        )?;
+        m.seed_labels();
+        Ok(m)
+    }
+
+    /// Creates the series of every known label value at 0, so dashboards and rules see them
+    /// before the first event.
+    fn seed_labels(&self) {
         for r in ["released", "timeout", "failed"] {
-            handovers.with_label_values(&[r]);
+            self.handovers.with_label_values(&[r]);
         }
-        let lease_lost = IntCounter::new(
-            "panoptes_worker_lease_lost_total",
-            "Member lease found expired at renewal (its partitions were probably moved).",
-        )?;
-        registry.register(Box::new(lease_lost.clone()))?;
-        let partition_restarts = IntCounter::new(
-            "panoptes_worker_partition_restarts_total",
-            "Partition runs that failed (e.g. a transaction that could not commit while a broker was away) and were restarted from the committed offsets (coordinator mode).",
-        )?;
-        registry.register(Box::new(partition_restarts.clone()))?;
-        skipped.with_label_values(&["skipped_stale"]);
+        self.skipped.with_label_values(&["skipped_stale"]);
         for r in ["undecodable", "bad_headers", "too_large", "bad_dimensions"] {
-            dead_lettered.with_label_values(&[r]);
+            self.dead_lettered.with_label_values(&[r]);
         }
-        Ok(Self {
-            registry,
-            frames,
-            records,
-            skipped,
-            dead_lettered,
-            publish_errors,
-            batch_size,
-            stage_latency,
-            end_to_end,
-            frame_age,
-            lag,
-            in_flight,
-            paused,
-            aborted,
-            info,
-            inference_errors,
-            partitions_owned,
-            handovers,
-            lease_lost,
-            partition_restarts,
-        })
     }
 
     /// Observes one stage duration in milliseconds.

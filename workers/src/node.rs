@@ -1,84 +1,116 @@
-//! [`run`]: wires the worker's stages together, serves HTTP, and shuts down in order.
+//! [`run`]: the worker node, in named steps: load the model, open the frames consumer, take
+//! the assignment, build the home [`Lane`], serve HTTP, join the coordinator (coordinator
+//! mode), then wait for a shutdown request or a stage's failure, drain and stop.
 //!
 //! Start order: configuration check, model load (a missing, corrupt or wrong-shaped model
 //! stops the worker here, before any Kafka I/O; coordinator mode measures the capacity
-//! here), consumer and partition resolution, the home [`Lane`] (decode pool, consumer thread,
+//! here), consumer and partition resolution, the home lane (decode pool, consumer thread,
 //! a publisher per partition), HTTP, coordinator mode's membership and controller
-//! ([`crate::coordinated`]), then `HTTP=http://addr` on stdout. Shutdown drains in pipeline
-//! order: (coordinator mode: drain first, see [`CoordinatedNode::drain`]) the consumer
-//! stops, the decode pool and inference thread finish what they hold, the publishers
-//! deliver it (exactly-once: commit their last transaction), then at-least-once offsets are
-//! committed synchronously; the member agent ends last.
+//! ([`crate::coordinated`]), then `HTTP=http://addr` on stdout. A stage's fatal failure
+//! arrives as a typed [`crate::error::StageFailure`] through the [`FailureReporter`] and
+//! starts the shutdown at once. Shutdown drains in pipeline order: (coordinator mode: drain
+//! first, see [`CoordinatedNode::drain`]) the consumer stops, the decode pool and inference
+//! thread finish what they hold, the publishers deliver it (exactly-once: commit their last
+//! transaction), then at-least-once offsets are committed synchronously; the member agent
+//! ends last.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use panoptes_coordinator_client::{CoordError, MemberAgent};
+use panoptes_coordinator_client::MemberAgent;
 use panoptes_runtime::health::{self, Readiness};
 use panoptes_schemas::ModelRef;
-use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::assignment::{Assignment, AssignmentError, RedisAssignment, StaticAssignment};
-use crate::config::{AssignmentSource, WorkerConfig};
-use crate::consumer;
+use crate::assignment::{Assignment, RedisAssignment};
+use crate::config::{AssignmentSource, ConfigInvalid, WorkerConfig, parse_device};
 use crate::coordinated::CoordinatedNode;
-use crate::error::ModelError;
-use crate::inference::{self, InferenceSpec};
-use crate::lane::{FatalHook, Lane, LaneSpec};
+use crate::error::WorkerError;
+use crate::failure::FailureReporter;
+use crate::lane::{Lane, LaneBuilder, LaneContext};
 use crate::metrics::WorkerMetrics;
-use crate::publisher::PublishError;
-
-/// Why the worker could not start or had to stop. All fatal to the process.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The configuration is unusable.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigInvalid),
-    /// The model could not be loaded or checked.
-    #[error("cannot load the model")]
-    Model(#[from] ModelError),
-    /// A Kafka client could not be created or the frames topic is unknown.
-    #[error("Kafka client failed")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    /// Publishing failed in a way the worker cannot recover from in-process.
-    #[error("publishing failed")]
-    Publish(#[from] PublishError),
-    /// The assignment source refused or could not answer at start.
-    #[error("assignment: {0}")]
-    Assignment(#[from] AssignmentError),
-    /// The coordinator's Redis could not be reached at start, or refused the membership.
-    #[error("coordination: {0}")]
-    Coordination(#[from] CoordError),
-    /// Metrics registration failed (a bug).
-    #[error("metrics registration failed")]
-    Metrics(#[from] prometheus::Error),
-    /// A thread or the HTTP port could not be started.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// A stage stopped unexpectedly.
-    #[error("{0}")]
-    Stage(String),
-}
+use crate::pipeline::consume;
+use crate::pipeline::infer::{self, InferenceSpec, Started};
 
 /// How long start-up waits for the broker's metadata.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Fatal = Arc<Mutex<Option<String>>>;
-
 /// Runs the worker until `cancel` fires (or a stage fails), then drains and returns.
 pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), WorkerError> {
     config.validate()?;
-    let coordinated = config.assignment.source == AssignmentSource::Coordinator;
     let metrics = WorkerMetrics::new()?;
     let readiness = Readiness::default();
     readiness.set("model", false, "loading");
     readiness.set("kafka", false, "not checked yet");
+    let model = load_model(&config, &metrics, &readiness).await?;
+    let (consumer, partitions) = open_frames_consumer(&config).await?;
+    tracing::info!(worker = %config.worker_id, region = %config.region, ?partitions, epoch = config.epoch, mode = ?config.delivery, source = ?config.assignment.source, "worker starting");
+    let (assignment, epochs) = take_assignment(&config, &partitions).await?;
 
-    let device = inference::parse_device(&config.model.device)
-        .map_err(|e| WorkerError::Config(crate::config::ConfigInvalid(e)))?;
+    // Fires on shutdown requests and on stage failures alike.
+    let failed = cancel.child_token();
+    let failures = FailureReporter::new(failed.clone());
+    let ctx = LaneContext {
+        config: config.clone(),
+        inference: InferenceSpec {
+            measure_capacity: false,
+            ..model.spec
+        },
+        model: model.name,
+        metrics: metrics.clone(),
+        failures: failures.clone(),
+        jobs_bound: jobs_bound(&config, partitions.len()),
+    };
+    let home = build_home_lane(&ctx, model.started, consumer.clone(), assignment, epochs).await?;
+    metrics.partitions_owned.set(partitions.len() as i64);
+    let http = Http::serve(&config, &metrics, &readiness).await?;
+    let node = join_coordinator(&ctx, &home, model.capacity, http.addr).await?;
+    println!("HTTP=http://{}", http.addr);
+    let probe = tokio::spawn(probe_broker(
+        consumer,
+        config.kafka.frames_topic.clone(),
+        readiness,
+        node.as_ref().map(|n| n.agent().clone()),
+        failed.clone(),
+    ));
+
+    failed.cancelled().await;
+    tracing::info!("stopping");
+    drain_and_stop(node, home, config.assignment.drain_timeout, &failures).await;
+    let _ = probe.await;
+    http.stop().await;
+    tracing::info!("worker stopped");
+    match failures.take() {
+        Some(failure) => Err(WorkerError::Stage(failure)),
+        None => Ok(()),
+    }
+}
+
+/// The model as loaded at start.
+struct StartModel {
+    /// Its inference thread, waiting for the home lane.
+    started: Started,
+    /// How it was loaded (lanes of other clusters load their own instance the same way).
+    spec: InferenceSpec,
+    /// Name and version, as written into records.
+    name: ModelRef,
+    /// Capacity reported to the coordinator: configured, measured, or 0.
+    capacity: f64,
+}
+
+/// Loads the model on the home lane's inference thread (coordinator mode without a
+/// configured capacity also measures it) and reports it in readiness and metrics.
+async fn load_model(
+    config: &WorkerConfig,
+    metrics: &WorkerMetrics,
+    readiness: &Readiness,
+) -> Result<StartModel, WorkerError> {
+    let coordinated = config.assignment.source == AssignmentSource::Coordinator;
+    let device = parse_device(&config.model.device).map_err(ConfigInvalid)?;
     let spec = InferenceSpec {
         model_path: config.model.path.clone(),
         manifest_path: config.model.manifest_path(),
@@ -89,28 +121,16 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         measure_capacity: coordinated && config.assignment.capacity.is_none(),
     };
     let (s, m) = (spec.clone(), metrics.clone());
-    let started = tokio::task::spawn_blocking(move || inference::spawn(s, m))
-        .await
-        .map_err(|e| WorkerError::Stage(e.to_string()))??;
-    let manifest = started.manifest.clone();
-    readiness.set(
-        "model",
-        true,
-        format!(
-            "{} {} on {}",
-            manifest.name, manifest.version, config.model.device
-        ),
-    );
+    let started = tokio::task::spawn_blocking(move || infer::spawn(s, m)).await??;
+    let manifest = &started.manifest;
+    let device = &config.model.device;
+    let loaded = format!("{} {} on {device}", manifest.name, manifest.version);
+    readiness.set("model", true, loaded);
     metrics
         .info
-        .with_label_values(&[&config.model.device, &manifest.name, &manifest.version])
+        .with_label_values(&[device, &manifest.name, &manifest.version])
         .set(1);
-    tracing::info!(model = %manifest.name, version = %manifest.version, device = %config.model.device, "model loaded");
-    let capacity = config
-        .assignment
-        .capacity
-        .or(started.capacity_fps)
-        .unwrap_or(0.0);
+    tracing::info!(model = %manifest.name, version = %manifest.version, %device, "model loaded");
     if let Some(fps) = started.capacity_fps {
         tracing::info!(
             frames_per_s = fps,
@@ -118,185 +138,186 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
             "capacity measured"
         );
     }
-    let model_ref = ModelRef {
-        name: manifest.name.clone(),
-        version: manifest.version.clone(),
-    };
+    Ok(StartModel {
+        capacity: config
+            .assignment
+            .capacity
+            .or(started.capacity_fps)
+            .unwrap_or(0.0),
+        name: ModelRef {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+        },
+        spec,
+        started,
+    })
+}
 
+/// Creates the home cluster's frames consumer and resolves the configured partitions
+/// (none in coordinator mode: they are granted at run time).
+async fn open_frames_consumer(
+    config: &WorkerConfig,
+) -> Result<(Arc<BaseConsumer>, Vec<i32>), WorkerError> {
+    let coordinated = config.assignment.source == AssignmentSource::Coordinator;
     let kafka = config.kafka.clone();
     let worker_id = config.worker_id.clone();
     let configured = config.partitions.clone();
-    let (consumer, partitions) = tokio::task::spawn_blocking(move || {
-        let c = consumer::create(&kafka, &worker_id)?;
+    let opened = tokio::task::spawn_blocking(move || {
+        let c = consume::create(&kafka, &worker_id)?;
         let p = if coordinated {
             Vec::new()
         } else {
-            consumer::resolve_partitions(&c, &kafka.frames_topic, &configured, METADATA_TIMEOUT)?
+            consume::resolve_partitions(&c, &kafka.frames_topic, &configured, METADATA_TIMEOUT)?
         };
         Ok::<_, rdkafka::error::KafkaError>((Arc::new(c), p))
     })
-    .await
-    .map_err(|e| WorkerError::Stage(e.to_string()))??;
-    tracing::info!(worker = %config.worker_id, region = %config.region, ?partitions, epoch = config.epoch, mode = ?config.delivery, source = ?config.assignment.source, "worker starting");
+    .await??;
+    Ok(opened)
+}
 
-    let (assignment, epochs): (Arc<dyn Assignment>, BTreeMap<i32, u64>) =
-        match config.assignment.source {
-            AssignmentSource::Static => (
-                Arc::new(StaticAssignment::new(config.epoch)),
-                partitions.iter().map(|&p| (p, config.epoch)).collect(),
-            ),
-            AssignmentSource::Redis => {
-                let (a, topic, id, region, parts) = (
-                    config.assignment.clone(),
-                    config.kafka.frames_topic.clone(),
-                    config.worker_id.clone(),
-                    config.region.clone(),
-                    partitions.clone(),
-                );
-                let (source, epochs) = tokio::task::spawn_blocking(move || {
-                    RedisAssignment::connect(
-                        &a.redis_url,
-                        a.check_timeout,
-                        &id,
-                        &region,
-                        &topic,
-                        &parts,
-                    )
-                })
-                .await
-                .map_err(|e| WorkerError::Stage(e.to_string()))??;
-                tracing::info!(?epochs, "assignment taken from Redis");
-                (Arc::new(source), epochs)
-            }
-            AssignmentSource::Coordinator => (
-                Arc::new(RedisAssignment::open(
-                    &config.assignment.redis_url,
-                    config.assignment.check_timeout,
-                    &config.worker_id,
-                    &config.region,
-                    &config.kafka.frames_topic,
-                )?),
-                BTreeMap::new(),
-            ),
-        };
-    let fatal: Fatal = Arc::new(Mutex::new(None));
-    // Fires on shutdown requests and on stage failures alike.
-    let failed = cancel.child_token();
-    let hook: FatalHook = {
-        let (fatal, failed) = (fatal.clone(), failed.clone());
-        Arc::new(move |msg| report(&fatal, &failed, msg))
-    };
+/// The assignment source of the home lane when it must be read at start (the Redis source:
+/// each configured partition must be recorded as this worker's) and the epoch each
+/// partition starts at (static: the configured epoch; coordinator mode: none yet).
+async fn take_assignment(
+    config: &WorkerConfig,
+    partitions: &[i32],
+) -> Result<(Option<Arc<dyn Assignment>>, BTreeMap<i32, u64>), WorkerError> {
+    match config.assignment.source {
+        AssignmentSource::Static => Ok((
+            None,
+            partitions.iter().map(|&p| (p, config.epoch)).collect(),
+        )),
+        AssignmentSource::Redis => {
+            let (a, topic, id, region, parts) = (
+                config.assignment.clone(),
+                config.kafka.frames_topic.clone(),
+                config.worker_id.clone(),
+                config.region.clone(),
+                partitions.to_vec(),
+            );
+            let (source, epochs) = tokio::task::spawn_blocking(move || {
+                RedisAssignment::connect(
+                    &a.redis_url,
+                    a.check_timeout,
+                    &id,
+                    &region,
+                    &topic,
+                    &parts,
+                )
+            })
+            .await??;
+            tracing::info!(?epochs, "assignment taken from Redis");
+            Ok((Some(Arc::new(source)), epochs))
+        }
+        AssignmentSource::Coordinator => Ok((None, BTreeMap::new())),
+    }
+}
 
-    // The home lane, then its partitions (static and Redis sources).
-    let jobs_bound = if coordinated {
+/// Bound of a lane's consumer → decode channel: `partition_queue` per owned partition
+/// (coordinator mode: room for 64 partitions, as they change at run time).
+fn jobs_bound(config: &WorkerConfig, partitions: usize) -> usize {
+    if config.assignment.source == AssignmentSource::Coordinator {
         config.partition_queue * 64
     } else {
-        config.partition_queue * partitions.len().max(1)
-    };
-    let lane_spec = LaneSpec::from_config(
-        &config,
-        &config.region,
-        config.kafka.clone(),
-        assignment,
-        metrics.clone(),
-        hook.clone(),
-        jobs_bound,
-    );
-    let (c, mr) = (consumer.clone(), model_ref.clone());
-    let home = tokio::task::spawn_blocking(move || {
-        let lane = Lane::start(lane_spec, started, mr, c)?;
+        config.partition_queue * partitions.max(1)
+    }
+}
+
+/// Builds the home cluster's lane around the model and consumer of the start, then starts
+/// its partitions (static and Redis sources).
+async fn build_home_lane(
+    ctx: &LaneContext,
+    started: Started,
+    consumer: Arc<BaseConsumer>,
+    assignment: Option<Arc<dyn Assignment>>,
+    epochs: BTreeMap<i32, u64>,
+) -> Result<Arc<Lane>, WorkerError> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        let kafka = ctx.config.kafka.clone();
+        let mut builder = LaneBuilder::new(&ctx, &ctx.config.region, kafka)
+            .model(started)
+            .consumer(consumer);
+        if let Some(a) = assignment {
+            builder = builder.assignment(a);
+        }
+        let lane = builder.build()?;
         // init_transactions blocks on the broker: off the runtime.
         for (&p, &epoch) in &epochs {
             lane.start_partition(p, epoch)?;
         }
         Ok::<_, WorkerError>(Arc::new(lane))
     })
-    .await
-    .map_err(|e| WorkerError::Stage(e.to_string()))??;
-    metrics.partitions_owned.set(partitions.len() as i64);
+    .await?
+}
 
-    // HTTP.
-    let http_cancel = CancellationToken::new();
-    let router = health::router(metrics.registry.clone(), readiness.clone());
-    let (addr, http_task) = health::serve(config.http.listen, router, http_cancel.clone()).await?;
-    tracing::info!(%addr, "HTTP listening");
+/// The HTTP server (`/healthz`, `/readyz`, `/metrics`).
+struct Http {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
 
-    // Coordinator mode: membership and the controller.
-    let node = if coordinated {
-        let (cfg, lane, s, mr, m, h) = (
-            config.clone(),
-            home.clone(),
-            spec.clone(),
-            model_ref.clone(),
-            metrics.clone(),
-            hook.clone(),
-        );
-        let http = format!("http://{addr}");
-        Some(
-            tokio::task::spawn_blocking(move || {
-                CoordinatedNode::start(cfg, lane, s, mr, m, h, capacity, http)
-            })
-            .await
-            .map_err(|e| WorkerError::Stage(e.to_string()))??,
-        )
-    } else {
-        None
-    };
-    println!("HTTP=http://{addr}");
-    let agent = node.as_ref().map(|n| n.agent().clone());
-    let probe = tokio::spawn(probe_broker(
-        consumer.clone(),
-        config.kafka.frames_topic.clone(),
-        readiness.clone(),
-        agent,
-        failed.clone(),
-    ));
-
-    // The inference thread only ends early on an inference failure: without it no frame
-    // can be accounted, so the worker stops (a restart resumes from the committed offsets).
-    loop {
-        tokio::select! {
-            _ = failed.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if home.inference_stopped() || node.as_ref().is_some_and(CoordinatedNode::stage_stopped) {
-                    report(&fatal, &failed, "the inference thread or the coordination controller stopped".into());
-                }
-            }
-        }
+impl Http {
+    async fn serve(
+        config: &WorkerConfig,
+        metrics: &WorkerMetrics,
+        readiness: &Readiness,
+    ) -> Result<Self, WorkerError> {
+        let cancel = CancellationToken::new();
+        let router = health::router(metrics.registry.clone(), readiness.clone());
+        let (addr, task) = health::serve(config.http.listen, router, cancel.clone()).await?;
+        tracing::info!(%addr, "HTTP listening");
+        Ok(Self { addr, cancel, task })
     }
-    tracing::info!("stopping");
-    let drain_timeout = config.assignment.drain_timeout;
-    let f = fatal.clone();
-    let drained = tokio::task::spawn_blocking(move || {
-        match node {
-            Some(node) => {
-                if f.lock().is_none() {
-                    node.drain(drain_timeout, || f.lock().is_some());
-                }
-                // Lanes (the home lane among them) shut down in order; the agent goes last.
-                node.stop();
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Coordinator mode: registers the member and starts the controller around the home lane.
+async fn join_coordinator(
+    ctx: &LaneContext,
+    home: &Arc<Lane>,
+    capacity: f64,
+    addr: SocketAddr,
+) -> Result<Option<CoordinatedNode>, WorkerError> {
+    if ctx.config.assignment.source != AssignmentSource::Coordinator {
+        return Ok(None);
+    }
+    let (ctx, lane) = (ctx.clone(), home.clone());
+    let http = format!("http://{addr}");
+    let node =
+        tokio::task::spawn_blocking(move || CoordinatedNode::start(ctx, lane, capacity, http))
+            .await??;
+    Ok(Some(node))
+}
+
+/// Ordered shutdown: coordinator mode drains first (unless a stage failed) and stops its
+/// lanes and membership; otherwise the home lane shuts down.
+async fn drain_and_stop(
+    node: Option<CoordinatedNode>,
+    home: Arc<Lane>,
+    drain_timeout: Duration,
+    failures: &FailureReporter,
+) {
+    let failures = failures.clone();
+    let drained = tokio::task::spawn_blocking(move || match node {
+        Some(node) => {
+            if !failures.has_failed() {
+                node.drain(drain_timeout, || failures.has_failed());
             }
-            None => home.shutdown(),
+            // Lanes (the home lane among them) shut down in order; the agent goes last.
+            node.stop();
         }
+        None => home.shutdown(),
     })
     .await;
     if let Err(e) = drained {
         tracing::warn!(error = %e, "shutdown task failed");
     }
-    let _ = probe.await;
-    http_cancel.cancel();
-    let _ = http_task.await;
-    tracing::info!("worker stopped");
-    match fatal.lock().take() {
-        Some(msg) => Err(WorkerError::Stage(msg)),
-        None => Ok(()),
-    }
-}
-
-fn report(fatal: &Fatal, failed: &CancellationToken, msg: String) {
-    tracing::error!(error = %msg, "a stage failed");
-    fatal.lock().get_or_insert(msg);
-    failed.cancel();
 }
 
 /// Readiness: the broker answers metadata requests for the frames topic (told to the

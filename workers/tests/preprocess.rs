@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Instant;
 
-use panoptes_loadtest::scene::SceneSpec;
+use panoptes_scene::SceneSpec;
 use panoptes_workers::preprocess::{InputBatch, decode_jpeg_into};
 
 #[test]

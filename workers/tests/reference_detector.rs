@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use panoptes_loadtest::scene::{CLASS_NAMES, GroundTruthBox, SceneSpec};
+use panoptes_scene::{CLASS_NAMES, GroundTruthBox, SceneSpec};
 use panoptes_workers::model::LoadedModel;
 use panoptes_workers::postprocess::{decode_output, to_detections};
 use panoptes_workers::preprocess::InputBatch;

@@ -26,22 +26,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::kafka::{all_records, committed, offsets_reader};
-use common::node::{Topics, Worker, checker, finish_when_settled, topics};
+use common::node::{Rig, Worker, checker, exactly_once, finish_when_settled};
 use panoptes_coordinator_client::records::{AssignRecord, MemberKind, MemberRecord, RegionRecord};
 use panoptes_coordinator_client::{keys, scripts};
-use panoptes_schemas::{
-    DetectionRecord, FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent,
+use panoptes_schemas::DetectionRecord;
+use panoptes_testkit::kafka::{
+    FrameProducer, all_records, committed, frame_headers, offsets_reader, test_jpeg, wait_committed,
 };
-use panoptes_testkit::{DevBroker, RedisServer, metric_value, unique_name, wait_until};
-use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use panoptes_testkit::{DevBroker, RedisServer, Topics, metric_value, unique_name, wait_until};
+use panoptes_workers::config::{AssignmentSource, DeliveryMode, StalePolicy, WorkerConfig};
 
 const REGION: &str = "local";
 const PARTITIONS: i32 = 3;
 const FPS: u64 = 5;
-const EOS: &str = "delivery = \"exactly_once\"\ncommit_interval = \"300ms\"";
 
 /// The leader's side, by hand.
 struct Leader {
@@ -155,6 +152,30 @@ impl Leader {
     }
 }
 
+/// A worker of region [`REGION`] in coordinator mode (lossless, 20 s drain), its capacity
+/// given or (`None`) measured; `tune` sets its delivery.
+fn start_worker_with(
+    id: &str,
+    broker: &DevBroker,
+    t: &Topics,
+    group: &str,
+    redis: &RedisServer,
+    capacity: Option<f64>,
+    tune: impl FnOnce(&mut WorkerConfig),
+) -> Result<Worker> {
+    let model = &common::models().reference;
+    common::node::start_worker(id, &broker.bootstrap, t, group, model, |c| {
+        c.region = REGION.into();
+        c.assignment.source = AssignmentSource::Coordinator;
+        c.assignment.redis_url = redis.url.clone();
+        c.assignment.capacity = capacity;
+        c.assignment.drain_timeout = Duration::from_secs(20);
+        c.staleness.policy = StalePolicy::Lossless;
+        tune(c);
+    })
+}
+
+/// [`start_worker_with`] delivering exactly once.
 fn start_worker(
     id: &str,
     broker: &DevBroker,
@@ -163,108 +184,32 @@ fn start_worker(
     redis: &RedisServer,
     capacity: Option<f64>,
 ) -> Result<Worker> {
-    start_worker_with(id, broker, t, group, redis, capacity, EOS)
-}
-
-fn start_worker_with(
-    id: &str,
-    broker: &DevBroker,
-    t: &Topics,
-    group: &str,
-    redis: &RedisServer,
-    capacity: Option<f64>,
-    top: &str,
-) -> Result<Worker> {
-    let capacity = capacity.map_or(String::new(), |c| format!("capacity = {c}\n"));
-    let sections = format!(
-        "[assignment]\nsource = \"coordinator\"\nredis_url = \"{}\"\n{capacity}drain_timeout = \"20s\"\n\
-         [staleness]\npolicy = \"lossless\"\n",
-        redis.url
-    );
-    Worker::start_as(
-        id,
-        &broker.bootstrap,
-        t,
-        group,
-        &common::models().reference,
-        &format!("region = \"{REGION}\"\n{top}"),
-        &sections,
-    )
-}
-
-fn small_jpeg() -> Vec<u8> {
-    let (w, h) = (320u16, 180u16);
-    let mut rgb = vec![90u8; w as usize * h as usize * 3];
-    for y in 60..120usize {
-        for x in 100..160usize {
-            let i = (y * w as usize + x) * 3;
-            rgb[i..i + 3].copy_from_slice(&[230, 20, 20]);
-        }
-    }
-    let mut out = Vec::new();
-    jpeg_encoder::Encoder::new(&mut out, 80)
-        .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
-        .expect("jpeg");
-    out
+    start_worker_with(id, broker, t, group, redis, capacity, exactly_once)
 }
 
 /// Produces frames for cam0..cam2 (camera i → partition i) at `FPS` each until `stop`.
 fn produce(bootstrap: String, topic: String, stop: Arc<AtomicBool>) -> Result<u64> {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?;
-    let jpeg = small_jpeg();
+    let p = FrameProducer::new(&bootstrap, &[("enable.idempotence", "true")])?;
+    let jpeg = test_jpeg(320, 180);
     let mut seq = 0;
     let started = Instant::now();
     while !stop.load(Ordering::Acquire) {
         for partition in 0..PARTITIONS {
-            let camera = format!("cam{partition}");
-            let h = FrameHeaders {
-                schema_version: SCHEMA_VERSION,
-                camera_id: camera.clone(),
-                seq,
-                capture_time_us: panoptes_workers::work::now_us(),
-                pts_ns: None,
-                width: 320,
-                height: 180,
-                source_width: 320,
-                source_height: 180,
-                encoding: FrameEncoding::Jpeg,
-                traceparent: new_traceparent(),
-            };
-            let mut owned = OwnedHeaders::new();
-            for (key, value) in h.to_kafka_headers() {
-                owned = owned.insert(Header {
-                    key,
-                    value: Some(value.as_bytes()),
-                });
-            }
-            let rec = BaseRecord::to(&topic)
-                .partition(partition)
-                .key(camera.as_str())
-                .payload(&jpeg)
-                .headers(owned);
-            if let Err((e, _)) = p.send(rec) {
-                bail!("{e}");
-            }
+            let h = frame_headers(&format!("cam{partition}"), seq, (320, 180), Duration::ZERO);
+            p.send(&topic, partition, &h, &jpeg)?;
         }
-        p.poll(Duration::ZERO);
         seq += 1;
         let next = started + Duration::from_millis(seq * 1000 / FPS);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
-    p.flush(Duration::from_secs(10))?;
+    p.flush()?;
     Ok(seq * PARTITIONS as u64)
 }
 
 #[test]
 fn partitions_move_between_workers_at_run_time() -> Result<()> {
     let redis = RedisServer::start()?;
-    let broker = DevBroker::start(1)?;
-    let t = topics(&broker, PARTITIONS as u32)?;
-    let group = unique_name("group");
+    let Rig { broker, t, group } = Rig::new(PARTITIONS as u32)?;
     let mut leader = Leader::new(&redis, &t.frames, &broker.bootstrap)?;
     let checker = checker(&broker.bootstrap, &t, Vec::new())?;
     let a = start_worker("worker-a", &broker, &t, &group, &redis, Some(40.0))?;
@@ -291,14 +236,13 @@ fn partitions_move_between_workers_at_run_time() -> Result<()> {
         std::thread::spawn(move || produce(b, t, s))
     };
     let reader = offsets_reader(&broker.bootstrap, &group)?;
-    wait_until(
+    wait_committed(
         "A commits on every partition",
+        &reader,
+        &t.frames,
+        PARTITIONS,
+        5,
         Duration::from_secs(30),
-        || {
-            committed(&reader, &t.frames, PARTITIONS)
-                .ok()
-                .filter(|c| c.len() == PARTITIONS as usize && c.values().all(|&o| o > 5))
-        },
     )?;
     let a_report = wait_until("A reports its items", Duration::from_secs(5), || {
         leader
@@ -496,27 +440,16 @@ fn foreign_cluster_partitions_and_regrants() -> Result<()> {
     let redis = RedisServer::start()?;
     let home = DevBroker::start(1)?;
     let eu = DevBroker::start(1)?;
-    let t = topics(&home, PARTITIONS as u32)?;
-    for (name, n) in [
-        (&t.frames, PARTITIONS),
-        (&t.detections, PARTITIONS),
-        (&t.dlq, 1),
-    ] {
-        eu.create_topic(name, n as u32)?;
-    }
+    let t = home.create_topics(PARTITIONS as u32)?;
+    eu.create_topics_named(&t, PARTITIONS as u32)?;
     let group = unique_name("group");
     let mut leader = Leader::new(&redis, &t.frames, &home.bootstrap)?;
     leader.region("eu", &eu.bootstrap)?;
     let checker = checker(&eu.bootstrap, &t, Vec::new())?;
-    let w = start_worker_with(
-        "worker-w",
-        &home,
-        &t,
-        &group,
-        &redis,
-        Some(40.0),
-        "delivery = \"at_least_once\"\ncommit_interval = \"200ms\"",
-    )?;
+    let w = start_worker_with("worker-w", &home, &t, &group, &redis, Some(40.0), |c| {
+        c.delivery = DeliveryMode::AtLeastOnce;
+        c.commit_interval = Duration::from_millis(200);
+    })?;
     let stop = Arc::new(AtomicBool::new(false));
     let producer = {
         let (b, t, s) = (eu.bootstrap.clone(), t.frames.clone(), stop.clone());
@@ -526,14 +459,13 @@ fn foreign_cluster_partitions_and_regrants() -> Result<()> {
         assert_eq!(leader.grant_in("eu", p, "worker-w")?, 1);
     }
     let reader = offsets_reader(&eu.bootstrap, &group)?;
-    wait_until(
+    wait_committed(
         "W commits on every eu partition",
+        &reader,
+        &t.frames,
+        PARTITIONS,
+        5,
         Duration::from_secs(40),
-        || {
-            committed(&reader, &t.frames, PARTITIONS)
-                .ok()
-                .filter(|c| c.len() == PARTITIONS as usize && c.values().all(|&o| o > 5))
-        },
     )?;
     let m = w.metrics();
     assert_eq!(
@@ -615,9 +547,7 @@ fn foreign_cluster_partitions_and_regrants() -> Result<()> {
 #[test]
 fn paused_worker_loses_its_lease_and_stops() -> Result<()> {
     let redis = RedisServer::start()?;
-    let broker = DevBroker::start(1)?;
-    let t = topics(&broker, PARTITIONS as u32)?;
-    let group = unique_name("group");
+    let Rig { broker, t, group } = Rig::new(PARTITIONS as u32)?;
     let mut leader = Leader::new(&redis, &t.frames, &broker.bootstrap)?;
     let checker = checker(&broker.bootstrap, &t, Vec::new())?;
     let a = start_worker("worker-a", &broker, &t, &group, &redis, Some(40.0))?;
@@ -631,14 +561,13 @@ fn paused_worker_loses_its_lease_and_stops() -> Result<()> {
         std::thread::spawn(move || produce(b, t, s))
     };
     let reader = offsets_reader(&broker.bootstrap, &group)?;
-    wait_until(
+    wait_committed(
         "A commits on every partition",
+        &reader,
+        &t.frames,
+        PARTITIONS,
+        5,
         Duration::from_secs(30),
-        || {
-            committed(&reader, &t.frames, PARTITIONS)
-                .ok()
-                .filter(|c| c.len() == PARTITIONS as usize && c.values().all(|&o| o > 5))
-        },
     )?;
     a.proc.signal("STOP")?;
     wait_until("A's lease expires", Duration::from_secs(5), || {

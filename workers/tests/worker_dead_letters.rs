@@ -8,84 +8,26 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::node::{Worker, checker, finish_when_settled, topics};
-use panoptes_loadtest::camsim::config::CameraConfig;
-use panoptes_schemas::{FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent};
-use panoptes_testkit::{DevBroker, metric_value, unique_name};
-use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use common::node::{Rig, finish_when_settled};
+use panoptes_scene::camera::CameraConfig;
+use panoptes_schemas::FrameHeaders;
+use panoptes_testkit::kafka::{FrameProducer, frame_headers};
+use panoptes_testkit::metric_value;
 
+/// The envelope of a 1280×720 frame published at 640×360, captured `age` ago.
 fn headers(camera: &str, seq: u64, age: Duration) -> FrameHeaders {
-    FrameHeaders {
-        schema_version: SCHEMA_VERSION,
-        camera_id: camera.into(),
-        seq,
-        capture_time_us: panoptes_workers::work::now_us() - age.as_micros() as i64,
-        pts_ns: None,
-        width: 640,
-        height: 360,
-        source_width: 1280,
-        source_height: 720,
-        encoding: FrameEncoding::Jpeg,
-        traceparent: new_traceparent(),
-    }
-}
-
-fn send(
-    p: &BaseProducer,
-    topic: &str,
-    partition: i32,
-    key: &str,
-    h: Option<&FrameHeaders>,
-    raw: &[(&str, &str)],
-    payload: &[u8],
-) -> Result<()> {
-    let mut owned = OwnedHeaders::new();
-    if let Some(h) = h {
-        for (key, value) in h.to_kafka_headers() {
-            owned = owned.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        }
-    }
-    for (key, value) in raw {
-        owned = owned.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
-    }
-    p.send(
-        BaseRecord::to(topic)
-            .partition(partition)
-            .key(key)
-            .payload(payload)
-            .headers(owned),
-    )
-    .map_err(|(e, _)| e)?;
-    p.poll(Duration::ZERO);
-    Ok(())
+    let mut h = frame_headers(camera, seq, (640, 360), age);
+    (h.source_width, h.source_height) = (1280, 720);
+    h
 }
 
 #[test]
 fn poisoned_and_stale_frames_are_accounted() -> Result<()> {
-    let models = common::models();
-    let broker = DevBroker::start(1)?;
-    let t = topics(&broker, 2)?;
-    let checker = checker(&broker.bootstrap, &t, Vec::new())?;
-    let worker = Worker::start(
-        &broker.bootstrap,
-        &t,
-        &unique_name("group"),
-        &models.reference,
-        "",
-        "",
-    )?;
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("linger.ms", "5")
-        .create()?;
+    let rig = Rig::new(2)?;
+    let Rig { broker, t, .. } = &rig;
+    let checker = rig.checker(Vec::new())?;
+    let worker = rig.worker(|_| ())?;
+    let producer = FrameProducer::new(&broker.bootstrap, &[])?;
     let mut spec = CameraConfig::new("cam0").scene();
     spec.width = 1280;
     spec.height = 720;
@@ -102,50 +44,28 @@ fn poisoned_and_stale_frames_are_accounted() -> Result<()> {
             }
             _ => jpeg,
         };
-        send(&producer, &t.frames, 0, "cam0", Some(&h), &[], &payload)?;
+        producer.send(&t.frames, 0, &h, &payload)?;
     }
     // cam1 on partition 1: a record without any envelope, one with an unparsable seq, then
     // 3 frames captured 10 s ago (stale under the default 2 s policy), then 3 fresh ones.
     let (jpeg, _) = common::simulator_frame(&spec, "cam1", 0);
-    send(&producer, &t.frames, 1, "cam1", None, &[], &jpeg)?;
-    let mut bad = OwnedHeaders::new();
-    for (key, value) in headers("cam1", 0, fresh).to_kafka_headers() {
-        let value = if key == panoptes_schemas::headers::SEQ {
-            "seven".to_string()
-        } else {
-            value
-        };
-        bad = bad.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
+    producer.send_raw(&t.frames, 1, "cam1", &[], &jpeg)?;
+    let mut bad = headers("cam1", 0, fresh).to_kafka_headers();
+    for (key, value) in &mut bad {
+        if *key == panoptes_schemas::headers::SEQ {
+            *value = "seven".to_string();
+        }
     }
-    producer
-        .send(
-            BaseRecord::to(&t.frames)
-                .partition(1)
-                .key("cam1")
-                .payload(&jpeg)
-                .headers(bad),
-        )
-        .map_err(|(e, _)| e)?;
+    producer.send_raw(&t.frames, 1, "cam1", &bad, &jpeg)?;
     for seq in 1..7u64 {
         let age = if seq <= 3 {
             Duration::from_secs(10)
         } else {
             fresh
         };
-        send(
-            &producer,
-            &t.frames,
-            1,
-            "cam1",
-            Some(&headers("cam1", seq, age)),
-            &[],
-            &jpeg,
-        )?;
+        producer.send(&t.frames, 1, &headers("cam1", seq, age), &jpeg)?;
     }
-    producer.flush(Duration::from_secs(10))?;
+    producer.flush()?;
 
     let report = finish_when_settled(checker, Duration::from_secs(30))?;
     println!("{}", report.to_markdown());

@@ -6,38 +6,27 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use common::node::{
-    CAMERAS, Worker, camera_configs, camsim_args, checker, finish_when_settled, start_ingest,
-    topics,
-};
-use panoptes_testkit::{CamSim, DevBroker, get_text, metric_value, unique_name};
+use common::node::{CAMERAS, Rig, camera_configs, finish_when_settled, start_ingest};
+use panoptes_testkit::{CamSim, metric_value};
 
 #[test]
 fn frames_from_three_cameras_are_detected_exactly_once_in_order() -> Result<()> {
     let started = Instant::now();
-    let models = common::models();
-    let broker = DevBroker::start(1)?;
-    let t = topics(&broker, 3)?;
     let cams = camera_configs();
-    let args = camsim_args(&cams);
-    let sim = CamSim::start(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let checker = checker(&broker.bootstrap, &t, cams)?;
-    let worker = Worker::start(
-        &broker.bootstrap,
-        &t,
-        &unique_name("group"),
-        &models.reference,
-        "",
-        "[batching]\nmax_batch = 4\nmax_wait = \"10ms\"\n",
-    )?;
-    let (mut ingest, _cfg) = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
-
-    panoptes_testkit::wait_until("worker ready", Duration::from_secs(10), || {
-        get_text(&format!("{}/readyz", worker.http)).filter(|(s, _)| *s == 200)
+    let sim = CamSim::with_configs(&cams)?;
+    let rig = Rig::new(3)?;
+    let Rig { broker, t, .. } = &rig;
+    let checker = rig.checker(cams)?;
+    let worker = rig.worker(|c| {
+        c.batching.max_batch = 4;
+        c.batching.max_wait = Duration::from_millis(10);
     })?;
+    let mut ingest = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
+
+    worker.wait_ready(Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_secs(12));
     assert!(
-        ingest.terminate(Duration::from_secs(10))?,
+        ingest.proc.terminate(Duration::from_secs(10))?,
         "ingest exits cleanly"
     );
     let report = finish_when_settled(checker, Duration::from_secs(20))?;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Result;
+use panoptes_runtime::config::KafkaClientConfig;
 use panoptes_schemas::{
     FrameEncoding, FrameHeaders, FrameStatus, ModelRef, SCHEMA_VERSION, StageLatencies,
     new_traceparent,
@@ -15,10 +16,10 @@ use panoptes_schemas::{
 use panoptes_testkit::{DevBroker, unique_name};
 use panoptes_workers::assignment::StaticAssignment;
 use panoptes_workers::config::KafkaConfig;
-use panoptes_workers::decode::RecordContext;
 use panoptes_workers::metrics::WorkerMetrics;
-use panoptes_workers::publisher::{EosPartition, PartitionState};
-use panoptes_workers::work::{Outcome, Output, Position, now_us};
+use panoptes_workers::pipeline::partition::PartitionState;
+use panoptes_workers::pipeline::publish::EosPartition;
+use panoptes_workers::pipeline::work::{Outcome, Output, Position, RecordContext, now_us};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -28,7 +29,10 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
     let frames = unique_name("frames");
     broker.create_topic(&frames, 1)?;
     let cfg = KafkaConfig {
-        bootstrap_servers: broker.bootstrap.clone(),
+        client: KafkaClientConfig {
+            bootstrap_servers: broker.bootstrap.clone(),
+            ..Default::default()
+        },
         frames_topic: frames.clone(),
         detections_topic: unique_name("detections"),
         dlq_topic: unique_name("dlq"),
@@ -36,7 +40,9 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
         ..KafkaConfig::default()
     };
     broker.create_topic(&cfg.detections_topic, 1)?;
-    let consumer = Arc::new(panoptes_workers::consumer::create(&cfg, "w-epoch")?);
+    let consumer = Arc::new(panoptes_workers::pipeline::consume::create(
+        &cfg, "w-epoch",
+    )?);
     let assignment = Arc::new(StaticAssignment::new(1));
     let metrics = WorkerMetrics::new()?;
     let state = PartitionState::new(0);

@@ -14,38 +14,27 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::kafka::{all_records, committed, offsets_reader};
-use common::node::{
-    Worker, camera_configs, camsim_args, checker, finish_when_settled, start_ingest, topics,
-};
-use panoptes_testkit::{CamSim, DevBroker, unique_name};
-
-const EOS: &str = "delivery = \"exactly_once\"\ncommit_interval = \"300ms\"";
+use common::node::{Rig, camera_configs, exactly_once, finish_when_settled, start_ingest};
+use panoptes_testkit::CamSim;
+use panoptes_testkit::kafka::{all_records, committed, offsets_reader};
 
 #[test]
 fn killed_worker_is_replaced_without_loss() -> Result<()> {
-    let models = common::models();
-    let broker = DevBroker::start(1)?;
-    let t = topics(&broker, 3)?;
     let cams = camera_configs();
-    let args = camsim_args(&cams);
-    let sim = CamSim::start(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let checker = checker(&broker.bootstrap, &t, cams)?;
-    let group = unique_name("group");
-    let mut first = Worker::start(
-        &broker.bootstrap,
-        &t,
-        &group,
-        &models.reference,
-        &format!("{EOS}\nepoch = 1"),
-        "",
-    )?;
-    let (mut ingest, _cfg) = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
+    let sim = CamSim::with_configs(&cams)?;
+    let rig = Rig::new(3)?;
+    let Rig { broker, t, group } = &rig;
+    let checker = rig.checker(cams)?;
+    let mut first = rig.worker(|c| {
+        exactly_once(c);
+        c.epoch = 1;
+    })?;
+    let mut ingest = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
     std::thread::sleep(Duration::from_secs(6));
     first.proc.signal("KILL")?;
     std::thread::sleep(Duration::from_millis(300));
     assert!(!first.proc.is_running());
-    let at_kill = committed(&offsets_reader(&broker.bootstrap, &group)?, &t.frames, 3)?;
+    let at_kill = committed(&offsets_reader(&broker.bootstrap, group)?, &t.frames, 3)?;
     println!("committed offsets at kill: {at_kill:?}");
 
     assert_eq!(
@@ -54,16 +43,12 @@ fn killed_worker_is_replaced_without_loss() -> Result<()> {
         "every partition had committed transactions"
     );
 
-    let second = Worker::start(
-        &broker.bootstrap,
-        &t,
-        &group,
-        &models.reference,
-        &format!("{EOS}\nepoch = 2"),
-        "",
-    )?;
+    let second = rig.worker(|c| {
+        exactly_once(c);
+        c.epoch = 2;
+    })?;
     std::thread::sleep(Duration::from_secs(6));
-    assert!(ingest.terminate(Duration::from_secs(10))?);
+    assert!(ingest.proc.terminate(Duration::from_secs(10))?);
     let report = finish_when_settled(checker, Duration::from_secs(30))?;
     println!("{}", report.to_markdown());
 

@@ -9,68 +9,23 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use common::node::{Worker, checker, finish_when_settled, topics};
-use panoptes_schemas::{FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent};
-use panoptes_testkit::{DevBroker, metric_value, unique_name};
-use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use common::node::{Rig, finish_when_settled};
+use panoptes_testkit::kafka::{FrameProducer, frame_headers, test_jpeg};
+use panoptes_testkit::metric_value;
+use panoptes_workers::config::StalePolicy;
 
-fn small_jpeg() -> Vec<u8> {
-    let (w, h) = (320u16, 180u16);
-    let mut rgb = vec![90u8; w as usize * h as usize * 3];
-    for y in 60..120usize {
-        for x in 100..160usize {
-            let i = (y * w as usize + x) * 3;
-            rgb[i..i + 3].copy_from_slice(&[230, 20, 20]);
-        }
-    }
-    let mut out = Vec::new();
-    jpeg_encoder::Encoder::new(&mut out, 80)
-        .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
-        .unwrap();
-    out
-}
-
-fn burst(p: &BaseProducer, topic: &str, first_seq: u64, n: u64, jpeg: &[u8]) -> Result<()> {
+/// `n` frames per camera from `first_seq` on, cam0 → partition 0, cam1 → partition 1.
+fn burst(p: &FrameProducer, topic: &str, first_seq: u64, n: u64, jpeg: &[u8]) -> Result<()> {
     for seq in first_seq..first_seq + n {
         for (partition, camera) in [(0, "cam0"), (1, "cam1")] {
-            let h = FrameHeaders {
-                schema_version: SCHEMA_VERSION,
-                camera_id: camera.into(),
-                seq,
-                capture_time_us: panoptes_workers::work::now_us(),
-                pts_ns: None,
-                width: 320,
-                height: 180,
-                source_width: 320,
-                source_height: 180,
-                encoding: FrameEncoding::Jpeg,
-                traceparent: new_traceparent(),
-            };
-            let mut owned = OwnedHeaders::new();
-            for (key, value) in h.to_kafka_headers() {
-                owned = owned.insert(Header {
-                    key,
-                    value: Some(value.as_bytes()),
-                });
-            }
-            let rec = BaseRecord::to(topic)
-                .partition(partition)
-                .key(camera)
-                .payload(jpeg)
-                .headers(owned);
-            if let Err((e, _)) = p.send(rec) {
-                bail!("{e}");
-            }
-            p.poll(Duration::ZERO);
+            let h = frame_headers(camera, seq, (320, 180), Duration::ZERO);
+            p.send(topic, partition, &h, jpeg)?;
         }
     }
-    p.flush(Duration::from_secs(10))?;
-    Ok(())
+    p.flush()
 }
 
-fn wait_answered(c: &panoptes_loadtest::checker::Checker, want: u64) -> Result<()> {
+fn wait_answered(c: &panoptes_checker::Checker, want: u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let p = c.progress();
@@ -89,23 +44,19 @@ const TOTAL: u64 = 4000;
 
 #[test]
 fn overload_skips_stale_frames_with_flat_memory() -> Result<()> {
-    let models = common::models();
-    let broker = DevBroker::start(1)?;
-    let t = topics(&broker, 2)?;
-    let checker = checker(&broker.bootstrap, &t, Vec::new())?;
-    let worker = Worker::start(
-        &broker.bootstrap,
-        &t,
-        &unique_name("group"),
-        &models.reference,
-        "partition_queue = 16\ndecode_threads = 1",
-        "[batching]\nmax_batch = 4\nmax_wait = \"5ms\"\n[staleness]\npolicy = \"skip\"\nmax_age = \"250ms\"\n",
-    )?;
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("linger.ms", "5")
-        .create()?;
-    let jpeg = small_jpeg();
+    let rig = Rig::new(2)?;
+    let Rig { broker, t, .. } = &rig;
+    let checker = rig.checker(Vec::new())?;
+    let worker = rig.worker(|c| {
+        c.partition_queue = 16;
+        c.decode_threads = 1;
+        c.batching.max_batch = 4;
+        c.batching.max_wait = Duration::from_millis(5);
+        c.staleness.policy = StalePolicy::Skip;
+        c.staleness.max_age = Duration::from_millis(250);
+    })?;
+    let producer = FrameProducer::new(&broker.bootstrap, &[])?;
+    let jpeg = test_jpeg(320, 180);
     // Warm-up burst (allocator and libtorch caches), then two identical overload bursts: the
     // first sets the working set under overload, the second must not grow it. (Comparing a
     // quiet moment with the peak of a burst would measure the in-flight working set, not growth.)

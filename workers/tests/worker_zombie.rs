@@ -24,55 +24,70 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::kafka::{all_records, committed, offsets_reader};
 use common::node::{
-    Worker, camera_configs, camsim_args, checker, finish_when_settled, start_ingest, topics,
+    Rig, Worker, camera_configs, checker, exactly_once, finish_when_settled, start_ingest,
+    start_worker,
 };
+use panoptes_models::GeneratedModel;
 use panoptes_schemas::DetectionRecord;
-use panoptes_testkit::{CamSim, DevBroker, RedisServer, metric_value, unique_name, wait_until};
+use panoptes_testkit::Topics;
+use panoptes_testkit::kafka::{all_records, committed, offsets_reader, wait_committed};
+use panoptes_testkit::{CamSim, RedisServer, metric_value, wait_until};
+use panoptes_workers::config::AssignmentSource;
 
 const PARTITIONS: i32 = 3;
-const EOS: &str =
-    "delivery = \"exactly_once\"\ncommit_interval = \"300ms\"\npartitions = [0, 1, 2]";
+
+/// An exactly-once worker `id` owning partitions 0..3 as long as Redis says so, checking
+/// with Redis (`check_timeout`) before every commit.
+fn redis_worker(
+    id: &str,
+    bootstrap: &str,
+    t: &Topics,
+    group: &str,
+    model: &GeneratedModel,
+    redis_url: &str,
+    check_timeout: Duration,
+) -> Result<Worker> {
+    start_worker(id, bootstrap, t, group, model, |c| {
+        exactly_once(c);
+        c.partitions = (0..PARTITIONS).collect();
+        c.assignment.source = AssignmentSource::Redis;
+        c.assignment.redis_url = redis_url.into();
+        c.assignment.check_timeout = check_timeout;
+    })
+}
 const SUPERSEDED: &str = "panoptes_worker_transactions_aborted_total{reason=\"superseded\"}";
 
 #[test]
 fn thawed_zombie_is_superseded() -> Result<()> {
     let models = common::models();
     let redis = RedisServer::start()?;
-    let broker = DevBroker::start(1)?;
-    let t = topics(&broker, PARTITIONS as u32)?;
+    let Rig { broker, t, group } = Rig::new(PARTITIONS as u32)?;
     let cams = camera_configs();
-    let args = camsim_args(&cams);
-    let sim = CamSim::start(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let sim = CamSim::with_configs(&cams)?;
     let checker = checker(&broker.bootstrap, &t, cams)?;
-    let group = unique_name("group");
-    let sections = format!(
-        "[assignment]\nsource = \"redis\"\nredis_url = \"{}\"\ncheck_timeout = \"500ms\"\n",
-        redis.url
-    );
+    let check = Duration::from_millis(500);
     for p in 0..PARTITIONS {
         redis.set_assignment("local", &t.frames, p, "worker-a", 1)?;
     }
-    let a = Worker::start_as(
+    let a = redis_worker(
         "worker-a",
         &broker.bootstrap,
         &t,
         &group,
         &models.reference,
-        EOS,
-        &sections,
+        &redis.url,
+        check,
     )?;
-    let (mut ingest, _cfg) = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
+    let mut ingest = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
     let reader = offsets_reader(&broker.bootstrap, &group)?;
-    wait_until(
+    wait_committed(
         "A commits on every partition",
+        &reader,
+        &t.frames,
+        PARTITIONS,
+        5,
         Duration::from_secs(20),
-        || {
-            committed(&reader, &t.frames, PARTITIONS)
-                .ok()
-                .filter(|c| c.len() == PARTITIONS as usize && c.values().all(|&o| o > 5))
-        },
     )?;
 
     // Freeze A mid-stream, hand its partitions to B.
@@ -104,14 +119,14 @@ fn thawed_zombie_is_superseded() -> Result<()> {
         })
     };
 
-    let b = Worker::start_as(
+    let b = redis_worker(
         "worker-b",
         &broker.bootstrap,
         &t,
         &group,
         &models.reference,
-        EOS,
-        &sections,
+        &redis.url,
+        check,
     )?;
     wait_until(
         "B commits past A on every partition",
@@ -133,7 +148,7 @@ fn thawed_zombie_is_superseded() -> Result<()> {
     let superseded_by_a = metric_value(&a.metrics(), SUPERSEDED).unwrap_or(superseded_by_a);
     assert_eq!(metric_value(&b.metrics(), SUPERSEDED).unwrap_or(0.0), 0.0);
 
-    assert!(ingest.terminate(Duration::from_secs(10))?);
+    assert!(ingest.proc.terminate(Duration::from_secs(10))?);
     let report = finish_when_settled(checker, Duration::from_secs(30))?;
     stop_sampling.store(true, Ordering::Release);
     let samples = sampler.join().expect("sampler thread")?;
@@ -214,38 +229,32 @@ fn thawed_zombie_is_superseded() -> Result<()> {
 fn unreachable_redis_fails_closed() -> Result<()> {
     let models = common::models();
     let redis = RedisServer::start()?;
-    let broker = DevBroker::start(1)?;
-    let t = topics(&broker, PARTITIONS as u32)?;
+    let Rig { broker, t, group } = Rig::new(PARTITIONS as u32)?;
     let cams = camera_configs();
-    let args = camsim_args(&cams);
-    let sim = CamSim::start(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let group = unique_name("group");
-    let sections = format!(
-        "[assignment]\nsource = \"redis\"\nredis_url = \"{}\"\ncheck_timeout = \"300ms\"\n",
-        redis.url
-    );
+    let sim = CamSim::with_configs(&cams)?;
+    let check = Duration::from_millis(300);
     for p in 0..PARTITIONS {
         redis.set_assignment("local", &t.frames, p, "worker-a", 1)?;
     }
-    let mut a = Worker::start_as(
+    let mut a = redis_worker(
         "worker-a",
         &broker.bootstrap,
         &t,
         &group,
         &models.reference,
-        EOS,
-        &sections,
+        &redis.url,
+        check,
     )?;
-    let (_ingest, _cfg) = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
+    let _ingest = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
     let reader = offsets_reader(&broker.bootstrap, &group)?;
-    wait_until(
+    // Any committed offset (offsets are never negative).
+    wait_committed(
         "A commits on every partition",
+        &reader,
+        &t.frames,
+        PARTITIONS,
+        -1,
         Duration::from_secs(20),
-        || {
-            committed(&reader, &t.frames, PARTITIONS)
-                .ok()
-                .filter(|c| c.len() == PARTITIONS as usize)
-        },
     )?;
     drop(redis);
     std::thread::sleep(Duration::from_millis(500));

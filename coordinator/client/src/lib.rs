@@ -8,13 +8,18 @@
 //! - [`scripts`]: the Lua scripts that make every multi-key change atomic, including the
 //!   leader-fenced writes the coordinator makes and the release a member makes;
 //! - [`member`]: [`member::MemberAgent`], the thread a node runs to hold its lease, report its
-//!   load and learn its assignments (pushed through pub/sub and polled).
+//!   load and learn its assignments (pushed through pub/sub and polled);
+//! - [`driver`]: [`driver::Driver`], the protocol's member side on top of the agent (start
+//!   what is granted, stop what is revoked, hand over what moves, fail closed, drain), for
+//!   any node that says what running an item means ([`driver::ItemRunner`]).
 
+pub mod driver;
 pub mod keys;
 pub mod member;
 pub mod records;
 pub mod scripts;
 
+pub use driver::{Driver, DriverConfig, HandoverOutcome, ItemRunner, Prepared, Report};
 pub use member::{Desired, Grant, MemberAgent, MemberConfig};
 pub use records::{AssignRecord, CameraRecord, MemberKind, MemberRecord, RegionRecord};
 

@@ -6,9 +6,10 @@
 //! this node. It re-reads them when the coordinator publishes on the node's channel and at
 //! least every `poll_interval`, because pub/sub messages can be late or lost. The result is
 //! published as a [`Desired`] snapshot through a `tokio::sync::watch` channel, which both
-//! threads and async tasks can read. The node compares it with what it runs, starts what was
-//! granted, drops what was taken away, and hands over (finish, commit, [`MemberAgent::release`])
-//! what the coordinator asks to move.
+//! threads and async tasks can read; threads wait for changes with
+//! [`MemberAgent::wait_change`]. The node's [`crate::driver::Driver`] compares it with what
+//! runs, starts what was granted, drops what was taken away, and hands over (finish, commit,
+//! [`MemberAgent::release`]) what the coordinator asks to move.
 //!
 //! Everything here is synchronous Redis on the agent's own thread: nothing blocks a runtime.
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use redis::Connection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,49 @@ pub struct MemberConfig {
     pub lease_ttl: Duration,
     /// Longest time between two reads of the assignments.
     pub poll_interval: Duration,
+}
+
+impl MemberConfig {
+    /// A member of `kind` named `id`, coordinating through `redis_url`, with the protocol's
+    /// defaults: no region, group `default`, capacity 0, lease TTL 1 s, polled every 500 ms,
+    /// frames topic `panoptes.frames`. The other methods set the rest.
+    pub fn new(kind: MemberKind, id: &str, redis_url: &str) -> Self {
+        Self {
+            redis_url: redis_url.to_string(),
+            kind,
+            id: id.to_string(),
+            region: String::new(),
+            group: "default".into(),
+            capacity: 0.0,
+            http: String::new(),
+            frames_topic: "panoptes.frames".into(),
+            lease_ttl: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+
+    /// Where the member is placed: its region, group (worker group or ingest pool) and
+    /// capacity in load units.
+    pub fn placed(mut self, region: &str, group: &str, capacity: f64) -> Self {
+        self.region = region.to_string();
+        self.group = group.to_string();
+        self.capacity = capacity;
+        self
+    }
+
+    /// The member's HTTP base URL and the frames topic (which names partition items' keys).
+    pub fn serving(mut self, http: String, frames_topic: &str) -> Self {
+        self.http = http;
+        self.frames_topic = frames_topic.to_string();
+        self
+    }
+
+    /// Its lease TTL and the longest time between two reads of its assignments.
+    pub fn timing(mut self, lease_ttl: Duration, poll_interval: Duration) -> Self {
+        self.lease_ttl = lease_ttl;
+        self.poll_interval = poll_interval;
+        self
+    }
 }
 
 /// One item this node holds.
@@ -109,6 +153,10 @@ struct Inner {
     status: Mutex<Status>,
     conn: Mutex<Option<Connection>>,
     desired: watch::Sender<Desired>,
+    /// Counts changes of `desired` and local pokes, for threads that wait on them
+    /// ([`MemberAgent::wait_change`]).
+    changes: Mutex<u64>,
+    changed: Condvar,
     leases_lost: AtomicU64,
     registered: AtomicBool,
     renew_failures: AtomicU64,
@@ -156,6 +204,8 @@ impl MemberAgent {
                 }),
                 conn: Mutex::new(None),
                 desired: tx,
+                changes: Mutex::new(0),
+                changed: Condvar::new(),
                 leases_lost: AtomicU64::new(0),
                 registered: AtomicBool::new(false),
                 renew_failures: AtomicU64::new(0),
@@ -244,6 +294,28 @@ impl MemberAgent {
         Ok(released)
     }
 
+    /// How many changes of the [`Desired`] snapshot (and [`MemberAgent::poke`]s) there were
+    /// so far: pass it to [`MemberAgent::wait_change`].
+    pub fn changes(&self) -> u64 {
+        *self.inner.changes.lock()
+    }
+
+    /// Blocks until the count of changes differs from `seen` or `timeout` passes; returns
+    /// the count. For threads, which cannot await the `watch` channel.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let mut n = self.inner.changes.lock();
+        if *n == seen {
+            let _ = self.inner.changed.wait_for(&mut n, timeout);
+        }
+        *n
+    }
+
+    /// Wakes the threads in [`MemberAgent::wait_change`] without a change (no Redis call).
+    pub fn poke(&self) {
+        *self.inner.changes.lock() += 1;
+        self.inner.changed.notify_all();
+    }
+
     /// Makes the agent renew and re-read now.
     pub fn wake(&self) {
         let ch = keys::notify(self.inner.cfg.kind, &self.inner.cfg.id);
@@ -280,6 +352,7 @@ impl MemberAgent {
             if let Err(e) = self.session(cancel) {
                 tracing::warn!(error = %e, "coordination session failed; reconnecting");
                 self.inner.desired.send_modify(|d| d.connected = false);
+                self.poke();
                 std::thread::sleep(self.inner.cfg.poll_interval.min(Duration::from_millis(500)));
             }
         }
@@ -408,35 +481,18 @@ impl MemberAgent {
                 grants.insert(item.clone(), Grant { item, record });
             }
         }
-        let mut regions = BTreeMap::new();
-        for (name, json) in regions_raw {
-            match serde_json::from_str::<RegionRecord>(&json) {
-                Ok(r) => {
-                    regions.insert(name, r);
-                }
-                Err(e) => {
-                    tracing::warn!(region = %name, error = %e, "unreadable region record ignored")
-                }
-            }
-        }
+        let regions = parse_records::<RegionRecord>(
+            regions_raw.into_iter().map(|(k, v)| (k, Some(v))),
+            "region",
+        );
         let mut cameras = BTreeMap::new();
         if cfg.kind == MemberKind::Ingest && !grants.is_empty() {
             let ids: Vec<&String> = grants.keys().collect();
             let raw: Vec<Option<String>> =
                 redis::cmd("HMGET").arg(keys::CAMERAS).arg(&ids).query(c)?;
-            for (id, json) in ids.into_iter().zip(raw) {
-                match json.map(|j| serde_json::from_str::<CameraRecord>(&j)) {
-                    Some(Ok(r)) => {
-                        cameras.insert(id.clone(), r);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(camera = %id, error = %e, "unreadable camera record ignored")
-                    }
-                    None => {}
-                }
-            }
+            cameras = parse_records::<CameraRecord>(ids.into_iter().cloned().zip(raw), "camera");
         }
-        self.inner.desired.send_if_modified(|d| {
+        let changed = self.inner.desired.send_if_modified(|d| {
             let changed = d.grants != grants
                 || d.drain_requested != drain_requested
                 || d.regions != regions
@@ -452,6 +508,28 @@ impl MemberAgent {
             }
             changed
         });
+        if changed {
+            self.poke();
+        }
         Ok(())
     }
+}
+
+/// Parses JSON records by id, leaving out (with a warning) those that do not parse and
+/// those missing (`None`).
+fn parse_records<T: serde::de::DeserializeOwned>(
+    raw: impl IntoIterator<Item = (String, Option<String>)>,
+    what: &str,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    for (id, json) in raw {
+        match json.map(|j| serde_json::from_str::<T>(&j)) {
+            Some(Ok(r)) => {
+                out.insert(id, r);
+            }
+            Some(Err(e)) => tracing::warn!(id, error = %e, "unreadable {what} record ignored"),
+            None => {}
+        }
+    }
+    out
 }

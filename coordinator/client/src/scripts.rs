@@ -130,16 +130,10 @@ pub fn leader_acquire(
     ttl_ms: u64,
     http: &str,
 ) -> Result<Option<u64>, CoordError> {
-    let v = eval(
+    let v = leader_eval(
         c,
         LEADER_ACQUIRE,
-        &[keys::LEADER, keys::FENCE, keys::LEADER_INFO],
-        &[
-            id.into(),
-            ttl_ms.to_string(),
-            http.into(),
-            crate::now_ms().to_string(),
-        ],
+        [id.into(), ttl_ms.to_string(), http.into()],
     )?;
     Ok(match v {
         Value::Int(t) => Some(t as u64),
@@ -154,18 +148,25 @@ pub fn leader_renew(
     token: u64,
     ttl_ms: u64,
 ) -> Result<bool, CoordError> {
-    let v = eval(
+    let v = leader_eval(
         c,
         LEADER_RENEW,
-        &[keys::LEADER, keys::FENCE, keys::LEADER_INFO],
-        &[
-            id.into(),
-            token.to_string(),
-            ttl_ms.to_string(),
-            crate::now_ms().to_string(),
-        ],
+        [id.into(), token.to_string(), ttl_ms.to_string()],
     )?;
     Ok(v == Value::Int(1))
+}
+
+/// Runs a leader-lease script on the lease, fence and info keys with `args` and, last, the
+/// current time in ms (recorded in the leader's info).
+fn leader_eval(c: &mut Connection, script: &str, args: [String; 3]) -> redis::RedisResult<Value> {
+    let mut args = args.to_vec();
+    args.push(crate::now_ms().to_string());
+    eval(
+        c,
+        script,
+        &[keys::LEADER, keys::FENCE, keys::LEADER_INFO],
+        &args,
+    )
 }
 
 /// Gives the lease up (clean shutdown), so another coordinator takes over at once.

@@ -1,9 +1,18 @@
 //! `GET /v1/assignments` and `GET /v1/status`: what the cluster does now, read from the
 //! assignment records, the members' reports and the leader's group figures.
 
-#![allow(clippy::wildcard_imports)]
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::*;
+use axum::extract::State;
+use axum::http::StatusCode;
+use panoptes_coordinator_client::{AssignRecord, MemberKind, keys};
+use redis::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::common::{ApiResult, Shared, ok, redis_call};
+use super::nodes::{NodeView, read_nodes};
+use crate::registry::{self, RegistryError, Snapshot};
 
 /// A camera's assignment as `GET /v1/assignments` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,7 +243,27 @@ pub struct StatusView {
     pub partitions: Vec<PartitionStatus>,
 }
 
+/// Everything `GET /v1/status` shows: the records are read first, then joined in memory.
 fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, RegistryError> {
+    let (leader, groups_raw) = read_leader_and_groups(c)?;
+    let snap = registry::read(c)?;
+    let nodes = read_nodes(c)?;
+    let assigns = read_assignments(c)?;
+    Ok(StatusView {
+        leader,
+        registry_version: snap.version,
+        groups: group_views(&nodes, &snap, &groups_raw),
+        cameras: camera_statuses(&snap, &assigns.cameras, &nodes),
+        partitions: partition_statuses(assigns.partitions, frames_topic, &snap, &nodes),
+        nodes,
+    })
+}
+
+/// The leader's record (and whether it still holds the lease) and the leader's per-group
+/// figures (raw JSON by group).
+fn read_leader_and_groups(
+    c: &mut Connection,
+) -> Result<(Option<LeaderView>, BTreeMap<String, String>), RegistryError> {
     let (info, holder, groups_raw): (
         BTreeMap<String, String>,
         Option<String>,
@@ -245,7 +274,7 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
         .cmd("GET")
         .arg(keys::LEADER)
         .cmd("HGETALL")
-        .arg(GROUPS_KEY)
+        .arg(keys::GROUPS)
         .query(c)?;
     let num = |k: &str| info.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
     let leader = info.get("id").map(|id| LeaderView {
@@ -256,17 +285,24 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
         tick_ms: num("tick_ms"),
         holds_lease: holder.as_deref() == Some(id.as_str()),
     });
-    let snap = registry::read(c)?;
-    let nodes = read_nodes(c)?;
-    let assigns = read_assignments(c)?;
+    Ok((leader, groups_raw))
+}
 
-    let report_of = |kind: MemberKind, id: &str| {
-        nodes
-            .iter()
-            .find(|n| n.kind == kind && n.id == id && n.alive)
-            .map(|n| &n.report)
-    };
+/// The last report of a live member.
+fn report_of<'a>(nodes: &'a [NodeView], kind: MemberKind, id: &str) -> Option<&'a Value> {
+    nodes
+        .iter()
+        .find(|n| n.kind == kind && n.id == id && n.alive)
+        .map(|n| &n.report)
+}
 
+/// Per worker group: live workers' capacity and load, its cameras' load and the leader's
+/// figures.
+fn group_views(
+    nodes: &[NodeView],
+    snap: &Snapshot,
+    groups_raw: &BTreeMap<String, String>,
+) -> Vec<GroupView> {
     let mut groups: BTreeMap<String, GroupView> = BTreeMap::new();
     fn group<'a>(groups: &'a mut BTreeMap<String, GroupView>, name: &str) -> &'a mut GroupView {
         groups.entry(name.to_string()).or_insert_with(|| GroupView {
@@ -287,20 +323,26 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
     for cam in snap.cameras.values() {
         group(&mut groups, &cam.group).camera_load += cam.load();
     }
-    for (name, raw) in &groups_raw {
+    for (name, raw) in groups_raw {
         let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
         let g = group(&mut groups, name);
         g.desired_replicas = v.get("desired_replicas").and_then(Value::as_u64);
         g.reconciler = v;
     }
+    groups.into_values().collect()
+}
 
+/// Every registered camera with its assignment and its ingest node's report of it.
+fn camera_statuses(
+    snap: &Snapshot,
+    assigns: &[CameraAssignment],
+    nodes: &[NodeView],
+) -> Vec<CameraStatus> {
     let cam_assign: BTreeMap<&str, &AssignRecord> = assigns
-        .cameras
         .iter()
         .map(|a| (a.camera.as_str(), &a.assign))
         .collect();
-    let cameras = snap
-        .cameras
+    snap.cameras
         .values()
         .map(|cam| {
             let a = cam_assign
@@ -309,7 +351,7 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
                 .cloned()
                 .unwrap_or_default();
             let rep = (!a.owner.is_empty())
-                .then(|| report_of(MemberKind::Ingest, &a.owner))
+                .then(|| report_of(nodes, MemberKind::Ingest, &a.owner))
                 .flatten()
                 .and_then(|r| r.get("cameras"))
                 .and_then(|cs| cs.get(&cam.id));
@@ -330,16 +372,23 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
                 }),
             }
         })
-        .collect();
+        .collect()
+}
 
-    let partitions = assigns
-        .partitions
+/// Every assigned copy of a frames partition with its worker's report of it.
+fn partition_statuses(
+    assigns: Vec<PartitionAssignment>,
+    frames_topic: &str,
+    snap: &Snapshot,
+    nodes: &[NodeView],
+) -> Vec<PartitionStatus> {
+    assigns
         .into_iter()
         .filter(|p| p.topic == frames_topic)
         .map(|p| {
             let item = keys::partition_item(&p.cluster, p.partition);
             let rep = (!p.owner.is_empty())
-                .then(|| report_of(MemberKind::Worker, &p.owner))
+                .then(|| report_of(nodes, MemberKind::Worker, &p.owner))
                 .flatten()
                 .and_then(|r| r.get("items"))
                 .and_then(|i| i.get(&item));
@@ -361,16 +410,7 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
                 fps,
             }
         })
-        .collect();
-
-    Ok(StatusView {
-        leader,
-        registry_version: snap.version,
-        nodes,
-        groups: groups.into_values().collect(),
-        cameras,
-        partitions,
-    })
+        .collect()
 }
 
 pub(super) async fn status(State(st): State<Shared>) -> ApiResult {

@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use panoptes_coordinator::api::{ApiContext, router};
 use panoptes_runtime::redact::Secret;
 use panoptes_testkit::RedisServer;
+use panoptes_testkit::http::request_json;
 use serde_json::{Value, json};
 
 pub const TOKEN: &str = "t0ken-for-tests";
@@ -21,7 +21,6 @@ pub struct Api {
     pub metrics: prometheus::Registry,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    http: reqwest::blocking::Client,
 }
 
 impl Api {
@@ -67,10 +66,6 @@ impl Api {
             metrics,
             stop: Some(tx),
             thread: Some(thread),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
         }
     }
 
@@ -87,19 +82,7 @@ impl Api {
         body: Option<String>,
         token: Option<&str>,
     ) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut r = self.http.request(m, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            r = r.header("content-type", "application/json").body(b);
-        }
-        let resp = r.send().expect("request");
-        let code = resp.status().as_u16();
-        let text = resp.text().unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (code, v)
+        request_json(&self.base, method, path, body, token).expect("request")
     }
 
     /// The registry exactly as stored: every field of `panoptes:cameras` plus the version.

@@ -13,12 +13,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use panoptes_checker::Report;
 use panoptes_coordinator_client::MemberKind;
 use serde::{Deserialize, Serialize};
 
-use crate::checker::Report;
+use super::scaffold::{Table, Target, nearest_rank};
 use crate::stack::{Stack, StackCamera, StackSpec};
 use crate::watch::{self, wall_ms};
+
+/// The design's recovery bound (guarantee 4) for the per-trial p99, ms: lower is better.
+pub const TARGET: Target = Target {
+    bound: 2000.0,
+    higher_is_better: false,
+};
 
 /// Parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,11 +107,7 @@ pub struct FailoverReport {
 
 /// Nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
+    nearest_rank(sorted, q)
 }
 
 /// Runs the benchmark. `log` gets one line per step.
@@ -115,7 +118,7 @@ pub fn run(params: &FailoverParams, mut log: impl FnMut(&str)) -> Result<Failove
         .collect();
     let mut spec = StackSpec::single_region(cameras, params.cameras as i32);
     spec.lease_ttl = Duration::from_millis(params.lease_ttl_ms);
-    spec.coordinator_toml = "[placement]\nrebalance_cooldown = \"1s\"\n".into();
+    spec.placement.rebalance_cooldown = Duration::from_secs(1);
     let mut stack = Stack::start(spec)?;
     stack.start_ingest("ingest-0", "local")?;
     let mut next_worker = 0;
@@ -135,74 +138,22 @@ pub fn run(params: &FailoverParams, mut log: impl FnMut(&str)) -> Result<Failove
     let mut trials = Vec::new();
     let mut victims = Vec::new();
     for t in 0..params.trials {
-        let by_worker = stack.partitions_by_worker()?;
-        let (victim, items) = by_worker
-            .iter()
-            .filter(|(w, _)| stack.workers.contains_key(*w))
-            .max_by_key(|(_, items)| items.len())
-            .map(|(w, i)| (w.clone(), i.clone()))
-            .context("no worker owns a partition")?;
-        let partitions: Vec<i32> = items
-            .iter()
-            .filter_map(|i| {
-                panoptes_coordinator_client::keys::parse_partition_item(i).map(|(_, p)| p)
-            })
-            .collect();
-        stack.kill(MemberKind::Worker, &victim)?;
-        let killed_ms = wall_ms();
-        victims.push(victim.clone());
-        let deadline = Instant::now() + Duration::from_millis(params.trial_timeout_ms);
-        let mut recovery = BTreeMap::new();
-        while Instant::now() < deadline && recovery.len() < partitions.len() {
-            for d in detections.seen() {
-                if d.arrived_ms >= killed_ms
-                    && d.worker_id != victim
-                    && partitions.contains(&d.partition)
-                    && !recovery.contains_key(&d.partition)
-                {
-                    recovery.insert(d.partition, d.arrived_ms - killed_ms);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let worst = (recovery.len() == partitions.len())
-            .then(|| recovery.values().copied().max())
-            .flatten();
+        let trial = kill_one(&mut stack, &detections, params)?;
         log(&format!(
-            "trial {}: killed {victim} owning {partitions:?}; recovery per partition {recovery:?} ms",
-            t + 1
+            "trial {}: killed {} owning {:?}; recovery per partition {:?} ms",
+            t + 1,
+            trial.victim,
+            trial.partitions,
+            trial.recovery_ms
         ));
-        if std::env::var_os("PANOPTES_BENCH_DEBUG").is_some() {
-            for (id, w) in &stack.workers {
-                for l in w
-                    .proc
-                    .log_text()
-                    .lines()
-                    .filter(|l| {
-                        l.contains("partition start")
-                            || l.contains("granted")
-                            || l.contains("transaction committed")
-                    })
-                    .rev()
-                    .take(12)
-                {
-                    eprintln!("  [{id}] {l}");
-                }
-            }
-            eprintln!("  kill at {killed_ms}");
-        }
-        trials.push(Trial {
-            victim,
-            partitions,
-            recovery_ms: recovery,
-            worst_ms: worst,
-        });
+        victims.push(trial.victim.clone());
+        trials.push(trial);
         // Replace the victim and let the spread settle before the next kill.
         stack.start_worker(&format!("worker-{next_worker}"), "local", "default")?;
         let newcomer = format!("worker-{next_worker}");
         next_worker += 1;
         stack.wait_settled(Duration::from_secs(30))?;
-        let _ = crate::stack::wait_owns(&stack, &newcomer, Duration::from_secs(15));
+        let _ = stack.wait_owns(&newcomer, Duration::from_secs(15));
         stack.wait_settled(Duration::from_secs(30))?;
     }
 
@@ -222,6 +173,75 @@ pub fn run(params: &FailoverParams, mut log: impl FnMut(&str)) -> Result<Failove
         checker: report,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Kills the worker owning the most partitions and waits (up to the trial timeout) for each
+/// of its partitions' next detection by another worker.
+fn kill_one(
+    stack: &mut Stack,
+    detections: &watch::Watch<watch::SeenDetection>,
+    params: &FailoverParams,
+) -> Result<Trial> {
+    let by_worker = stack.partitions_by_worker()?;
+    let (victim, items) = by_worker
+        .iter()
+        .filter(|(w, _)| stack.workers.contains_key(*w))
+        .max_by_key(|(_, items)| items.len())
+        .map(|(w, i)| (w.clone(), i.clone()))
+        .context("no worker owns a partition")?;
+    let partitions: Vec<i32> = items
+        .iter()
+        .filter_map(|i| panoptes_coordinator_client::keys::parse_partition_item(i).map(|(_, p)| p))
+        .collect();
+    stack.kill(MemberKind::Worker, &victim)?;
+    let killed_ms = wall_ms();
+    let deadline = Instant::now() + Duration::from_millis(params.trial_timeout_ms);
+    let mut recovery = BTreeMap::new();
+    while Instant::now() < deadline && recovery.len() < partitions.len() {
+        for d in detections.seen() {
+            if d.arrived_ms >= killed_ms
+                && d.worker_id != victim
+                && partitions.contains(&d.partition)
+                && !recovery.contains_key(&d.partition)
+            {
+                recovery.insert(d.partition, d.arrived_ms - killed_ms);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let worst = (recovery.len() == partitions.len())
+        .then(|| recovery.values().copied().max())
+        .flatten();
+    if std::env::var_os("PANOPTES_BENCH_DEBUG").is_some() {
+        debug_logs(stack, killed_ms);
+    }
+    Ok(Trial {
+        victim,
+        partitions,
+        recovery_ms: recovery,
+        worst_ms: worst,
+    })
+}
+
+/// With `PANOPTES_BENCH_DEBUG` set: the workers' recent grant, start and commit lines.
+fn debug_logs(stack: &Stack, killed_ms: u64) {
+    for (id, w) in &stack.workers {
+        for l in w
+            .proc
+            .log_text()
+            .lines()
+            .filter(|l| {
+                l.contains("partition start")
+                    || l.contains("granted")
+                    || l.contains("transaction committed")
+            })
+            .rev()
+            .take(12)
+        {
+            eprintln!("  [{id}] {l}");
+        }
+    }
+    eprintln!("  kill at {killed_ms}");
 }
 
 fn wait_for_all_partitions(
@@ -257,6 +277,11 @@ impl FailoverReport {
         t.lost == 0 && t.duplicated == explained && t.reordered == 0
     }
 
+    /// Whether every trial recovered and the p99 stays under the design's bound (2 s).
+    pub fn within_target(&self) -> bool {
+        self.failed_trials == 0 && self.p99_ms.is_some_and(|p99| p99 < TARGET.bound as u64)
+    }
+
     /// A Markdown summary.
     pub fn to_markdown(&self) -> String {
         let t = &self.checker.total;
@@ -274,24 +299,26 @@ impl FailoverReport {
             self.params.workers,
             self.params.lease_ttl_ms
         ));
-        s.push_str("| p50 | p99 | max | failed trials | target p99 |\n|---|---|---|---|---|\n");
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | < 2000 ms |\n\n",
+        let mut head = Table::new(&["p50", "p99", "max", "failed trials", "target p99"]);
+        head.row(&[
             fmt(self.p50_ms),
             fmt(self.p99_ms),
             fmt(self.max_ms),
-            self.failed_trials
-        ));
-        s.push_str("| trial | victim | partitions | slowest partition |\n|---|---|---|---|\n");
+            self.failed_trials.to_string(),
+            format!("< {:.0} ms", TARGET.bound),
+        ]);
+        s.push_str(&head.finish());
+        s.push('\n');
+        let mut trials = Table::new(&["trial", "victim", "partitions", "slowest partition"]);
         for (i, tr) in self.trials.iter().enumerate() {
-            s.push_str(&format!(
-                "| {} | {} | {:?} | {} |\n",
-                i + 1,
-                tr.victim,
-                tr.partitions,
-                fmt(tr.worst_ms)
-            ));
+            trials.row(&[
+                (i + 1).to_string(),
+                tr.victim.clone(),
+                format!("{:?}", tr.partitions),
+                fmt(tr.worst_ms),
+            ]);
         }
+        s.push_str(&trials.finish());
         s.push_str(&format!(
             "\nChecker over the whole run: {} frames, {} lost, {} duplicated ({} of them frames \
              a killed worker had processed in a transaction that never committed, which the \

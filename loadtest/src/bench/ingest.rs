@@ -16,17 +16,31 @@
 //! Per phase the benchmark measures frames produced and CPU seconds (`utime + stime` from
 //! `/proc/<pid>/stat`) of the measured process only, over the same window; the figure of
 //! merit is CPU seconds per output frame, and the result is ingest's over bare's.
+//!
+//! [`run`] starts the processes (binary `panoptes-bench-ingest`).
+
+pub mod run;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+use std::time::Duration;
+
+use panoptes_ingest::config::{CameraConfig, IngestConfig, Transport};
 use serde::Serialize;
 
+use super::scaffold::{RunInfo, Table, Target, markdown_header, median};
 use super::sys::{ClockTicks, MachineInfo};
 
 /// The ratio (ingest CPU per frame over bare CPU per frame) the ingest node should stay under.
 pub const TARGET_RATIO: f64 = 1.25;
+
+/// [`TARGET_RATIO`] as a [`Target`]: lower is better.
+pub const TARGET: Target = Target {
+    bound: TARGET_RATIO,
+    higher_is_better: false,
+};
 
 /// Invalid benchmark parameters.
 #[derive(Debug, thiserror::Error)]
@@ -172,17 +186,37 @@ impl IngestBenchParams {
         args
     }
 
-    /// The `panoptes-ingest` configuration for the same cameras and settings.
-    pub fn ingest_config(&self, bootstrap: &str, cameras: &[(String, String)]) -> String {
-        let mut toml = format!(
-            "node_id = \"bench\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[kafka]\nbootstrap_servers = {bootstrap:?}\n\n\
-             [camera_defaults]\nfps = {}\nwidth = {}\nheight = {}\njpeg_quality = {}\ntransport = \"tcp\"\nlatency = \"200ms\"\n",
-            self.out_fps, self.out_width, self.out_height, self.jpeg_quality
-        );
-        for (id, url) in cameras {
-            let _ = write!(toml, "\n[[cameras]]\nid = {id:?}\nurl = {url:?}\n");
-        }
-        toml
+    /// The `panoptes-ingest` configuration for the same cameras and settings (default
+    /// frames topic, RTSP over TCP with 200 ms latency like the bare pipeline).
+    pub fn ingest_config(&self, bootstrap: &str, cameras: &[(String, String)]) -> IngestConfig {
+        let topic = IngestConfig::default().kafka.topic;
+        let mut c = panoptes_testkit::ingest::config("bench", bootstrap, &topic);
+        let d = &mut c.camera_defaults;
+        d.fps = self.out_fps;
+        d.width = self.out_width;
+        d.height = self.out_height;
+        d.jpeg_quality = self.jpeg_quality;
+        d.transport = Transport::Tcp;
+        d.latency = Duration::from_millis(200);
+        c.cameras = cameras
+            .iter()
+            .map(|(id, url)| CameraConfig {
+                id: id.clone(),
+                url: url.clone(),
+                ..CameraConfig::default()
+            })
+            .collect();
+        c
+    }
+
+    /// `{source_width}x{source_height}`.
+    fn source_size(&self) -> String {
+        format!("{}x{}", self.source_width, self.source_height)
+    }
+
+    /// `{out_width}x{out_height}`.
+    fn out_size(&self) -> String {
+        format!("{}x{}", self.out_width, self.out_height)
     }
 }
 
@@ -297,18 +331,6 @@ impl Sample {
     }
 }
 
-/// Median of `values` (mean of the middle two for an even count); `None` if empty.
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-    }
-}
-
 /// The medians of one phase over its rounds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhaseSummary {
@@ -355,12 +377,9 @@ impl PhaseSummary {
 pub struct IngestBenchReport {
     /// `"panoptes-bench-ingest"`.
     pub benchmark: String,
-    /// When the run started (UTC).
-    pub date: String,
-    /// The command line, as typed.
-    pub command: String,
-    /// Cargo profile of the benchmark and the binaries it starts.
-    pub profile: String,
+    /// Date, command line and build profile.
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// The machine.
     pub machine: MachineInfo,
     /// `/proc` clock ticks per second.
@@ -389,11 +408,8 @@ pub struct IngestBenchReport {
 
 impl IngestBenchReport {
     /// Builds the report from the samples; `None` if either phase has none.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        date: String,
-        command: String,
-        profile: String,
+        run: RunInfo,
         machine: MachineInfo,
         clock_ticks: ClockTicks,
         gst_debug: Option<String>,
@@ -412,9 +428,7 @@ impl IngestBenchReport {
             .collect();
         Some(Self {
             benchmark: "panoptes-bench-ingest".into(),
-            date,
-            command,
-            profile,
+            run,
             machine,
             clock_ticks,
             gst_debug,
@@ -425,7 +439,7 @@ impl IngestBenchReport {
             ratio,
             round_ratios,
             target_ratio: TARGET_RATIO,
-            within_target: ratio <= TARGET_RATIO,
+            within_target: TARGET.met_by(ratio),
             bare_pipeline,
         })
     }
@@ -433,40 +447,35 @@ impl IngestBenchReport {
     /// The headline table alone (what the binary prints to stdout).
     pub fn summary_table(&self) -> String {
         let p = &self.params;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "| {} × {}x{} @ {} fps → {}x{} @ {} fps JPEG q{} | bare gst-launch | panoptes-ingest |",
+        let head = format!(
+            "{} × {} @ {} fps → {} @ {} fps JPEG q{}",
             p.cameras,
-            p.source_width,
-            p.source_height,
+            p.source_size(),
             p.source_fps,
-            p.out_width,
-            p.out_height,
+            p.out_size(),
             p.out_fps,
             p.jpeg_quality
         );
-        let _ = writeln!(s, "|---|---:|---:|");
-        let row = |s: &mut String, name: &str, f: &dyn Fn(&PhaseSummary) -> String| {
-            let _ = writeln!(s, "| {name} | {} | {} |", f(&self.bare), f(&self.ingest));
+        let mut table = Table::new(&[&head, ">bare gst-launch", ">panoptes-ingest"]);
+        let mut row = |name: &str, f: &dyn Fn(&PhaseSummary) -> String| {
+            table.row(&[name.to_string(), f(&self.bare), f(&self.ingest)]);
         };
-        row(&mut s, "CPU ms per output frame (median)", &|x| {
+        row("CPU ms per output frame (median)", &|x| {
             format!("{:.2}", x.cpu_per_frame_s * 1e3)
         });
-        row(&mut s, "output frames per CPU second", &|x| {
+        row("output frames per CPU second", &|x| {
             format!("{:.0}", x.frames_per_cpu_s)
         });
         row(
-            &mut s,
             &format!("cameras at {} fps one core sustains", p.out_fps),
             &|x| format!("{:.1}", x.cameras_per_core),
         );
         row(
-            &mut s,
             &format!("output fps (expected {:.0})", p.expected_fps()),
             &|x| format!("{:.1}", x.fps),
         );
-        row(&mut s, "cores used", &|x| format!("{:.2}", x.cores_used));
+        row("cores used", &|x| format!("{:.2}", x.cores_used));
+        let mut s = table.finish();
         let verdict = if self.within_target {
             "within target"
         } else {
@@ -474,9 +483,9 @@ impl IngestBenchReport {
         };
         let _ = writeln!(
             s,
-            "\n**Ratio ingest / bare (CPU per frame): {:.3}** (target ≤ {:.2}: {verdict}); per round: {}",
+            "\n**Ratio ingest / bare (CPU per frame): {:.3}** (target {}: {verdict}); per round: {}",
             self.ratio,
-            self.target_ratio,
+            TARGET.describe(),
             self.round_ratios
                 .iter()
                 .map(|r| format!("{r:.3}"))
@@ -489,21 +498,12 @@ impl IngestBenchReport {
     /// The full Markdown report.
     pub fn to_markdown(&self) -> String {
         let p = &self.params;
-        let m = &self.machine;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# Ingest benchmark: panoptes-ingest vs bare gst-launch-1.0\n"
+        let mut s = markdown_header(
+            "Ingest benchmark: panoptes-ingest vs bare gst-launch-1.0",
+            &self.run,
+            &self.machine,
+            &self.machine.gstreamer,
         );
-        let _ = writeln!(s, "- Date: {}", self.date);
-        let _ = writeln!(s, "- Command: `{}`", self.command);
-        let _ = writeln!(s, "- Profile: {}", self.profile);
-        let _ = writeln!(
-            s,
-            "- Machine: {} CPUs, {}; {}; {}",
-            m.nproc, m.cpu_model, m.kernel, m.gstreamer
-        );
-        let _ = writeln!(s, "- Load average at start: {}", m.loadavg_at_start);
         let _ = writeln!(
             s,
             "- CPU time: utime+stime of the measured process from /proc/<pid>/stat, CLK_TCK = {} ({})",
@@ -521,13 +521,11 @@ impl IngestBenchReport {
         );
         let _ = writeln!(
             s,
-            "- Parameters: {} cameras, source {}x{} H.264 at {} fps, output {}x{} JPEG q{} at {} fps; warm-up {} s, window {} s, {} round(s) of bare then ingest\n",
+            "- Parameters: {} cameras, source {} H.264 at {} fps, output {} JPEG q{} at {} fps; warm-up {} s, window {} s, {} round(s) of bare then ingest\n",
             p.cameras,
-            p.source_width,
-            p.source_height,
+            p.source_size(),
             p.source_fps,
-            p.out_width,
-            p.out_height,
+            p.out_size(),
             p.jpeg_quality,
             p.out_fps,
             p.warmup_s,
@@ -537,34 +535,44 @@ impl IngestBenchReport {
         let _ = writeln!(s, "## Result\n");
         s.push_str(&self.summary_table());
         let _ = writeln!(s, "\n## Samples\n");
-        let _ = writeln!(
-            s,
-            "| round | phase | frames | CPU s | wall s | CPU ms/frame | fps | camsim CPU s | machine busy | RSS MiB |"
-        );
-        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for x in &self.samples {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0}% | {} |",
-                x.round,
-                x.phase.as_str(),
-                x.frames,
-                x.cpu_s,
-                x.wall_s,
-                x.cpu_per_frame() * 1e3,
-                x.fps(),
-                x.source_cpu_s,
-                x.machine_busy * 100.0,
-                x.rss_kib
-                    .map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0))
-            );
-        }
+        s.push_str(&self.samples_table());
         let _ = writeln!(
             s,
             "\n## Bare pipeline\n\n```\ngst-launch-1.0 {}\n```",
             self.bare_pipeline
         );
         s
+    }
+
+    fn samples_table(&self) -> String {
+        let mut table = Table::new(&[
+            ">round",
+            "phase",
+            ">frames",
+            ">CPU s",
+            ">wall s",
+            ">CPU ms/frame",
+            ">fps",
+            ">camsim CPU s",
+            ">machine busy",
+            ">RSS MiB",
+        ]);
+        for x in &self.samples {
+            table.row(&[
+                x.round.to_string(),
+                x.phase.as_str().to_string(),
+                x.frames.to_string(),
+                format!("{:.2}", x.cpu_s),
+                format!("{:.1}", x.wall_s),
+                format!("{:.2}", x.cpu_per_frame() * 1e3),
+                format!("{:.2}", x.fps()),
+                format!("{:.2}", x.source_cpu_s),
+                format!("{:.0}%", x.machine_busy * 100.0),
+                x.rss_kib
+                    .map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            ]);
+        }
+        table.finish()
     }
 }
 
@@ -614,11 +622,22 @@ mod tests {
 
     #[test]
     fn ingest_config_lists_the_cameras() {
-        let toml = IngestBenchParams::default().ingest_config("127.0.0.1:1234", &urls(2));
-        assert!(toml.contains("bootstrap_servers = \"127.0.0.1:1234\""));
-        assert!(toml.contains("fps = 5\nwidth = 640\nheight = 360\njpeg_quality = 80"));
+        let c = IngestBenchParams::default().ingest_config("127.0.0.1:1234", &urls(2));
+        assert_eq!(c.kafka.client.bootstrap_servers, "127.0.0.1:1234");
+        let d = &c.camera_defaults;
+        assert_eq!(
+            (d.fps, d.width, d.height, d.jpeg_quality),
+            (5, 640, 360, 80)
+        );
+        assert_eq!(c.cameras.len(), 2);
+        assert_eq!(
+            (c.cameras[1].id.as_str(), c.cameras[1].url.as_str()),
+            ("cam1", "rtsp://127.0.0.1:8554/cam1")
+        );
+        // What the node reads: the same settings survive the trip through TOML.
+        let toml = toml::to_string(&c).expect("serializes");
+        assert!(toml.contains("jpeg_quality = 80"));
         assert_eq!(toml.matches("[[cameras]]").count(), 2);
-        assert!(toml.contains("id = \"cam1\"\nurl = \"rtsp://127.0.0.1:8554/cam1\""));
     }
 
     #[test]
@@ -636,13 +655,6 @@ mod tests {
         }
         assert_eq!(c.total(), 3);
         assert_eq!(c.per_sink().get("cam0"), Some(&2));
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
     }
 
     fn sample(phase: Phase, round: u32, frames: u64, cpu_s: f64) -> Sample {
@@ -677,10 +689,13 @@ mod tests {
             per_second: 100,
             from_getconf: true,
         };
+        let run = RunInfo {
+            date: "2025-01-01T00:00:00Z".into(),
+            command: "bench".into(),
+            profile: "dev".into(),
+        };
         let r = IngestBenchReport::new(
-            "2025-01-01T00:00:00Z".into(),
-            "bench".into(),
-            "dev".into(),
+            run,
             machine,
             ticks,
             None,

@@ -3,11 +3,10 @@
 //! accounting of the whole run. Writes `failover-bench.json` and `failover-bench.md` under
 //! `--out`. See `docs/benchmarks.md`.
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use panoptes_loadtest::bench::failover::{self, FailoverParams};
+use panoptes_loadtest::bench::scaffold::{self, CommonArgs};
 
 #[derive(Debug, Parser)]
 #[command(about = "Worker failover time under load (kill -9), with the checker's accounting")]
@@ -21,42 +20,33 @@ struct Args {
     /// Workers [default: 3; --quick: 2].
     #[arg(long)]
     workers: Option<usize>,
-    /// A short run (CI).
-    #[arg(long)]
-    quick: bool,
-    /// Output folder for the reports.
-    #[arg(long, default_value = "loadtest/reports")]
-    out: PathBuf,
+    /// `--out` (failover-bench.json and .md), `--quick`, `--check` (a failed trial or a p99
+    /// of 2 s or more).
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mut p = if args.quick {
+    let mut p = if args.common.quick {
         FailoverParams::quick()
     } else {
         FailoverParams::full()
     };
-    if let Some(t) = args.trials {
-        p.trials = t;
-    }
-    if let Some(c) = args.cameras {
-        p.cameras = c;
-    }
-    if let Some(w) = args.workers {
-        p.workers = w;
-    }
+    p.trials = args.trials.unwrap_or(p.trials);
+    p.cameras = args.cameras.unwrap_or(p.cameras);
+    p.workers = args.workers.unwrap_or(p.workers);
     let report = failover::run(&p, |l| eprintln!("{l}"))?;
     let md = report.to_markdown();
     println!("{md}");
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    std::fs::write(
-        args.out.join("failover-bench.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    std::fs::write(args.out.join("failover-bench.md"), md)?;
+    scaffold::write_reports(&args.common.out, "failover-bench", &report, &md)?;
     if !report.accounting_clean() {
         anyhow::bail!("the checker found lost or unexplained duplicated frames");
     }
+    scaffold::exit_if_missed(
+        &args.common,
+        report.within_target(),
+        "a trial failed or the p99 recovery is not under 2 s",
+    );
     Ok(())
 }

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use panoptes_checker::Checker;
 use panoptes_coordinator_client::{MemberKind, keys};
 
 use super::{FaultEvent, Recovery, RegionAccounting, ScenarioReport};
-use crate::checker::Checker;
-use crate::stack::{Stack, StackCamera, StackSpec};
+use crate::stack::{Node, Stack, StackCamera, StackSpec, Watching};
 use crate::timeline::Recorder;
 use crate::watch::{SeenDetection, SeenFrame, Watch, wall_ms};
 
@@ -33,16 +33,14 @@ pub(crate) struct Run<'a> {
 
 /// `n` small cameras at `fps` in region `local`, camera i on partition i.
 pub(crate) fn cameras(n: usize, fps: u32) -> Vec<StackCamera> {
-    (0..n)
-        .map(|i| StackCamera::small(&format!("cam{i}"), "local", fps, 1 + i as u64))
-        .collect()
+    StackCamera::small_set(n, "local", fps)
 }
 
 /// One region, exactly-once, fast rebalancing so that every worker gets partitions.
 pub(crate) fn spec(cameras: Vec<StackCamera>) -> StackSpec {
     let n = cameras.len() as i32;
     let mut spec = StackSpec::single_region(cameras, n);
-    spec.coordinator_toml = "[placement]\nrebalance_cooldown = \"1s\"\n".into();
+    spec.placement.rebalance_cooldown = Duration::from_secs(1);
     spec
 }
 
@@ -72,19 +70,14 @@ impl<'a> Run<'a> {
             spec.lease_ttl.as_millis()
         );
         let mut stack = Stack::start(spec)?;
-        for id in ingest {
-            stack.start_ingest(id, "local")?;
-        }
-        for id in workers {
-            stack.start_worker(id, "local", "default")?;
-        }
+        stack.start_members("local", ingest, workers)?;
         match register {
             Some(f) => f(&stack)?,
             None => stack.register_cameras()?,
         }
         stack.wait_settled(Duration::from_secs(60))?;
         for w in workers {
-            crate::stack::wait_owns(&stack, w, Duration::from_secs(30))?;
+            stack.wait_owns(w, Duration::from_secs(30))?;
         }
         stack.wait_settled(Duration::from_secs(30))?;
         let mut checkers = Vec::new();
@@ -256,27 +249,10 @@ impl<'a> Run<'a> {
         not_by: &str,
         timeout: Duration,
     ) -> BTreeMap<i32, Option<u64>> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        first_arrivals(parts, timeout, || {
             let seen = self.dets.seen();
-            let got: BTreeMap<i32, Option<u64>> = parts
-                .iter()
-                .map(|p| {
-                    let t = seen
-                        .iter()
-                        .filter(|d| {
-                            d.partition == *p && d.worker_id != not_by && d.arrived_ms >= since
-                        })
-                        .map(|d| d.arrived_ms - since)
-                        .min();
-                    (*p, t)
-                })
-                .collect();
-            if got.values().all(Option::is_some) || Instant::now() > deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            move |p: &i32| first_since(&seen, since, |d| d.partition == *p && d.worker_id != not_by)
+        })
     }
 
     /// For each camera, ms from `since` to its first detection record arriving after it.
@@ -286,25 +262,10 @@ impl<'a> Run<'a> {
         since: u64,
         timeout: Duration,
     ) -> BTreeMap<String, Option<u64>> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        first_arrivals(cams, timeout, || {
             let seen = self.dets.seen();
-            let got: BTreeMap<String, Option<u64>> = cams
-                .iter()
-                .map(|c| {
-                    let t = seen
-                        .iter()
-                        .filter(|d| &d.camera_id == c && d.arrived_ms >= since)
-                        .map(|d| d.arrived_ms - since)
-                        .min();
-                    (c.clone(), t)
-                })
-                .collect();
-            if got.values().all(Option::is_some) || Instant::now() > deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            move |c: &String| first_since(&seen, since, |d| &d.camera_id == c)
+        })
     }
 
     /// For each camera, ms from `since` to the arrival of its first frame captured after
@@ -315,25 +276,15 @@ impl<'a> Run<'a> {
         since: u64,
         timeout: Duration,
     ) -> BTreeMap<String, Option<u64>> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        first_arrivals(cams, timeout, || {
             let seen = self.frames.seen();
-            let got: BTreeMap<String, Option<u64>> = cams
-                .iter()
-                .map(|c| {
-                    let t = seen
-                        .iter()
-                        .filter(|f| &f.camera_id == c && f.capture_time_us / 1000 > since as i64)
-                        .map(|f| f.arrived_ms.saturating_sub(since))
-                        .min();
-                    (c.clone(), t)
-                })
-                .collect();
-            if got.values().all(Option::is_some) || Instant::now() > deadline {
-                return got;
+            move |c: &String| {
+                seen.iter()
+                    .filter(|f| &f.camera_id == c && f.capture_time_us / 1000 > since as i64)
+                    .map(|f| f.arrived_ms.saturating_sub(since))
+                    .min()
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 
     /// Kills (SIGKILL) a worker and names it a culprit; returns the wall clock of the kill.
@@ -362,7 +313,7 @@ impl<'a> Run<'a> {
         let settle = Duration::from_secs(30);
         let checkers = std::mem::take(&mut self.checkers);
         for (region, checker) in checkers {
-            let report = crate::stack::settle(checker, settle)?;
+            let report = panoptes_testkit::settle::settle(checker, settle)?;
             self.report.regions.insert(
                 region,
                 RegionAccounting {
@@ -442,25 +393,13 @@ impl<'a> Run<'a> {
     /// supervisor would do); returns what it restarted.
     pub fn supervise(&mut self) -> Result<Vec<String>> {
         let mut restarted = Vec::new();
-        let dead_workers: Vec<(String, String)> = self
-            .stack
-            .workers
-            .iter_mut()
-            .filter_map(|(id, n)| (!n.proc.is_running()).then(|| (id.clone(), n.region.clone())))
-            .collect();
-        for (id, region) in dead_workers {
+        for (id, region) in exited(&mut self.stack.workers) {
             let log = tail(&self.stack.workers[&id].proc.log_text(), 3);
             self.stack.workers.remove(&id);
             self.stack.start_worker(&id, &region, "default")?;
             restarted.push(format!("worker {id} (it had exited: {log})"));
         }
-        let dead_ingest: Vec<(String, String)> = self
-            .stack
-            .ingest
-            .iter_mut()
-            .filter_map(|(id, n)| (!n.proc.is_running()).then(|| (id.clone(), n.region.clone())))
-            .collect();
-        for (id, region) in dead_ingest {
+        for (id, region) in exited(&mut self.stack.ingest) {
             let log = tail(&self.stack.ingest[&id].proc.log_text(), 3);
             self.stack.ingest.remove(&id);
             self.stack.start_ingest(&id, &region)?;
@@ -486,6 +425,44 @@ impl<'a> Run<'a> {
     pub fn worker_ids(&self) -> BTreeSet<String> {
         self.stack.workers.keys().cloned().collect()
     }
+}
+
+/// `(id, region)` of the members whose process exited.
+fn exited(members: &mut BTreeMap<String, Node>) -> Vec<(String, String)> {
+    members
+        .iter_mut()
+        .filter_map(|(id, n)| (!n.proc.is_running()).then(|| (id.clone(), n.region.clone())))
+        .collect()
+}
+
+/// Polls every 20 ms until every key has a first arrival or `timeout` passed: `lookup`
+/// takes a snapshot of what was seen and returns, per key, the ms to its first arrival.
+fn first_arrivals<K: Clone + Ord, F: Fn(&K) -> Option<u64>>(
+    keys: &[K],
+    timeout: Duration,
+    lookup: impl Fn() -> F,
+) -> BTreeMap<K, Option<u64>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let first = lookup();
+        let got: BTreeMap<K, Option<u64>> = keys.iter().map(|k| (k.clone(), first(k))).collect();
+        if got.values().all(Option::is_some) || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ms from `since` to the first detection at or after it that `matches`.
+fn first_since(
+    seen: &[SeenDetection],
+    since: u64,
+    matches: impl Fn(&SeenDetection) -> bool,
+) -> Option<u64> {
+    seen.iter()
+        .filter(|d| d.arrived_ms >= since && matches(d))
+        .map(|d| d.arrived_ms - since)
+        .min()
 }
 
 /// The last error line of a log (`ERROR`, `Error:`, a panic), else its last `n` lines.

@@ -109,7 +109,7 @@ fn worker_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
             next += 1;
             run.stack.start_worker(&id, "local", "default")?;
             run.mark(&format!("worker {id} started (replacement)"));
-            crate::stack::wait_owns(&run.stack, &id, Duration::from_secs(30))?;
+            run.stack.wait_owns(&id, Duration::from_secs(30))?;
             run.stack.wait_settled(Duration::from_secs(30))?;
         }
     }
@@ -692,15 +692,7 @@ fn network(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
             let url = stack
                 .camera_url(c)
                 .replacen(&up, &proxy.addr.to_string(), 1);
-            coord.add_camera(&serde_json::json!({
-                "id": c.id,
-                "url": url,
-                "region": c.region,
-                "fps": c.sample_fps,
-                "width": c.analytic.0,
-                "height": c.analytic.1,
-                "partition": i,
-            }))?;
+            coord.add_camera(&panoptes_testkit::stack::registration(i, c, &url))?;
         }
         *proxy_cell.borrow_mut() = Some(proxy);
         Ok(())

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use panoptes_loadtest::scene::{self, GroundTruthBox, SceneSpec};
-use panoptes_workers::models::{self, GeneratedModel};
+use panoptes_models::{self as models, GeneratedModel};
+use panoptes_scene::{self as scene, GroundTruthBox, SceneSpec};
 
 /// The generated models and the temp dir holding them (kept alive for the whole binary).
 pub struct Models {
@@ -83,5 +83,4 @@ pub fn simulator_frame(
     (jpeg, truth)
 }
 
-pub mod kafka;
 pub mod node;

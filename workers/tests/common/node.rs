@@ -1,178 +1,81 @@
-//! Real processes for the worker's integration tests: broker topics, an ingest node, the
-//! worker binary, the checker.
+//! The processes of the worker's integration tests, from `panoptes_testkit`: workers started
+//! from [`WorkerConfig`], the three simulated cameras and the ingest node that pulls them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use panoptes_loadtest::camsim::config::CameraConfig;
-use panoptes_loadtest::checker::{Checker, ReaderConfig, Report};
-use panoptes_testkit::{CamSim, ChildProcess, DevBroker, bin_path, get_text, unique_name};
-use panoptes_workers::models::GeneratedModel;
+use anyhow::Result;
+use panoptes_checker::Checker;
+use panoptes_models::GeneratedModel;
+use panoptes_scene::camera::CameraConfig;
+use panoptes_testkit::{CamSim, DevBroker, FREE_PORT, Node, Topics, unique_name, worker};
+use panoptes_workers::config::{DeliveryMode, WorkerConfig};
 
-/// The three topics of one test.
-#[derive(Clone)]
-pub struct Topics {
-    pub frames: String,
-    pub detections: String,
-    pub dlq: String,
-}
-
-/// Creates unique topics: frames and detections with `partitions` partitions, dlq with one.
-pub fn topics(broker: &DevBroker, partitions: u32) -> Result<Topics> {
-    let t = Topics {
-        frames: unique_name("frames"),
-        detections: unique_name("detections"),
-        dlq: unique_name("dlq"),
-    };
-    broker.create_topic(&t.frames, partitions)?;
-    broker.create_topic(&t.detections, partitions)?;
-    broker.create_topic(&t.dlq, 1)?;
-    Ok(t)
-}
+#[allow(unused_imports)]
+pub use panoptes_testkit::settle::{checker, finish_when_settled};
 
 /// A running `panoptes-worker`.
-pub struct Worker {
-    pub proc: ChildProcess,
-    pub http: String,
-    _config: tempfile::NamedTempFile,
+pub type Worker = Node;
+
+/// Starts worker `worker_id` in consumer group `group` on the test's topics (static
+/// assignment, `model` on the CPU, debug logs); `tune` changes the config first.
+pub fn start_worker(
+    worker_id: &str,
+    bootstrap: &str,
+    t: &Topics,
+    group: &str,
+    model: &GeneratedModel,
+    tune: impl FnOnce(&mut WorkerConfig),
+) -> Result<Worker> {
+    let (model, manifest) = (&model.model_path, &model.manifest_path);
+    let mut c = worker::config(worker_id, bootstrap, t, group, model, manifest);
+    tune(&mut c);
+    worker::start(&c, worker::DEBUG_LOGS, Duration::from_secs(30))
 }
 
-impl Worker {
-    /// Writes a config and starts the worker; `top` is TOML inserted before any section
-    /// (top-level keys), `sections` after the generated ones.
-    pub fn start(
-        bootstrap: &str,
-        t: &Topics,
-        group: &str,
-        model: &GeneratedModel,
-        top: &str,
-        sections: &str,
-    ) -> Result<Self> {
-        Self::start_as(
-            &unique_name("worker"),
-            bootstrap,
-            t,
-            group,
-            model,
-            top,
-            sections,
-        )
-    }
+/// What a static-mode worker test runs against: a broker with fresh topics and a consumer
+/// group name.
+pub struct Rig {
+    pub broker: DevBroker,
+    pub t: Topics,
+    pub group: String,
+}
 
-    /// [`Worker::start`] with a given `worker_id`.
-    pub fn start_as(
-        worker_id: &str,
-        bootstrap: &str,
-        t: &Topics,
-        group: &str,
-        model: &GeneratedModel,
-        top: &str,
-        sections: &str,
-    ) -> Result<Self> {
-        let toml = format!(
-            "worker_id = \"{}\"\n{top}\n[http]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\n\
-             frames_topic = \"{}\"\ndetections_topic = \"{}\"\ndlq_topic = \"{}\"\ngroup_id = \"{group}\"\n\
-             [model]\npath = \"{}\"\nmanifest = \"{}\"\ndevice = \"cpu\"\nintra_op_threads = 1\n{sections}\n",
-            worker_id,
-            t.frames,
-            t.detections,
-            t.dlq,
-            model.model_path.display(),
-            model.manifest_path.display(),
-        );
-        let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
-        std::fs::write(config.path(), toml)?;
-        let path = config.path().to_str().context("utf-8 path")?.to_string();
-        let mut proc = ChildProcess::spawn(
-            "worker",
-            &bin_path("panoptes-worker"),
-            &["--config", &path],
-            &[("RUST_LOG", "info,panoptes_workers=debug")],
-        )?;
-        let http = proc.wait_for_line("HTTP=", Duration::from_secs(30))?;
+impl Rig {
+    /// Topics with `partitions` partitions.
+    pub fn new(partitions: u32) -> Result<Self> {
+        let broker = DevBroker::start(1)?;
+        let t = broker.create_topics(partitions)?;
         Ok(Self {
-            proc,
-            http,
-            _config: config,
+            broker,
+            t,
+            group: unique_name("group"),
         })
     }
 
-    /// `/metrics` text.
-    pub fn metrics(&self) -> String {
-        get_text(&format!("{}/metrics", self.http))
-            .map(|(_, t)| t)
-            .unwrap_or_default()
+    /// The checker on the rig's topics, scoring accuracy against `cameras` (none:
+    /// accounting only).
+    pub fn checker(&self, cameras: Vec<CameraConfig>) -> Result<Checker> {
+        checker(&self.broker.bootstrap, &self.t, cameras)
+    }
+
+    /// Starts a worker (reference detector) with a fresh id in the rig's group.
+    pub fn worker(&self, tune: impl FnOnce(&mut WorkerConfig)) -> Result<Worker> {
+        let model = &super::models().reference;
+        let (bootstrap, id) = (&self.broker.bootstrap, unique_name("worker"));
+        start_worker(&id, bootstrap, &self.t, &self.group, model, tune)
     }
 }
 
-/// Starts the checker on the test's topics.
-pub fn checker(bootstrap: &str, t: &Topics, cameras: Vec<CameraConfig>) -> Result<Checker> {
-    let mut config = ReaderConfig::new(bootstrap);
-    config.frames_topic = t.frames.clone();
-    config.detections_topic = t.detections.clone();
-    config.dlq_topic = t.dlq.clone();
-    config.accuracy = !cameras.is_empty();
-    config.cameras = cameras;
-    config.drain = Duration::from_secs(10);
-    Ok(Checker::start(config)?)
-}
-
-/// Waits until every frame read so far has a record or dead letter (`extra` more records
-/// allowed, e.g. known duplicates) and nothing changes for a moment, then finishes.
-pub fn finish_when_settled(checker: Checker, timeout: Duration) -> Result<Report> {
-    let deadline = Instant::now() + timeout;
-    let mut last = checker.progress();
-    let mut stable_since = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let p = checker.progress();
-        if p != last {
-            last = p;
-            stable_since = Instant::now();
-        }
-        let answered = p.detections + p.dead_letters;
-        if p.frames > 0 && answered >= p.frames && stable_since.elapsed() > Duration::from_secs(1) {
-            break;
-        }
-        if Instant::now() > deadline || checker.is_finished() {
-            bail!("checker did not settle: {p:?}");
-        }
-    }
-    Ok(checker.finish()?)
+/// Exactly-once delivery, committing every 300 ms.
+pub fn exactly_once(c: &mut WorkerConfig) {
+    c.delivery = DeliveryMode::ExactlyOnce;
+    c.commit_interval = Duration::from_millis(300);
 }
 
 pub const CAMERAS: [&str; 3] = ["cam0", "cam1", "cam2"];
 pub const FPS: u32 = 5;
 
-/// Starts `panoptes-ingest` pulling the three cameras at 640×360, camera i → partition i.
-pub fn start_ingest(
-    bootstrap: &str,
-    frames: &str,
-    sim: &CamSim,
-) -> Result<(ChildProcess, tempfile::NamedTempFile)> {
-    let mut toml = format!(
-        "node_id = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{frames}\"\n",
-        unique_name("ingest")
-    );
-    for (i, id) in CAMERAS.iter().enumerate() {
-        toml.push_str(&format!(
-            "[[cameras]]\nid = \"{id}\"\nurl = \"{}\"\nfps = {FPS}\nwidth = 640\nheight = 360\npartition = {i}\n",
-            sim.url(id, None)
-        ));
-    }
-    let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
-    std::fs::write(config.path(), toml)?;
-    let path = config.path().to_str().context("utf-8")?.to_string();
-    let mut proc = ChildProcess::spawn(
-        "ingest",
-        &bin_path("panoptes-ingest"),
-        &["--config", &path],
-        &[],
-    )?;
-    proc.wait_for_line("HTTP=", Duration::from_secs(20))?;
-    Ok((proc, config))
-}
-
+/// The three simulated cameras (640×360 at [`FPS`], seeds 1..=3).
 pub fn camera_configs() -> Vec<CameraConfig> {
     CAMERAS
         .iter()
@@ -186,16 +89,32 @@ pub fn camera_configs() -> Vec<CameraConfig> {
         .collect()
 }
 
-pub fn camsim_args(cams: &[CameraConfig]) -> Vec<String> {
-    cams.iter()
-        .flat_map(|c| {
-            [
-                "--camera".to_string(),
-                format!(
-                    "id={},width={},height={},fps={},seed={},objects={}",
-                    c.id, c.width, c.height, c.fps, c.seed, c.objects
-                ),
-            ]
+/// Starts `panoptes-ingest` pulling the three cameras at 640×360, camera i → partition i.
+///
+/// The worker's tests do not link the ingest crate (GStreamer), so the node's config is
+/// written as a TOML table here; the node rejects any key it does not know.
+pub fn start_ingest(bootstrap: &str, frames: &str, sim: &CamSim) -> Result<Node> {
+    let cameras: Vec<serde_json::Value> = CAMERAS
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            serde_json::json!({
+                "id": id, "url": sim.url(id, None), "fps": FPS,
+                "width": 640, "height": 360, "partition": i,
+            })
         })
-        .collect()
+        .collect();
+    let config = serde_json::json!({
+        "node_id": unique_name("ingest"),
+        "http": { "listen": FREE_PORT },
+        "kafka": { "bootstrap_servers": bootstrap, "topic": frames },
+        "cameras": cameras,
+    });
+    Node::start(
+        "ingest",
+        "panoptes-ingest",
+        &config,
+        &[],
+        Duration::from_secs(20),
+    )
 }

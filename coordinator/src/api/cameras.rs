@@ -1,0 +1,140 @@
+//! The camera registry routes: `GET/POST /v1/cameras`, `GET/PUT/DELETE /v1/cameras/{id}`,
+//! `POST /v1/apply`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::common::{ApiError, ApiResult, Shared, ok, parse_body, redis_call};
+use crate::registry::{self, CameraSpec, CameraView};
+
+/// `GET /v1/cameras` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CameraList {
+    /// Registry version.
+    pub version: u64,
+    /// Cameras, by id, URLs redacted.
+    pub cameras: Vec<CameraView>,
+    /// Ids whose stored record cannot be read (replace them with PUT or delete them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+}
+
+/// Answer of a camera write.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CameraWritten {
+    /// The camera as stored (URL redacted).
+    pub camera: CameraView,
+    /// Registry version after the write.
+    pub version: u64,
+}
+
+pub(super) async fn list_cameras(State(st): State<Shared>) -> ApiResult {
+    let snap = redis_call(&st, |c, _| registry::read(c)).await?;
+    ok(
+        StatusCode::OK,
+        CameraList {
+            version: snap.version,
+            cameras: snap.cameras.values().map(CameraView::from).collect(),
+            unreadable: snap.unreadable.keys().cloned().collect(),
+        },
+    )
+}
+
+pub(super) async fn get_camera(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let snap = redis_call(&st, |c, _| registry::read(c)).await?;
+    match (snap.cameras.get(&id), snap.unreadable.get(&id)) {
+        (Some(r), _) => ok(StatusCode::OK, CameraView::from(r)),
+        (None, Some(why)) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "stored record of camera {id} is unreadable ({why}); replace it with PUT or delete it"
+            ),
+        )),
+        (None, None) => Err(registry::unknown_camera(&id).into()),
+    }
+}
+
+pub(super) async fn create_camera(State(st): State<Shared>, body: Bytes) -> ApiResult {
+    let spec: CameraSpec = parse_body(&body)?;
+    let (rec, version) =
+        redis_call(&st, move |c, st| registry::create(c, &st.limits, &spec)).await?;
+    written(StatusCode::CREATED, "created", &rec, version)
+}
+
+pub(super) async fn put_camera(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let mut spec: CameraSpec = parse_body(&body)?;
+    if spec.id.is_empty() {
+        spec.id.clone_from(&id);
+    } else if spec.id != id {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("body id {:?} differs from the path's {id:?}", spec.id),
+        ));
+    }
+    let (rec, version) =
+        redis_call(&st, move |c, st| registry::update(c, &st.limits, &spec)).await?;
+    written(StatusCode::OK, "updated", &rec, version)
+}
+
+/// Logs a camera write and answers with the stored camera (URL redacted) and the registry
+/// version it made.
+fn written(
+    status: StatusCode,
+    what: &str,
+    rec: &panoptes_coordinator_client::CameraRecord,
+    version: u64,
+) -> ApiResult {
+    tracing::info!(camera = %rec.id, partition = rec.partition, version, "camera {what}");
+    ok(
+        status,
+        CameraWritten {
+            camera: CameraView::from(rec),
+            version,
+        },
+    )
+}
+
+pub(super) async fn delete_camera(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let id2 = id.clone();
+    let version = redis_call(&st, move |c, _| registry::delete(c, &id2)).await?;
+    tracing::info!(camera = %id, version, "camera deleted");
+    ok(StatusCode::OK, json!({ "deleted": id, "version": version }))
+}
+
+/// `POST /v1/apply` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// The cameras the registry should hold.
+    pub cameras: Vec<CameraSpec>,
+    /// Delete registered cameras missing from `cameras` (default false).
+    #[serde(default)]
+    pub prune: bool,
+    /// Apply only if the registry version is still this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<u64>,
+}
+
+pub(super) async fn apply(State(st): State<Shared>, body: Bytes) -> ApiResult {
+    let req: ApplyRequest = parse_body(&body)?;
+    let sum = redis_call(&st, move |c, st| {
+        registry::apply(c, &st.limits, &req.cameras, req.prune, req.if_version)
+    })
+    .await?;
+    tracing::info!(
+        added = sum.added.len(),
+        updated = sum.updated.len(),
+        removed = sum.removed.len(),
+        unchanged = sum.unchanged.len(),
+        version = sum.version,
+        "camera registry applied"
+    );
+    ok(StatusCode::OK, sum)
+}

@@ -1,0 +1,225 @@
+//! What a camera looks like to the operator: the spec written (API body, `cameras.yaml`
+//! entry), its validation into a stored [`CameraRecord`] against the configured [`Limits`],
+//! and the redacted [`CameraView`] shown back.
+
+use panoptes_coordinator_client::CameraRecord;
+use panoptes_runtime::redact::{CameraUrl, redact_text};
+use serde::{Deserialize, Serialize};
+
+use super::error::RegistryError;
+
+/// Default sampled frames per second of a camera.
+pub const DEFAULT_FPS: u32 = 5;
+/// Accepted frames per second.
+pub const FPS_RANGE: std::ops::RangeInclusive<u32> = 1..=60;
+/// Default analytic width.
+pub const DEFAULT_WIDTH: u32 = 640;
+/// Default analytic height.
+pub const DEFAULT_HEIGHT: u32 = 360;
+/// Accepted analytic widths.
+pub const WIDTH_RANGE: std::ops::RangeInclusive<u32> = 32..=3840;
+/// Accepted analytic heights.
+pub const HEIGHT_RANGE: std::ops::RangeInclusive<u32> = 32..=2160;
+/// What a redacted password looks like; a URL sent back with it keeps the stored password.
+const REDACTED_PASSWORD: &str = "***";
+/// The limits a camera is validated against (from the coordinator's configuration).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Partitions of each region's frames topic: camera partitions are in `[0, n)`.
+    pub frames_partitions: i32,
+    /// Known region names.
+    pub regions: Vec<String>,
+}
+
+/// A camera as the operator writes it (API body, `cameras.yaml` entry). Omitted fields take
+/// their defaults; an omitted partition keeps the camera's current one, or is allocated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSpec {
+    /// Camera id (`[A-Za-z0-9._-]`, 1–64 characters, not starting with `.` or `-`).
+    #[serde(default)]
+    pub id: String,
+    /// `rtsp://` or `rtsps://` URL, credentials included.
+    #[serde(default)]
+    pub url: String,
+    /// Home region: one of the coordinator's regions (the first one when omitted).
+    #[serde(default)]
+    pub region: String,
+    /// Worker group, `default` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Sampled frames per second, 1–60 (5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<u32>,
+    /// Analytic width (640).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Analytic height (360).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Frames partition; allocated (smallest free) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+}
+
+/// A camera as the API shows it: the URL redacted (`rtsp://user:***@host/path`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraView {
+    /// Camera id.
+    pub id: String,
+    /// The URL without its password.
+    pub url: String,
+    /// Home region.
+    pub region: String,
+    /// Worker group.
+    pub group: String,
+    /// Frames partition.
+    pub partition: i32,
+    /// Sampled frames per second.
+    pub fps: u32,
+    /// Analytic width.
+    pub width: u32,
+    /// Analytic height.
+    pub height: u32,
+}
+
+impl From<&CameraRecord> for CameraView {
+    fn from(r: &CameraRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            url: redact_url(&r.url),
+            region: r.region.clone(),
+            group: r.group.clone(),
+            partition: r.partition,
+            fps: r.fps,
+            width: r.width,
+            height: r.height,
+        }
+    }
+}
+
+/// The URL for display: credentials replaced, whatever the stored text looks like.
+pub fn redact_url(url: &str) -> String {
+    match CameraUrl::parse(url) {
+        Ok(u) => u.redacted(),
+        Err(_) => redact_text(url),
+    }
+}
+
+fn check_name(what: &str, v: &str) -> Result<(), RegistryError> {
+    panoptes_schemas::validate_camera_id(v).map_err(|e| {
+        RegistryError::Invalid(format!(
+            "{what}: {}",
+            e.to_string().replace("camera_id", what)
+        ))
+    })
+}
+
+/// Validates a spec into a record; `existing` is the stored record of the same id, if any
+/// (its partition is kept when the spec names none; its password is kept when the spec's
+/// URL carries the redacted `***`). The partition is left at -1 when it must be allocated.
+pub fn validate(
+    spec: &CameraSpec,
+    existing: Option<&CameraRecord>,
+    limits: &Limits,
+) -> Result<CameraRecord, RegistryError> {
+    check_name("camera id", &spec.id)?;
+    let id = &spec.id;
+    let invalid = |m: String| RegistryError::Invalid(format!("camera {id}: {m}"));
+    let url = checked_url(spec, existing).map_err(invalid)?;
+    let region = checked_region(spec, limits).map_err(invalid)?;
+    let group = spec
+        .group
+        .clone()
+        .unwrap_or_else(panoptes_coordinator_client::records::default_group);
+    check_name("group", &group).map_err(|e| invalid(e.to_string()))?;
+    let fps = spec.fps.unwrap_or(DEFAULT_FPS);
+    if !FPS_RANGE.contains(&fps) {
+        return Err(invalid(format!(
+            "fps {fps} is out of range ({}..={})",
+            FPS_RANGE.start(),
+            FPS_RANGE.end()
+        )));
+    }
+    let width = spec.width.unwrap_or(DEFAULT_WIDTH);
+    let height = spec.height.unwrap_or(DEFAULT_HEIGHT);
+    if !WIDTH_RANGE.contains(&width) || !HEIGHT_RANGE.contains(&height) {
+        return Err(invalid(format!(
+            "size {width}x{height} is out of range (width {}..={}, height {}..={})",
+            WIDTH_RANGE.start(),
+            WIDTH_RANGE.end(),
+            HEIGHT_RANGE.start(),
+            HEIGHT_RANGE.end()
+        )));
+    }
+    let partition = match spec.partition {
+        Some(p) if !(0..limits.frames_partitions).contains(&p) => {
+            return Err(invalid(format!(
+                "partition {p} is out of range (0..{})",
+                limits.frames_partitions
+            )));
+        }
+        Some(p) => p,
+        None => existing.map_or(-1, |e| e.partition),
+    };
+    Ok(CameraRecord {
+        id: id.clone(),
+        url,
+        region,
+        group,
+        partition,
+        fps,
+        width,
+        height,
+    })
+}
+
+/// The URL to store: an `rtsp://` or `rtsps://` URL; one read back from the API (password
+/// `***`) keeps the stored password when it is the same URL.
+fn checked_url(spec: &CameraSpec, existing: Option<&CameraRecord>) -> Result<String, String> {
+    if spec.url.is_empty() {
+        return Err("url is required".into());
+    }
+    let parsed = CameraUrl::parse(&spec.url).map_err(|e| e.to_string())?;
+    let scheme = parsed.bare().split("://").next().unwrap_or_default();
+    if !matches!(scheme, "rtsp" | "rtsps") {
+        return Err(format!(
+            "camera URL scheme {scheme:?} is not supported (use rtsp:// or rtsps://)"
+        ));
+    }
+    let redacted = parsed
+        .password()
+        .is_some_and(|p| p.expose() == REDACTED_PASSWORD);
+    if !redacted {
+        return Ok(spec.url.clone());
+    }
+    match existing.and_then(|e| CameraUrl::parse(&e.url).ok().map(|u| (e, u))) {
+        Some((e, old)) if old.bare() == parsed.bare() && old.user() == parsed.user() => {
+            Ok(e.url.clone())
+        }
+        _ => Err(format!(
+            "url has a redacted password ({REDACTED_PASSWORD}); give the real one"
+        )),
+    }
+}
+
+/// The camera's region: the one given, or the first configured (the default region); it
+/// must be configured.
+fn checked_region(spec: &CameraSpec, limits: &Limits) -> Result<String, String> {
+    let region = if spec.region.is_empty() {
+        limits
+            .regions
+            .first()
+            .cloned()
+            .ok_or_else(|| "region is required (none is configured)".to_string())?
+    } else {
+        spec.region.clone()
+    };
+    if !limits.regions.contains(&region) {
+        return Err(format!(
+            "unknown region {region:?} (known: {})",
+            limits.regions.join(", ")
+        ));
+    }
+    Ok(region)
+}

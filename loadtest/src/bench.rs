@@ -1,0 +1,26 @@
+//! Benchmarks: each Panoptes stage against the best tool doing the same work, in the same run.
+//!
+//! The machines these run on are shared and noisy, so a benchmark never judges an absolute
+//! timing. It measures the Panoptes component and a bare baseline alternately, several
+//! rounds, on the same inputs, and reports the *ratio* of their costs (see the design brief,
+//! "Performance is measured as ratios on one machine").
+//!
+//! - [`scaffold`]: what all of them share: common flags (`--out`, `--quick`, `--check`), the
+//!   run's facts, statistics, Markdown tables, the JSON + Markdown report pair;
+//! - [`sys`]: CPU time of one process from `/proc`, machine facts, timestamps;
+//! - [`ingest`]: the ingest node against a bare `gst-launch-1.0` pipeline doing the same
+//!   decode, sample, scale and JPEG encode (binary `panoptes-bench-ingest`);
+//! - [`worker`]: the worker against a tight libtorch forward loop, then end-to-end latency
+//!   (binary `panoptes-bench-worker`);
+//! - [`failover`]: time from a worker's kill -9 to its partitions' next committed
+//!   detections, over many trials (binary `panoptes-bench-failover`).
+//!
+//! Each benchmark module holds the pure parts (parameters, counting, statistics, reports);
+//! its `run` submodule starts the processes and is what the binary calls.
+
+pub mod failover;
+pub mod ingest;
+pub mod scaffold;
+pub mod worker;
+/// Readers of `/proc` and machine facts; live in `panoptes-testkit` (also used by the timeline).
+pub use panoptes_testkit::sys;

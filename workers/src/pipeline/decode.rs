@@ -1,0 +1,207 @@
+//! Decode, the second stage: a pool of OS threads turning frame records into model inputs.
+//!
+//! For each [`FrameJob`] a thread, in order: dead-letters bad envelopes (`bad_headers` /
+//! `bad_dimensions`, or a key that disagrees with the camera id); applies the staleness
+//! policy (frame age at dequeue > `max_age` with policy `skip` → a `skipped_stale` record,
+//! no decode, no inference); decodes the JPEG (or raw RGB24) and letterboxes it into a
+//! `[1, 3, H, W]` tensor, dead-lettering undecodable payloads and images whose size disagrees
+//! with the envelope. Results go to the batcher ([`Decoded`]) or straight to the partition's
+//! publisher ([`Outcome`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use panoptes_schemas::{
+    DeadLetterReason, FrameEncoding, FrameHeaders, FrameStatus, StageLatencies,
+};
+
+use crate::config::{StalePolicy, StalenessConfig};
+use crate::error::PreprocessError;
+use crate::metrics::WorkerMetrics;
+use crate::model::ModelManifest;
+use crate::pipeline::publish::router::Router;
+use crate::pipeline::work::{
+    Decoded, FrameJob, Outcome, Output, Position, RecordContext, ms_between_us, ms_since, now_us,
+};
+use crate::preprocess::{InputBatch, Letterbox};
+
+/// Largest payload the worker accepts (bigger ones are dead-lettered `too_large`).
+pub const MAX_PAYLOAD_BYTES: usize = 32 * 1024 * 1024;
+
+/// One decode thread's shared inputs.
+pub struct DecodeStage {
+    /// Record building.
+    pub ctx: RecordContext,
+    /// Staleness policy.
+    pub staleness: StalenessConfig,
+    /// Model input layout.
+    pub manifest: ModelManifest,
+    /// Metrics.
+    pub metrics: WorkerMetrics,
+    /// Per-partition publishers (for dead letters and skips).
+    pub router: Router,
+}
+
+impl DecodeStage {
+    /// Starts `threads` decode threads reading `jobs` and writing `decoded`.
+    pub fn spawn(
+        self: Arc<Self>,
+        threads: usize,
+        jobs: Receiver<FrameJob>,
+        decoded: Sender<Decoded>,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        (0..threads)
+            .map(|i| {
+                let stage = self.clone();
+                let jobs = jobs.clone();
+                let decoded = decoded.clone();
+                std::thread::Builder::new()
+                    .name(format!("decode-{i}"))
+                    .spawn(move || {
+                        let mut batch = InputBatch::for_manifest(&stage.manifest, 1);
+                        for job in jobs.iter() {
+                            stage.handle(job, &mut batch, &decoded);
+                        }
+                    })
+            })
+            .collect()
+    }
+
+    fn handle(&self, job: FrameJob, batch: &mut InputBatch, decoded: &Sender<Decoded>) {
+        let dequeued_us = now_us();
+        let pos = job.pos;
+        let headers = match job
+            .headers
+            .and_then(|h| h.check_record_key(job.key.as_deref()).map(|()| h))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                let reason = DeadLetterReason::for_envelope_error(&e);
+                return self.dead(pos, None, reason, &e.to_string());
+            }
+        };
+        let age_ms = ms_between_us(headers.capture_time_us, dequeued_us);
+        self.metrics.frame_age.observe(f64::from(age_ms) / 1000.0);
+        let queue_ms = job
+            .timestamp_ms
+            .map(|ts| ms_between_us(ts * 1000, dequeued_us))
+            .unwrap_or(0.0);
+        self.metrics.stage("queue", queue_ms);
+        let latency = StageLatencies {
+            queue_ms,
+            ..StageLatencies::default()
+        };
+        if self.staleness.policy == StalePolicy::Skip
+            && Duration::from_secs_f64(f64::from(age_ms) / 1000.0) > self.staleness.max_age
+        {
+            self.metrics
+                .skipped
+                .with_label_values(&[FrameStatus::SkippedStale.as_str()])
+                .inc();
+            let record = self
+                .ctx
+                .record(pos, &headers, FrameStatus::SkippedStale, latency);
+            return self.router.send(Outcome {
+                pos,
+                output: Output::Record(Box::new(record)),
+            });
+        }
+        if job.payload.len() > MAX_PAYLOAD_BYTES {
+            let detail = format!("{} bytes > {MAX_PAYLOAD_BYTES}", job.payload.len());
+            return self.dead(pos, Some(&headers), DeadLetterReason::TooLarge, &detail);
+        }
+        let started = Instant::now();
+        let letterbox = match place(batch, &headers, &job.payload) {
+            Ok(lb) => lb,
+            Err((reason, detail)) => return self.dead(pos, Some(&headers), reason, &detail),
+        };
+        let input = batch.to_tensor(1);
+        let decode_ms = ms_since(started);
+        self.metrics.stage("decode", decode_ms);
+        let frame = Decoded {
+            pos,
+            headers,
+            input,
+            letterbox,
+            latency: StageLatencies {
+                decode_ms,
+                ..latency
+            },
+            ready: Instant::now(),
+        };
+        // Blocks while the batcher is full: back-pressure up to the consumer's pause.
+        let _ = decoded.send(frame);
+    }
+
+    fn dead(
+        &self,
+        pos: Position,
+        headers: Option<&FrameHeaders>,
+        reason: DeadLetterReason,
+        detail: &str,
+    ) {
+        tracing::warn!(
+            partition = pos.partition,
+            offset = pos.offset,
+            reason = reason.as_str(),
+            detail,
+            "dead-lettering frame"
+        );
+        self.metrics
+            .dead_lettered
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        let letter = self.ctx.dead_letter(pos, headers, reason, detail);
+        self.router.send(Outcome {
+            pos,
+            output: Output::DeadLetter(Box::new(letter)),
+        });
+    }
+}
+
+/// Decodes the payload (JPEG or raw RGB24) into slot 0 of `batch`, letterboxed; an image
+/// that cannot be decoded, or whose size disagrees with the envelope, is refused with the
+/// dead-letter reason and detail.
+fn place(
+    batch: &mut InputBatch,
+    headers: &FrameHeaders,
+    payload: &[u8],
+) -> Result<Letterbox, (DeadLetterReason, String)> {
+    let placed = match headers.encoding {
+        FrameEncoding::Jpeg => batch.set_jpeg(0, payload).map_err(|e| {
+            let reason = match e {
+                PreprocessError::Image(_) => DeadLetterReason::BadDimensions,
+                _ => DeadLetterReason::Undecodable,
+            };
+            (reason, e.to_string())
+        }),
+        FrameEncoding::Rgb24 => {
+            if payload.len() == headers.rgb24_len() {
+                batch
+                    .set_rgb(0, payload, headers.width, headers.height)
+                    .map_err(|e| (DeadLetterReason::BadDimensions, e.to_string()))
+            } else {
+                Err((
+                    DeadLetterReason::BadDimensions,
+                    format!(
+                        "rgb24 payload of {} bytes, expected {}",
+                        payload.len(),
+                        headers.rgb24_len()
+                    ),
+                ))
+            }
+        }
+    }?;
+    if placed.src_width == headers.width && placed.src_height == headers.height {
+        Ok(placed)
+    } else {
+        Err((
+            DeadLetterReason::BadDimensions,
+            format!(
+                "decoded {}x{}, envelope says {}x{}",
+                placed.src_width, placed.src_height, headers.width, headers.height
+            ),
+        ))
+    }
+}

@@ -1,0 +1,173 @@
+//! One run of an owned partition: the state its stages share, and the at-least-once commit
+//! bookkeeping.
+//!
+//! A [`PartitionState`] is created when a partition starts and shared by the consumer thread
+//! (in-flight bound, lag, load), the partition's publisher (done, commits) and whoever starts
+//! and stops partitions (abort, release, failure). A partition stopped and started again gets
+//! a fresh state with a new `instance`, so outcomes of the earlier run still travelling
+//! through the stages are recognised and dropped. Pure bookkeeping: no I/O here.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+/// Sent-but-unacknowledged records of one partition, in send order (at-least-once mode).
+#[derive(Debug, Default)]
+pub struct CommitTracker {
+    /// `(idx, offset, acknowledged)` in idx order.
+    pending: VecDeque<(u64, i64, bool)>,
+}
+
+impl CommitTracker {
+    /// Registers a send (call before the record is handed to the producer, in idx order).
+    pub fn push(&mut self, idx: u64, offset: i64) {
+        self.pending.push_back((idx, offset, false));
+    }
+
+    /// Marks `idx` acknowledged.
+    pub fn ack(&mut self, idx: u64) {
+        let Some(&(front, _, _)) = self.pending.front() else {
+            return;
+        };
+        if let Some(e) = idx
+            .checked_sub(front)
+            .and_then(|i| self.pending.get_mut(i as usize))
+        {
+            debug_assert_eq!(e.0, idx);
+            e.2 = true;
+        }
+    }
+
+    /// Pops the acknowledged prefix: the offset to commit (last offset + 1) and how many
+    /// frames completed, or `None` if the oldest record is not acknowledged yet.
+    pub fn take_committable(&mut self) -> Option<(i64, usize)> {
+        let mut last = None;
+        let mut n = 0;
+        while let Some(&(_, offset, true)) = self.pending.front() {
+            last = Some(offset);
+            n += 1;
+            self.pending.pop_front();
+        }
+        last.map(|o| (o + 1, n))
+    }
+}
+
+/// Shared state of one owned partition (one run of it: a partition stopped and started
+/// again gets a fresh state with a new `instance`).
+#[derive(Debug)]
+pub struct PartitionState {
+    /// The partition.
+    pub partition: i32,
+    /// Unique per run of a partition in this process (see
+    /// [`crate::pipeline::work::Position::instance`]).
+    pub instance: u64,
+    /// The assignment epoch this run holds the partition at (0: not tracked).
+    pub epoch: u64,
+    /// Set to stop this run at once (taken away or superseded): the publisher aborts what is
+    /// open and commits nothing more.
+    pub abort: AtomicBool,
+    /// Frame records consumed by this run.
+    pub consumed: AtomicU64,
+    /// Load consumed by this run, in thousandths of a load unit (one 640×360 frame = 1000).
+    pub load_milli: AtomicU64,
+    /// Last measured lag (records behind the high watermark), -1 until measured.
+    pub lag: AtomicI64,
+    /// Frames consumed and not yet done (acknowledged by the broker in at-least-once mode,
+    /// handed to the transactional producer in exactly-once mode). The consumer pauses the
+    /// partition at its bound.
+    pub in_flight: AtomicUsize,
+    /// At-least-once bookkeeping.
+    pub tracker: Mutex<CommitTracker>,
+    /// Set when the partition was released (superseded epoch); the consumer unassigns it.
+    pub released: AtomicBool,
+    /// Set when this run's publisher failed (coordinator mode restarts the partition).
+    pub failed: AtomicBool,
+    /// When the exactly-once publisher began its current commit (ms since the epoch), 0 when
+    /// not committing: a commit stuck far past its timeout gets the run restarted.
+    pub commit_started_ms: AtomicU64,
+}
+
+impl PartitionState {
+    /// A fresh state (epoch not tracked).
+    pub fn new(partition: i32) -> Arc<Self> {
+        Self::with_epoch(partition, 0)
+    }
+
+    /// A fresh state holding `partition` at `epoch`.
+    pub fn with_epoch(partition: i32, epoch: u64) -> Arc<Self> {
+        static INSTANCES: AtomicU64 = AtomicU64::new(1);
+        Arc::new(Self {
+            partition,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            epoch,
+            abort: AtomicBool::new(false),
+            consumed: AtomicU64::new(0),
+            load_milli: AtomicU64::new(0),
+            lag: AtomicI64::new(-1),
+            in_flight: AtomicUsize::new(0),
+            tracker: Mutex::new(CommitTracker::default()),
+            released: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            commit_started_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// `n` frames of this run are done (the in-flight bound frees up).
+    pub(crate) fn done(&self, n: usize) {
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Whether this run was told to stop at once.
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+}
+
+/// The acknowledged prefix of every partition (at-least-once): the offsets to commit, taken
+/// out of the trackers. Called by the consumer thread.
+pub fn collect_commits(states: &[Arc<PartitionState>]) -> Vec<(i32, i64)> {
+    let mut out = Vec::new();
+    for s in states {
+        if let Some((offset, _)) = s.tracker.lock().take_committable() {
+            out.push((s.partition, offset));
+        }
+    }
+    out
+}
+
+/// Epoch per running partition, shared by the stages (written into records) and updated by
+/// whoever starts and stops partitions.
+pub type PartitionEpochs = Arc<parking_lot::RwLock<BTreeMap<i32, u64>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_commits_only_the_acknowledged_prefix() {
+        let mut t = CommitTracker::default();
+        for i in 0..4 {
+            t.push(i, 10 + i as i64 * 3);
+        }
+        t.ack(1);
+        t.ack(3);
+        assert_eq!(t.take_committable(), None);
+        t.ack(0);
+        assert_eq!(t.take_committable(), Some((14, 2)));
+        t.ack(2);
+        assert_eq!(t.take_committable(), Some((20, 2)));
+        assert_eq!(t.take_committable(), None);
+    }
+
+    #[test]
+    fn states_are_distinct_runs() {
+        let (a, b) = (PartitionState::with_epoch(3, 7), PartitionState::new(3));
+        assert_ne!(a.instance, b.instance);
+        assert_eq!((a.epoch, b.epoch), (7, 0));
+        assert!(!a.aborted());
+        a.abort.store(true, Ordering::Release);
+        assert!(a.aborted());
+    }
+}

@@ -1,0 +1,285 @@
+//! Exactly-once publishing ([`DeliveryMode::ExactlyOnce`]): each partition thread owns a
+//! transactional producer (`transactional.id = panoptes-worker.<frames topic>.<partition>`).
+//!
+//! Records and the input offset (`send_offsets_to_transaction` with the consumer's group
+//! metadata) go in one transaction, committed every `commit_interval`. Before each commit
+//! the thread checks the assignment epoch; a superseded epoch aborts the transaction and
+//! releases the partition, and an assignment source that does not answer aborts it too
+//! (fail closed) and stops the worker.
+//!
+//! [`DeliveryMode::ExactlyOnce`]: crate::config::DeliveryMode::ExactlyOnce
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::assignment::Assignment;
+use crate::config::KafkaConfig;
+use crate::error::PublishError;
+use crate::metrics::WorkerMetrics;
+use crate::pipeline::partition::PartitionState;
+use crate::pipeline::publish::record::{base_config, encode, send_queued};
+use crate::pipeline::publish::sequencer::Sequencer;
+use crate::pipeline::work::{Outcome, now_us};
+
+/// The transactional id of a partition's producer.
+pub fn transactional_id(frames_topic: &str, partition: i32) -> String {
+    format!("panoptes-worker.{frames_topic}.{partition}")
+}
+
+/// Everything an exactly-once partition thread needs.
+pub struct EosPartition {
+    /// Kafka settings.
+    pub cfg: KafkaConfig,
+    /// This worker (client id).
+    pub worker_id: String,
+    /// Partition state shared with the consumer.
+    pub state: Arc<PartitionState>,
+    /// The consumer's group metadata, for `send_offsets_to_transaction`.
+    pub group: ConsumerGroupMetadata,
+    /// The frames consumer: after each transaction commits, the same offset is also
+    /// committed the plain way. Redundant on Kafka (the transaction stored it already); it
+    /// is what makes a restart resume on brokers whose `TxnOffsetCommit` does not store
+    /// offsets, such as librdkafka's mock cluster (whose handler is a stub).
+    pub consumer: Arc<BaseConsumer>,
+    /// Assignment (epoch check before each commit).
+    pub assignment: Arc<dyn Assignment>,
+    /// Epoch the records were produced under.
+    pub epoch: u64,
+    /// Transaction length.
+    pub commit_interval: Duration,
+    /// Metrics.
+    pub metrics: WorkerMetrics,
+}
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound of one commit (offsets + commit): a broker outage longer than this fails the run,
+/// which coordinator mode restarts from the committed offsets, rather than blocking it.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The transaction being filled.
+struct OpenTxn {
+    began: Instant,
+    records: usize,
+    last_offset: i64,
+    statuses: BTreeMap<&'static str, u64>,
+}
+
+/// How a commit attempt ended, when it did not fail.
+enum Committed {
+    /// Committed (or nothing was due): go on.
+    Yes,
+    /// The epoch was superseded: aborted, partition released, the run ends.
+    Released,
+}
+
+impl EosPartition {
+    /// Creates the transactional producer and initialises its id (fencing older instances
+    /// on a real broker).
+    pub fn producer(&self) -> Result<BaseProducer, PublishError> {
+        let tid = transactional_id(&self.cfg.frames_topic, self.state.partition);
+        let mut cc = base_config(&self.cfg, &self.worker_id);
+        cc.set("transactional.id", &tid)
+            .set("transaction.timeout.ms", "60000");
+        let producer: BaseProducer = cc.create()?;
+        producer.init_transactions(TXN_TIMEOUT)?;
+        Ok(producer)
+    }
+
+    /// The partition's loop; returns when every sender is gone (after committing what is
+    /// open) or after releasing the partition.
+    pub fn run(&self, producer: &BaseProducer, rx: Receiver<Outcome>) -> Result<(), PublishError> {
+        let mut seq = Sequencer::default();
+        let mut open: Option<OpenTxn> = None;
+        loop {
+            if self.state.aborted() {
+                // Taken away: nothing more is committed for this run.
+                if open.is_some() {
+                    self.count_abort("revoked");
+                    abort(producer)?;
+                }
+                tracing::info!(
+                    partition = self.state.partition,
+                    epoch = self.epoch,
+                    "partition stopped"
+                );
+                return Ok(());
+            }
+            let (received, closed) = self.receive(&rx, open.as_ref());
+            for o in received.map(|o| seq.push(o)).unwrap_or_default() {
+                self.add(producer, &mut open, o)?;
+            }
+            let due = open
+                .as_ref()
+                .is_some_and(|t| t.began.elapsed() >= self.commit_interval);
+            if let Some(txn) = open.take_if(|_| (due || closed) && !self.state.aborted())
+                && let Committed::Released = self.commit(producer, txn)?
+            {
+                return Ok(());
+            }
+            if closed && open.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for the next outcome of this run, at most until the open transaction is due
+    /// (and 100 ms). Returns it (if any) and whether the channel is closed.
+    fn receive(&self, rx: &Receiver<Outcome>, open: Option<&OpenTxn>) -> (Option<Outcome>, bool) {
+        let wait = open
+            .map(|t| (t.began + self.commit_interval).saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(100))
+            .min(Duration::from_millis(100));
+        match rx.recv_timeout(wait) {
+            Ok(o) if o.pos.instance != self.state.instance => (None, false),
+            Ok(o) => (Some(o), false),
+            Err(RecvTimeoutError::Timeout) => (None, false),
+            Err(RecvTimeoutError::Disconnected) => (None, true),
+        }
+    }
+
+    /// Adds one outcome to the open transaction (beginning one if none is open).
+    fn add(
+        &self,
+        producer: &BaseProducer,
+        open: &mut Option<OpenTxn>,
+        mut o: Outcome,
+    ) -> Result<(), PublishError> {
+        if open.is_none() {
+            producer.begin_transaction()?;
+        }
+        let txn = open.get_or_insert_with(|| OpenTxn {
+            began: Instant::now(),
+            records: 0,
+            last_offset: -1,
+            statuses: BTreeMap::new(),
+        });
+        let encoded = encode(&self.cfg, &mut o.output, &self.metrics)?;
+        #[expect(clippy::result_large_err, reason = "rdkafka hands the record back")]
+        let send = |rec| producer.send(rec);
+        send_queued(&encoded, (), send, |d| {
+            producer.poll(d);
+        })?;
+        producer.poll(Duration::ZERO);
+        // Handed to the producer (bounded by its own queue): the frame is done here.
+        self.state.done(1);
+        txn.records += 1;
+        txn.last_offset = o.pos.offset;
+        *txn.statuses.entry(encoded.status).or_default() += 1;
+        Ok(())
+    }
+
+    /// Checks the assignment, then commits the transaction with its input offset.
+    fn commit(&self, producer: &BaseProducer, txn: OpenTxn) -> Result<Committed, PublishError> {
+        let p = self.state.partition;
+        let current = match self.assignment.check(p, self.epoch) {
+            Ok(current) => current,
+            Err(e) => {
+                // Fail closed: never commit without a positive answer.
+                tracing::error!(partition = p, error = %e, "assignment check failed: aborting");
+                self.count_abort("assignment_unavailable");
+                let _ = abort(producer);
+                return Err(e.into());
+            }
+        };
+        if !current {
+            tracing::warn!(
+                partition = p,
+                epoch = self.epoch,
+                "epoch superseded: aborting and releasing"
+            );
+            self.count_abort("superseded");
+            abort(producer)?;
+            self.state.released.store(true, Ordering::Release);
+            return Ok(Committed::Released);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &self.cfg.frames_topic,
+            p,
+            Offset::Offset(txn.last_offset + 1),
+        )?;
+        if let Err(e) = self.commit_offsets(producer, &tpl) {
+            self.count_abort("commit_failed");
+            let _ = abort(producer);
+            return Err(e.into());
+        }
+        for (status, count) in txn.statuses {
+            self.metrics
+                .records
+                .with_label_values(&[status])
+                .inc_by(count);
+        }
+        tracing::debug!(
+            partition = p,
+            next_offset = txn.last_offset + 1,
+            records = txn.records,
+            "transaction committed"
+        );
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(error = %e, partition = p, "plain offset commit failed");
+        }
+        Ok(Committed::Yes)
+    }
+
+    /// Counts an aborted transaction under `reason`.
+    fn count_abort(&self, reason: &str) {
+        self.metrics.aborted.with_label_values(&[reason]).inc();
+    }
+
+    /// The offsets into the transaction, then the commit, both bounded by [`COMMIT_TIMEOUT`].
+    fn commit_offsets(
+        &self,
+        producer: &BaseProducer,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), KafkaError> {
+        // librdkafka does not always honour these timeouts when the group or
+        // transaction coordinator broker went away and came back (seen blocking for
+        // good): the start time lets the controller give up on this run and restart
+        // the partition with a fresh producer. A run given up on never commits.
+        self.state
+            .commit_started_ms
+            .store((now_us() / 1000) as u64, Ordering::Release);
+        let committed = producer
+            .send_offsets_to_transaction(tpl, &self.group, COMMIT_TIMEOUT)
+            .and_then(|()| {
+                if self.state.aborted() {
+                    Err(KafkaError::Canceled)
+                } else {
+                    producer.commit_transaction(COMMIT_TIMEOUT)
+                }
+            });
+        self.state.commit_started_ms.store(0, Ordering::Release);
+        committed
+    }
+}
+
+/// Aborts the open transaction. A `BaseProducer` serves delivery reports only when polled,
+/// and librdkafka's abort waits for outstanding messages: flush (which polls) first.
+fn abort(producer: &BaseProducer) -> Result<(), PublishError> {
+    if let Err(e) = producer.flush(Duration::from_secs(5)) {
+        tracing::debug!(error = %e, "flush before abort");
+    }
+    producer.abort_transaction(COMMIT_TIMEOUT)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactional_ids_are_per_partition() {
+        assert_eq!(
+            transactional_id("panoptes.frames", 3),
+            "panoptes-worker.panoptes.frames.3"
+        );
+    }
+}

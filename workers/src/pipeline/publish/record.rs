@@ -1,0 +1,102 @@
+//! What both publishers share: the producer settings, encoding an [`Output`] into a Kafka
+//! record, and sending it through a producer whose local queue may be full.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::BaseRecord;
+use rdkafka::util::IntoOpaque;
+
+use crate::config::KafkaConfig;
+use crate::error::PublishError;
+use crate::metrics::WorkerMetrics;
+use crate::pipeline::work::{Output, ms_between_us, now_us};
+
+/// An encoded outcome, ready to send.
+pub struct Encoded<'a> {
+    /// Detections or dead-letter topic.
+    pub topic: &'a str,
+    /// The record key (the camera id, when known).
+    pub key: Option<String>,
+    /// The JSON payload.
+    pub payload: Vec<u8>,
+    /// Metric label: the record status, or `dead_letter`.
+    pub status: &'static str,
+}
+
+/// Encodes an outcome. Fills in publish time and end-to-end latency of detection records.
+pub fn encode<'a>(
+    cfg: &'a KafkaConfig,
+    output: &mut Output,
+    metrics: &WorkerMetrics,
+) -> Result<Encoded<'a>, PublishError> {
+    Ok(match output {
+        Output::Record(r) => {
+            let now = now_us();
+            r.published_time_us = now;
+            r.latency.end_to_end_ms = ms_between_us(r.capture_time_us, now);
+            metrics
+                .end_to_end
+                .observe(f64::from(r.latency.end_to_end_ms) / 1000.0);
+            Encoded {
+                topic: cfg.detections_topic.as_str(),
+                key: Some(r.camera_id.clone()),
+                payload: r.to_json()?,
+                status: r.status.as_str(),
+            }
+        }
+        Output::DeadLetter(d) => Encoded {
+            topic: cfg.dlq_topic.as_str(),
+            key: d.camera_id.clone(),
+            payload: d.to_json()?,
+            status: "dead_letter",
+        },
+    })
+}
+
+/// Settings of every worker producer: idempotent, acknowledged by all replicas.
+pub fn base_config(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut cc: ClientConfig = cfg.client.connection_properties().into_iter().collect();
+    cc.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set(
+            "message.timeout.ms",
+            cfg.message_timeout.as_millis().to_string(),
+        )
+        .set("queue.buffering.max.messages", "10000")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("client.id", client_id);
+    cc.extend(cfg.client.override_properties());
+    cc
+}
+
+/// A producer's `send`, as a closure (the threaded and the base producer have one each).
+type SendResult<'a, D> = Result<(), (KafkaError, BaseRecord<'a, str, [u8], D>)>;
+
+/// Sends `encoded` with `opaque` through `send`, calling `wait` and retrying while the
+/// producer's local queue is full (back-pressure, not an error); any other error is returned.
+pub fn send_queued<'a, D: IntoOpaque>(
+    encoded: &'a Encoded<'_>,
+    mut opaque: D,
+    mut send: impl FnMut(BaseRecord<'a, str, [u8], D>) -> SendResult<'a, D>,
+    mut wait: impl FnMut(Duration),
+) -> Result<(), KafkaError> {
+    loop {
+        let mut rec =
+            BaseRecord::with_opaque_to(encoded.topic, opaque).payload(encoded.payload.as_slice());
+        if let Some(k) = &encoded.key {
+            rec = rec.key(k.as_str());
+        }
+        match send(rec) {
+            Ok(()) => return Ok(()),
+            Err((e, rec)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                opaque = rec.delivery_opaque;
+                wait(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
