@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use panoptes_runtime::config::RedisClientConfig;
 use serde::{Deserialize, Serialize};
 
 /// Sections (and top-level keys) that `PANOPTES_*` variables may override.
@@ -28,8 +29,9 @@ pub const ENV_SECTIONS: &[&str] = &[
 pub struct CoordinatorConfig {
     /// This coordinator's id (unique among coordinators sharing a Redis).
     pub id: String,
-    /// Redis holding the coordination state.
-    pub redis_url: String,
+    /// Redis holding the coordination state (top-level `redis_url`).
+    #[serde(flatten)]
+    pub redis: RedisClientConfig,
     /// Frames topic (same name in every region's Kafka).
     pub frames_topic: String,
     /// Partitions of the frames topic in every region; cameras get partitions in `[0, n)`.
@@ -50,7 +52,7 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
             id: format!("coordinator-{}", std::process::id()),
-            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis: RedisClientConfig::default(),
             frames_topic: panoptes_coordinator_client::records::default_frames_topic(),
             frames_partitions: 16,
             http: HttpConfig::default(),

@@ -58,7 +58,7 @@ pub fn spawn(
                 }
             }
             if l.token.is_some()
-                && let Ok(mut c) = connect(&l.cfg.redis_url, Duration::from_secs(1))
+                && let Ok(mut c) = connect(&l.cfg.redis.redis_url, Duration::from_secs(1))
             {
                 match scripts::leader_resign(&mut c, &l.cfg.id) {
                     Ok(true) => tracing::info!("leader lease resigned"),
@@ -83,8 +83,8 @@ struct LeaderLoop {
 impl LeaderLoop {
     fn session(&mut self, cancel: &CancellationToken) -> Result<(), CoordError> {
         let timeout = (self.cfg.leader.ttl / 3).max(Duration::from_millis(200));
-        let mut c = connect(&self.cfg.redis_url, timeout)?;
-        let mut sub_conn = connect(&self.cfg.redis_url, timeout)?;
+        let mut c = connect(&self.cfg.redis.redis_url, timeout)?;
+        let mut sub_conn = connect(&self.cfg.redis.redis_url, timeout)?;
         let mut sub = sub_conn.as_pubsub();
         sub.subscribe(keys::NOTIFY_COORDINATOR)?;
         self.state.redis_ok.store(true, Ordering::Relaxed);

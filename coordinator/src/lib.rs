@@ -63,7 +63,7 @@ pub async fn run(
     let state = Arc::new(LeaderState::default());
 
     let api = api::router(api::ApiContext {
-        redis_url: cfg.redis_url.clone(),
+        redis_url: cfg.redis.redis_url.clone(),
         token: token.map(Secret::new),
         frames_topic: cfg.frames_topic.clone(),
         frames_partitions: cfg.frames_partitions,

@@ -88,8 +88,8 @@ impl Reconciler {
         let snap = state::read(c, &self.cfg.frames_topic, &regions)?;
         let now = now_ms();
         self.observe(&snap, now);
-        self.cameras(c, token, &snap, now)?;
-        self.partitions(c, token, &snap)?;
+        self.place(c, token, &snap, MemberKind::Ingest, now)?;
+        self.place(c, token, &snap, MemberKind::Worker, now_ms())?;
         self.groups(c, token, &snap)?;
         Ok(())
     }
@@ -171,56 +171,92 @@ impl Reconciler {
             .collect()
     }
 
-    fn cameras(
+    /// Plans the items of `kind` (cameras for ingest nodes, partitions for workers) and
+    /// writes the actions: grants through the grant script, moves through [`Self::retarget`].
+    fn place(
         &mut self,
         c: &mut Connection,
         token: u64,
         snap: &Snapshot,
+        kind: MemberKind,
         now: u64,
     ) -> Result<(), CoordError> {
-        let nodes = Self::nodes(snap, MemberKind::Ingest);
-        let items = camera_items(snap);
-        let actions = self.planner(MemberKind::Ingest).plan(&nodes, &items, now);
+        let nodes = Self::nodes(snap, kind);
+        let (items, records) = match kind {
+            MemberKind::Ingest => (camera_items(snap), &snap.camera_assign),
+            MemberKind::Worker => (partition_items(snap), &snap.partition_assign),
+        };
+        let actions = self.planner(kind).plan(&nodes, &items, now);
         for a in actions {
+            let (Action::Grant { item, .. } | Action::Retarget { item, .. }) = &a;
+            let (assign_key, epoch_key) = self.item_keys(kind, item);
             match a {
                 Action::Grant {
                     item,
                     owner,
                     reason,
                 } => {
-                    let rec = &snap.camera_assign[&item];
-                    let mut extra = Vec::new();
-                    if !owner.is_empty() {
-                        let region = nodes
-                            .iter()
-                            .find(|n| n.id == owner)
-                            .map(|n| n.region.clone())
-                            .unwrap_or_default();
-                        extra.push(("cluster", region));
-                        extra.push((
-                            "start_seq",
-                            self.start_seq(&item, rec, snap, now).to_string(),
-                        ));
-                    }
+                    let rec = &records[&item];
+                    let extra = if kind == MemberKind::Ingest && !owner.is_empty() {
+                        self.camera_grant_fields(&nodes, &item, &owner, rec, snap, now)
+                    } else {
+                        Vec::new()
+                    };
                     let epoch = scripts::grant(
                         c,
                         token,
-                        MemberKind::Ingest,
-                        &keys::camera_assign(&item),
-                        &keys::camera_epoch(&item),
+                        kind,
+                        &assign_key,
+                        &epoch_key,
                         &item,
                         &owner,
                         &extra,
                     )?;
-                    self.note_grant(MemberKind::Ingest, &item, rec, &owner, epoch, reason, now);
+                    self.note_grant(kind, &item, rec, &owner, epoch, reason, now);
                 }
-                Action::Retarget { ref item, .. } => {
-                    let key = keys::camera_assign(item);
-                    self.retarget(c, token, MemberKind::Ingest, &key, &a)?;
+                Action::Retarget { .. } => {
+                    self.retarget(c, token, kind, &assign_key, &a)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The keys of an item's assignment record and of its epoch counter.
+    fn item_keys(&self, kind: MemberKind, item: &str) -> (String, String) {
+        match kind {
+            MemberKind::Ingest => (keys::camera_assign(item), keys::camera_epoch(item)),
+            MemberKind::Worker => {
+                let (cl, p) = keys::parse_partition_item(item).expect("parsed above");
+                let topic = &self.cfg.frames_topic;
+                (
+                    keys::partition_assign(cl, topic, p),
+                    keys::partition_epoch(topic, p),
+                )
+            }
+        }
+    }
+
+    /// What a camera's new owner is told with the grant: the region whose Kafka its frames
+    /// go to (the owner's), and the sequence number to start from.
+    fn camera_grant_fields(
+        &self,
+        nodes: &[Node],
+        cam: &str,
+        owner: &str,
+        rec: &AssignRecord,
+        snap: &Snapshot,
+        now: u64,
+    ) -> Vec<(&'static str, String)> {
+        let region = nodes
+            .iter()
+            .find(|n| n.id == owner)
+            .map(|n| n.region.clone())
+            .unwrap_or_default();
+        vec![
+            ("cluster", region),
+            ("start_seq", self.start_seq(cam, rec, snap, now).to_string()),
+        ]
     }
 
     /// Where a camera's next owner starts numbering frames.
@@ -240,51 +276,6 @@ impl Reconciler {
             }
             _ => floor,
         }
-    }
-
-    fn partitions(
-        &mut self,
-        c: &mut Connection,
-        token: u64,
-        snap: &Snapshot,
-    ) -> Result<(), CoordError> {
-        let nodes = Self::nodes(snap, MemberKind::Worker);
-        let items = partition_items(snap);
-        let now = now_ms();
-        let actions = self.planner(MemberKind::Worker).plan(&nodes, &items, now);
-        for a in actions {
-            let (cl, p) = match &a {
-                Action::Grant { item, .. } | Action::Retarget { item, .. } => {
-                    let (cl, p) = keys::parse_partition_item(item).expect("parsed above");
-                    (cl.to_string(), p)
-                }
-            };
-            let assign_key = keys::partition_assign(&cl, &self.cfg.frames_topic, p);
-            match a {
-                Action::Grant {
-                    item,
-                    owner,
-                    reason,
-                } => {
-                    let rec = &snap.partition_assign[&item];
-                    let epoch = scripts::grant(
-                        c,
-                        token,
-                        MemberKind::Worker,
-                        &assign_key,
-                        &keys::partition_epoch(&self.cfg.frames_topic, p),
-                        &item,
-                        &owner,
-                        &[],
-                    )?;
-                    self.note_grant(MemberKind::Worker, &item, rec, &owner, epoch, reason, now);
-                }
-                Action::Retarget { .. } => {
-                    self.retarget(c, token, MemberKind::Worker, &assign_key, &a)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Desired replicas per worker group: load over (mean capacity × target utilisation).

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Api, TOKEN, TOPIC, apply, assert_no_secret, cam, ids};
+use common::{Api, TOKEN, TOPIC, apply, assert_no_secret, cam, ids, members};
 use serde_json::{Value, json};
 
 #[test]
@@ -36,13 +36,7 @@ fn cameras_crud_round_trip_never_returns_credentials() {
     assert_eq!(code, 200);
     assert_no_secret(&v);
     assert_eq!(v["version"], 2);
-    let ids: Vec<&str> = v["cameras"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["dock-3", "gate"]);
+    assert_eq!(members(&v["cameras"], "id"), ["dock-3", "gate"]);
 
     let (code, v) = api.req("GET", "/v1/cameras/gate", None);
     assert_eq!(code, 200);
@@ -122,6 +116,12 @@ fn bad_input_gets_the_right_status_and_changes_nothing() {
         let mut c = cam("new-cam", "eu");
         f(&mut c);
         c
+    };
+    // Camera `other` with `field` changed, as a `PUT /v1/cameras/other` body.
+    let other_with = |field: &str, value: Value| {
+        let mut c = with(&|c| c["id"] = json!("other"));
+        c[field] = value;
+        c.to_string()
     };
     let cases: Vec<Case> = vec![
         ("missing token", "GET", "/v1/cameras", None, None, 401),
@@ -266,13 +266,7 @@ fn bad_input_gets_the_right_status_and_changes_nothing() {
             "put: partition taken",
             "PUT",
             "/v1/cameras/other",
-            Some(
-                with(&|c| {
-                    c["id"] = json!("other");
-                    c["partition"] = json!(3)
-                })
-                .to_string(),
-            ),
+            Some(other_with("partition", json!(3))),
             Some(TOKEN),
             409,
         ),
@@ -288,13 +282,7 @@ fn bad_input_gets_the_right_status_and_changes_nothing() {
             "put: redacted password elsewhere",
             "PUT",
             "/v1/cameras/other",
-            Some(
-                with(&|c| {
-                    c["id"] = json!("other");
-                    c["url"] = json!("rtsp://viewer:***@10.9.9.9/other")
-                })
-                .to_string(),
-            ),
+            Some(other_with("url", json!("rtsp://viewer:***@10.9.9.9/other"))),
             Some(TOKEN),
             422,
         ),
@@ -302,13 +290,7 @@ fn bad_input_gets_the_right_status_and_changes_nothing() {
             "put: fps out of range",
             "PUT",
             "/v1/cameras/other",
-            Some(
-                with(&|c| {
-                    c["id"] = json!("other");
-                    c["fps"] = json!(1000)
-                })
-                .to_string(),
-            ),
+            Some(other_with("fps", json!(1000))),
             Some(TOKEN),
             422,
         ),
@@ -388,18 +370,8 @@ fn apply_adds_updates_prunes_and_is_idempotent() {
     assert_eq!(v["version"], 2);
     let (_, list) = api.req("GET", "/v1/cameras", None);
     assert_no_secret(&list);
-    let parts: Vec<(String, i64)> = list["cameras"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap().to_string(),
-                c["partition"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(parts, [("a".into(), 0), ("b".into(), 1), ("d".into(), 3)]);
+    assert_eq!(members(&list["cameras"], "id"), ["a", "b", "d"]);
+    assert_eq!(members(&list["cameras"], "partition"), [0, 1, 3]);
 
     // Without prune, cameras missing from the file stay.
     let (code, v) = apply(&api, json!([cam("e", "eu")]), false, None);

@@ -227,10 +227,19 @@ fn nodes_assignments_status_and_drain() {
 }
 
 fn panoptes(api: &Api, args: &[&str]) -> (i32, String, String) {
+    let env = [
+        ("PANOPTES_URL", api.base.as_str()),
+        ("PANOPTES_TOKEN", TOKEN),
+    ];
+    cli(args, &env)
+}
+
+/// Runs the `panoptes` CLI with `args` and environment `env` → (exit code or -1, stdout,
+/// stderr).
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_panoptes"))
         .args(args)
-        .env("PANOPTES_URL", &api.base)
-        .env("PANOPTES_TOKEN", TOKEN)
+        .envs(env.iter().copied())
         .output()
         .expect("run panoptes");
     (
@@ -240,16 +249,20 @@ fn panoptes(api: &Api, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A temporary `cameras.yaml` holding `yaml`, in a folder that goes when the handle drops.
+fn cameras_file(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cameras.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    (dir, file)
+}
+
 #[test]
 fn cli_apply_cameras_list_status_and_errors() {
     let api = Api::start();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cameras.yaml");
-    std::fs::write(
-        &file,
+    let (_dir, file) = cameras_file(
         "cameras:\n  - id: a\n    url: rtsp://viewer:hunter2@10.0.0.1:554/a\n    region: eu\n    fps: 10\n  - id: b\n    url: rtsp://10.0.0.2/b\n    region: us\n    group: gpu\n    partition: 5\n",
-    )
-    .unwrap();
+    );
     let f = file.to_str().unwrap();
     let (code, out, err) = panoptes(&api, &["apply", "-f", f]);
     assert_eq!(code, 0, "{out}{err}");
@@ -318,27 +331,23 @@ fn cli_apply_cameras_list_status_and_errors() {
 
     // Errors: non-zero exit with the server's message; nothing changed.
     let before = api.registry_dump();
-    let (code, _, err) = panoptes(&api, &["apply", "-f", f, "--if-version", "0"]);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("registry version is 2") && err.contains("409"),
-        "{err}"
-    );
-    let (code, _, err) = panoptes(&api, &["cameras", "rm", "ghost"]);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("unknown camera") && err.contains("404"),
-        "{err}"
-    );
-    let (code, _, err) = panoptes(&api, &["--token", "wrong", "cameras", "list"]);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("invalid bearer token") && err.contains("401"),
-        "{err}"
-    );
-    let (code, _, err) = panoptes(&api, &["drain", "worker", "ghost"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("404"), "{err}");
+    let failures: [(&[&str], &[&str]); 4] = [
+        (
+            &["apply", "-f", f, "--if-version", "0"],
+            &["registry version is 2", "409"],
+        ),
+        (&["cameras", "rm", "ghost"], &["unknown camera", "404"]),
+        (
+            &["--token", "wrong", "cameras", "list"],
+            &["invalid bearer token", "401"],
+        ),
+        (&["drain", "worker", "ghost"], &["404"]),
+    ];
+    for (args, wanted) in failures {
+        let (code, _, err) = panoptes(&api, args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(wanted.iter().all(|w| err.contains(w)), "{args:?}: {err}");
+    }
     assert_eq!(api.registry_dump(), before);
 
     // Prune through the CLI, then rm.
@@ -365,36 +374,24 @@ fn real_coordinator_serves_the_api_to_the_cli() {
     coord
         .wait_leader(std::time::Duration::from_secs(10))
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cameras.yaml");
-    std::fs::write(
-        &file,
+    let (_dir, file) = cameras_file(
         "cameras:\n  - id: lobby\n    url: rtsp://viewer:hunter2@10.0.0.1/lobby\n  - id: yard\n    url: rtsp://10.0.0.2/yard\n    region: local\n    fps: 2\n",
-    )
-    .unwrap();
+    );
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_panoptes"))
-            .args(["--url", &coord.http, "--token", TEST_TOKEN])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let flags = ["--url", coord.http.as_str(), "--token", TEST_TOKEN];
+        cli(&[&flags[..], args].concat(), &[])
     };
     let (code, out, err) = run(&["apply", "-f", file.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("added: lobby, yard"), "{out}");
     let (code, out, err) = run(&["cameras", "list"]);
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("rtsp://viewer:***@10.0.0.1/lobby") && !out.contains("hunter2"),
         "{out}"
     );
     let (code, out, err) = run(&["status"]);
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(code, 0, "{err}");
     assert!(out.contains("leader: coord-e2e"), "{out}");
     assert!(
         out.lines()

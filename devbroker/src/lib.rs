@@ -1,4 +1,5 @@
-//! `panoptes-devbroker`: the development Kafka broker of Panoptes.
+//! `panoptes-devbroker`: the development Kafka broker of Panoptes (a tool crate: it never ships
+//! in a product image; production points at Apache Kafka, Redpanda or a managed Kafka).
 //!
 //! This crate hosts librdkafka's Kafka-protocol mock cluster
 //! ([`rdkafka::mocking::MockCluster`]) in a small process. Clients talk the real Kafka wire

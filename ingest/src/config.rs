@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use panoptes_runtime::config::KafkaClientConfig;
+use panoptes_runtime::config::redis::{ALL_SCHEMES, RedisClientConfig};
+use panoptes_runtime::config::{KafkaClientConfig, KafkaProducerConfig};
 use panoptes_runtime::redact::CameraUrl;
 use panoptes_schemas::{topics, validate_camera_id};
 use serde::{Deserialize, Serialize};
@@ -64,8 +65,9 @@ pub const ENV_SECTIONS: &[&str] = &[
 pub struct CoordinatorConfig {
     /// Take cameras from the coordinator. The file's `cameras` list must then be empty.
     pub enabled: bool,
-    /// Redis holding the coordination state, e.g. `redis://10.0.0.5:6379/0`.
-    pub redis_url: String,
+    /// Redis holding the coordination state (`redis_url`, e.g. `redis://10.0.0.5:6379/0`).
+    #[serde(flatten)]
+    pub redis: RedisClientConfig,
     /// Ingest pool this node belongs to; the coordinator places cameras within it.
     pub group: String,
     /// What this node can pull, in load units: frames per second at 640×360 (a camera's
@@ -94,7 +96,7 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis: RedisClientConfig::default(),
             group: "default".into(),
             capacity: 40.0,
             lease_ttl: Duration::from_secs(1),
@@ -129,9 +131,10 @@ pub struct KafkaConfig {
     /// `linger.ms`.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
-    /// How long a frame may wait for the broker before it is reported failed.
-    #[serde(with = "humantime_serde")]
-    pub message_timeout: Duration,
+    /// `message_timeout`: how long a frame may wait for the broker before it is reported
+    /// failed (default 300 s).
+    #[serde(flatten)]
+    pub producer: KafkaProducerConfig<300>,
 }
 
 impl Default for KafkaConfig {
@@ -143,7 +146,7 @@ impl Default for KafkaConfig {
             queue_max_messages: 2_000,
             queue_max_kbytes: 64 * 1024,
             linger: Duration::from_millis(5),
-            message_timeout: Duration::from_secs(300),
+            producer: KafkaProducerConfig::default(),
         }
     }
 }
@@ -409,11 +412,7 @@ impl IngestConfig {
         if self.node_id.is_empty() || self.node_id.contains(':') {
             return bad("enabled", "node_id must be non-empty and without ':'");
         }
-        if !(c.redis_url.starts_with("redis://")
-            || c.redis_url.starts_with("rediss://")
-            || c.redis_url.starts_with("unix://")
-            || c.redis_url.starts_with("redis+unix://"))
-        {
+        if !c.redis.has_scheme(ALL_SCHEMES) {
             return bad("redis_url", "must be a redis:// URL");
         }
         if c.group.is_empty() {

@@ -131,7 +131,7 @@ impl Coordinator {
         cancel: &CancellationToken,
     ) -> Result<Option<Arc<Self>>, CoordError> {
         let c = &config.coordinator;
-        let member = MemberConfig::new(MemberKind::Ingest, &config.node_id, &c.redis_url)
+        let member = MemberConfig::new(MemberKind::Ingest, &config.node_id, &c.redis.redis_url)
             .placed(&config.region, &c.group, c.capacity)
             .serving(
                 c.advertise_http.clone().unwrap_or(http),
@@ -145,7 +145,7 @@ impl Coordinator {
         else {
             return Ok(None);
         };
-        let redis = redact_text(&c.redis_url);
+        let redis = redact_text(&c.redis.redis_url);
         tracing::info!(redis = %redis, group = %c.group, capacity = c.capacity, "registered with the coordinator");
         readiness.set("coordinator", true, "registered");
         let runner = Arc::new(CameraRunner {

@@ -9,7 +9,8 @@
 //! - [`coordinated`]: coordinator mode, where the node's cameras come from the coordinator;
 //! - [`metrics`], [`api`]: what the node tells operators.
 //!
-//! [`run`] ties them together; `main.rs` only parses the command line.
+//! [`run`] ties them together; `main.rs` hands it to `panoptes_runtime::node::main` (command
+//! line, configuration, logging, shutdown signals).
 
 pub mod api;
 pub mod camera;

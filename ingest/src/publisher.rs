@@ -105,14 +105,9 @@ impl FramePublisher {
     /// Creates the producer (does not wait for the broker).
     pub fn new(cfg: &KafkaConfig, metrics: IngestMetrics) -> Result<Self, KafkaError> {
         let mut cc: ClientConfig = cfg.client.connection_properties().into_iter().collect();
-        cc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "none")
+        cc.extend(cfg.producer.delivery_properties());
+        cc.set("compression.type", "none")
             .set("linger.ms", cfg.linger.as_millis().to_string())
-            .set(
-                "message.timeout.ms",
-                cfg.message_timeout.as_millis().to_string(),
-            )
             .set(
                 "queue.buffering.max.messages",
                 cfg.queue_max_messages.to_string(),
@@ -125,10 +120,6 @@ impl FramePublisher {
                 "message.max.bytes",
                 (cfg.message_max_bytes + 64 * 1024).to_string(),
             )
-            // librdkafka waits up to 10 s between reconnects by default; a real-time feed
-            // wants the broker back within about a second of it returning.
-            .set("reconnect.backoff.ms", "100")
-            .set("reconnect.backoff.max.ms", "1000")
             .set("client.id", "panoptes-ingest");
         cc.extend(cfg.client.override_properties());
         let producer = cc.create_with_context(DeliveryContext {

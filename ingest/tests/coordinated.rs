@@ -10,12 +10,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, ensure};
 use common::leader::Leader;
-use common::{broker_with_topic, start_coordinated};
+use common::{broker_with_topic, camera_seqs, start_coordinated};
 use panoptes_coordinator_client::CameraRecord;
 use panoptes_coordinator_client::records::default_group;
 use panoptes_ingest::config::{CameraConfig, IngestConfig};
 use panoptes_testkit::kafka::{FrameRecord, TopicReader, by_camera};
-use panoptes_testkit::{CamSim, RedisServer, metric_value, wait_until};
+use panoptes_testkit::{CamSim, DevBroker, RedisServer, metric_value, wait_until};
 
 const SECRET: &str = "hunter2secret";
 const REGION: &str = "local";
@@ -187,13 +187,7 @@ fn cameras_are_granted_moved_taken_over_and_drained() -> Result<()> {
     no_secret("A's /cameras", &listed);
 
     // 2. Move c1 to B: A hands it over with its next sequence number.
-    let t_retarget = Instant::now();
-    assert!(leader.retarget("c1", "ingest-a", e1, "ingest-b")?);
-    let released = wait_until("A releases c1", Duration::from_secs(10), || {
-        let r = leader.assignment("c1").ok()?;
-        (r.released == Some(e1)).then_some(r)
-    })?;
-    let handover = t_retarget.elapsed();
+    let (released, handover) = leader.hand_over("c1", "ingest-a", e1, "ingest-b")?;
     let released_seq = released.released_seq.expect("released_seq set");
     assert_eq!(a.camera("c1")["error"], "no such camera on this node");
     assert_eq!(
@@ -287,12 +281,19 @@ fn cameras_are_granted_moved_taken_over_and_drained() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn revoked_cameras_stop_lost_leases_count_and_a_lost_redis_fails_closed() -> Result<()> {
+/// Redis, a broker with a 2-partition frames topic, camera `c0` (10 fps) simulated, and the
+/// leader.
+fn one_camera() -> Result<(RedisServer, DevBroker, String, CamSim, Leader)> {
     let redis = RedisServer::start()?;
     let (broker, topic) = broker_with_topic(2)?;
     let sim = CamSim::with_cameras(&["id=c0,fps=10"])?;
-    let mut leader = Leader::new(&redis.url)?;
+    let leader = Leader::new(&redis.url)?;
+    Ok((redis, broker, topic, sim, leader))
+}
+
+#[test]
+fn revoked_cameras_stop_lost_leases_count_and_a_lost_redis_fails_closed() -> Result<()> {
+    let (redis, broker, topic, sim, mut leader) = one_camera()?;
     let a = start_coordinated(
         &broker.bootstrap,
         &topic,
@@ -300,9 +301,7 @@ fn revoked_cameras_stop_lost_leases_count_and_a_lost_redis_fails_closed() -> Res
         &redis.url,
         node_settings,
     )?;
-    wait_until("registered", Duration::from_secs(20), || {
-        leader.member("ingest-r").ok()?.map(|_| ())
-    })?;
+    leader.wait_registered("ingest-r")?;
     leader.register(&record("c0", sim.url("c0", None), 0))?;
     leader.grant("c0", "ingest-r", REGION, 0)?;
     a.wait_streaming("c0", Duration::from_secs(20))?;
@@ -375,13 +374,7 @@ fn revoked_cameras_stop_lost_leases_count_and_a_lost_redis_fails_closed() -> Res
     );
 
     // Downstream: one partition, every number once.
-    let reader = TopicReader::new(&broker.bootstrap, &topic)?;
-    let mut records = Vec::new();
-    reader.read_for(Duration::from_secs(2), &mut records)?;
-    let s: Vec<u64> = by_camera(&records)["c0"]
-        .iter()
-        .map(|r| r.headers.as_ref().unwrap().seq)
-        .collect();
+    let s = camera_seqs(&broker.bootstrap, &topic, "c0", Duration::from_secs(2))?;
     let mut sorted = s.clone();
     sorted.dedup();
     assert_eq!(sorted.len(), s.len(), "duplicate sequence numbers: {s:?}");
@@ -433,30 +426,19 @@ fn coordinator_mode_refuses_cameras_in_the_file() -> Result<()> {
 
 #[test]
 fn a_handover_with_the_broker_down_is_bounded() -> Result<()> {
-    let redis = RedisServer::start()?;
-    let (broker, topic) = broker_with_topic(2)?;
-    let sim = CamSim::with_cameras(&["id=c0,fps=10"])?;
-    let mut leader = Leader::new(&redis.url)?;
+    let (redis, broker, topic, sim, mut leader) = one_camera()?;
     let a = start_coordinated(&broker.bootstrap, &topic, "ingest-u", &redis.url, |c| {
         c.coordinator.handover_flush_timeout = Duration::from_secs(1);
         node_settings(c);
     })?;
-    wait_until("registered", Duration::from_secs(20), || {
-        leader.member("ingest-u").ok()?.map(|_| ())
-    })?;
+    leader.wait_registered("ingest-u")?;
     leader.register(&record("c0", sim.url("c0", None), 0))?;
     let e = leader.grant("c0", "ingest-u", REGION, 0)?;
     a.wait_streaming("c0", Duration::from_secs(20))?;
 
     broker.all_down()?;
     std::thread::sleep(Duration::from_millis(800));
-    let t = Instant::now();
-    assert!(leader.retarget("c0", "ingest-u", e, "ingest-x")?);
-    let r = wait_until("released", Duration::from_secs(10), || {
-        let r = leader.assignment("c0").ok()?;
-        (r.released == Some(e)).then_some(r)
-    })?;
-    let took = t.elapsed();
+    let (r, took) = leader.hand_over("c0", "ingest-u", e, "ingest-x")?;
     broker.all_up()?;
     assert!(took < Duration::from_secs(3), "handover took {took:?}");
     assert!(r.released_seq.unwrap_or(0) > 0);

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{Ingest, broker_with_topic, camera, start};
+use common::{Ingest, broker_with_topic, camera, camera_seqs, start};
 use panoptes_ingest::config::IngestConfig;
 use panoptes_testkit::kafka::{TopicReader, by_camera};
 use panoptes_testkit::{CamSim, metric_value, wait_until};
@@ -102,14 +102,7 @@ fn stopped_and_stalled_cameras_come_back_within_the_backoff_bound() -> Result<()
     );
 
     // Across the reconnects, cam0's sequence stays gapless and ordered.
-    let reader = TopicReader::new(&broker.bootstrap, &topic)?;
-    let mut records = Vec::new();
-    reader.read_for(Duration::from_secs(3), &mut records)?;
-    let per_cam = by_camera(&records);
-    let seqs: Vec<u64> = per_cam["cam0"]
-        .iter()
-        .map(|r| r.headers.as_ref().unwrap().seq)
-        .collect();
+    let seqs = camera_seqs(&broker.bootstrap, &topic, "cam0", Duration::from_secs(3))?;
     assert!(
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "cam0 sequence has gaps: {seqs:?}"
@@ -284,13 +277,7 @@ fn broker_outage_loses_only_what_overflowed_the_bounded_queue_and_memory_stays_f
     let next_seq = status["next_seq"].as_u64().unwrap();
     let dropped = status["dropped"].as_u64().unwrap();
 
-    let reader = TopicReader::new(&broker.bootstrap, &topic)?;
-    let mut records = Vec::new();
-    reader.read_for(Duration::from_secs(5), &mut records)?;
-    let seqs: Vec<u64> = by_camera(&records)["cam0"]
-        .iter()
-        .map(|r| r.headers.as_ref().unwrap().seq)
-        .collect();
+    let seqs = camera_seqs(&broker.bootstrap, &topic, "cam0", Duration::from_secs(5))?;
     assert!(
         seqs.windows(2).all(|w| w[1] > w[0]),
         "reordered or duplicated frames"

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::broker_with_topic;
+use common::{broker_with_topic, camera_seqs};
 use panoptes_ingest::camera::{CameraContext, CameraState};
 use panoptes_ingest::config::{CameraConfig, CameraDefaults, CameraSpec, KafkaConfig};
 use panoptes_ingest::metrics::IngestMetrics;
 use panoptes_ingest::node::IngestNode;
 use panoptes_ingest::publisher::FramePublisher;
 use panoptes_runtime::config::KafkaClientConfig;
-use panoptes_testkit::kafka::{TopicReader, by_camera};
+
 use panoptes_testkit::wait_until;
 use tokio_util::sync::CancellationToken;
 
@@ -107,14 +107,7 @@ fn cameras_are_added_changed_and_removed_without_restart() -> Result<()> {
     publisher.flush(Duration::from_secs(10))?;
 
     // Downstream: a's frames are gapless and ordered across the restart.
-    let reader = TopicReader::new(&broker.bootstrap, &topic)?;
-    let mut records = Vec::new();
-    reader.read_for(Duration::from_secs(3), &mut records)?;
-    let per_cam = by_camera(&records);
-    let seqs: Vec<u64> = per_cam["a"]
-        .iter()
-        .map(|r| r.headers.as_ref().unwrap().seq)
-        .collect();
+    let seqs = camera_seqs(&broker.bootstrap, &topic, "a", Duration::from_secs(3))?;
     assert!(seqs.len() as u64 > seq_before + 5);
     assert!(
         seqs.windows(2).all(|w| w[1] == w[0] + 1),

@@ -17,6 +17,11 @@ struct Expect {
     source: (u32, u32),
 }
 
+/// What a camera should publish: its rate, frame size and the source size it reports.
+fn expect(fps: f64, size: (u32, u32), source: (u32, u32)) -> Expect {
+    Expect { fps, size, source }
+}
+
 #[test]
 fn four_cameras_publish_gapless_ordered_valid_frames_at_their_rates() -> Result<()> {
     let (broker, topic) = broker_with_topic(8)?;
@@ -37,38 +42,10 @@ fn four_cameras_publish_gapless_ordered_valid_frames_at_their_rates() -> Result<
         camera("cam3", sim.url("cam3", None), 12, (640, 360), Some(7)),
     ];
     let expect: BTreeMap<&str, Expect> = [
-        (
-            "cam0",
-            Expect {
-                fps: 10.0,
-                size: (640, 360),
-                source: (640, 360),
-            },
-        ),
-        (
-            "cam1",
-            Expect {
-                fps: 5.0,
-                size: (640, 360),
-                source: (1280, 720),
-            },
-        ),
-        (
-            "cam2",
-            Expect {
-                fps: 4.0,
-                size: (320, 240),
-                source: (640, 480),
-            },
-        ),
-        (
-            "cam3",
-            Expect {
-                fps: 12.0,
-                size: (320, 240),
-                source: (320, 240),
-            },
-        ),
+        ("cam0", expect(10.0, (640, 360), (640, 360))),
+        ("cam1", expect(5.0, (640, 360), (1280, 720))),
+        ("cam2", expect(4.0, (320, 240), (640, 480))),
+        ("cam3", expect(12.0, (320, 240), (320, 240))),
     ]
     .into_iter()
     .collect();

@@ -16,7 +16,9 @@
 //!   detections, over many trials (binary `panoptes-bench-failover`).
 //!
 //! Each benchmark module holds the pure parts (parameters, counting, statistics, reports);
-//! its `run` submodule starts the processes and is what the binary calls.
+//! the ingest and worker benchmarks' `run` submodules start the processes and are what their
+//! binaries call; the failover benchmark drives a `testkit` stack, and its binary's `main`
+//! only parses arguments around [`failover::run`].
 
 pub mod failover;
 pub mod ingest;

@@ -275,13 +275,7 @@ impl ScenarioReport {
             self.started_utc, self.seconds
         );
         let _ = writeln!(s, "{}\n\nSetup: {}\n", self.description, self.setup);
-        if !self.failures.is_empty() {
-            s.push_str("## Failures\n\n");
-            for f in &self.failures {
-                let _ = writeln!(s, "- {f}");
-            }
-            s.push('\n');
-        }
+        md_bullets(&mut s, "Failures", &self.failures);
         if !self.faults.is_empty() {
             s.push_str("## Faults\n\n| t (s) | event |\n| ---: | --- |\n");
             for f in &self.faults {
@@ -339,13 +333,7 @@ impl ScenarioReport {
                 t.gaps
             );
         }
-        if !self.notes.is_empty() {
-            s.push_str("## Notes\n\n");
-            for n in &self.notes {
-                let _ = writeln!(s, "- {n}");
-            }
-            s.push('\n');
-        }
+        md_bullets(&mut s, "Notes", &self.notes);
         if !self.charts.is_empty() {
             s.push_str("## Charts\n\n");
             for c in &self.charts {
@@ -362,6 +350,18 @@ impl ScenarioReport {
         std::fs::write(dir.join("report.md"), self.to_markdown())?;
         Ok(())
     }
+}
+
+/// A Markdown section `title` listing `items` (nothing when there are none).
+fn md_bullets(s: &mut String, title: &str, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    s.push_str(&format!("## {title}\n\n"));
+    for i in items {
+        s.push_str(&format!("- {i}\n"));
+    }
+    s.push('\n');
 }
 
 /// Runs one scenario at `scale`, writes its report into `out` and returns it. `Err` only when

@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::stack::{Stack, StackCamera, StackSpec};
+use crate::stack::{Node, Stack, StackCamera, StackSpec};
 
 mod view;
 
@@ -409,26 +409,24 @@ fn stop_nodes(stack: &mut Stack, signals: &Signals, frames: &FrameCounter) {
         "  unregistered {unregistered}/{} cameras (DELETE /v1/cameras/<id>)",
         stack.spec.cameras.len()
     ));
-    let ingest: Vec<(String, &mut ChildProcess)> = stack
-        .ingest
-        .iter_mut()
-        .map(|(id, n)| (id.clone(), &mut n.proc))
-        .collect();
-    terminate_all(ingest, Duration::from_secs(15), signals);
+    terminate_all(procs(&mut stack.ingest), Duration::from_secs(15), signals);
     // The last frames' count, while the broker still runs.
     let _ = frames.total();
-    let workers: Vec<(String, &mut ChildProcess)> = stack
-        .workers
-        .iter_mut()
-        .map(|(id, n)| (id.clone(), &mut n.proc))
-        .collect();
-    terminate_all(workers, Duration::from_secs(20), signals);
+    terminate_all(procs(&mut stack.workers), Duration::from_secs(20), signals);
     let coords: Vec<(String, &mut ChildProcess)> = stack
         .coordinators
         .iter_mut()
         .map(|c| (c.id.clone(), &mut c.child))
         .collect();
     terminate_all(coords, Duration::from_secs(5), signals);
+}
+
+/// The processes of `nodes`, by id.
+fn procs(nodes: &mut BTreeMap<String, Node>) -> Vec<(String, &mut ChildProcess)> {
+    nodes
+        .iter_mut()
+        .map(|(id, n)| (id.clone(), &mut n.proc))
+        .collect()
 }
 
 /// SIGTERM to every process, then waits for all of them (SIGKILL after `grace`).

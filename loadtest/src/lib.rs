@@ -6,8 +6,8 @@
 //!
 //! - [`bench`]: every benchmark (ingest, worker, failover), each reporting ratios against a
 //!   baseline measured in the same run, on one shared argument and report scaffold;
-//! - [`stack`]: a whole deployment (Redis, brokers, simulator, coordinators, ingest nodes,
-//!   workers) as real processes, for cluster tests, benchmarks and load runs;
+//! - [`stack`]: `panoptes_testkit::stack` (a whole deployment as real processes, owned by the
+//!   one test harness in `testkit/`) re-exported, plus the topic watchers loadtest adds to it;
 //! - [`timeline`]: a per-second recorder of a running stack (throughput, latency, CPU and
 //!   memory per process, lag, fault markers) and [`charts`], its PNG charts;
 //! - [`run`]: `panoptes-loadtest run`, a load run with a report ([`runreport`]);

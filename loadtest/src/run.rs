@@ -130,12 +130,12 @@ pub fn main(args: RunArgs) -> Result<()> {
             settle_s: settle.as_secs_f64(),
             params,
             machine,
-            checker: checker_report,
-            charts: charts
-                .iter()
-                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect(),
         },
+        checker_report,
+        charts
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect(),
         &timeline,
     );
     write_report(&report, &out)?;

@@ -206,18 +206,9 @@ impl Verdict {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
-    /// The command that produced it.
-    pub command: String,
-    /// When the run started (UTC).
-    pub started_utc: String,
-    /// Wall time of the whole run, start-up and drain included (s).
-    pub wall_s: f64,
-    /// Time for every camera and partition to be assigned after registration (s).
-    pub settle_s: f64,
-    /// What was asked for.
-    pub params: RunParams,
-    /// The machine.
-    pub machine: MachineInfo,
+    /// The command, times, parameters and machine (the report's first keys).
+    #[serde(flatten)]
+    pub facts: RunFacts,
     /// Per-stage throughput.
     pub throughput: Throughput,
     /// End-to-end latency of `ok` records as the worker measured it (capture → publish).
@@ -247,30 +238,32 @@ pub struct RunReport {
     pub samples: Vec<Sample>,
 }
 
-/// Inputs of [`RunReport::build`] that are not in the timeline.
+/// What the run knows besides the timeline, the checker and the charts.
+#[derive(Debug, Clone, Serialize)]
 pub struct RunFacts {
-    /// The command line.
+    /// The command that produced it.
     pub command: String,
-    /// Start (UTC).
+    /// When the run started (UTC).
     pub started_utc: String,
-    /// Wall time (s).
+    /// Wall time of the whole run, start-up and drain included (s).
     pub wall_s: f64,
-    /// Settle time (s).
+    /// Time for every camera and partition to be assigned after registration (s).
     pub settle_s: f64,
-    /// Parameters.
+    /// What was asked for.
     pub params: RunParams,
-    /// Machine.
+    /// The machine.
     pub machine: MachineInfo,
-    /// Checker.
-    pub checker: Report,
-    /// Chart file names.
-    pub charts: Vec<String>,
 }
 
 impl RunReport {
     /// Derives the figures from the timeline (intake window: up to the
-    /// [`INTAKE_STOPPED`] mark).
-    pub fn build(facts: RunFacts, timeline: &Timeline) -> Self {
+    /// [`INTAKE_STOPPED`] mark); `charts` are file names relative to the report.
+    pub fn build(
+        facts: RunFacts,
+        checker: Report,
+        charts: Vec<String>,
+        timeline: &Timeline,
+    ) -> Self {
         let intake_end = timeline
             .mark_time(INTAKE_STOPPED)
             .unwrap_or_else(|| timeline.samples.last().map_or(0.0, |s| s.t_s));
@@ -302,14 +295,9 @@ impl RunReport {
             })
             .collect();
         let machine: Vec<f64> = intake.iter().filter_map(|s| s.machine_cpu_pct).collect();
-        let verdict = Verdict::of(&facts.checker, facts.params.exactly_once);
+        let verdict = Verdict::of(&checker, facts.params.exactly_once);
         Self {
-            command: facts.command,
-            started_utc: facts.started_utc,
-            wall_s: facts.wall_s,
-            settle_s: facts.settle_s,
-            params: facts.params,
-            machine: facts.machine,
+            facts,
             throughput: Throughput {
                 intake_s,
                 detections_after_intake: all_detections.saturating_sub(detections_out.records),
@@ -327,9 +315,9 @@ impl RunReport {
             machine_cpu_mean_pct: (!machine.is_empty())
                 .then(|| machine.iter().sum::<f64>() / machine.len() as f64),
             lag_max: timeline.samples.iter().filter_map(|s| s.lag).max(),
-            checker: facts.checker,
+            checker,
             verdict,
-            charts: facts.charts,
+            charts,
             marks: timeline.marks.clone(),
             samples: timeline.samples.clone(),
         }
@@ -338,8 +326,8 @@ impl RunReport {
     /// The Markdown report.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "# Panoptes load run: {}\n", self.params.describe());
-        let _ = writeln!(s, "```sh\n{}\n```\n", self.command);
+        let _ = writeln!(s, "# Panoptes load run: {}\n", self.facts.params.describe());
+        let _ = writeln!(s, "```sh\n{}\n```\n", self.facts.command);
         self.md_result(&mut s);
         self.md_parameters(&mut s);
         self.md_machine(&mut s);
@@ -379,13 +367,13 @@ impl RunReport {
             "Started {}; {:.0} s recorded with intake running, {:.0} s of drain, {:.0} s \
              wall time in all (start-up included; the stack settled {:.1} s after the cameras \
              were registered).\n",
-            self.started_utc, th.intake_s, th.drain_s, self.wall_s, self.settle_s
+            self.facts.started_utc, th.intake_s, th.drain_s, self.facts.wall_s, self.facts.settle_s
         );
     }
 
     /// What was asked for.
     fn md_parameters(&self, s: &mut String) {
-        let p = &self.params;
+        let p = &self.facts.params;
         s.push_str("## Parameters\n\n| parameter | value |\n| --- | --- |\n");
         let rows = [
             ("cameras (one frames partition each)", p.cameras.to_string()),
@@ -420,7 +408,7 @@ impl RunReport {
 
     /// The machine the whole stack ran on.
     fn md_machine(&self, s: &mut String) {
-        let m = &self.machine;
+        let m = &self.facts.machine;
         let _ = writeln!(
             s,
             "\n## Machine\n\n| | |\n| --- | --- |\n| CPUs (nproc) | {} |\n| CPU | {} |\n| kernel | {} |\n\
@@ -442,7 +430,7 @@ impl RunReport {
 
     /// Records per stage and per camera.
     fn md_throughput(&self, s: &mut String) {
-        let p = &self.params;
+        let p = &self.facts.params;
         let th = &self.throughput;
         s.push_str("## Throughput\n\n");
         let mut stages = Table::new(&[
@@ -706,9 +694,9 @@ mod tests {
                     exactly_once: true,
                 },
                 machine: panoptes_testkit::sys::machine_info(),
-                checker,
-                charts: vec![],
             },
+            checker,
+            vec![],
             &t,
         );
         assert_eq!(r.throughput.frames_in.records, 100);

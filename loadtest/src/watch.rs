@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use panoptes_schemas::{DetectionRecord, FrameHeaders, StageLatencies};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// One detection record as it arrived.
@@ -96,8 +96,7 @@ mod shared {
 /// A running watcher; stops when dropped.
 pub struct Watch<T: Clone> {
     seen: Shared<T>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _poller: Poller,
 }
 
 impl<T: Clone> Watch<T> {
@@ -113,7 +112,40 @@ impl<T: Clone> Watch<T> {
     }
 }
 
-impl<T: Clone> Drop for Watch<T> {
+/// A thread polling a consumer; stops (and is joined) when dropped.
+pub(crate) struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Poller {
+    /// Starts thread `name`, polling `consumer` (waiting up to `wait` a poll) and handing
+    /// each message to `on_message`.
+    pub(crate) fn spawn(
+        name: &str,
+        consumer: BaseConsumer,
+        wait: Duration,
+        mut on_message: impl FnMut(&BorrowedMessage<'_>) + Send + 'static,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    if let Some(Ok(m)) = consumer.poll(wait) {
+                        on_message(&m);
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Poller {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -146,27 +178,19 @@ fn consumer(bootstrap: &str, topic: &str) -> Result<BaseConsumer> {
 fn spawn<T: Clone + Send + 'static>(
     bootstrap: &str,
     topic: &str,
-    parse: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> Option<T> + Send + 'static,
+    parse: impl Fn(&BorrowedMessage<'_>) -> Option<T> + Send + 'static,
 ) -> Result<Watch<T>> {
     let c = consumer(bootstrap, topic)?;
     let seen = Shared::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (s, st) = (seen.clone(), stop.clone());
-    let thread = std::thread::Builder::new()
-        .name("watch".into())
-        .spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                if let Some(Ok(m)) = c.poll(Duration::from_millis(50))
-                    && let Some(t) = parse(&m)
-                {
-                    s.push(t);
-                }
-            }
-        })?;
+    let s = seen.clone();
+    let poller = Poller::spawn("watch", c, Duration::from_millis(50), move |m| {
+        if let Some(t) = parse(m) {
+            s.push(t);
+        }
+    })?;
     Ok(Watch {
         seen,
-        stop,
-        thread: Some(thread),
+        _poller: poller,
     })
 }
 

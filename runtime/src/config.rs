@@ -6,11 +6,13 @@
 //! default. Environment variables are only read for the top-level sections the caller names:
 //! a `PANOPTES_` variable meant for another component must not make this one fail to start.
 //!
-//! The sections every node has are defined once, in the submodules: [`http`] (`[http]`) and
-//! [`kafka`] (the connection part of `[kafka]`).
+//! The sections every node has are defined once, in the submodules: [`http`] (`[http]`),
+//! [`kafka`] (the connection and producer parts of `[kafka]`) and [`redis`] (the node's
+//! `redis_url`).
 
 pub mod http;
 pub mod kafka;
+pub mod redis;
 
 use std::path::Path;
 
@@ -19,7 +21,8 @@ use figment::providers::{Env, Format, Toml};
 use serde::de::DeserializeOwned;
 
 pub use http::HttpConfig;
-pub use kafka::KafkaClientConfig;
+pub use kafka::{KafkaClientConfig, KafkaProducerConfig};
+pub use redis::RedisClientConfig;
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "PANOPTES_";
@@ -179,32 +182,71 @@ mod tests {
     struct NodeKafka {
         #[serde(flatten)]
         client: KafkaClientConfig,
+        #[serde(flatten)]
+        producer: KafkaProducerConfig<30>,
         topic: String,
     }
 
+    /// A section holding the node's Redis, as ingest's `[coordinator]` and the worker's
+    /// `[assignment]` do.
+    #[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct NodeAssignment {
+        #[serde(flatten)]
+        redis: RedisClientConfig,
+        source: String,
+    }
+
+    /// A node with the shared sections; its Redis at the top level, as the coordinator's.
     #[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Node {
+        #[serde(flatten)]
+        redis: RedisClientConfig,
         http: HttpConfig<9101>,
         kafka: NodeKafka,
+        assignment: NodeAssignment,
     }
 
     #[test]
     fn flattened_keys_stay_in_the_section_and_typos_are_refused() {
         let n: Node = from_toml_str(
-            "[kafka]\nbootstrap_servers = \"b:1\"\ntopic = \"t\"\n[kafka.properties]\n\"security.protocol\" = \"ssl\"\n",
+            "redis_url = \"redis://top:1/0\"\n[kafka]\nbootstrap_servers = \"b:1\"\ntopic = \"t\"\n\
+             message_timeout = \"1500ms\"\n[kafka.properties]\n\"security.protocol\" = \"ssl\"\n\
+             [assignment]\nredis_url = \"rediss://a:2/1\"\nsource = \"redis\"\n",
         )
         .unwrap();
         assert_eq!(n.kafka.client.bootstrap_servers, "b:1");
         assert_eq!(n.kafka.topic, "t");
+        assert_eq!(
+            n.kafka.producer.message_timeout,
+            Duration::from_millis(1500)
+        );
+        assert!(
+            n.kafka
+                .producer
+                .delivery_properties()
+                .contains(&("message.timeout.ms".into(), "1500".into()))
+        );
+        assert_eq!(n.redis.redis_url, "redis://top:1/0");
+        assert_eq!(n.assignment.redis.redis_url, "rediss://a:2/1");
+        assert_eq!(n.assignment.source, "redis");
         let props: Vec<_> = n.kafka.client.override_properties().collect();
         assert_eq!(props, vec![("security.protocol".into(), "ssl".into())]);
         assert_eq!(
             n.kafka.client.connection_properties(),
             vec![("bootstrap.servers".into(), "b:1".into())]
         );
-        let err = from_toml_str::<Node>("[kafka]\ntopc = \"x\"\n").unwrap_err();
-        assert!(err.to_string().contains("topc"), "{err}");
+        for (section, typo) in [
+            ("[kafka]\n", "topc"),
+            ("[kafka]\n", "message_timeot"),
+            ("", "redis_uri"),
+            ("[assignment]\n", "redis_uri"),
+        ] {
+            let text = format!("{section}{typo} = \"1s\"\n");
+            let err = from_toml_str::<Node>(&text).unwrap_err().to_string();
+            assert!(err.contains(typo), "{text}: {err}");
+        }
     }
 
     #[test]
@@ -212,6 +254,9 @@ mod tests {
         let n: Node = from_toml_str("[http]\n").unwrap();
         assert_eq!(n.http.listen.to_string(), "127.0.0.1:9101");
         assert_eq!(n.kafka.client.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(n.kafka.producer.message_timeout, Duration::from_secs(30));
+        assert_eq!(n.redis, RedisClientConfig::default());
+        assert_eq!(n.assignment.redis, RedisClientConfig::default());
         assert!(from_toml_str::<Node>("[http]\nlisten = \"x\"\n").is_err());
     }
 
@@ -223,10 +268,13 @@ mod tests {
             .properties
             .insert("linger.ms".into(), "1".into());
         let text = toml::to_string(&n).unwrap();
-        assert!(
-            text.contains("bootstrap_servers = \"127.0.0.1:9092\""),
-            "{text}"
-        );
+        for key in [
+            "bootstrap_servers = \"127.0.0.1:9092\"",
+            "message_timeout = \"30s\"",
+            "redis_url = \"redis://127.0.0.1:6379/0\"",
+        ] {
+            assert!(text.contains(key), "{key} in {text}");
+        }
         let back: Node = from_toml_str(&text).unwrap();
         assert_eq!(back, n);
     }
@@ -238,10 +286,17 @@ mod tests {
             jail.set_env("PANOPTES_KAFKA__BOOTSTRAP_SERVERS", "broker:1234");
             jail.set_env("PANOPTES_KAFKA__TOPIC", "frames2");
             jail.set_env("PANOPTES_HTTP__LISTEN", "127.0.0.1:0");
-            let n: Node = load(None, &["kafka", "http"]).unwrap();
+            jail.set_env("PANOPTES_KAFKA__MESSAGE_TIMEOUT", "2s");
+            jail.set_env("PANOPTES_REDIS_URL", "redis://env-top:1/0");
+            jail.set_env("PANOPTES_ASSIGNMENT__REDIS_URL", "redis://env-a:2/0");
+            let sections = ["kafka", "http", "redis_url", "assignment"];
+            let n: Node = load(None, &sections).unwrap();
             assert_eq!(n.kafka.client.bootstrap_servers, "broker:1234");
             assert_eq!(n.kafka.topic, "frames2");
+            assert_eq!(n.kafka.producer.message_timeout, Duration::from_secs(2));
             assert_eq!(n.http.listen.port(), 0);
+            assert_eq!(n.redis.redis_url, "redis://env-top:1/0");
+            assert_eq!(n.assignment.redis.redis_url, "redis://env-a:2/0");
             Ok(())
         });
     }

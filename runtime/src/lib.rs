@@ -6,7 +6,8 @@
 //! - [`node`]: the `main` of every node binary (command line, config, telemetry, shutdown,
 //!   exit status);
 //! - [`config`]: typed configuration from a TOML file plus `PANOPTES_` environment overrides,
-//!   and the sections every node shares ([`config::HttpConfig`], [`config::KafkaClientConfig`]);
+//!   and the sections every node shares ([`config::HttpConfig`], [`config::KafkaClientConfig`],
+//!   [`config::RedisClientConfig`]);
 //! - [`telemetry`]: `tracing` subscriber set-up (text or JSON logs);
 //! - [`metrics`]: creating and registering metrics in a process's explicit registry;
 //! - [`health`]: the HTTP server with `/healthz`, `/readyz` and `/metrics`;

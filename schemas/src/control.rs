@@ -164,18 +164,7 @@ impl ControlMessage {
         Ok(())
     }
 
-    /// Validates, then encodes as JSON for publishing.
-    pub fn to_json(&self) -> Result<Vec<u8>, EnvelopeError> {
-        self.validate()?;
-        Ok(serde_json::to_vec(self)?)
-    }
-
-    /// Decodes a message from JSON and validates it.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let message: Self = crate::decode_json(bytes)?;
-        message.validate()?;
-        Ok(message)
-    }
+    crate::json_codec!("a message");
 }
 
 fn check_partition(field: &str, partition: i32) -> Result<(), EnvelopeError> {

@@ -119,18 +119,7 @@ impl DeadLetter {
         Ok(())
     }
 
-    /// Validates, then encodes as JSON for publishing.
-    pub fn to_json(&self) -> Result<Vec<u8>, EnvelopeError> {
-        self.validate()?;
-        Ok(serde_json::to_vec(self)?)
-    }
-
-    /// Decodes a dead letter from JSON and validates it.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let letter: Self = crate::decode_json(bytes)?;
-        letter.validate()?;
-        Ok(letter)
-    }
+    crate::json_codec!("a dead letter");
 }
 
 #[cfg(test)]

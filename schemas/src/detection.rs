@@ -279,18 +279,7 @@ impl DetectionRecord {
         Ok(())
     }
 
-    /// Validates, then encodes as JSON for publishing.
-    pub fn to_json(&self) -> Result<Vec<u8>, EnvelopeError> {
-        self.validate()?;
-        Ok(serde_json::to_vec(self)?)
-    }
-
-    /// Decodes a record from JSON and validates it.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let record: Self = crate::decode_json(bytes)?;
-        record.validate()?;
-        Ok(record)
-    }
+    crate::json_codec!("a record");
 }
 
 #[cfg(test)]

@@ -158,3 +158,23 @@ pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
         }
     })
 }
+
+/// `to_json` and `from_json` of a message type with a `validate` method: validate, then
+/// encode; decode ([`decode_json`]), then validate. `$what` names one message in the docs.
+macro_rules! json_codec {
+    ($what:literal) => {
+        /// Validates, then encodes as JSON for publishing.
+        pub fn to_json(&self) -> Result<Vec<u8>, crate::EnvelopeError> {
+            self.validate()?;
+            Ok(serde_json::to_vec(self)?)
+        }
+
+        #[doc = concat!("Decodes ", $what, " from JSON and validates it.")]
+        pub fn from_json(bytes: &[u8]) -> Result<Self, crate::EnvelopeError> {
+            let decoded: Self = crate::decode_json(bytes)?;
+            decoded.validate()?;
+            Ok(decoded)
+        }
+    };
+}
+pub(crate) use json_codec;

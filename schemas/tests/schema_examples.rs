@@ -8,6 +8,7 @@ use jsonschema::Validator;
 use panoptes_schemas::{
     ControlMessage, DeadLetter, DetectionRecord, FrameHeaders, FrameStatus, all_schemas,
 };
+use serde::Serialize;
 use serde_json::{Value, json};
 
 fn validator(file: &str) -> Validator {
@@ -24,6 +25,13 @@ fn assert_valid(validator: &Validator, file: &str, instance: &Value) {
         errors.is_empty(),
         "{file} rejects a valid example:\n{errors:#?}\ninstance: {instance:#}"
     );
+}
+
+/// Asserts that `file` accepts `message` as serde serializes it; returns that JSON.
+fn assert_valid_message(validator: &Validator, file: &str, message: &impl Serialize) -> Value {
+    let json = serde_json::to_value(message).unwrap();
+    assert_valid(validator, file, &json);
+    json
 }
 
 /// Asserts that both the schema and the Rust side (decode + validate) reject `instance`.
@@ -44,16 +52,37 @@ fn assert_rejected(
     );
 }
 
-/// `value` with the member at JSON pointer `pointer` replaced by `new`.
-fn with(mut value: Value, pointer: &str, new: Value) -> Value {
+/// Asserts that both sides reject every case of `broken`, and `good` at the next schema
+/// version.
+fn assert_all_rejected(
+    validator: &Validator,
+    file: &str,
+    good: &Value,
+    broken: &[(&str, Value)],
+    rust_accepts: fn(&Value) -> bool,
+) {
+    let next = good["schema_version"].as_u64().expect("a schema version") + 1;
+    let other = (
+        "another schema version",
+        with(good, "/schema_version", json!(next)),
+    );
+    for (what, instance) in broken.iter().chain([&other]) {
+        assert_rejected(validator, file, what, instance, rust_accepts);
+    }
+}
+
+/// A copy of `value` with the member at JSON pointer `pointer` replaced by `new`.
+fn with(value: &Value, pointer: &str, new: Value) -> Value {
+    let mut value = value.clone();
     *value
         .pointer_mut(pointer)
         .unwrap_or_else(|| panic!("example has no {pointer}")) = new;
     value
 }
 
-/// `value` with the key `key` of the object at `pointer` removed.
-fn without(mut value: Value, pointer: &str, key: &str) -> Value {
+/// A copy of `value` with the key `key` of the object at `pointer` removed.
+fn without(value: &Value, pointer: &str, key: &str) -> Value {
+    let mut value = value.clone();
     let object = value
         .pointer_mut(pointer)
         .and_then(Value::as_object_mut)
@@ -65,8 +94,9 @@ fn without(mut value: Value, pointer: &str, key: &str) -> Value {
     value
 }
 
-/// `value` with an extra member `key` in the object at `pointer`.
-fn with_extra(mut value: Value, pointer: &str, key: &str) -> Value {
+/// A copy of `value` with an extra member `key` in the object at `pointer`.
+fn with_extra(value: &Value, pointer: &str, key: &str) -> Value {
+    let mut value = value.clone();
     value
         .pointer_mut(pointer)
         .and_then(Value::as_object_mut)
@@ -107,45 +137,29 @@ fn every_checked_in_schema_compiles() {
 fn frame_headers() {
     const FILE: &str = "frame-headers.schema.json";
     let v = validator(FILE);
-    let good = serde_json::to_value(common::frame_headers()).unwrap();
-    assert_valid(&v, FILE, &good);
+    let good = assert_valid_message(&v, FILE, &common::frame_headers());
 
     let mut no_pts = common::frame_headers();
     no_pts.pts_ns = None;
-    assert_valid(&v, FILE, &serde_json::to_value(no_pts).unwrap());
+    assert_valid_message(&v, FILE, &no_pts);
 
     let broken = [
-        ("a missing field", without(good.clone(), "", "camera_id")),
-        ("a wrong type", with(good.clone(), "/width", json!("640"))),
-        (
-            "an unknown field",
-            with_extra(good.clone(), "", "colour_space"),
-        ),
-        (
-            "a bad enum value",
-            with(good.clone(), "/encoding", json!("png")),
-        ),
-        ("a zero width", with(good.clone(), "/height", json!(0))),
+        ("a missing field", without(&good, "", "camera_id")),
+        ("a wrong type", with(&good, "/width", json!("640"))),
+        ("an unknown field", with_extra(&good, "", "colour_space")),
+        ("a bad enum value", with(&good, "/encoding", json!("png"))),
+        ("a zero width", with(&good, "/height", json!(0))),
         (
             "an oversized width",
-            with(good.clone(), "/source_width", json!(16385)),
+            with(&good, "/source_width", json!(16385)),
         ),
-        (
-            "a bad camera id",
-            with(good.clone(), "/camera_id", json!("-cam")),
-        ),
+        ("a bad camera id", with(&good, "/camera_id", json!("-cam"))),
         (
             "a bad traceparent",
-            with(good.clone(), "/traceparent", json!("00-abc")),
-        ),
-        (
-            "another schema version",
-            with(good.clone(), "/schema_version", json!(2)),
+            with(&good, "/traceparent", json!("00-abc")),
         ),
     ];
-    for (what, instance) in &broken {
-        assert_rejected(&v, FILE, what, instance, frame_accepts);
-    }
+    assert_all_rejected(&v, FILE, &good, &broken, frame_accepts);
 }
 
 #[test]
@@ -154,71 +168,55 @@ fn detection_record() {
     let v = validator(FILE);
     let record = common::detection_record();
     assert_eq!(record.detections.len(), 2);
-    let good = serde_json::to_value(&record).unwrap();
-    assert_valid(&v, FILE, &good);
+    let good = assert_valid_message(&v, FILE, &record);
 
     let mut skipped = record.clone();
     skipped.status = FrameStatus::SkippedStale;
     skipped.detections.clear();
     skipped.traceparent = None;
-    assert_valid(&v, FILE, &serde_json::to_value(skipped).unwrap());
+    assert_valid_message(&v, FILE, &skipped);
 
     let broken = [
-        ("a missing field", without(good.clone(), "", "epoch")),
+        ("a missing field", without(&good, "", "epoch")),
         (
             "a missing nested field",
-            without(good.clone(), "/model", "version"),
+            without(&good, "/model", "version"),
         ),
-        ("a wrong type", with(good.clone(), "/seq", json!("48213"))),
+        ("a wrong type", with(&good, "/seq", json!("48213"))),
         (
             "a wrong nested type",
-            with(good.clone(), "/detections/0/class_id", json!(-1)),
+            with(&good, "/detections/0/class_id", json!(-1)),
         ),
-        ("an unknown field", with_extra(good.clone(), "", "gpu")),
+        ("an unknown field", with_extra(&good, "", "gpu")),
         (
             "an unknown detection field",
-            with_extra(good.clone(), "/detections/1", "track_id"),
+            with_extra(&good, "/detections/1", "track_id"),
         ),
         (
             "an unknown latency field",
-            with_extra(good.clone(), "/latency", "upload_ms"),
+            with_extra(&good, "/latency", "upload_ms"),
         ),
-        (
-            "a bad enum value",
-            with(good.clone(), "/status", json!("done")),
-        ),
+        ("a bad enum value", with(&good, "/status", json!("done"))),
         (
             "a score above 1",
-            with(good.clone(), "/detections/0/score", json!(1.5)),
+            with(&good, "/detections/0/score", json!(1.5)),
         ),
         (
             "a normalised box above 1",
-            with(good.clone(), "/detections/1/bbox_norm/2", json!(1.25)),
+            with(&good, "/detections/1/bbox_norm/2", json!(1.25)),
         ),
         (
             "a three-number box",
-            with(good.clone(), "/detections/0/bbox", json!([1.0, 2.0, 3.0])),
+            with(&good, "/detections/0/bbox", json!([1.0, 2.0, 3.0])),
         ),
         (
             "a negative latency",
-            with(good.clone(), "/latency/decode_ms", json!(-0.5)),
+            with(&good, "/latency/decode_ms", json!(-0.5)),
         ),
-        (
-            "a negative partition",
-            with(good.clone(), "/partition", json!(-1)),
-        ),
-        (
-            "a bad camera id",
-            with(good.clone(), "/camera_id", json!("cam 3")),
-        ),
-        (
-            "another schema version",
-            with(good.clone(), "/schema_version", json!(2)),
-        ),
+        ("a negative partition", with(&good, "/partition", json!(-1))),
+        ("a bad camera id", with(&good, "/camera_id", json!("cam 3"))),
     ];
-    for (what, instance) in &broken {
-        assert_rejected(&v, FILE, what, instance, detection_accepts);
-    }
+    assert_all_rejected(&v, FILE, &good, &broken, detection_accepts);
 }
 
 #[test]
@@ -226,37 +224,27 @@ fn dead_letter() {
     const FILE: &str = "dead-letter.schema.json";
     let v = validator(FILE);
     let letter = common::dead_letter();
-    let good = serde_json::to_value(&letter).unwrap();
-    assert_valid(&v, FILE, &good);
+    let good = assert_valid_message(&v, FILE, &letter);
 
     let mut anonymous = letter;
     anonymous.camera_id = None;
     anonymous.seq = None;
-    assert_valid(&v, FILE, &serde_json::to_value(anonymous).unwrap());
+    assert_valid_message(&v, FILE, &anonymous);
 
     let broken = [
-        ("a missing field", without(good.clone(), "", "reason")),
-        (
-            "a wrong type",
-            with(good.clone(), "/offset", json!("1204332")),
-        ),
-        ("an unknown field", with_extra(good.clone(), "", "payload")),
+        ("a missing field", without(&good, "", "reason")),
+        ("a wrong type", with(&good, "/offset", json!("1204332"))),
+        ("an unknown field", with_extra(&good, "", "payload")),
         (
             "a bad enum value",
-            with(good.clone(), "/reason", json!("exploded")),
+            with(&good, "/reason", json!("exploded")),
         ),
         (
             "an overlong detail",
-            with(good.clone(), "/detail", json!("x".repeat(1025))),
-        ),
-        (
-            "another schema version",
-            with(good.clone(), "/schema_version", json!(3)),
+            with(&good, "/detail", json!("x".repeat(1025))),
         ),
     ];
-    for (what, instance) in &broken {
-        assert_rejected(&v, FILE, what, instance, dead_letter_accepts);
-    }
+    assert_all_rejected(&v, FILE, &good, &broken, dead_letter_accepts);
 }
 
 #[test]
@@ -276,8 +264,7 @@ fn control_messages() {
         "examples must cover every variant"
     );
     for message in &messages {
-        let good = serde_json::to_value(message).unwrap();
-        assert_valid(&v, FILE, &good);
+        let good = assert_valid_message(&v, FILE, message);
         assert_eq!(good["type"], json!(message.kind()));
         let node_field = if good.get("node_id").is_some() {
             "node_id"
@@ -286,31 +273,23 @@ fn control_messages() {
         };
 
         let broken = [
-            ("a missing tag", without(good.clone(), "", "type")),
-            (
-                "a missing field",
-                without(good.clone(), "", "schema_version"),
-            ),
+            ("a missing tag", without(&good, "", "type")),
+            ("a missing field", without(&good, "", "schema_version")),
             (
                 "a wrong type",
-                with(good.clone(), &format!("/{node_field}"), json!(42)),
+                with(&good, &format!("/{node_field}"), json!(42)),
             ),
-            ("an unknown field", with_extra(good.clone(), "", "priority")),
-            (
-                "a bad tag value",
-                with(good.clone(), "/type", json!("reboot")),
-            ),
+            ("an unknown field", with_extra(&good, "", "priority")),
+            ("a bad tag value", with(&good, "/type", json!("reboot"))),
         ];
-        for (what, instance) in &broken {
-            assert_rejected(&v, FILE, what, instance, control_accepts);
-        }
+        assert_all_rejected(&v, FILE, &good, &broken, control_accepts);
     }
     let drain = serde_json::to_value(&messages[3]).unwrap();
     assert_rejected(
         &v,
         FILE,
         "a negative deadline",
-        &with(drain, "/deadline_ms", json!(-5)),
+        &with(&drain, "/deadline_ms", json!(-5)),
         control_accepts,
     );
     let release = serde_json::to_value(&messages[2]).unwrap();
@@ -318,14 +297,14 @@ fn control_messages() {
         &v,
         FILE,
         "a bad released camera id",
-        &with(release.clone(), "/cameras", json!(["ok", ".hidden"])),
+        &with(&release, "/cameras", json!(["ok", ".hidden"])),
         control_accepts,
     );
     assert_rejected(
         &v,
         FILE,
         "a negative released partition",
-        &with(release, "/partitions", json!([3, -1])),
+        &with(&release, "/partitions", json!([3, -1])),
         control_accepts,
     );
 }

@@ -26,7 +26,9 @@ pub fn config(
 ) -> CoordinatorConfig {
     let mut c = CoordinatorConfig {
         id: id.into(),
-        redis_url: redis_url.into(),
+        redis: panoptes_coordinator::config::RedisClientConfig {
+            redis_url: redis_url.into(),
+        },
         frames_topic: frames_topic.into(),
         frames_partitions: partitions,
         regions: vec![RegionConfig {

@@ -33,7 +33,7 @@ pub fn coordinated_config(
 ) -> IngestConfig {
     let mut c = config(node_id, bootstrap, topic);
     c.coordinator.enabled = true;
-    c.coordinator.redis_url = redis_url.into();
+    c.coordinator.redis.redis_url = redis_url.into();
     c
 }
 

@@ -18,6 +18,10 @@
 //! - feature `stack`: `stack::Stack`, a whole deployment (Redis, a broker per region, the
 //!   simulator, coordinators, ingest nodes, workers, all in coordinator mode).
 //!
+//! Smaller pieces: [`basics`] (binary paths, unique names, free ports, `wait_until`), [`http`]
+//! (GET/POST helpers and metric parsing), [`sys`] (process CPU and memory readings),
+//! [`fixtures`] (test data shared across crates), [`process`] (the child-process handle).
+//!
 //! Binaries are looked up next to the test executable ([`bin_path`]); they exist when the
 //! tests run through `cargo test --workspace` / `cargo nextest run --workspace`. A test starts
 //! a stack with `Stack::start(StackSpec::single_region(cameras, partitions))`, then adds
@@ -28,6 +32,7 @@ pub mod broker;
 pub mod camsim;
 #[cfg(feature = "coordinator")]
 pub mod coordinator;
+pub mod fixtures;
 pub mod http;
 #[cfg(feature = "ingest")]
 pub mod ingest;

@@ -261,7 +261,7 @@ impl Stack {
         };
         c.commit_interval = Duration::from_millis(100);
         c.assignment.source = AssignmentSource::Coordinator;
-        c.assignment.redis_url = self.redis.url.clone();
+        c.assignment.redis.redis_url = self.redis.url.clone();
         c.assignment.lease_ttl = self.spec.lease_ttl;
         let node = worker::start(&c, NODE_LOGS, NODE_START)?;
         self.workers.insert(id.into(), node);

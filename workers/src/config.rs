@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use panoptes_runtime::config::KafkaClientConfig;
+use panoptes_runtime::config::redis::{RedisClientConfig, TCP_SCHEMES};
+use panoptes_runtime::config::{KafkaClientConfig, KafkaProducerConfig};
 use panoptes_schemas::topics;
 use serde::{Deserialize, Serialize};
 
@@ -159,12 +160,10 @@ impl WorkerConfig {
             if self.assignment.source == AssignmentSource::Redis && self.partitions.is_empty() {
                 return bad("assignment.source = \"redis\" needs explicit partitions".into());
             }
-            if !self.assignment.redis_url.starts_with("redis://")
-                && !self.assignment.redis_url.starts_with("rediss://")
-            {
+            if !self.assignment.redis.has_scheme(TCP_SCHEMES) {
                 return bad(format!(
                     "assignment.redis_url {:?} is not a redis:// URL",
-                    self.assignment.redis_url
+                    self.assignment.redis.redis_url
                 ));
             }
         }
@@ -201,8 +200,9 @@ pub enum AssignmentSource {
 pub struct AssignmentConfig {
     /// `static`, `redis` or `coordinator`.
     pub source: AssignmentSource,
-    /// Redis URL (`redis://host:port/db`), used with `redis` and `coordinator`.
-    pub redis_url: String,
+    /// Redis (`redis_url`, `redis://host:port/db`), used with `redis` and `coordinator`.
+    #[serde(flatten)]
+    pub redis: RedisClientConfig,
     /// Bound on one Redis round trip (connect, read, write); a check that does not answer
     /// in time fails closed.
     #[serde(with = "humantime_serde")]
@@ -230,7 +230,7 @@ impl Default for AssignmentConfig {
     fn default() -> Self {
         Self {
             source: AssignmentSource::Static,
-            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis: RedisClientConfig::default(),
             check_timeout: Duration::from_millis(500),
             capacity: None,
             lease_ttl: Duration::from_secs(1),
@@ -261,9 +261,10 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     /// Consumer group whose committed offsets mark progress.
     pub group_id: String,
-    /// How long a record may wait for the broker before delivery is reported failed.
-    #[serde(with = "humantime_serde")]
-    pub message_timeout: Duration,
+    /// `message_timeout`: how long a record may wait for the broker before delivery is
+    /// reported failed (default 30 s).
+    #[serde(flatten)]
+    pub producer: KafkaProducerConfig<30>,
 }
 
 impl Default for KafkaConfig {
@@ -274,7 +275,7 @@ impl Default for KafkaConfig {
             detections_topic: topics::DETECTIONS.into(),
             dlq_topic: topics::FRAMES_DLQ.into(),
             group_id: "panoptes-workers".into(),
-            message_timeout: Duration::from_secs(30),
+            producer: KafkaProducerConfig::default(),
         }
     }
 }

@@ -80,7 +80,7 @@ impl LaneContext {
             AssignmentSource::Static => Arc::new(StaticAssignment::new(c.epoch)),
             AssignmentSource::Redis | AssignmentSource::Coordinator => {
                 Arc::new(RedisAssignment::open(
-                    &c.assignment.redis_url,
+                    &c.assignment.redis.redis_url,
                     c.assignment.check_timeout,
                     &c.worker_id,
                     cluster,

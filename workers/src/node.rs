@@ -197,7 +197,7 @@ async fn take_assignment(
             );
             let (source, epochs) = tokio::task::spawn_blocking(move || {
                 RedisAssignment::connect(
-                    &a.redis_url,
+                    &a.redis.redis_url,
                     a.check_timeout,
                     &id,
                     &region,

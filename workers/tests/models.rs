@@ -12,12 +12,7 @@ use panoptes_workers::tch::{Device, Kind, Tensor};
 #[test]
 fn generated_manifests_and_output_shapes() {
     let m = common::models();
-    let reference = LoadedModel::load(
-        &m.reference.model_path,
-        &m.reference.manifest_path,
-        Device::Cpu,
-    )
-    .expect("reference detector loads");
+    let reference = m.load_reference();
     let man = reference.manifest();
     assert_eq!(man.name, "reference-detector");
     assert_eq!(man.version, "1.0.0");
@@ -159,13 +154,7 @@ fn output_contradicting_the_manifest_is_reported() {
 
 #[test]
 fn wrong_input_shape_is_reported() {
-    let m = common::models();
-    let model = LoadedModel::load(
-        &m.reference.model_path,
-        &m.reference.manifest_path,
-        Device::Cpu,
-    )
-    .unwrap();
+    let model = common::models().load_reference();
     let err = model
         .forward(&Tensor::zeros([1, 3, 320, 320], (Kind::Float, Device::Cpu)))
         .unwrap_err();

@@ -7,20 +7,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use panoptes_scene::{CLASS_NAMES, GroundTruthBox, SceneSpec};
-use panoptes_workers::model::LoadedModel;
 use panoptes_workers::postprocess::{decode_output, to_detections};
 use panoptes_workers::preprocess::InputBatch;
-use panoptes_workers::tch::{self, Device};
+use panoptes_workers::tch;
 
 #[test]
 fn reference_detector_finds_simulator_objects() {
-    let m = common::models();
-    let model = LoadedModel::load(
-        &m.reference.model_path,
-        &m.reference.manifest_path,
-        Device::Cpu,
-    )
-    .expect("reference detector loads");
+    let model = common::models().load_reference();
     let manifest = model.manifest().clone();
     let mut batch = InputBatch::for_manifest(&manifest, 4);
 

@@ -21,24 +21,26 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::node::{Rig, Worker, checker, exactly_once, finish_when_settled};
+use common::node::{Offsets, Rig, Worker, checker, exactly_once, partition_log, settle_and_read};
+use panoptes_checker::Checker;
 use panoptes_coordinator_client::records::{AssignRecord, MemberKind, MemberRecord, RegionRecord};
 use panoptes_coordinator_client::{keys, scripts};
-use panoptes_schemas::DetectionRecord;
-use panoptes_testkit::kafka::{
-    FrameProducer, all_records, committed, frame_headers, offsets_reader, test_jpeg, wait_committed,
-};
+use panoptes_testkit::kafka::{FrameProducer, all_records, frame_headers, test_jpeg};
 use panoptes_testkit::{DevBroker, RedisServer, Topics, metric_value, unique_name, wait_until};
 use panoptes_workers::config::{AssignmentSource, DeliveryMode, StalePolicy, WorkerConfig};
 
 const REGION: &str = "local";
 const PARTITIONS: i32 = 3;
 const FPS: u64 = 5;
+/// How long a worker gets to commit past a change of its partitions.
+const CATCH_UP: Duration = Duration::from_secs(20);
 
 /// The leader's side, by hand.
 struct Leader {
@@ -79,6 +81,11 @@ impl Leader {
 
     fn grant(&mut self, p: i32, owner: &str) -> Result<u64> {
         self.grant_in(REGION, p, owner)
+    }
+
+    /// Grants each partition of `parts` to `owner`; returns the new epochs.
+    fn grant_all(&mut self, parts: Range<i32>, owner: &str) -> Result<BTreeMap<i32, u64>> {
+        parts.map(|p| Ok((p, self.grant(p, owner)?))).collect()
     }
 
     /// Grants partition `p` of `cluster` to `owner` (empty: unassigns it) at a new epoch.
@@ -126,6 +133,19 @@ impl Leader {
         Ok(MemberRecord::from_fields(&h))
     }
 
+    /// Waits (5 s at most) until `check` finds what it wants in worker `id`'s member record
+    /// (`None` once gone).
+    fn wait_member<T>(
+        &mut self,
+        what: &str,
+        id: &str,
+        check: impl Fn(Option<MemberRecord>) -> Option<T>,
+    ) -> Result<T> {
+        wait_until(what, Duration::from_secs(5), || {
+            check(self.member(id).ok().flatten())
+        })
+    }
+
     /// Retargets, waits for the owner's release, reads the group's committed offset of the
     /// partition (`committed`), grants to `to`. Returns the new epoch, how long the release
     /// took and the committed offset at the release.
@@ -152,39 +172,80 @@ impl Leader {
     }
 }
 
-/// A worker of region [`REGION`] in coordinator mode (lossless, 20 s drain), its capacity
-/// given or (`None`) measured; `tune` sets its delivery.
-fn start_worker_with(
-    id: &str,
-    broker: &DevBroker,
-    t: &Topics,
-    group: &str,
-    redis: &RedisServer,
-    capacity: Option<f64>,
-    tune: impl FnOnce(&mut WorkerConfig),
-) -> Result<Worker> {
-    let model = &common::models().reference;
-    common::node::start_worker(id, &broker.bootstrap, t, group, model, |c| {
-        c.region = REGION.into();
-        c.assignment.source = AssignmentSource::Coordinator;
-        c.assignment.redis_url = redis.url.clone();
-        c.assignment.capacity = capacity;
-        c.assignment.drain_timeout = Duration::from_secs(20);
-        c.staleness.policy = StalePolicy::Lossless;
-        tune(c);
-    })
+/// Redis, a rig, the leader (by hand) and the checker (accounting only) of a run in
+/// [`REGION`].
+fn coordinated_run() -> Result<(RedisServer, Rig, Leader, Checker)> {
+    let redis = RedisServer::start()?;
+    let rig = Rig::new(PARTITIONS as u32)?;
+    let leader = Leader::new(&redis, &rig.t.frames, &rig.broker.bootstrap)?;
+    let checker = checker(&rig.broker.bootstrap, &rig.t, Vec::new())?;
+    Ok((redis, rig, leader, checker))
 }
 
-/// [`start_worker_with`] delivering exactly once.
-fn start_worker(
-    id: &str,
-    broker: &DevBroker,
-    t: &Topics,
-    group: &str,
-    redis: &RedisServer,
-    capacity: Option<f64>,
-) -> Result<Worker> {
-    start_worker_with(id, broker, t, group, redis, capacity, exactly_once)
+/// Where the workers of a run live: its broker, topics, consumer group and Redis.
+struct Pool<'a> {
+    broker: &'a DevBroker,
+    t: &'a Topics,
+    group: &'a str,
+    redis: &'a RedisServer,
+}
+
+impl<'a> Pool<'a> {
+    fn new(broker: &'a DevBroker, t: &'a Topics, group: &'a str, redis: &'a RedisServer) -> Self {
+        Self {
+            broker,
+            t,
+            group,
+            redis,
+        }
+    }
+
+    /// A worker of region [`REGION`] in coordinator mode (lossless, 20 s drain), its capacity
+    /// given or (`None`) measured; `tune` sets its delivery.
+    fn worker_with(
+        &self,
+        id: &str,
+        capacity: Option<f64>,
+        tune: impl FnOnce(&mut WorkerConfig),
+    ) -> Result<Worker> {
+        let model = &common::models().reference;
+        let (bootstrap, redis_url) = (&self.broker.bootstrap, &self.redis.url);
+        common::node::start_worker(id, bootstrap, self.t, self.group, model, |c| {
+            c.region = REGION.into();
+            c.assignment.source = AssignmentSource::Coordinator;
+            c.assignment.redis.redis_url = redis_url.clone();
+            c.assignment.capacity = capacity;
+            c.assignment.drain_timeout = Duration::from_secs(20);
+            c.staleness.policy = StalePolicy::Lossless;
+            tune(c);
+        })
+    }
+
+    /// [`Pool::worker_with`] delivering exactly once.
+    fn worker(&self, id: &str, capacity: Option<f64>) -> Result<Worker> {
+        self.worker_with(id, capacity, exactly_once)
+    }
+}
+
+/// [`produce`] on a thread until [`Producing::finish`].
+struct Producing {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<u64>>,
+}
+
+impl Producing {
+    fn start(bootstrap: &str, topic: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, t, s) = (bootstrap.to_string(), topic.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || produce(b, t, s));
+        Self { stop, thread }
+    }
+
+    /// Stops producing; returns how many frames went out.
+    fn finish(self) -> Result<u64> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().expect("producer")
+    }
 }
 
 /// Produces frames for cam0..cam2 (camera i → partition i) at `FPS` each until `stop`.
@@ -208,13 +269,11 @@ fn produce(bootstrap: String, topic: String, stop: Arc<AtomicBool>) -> Result<u6
 
 #[test]
 fn partitions_move_between_workers_at_run_time() -> Result<()> {
-    let redis = RedisServer::start()?;
-    let Rig { broker, t, group } = Rig::new(PARTITIONS as u32)?;
-    let mut leader = Leader::new(&redis, &t.frames, &broker.bootstrap)?;
-    let checker = checker(&broker.bootstrap, &t, Vec::new())?;
-    let a = start_worker("worker-a", &broker, &t, &group, &redis, Some(40.0))?;
+    let (redis, Rig { broker, t, group }, mut leader, checker) = coordinated_run()?;
+    let pool = Pool::new(&broker, &t, &group, &redis);
+    let a = pool.worker("worker-a", Some(40.0))?;
     // B measures its capacity (timed forward passes at max_batch).
-    let mut b = start_worker("worker-b", &broker, &t, &group, &redis, None)?;
+    let mut b = pool.worker("worker-b", None)?;
     let b_member = leader.member("worker-b")?.context("B registered")?;
     println!(
         "B registered: capacity {:.1} load units/s (measured), region {}, group {}",
@@ -227,29 +286,13 @@ fn partitions_move_between_workers_at_run_time() -> Result<()> {
     );
 
     // Phase 1: everything to A.
-    for p in 0..PARTITIONS {
-        assert_eq!(leader.grant(p, "worker-a")?, 1);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (b, t, s) = (broker.bootstrap.clone(), t.frames.clone(), stop.clone());
-        std::thread::spawn(move || produce(b, t, s))
-    };
-    let reader = offsets_reader(&broker.bootstrap, &group)?;
-    wait_committed(
-        "A commits on every partition",
-        &reader,
-        &t.frames,
-        PARTITIONS,
-        5,
-        Duration::from_secs(30),
-    )?;
-    let a_report = wait_until("A reports its items", Duration::from_secs(5), || {
-        leader
-            .member("worker-a")
-            .ok()
-            .flatten()
-            .filter(|m| m.report["items"].as_object().is_some_and(|i| i.len() == 3))
+    let first = leader.grant_all(0..PARTITIONS, "worker-a")?;
+    assert!(first.values().all(|&e| e == 1), "{first:?}");
+    let producer = Producing::start(&broker.bootstrap, &t.frames);
+    let offsets = Offsets::new(&broker.bootstrap, &group, &t.frames, PARTITIONS)?;
+    offsets.wait_all_past("A commits on every partition", 5, Duration::from_secs(30))?;
+    let a_report = leader.wait_member("A reports its items", "worker-a", |m| {
+        m.filter(|m| m.report["items"].as_object().is_some_and(|i| i.len() == 3))
     })?;
     println!(
         "A's member record: load {}, report {}",
@@ -258,23 +301,20 @@ fn partitions_move_between_workers_at_run_time() -> Result<()> {
     assert!(a_report.load > 0.0);
 
     // Phase 2: partition 0 moves to B gracefully.
-    let committed_of = |p: i32| -> Result<i64> {
-        committed(&reader, &t.frames, PARTITIONS)?
-            .get(&p)
-            .copied()
-            .context("nothing committed")
-    };
+    let committed_of =
+        |p: i32| -> Result<i64> { offsets.now()?.get(&p).copied().context("nothing committed") };
     let (epoch_b0, took, released_at) =
         leader.move_gracefully(0, "worker-a", "worker-b", || committed_of(0))?;
     println!(
         "partition 0: A released after {took:?} at offset {released_at}; B holds it at epoch {epoch_b0}"
     );
     assert_eq!(epoch_b0, 2);
-    wait_until("B commits on partition 0", Duration::from_secs(20), || {
-        committed(&reader, &t.frames, PARTITIONS)
-            .ok()
-            .filter(|c| c[&0] > released_at + 5)
-    })?;
+    offsets.wait_past(
+        "B commits on partition 0",
+        0..1,
+        |_| released_at + 5,
+        CATCH_UP,
+    )?;
     let handovers = metric_value(
         &a.metrics(),
         "panoptes_worker_handovers_total{result=\"released\"}",
@@ -288,27 +328,17 @@ fn partitions_move_between_workers_at_run_time() -> Result<()> {
     // Phase 3: A dies; once its lease is gone, B takes 1 and 2.
     a.proc.signal("KILL")?;
     let killed = Instant::now();
-    wait_until("A's lease expires", Duration::from_secs(5), || {
-        leader
-            .member("worker-a")
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
+    leader.wait_member("A's lease expires", "worker-a", |m| {
+        m.is_none().then_some(())
     })?;
-    let at_kill = committed(&reader, &t.frames, PARTITIONS)?;
+    let at_kill = offsets.now()?;
     let mut epochs = BTreeMap::from([(0, epoch_b0)]);
-    for p in 1..PARTITIONS {
-        epochs.insert(p, leader.grant(p, "worker-b")?);
-    }
-    wait_until(
+    epochs.extend(leader.grant_all(1..PARTITIONS, "worker-b")?);
+    offsets.wait_past(
         "B commits past A on 1 and 2",
-        Duration::from_secs(20),
-        || {
-            committed(&reader, &t.frames, PARTITIONS)
-                .ok()
-                .filter(|c| (1..PARTITIONS).all(|p| c[&p] > at_kill[&p]))
-        },
+        1..PARTITIONS,
+        |p| at_kill[&p],
+        CATCH_UP,
     )?;
     println!(
         "A killed; lease expired and B committing on 1, 2 after {:?}; A's last offsets {at_kill:?}",
@@ -316,14 +346,10 @@ fn partitions_move_between_workers_at_run_time() -> Result<()> {
     );
 
     // Phase 4: C joins, B is asked to leave (SIGTERM) and drains to C.
-    let c = start_worker("worker-c", &broker, &t, &group, &redis, Some(40.0))?;
+    let c = pool.worker("worker-c", Some(40.0))?;
     b.proc.signal("TERM")?;
-    wait_until("B says it is draining", Duration::from_secs(5), || {
-        leader
-            .member("worker-b")
-            .ok()
-            .flatten()
-            .filter(|m| m.state == "draining")
+    leader.wait_member("B says it is draining", "worker-b", |m| {
+        m.filter(|m| m.state == "draining")
     })?;
     let mut drained_epochs = BTreeMap::new();
     let mut after_drain = BTreeMap::new();
@@ -342,26 +368,23 @@ fn partitions_move_between_workers_at_run_time() -> Result<()> {
         leader.member("worker-b")?.is_none(),
         "B's member record is gone"
     );
-    wait_until(
+    offsets.wait_past(
         "C commits on every partition",
-        Duration::from_secs(20),
-        || {
-            committed(&reader, &t.frames, PARTITIONS)
-                .ok()
-                .filter(|c| (0..PARTITIONS).all(|p| c[&p] > after_drain[&p]))
-        },
+        0..PARTITIONS,
+        |p| after_drain[&p],
+        CATCH_UP,
     )?;
 
-    stop.store(true, Ordering::Release);
-    let produced = producer.join().expect("producer")?;
-    let report = finish_when_settled(checker, Duration::from_secs(60))?;
-    println!("{}", report.to_markdown());
-    let records = all_records(&broker.bootstrap, &t.detections)?;
+    let produced = producer.finish()?;
+    let (report, records) =
+        settle_and_read(checker, &broker.bootstrap, &t, Duration::from_secs(60))?;
 
     // Per partition, in log order: who wrote what at which epoch.
     let mut leftovers = 0u64;
     for p in 0..PARTITIONS {
-        let mine: Vec<&DetectionRecord> = records.iter().filter(|r| r.partition == p).collect();
+        let (mine, first_b) = partition_log(&records, p, "worker-b")?;
+        let (_, first_c) = partition_log(&records, p, "worker-c")?;
+        let (first_b, first_c) = (mine[first_b], mine[first_c]);
         let by = |w: &str| mine.iter().filter(|r| r.worker_id == w).count();
         println!(
             "partition {p}: {} records (A {}, B {}, C {})",
@@ -370,14 +393,6 @@ fn partitions_move_between_workers_at_run_time() -> Result<()> {
             by("worker-b"),
             by("worker-c")
         );
-        let first_b = mine
-            .iter()
-            .find(|r| r.worker_id == "worker-b")
-            .context("B wrote nothing")?;
-        let first_c = mine
-            .iter()
-            .find(|r| r.worker_id == "worker-c")
-            .context("C wrote nothing")?;
         for r in &mine {
             match r.worker_id.as_str() {
                 "worker-a" => {
@@ -446,24 +461,18 @@ fn foreign_cluster_partitions_and_regrants() -> Result<()> {
     let mut leader = Leader::new(&redis, &t.frames, &home.bootstrap)?;
     leader.region("eu", &eu.bootstrap)?;
     let checker = checker(&eu.bootstrap, &t, Vec::new())?;
-    let w = start_worker_with("worker-w", &home, &t, &group, &redis, Some(40.0), |c| {
+    let pool = Pool::new(&home, &t, &group, &redis);
+    let w = pool.worker_with("worker-w", Some(40.0), |c| {
         c.delivery = DeliveryMode::AtLeastOnce;
         c.commit_interval = Duration::from_millis(200);
     })?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (b, t, s) = (eu.bootstrap.clone(), t.frames.clone(), stop.clone());
-        std::thread::spawn(move || produce(b, t, s))
-    };
+    let producer = Producing::start(&eu.bootstrap, &t.frames);
     for p in 0..PARTITIONS {
         assert_eq!(leader.grant_in("eu", p, "worker-w")?, 1);
     }
-    let reader = offsets_reader(&eu.bootstrap, &group)?;
-    wait_committed(
+    let offsets = Offsets::new(&eu.bootstrap, &group, &t.frames, PARTITIONS)?;
+    offsets.wait_all_past(
         "W commits on every eu partition",
-        &reader,
-        &t.frames,
-        PARTITIONS,
         5,
         Duration::from_secs(40),
     )?;
@@ -480,7 +489,7 @@ fn foreign_cluster_partitions_and_regrants() -> Result<()> {
     // Re-granted at a higher epoch: restarts there.
     let e0 = leader.grant_in("eu", 0, "worker-w")?;
     assert_eq!(e0, 2);
-    let at_regrant = committed(&reader, &t.frames, PARTITIONS)?;
+    let at_regrant = offsets.now()?;
     // Taken away: stops at once, its series go.
     let gone = leader.grant_in("eu", 1, "")?;
     wait_until("W stops eu:1", Duration::from_secs(5), || {
@@ -493,21 +502,15 @@ fn foreign_cluster_partitions_and_regrants() -> Result<()> {
     // Granted back: resumes from the committed offset.
     let e1 = leader.grant_in("eu", 1, "worker-w")?;
     assert!(e1 > gone);
-    wait_until(
+    offsets.wait_past(
         "W commits past the changes",
-        Duration::from_secs(20),
-        || {
-            committed(&reader, &t.frames, PARTITIONS)
-                .ok()
-                .filter(|c| (0..PARTITIONS).all(|p| c[&p] > at_regrant[&p] + 5))
-        },
+        0..PARTITIONS,
+        |p| at_regrant[&p] + 5,
+        CATCH_UP,
     )?;
 
-    stop.store(true, Ordering::Release);
-    let produced = producer.join().expect("producer")?;
-    let report = finish_when_settled(checker, Duration::from_secs(60))?;
-    println!("{}", report.to_markdown());
-    let records = all_records(&eu.bootstrap, &t.detections)?;
+    let produced = producer.finish()?;
+    let (report, records) = settle_and_read(checker, &eu.bootstrap, &t, Duration::from_secs(60))?;
     let epochs_of = |p: i32| -> Vec<u64> {
         let mut e: Vec<u64> = records
             .iter()
@@ -546,47 +549,27 @@ fn foreign_cluster_partitions_and_regrants() -> Result<()> {
 /// transaction open at the freeze (the mock shows uncommitted transactions).
 #[test]
 fn paused_worker_loses_its_lease_and_stops() -> Result<()> {
-    let redis = RedisServer::start()?;
-    let Rig { broker, t, group } = Rig::new(PARTITIONS as u32)?;
-    let mut leader = Leader::new(&redis, &t.frames, &broker.bootstrap)?;
-    let checker = checker(&broker.bootstrap, &t, Vec::new())?;
-    let a = start_worker("worker-a", &broker, &t, &group, &redis, Some(40.0))?;
-    let b = start_worker("worker-b", &broker, &t, &group, &redis, Some(40.0))?;
-    for p in 0..PARTITIONS {
-        leader.grant(p, "worker-a")?;
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (b, t, s) = (broker.bootstrap.clone(), t.frames.clone(), stop.clone());
-        std::thread::spawn(move || produce(b, t, s))
-    };
-    let reader = offsets_reader(&broker.bootstrap, &group)?;
-    wait_committed(
-        "A commits on every partition",
-        &reader,
-        &t.frames,
-        PARTITIONS,
-        5,
-        Duration::from_secs(30),
-    )?;
+    let (redis, Rig { broker, t, group }, mut leader, checker) = coordinated_run()?;
+    let pool = Pool::new(&broker, &t, &group, &redis);
+    let a = pool.worker("worker-a", Some(40.0))?;
+    let b = pool.worker("worker-b", Some(40.0))?;
+    leader.grant_all(0..PARTITIONS, "worker-a")?;
+    let producer = Producing::start(&broker.bootstrap, &t.frames);
+    let offsets = Offsets::new(&broker.bootstrap, &group, &t.frames, PARTITIONS)?;
+    offsets.wait_all_past("A commits on every partition", 5, Duration::from_secs(30))?;
     a.proc.signal("STOP")?;
-    wait_until("A's lease expires", Duration::from_secs(5), || {
-        leader
-            .member("worker-a")
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
+    leader.wait_member("A's lease expires", "worker-a", |m| {
+        m.is_none().then_some(())
     })?;
-    let at_freeze = committed(&reader, &t.frames, PARTITIONS)?;
-    for p in 0..PARTITIONS {
-        assert_eq!(leader.grant(p, "worker-b")?, 2);
-    }
-    wait_until("B commits past A", Duration::from_secs(20), || {
-        committed(&reader, &t.frames, PARTITIONS)
-            .ok()
-            .filter(|c| (0..PARTITIONS).all(|p| c[&p] > at_freeze[&p]))
-    })?;
+    let at_freeze = offsets.now()?;
+    let second = leader.grant_all(0..PARTITIONS, "worker-b")?;
+    assert!(second.values().all(|&e| e == 2), "{second:?}");
+    offsets.wait_past(
+        "B commits past A",
+        0..PARTITIONS,
+        |p| at_freeze[&p],
+        CATCH_UP,
+    )?;
     a.proc.signal("CONT")?;
     wait_until("A stops its partitions", Duration::from_secs(10), || {
         let m = a.metrics();
@@ -596,18 +579,12 @@ fn paused_worker_loses_its_lease_and_stops() -> Result<()> {
     })?;
     assert!(leader.member("worker-a")?.is_some(), "A re-registered");
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Release);
-    let produced = producer.join().expect("producer")?;
-    let report = finish_when_settled(checker, Duration::from_secs(60))?;
-    println!("{}", report.to_markdown());
-    let records = all_records(&broker.bootstrap, &t.detections)?;
+    let produced = producer.finish()?;
+    let (report, records) =
+        settle_and_read(checker, &broker.bootstrap, &t, Duration::from_secs(60))?;
     let mut leftovers = 0;
     for p in 0..PARTITIONS {
-        let mine: Vec<&DetectionRecord> = records.iter().filter(|r| r.partition == p).collect();
-        let first_b = mine
-            .iter()
-            .position(|r| r.worker_id == "worker-b")
-            .context("B wrote nothing")?;
+        let (mine, first_b) = partition_log(&records, p, "worker-b")?;
         assert_eq!(
             mine[first_b].offset, at_freeze[&p],
             "B resumes at A's last commit"
@@ -632,7 +609,7 @@ fn paused_worker_loses_its_lease_and_stops() -> Result<()> {
     assert_eq!(total.frames, produced);
     assert_eq!(total.lost, 0, "{:?}", total.lost_examples);
     assert_eq!(total.duplicated, leftovers);
-    let after = committed(&reader, &t.frames, PARTITIONS)?;
+    let after = offsets.now()?;
     for p in 0..PARTITIONS {
         let last_b = records
             .iter()

@@ -23,81 +23,74 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use common::node::{
-    Rig, Worker, camera_configs, checker, exactly_once, finish_when_settled, start_ingest,
-    start_worker,
+    Offsets, Rig, Worker, camera_configs, checker, exactly_once, partition_log, settle_and_read,
+    start_ingest, start_worker,
 };
-use panoptes_models::GeneratedModel;
-use panoptes_schemas::DetectionRecord;
+use panoptes_scene::camera::CameraConfig;
 use panoptes_testkit::Topics;
-use panoptes_testkit::kafka::{all_records, committed, offsets_reader, wait_committed};
 use panoptes_testkit::{CamSim, RedisServer, metric_value, wait_until};
 use panoptes_workers::config::AssignmentSource;
 
 const PARTITIONS: i32 = 3;
 
-/// An exactly-once worker `id` owning partitions 0..3 as long as Redis says so, checking
-/// with Redis (`check_timeout`) before every commit.
+/// An exactly-once worker `id` (reference detector) in the rig's group owning partitions
+/// 0..3 as long as `redis` says so, checking with it (`check_timeout`) before every commit.
 fn redis_worker(
     id: &str,
-    bootstrap: &str,
-    t: &Topics,
-    group: &str,
-    model: &GeneratedModel,
-    redis_url: &str,
+    rig: &Rig,
+    redis: &RedisServer,
     check_timeout: Duration,
 ) -> Result<Worker> {
-    start_worker(id, bootstrap, t, group, model, |c| {
+    let Rig { broker, t, group } = rig;
+    let model = &common::models().reference;
+    start_worker(id, &broker.bootstrap, t, group, model, |c| {
         exactly_once(c);
         c.partitions = (0..PARTITIONS).collect();
         c.assignment.source = AssignmentSource::Redis;
-        c.assignment.redis_url = redis_url.into();
+        c.assignment.redis.redis_url = redis.url.clone();
         c.assignment.check_timeout = check_timeout;
     })
+}
+
+/// Redis, a rig, the three cameras simulated, and every frames partition assigned to
+/// `worker-a` at epoch 1.
+fn a_owns_everything() -> Result<(RedisServer, Rig, Vec<CameraConfig>, CamSim)> {
+    let redis = RedisServer::start()?;
+    let rig = Rig::new(PARTITIONS as u32)?;
+    let cams = camera_configs();
+    let sim = CamSim::with_configs(&cams)?;
+    assign_all(&redis, &rig.t, "worker-a", 1)?;
+    Ok((redis, rig, cams, sim))
+}
+
+/// Assigns every frames partition of `t` to `owner` at `epoch` in `redis`.
+fn assign_all(redis: &RedisServer, t: &Topics, owner: &str, epoch: u64) -> Result<()> {
+    for p in 0..PARTITIONS {
+        redis.set_assignment("local", &t.frames, p, owner, epoch)?;
+    }
+    Ok(())
 }
 const SUPERSEDED: &str = "panoptes_worker_transactions_aborted_total{reason=\"superseded\"}";
 
 #[test]
 fn thawed_zombie_is_superseded() -> Result<()> {
-    let models = common::models();
-    let redis = RedisServer::start()?;
-    let Rig { broker, t, group } = Rig::new(PARTITIONS as u32)?;
-    let cams = camera_configs();
-    let sim = CamSim::with_configs(&cams)?;
-    let checker = checker(&broker.bootstrap, &t, cams)?;
+    let (redis, rig, cams, sim) = a_owns_everything()?;
+    let Rig { broker, t, group } = &rig;
+    let checker = checker(&broker.bootstrap, t, cams)?;
     let check = Duration::from_millis(500);
-    for p in 0..PARTITIONS {
-        redis.set_assignment("local", &t.frames, p, "worker-a", 1)?;
-    }
-    let a = redis_worker(
-        "worker-a",
-        &broker.bootstrap,
-        &t,
-        &group,
-        &models.reference,
-        &redis.url,
-        check,
-    )?;
+    let a = redis_worker("worker-a", &rig, &redis, check)?;
     let mut ingest = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
-    let reader = offsets_reader(&broker.bootstrap, &group)?;
-    wait_committed(
-        "A commits on every partition",
-        &reader,
-        &t.frames,
-        PARTITIONS,
-        5,
-        Duration::from_secs(20),
-    )?;
+    let offsets = Offsets::new(&broker.bootstrap, group, &t.frames, PARTITIONS)?;
+    offsets.wait_all_past("A commits on every partition", 5, Duration::from_secs(20))?;
 
     // Freeze A mid-stream, hand its partitions to B.
     a.proc.signal("STOP")?;
     std::thread::sleep(Duration::from_millis(300));
-    let at_stop = committed(&reader, &t.frames, PARTITIONS)?;
+    let at_stop = offsets.now()?;
     println!("committed offsets when A froze: {at_stop:?}");
-    for p in 0..PARTITIONS {
-        redis.set_assignment("local", &t.frames, p, "worker-b", 2)?;
-    }
+    assign_all(&redis, t, "worker-b", 2)?;
 
     // Sample the group's committed offsets from here on: they must never go back.
     let stop_sampling = Arc::new(AtomicBool::new(false));
@@ -109,33 +102,22 @@ fn thawed_zombie_is_superseded() -> Result<()> {
             stop_sampling.clone(),
         );
         std::thread::spawn(move || -> Result<Vec<BTreeMap<i32, i64>>> {
-            let c = offsets_reader(&bootstrap, &group)?;
+            let offsets = Offsets::new(&bootstrap, &group, &topic, PARTITIONS)?;
             let mut samples = Vec::new();
             while !stop.load(Ordering::Acquire) {
-                samples.push(committed(&c, &topic, PARTITIONS)?);
+                samples.push(offsets.now()?);
                 std::thread::sleep(Duration::from_millis(150));
             }
             Ok(samples)
         })
     };
 
-    let b = redis_worker(
-        "worker-b",
-        &broker.bootstrap,
-        &t,
-        &group,
-        &models.reference,
-        &redis.url,
-        check,
-    )?;
-    wait_until(
+    let b = redis_worker("worker-b", &rig, &redis, check)?;
+    offsets.wait_past(
         "B commits past A on every partition",
+        0..PARTITIONS,
+        |p| at_stop[&p],
         Duration::from_secs(15),
-        || {
-            committed(&reader, &t.frames, PARTITIONS)
-                .ok()
-                .filter(|c| (0..PARTITIONS).all(|p| c.get(&p) > at_stop.get(&p)))
-        },
     )?;
     std::thread::sleep(Duration::from_secs(1));
 
@@ -149,10 +131,10 @@ fn thawed_zombie_is_superseded() -> Result<()> {
     assert_eq!(metric_value(&b.metrics(), SUPERSEDED).unwrap_or(0.0), 0.0);
 
     assert!(ingest.proc.terminate(Duration::from_secs(10))?);
-    let report = finish_when_settled(checker, Duration::from_secs(30))?;
+    let (report, records) =
+        settle_and_read(checker, &broker.bootstrap, t, Duration::from_secs(30))?;
     stop_sampling.store(true, Ordering::Release);
     let samples = sampler.join().expect("sampler thread")?;
-    println!("{}", report.to_markdown());
 
     // B's committed offsets only move forward (A's thawed output was never committed).
     for p in 0..PARTITIONS {
@@ -164,14 +146,9 @@ fn thawed_zombie_is_superseded() -> Result<()> {
     }
 
     // Classify A's records per frames partition, in the order a reader sees them.
-    let records = all_records(&broker.bootstrap, &t.detections)?;
     let (mut leftovers, mut zombies, mut by_b) = (0u64, 0u64, 0u64);
     for p in 0..PARTITIONS {
-        let mine: Vec<&DetectionRecord> = records.iter().filter(|r| r.partition == p).collect();
-        let first_b = mine
-            .iter()
-            .position(|r| r.worker_id == "worker-b")
-            .context("B wrote nothing")?;
+        let (mine, first_b) = partition_log(&records, p, "worker-b")?;
         let b_from = mine[first_b].offset;
         assert_eq!(
             Some(&b_from),
@@ -227,42 +204,21 @@ fn thawed_zombie_is_superseded() -> Result<()> {
 /// last checked commit left them, for a restart to resume from.
 #[test]
 fn unreachable_redis_fails_closed() -> Result<()> {
-    let models = common::models();
-    let redis = RedisServer::start()?;
-    let Rig { broker, t, group } = Rig::new(PARTITIONS as u32)?;
-    let cams = camera_configs();
-    let sim = CamSim::with_configs(&cams)?;
+    let (redis, rig, _, sim) = a_owns_everything()?;
+    let Rig { broker, t, group } = &rig;
     let check = Duration::from_millis(300);
-    for p in 0..PARTITIONS {
-        redis.set_assignment("local", &t.frames, p, "worker-a", 1)?;
-    }
-    let mut a = redis_worker(
-        "worker-a",
-        &broker.bootstrap,
-        &t,
-        &group,
-        &models.reference,
-        &redis.url,
-        check,
-    )?;
+    let mut a = redis_worker("worker-a", &rig, &redis, check)?;
     let _ingest = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
-    let reader = offsets_reader(&broker.bootstrap, &group)?;
     // Any committed offset (offsets are never negative).
-    wait_committed(
-        "A commits on every partition",
-        &reader,
-        &t.frames,
-        PARTITIONS,
-        -1,
-        Duration::from_secs(20),
-    )?;
+    let offsets = Offsets::new(&broker.bootstrap, group, &t.frames, PARTITIONS)?;
+    offsets.wait_all_past("A commits on every partition", -1, Duration::from_secs(20))?;
     drop(redis);
     std::thread::sleep(Duration::from_millis(500));
-    let after_kill = committed(&reader, &t.frames, PARTITIONS)?;
+    let after_kill = offsets.now()?;
     wait_until("A stops", Duration::from_secs(20), || {
         (!a.proc.is_running()).then_some(())
     })?;
-    let at_exit = committed(&reader, &t.frames, PARTITIONS)?;
+    let at_exit = offsets.now()?;
     let log = a.proc.log_text();
     println!("committed after Redis died: {after_kill:?}, at exit: {at_exit:?}");
     assert!(log.contains("assignment check failed"), "{log}");

@@ -39,22 +39,32 @@ end
 return 0
 ";
 
-const FENCED_BATCH: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED stale leader token')
-end
+/// A coordinator write: `body` runs only while `panoptes:fence` (`KEYS[1]`) holds the writer's
+/// token (`ARGV[1]`); otherwise the script fails with `FENCED`.
+macro_rules! fenced {
+    ($body:literal) => {
+        concat!(
+            "\nif redis.call('GET', KEYS[1]) ~= ARGV[1] then\n",
+            "  return redis.error_reply('FENCED stale leader token')\n",
+            "end",
+            $body
+        )
+    };
+}
+
+const FENCED_BATCH: &str = fenced!(
+    r"
 local n = 0
 for _, c in ipairs(cjson.decode(ARGV[2])) do
   redis.call(unpack(c))
   n = n + 1
 end
 return n
-";
+"
+);
 
-const GRANT: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED stale leader token')
-end
+const GRANT: &str = fenced!(
+    r"
 local old = redis.call('HGET', KEYS[2], 'owner')
 local oldep = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0') or 0
 local e = redis.call('INCR', KEYS[3])
@@ -76,12 +86,11 @@ if ARGV[4] ~= '' then
   redis.call('PUBLISH', 'panoptes:notify:' .. ARGV[3] .. ':' .. ARGV[4], ARGV[2])
 end
 return e
-";
+"
+);
 
-const RETARGET: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED stale leader token')
-end
+const RETARGET: &str = fenced!(
+    r"
 if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[3] or redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[4] then
   return 0
 end
@@ -92,7 +101,8 @@ else
 end
 redis.call('PUBLISH', 'panoptes:notify:' .. ARGV[2] .. ':' .. ARGV[3], 'retarget')
 return 1
-";
+"
+);
 
 const RELEASE: &str = r"
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then

@@ -59,6 +59,12 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// [`table`] with a row of cells for each of `items`.
+fn table_of<T>(headers: &[&str], items: &[T], row: impl Fn(&T) -> Vec<String>) -> String {
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    table(headers, &rows)
+}
+
 fn or_dash(s: &str) -> String {
     if s.is_empty() {
         "-".into()
@@ -72,9 +78,10 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 fn cameras_table(cams: &[CameraView]) -> String {
-    let rows: Vec<Vec<String>> = cams
-        .iter()
-        .map(|c| {
+    table_of(
+        &["ID", "REGION", "GROUP", "PARTITION", "FPS", "SIZE", "URL"],
+        cams,
+        |c| {
             vec![
                 c.id.clone(),
                 c.region.clone(),
@@ -84,19 +91,19 @@ fn cameras_table(cams: &[CameraView]) -> String {
                 format!("{}x{}", c.width, c.height),
                 c.url.clone(),
             ]
-        })
-        .collect();
-    table(
-        &["ID", "REGION", "GROUP", "PARTITION", "FPS", "SIZE", "URL"],
-        &rows,
+        },
     )
 }
 
 /// Nodes, one row each.
 pub(crate) fn nodes_table(nodes: &[NodeView]) -> String {
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
+    table_of(
+        &[
+            "KIND", "ID", "ALIVE", "STATE", "DRAIN", "REGION", "GROUP", "LOAD/CAP", "ITEMS",
+            "BROKER",
+        ],
+        nodes,
+        |n| {
             vec![
                 n.kind.to_string(),
                 n.id.clone(),
@@ -109,14 +116,7 @@ pub(crate) fn nodes_table(nodes: &[NodeView]) -> String {
                 n.owned.to_string(),
                 if n.alive && !n.broker_ok { "DOWN" } else { "-" }.into(),
             ]
-        })
-        .collect();
-    table(
-        &[
-            "KIND", "ID", "ALIVE", "STATE", "DRAIN", "REGION", "GROUP", "LOAD/CAP", "ITEMS",
-            "BROKER",
-        ],
-        &rows,
+        },
     )
 }
 
@@ -171,20 +171,7 @@ fn leader_line(leader: Option<&LeaderView>) -> String {
 }
 
 fn groups_table(groups: &[GroupView]) -> String {
-    let rows: Vec<Vec<String>> = groups
-        .iter()
-        .map(|g| {
-            vec![
-                g.group.clone(),
-                g.workers.to_string(),
-                opt(g.desired_replicas),
-                format!("{:.1}", g.load),
-                format!("{:.1}", g.capacity),
-                format!("{:.1}", g.camera_load),
-            ]
-        })
-        .collect();
-    table(
+    table_of(
         &[
             "GROUP",
             "WORKERS",
@@ -193,14 +180,35 @@ fn groups_table(groups: &[GroupView]) -> String {
             "CAPACITY",
             "CAMERA-LOAD",
         ],
-        &rows,
+        groups,
+        |g| {
+            vec![
+                g.group.clone(),
+                g.workers.to_string(),
+                opt(g.desired_replicas),
+                format!("{:.1}", g.load),
+                format!("{:.1}", g.capacity),
+                format!("{:.1}", g.camera_load),
+            ]
+        },
     )
 }
 
 fn camera_status_table(cameras: &[CameraStatus]) -> String {
-    let rows: Vec<Vec<String>> = cameras
-        .iter()
-        .map(|c| {
+    table_of(
+        &[
+            "ID",
+            "REGION",
+            "PARTITION",
+            "OWNER",
+            "CLUSTER",
+            "EPOCH",
+            "FPS",
+            "STATE",
+            "MOVING-TO",
+        ],
+        cameras,
+        |c| {
             vec![
                 c.id.clone(),
                 c.region.clone(),
@@ -216,28 +224,15 @@ fn camera_status_table(cameras: &[CameraStatus]) -> String {
                 opt(c.state.clone()),
                 opt(c.target.clone()),
             ]
-        })
-        .collect();
-    table(
-        &[
-            "ID",
-            "REGION",
-            "PARTITION",
-            "OWNER",
-            "CLUSTER",
-            "EPOCH",
-            "FPS",
-            "STATE",
-            "MOVING-TO",
-        ],
-        &rows,
+        },
     )
 }
 
 fn partitions_table(partitions: &[PartitionStatus]) -> String {
-    let rows: Vec<Vec<String>> = partitions
-        .iter()
-        .map(|p| {
+    table_of(
+        &["PARTITION", "OWNER", "EPOCH", "LAG", "MOVING-TO", "CAMERAS"],
+        partitions,
+        |p| {
             vec![
                 keys_item(&p.cluster, p.partition),
                 or_dash(&p.owner),
@@ -250,11 +245,7 @@ fn partitions_table(partitions: &[PartitionStatus]) -> String {
                     p.cameras.join(",")
                 },
             ]
-        })
-        .collect();
-    table(
-        &["PARTITION", "OWNER", "EPOCH", "LAG", "MOVING-TO", "CAMERAS"],
-        &rows,
+        },
     )
 }
 

@@ -26,6 +26,13 @@ fn item(id: &str, region: &str, load: f64, owner: &str, epoch: u64) -> Item {
     }
 }
 
+/// Items `eu:0` .. `eu:{n-1}` of region `eu`, each of `load`, held by `owner` at `epoch`.
+fn eu_items(n: usize, load: f64, owner: &str, epoch: u64) -> Vec<Item> {
+    (0..n)
+        .map(|i| item(&format!("eu:{i}"), "eu", load, owner, epoch))
+        .collect()
+}
+
 fn planner() -> Planner {
     Planner::new(PlanOptions {
         rebalance_threshold: 0.3,
@@ -47,9 +54,7 @@ fn owners(actions: &[Action]) -> BTreeMap<String, String> {
 #[test]
 fn unassigned_items_spread_by_load_over_capacity() {
     let nodes = vec![node("a", "eu", 10.0), node("b", "eu", 30.0)];
-    let items: Vec<Item> = (0..8)
-        .map(|i| item(&format!("eu:{i}"), "eu", 5.0, "", 0))
-        .collect();
+    let items = eu_items(8, 5.0, "", 0);
     let got = owners(&planner().plan(&nodes, &items, 0));
     assert_eq!(got.len(), 8);
     let on_b = got.values().filter(|o| *o == "b").count();
@@ -131,9 +136,7 @@ fn items_go_home_when_their_region_recovers() {
 #[test]
 fn rebalance_moves_one_item_to_the_idle_member_and_respects_the_cooldown() {
     let nodes = vec![node("a", "eu", 10.0), node("b", "eu", 10.0)];
-    let items: Vec<Item> = (0..4)
-        .map(|i| item(&format!("eu:{i}"), "eu", 5.0, "a", 1))
-        .collect();
+    let items = eu_items(4, 5.0, "a", 1);
     let mut p = planner();
     let acts = p.plan(&nodes, &items, 10_000);
     assert!(
@@ -163,9 +166,7 @@ fn removed_items_are_unassigned_and_groups_are_respected() {
 fn rebalance_works_at_low_utilisation_and_does_not_flip_flop() {
     let nodes = vec![node("a", "eu", 1000.0), node("b", "eu", 1000.0)];
     let mut p = planner();
-    let four: Vec<Item> = (0..4)
-        .map(|i| item(&format!("eu:{i}"), "eu", 1.25, "a", 1))
-        .collect();
+    let four = eu_items(4, 1.25, "a", 1);
     let acts = p.plan(&nodes, &four, 10_000);
     assert!(
         matches!(&acts[..], [Action::Retarget { target, .. }] if target == "b"),
@@ -184,9 +185,7 @@ fn many_items_on_one_member_spread_to_newcomers_with_other_capacities() {
         node("w1", "eu", 94.1),
         node("w2", "eu", 204.5),
     ];
-    let mut items: Vec<Item> = (0..8)
-        .map(|i| item(&format!("eu:{i}"), "eu", 1.0, "w0", 1))
-        .collect();
+    let mut items = eu_items(8, 1.0, "w0", 1);
     let mut p = planner();
     let mut now = 10_000;
     for _ in 0..20 {

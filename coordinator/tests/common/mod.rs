@@ -170,6 +170,12 @@ pub fn apply(api: &Api, cameras: Value, prune: bool, if_version: Option<u64>) ->
     api.req("POST", "/v1/apply", Some(&body))
 }
 
+/// The `key` member of each object in the JSON array `v`.
+pub fn members(v: &Value, key: &str) -> Vec<Value> {
+    let objects = v.as_array().unwrap();
+    objects.iter().map(|o| o[key].clone()).collect()
+}
+
 /// Shared by the API test files.
 pub fn ids(v: &Value) -> Vec<&str> {
     v.as_array()

@@ -3,12 +3,13 @@
 //! exactly as the leader would.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use panoptes_coordinator_client::{
     AssignRecord, CameraRecord, MemberKind, MemberRecord, keys, scripts,
 };
+use panoptes_testkit::wait_until;
 
 /// A hand-played leader holding a fencing token.
 pub struct Leader {
@@ -80,6 +81,28 @@ impl Leader {
         )?)
     }
 
+    /// Retargets `camera` (held by `owner` at `epoch`) to `target` and waits (≤ 10 s) for the
+    /// owner's release; returns the released record and how long the handover took.
+    pub fn hand_over(
+        &mut self,
+        camera: &str,
+        owner: &str,
+        epoch: u64,
+        target: &str,
+    ) -> Result<(AssignRecord, Duration)> {
+        let asked = Instant::now();
+        ensure!(
+            self.retarget(camera, owner, epoch, target)?,
+            "retarget of {camera} refused"
+        );
+        let what = format!("{owner} releases {camera}");
+        let released = wait_until(&what, Duration::from_secs(10), || {
+            let r = self.assignment(camera).ok()?;
+            (r.released == Some(epoch)).then_some(r)
+        })?;
+        Ok((released, asked.elapsed()))
+    }
+
     /// The camera's assignment record.
     pub fn assignment(&mut self, camera: &str) -> Result<AssignRecord> {
         let h: BTreeMap<String, String> = redis::cmd("HGETALL")
@@ -94,6 +117,13 @@ impl Leader {
             .arg(keys::member(MemberKind::Ingest, node))
             .query(&mut self.conn)?;
         Ok(MemberRecord::from_fields(&h))
+    }
+
+    /// Waits (≤ 20 s) until ingest node `node` has registered.
+    pub fn wait_registered(&mut self, node: &str) -> Result<()> {
+        wait_until("registered", Duration::from_secs(20), || {
+            self.member(node).ok()?.map(|_| ())
+        })
     }
 
     /// Everything stored under `panoptes:*` (for leak checks), as text.

@@ -4,8 +4,11 @@
 
 #![allow(dead_code)]
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
 use panoptes_ingest::config::{CameraConfig, IngestConfig};
+use panoptes_testkit::kafka::{TopicReader, by_camera};
 use panoptes_testkit::{DevBroker, Node, ingest, unique_name};
 
 #[allow(unused_imports)]
@@ -40,6 +43,26 @@ pub fn start_coordinated(
     let mut c = ingest::coordinated_config(node_id, bootstrap, topic, redis_url);
     tune(&mut c);
     ingest::start(&c, ingest::DEBUG_LOGS)
+}
+
+/// The sequence numbers of `camera`'s frames on `topic`, in log order, as read over `window`.
+pub fn camera_seqs(
+    bootstrap: &str,
+    topic: &str,
+    camera: &str,
+    window: Duration,
+) -> Result<Vec<u64>> {
+    let reader = TopicReader::new(bootstrap, topic)?;
+    let mut records = Vec::new();
+    reader.read_for(window, &mut records)?;
+    let per_cam = by_camera(&records);
+    let frames = per_cam
+        .get(camera)
+        .with_context(|| format!("no frames from {camera}"))?;
+    Ok(frames
+        .iter()
+        .map(|r| r.headers.as_ref().unwrap().seq)
+        .collect())
 }
 
 /// Broker + a fresh frames topic with `partitions` partitions.

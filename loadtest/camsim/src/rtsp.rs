@@ -167,6 +167,16 @@ fn install_auth(server: &RTSPServer, cameras: &[Arc<Camera>], factories: &[RTSPM
     server.set_auth(Some(&auth));
 }
 
+/// Runs `f` on `context` every `period` until it returns [`glib::ControlFlow::Break`].
+fn on_timeout(
+    context: &glib::MainContext,
+    period: Duration,
+    name: &str,
+    f: impl FnMut() -> glib::ControlFlow + Send + 'static,
+) {
+    glib::timeout_source_new(period, Some(name), glib::Priority::DEFAULT, f).attach(Some(context));
+}
+
 /// Whether `session` holds a media mounted exactly at `path`.
 fn session_uses(session: &RTSPSession, path: &str) -> bool {
     let mut uses = false;
@@ -258,16 +268,15 @@ impl Rtsp {
             .map_err(|_| Error::Gst(format!("cannot listen on {listen}")))?;
         if let Some(pool) = server.session_pool() {
             // Expire sessions of clients that vanished without TEARDOWN.
-            let cleanup = glib::timeout_source_new(
+            on_timeout(
+                &context,
                 Duration::from_secs(2),
-                Some("camsim-session-cleanup"),
-                glib::Priority::DEFAULT,
+                "camsim-session-cleanup",
                 move || {
                     pool.cleanup();
                     glib::ControlFlow::Continue
                 },
             );
-            cleanup.attach(Some(&context));
         }
         let thread = std::thread::Builder::new()
             .name("rtsp-mainloop".into())
@@ -352,16 +361,15 @@ impl Rtsp {
         });
         // Give the close a moment to go out before the loop stops.
         let quit = self.main_loop.clone();
-        let stop = glib::timeout_source_new(
+        on_timeout(
+            &self.context,
             Duration::from_millis(100),
-            Some("camsim-quit"),
-            glib::Priority::DEFAULT,
+            "camsim-quit",
             move || {
                 quit.quit();
                 glib::ControlFlow::Break
             },
         );
-        stop.attach(Some(&self.context));
         let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
         if let Some(t) = thread {
             let _ = t.join();

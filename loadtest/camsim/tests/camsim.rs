@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Camsim, Client, Event, describe, serial};
+use common::{Camsim, Client, Event, describe};
 use panoptes_scene::{frame_index_at, unwrap_frame_index};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -65,13 +65,9 @@ fn check_stream(frames: &[Event], width: u32, height: u32, fps: u32, window: Dur
 
 #[test]
 fn streams_h264_and_h265_with_readable_frame_indexes() {
-    let _serial = serial();
     let sim = Camsim::start(&[
-        "--camera",
         "id=cam0,width=640,height=360,fps=10,codec=h264",
-        "--camera",
         "id=cam1,width=320,height=240,fps=5,codec=h265",
-        "--camera",
         "id=mic,codec=audio",
     ]);
     let window = SECS(3);
@@ -104,11 +100,8 @@ fn streams_h264_and_h265_with_readable_frame_indexes() {
 
 #[test]
 fn basic_auth_protects_only_its_camera() {
-    let _serial = serial();
     let sim = Camsim::start(&[
-        "--camera",
         "id=open,width=320,height=180",
-        "--camera",
         "id=secure,width=320,height=180,user=alice,pass=s3cret",
     ]);
     let secure = sim.url("secure");
@@ -135,8 +128,7 @@ fn basic_auth_protects_only_its_camera() {
 
 #[test]
 fn faults_stall_drop_stop_resume() {
-    let _serial = serial();
-    let sim = Camsim::start(&["--camera", "id=cam0,width=320,height=180,fps=10"]);
+    let sim = Camsim::start(&["id=cam0,width=320,height=180,fps=10"]);
     let url = sim.url("cam0");
 
     // Unknown camera and action.

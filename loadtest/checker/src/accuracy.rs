@@ -182,6 +182,12 @@ mod tests {
         }
     }
 
+    /// `(tp, fp, fn)` of matching `dets` to `truth`.
+    fn counts(truth: &[GroundTruthBox], dets: &[ScoredBox]) -> (u64, u64, u64) {
+        let c = match_detections(truth, dets);
+        (c.tp, c.fp, c.fn_)
+    }
+
     #[test]
     fn greedy_matching_counts() {
         let truth = [gt(0, 0.0, 0.0, 10.0, 10.0), gt(1, 20.0, 20.0, 30.0, 30.0)];
@@ -190,14 +196,7 @@ mod tests {
             det(0, 0.9, [0.0, 0.0, 10.0, 10.0]),
             det(1, 0.8, [20.0, 20.0, 30.0, 30.0]),
         ];
-        assert_eq!(
-            match_detections(&truth, &perfect),
-            MatchCounts {
-                tp: 2,
-                fp: 0,
-                fn_: 0
-            }
-        );
+        assert_eq!(counts(&truth, &perfect), (2, 0, 0));
         // Wrong class, a duplicate of a matched box, and a box with IoU below 0.5.
         let bad = [
             det(0, 0.9, [0.0, 0.0, 10.0, 10.0]),
@@ -205,14 +204,7 @@ mod tests {
             det(0, 0.8, [20.0, 20.0, 30.0, 30.0]),
             det(1, 0.7, [25.0, 25.0, 35.0, 35.0]),
         ];
-        assert_eq!(
-            match_detections(&truth, &bad),
-            MatchCounts {
-                tp: 1,
-                fp: 3,
-                fn_: 1
-            }
-        );
+        assert_eq!(counts(&truth, &bad), (1, 3, 1));
         assert_eq!(match_detections(&truth, &[]).fn_, 2);
     }
 
@@ -223,8 +215,7 @@ mod tests {
             det(0, 0.3, [0.0, 0.0, 10.0, 10.0]),
             det(0, 0.9, [1.0, 1.0, 10.0, 10.0]),
         ];
-        let c = match_detections(&truth, &dets);
-        assert_eq!((c.tp, c.fp, c.fn_), (1, 1, 0));
+        assert_eq!(counts(&truth, &dets), (1, 1, 0));
     }
 
     #[test]

@@ -8,13 +8,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use panoptes_checker::{Checker, Progress, ReaderConfig, Report};
+use panoptes_checker::{AccuracyReport, Checker, Progress, ReaderConfig, Report};
 use panoptes_scene::camera::CameraConfig;
 use panoptes_scene::{SceneSpec, frame_index_at, ground_truth, render_rgb};
 use panoptes_schemas::{
     DeadLetter, DeadLetterReason, Detection, DetectionRecord, FrameEncoding, FrameHeaders,
     FrameStatus, ModelRef, SCHEMA_VERSION, StageLatencies, new_traceparent,
 };
+use panoptes_testkit::fixtures::{self, halve_rgb};
 use panoptes_testkit::{DevBroker, unique_name};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -66,27 +67,16 @@ fn half_jpeg(spec: &SceneSpec, cam: &str, index: u64) -> Vec<u8> {
     let mut rgb = Vec::new();
     render_rgb(spec, cam, index, &mut rgb);
     let (w, h) = (spec.width as usize, spec.height as usize);
-    let (hw, hh) = (w / 2, h / 2);
-    let mut half = vec![0u8; hw * hh * 3];
-    for y in 0..hh {
-        for x in 0..hw {
-            for c in 0..3 {
-                let at =
-                    |dx: usize, dy: usize| u32::from(rgb[((2 * y + dy) * w + 2 * x + dx) * 3 + c]);
-                half[(y * hw + x) * 3 + c] =
-                    ((at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1) + 2) / 4) as u8;
-            }
-        }
-    }
-    encode_jpeg(&half, hw as u16, hh as u16)
+    encode_jpeg(&halve_rgb(&rgb, w, h), w / 2, h / 2)
 }
 
-fn encode_jpeg(rgb: &[u8], w: u16, h: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    jpeg_encoder::Encoder::new(&mut out, 85)
-        .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
-        .expect("jpeg encode");
-    out
+/// An accuracy report's true positives, false positives and false negatives.
+fn box_counts(a: &AccuracyReport) -> (u64, u64, u64) {
+    (a.true_positives, a.false_positives, a.false_negatives)
+}
+
+fn encode_jpeg(rgb: &[u8], w: usize, h: usize) -> Vec<u8> {
+    fixtures::encode_jpeg(rgb, w, h, 85)
 }
 
 fn frame_headers(cam: &str, seq: u64) -> FrameHeaders {
@@ -357,10 +347,7 @@ fn injected_faults_are_counted_exactly() -> Result<()> {
         ),
         (17, 0, 0)
     );
-    assert_eq!(
-        (a0.true_positives, a0.false_positives, a0.false_negatives),
-        (50, 1, 1)
-    );
+    assert_eq!(box_counts(a0), (50, 1, 1));
     assert_eq!(
         (a0.precision, a0.recall),
         (Some(50.0 / 51.0), Some(50.0 / 51.0))
@@ -374,10 +361,7 @@ fn injected_faults_are_counted_exactly() -> Result<()> {
     assert!(c1.skipped.is_empty() && c1.dead_lettered.is_empty());
     let a1 = c1.accuracy.as_ref().expect("cam1 accuracy");
     assert_eq!((a1.frames_evaluated, a1.unreadable_frames), (18, 1));
-    assert_eq!(
-        (a1.true_positives, a1.false_positives, a1.false_negatives),
-        (54, 0, 0)
-    );
+    assert_eq!(box_counts(a1), (54, 0, 0));
 
     let total = &report.total;
     assert_eq!(
@@ -391,10 +375,7 @@ fn injected_faults_are_counted_exactly() -> Result<()> {
     assert_eq!((total.skipped_total(), total.dead_lettered_total()), (1, 1));
     assert_eq!((total.unknown_frames, total.gaps), (0, 1));
     let a = total.accuracy.as_ref().expect("total accuracy");
-    assert_eq!(
-        (a.true_positives, a.false_positives, a.false_negatives),
-        (104, 1, 1)
-    );
+    assert_eq!(box_counts(a), (104, 1, 1));
     assert_eq!(
         (a.precision, a.recall),
         (Some(104.0 / 105.0), Some(104.0 / 105.0))

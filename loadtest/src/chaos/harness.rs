@@ -240,18 +240,19 @@ impl<'a> Run<'a> {
             .context("no worker owns a partition")
     }
 
-    /// For each partition, ms from `since` to the first committed detection of it written by
-    /// a worker other than `not_by` (None if none within `timeout`).
-    pub fn wait_partitions(
+    /// For each key, ms from `since` to the first committed detection arriving after it that
+    /// `matches` the key (None if none within `timeout`).
+    pub fn wait_detections<K: Clone + Ord>(
         &self,
-        parts: &[i32],
+        keys: &[K],
         since: u64,
-        not_by: &str,
         timeout: Duration,
-    ) -> BTreeMap<i32, Option<u64>> {
-        first_arrivals(parts, timeout, || {
+        matches: impl Fn(&SeenDetection, &K) -> bool,
+    ) -> BTreeMap<K, Option<u64>> {
+        let matches = &matches;
+        first_arrivals(keys, timeout, || {
             let seen = self.dets.seen();
-            move |p: &i32| first_since(&seen, since, |d| d.partition == *p && d.worker_id != not_by)
+            move |k: &K| first_since(&seen, since, |d| matches(d, k))
         })
     }
 
@@ -262,10 +263,7 @@ impl<'a> Run<'a> {
         since: u64,
         timeout: Duration,
     ) -> BTreeMap<String, Option<u64>> {
-        first_arrivals(cams, timeout, || {
-            let seen = self.dets.seen();
-            move |c: &String| first_since(&seen, since, |d| &d.camera_id == c)
-        })
+        self.wait_detections(cams, since, timeout, |d, c| &d.camera_id == c)
     }
 
     /// For each camera, ms from `since` to the arrival of its first frame captured after

@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use panoptes_coordinator_client::keys;
 use panoptes_testkit::wait_until;
 
-use super::harness::{Run, cameras, spec};
+use super::harness::{Register, Run, cameras, spec};
 use super::proxy::TcpProxy;
 use super::{Scale, ScenarioReport};
-use crate::stack::Stack;
+use crate::stack::{Stack, StackSpec};
 use crate::watch::wall_ms;
 
 /// Sizes of a run.
@@ -48,12 +48,57 @@ fn params(scale: Scale) -> P {
     }
 }
 
-fn worker_ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("w{i}")).collect()
+impl P {
+    /// One region with `cameras` cameras at `fps` (see [`spec`]).
+    fn spec(&self) -> StackSpec {
+        spec(cameras(self.cameras, self.fps))
+    }
 }
 
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+/// Starts `spec` with the `ingest` nodes and `workers` workers `w0`, `w1`, … (see
+/// [`Run::start`]).
+fn start<'a>(
+    report: &'a mut ScenarioReport,
+    out: &Path,
+    spec: StackSpec,
+    ingest: &[&str],
+    workers: usize,
+    register: Option<Register<'_>>,
+) -> Result<Run<'a>> {
+    let ids: Vec<String> = (0..workers).map(|i| format!("w{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    Run::start(report, out, spec, ingest, &ids, register)
+}
+
+/// Records, per partition in `parts`, the recovery `partition N (victim what)`: `since` → its
+/// first committed detection written by a worker other than `victim`.
+fn partitions_recovered(run: &mut Run, parts: &[i32], since: u64, victim: &str, what: &str) {
+    let rec = run.wait_detections(parts, since, Duration::from_secs(15), |d, p| {
+        d.partition == *p && d.worker_id != victim
+    });
+    for (part, ms) in rec {
+        run.recovery(
+            format!("partition {part} ({victim} {what})"),
+            ms,
+            WORKER_BOUND,
+        );
+    }
+}
+
+/// Kills the busiest worker and records its partitions' recoveries (`partition N (victim
+/// what)`); returns the victim.
+fn kill_busiest_worker(run: &mut Run, what: &str) -> Result<String> {
+    let (victim, parts) = run.busiest_worker()?;
+    let t = run.kill_worker(&victim)?;
+    partitions_recovered(run, &parts, t, &victim, what);
+    Ok(victim)
+}
+
+/// Records the recovery `what` of camera `cam`: `since` → its first frame captured after it.
+fn frames_recovered(run: &mut Run, cam: &str, since: u64, what: String, bound: Duration) {
+    let cams = [cam.to_string()];
+    let rec = run.wait_cameras_frames(&cams, since, Duration::from_secs(15));
+    run.recovery(what, rec[cam], bound);
 }
 
 pub(super) fn run(name: &str, scale: Scale, out: &Path, report: &mut ScenarioReport) -> Result<()> {
@@ -82,28 +127,11 @@ fn worker_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
         p.repeats,
         WORKER_BOUND.as_millis()
     );
-    let workers = worker_ids(p.workers);
-    let mut run = Run::start(
-        report,
-        out,
-        spec(cameras(p.cameras, p.fps)),
-        &["ingest-0"],
-        &refs(&workers),
-        None,
-    )?;
+    let mut run = start(report, out, p.spec(), &["ingest-0"], p.workers, None)?;
     let mut next = p.workers;
     for i in 0..p.repeats {
         run.hold(p.before);
-        let (victim, parts) = run.busiest_worker()?;
-        let t = run.kill_worker(&victim)?;
-        let rec = run.wait_partitions(&parts, t, &victim, Duration::from_secs(15));
-        for (part, ms) in rec {
-            run.recovery(
-                format!("partition {part} ({victim} killed)"),
-                ms,
-                WORKER_BOUND,
-            );
-        }
+        kill_busiest_worker(&mut run, "killed")?;
         if i + 1 < p.repeats {
             let id = format!("w{next}");
             next += 1;
@@ -126,15 +154,7 @@ fn worker_pause(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
          partitions must carry a superseded epoch.",
         WORKER_BOUND.as_millis()
     );
-    let workers = worker_ids(p.workers);
-    let mut run = Run::start(
-        report,
-        out,
-        spec(cameras(p.cameras, p.fps)),
-        &["ingest-0"],
-        &refs(&workers),
-        None,
-    )?;
+    let mut run = start(report, out, p.spec(), &["ingest-0"], p.workers, None)?;
     let mut zombie_stale = 0u64;
     for _ in 0..p.repeats {
         run.hold(p.before);
@@ -171,14 +191,7 @@ fn worker_pause(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
             )),
             Err(e) => run.fail(format!("{e}")),
         }
-        let rec = run.wait_partitions(&parts, t, &victim, Duration::from_secs(15));
-        for (part, ms) in rec {
-            run.recovery(
-                format!("partition {part} ({victim} paused)"),
-                ms,
-                WORKER_BOUND,
-            );
-        }
+        partitions_recovered(&mut run, &parts, t, &victim, "paused");
         run.hold(Duration::from_secs(1));
         run.stack.workers[&victim].proc.signal("CONT")?;
         let resumed = run.mark(&format!("SIGCONT worker {victim}"));
@@ -247,15 +260,7 @@ fn ingest_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
          kill), bound {} ms. Sequence numbers must never be reused.",
         INGEST_BOUND.as_millis()
     );
-    let workers = worker_ids(p.workers);
-    let mut run = Run::start(
-        report,
-        out,
-        spec(cameras(p.cameras, p.fps)),
-        &["in-a", "in-b"],
-        &refs(&workers),
-        None,
-    )?;
+    let mut run = start(report, out, p.spec(), &["in-a", "in-b"], p.workers, None)?;
     for i in 0..p.repeats {
         run.hold(p.before);
         let by = run.stack.cameras_by_ingest()?;
@@ -319,10 +324,9 @@ fn leader_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
         LEADER_BOUND.as_millis(),
         WORKER_BOUND.as_millis()
     );
-    let workers = worker_ids(p.workers.max(2));
-    let mut s = spec(cameras(p.cameras, p.fps));
+    let mut s = p.spec();
     s.coordinators = 2;
-    let mut run = Run::start(report, out, s, &["ingest-0"], &refs(&workers), None)?;
+    let mut run = start(report, out, s, &["ingest-0"], p.workers.max(2), None)?;
     for _ in 0..p.repeats {
         run.hold(p.before);
         let idx = wait_until("a leader", Duration::from_secs(20), || {
@@ -355,16 +359,7 @@ fn leader_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
             Err(_) => run.recovery(format!("leadership ({id} killed)"), None, LEADER_BOUND),
         }
         run.hold(Duration::from_secs(1));
-        let (victim, parts) = run.busiest_worker()?;
-        let t = run.kill_worker(&victim)?;
-        let rec = run.wait_partitions(&parts, t, &victim, Duration::from_secs(15));
-        for (part, ms) in rec {
-            run.recovery(
-                format!("partition {part} ({victim} killed under the new leader)"),
-                ms,
-                WORKER_BOUND,
-            );
-        }
+        let victim = kill_busiest_worker(&mut run, "killed under the new leader")?;
         // Restore the deployment for the next round.
         run.stack.start_coordinator(&id)?;
         run.mark(&format!("coordinator {id} started again (follower)"));
@@ -389,15 +384,7 @@ fn redis_restart(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
          again, bound {} ms.",
         REDIS_BOUND.as_millis()
     );
-    let workers = worker_ids(p.workers);
-    let mut run = Run::start(
-        report,
-        out,
-        spec(cameras(p.cameras, p.fps)),
-        &["ingest-0"],
-        &refs(&workers),
-        None,
-    )?;
+    let mut run = start(report, out, p.spec(), &["ingest-0"], p.workers, None)?;
     let dir = tempfile::tempdir()?;
     run.stack.redis.enable_persistence(dir.path())?;
     run.note(format!(
@@ -479,10 +466,9 @@ fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport, coordinator: bool
         down_for.as_secs(),
         BROKER_BOUND.as_millis()
     );
-    let workers = worker_ids(p.workers);
-    let mut s = spec(cameras(p.cameras, p.fps));
+    let mut s = p.spec();
     s.brokers_per_region = 3;
-    let mut run = Run::start(report, out, s, &["ingest-0"], &refs(&workers), None)?;
+    let mut run = start(report, out, s, &["ingest-0"], p.workers, None)?;
     for _ in 0..p.repeats {
         for phase in [usize::from(coordinator)] {
             run.hold(p.before);
@@ -581,15 +567,7 @@ fn camera_flap(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
          never stop: their longest gap between detection records stays under {OTHERS_GAP_BOUND} ms.",
         FLAP_BOUND.as_millis()
     );
-    let workers = worker_ids(p.workers);
-    let mut run = Run::start(
-        report,
-        out,
-        spec(cameras(p.cameras, p.fps)),
-        &["ingest-0"],
-        &refs(&workers),
-        None,
-    )?;
+    let mut run = start(report, out, p.spec(), &["ingest-0"], p.workers, None)?;
     run.hold(p.before);
     let cam = "cam0".to_string();
     for i in 0..flaps {
@@ -598,12 +576,8 @@ fn camera_flap(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
         run.hold(Duration::from_secs(2));
         run.stack.camsim.fault(&cam, "resume")?;
         let t = run.mark(&format!("camera {cam} resumed"));
-        let rec = run.wait_cameras_frames(std::slice::from_ref(&cam), t, Duration::from_secs(15));
-        run.recovery(
-            format!("{cam} frames after resume {}", i + 1),
-            rec[&cam],
-            FLAP_BOUND,
-        );
+        let what = format!("{cam} frames after resume {}", i + 1);
+        frames_recovered(&mut run, &cam, t, what, FLAP_BOUND);
         run.hold(Duration::from_secs(2));
     }
     run.hold(p.after);
@@ -697,13 +671,12 @@ fn network(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
         *proxy_cell.borrow_mut() = Some(proxy);
         Ok(())
     };
-    let workers = worker_ids(p.workers);
-    let mut run = Run::start(
+    let mut run = start(
         report,
         out,
-        spec(cameras(p.cameras, p.fps)),
+        p.spec(),
         &["ingest-0"],
-        &refs(&workers),
+        p.workers,
         Some(&register),
     )?;
     let proxy = proxy_cell.borrow_mut().take().context("proxy")?;
@@ -728,12 +701,8 @@ fn network(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
                 proxy.open()
             ));
         }
-        let rec = run.wait_cameras_frames(std::slice::from_ref(&cam), t, Duration::from_secs(15));
-        run.recovery(
-            format!("{cam} frames after cut {}", i + 1),
-            rec[&cam],
-            NETWORK_BOUND,
-        );
+        let what = format!("{cam} frames after cut {}", i + 1);
+        frames_recovered(&mut run, &cam, t, what, NETWORK_BOUND);
         let left = every.saturating_sub(Duration::from_millis(wall_ms() - t));
         run.hold(left);
     }

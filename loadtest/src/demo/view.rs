@@ -4,14 +4,14 @@
 #![allow(clippy::wildcard_imports)]
 
 use super::*;
+use crate::watch::Poller;
 
 /// Detection records read (from the beginning of the demo's own topic), handed over through
 /// a bounded channel.
 pub(super) struct DetectionReader {
     rx: mpsc::Receiver<DetectionRecord>,
     dropped: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _poller: Poller,
 }
 
 impl DetectionReader {
@@ -19,39 +19,20 @@ impl DetectionReader {
         let c = assigned_consumer(bootstrap, topic)?;
         let (tx, rx) = mpsc::sync_channel(4096);
         let dropped = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (d, st) = (dropped.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("demo-detections".into())
-            .spawn(move || {
-                while !st.load(Ordering::Relaxed) {
-                    let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
-                        continue;
-                    };
-                    let Some(r) = m.payload().and_then(|p| DetectionRecord::from_json(p).ok())
-                    else {
-                        continue;
-                    };
-                    if tx.try_send(r).is_err() {
-                        d.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })?;
+        let d = dropped.clone();
+        let poller = Poller::spawn("demo-detections", c, Duration::from_millis(100), move |m| {
+            let Some(r) = m.payload().and_then(|p| DetectionRecord::from_json(p).ok()) else {
+                return;
+            };
+            if tx.try_send(r).is_err() {
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
         Ok(Self {
             rx,
             dropped,
-            stop,
-            thread: Some(thread),
+            _poller: poller,
         })
-    }
-}
-
-impl Drop for DetectionReader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -11,12 +11,16 @@
 //! 2. the node's own tuned settings (acks, linger, fetch sizes, ...);
 //! 3. [`KafkaClientConfig::override_properties`]: the operator's `properties` map.
 //!
+//! Producers add [`KafkaProducerConfig`] (flattened the same way) in layer 2: the delivery
+//! guarantees every Panoptes producer shares, with the node's own `message_timeout` default.
+//!
 //! This crate does not link librdkafka: properties are handed out as `(key, value)` strings,
 //! which `rdkafka::ClientConfig` collects (`FromIterator`/`Extend`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Connection settings shared by every Kafka client of a node.
 ///
@@ -55,5 +59,67 @@ impl KafkaClientConfig {
     /// The operator's extra properties; set these last so they override the node's tuning.
     pub fn override_properties(&self) -> impl Iterator<Item = (String, String)> + '_ {
         self.properties.iter().map(|(k, v)| (k.clone(), v.clone()))
+    }
+}
+
+/// Delivery settings of a node's producers; `DEFAULT_TIMEOUT_S` is the node's default
+/// `message_timeout` in seconds (a const parameter, like the port of
+/// [`HttpConfig`](super::HttpConfig)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KafkaProducerConfig<const DEFAULT_TIMEOUT_S: u64> {
+    /// How long a record may wait for the broker before its delivery is reported failed.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+}
+
+impl<const DEFAULT_TIMEOUT_S: u64> Default for KafkaProducerConfig<DEFAULT_TIMEOUT_S> {
+    fn default() -> Self {
+        Self {
+            message_timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
+        }
+    }
+}
+
+/// The keys as written: serde's derive does not handle const generics, so they are read
+/// through this shape and the node's default filled in. No `deny_unknown_fields`: the
+/// flattening section sees the other keys too and denies unknown ones itself.
+#[derive(Deserialize)]
+struct ProducerKeys {
+    #[serde(default, with = "humantime_serde::option")]
+    message_timeout: Option<Duration>,
+}
+
+impl<'de, const DEFAULT_TIMEOUT_S: u64> Deserialize<'de>
+    for KafkaProducerConfig<DEFAULT_TIMEOUT_S>
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let keys = ProducerKeys::deserialize(deserializer)?;
+        Ok(Self {
+            message_timeout: keys
+                .message_timeout
+                .unwrap_or(Self::default().message_timeout),
+        })
+    }
+}
+
+impl<const DEFAULT_TIMEOUT_S: u64> KafkaProducerConfig<DEFAULT_TIMEOUT_S> {
+    /// What every Panoptes producer sets after the connection properties: idempotent,
+    /// acknowledged by all replicas, failing a record after `message_timeout`, and back
+    /// within about a second of the broker returning (librdkafka waits up to 10 s between
+    /// reconnects by default).
+    pub fn delivery_properties(&self) -> Vec<(String, String)> {
+        [
+            ("enable.idempotence", "true".to_string()),
+            ("acks", "all".into()),
+            (
+                "message.timeout.ms",
+                self.message_timeout.as_millis().to_string(),
+            ),
+            ("reconnect.backoff.ms", "100".into()),
+            ("reconnect.backoff.max.ms", "1000".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 }

@@ -8,6 +8,9 @@ use std::sync::OnceLock;
 
 use panoptes_models::{self as models, GeneratedModel};
 use panoptes_scene::{self as scene, GroundTruthBox, SceneSpec};
+use panoptes_testkit::fixtures;
+use panoptes_workers::model::LoadedModel;
+use panoptes_workers::tch::Device;
 
 /// The generated models and the temp dir holding them (kept alive for the whole binary).
 pub struct Models {
@@ -18,6 +21,14 @@ pub struct Models {
     pub yolo: GeneratedModel,
     /// The folder.
     pub path: PathBuf,
+}
+
+impl Models {
+    /// The reference detector, loaded on the CPU.
+    pub fn load_reference(&self) -> LoadedModel {
+        let (model, manifest) = (&self.reference.model_path, &self.reference.manifest_path);
+        LoadedModel::load(model, manifest, Device::Cpu).expect("reference detector loads")
+    }
 }
 
 /// Generates the models on first use.
@@ -52,24 +63,7 @@ pub fn simulator_frame(
     let mut rgb = Vec::new();
     scene::render_rgb(spec, camera, index, &mut rgb);
     let (w, h) = (spec.width as usize, spec.height as usize);
-    let (ow, oh) = (w / 2, h / 2);
-    let mut small = vec![0u8; ow * oh * 3];
-    for y in 0..oh {
-        for x in 0..ow {
-            for c in 0..3 {
-                let p = |yy: usize, xx: usize| u32::from(rgb[(yy * w + xx) * 3 + c]);
-                let s = p(2 * y, 2 * x)
-                    + p(2 * y, 2 * x + 1)
-                    + p(2 * y + 1, 2 * x)
-                    + p(2 * y + 1, 2 * x + 1);
-                small[(y * ow + x) * 3 + c] = ((s + 2) / 4) as u8;
-            }
-        }
-    }
-    let mut jpeg = Vec::new();
-    jpeg_encoder::Encoder::new(&mut jpeg, 80)
-        .encode(&small, ow as u16, oh as u16, jpeg_encoder::ColorType::Rgb)
-        .expect("jpeg encode");
+    let jpeg = fixtures::encode_jpeg(&fixtures::halve_rgb(&rgb, w, h), w / 2, h / 2, 80);
     let truth = scene::ground_truth(spec, camera, index)
         .into_iter()
         .map(|b| GroundTruthBox {

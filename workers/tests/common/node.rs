@@ -1,14 +1,21 @@
 //! The processes of the worker's integration tests, from `panoptes_testkit`: workers started
 //! from [`WorkerConfig`], the three simulated cameras and the ingest node that pulls them.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::Duration;
 
-use anyhow::Result;
-use panoptes_checker::Checker;
+use anyhow::{Context, Result};
+use panoptes_checker::{Checker, Report};
 use panoptes_models::GeneratedModel;
 use panoptes_scene::camera::CameraConfig;
-use panoptes_testkit::{CamSim, DevBroker, FREE_PORT, Node, Topics, unique_name, worker};
+use panoptes_schemas::DetectionRecord;
+use panoptes_testkit::kafka::{all_records, committed, offsets_reader, wait_committed};
+use panoptes_testkit::{
+    CamSim, DevBroker, FREE_PORT, Node, Topics, unique_name, wait_until, worker,
+};
 use panoptes_workers::config::{DeliveryMode, WorkerConfig};
+use rdkafka::consumer::BaseConsumer;
 
 #[allow(unused_imports)]
 pub use panoptes_testkit::settle::{checker, finish_when_settled};
@@ -117,4 +124,80 @@ pub fn start_ingest(bootstrap: &str, frames: &str, sim: &CamSim) -> Result<Node>
         &[],
         Duration::from_secs(20),
     )
+}
+
+/// A consumer group's committed offsets on a topic with `partitions` partitions.
+pub struct Offsets {
+    reader: BaseConsumer,
+    topic: String,
+    partitions: i32,
+}
+
+impl Offsets {
+    /// Reads `group`'s offsets on `topic`.
+    pub fn new(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Result<Self> {
+        let reader = offsets_reader(bootstrap, group)?;
+        let topic = topic.to_string();
+        Ok(Self {
+            reader,
+            topic,
+            partitions,
+        })
+    }
+
+    /// The committed offset per partition now (missing: nothing committed).
+    pub fn now(&self) -> Result<BTreeMap<i32, i64>> {
+        committed(&self.reader, &self.topic, self.partitions)
+    }
+
+    /// Waits (`what`, within `timeout`) until every partition has committed past `past`.
+    pub fn wait_all_past(&self, what: &str, past: i64, timeout: Duration) -> Result<()> {
+        let (reader, topic) = (&self.reader, &self.topic);
+        wait_committed(what, reader, topic, self.partitions, past, timeout).map(drop)
+    }
+
+    /// Waits (`what`, within `timeout`) until the committed offset of every partition in
+    /// `parts` is past `floor(partition)`.
+    pub fn wait_past(
+        &self,
+        what: &str,
+        parts: Range<i32>,
+        floor: impl Fn(i32) -> i64,
+        timeout: Duration,
+    ) -> Result<()> {
+        wait_until(what, timeout, || {
+            let c = self.now().ok()?;
+            parts
+                .clone()
+                .all(|p| c.get(&p).is_some_and(|&at| at > floor(p)))
+                .then_some(())
+        })
+    }
+}
+
+/// Finishes `checker` once the detections settle (`timeout`), prints its report and reads
+/// back every detection record on `bootstrap`.
+pub fn settle_and_read(
+    checker: Checker,
+    bootstrap: &str,
+    t: &Topics,
+    timeout: Duration,
+) -> Result<(Report, Vec<DetectionRecord>)> {
+    let report = finish_when_settled(checker, timeout)?;
+    println!("{}", report.to_markdown());
+    Ok((report, all_records(bootstrap, &t.detections)?))
+}
+
+/// The records of frames partition `p`, in log order, and the index of `worker`'s first.
+pub fn partition_log<'a>(
+    records: &'a [DetectionRecord],
+    p: i32,
+    worker: &str,
+) -> Result<(Vec<&'a DetectionRecord>, usize)> {
+    let mine: Vec<&DetectionRecord> = records.iter().filter(|r| r.partition == p).collect();
+    let first = mine
+        .iter()
+        .position(|r| r.worker_id == worker)
+        .with_context(|| format!("{worker} wrote nothing on partition {p}"))?;
+    Ok((mine, first))
 }

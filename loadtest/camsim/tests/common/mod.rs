@@ -24,13 +24,18 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A running `panoptes-camsim` process (`panoptes_testkit::CamSim`), killed on drop.
-pub struct Camsim(pub CamSim);
+/// A running `panoptes-camsim` process (`panoptes_testkit::CamSim`), killed on drop; it holds
+/// the [`serial`] lock while it runs.
+pub struct Camsim(pub CamSim, MutexGuard<'static, ()>);
 
 impl Camsim {
-    /// Starts the binary with `args` and waits (≤ 20 s) for its `RTSP=`/`CONTROL=` lines.
-    pub fn start(args: &[&str]) -> Self {
-        Self(CamSim::start_with_env(args, &[("RUST_LOG", "info")]).expect("camsim did not start"))
+    /// Takes the [`serial`] lock, starts the binary with a `--camera` argument per spec of
+    /// `cameras` and waits (≤ 20 s) for its `RTSP=`/`CONTROL=` lines.
+    pub fn start(cameras: &[&str]) -> Self {
+        let serial = serial();
+        let args: Vec<&str> = cameras.iter().flat_map(|c| ["--camera", c]).collect();
+        let sim = CamSim::start_with_env(&args, &[("RUST_LOG", "info")]);
+        Self(sim.expect("camsim did not start"), serial)
     }
 
     /// URL of camera `id`.

@@ -55,19 +55,13 @@ pub fn encode<'a>(
     })
 }
 
-/// Settings of every worker producer: idempotent, acknowledged by all replicas.
+/// Settings of every worker producer: the shared delivery settings (idempotent, acknowledged
+/// by all replicas) and the worker's tuning.
 pub fn base_config(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
     let mut cc: ClientConfig = cfg.client.connection_properties().into_iter().collect();
-    cc.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "2")
-        .set(
-            "message.timeout.ms",
-            cfg.message_timeout.as_millis().to_string(),
-        )
+    cc.extend(cfg.producer.delivery_properties());
+    cc.set("linger.ms", "2")
         .set("queue.buffering.max.messages", "10000")
-        .set("reconnect.backoff.ms", "100")
-        .set("reconnect.backoff.max.ms", "1000")
         .set("client.id", client_id);
     cc.extend(cfg.client.override_properties());
     cc
