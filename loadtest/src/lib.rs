@@ -6,8 +6,8 @@
 //!
 //! - [`bench`]: every benchmark (ingest, worker, failover), each reporting ratios against a
 //!   baseline measured in the same run, on one shared argument and report scaffold;
-//! - [`stack`]: `panoptes_testkit::stack` (a whole deployment as real processes, owned by the
-//!   one test harness in `testkit/`) re-exported, plus the topic watchers loadtest adds to it;
+//! - [`stack`]: `panoptes_testkit_stack::stack` (a whole deployment as real processes, owned by the
+//!   one test harness in `testkit/`, `testkit/stack`) re-exported, plus the topic watchers loadtest adds to it;
 //! - [`timeline`]: a per-second recorder of a running stack (throughput, latency, CPU and
 //!   memory per process, lag, fault markers) and [`charts`], its PNG charts;
 //! - [`run`]: `panoptes-loadtest run`, a load run with a report ([`runreport`]);

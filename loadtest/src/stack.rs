@@ -1,4 +1,4 @@
-//! The whole-deployment harness, [`Stack`], lives in `panoptes_testkit::stack` (one harness
+//! The whole-deployment harness, [`Stack`], lives in `panoptes_testkit_stack::stack` (one harness
 //! for the cluster tests, the failover benchmark, and the load, demo and chaos runs). This
 //! module re-exports it and adds what needs this crate's topic watchers ([`Watching`]).
 
@@ -6,7 +6,7 @@ use anyhow::Result;
 
 pub use panoptes_testkit::Node;
 pub use panoptes_testkit::settle::settle;
-pub use panoptes_testkit::stack::{Assignments, Stack, StackCamera, StackSpec, registration};
+pub use panoptes_testkit_stack::stack::{Assignments, Stack, StackCamera, StackSpec, registration};
 
 use crate::watch::{self, SeenDetection, SeenFrame, Watch};
 

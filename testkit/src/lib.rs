@@ -9,14 +9,15 @@
 //! - [`CamSim`]: the camera simulator (`panoptes-camsim`);
 //! - [`RedisServer`]: a `redis-server`;
 //! - [`Node`]: a Panoptes node started from its **typed** configuration, serialized to TOML
-//!   (feature `ingest`: module `ingest` with `IngestConfig`; feature `workers`: `worker` with
-//!   `WorkerConfig`; feature `coordinator`: `coordinator` with `CoordinatorConfig`);
+//!   (feature `ingest`: module `ingest` with `IngestConfig`; feature `coordinator`:
+//!   `coordinator` with `CoordinatorConfig`; workers: `panoptes_testkit_stack::worker`);
 //! - [`kafka`]: frames written straight into a topic ([`kafka::FrameProducer`]) and frames,
 //!   detection records and committed offsets read back;
 //! - [`wait_until`] and, with feature `checker`, `settle`: waiting for a condition, and for
 //!   the checker's accounting to come to rest;
-//! - feature `stack`: `stack::Stack`, a whole deployment (Redis, a broker per region, the
-//!   simulator, coordinators, ingest nodes, workers, all in coordinator mode).
+//! - `panoptes_testkit_stack::Stack` (crate `testkit/stack`): a whole deployment (Redis, a
+//!   broker per region, the simulator, coordinators, ingest nodes, workers, all in coordinator
+//!   mode). It and the worker's config live apart because they link libtorch (see that crate).
 //!
 //! Smaller pieces: [`basics`] (binary paths, unique names, free ports, `wait_until`), [`http`]
 //! (GET/POST helpers and metric parsing), [`sys`] (process CPU and memory readings),
@@ -42,11 +43,7 @@ pub mod process;
 pub mod redis;
 #[cfg(feature = "checker")]
 pub mod settle;
-#[cfg(feature = "stack")]
-pub mod stack;
 pub mod sys;
-#[cfg(feature = "workers")]
-pub mod worker;
 
 pub use basics::{FREE_PORT, bin_path, unique_name, wait_until};
 pub use broker::{DevBroker, Topics};

@@ -666,7 +666,7 @@ fn network(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
             let url = stack
                 .camera_url(c)
                 .replacen(&up, &proxy.addr.to_string(), 1);
-            coord.add_camera(&panoptes_testkit::stack::registration(i, c, &url))?;
+            coord.add_camera(&panoptes_testkit_stack::stack::registration(i, c, &url))?;
         }
         *proxy_cell.borrow_mut() = Some(proxy);
         Ok(())

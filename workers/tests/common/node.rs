@@ -11,9 +11,8 @@ use panoptes_models::GeneratedModel;
 use panoptes_scene::camera::CameraConfig;
 use panoptes_schemas::DetectionRecord;
 use panoptes_testkit::kafka::{all_records, committed, offsets_reader, wait_committed};
-use panoptes_testkit::{
-    CamSim, DevBroker, FREE_PORT, Node, Topics, unique_name, wait_until, worker,
-};
+use panoptes_testkit::{CamSim, DevBroker, FREE_PORT, Node, Topics, unique_name, wait_until};
+use panoptes_testkit_stack::worker;
 use panoptes_workers::config::{DeliveryMode, WorkerConfig};
 use rdkafka::consumer::BaseConsumer;
 

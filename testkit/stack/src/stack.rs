@@ -1,10 +1,10 @@
 //! A whole Panoptes deployment as real processes on one machine: Redis, one development
 //! broker per region, the camera simulator, coordinators, ingest nodes and workers, all in
-//! coordinator mode (feature `stack`). The cluster tests, the failover benchmark and the load,
+//! coordinator mode. The cluster tests, the failover benchmark and the load,
 //! demo and chaos runs start their systems through [`Stack`], so they exercise exactly what
 //! operators run. Every node is started from its typed configuration.
 //!
-//! Every process dies with the [`Stack`] (see [`crate::ChildProcess`]). Topics get unique
+//! Every process dies with the [`Stack`] (see [`panoptes_testkit::ChildProcess`]). Topics get unique
 //! names, so stacks can share brokers' machines and run side by side.
 
 use std::collections::BTreeMap;
@@ -17,13 +17,12 @@ use panoptes_coordinator_client::{AssignRecord, MemberKind, keys};
 use panoptes_scene::camera::CameraConfig;
 use panoptes_workers::config::{AssignmentSource, DeliveryMode};
 
-use crate::basics::{bin_path, wait_until};
-use crate::broker::{DevBroker, Topics};
-use crate::camsim::CamSim;
-use crate::coordinator::Coordinator;
-use crate::node::Node;
-use crate::redis::RedisServer;
-use crate::{coordinator, ingest, settle, worker};
+use panoptes_testkit::coordinator::Coordinator;
+use panoptes_testkit::{
+    CamSim, DevBroker, Node, RedisServer, Topics, bin_path, coordinator, ingest, settle, wait_until,
+};
+
+use crate::worker;
 
 /// One simulated camera of a stack.
 #[derive(Debug, Clone)]

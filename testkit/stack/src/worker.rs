@@ -1,4 +1,4 @@
-//! `panoptes-worker` nodes started from [`WorkerConfig`] (feature `workers`).
+//! `panoptes-worker` nodes started from [`WorkerConfig`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -6,8 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use panoptes_workers::config::WorkerConfig;
 
-use crate::broker::Topics;
-use crate::node::Node;
+use panoptes_testkit::{FREE_PORT, Node, Topics};
 
 /// Logs the worker tests read back.
 pub const DEBUG_LOGS: &[(&str, &str)] = &[("RUST_LOG", "info,panoptes_workers=debug")];
@@ -27,7 +26,7 @@ pub fn config(
         worker_id: worker_id.into(),
         ..WorkerConfig::default()
     };
-    c.http.listen = crate::basics::FREE_PORT.parse().expect("socket address");
+    c.http.listen = FREE_PORT.parse().expect("socket address");
     c.kafka.client.bootstrap_servers = bootstrap.into();
     c.kafka.frames_topic = t.frames.clone();
     c.kafka.detections_topic = t.detections.clone();
