@@ -36,12 +36,14 @@ use panoptes_workers::config::AssignmentSource;
 const PARTITIONS: i32 = 3;
 
 /// An exactly-once worker `id` (reference detector) in the rig's group owning partitions
-/// 0..3 as long as `redis` says so, checking with it (`check_timeout`) before every commit.
+/// 0..3 as long as `redis` says so, checking with it (`check_timeout`) before every commit,
+/// committing every `commit_interval` (`None`: the tests' usual 300 ms).
 fn redis_worker(
     id: &str,
     rig: &Rig,
     redis: &RedisServer,
     check_timeout: Duration,
+    commit_interval: Option<Duration>,
 ) -> Result<Worker> {
     let Rig { broker, t, group } = rig;
     let model = &common::models().reference;
@@ -51,6 +53,9 @@ fn redis_worker(
         c.assignment.source = AssignmentSource::Redis;
         c.assignment.redis.redis_url = redis.url.clone();
         c.assignment.check_timeout = check_timeout;
+        if let Some(every) = commit_interval {
+            c.commit_interval = every;
+        }
     })
 }
 
@@ -80,7 +85,18 @@ fn thawed_zombie_is_superseded() -> Result<()> {
     let Rig { broker, t, group } = &rig;
     let checker = checker(&broker.bootstrap, t, cams)?;
     let check = Duration::from_millis(500);
-    let a = redis_worker("worker-a", &rig, &redis, check)?;
+    // A commits every 2 s, so the freeze below almost always falls between two commits. A
+    // freeze inside `commit_transaction` itself lands that commit once A thaws: Kafka would
+    // fence A's transactional id when B initialises it, the development broker does not (see
+    // the module doc). The worker re-checks its epoch when the first check went stale before
+    // the commit call, so only the commit call itself is exposed.
+    let a = redis_worker(
+        "worker-a",
+        &rig,
+        &redis,
+        check,
+        Some(Duration::from_secs(2)),
+    )?;
     let mut ingest = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
     let offsets = Offsets::new(&broker.bootstrap, group, &t.frames, PARTITIONS)?;
     offsets.wait_all_past("A commits on every partition", 5, Duration::from_secs(20))?;
@@ -112,7 +128,7 @@ fn thawed_zombie_is_superseded() -> Result<()> {
         })
     };
 
-    let b = redis_worker("worker-b", &rig, &redis, check)?;
+    let b = redis_worker("worker-b", &rig, &redis, check, None)?;
     offsets.wait_past(
         "B commits past A on every partition",
         0..PARTITIONS,
@@ -207,7 +223,7 @@ fn unreachable_redis_fails_closed() -> Result<()> {
     let (redis, rig, _, sim) = a_owns_everything()?;
     let Rig { broker, t, group } = &rig;
     let check = Duration::from_millis(300);
-    let mut a = redis_worker("worker-a", &rig, &redis, check)?;
+    let mut a = redis_worker("worker-a", &rig, &redis, check, None)?;
     let _ingest = start_ingest(&broker.bootstrap, &t.frames, &sim)?;
     // Any committed offset (offsets are never negative).
     let offsets = Offsets::new(&broker.bootstrap, group, &t.frames, PARTITIONS)?;

@@ -5,7 +5,11 @@
 //! metadata) go in one transaction, committed every `commit_interval`. Before each commit
 //! the thread checks the assignment epoch; a superseded epoch aborts the transaction and
 //! releases the partition, and an assignment source that does not answer aborts it too
-//! (fail closed) and stops the worker.
+//! (fail closed) and stops the worker. A check that went stale before the commit itself (the
+//! process was paused, or the broker was slow, for [`RECHECK_AFTER`] or more after it) is
+//! made again between sending the offsets and committing: a worker thawed after losing its
+//! partition must not land the transaction it was in the middle of. Only a pause inside the
+//! commit call itself is left to the broker's fencing of the transactional id.
 //!
 //! [`DeliveryMode::ExactlyOnce`]: crate::config::DeliveryMode::ExactlyOnce
 
@@ -63,6 +67,11 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound of one commit (offsets + commit): a broker outage longer than this fails the run,
 /// which coordinator mode restarts from the committed offsets, rather than blocking it.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How old the epoch check may be when the transaction is committed before it is made again.
+/// A healthy round of sending the offsets takes milliseconds; anything longer means the
+/// answer may be out of date (a paused process, a stalled broker).
+pub const RECHECK_AFTER: Duration = Duration::from_millis(100);
 
 /// The transaction being filled.
 struct OpenTxn {
@@ -179,26 +188,9 @@ impl EosPartition {
     /// Checks the assignment, then commits the transaction with its input offset.
     fn commit(&self, producer: &BaseProducer, txn: OpenTxn) -> Result<Committed, PublishError> {
         let p = self.state.partition;
-        let current = match self.assignment.check(p, self.epoch) {
-            Ok(current) => current,
-            Err(e) => {
-                // Fail closed: never commit without a positive answer.
-                tracing::error!(partition = p, error = %e, "assignment check failed: aborting");
-                self.count_abort("assignment_unavailable");
-                let _ = abort(producer);
-                return Err(e.into());
-            }
-        };
-        if !current {
-            tracing::warn!(
-                partition = p,
-                epoch = self.epoch,
-                "epoch superseded: aborting and releasing"
-            );
-            self.count_abort("superseded");
-            abort(producer)?;
-            self.state.released.store(true, Ordering::Release);
-            return Ok(Committed::Released);
+        let checked = Instant::now();
+        if !self.epoch_current(producer)? {
+            return self.release(producer);
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
@@ -206,10 +198,16 @@ impl EosPartition {
             p,
             Offset::Offset(txn.last_offset + 1),
         )?;
-        if let Err(e) = self.commit_offsets(producer, &tpl) {
-            self.count_abort("commit_failed");
-            let _ = abort(producer);
-            return Err(e.into());
+        match self.commit_offsets(producer, &tpl, checked) {
+            Ok(true) => {}
+            Ok(false) => return self.release(producer),
+            // Already aborted and counted by the re-check (fail closed).
+            Err(e @ PublishError::Assignment(_)) => return Err(e),
+            Err(e) => {
+                self.count_abort("commit_failed");
+                let _ = abort(producer);
+                return Err(e);
+            }
         }
         for (status, count) in txn.statuses {
             self.metrics
@@ -234,12 +232,46 @@ impl EosPartition {
         self.metrics.aborted.with_label_values(&[reason]).inc();
     }
 
-    /// The offsets into the transaction, then the commit, both bounded by [`COMMIT_TIMEOUT`].
+    /// Asks the assignment source whether this run's epoch is still current. Fail closed: an
+    /// unanswered check aborts the transaction and is an error.
+    fn epoch_current(&self, producer: &BaseProducer) -> Result<bool, PublishError> {
+        self.assignment
+            .check(self.state.partition, self.epoch)
+            .map_err(|e| {
+                tracing::error!(
+                    partition = self.state.partition,
+                    error = %e,
+                    "assignment check failed: aborting"
+                );
+                self.count_abort("assignment_unavailable");
+                let _ = abort(producer);
+                e.into()
+            })
+    }
+
+    /// The epoch was superseded: aborts the open transaction and releases the partition.
+    fn release(&self, producer: &BaseProducer) -> Result<Committed, PublishError> {
+        tracing::warn!(
+            partition = self.state.partition,
+            epoch = self.epoch,
+            "epoch superseded: aborting and releasing"
+        );
+        self.count_abort("superseded");
+        abort(producer)?;
+        self.state.released.store(true, Ordering::Release);
+        Ok(Committed::Released)
+    }
+
+    /// The offsets into the transaction, then the commit, both bounded by [`COMMIT_TIMEOUT`];
+    /// between the two, the epoch check made at `checked` is repeated if it went stale
+    /// ([`RECHECK_AFTER`]). `Ok(false)`: superseded at that re-check, nothing committed (the
+    /// transaction is still open).
     fn commit_offsets(
         &self,
         producer: &BaseProducer,
         tpl: &TopicPartitionList,
-    ) -> Result<(), KafkaError> {
+        checked: Instant,
+    ) -> Result<bool, PublishError> {
         // librdkafka does not always honour these timeouts when the group or
         // transaction coordinator broker went away and came back (seen blocking for
         // good): the start time lets the controller give up on this run and restart
@@ -247,15 +279,17 @@ impl EosPartition {
         self.state
             .commit_started_ms
             .store((now_us() / 1000) as u64, Ordering::Release);
-        let committed = producer
-            .send_offsets_to_transaction(tpl, &self.group, COMMIT_TIMEOUT)
-            .and_then(|()| {
-                if self.state.aborted() {
-                    Err(KafkaError::Canceled)
-                } else {
-                    producer.commit_transaction(COMMIT_TIMEOUT)
-                }
-            });
+        let committed = (|| {
+            producer.send_offsets_to_transaction(tpl, &self.group, COMMIT_TIMEOUT)?;
+            if checked.elapsed() >= RECHECK_AFTER && !self.epoch_current(producer)? {
+                return Ok(false);
+            }
+            if self.state.aborted() {
+                return Err(KafkaError::Canceled.into());
+            }
+            producer.commit_transaction(COMMIT_TIMEOUT)?;
+            Ok(true)
+        })();
         self.state.commit_started_ms.store(0, Ordering::Release);
         committed
     }
