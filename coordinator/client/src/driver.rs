@@ -254,17 +254,6 @@ impl<R: ItemRunner> Driver<R> {
         &self.shared.runner
     }
 
-    /// Whether the driver thread has ended without being stopped (it panicked; see
-    /// [`ItemRunner::driver_died`]).
-    pub fn is_finished(&self) -> bool {
-        !self.shared.stopping.load(Ordering::Acquire)
-            && self
-                .thread
-                .lock()
-                .as_ref()
-                .is_some_and(JoinHandle::is_finished)
-    }
-
     /// Grants this node still holds (not released).
     pub fn held(&self) -> Vec<Grant> {
         let desired = self.shared.agent.desired();
