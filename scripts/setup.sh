@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Turns a fresh Debian 12 machine into one that builds, tests and demos Panoptes.
 # Idempotent: every step checks first and is quick when already done.
-#   - Debian packages: GStreamer 1.22 (dev + plugins + RTSP server), redis-server, kcat, build tools
+#   - Debian packages: GStreamer 1.22 (dev + plugins + RTSP server), redis-server, kcat, build tools,
+#     prometheus (promtool and the server, for loadtest/tests/observability.rs)
 #   - a Python virtual environment (.venv) with the PyTorch 2.11.0 wheel, whose libtorch the worker links
 # Usage: scripts/setup.sh            (run as root, or with sudo available)
 set -euo pipefail
@@ -21,6 +22,7 @@ APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   redis-server redis-tools kcat
+  prometheus
   fonts-dejavu-core
 )
 

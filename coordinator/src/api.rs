@@ -1,35 +1,46 @@
-//! The operator API: HTTP + JSON under `/v1`, bearer-token authenticated.
+//! The operator API: HTTP + JSON under `/v1`, bearer tokens with roles, every change
+//! audited.
 //!
 //! - `GET/POST /v1/cameras`, `GET/PUT/DELETE /v1/cameras/{id}`: the camera registry;
 //! - `POST /v1/apply`: make the registry match a list of cameras, atomically;
 //! - `GET /v1/nodes`, `GET /v1/assignments`, `GET /v1/status`: what the cluster does;
-//! - `POST/DELETE /v1/nodes/{kind}/{id}/drain`: ask a member to drain, or stop asking.
+//! - `POST/DELETE /v1/nodes/{kind}/{id}/drain`: ask a member to drain, or stop asking;
+//! - `GET /v1/audit?limit=N`: the newest changes, who made them ([`audit`]).
 //!
-//! Errors are `{"error": "..."}` with 400 (body not understood), 401 (token), 404 (unknown
-//! camera or member), 409 (conflict with the registry's state), 422 (invalid field), 503
-//! (Redis unreachable). Camera URLs are only ever shown redacted. Handlers run their Redis
-//! calls on blocking threads (`spawn_blocking`) with pooled synchronous connections.
-//! The reference is `docs/operator.md`.
+//! Access ([`auth`]): `viewer` tokens read (`GET`), `operator` tokens also write. Errors are
+//! `{"error": "..."}` with 400 (body or query not understood), 401 (no or unknown token),
+//! 403 (a viewer writing), 404 (unknown camera, member or route), 405 (method), 409
+//! (conflict with the registry's state), 413 (body over `api.max_body_bytes`), 422 (invalid
+//! field), 503 (Redis unreachable). Camera URLs are only ever shown redacted. Handlers run
+//! their Redis calls on blocking threads (`spawn_blocking`) with pooled synchronous
+//! connections. Requests are counted with bounded labels ([`observe`]). The port is served
+//! over TLS or plain TCP by [`serve`]. The reference is `docs/operator.md`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::{any, get, post};
-use panoptes_runtime::redact::Secret;
-use subtle::ConstantTimeEq;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CoordinatorConfig;
 use crate::registry::{Limits, Pool};
 
+pub mod audit;
+pub mod auth;
 mod cameras;
 mod common;
 mod nodes;
+pub mod observe;
+pub mod serve;
 mod views;
 
+pub use audit::{AUDIT_KEY, AuditEntry, AuditList};
+pub use auth::{Access, ApiToken, Caller};
 pub use cameras::{ApplyRequest, CameraList, CameraWritten};
 pub use common::ApiError;
 use common::{ApiState, Shared};
@@ -44,48 +55,92 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the operator API needs.
 pub struct ApiContext {
-    /// Redis URL of the coordination database.
-    pub redis_url: String,
-    /// Bearer token every request must carry; `None` disables authentication (development
-    /// only: a warning is logged).
-    pub token: Option<Secret>,
+    /// The coordination database (URL, TLS, the coordinator's ACL user): the API's reads
+    /// and writes go through the coordinator's Redis user.
+    pub redis: crate::config::RedisClientConfig,
+    /// Seals camera passwords written to the registry (`None`: passwords are refused).
+    pub camera_keys: Option<panoptes_coordinator_client::sealed::Keyring>,
+    /// Who may call it ([`Access::from_config`]).
+    pub access: Access,
     /// Name of the frames topic (in every region's Kafka).
     pub frames_topic: String,
     /// Partitions per region frames topic; camera partitions are allocated in `[0, n)`.
     pub frames_partitions: i32,
     /// Known region names (a camera's region must be one of them).
     pub regions: Vec<String>,
+    /// Largest request body (bytes).
+    pub max_body_bytes: usize,
     /// Where the API registers its metrics.
     pub metrics: prometheus::Registry,
 }
 
+/// The API's own counters.
+struct ApiMetrics {
+    requests: prometheus::IntCounterVec,
+    auth_failures: prometheus::IntCounterVec,
+    audit_failures: prometheus::IntCounter,
+}
+
+impl ApiMetrics {
+    fn new(registry: &prometheus::Registry) -> Self {
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "panoptes_coordinator_api_requests_total",
+                "Operator API requests by route template, method (fixed set or other) and status code",
+            ),
+            &["route", "method", "code"],
+        )
+        .expect("valid metric");
+        let auth_failures = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "panoptes_coordinator_api_auth_failures_total",
+                "Operator API requests refused by authentication (missing, invalid) or role (forbidden)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let audit_failures = prometheus::IntCounter::new(
+            "panoptes_coordinator_audit_write_failures_total",
+            "Audit entries that could not be stored in Redis (they are logged instead)",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_failures.clone()),
+            Box::new(audit_failures.clone()),
+        ] {
+            if let Err(e) = registry.register(c) {
+                tracing::warn!(error = %e, "could not register an operator API metric");
+            }
+        }
+        Self {
+            requests,
+            auth_failures,
+            audit_failures,
+        }
+    }
+}
+
 /// The `/v1` routes.
 pub fn router(ctx: ApiContext) -> Router {
-    if ctx.token.is_none() {
+    if matches!(ctx.access, Access::InsecureNoAuth) {
         tracing::warn!(
-            "operator API runs WITHOUT authentication (no token configured): development only"
+            "operator API runs WITHOUT authentication (api.insecure_no_auth, loopback only): development only"
         );
     }
-    let requests = prometheus::IntCounterVec::new(
-        prometheus::Opts::new(
-            "panoptes_coordinator_api_requests_total",
-            "Operator API requests by route, method and HTTP status code",
-        ),
-        &["route", "method", "code"],
-    )
-    .expect("valid metric");
-    if let Err(e) = ctx.metrics.register(Box::new(requests.clone())) {
-        tracing::warn!(error = %e, "could not register the operator API metrics");
-    }
+    let m = ApiMetrics::new(&ctx.metrics);
     let state: Shared = Arc::new(ApiState {
-        pool: Pool::new(ctx.redis_url, REDIS_TIMEOUT),
+        pool: Pool::new(ctx.redis, REDIS_TIMEOUT),
         limits: Limits {
             frames_partitions: ctx.frames_partitions,
             regions: ctx.regions,
+            camera_keys: ctx.camera_keys,
         },
-        token: ctx.token,
+        access: ctx.access,
         frames_topic: ctx.frames_topic,
-        requests,
+        requests: m.requests,
+        auth_failures: m.auth_failures,
+        audit_failures: m.audit_failures,
     });
     Router::new()
         .route(
@@ -106,51 +161,58 @@ pub fn router(ctx: ApiContext) -> Router {
         )
         .route("/v1/assignments", get(views::assignments))
         .route("/v1/status", get(views::status))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .route_layer(middleware::from_fn_with_state(state.clone(), count))
+        .route("/v1/audit", get(audit::list))
         // Unknown /v1 paths answer like the rest of the API (no router-wide fallback: the
-        // coordinator merges these routes with its health routes).
+        // coordinator merges these routes with its health routes). Authenticated like the
+        // rest, so an unauthenticated client learns nothing about which routes exist.
         .route(
             "/v1/{*rest}",
             any(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) }),
         )
+        .layer(DefaultBodyLimit::max(ctx.max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::count,
+        ))
         .with_state(state)
 }
 
-async fn authenticate(State(st): State<Shared>, req: Request, next: Next) -> Response {
-    if let Some(token) = &st.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            });
-        let Some(given) = given else {
-            return ApiError(
-                StatusCode::UNAUTHORIZED,
-                "missing bearer token: send the header 'Authorization: Bearer <token>' (panoptes --token or PANOPTES_TOKEN)".into(),
-            )
-            .into_response();
-        };
-        if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
-            return ApiError(StatusCode::UNAUTHORIZED, "invalid bearer token".into())
-                .into_response();
-        }
-    }
-    next.run(req).await
+/// Builds the operator API from `cfg` (reading every token; refusing to start without one
+/// unless insecure on loopback), merges it with `health` (`/healthz`, `/readyz`, `/metrics`)
+/// and serves both on `http.listen`, over TLS when `api.tls` has a certificate.
+pub async fn start(
+    cfg: &CoordinatorConfig,
+    health: Router,
+    metrics: &prometheus::Registry,
+    cancel: CancellationToken,
+) -> Result<serve::Server, serve::ServeError> {
+    cfg.api.validate(cfg.http.listen)?;
+    let access = Access::from_config(&cfg.api)?;
+    let api = router(ApiContext {
+        redis: cfg.redis.clone(),
+        camera_keys: cfg.camera_keys()?,
+        access,
+        frames_topic: cfg.frames_topic.clone(),
+        frames_partitions: cfg.frames_partitions,
+        regions: cfg.regions.iter().map(|r| r.name.clone()).collect(),
+        max_body_bytes: cfg.api.max_body_bytes,
+        metrics: metrics.clone(),
+    });
+    let opts = serve::ServeOptions {
+        listen: cfg.http.listen,
+        tls: cfg.api.tls_enabled().then(|| cfg.api.tls.clone()),
+        max_connections: cfg.api.max_connections,
+        handshake_timeout: cfg.api.handshake_timeout,
+    };
+    let conn_metrics = serve::ConnMetrics::new(metrics)?;
+    serve::serve(opts, health.merge(api), conn_metrics, cancel).await
 }
 
-async fn count(State(st): State<Shared>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = req.method().clone();
-    let resp = next.run(req).await;
-    st.requests
-        .with_label_values(&[route.as_str(), method.as_str(), resp.status().as_str()])
-        .inc();
-    resp
+/// The matched route template of a request (for audit entries of denied writes).
+pub(crate) fn route_of(req: &Request) -> String {
+    observe::route_label(req)
 }

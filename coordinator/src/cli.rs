@@ -1,32 +1,47 @@
 //! `panoptes`, the operator CLI: a thin client of the coordinator's operator API
 //! (`docs/operator.md`). Every command is one or two HTTP calls; the server validates.
+//!
+//! Secrets never travel on the command line: the API token comes from `PANOPTES_API_TOKEN`
+//! or `--token-file`, a camera password from `--password-file` or `--password-stdin`. HTTPS
+//! needs `--ca-file` (the CA that signed the coordinator's certificate); `--cert-file` and
+//! `--key-file` add a client certificate for mutual TLS.
 
 mod client;
 mod render;
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+use panoptes_runtime::redact::Secret;
+use panoptes_runtime::secret;
+use panoptes_runtime::tls::TlsFiles;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use self::client::{CliError, Client};
 use self::client::{other, path_seg};
-use self::render::{apply_summary, camera_list_text, nodes_table};
+use self::render::{apply_summary, audit_table, camera_list_text, nodes_table};
 pub use self::render::{status_text, table};
 use crate::api::{CameraList, NodeView};
 use crate::registry::{ApplySummary, CameraSpec, CameraView};
+
+/// Environment variable holding the API token.
+pub const TOKEN_ENV: &str = "PANOPTES_API_TOKEN";
+/// The old name of [`TOKEN_ENV`], still read (with a warning).
+pub const LEGACY_TOKEN_ENV: &str = "PANOPTES_TOKEN";
 
 /// The operator CLI of Panoptes.
 #[derive(Debug, Parser)]
 #[command(
     name = "panoptes",
     version,
-    about = "Operate a Panoptes cluster through its coordinator's API"
+    about = "Operate a Panoptes cluster through its coordinator's API",
+    after_help = "The API token is read from $PANOPTES_API_TOKEN or --token-file, never from the command line."
 )]
 pub struct Cli {
-    /// Base URL of a coordinator's HTTP API.
+    /// Base URL of a coordinator's HTTP API (`https://` needs --ca-file).
     #[arg(
         long,
         global = true,
@@ -34,12 +49,70 @@ pub struct Cli {
         default_value = "http://127.0.0.1:7300"
     )]
     pub url: String,
-    /// Bearer token of the operator API.
-    #[arg(long, global = true, env = "PANOPTES_TOKEN", hide_env_values = true)]
+    /// File holding the API token (first line); without it, `$PANOPTES_API_TOKEN`.
+    #[arg(
+        long,
+        global = true,
+        env = "PANOPTES_API_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// Removed: a token on the command line shows in the process list and shell history.
+    #[arg(long, global = true, hide = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// CA bundle (PEM) that signed the coordinator's certificate, for `https://` URLs.
+    #[arg(long, global = true, env = "PANOPTES_API_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; goes with --key-file.
+    #[arg(
+        long,
+        global = true,
+        env = "PANOPTES_API_CERT_FILE",
+        value_name = "FILE"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(
+        long,
+        global = true,
+        env = "PANOPTES_API_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub key_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The TLS files of the command line.
+    pub fn tls(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+        }
+    }
+
+    /// The API token: `--token-file`, else `$PANOPTES_API_TOKEN`, else (deprecated)
+    /// `$PANOPTES_TOKEN`; `None` when none is set. `--token` is refused.
+    pub fn api_token(&self) -> Result<Option<Secret>, CliError> {
+        if self.token.is_some() {
+            return Err(CliError::Other(format!(
+                "--token was removed: a token on the command line shows in the process list and shell history; put it in ${TOKEN_ENV} or in a file given with --token-file"
+            )));
+        }
+        if let Some(t) =
+            secret::lookup(self.token_file.as_deref(), TOKEN_ENV, "API token").map_err(other)?
+        {
+            return Ok(Some(t));
+        }
+        let legacy = secret::lookup(None, LEGACY_TOKEN_ENV, "API token").map_err(other)?;
+        if legacy.is_some() {
+            eprintln!("warning: ${LEGACY_TOKEN_ENV} is deprecated; use ${TOKEN_ENV}");
+        }
+        Ok(legacy)
+    }
 }
 
 /// The subcommands.
@@ -77,6 +150,15 @@ pub enum Command {
     },
     /// Camera and partition assignments (JSON).
     Assignments,
+    /// The audit trail: the newest changes first, who made them, registry versions.
+    Audit {
+        /// How many entries (1-1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask a node to hand its items over and stay empty.
     Drain {
         /// `ingest` or `worker`.
@@ -111,12 +193,16 @@ pub enum CamerasCmd {
     Add {
         /// Camera id.
         id: String,
-        /// `rtsp://` or `rtsps://` URL, credentials included (prefer `apply -f` to keep
-        /// passwords out of shell history).
+        /// `rtsp://` or `rtsps://` URL, with the user name but without the password
+        /// (`rtsp://viewer@10.0.0.7/stream1`); give the password with --password-file or
+        /// --password-stdin, so it stays out of shell history and the process list.
         rtsp_url: String,
         /// Fields.
         #[command(flatten)]
         fields: CameraFields,
+        /// Camera password.
+        #[command(flatten)]
+        password: PasswordSource,
     },
     /// Change a camera: the given fields change, the others stay.
     Update {
@@ -127,6 +213,9 @@ pub enum CamerasCmd {
         /// Fields.
         #[command(flatten)]
         fields: CameraFields,
+        /// New camera password (set into the given or the stored URL).
+        #[command(flatten)]
+        password: PasswordSource,
     },
     /// Remove a camera.
     Rm {
@@ -158,6 +247,64 @@ pub struct CameraFields {
     pub partition: Option<i32>,
 }
 
+/// Where `cameras add` / `cameras update` read a camera password from (never argv).
+#[derive(Debug, Default, Args)]
+pub struct PasswordSource {
+    /// Read the camera password from the first line of FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "password_stdin")]
+    pub password_file: Option<PathBuf>,
+    /// Read the camera password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+impl PasswordSource {
+    /// The password, if one was asked for; an empty one is an error.
+    fn read(&self) -> Result<Option<Secret>, CliError> {
+        if let Some(f) = &self.password_file {
+            return secret::from_file(f, "camera password")
+                .map(Some)
+                .map_err(other);
+        }
+        if !self.password_stdin {
+            return Ok(None);
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(other)?;
+        let pw = line.trim_end_matches(['\r', '\n']);
+        if pw.is_empty() {
+            return Err(CliError::Other(
+                "camera password: standard input is empty".into(),
+            ));
+        }
+        Ok(Some(Secret::new(pw)))
+    }
+}
+
+/// `url` with its password set to `password` (percent-encoded). The URL must name a user;
+/// a password already in it is refused unless it is the redacted `***` of a stored URL.
+pub fn with_password(url: &str, password: &Secret) -> Result<String, CliError> {
+    let mut u = reqwest::Url::parse(url)
+        .map_err(|e| CliError::Other(format!("camera URL is not a valid URL ({e})")))?;
+    if u.username().is_empty() {
+        return Err(CliError::Other(
+            "camera URL has no user name: write rtsp://USER@host/path to go with the password"
+                .into(),
+        ));
+    }
+    if u.password().is_some_and(|p| p != "***") {
+        return Err(CliError::Other(
+            "camera URL already holds a password: leave it out of the URL (it would be on the command line) and keep --password-file / --password-stdin".into(),
+        ));
+    }
+    u.set_password(Some(password.expose()))
+        .map_err(|()| CliError::Other("camera URL cannot hold a password".into()))?;
+    Ok(u.to_string())
+}
+
 /// The `cameras.yaml` file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,7 +324,7 @@ fn pretty(v: &Value) -> String {
 
 /// Runs a parsed command line; what to print on success.
 pub fn run(cli: Cli) -> Result<String, CliError> {
-    let client = Client::new(&cli.url, cli.token)?;
+    let client = Client::new(&cli.url, cli.api_token()?, &cli.tls())?;
     match cli.command {
         Command::Cameras(cmd) => cameras(&client, cmd),
         Command::Apply {
@@ -198,6 +345,12 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
             "/v1/assignments",
             None,
         )?)),
+        Command::Audit { limit, json } => {
+            show(&client, &format!("/v1/audit?limit={limit}"), json, |v| {
+                let entries: Vec<Value> = parse(v.get("entries").cloned().unwrap_or_default())?;
+                Ok(audit_table(&entries))
+            })
+        }
         Command::Drain { kind, id } => drain(&client, &kind, &id, true),
         Command::Undrain { kind, id } => drain(&client, &kind, &id, false),
     }
@@ -218,10 +371,15 @@ fn cameras(client: &Client, cmd: CamerasCmd) -> Result<String, CliError> {
             id,
             rtsp_url,
             fields,
+            password,
         } => {
+            let url = match password.read()? {
+                Some(pw) => with_password(&rtsp_url, &pw)?,
+                None => rtsp_url,
+            };
             let spec = CameraSpec {
                 id,
-                url: rtsp_url,
+                url,
                 region: fields.region.unwrap_or_default(),
                 group: fields.group,
                 fps: fields.fps,
@@ -236,7 +394,8 @@ fn cameras(client: &Client, cmd: CamerasCmd) -> Result<String, CliError> {
             id,
             rtsp_url,
             fields,
-        } => update_camera(client, &id, rtsp_url, fields),
+            password,
+        } => update_camera(client, &id, rtsp_url, fields, password.read()?),
         CamerasCmd::Rm { id } => {
             let v = client.call(Method::DELETE, &camera_path(&id), None)?;
             Ok(format!(
@@ -253,13 +412,20 @@ fn update_camera(
     id: &str,
     rtsp_url: Option<String>,
     fields: CameraFields,
+    password: Option<Secret>,
 ) -> Result<String, CliError> {
     let path = camera_path(id);
     let cur: CameraView = parse(client.call(Method::GET, &path, None)?)?;
-    // The redacted URL sent back keeps the stored password (server rule).
+    // The redacted URL sent back keeps the stored password (server rule); a new password
+    // replaces the `***`.
+    let url = rtsp_url.unwrap_or(cur.url);
+    let url = match password {
+        Some(pw) => with_password(&url, &pw)?,
+        None => url,
+    };
     let spec = CameraSpec {
         id: cur.id,
-        url: rtsp_url.unwrap_or(cur.url),
+        url,
         region: fields.region.unwrap_or(cur.region),
         group: Some(fields.group.unwrap_or(cur.group)),
         fps: Some(fields.fps.unwrap_or(cur.fps)),
@@ -351,6 +517,62 @@ mod tests {
         assert!(serde_yaml::from_str::<CamerasFile>("").is_err());
         let f: CamerasFile = serde_yaml::from_str("cameras: []").unwrap();
         assert!(f.cameras.is_empty());
+    }
+
+    #[test]
+    fn passwords_go_into_the_url_encoded_and_only_there() {
+        let pw = Secret::new("p@ss:w rd/");
+        assert_eq!(
+            with_password("rtsp://viewer@10.0.0.1:554/s1", &pw).unwrap(),
+            "rtsp://viewer:p%40ss%3Aw%20rd%2F@10.0.0.1:554/s1"
+        );
+        // The redacted URL of a stored camera takes a new password.
+        assert_eq!(
+            with_password("rtsp://viewer:***@h/x", &pw).unwrap(),
+            "rtsp://viewer:p%40ss%3Aw%20rd%2F@h/x"
+        );
+        for (url, why) in [
+            ("rtsp://h/x", "no user name"),
+            ("rtsp://u:old@h/x", "already holds a password"),
+            ("not a url", "not a valid URL"),
+        ] {
+            let err = with_password(url, &pw).unwrap_err().to_string();
+            assert!(err.contains(why), "{url}: {err}");
+            assert!(!err.contains("p@ss"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tokens_never_come_from_argv() {
+        let c = Cli::try_parse_from(["panoptes", "--token", "s3cret", "status"]).unwrap();
+        let err = c.api_token().unwrap_err().to_string();
+        assert!(
+            err.contains("--token was removed") && !err.contains("s3cret"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let c = Cli::try_parse_from(["panoptes", "status", "--token-file", f.to_str().unwrap()])
+            .unwrap();
+        assert_eq!(c.api_token().unwrap().unwrap().expose(), "from-file");
+        // https needs a CA; TLS files with http are a mistake.
+        let none = TlsFiles::default();
+        let err = Client::new("https://h:1", None, &none)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--ca-file"), "{err}");
+        let ca = TlsFiles {
+            ca_file: Some(f.clone()),
+            ..TlsFiles::default()
+        };
+        let err = Client::new("http://h:1", None, &ca)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("use https://"), "{err}");
+        assert!(Client::new("ftp://h:1", None, &none).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use panoptes_coordinator_client::{CoordError, connect, keys, scripts};
+use panoptes_coordinator_client::{CoordError, RedisLink, keys, scripts};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CoordinatorConfig;
@@ -33,6 +33,7 @@ pub struct LeaderState {
 /// it, so a follower takes over at once.
 pub fn spawn(
     cfg: Arc<CoordinatorConfig>,
+    link: RedisLink,
     http: String,
     metrics: CoordinatorMetrics,
     state: Arc<LeaderState>,
@@ -44,6 +45,7 @@ pub fn spawn(
             let mut l = LeaderLoop {
                 reconciler: Reconciler::new(cfg.clone(), metrics.clone()),
                 cfg,
+                link,
                 http,
                 metrics,
                 state,
@@ -58,7 +60,7 @@ pub fn spawn(
                 }
             }
             if l.token.is_some()
-                && let Ok(mut c) = connect(&l.cfg.redis.redis_url, Duration::from_secs(1))
+                && let Ok(mut c) = l.link.connect(Duration::from_secs(1))
             {
                 match scripts::leader_resign(&mut c, &l.cfg.id) {
                     Ok(true) => tracing::info!("leader lease resigned"),
@@ -72,6 +74,7 @@ pub fn spawn(
 
 struct LeaderLoop {
     cfg: Arc<CoordinatorConfig>,
+    link: RedisLink,
     http: String,
     metrics: CoordinatorMetrics,
     state: Arc<LeaderState>,
@@ -83,8 +86,8 @@ struct LeaderLoop {
 impl LeaderLoop {
     fn session(&mut self, cancel: &CancellationToken) -> Result<(), CoordError> {
         let timeout = (self.cfg.leader.ttl / 3).max(Duration::from_millis(200));
-        let mut c = connect(&self.cfg.redis.redis_url, timeout)?;
-        let mut sub_conn = connect(&self.cfg.redis.redis_url, timeout)?;
+        let mut c = self.link.connect(timeout)?;
+        let mut sub_conn = self.link.connect(timeout)?;
         let mut sub = sub_conn.as_pubsub();
         sub.subscribe(keys::NOTIFY_COORDINATOR)?;
         self.state.redis_ok.store(true, Ordering::Relaxed);

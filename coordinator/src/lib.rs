@@ -28,7 +28,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use panoptes_runtime::health::{self, Readiness};
-use panoptes_runtime::redact::Secret;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CoordinatorConfig;
@@ -47,6 +46,9 @@ pub enum CoordinatorError {
     /// The HTTP port could not be bound or the leader thread could not start.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The operator API could not start (no token, TLS files, port).
+    #[error(transparent)]
+    Api(#[from] api::serve::ServeError),
 }
 
 /// Runs the coordinator until `cancel` fires; a leader resigns its lease on the way out.
@@ -55,31 +57,33 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     config.validate()?;
-    let token = config.api_token()?;
+    // Fail closed before serving anything: the Redis link (TLS files, password) and the
+    // camera keyring must be readable.
+    let link = panoptes_coordinator_client::RedisLink::open(&config.redis)
+        .map_err(|e| config::ConfigInvalid(e.to_string()))?;
+    let camera_keys = config.camera_keys()?;
+    tracing::info!(redis = %link.describe(), camera_keys = ?camera_keys, "coordination state");
     let cfg = Arc::new(config);
     let metrics = CoordinatorMetrics::new()?;
     let readiness = Readiness::default();
     readiness.set("redis", false, "not connected yet");
     let state = Arc::new(LeaderState::default());
 
-    let api = api::router(api::ApiContext {
-        redis_url: cfg.redis.redis_url.clone(),
-        token: token.map(Secret::new),
-        frames_topic: cfg.frames_topic.clone(),
-        frames_partitions: cfg.frames_partitions,
-        regions: cfg.regions.iter().map(|r| r.name.clone()).collect(),
-        metrics: metrics.registry.clone(),
-    });
     let http_cancel = CancellationToken::new();
-    let router = health::router(metrics.registry.clone(), readiness.clone()).merge(api);
-    let (addr, http_task) = health::serve(cfg.http.listen, router, http_cancel.clone()).await?;
-    tracing::info!(%addr, id = %cfg.id, "coordinator listening");
-    println!("HTTP=http://{addr}");
+    let health = health::router(metrics.registry.clone(), readiness.clone());
+    let server = api::start(&cfg, health, &metrics.registry, http_cancel.clone()).await?;
+    let (base_url, http_task) = (server.base_url(), server.task);
+    tracing::info!(url = %base_url, id = %cfg.id, "coordinator listening");
+    println!("HTTP={base_url}");
 
     let leader_cancel = CancellationToken::new();
+    if let Some(keys) = camera_keys {
+        registry::spawn_reseal(link.clone(), keys);
+    }
     let leader_thread = leader::spawn(
         cfg.clone(),
-        format!("http://{addr}"),
+        link,
+        base_url,
         metrics.clone(),
         state.clone(),
         leader_cancel.clone(),

@@ -7,13 +7,20 @@
 //! registry byte-identical; a concurrent change aborts the `EXEC` and the request is planned
 //! again from the new state.
 //!
-//! The stored URL keeps its credentials (ingest nodes need them); everything this module
-//! hands out for display goes through [`CameraView`], which carries the URL redacted.
+//! Camera passwords are stored sealed (`panoptes_coordinator_client::sealed`): a write seals
+//! the URL's password under the primary key of [`Limits::camera_keys`] (and is refused
+//! without a keyring); planning opens the stored records, so an unchanged camera is
+//! recognised and a redacted `***` keeps the stored password. A record the keyring cannot
+//! open (a key rotated out) is planned in its sealed form: it can still be kept with `***`,
+//! replaced with a new password, or deleted. [`reseal`] moves every record to the primary
+//! key (key rotation). [`read`] gives the stored forms; everything this module hands out for
+//! display goes through [`CameraView`], which carries the URL redacted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use panoptes_coordinator_client::{CameraRecord, keys};
+use panoptes_coordinator_client::sealed::Keyring;
+use panoptes_coordinator_client::{CameraRecord, RedisLink, keys};
 use panoptes_runtime::redact::redact_text;
 use redis::Connection;
 use serde::{Deserialize, Serialize};
@@ -210,10 +217,38 @@ pub fn read(c: &mut Connection) -> Result<Snapshot, RegistryError> {
     })
 }
 
-/// Runs `plan_fn` against a watched snapshot and commits its writes with a version bump, in
-/// one `MULTI`/`EXEC`; replans when a concurrent change aborted the commit.
+/// The snapshot with every record opened that `keys` can open; the others stay sealed
+/// (logged), see the module doc.
+fn opened(mut snap: Snapshot, keys: Option<&Keyring>) -> Snapshot {
+    let Some(keys) = keys else {
+        return snap;
+    };
+    for rec in snap.cameras.values_mut() {
+        if rec.password.is_none() {
+            continue;
+        }
+        match rec.opened(Some(keys)) {
+            Ok(r) => *rec = r,
+            Err(e) => {
+                tracing::warn!(camera = %rec.id, error = %e, "stored camera password cannot be opened")
+            }
+        }
+    }
+    snap
+}
+
+/// The stored form of a planned record: its password sealed under the primary key.
+fn stored(rec: &CameraRecord, keys: Option<&Keyring>) -> Result<CameraRecord, RegistryError> {
+    rec.sealed(keys)
+        .map_err(|e| RegistryError::Invalid(format!("camera {}: {e}", rec.id)))
+}
+
+/// Runs `plan_fn` against a watched, opened snapshot and commits its writes (passwords
+/// sealed) with a version bump, in one `MULTI`/`EXEC`; replans when a concurrent change
+/// aborted the commit. Nothing is written when sealing any record fails.
 fn transact<T>(
     c: &mut Connection,
+    keys: Option<&Keyring>,
     mut plan_fn: impl FnMut(&Snapshot) -> Result<(Plan, T), RegistryError>,
 ) -> Result<(T, u64), RegistryError> {
     for _ in 0..MAX_TX_RETRIES {
@@ -221,7 +256,16 @@ fn transact<T>(
             .arg(keys::CAMERAS)
             .arg(keys::CAMERAS_VERSION)
             .query::<()>(c)?;
-        let planned = read(c).and_then(|snap| plan_fn(&snap).map(|p| (p, snap.version)));
+        let planned = read(c).and_then(|snap| {
+            let snap = opened(snap, keys);
+            let (plan, out) = plan_fn(&snap)?;
+            let puts = plan
+                .put
+                .iter()
+                .map(|r| stored(r, keys))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(((Plan { put: puts, ..plan }, out), snap.version))
+        });
         let ((plan, out), version) = match planned {
             Ok(p) => p,
             Err(e) => {
@@ -270,8 +314,10 @@ pub fn apply(
     prune: bool,
     if_version: Option<u64>,
 ) -> Result<ApplySummary, RegistryError> {
-    let (mut sum, version) =
-        transact(c, |snap| plan_apply(snap, specs, prune, if_version, limits))?;
+    let keys = limits.camera_keys.as_ref();
+    let (mut sum, version) = transact(c, keys, |snap| {
+        plan_apply(snap, specs, prune, if_version, limits)
+    })?;
     sum.version = version;
     Ok(sum)
 }
@@ -282,7 +328,7 @@ pub fn create(
     limits: &Limits,
     spec: &CameraSpec,
 ) -> Result<(CameraRecord, u64), RegistryError> {
-    transact(c, |snap| {
+    transact(c, limits.camera_keys.as_ref(), |snap| {
         if snap.cameras.contains_key(&spec.id) || snap.unreadable.contains_key(&spec.id) {
             return Err(RegistryError::Conflict(format!(
                 "camera {} already exists (use PUT /v1/cameras/{} to change it)",
@@ -301,7 +347,7 @@ pub fn update(
     limits: &Limits,
     spec: &CameraSpec,
 ) -> Result<(CameraRecord, u64), RegistryError> {
-    transact(c, |snap| {
+    transact(c, limits.camera_keys.as_ref(), |snap| {
         let old = snap.cameras.get(&spec.id);
         if old.is_none() && !snap.unreadable.contains_key(&spec.id) {
             return Err(unknown_camera(&spec.id));
@@ -318,7 +364,7 @@ pub fn update(
 
 /// Deletes one camera; 404 when it does not exist.
 pub fn delete(c: &mut Connection, id: &str) -> Result<u64, RegistryError> {
-    let ((), version) = transact(c, |snap| {
+    let ((), version) = transact(c, None, |snap| {
         if !snap.cameras.contains_key(id) && !snap.unreadable.contains_key(id) {
             return Err(unknown_camera(id));
         }
@@ -346,21 +392,101 @@ fn plan_result(plan: &Plan, id: &str) -> Result<CameraRecord, RegistryError> {
         .ok_or_else(|| RegistryError::Internal(format!("camera {id} missing from its own plan")))
 }
 
+/// Moves every stored camera password to the keyring's primary key (key rotation) and
+/// seals passwords stored in clear by older versions, in one transaction; returns the ids
+/// resealed. Records the keyring cannot open are left as they are (logged). Idempotent:
+/// nothing is written when every record is already sealed under the primary key.
+pub fn reseal(c: &mut Connection, keys: &Keyring) -> Result<Vec<String>, RegistryError> {
+    let ids: Vec<String> = read(c)?
+        .cameras
+        .values()
+        .filter(|r| r.needs_reseal(keys))
+        .map(|r| r.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    let (done, _) = transact(c, Some(keys), |snap| {
+        let put: Vec<CameraRecord> = ids
+            .iter()
+            .filter_map(|id| snap.cameras.get(id))
+            .filter(|r| r.password.is_none())
+            .cloned()
+            .collect();
+        let done = put.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        Ok((
+            Plan {
+                put,
+                delete: vec![],
+            },
+            done,
+        ))
+    })?;
+    Ok(done)
+}
+
+/// Runs [`reseal`] once on its own thread (at start, when a keyring is configured):
+/// retries every 2 s while Redis is unreachable, gives up on any other error (logged).
+pub fn spawn_reseal(link: RedisLink, keys: Keyring) {
+    let spawned = std::thread::Builder::new()
+        .name("reseal".into())
+        .spawn(move || {
+            for _ in 0..30 {
+                let result = link
+                    .connect(Duration::from_secs(3))
+                    .map_err(RegistryError::from)
+                    .and_then(|mut c| reseal(&mut c, &keys));
+                match result {
+                    Ok(ids) if ids.is_empty() => return,
+                    Ok(ids) => {
+                        tracing::info!(cameras = ?ids, primary = keys.primary_id(), "camera passwords resealed under the primary key");
+                        return;
+                    }
+                    Err(RegistryError::Unavailable(e)) => {
+                        tracing::debug!(error = %e, "reseal: Redis unavailable; retrying");
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reseal of camera passwords failed");
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the reseal thread");
+    }
+}
+
 /// A small pool of synchronous Redis connections for blocking tasks.
 pub struct Pool {
-    url: String,
+    redis: panoptes_runtime::config::RedisClientConfig,
+    link: parking_lot::Mutex<Option<RedisLink>>,
     timeout: Duration,
     idle: parking_lot::Mutex<Vec<Connection>>,
 }
 
 impl Pool {
-    /// A pool for `url`; connections are opened on demand.
-    pub fn new(url: impl Into<String>, timeout: Duration) -> Self {
+    /// A pool for `redis` (the coordinator's Redis settings: URL, TLS, ACL user; or a bare
+    /// URL); connections are opened on demand.
+    pub fn new(
+        redis: impl Into<panoptes_runtime::config::RedisClientConfig>,
+        timeout: Duration,
+    ) -> Self {
         Self {
-            url: url.into(),
+            redis: redis.into(),
+            link: parking_lot::Mutex::new(None),
             timeout,
             idle: parking_lot::Mutex::new(Vec::new()),
         }
+    }
+
+    fn connect(&self) -> Result<Connection, RegistryError> {
+        let mut link = self.link.lock();
+        if link.is_none() {
+            *link = Some(RedisLink::open(&self.redis)?);
+        }
+        Ok(link.as_ref().expect("opened above").connect(self.timeout)?)
     }
 
     /// Runs `f` on a pooled connection (blocking: call from `spawn_blocking`). A connection
@@ -372,7 +498,7 @@ impl Pool {
         let conn = self.idle.lock().pop();
         let mut conn = match conn {
             Some(c) => c,
-            None => panoptes_coordinator_client::connect(&self.url, self.timeout)?,
+            None => self.connect()?,
         };
         let out = f(&mut conn);
         if matches!(
@@ -400,6 +526,7 @@ mod tests {
         Limits {
             frames_partitions: 4,
             regions: vec!["eu".into(), "us".into()],
+            camera_keys: None,
         }
     }
 

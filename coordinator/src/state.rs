@@ -1,6 +1,9 @@
 //! Reading the coordination state from Redis in a few pipelined round trips: members (with
 //! their drain flags and owned items), the camera registry and every assignment record the
-//! leader reasons about. Synchronous: runs on the leader thread.
+//! leader reasons about, with each owner's release applied (members record releases in
+//! their own `panoptes:released:<kind>:<id>` hash, never in the assignment record: see
+//! `keys::released`). Synchronous: runs on the leader thread. Camera records are read in
+//! their stored form: the leader never opens sealed passwords.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,8 +57,9 @@ fn hash(v: Value) -> Result<BTreeMap<String, String>, CoordError> {
     Ok(redis::from_redis_value(&v)?)
 }
 
-/// Reads a snapshot in three round trips: member ids and the camera registry; each
-/// member's record, drain flag and owned index; the assignment records.
+/// Reads a snapshot in four round trips: member ids and the camera registry; each
+/// member's record, drain flag and owned index; the assignment records; their owners'
+/// releases.
 pub fn read(
     c: &mut Connection,
     frames_topic: &str,
@@ -193,6 +197,36 @@ fn read_assignments(
         let h = hash(replies.next().unwrap_or(Value::Nil))?;
         snap.partition_assign
             .insert(item, AssignRecord::from_fields(&h)?);
+    }
+    apply_releases(c, snap)
+}
+
+/// Applies each owner's release entry (`HGET panoptes:released:<kind>:<owner> <item>`) to
+/// the records read.
+fn apply_releases(c: &mut Connection, snap: &mut Snapshot) -> Result<(), CoordError> {
+    let mut pipe = redis::pipe();
+    let mut n = 0;
+    let records = snap
+        .camera_assign
+        .iter_mut()
+        .map(|(i, r)| (MemberKind::Ingest, i, r))
+        .chain(
+            snap.partition_assign
+                .iter_mut()
+                .map(|(i, r)| (MemberKind::Worker, i, r)),
+        )
+        .filter(|(_, _, r)| !r.owner.is_empty())
+        .collect::<Vec<_>>();
+    for (kind, item, r) in &records {
+        pipe.hget(keys::released(*kind, &r.owner), item.as_str());
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let replies: Vec<Option<String>> = pipe.query(c)?;
+    for ((_, _, r), entry) in records.into_iter().zip(replies) {
+        r.apply_release(entry.as_deref());
     }
     Ok(())
 }

@@ -155,6 +155,16 @@ fn nodes_assignments_status_and_drain() {
         (Some("eu"), Some("w-1"))
     );
     assert_eq!(v["partitions"][1]["target"], "w-2");
+    assert_eq!(v["partitions"][0]["released"], Value::Null);
+
+    // Releases live in the owner's own hash; an entry for the record's epoch shows, one
+    // left from an older grant does not.
+    api.redis_cmd::<()>(&["HSET", "panoptes:released:worker:w-1", "eu:0", "5"]);
+    api.redis_cmd::<()>(&["HSET", "panoptes:released:ingest:ing-1", "a", "2:99"]);
+    let (_, v) = api.req("GET", "/v1/assignments", None);
+    assert_eq!(v["partitions"][0]["released"], 5, "{v}");
+    assert_eq!(v["cameras"][0]["released"], Value::Null, "{v}");
+    api.redis_cmd::<()>(&["DEL", "panoptes:released:worker:w-1"]);
 
     // Drain: unknown member 404, known one flagged and shown, then cleared.
     assert_eq!(api.req("POST", "/v1/nodes/worker/ghost/drain", None).0, 404);
@@ -229,7 +239,7 @@ fn nodes_assignments_status_and_drain() {
 fn panoptes(api: &Api, args: &[&str]) -> (i32, String, String) {
     let env = [
         ("PANOPTES_URL", api.base.as_str()),
-        ("PANOPTES_TOKEN", TOKEN),
+        ("PANOPTES_API_TOKEN", TOKEN),
     ];
     cli(args, &env)
 }
@@ -237,7 +247,16 @@ fn panoptes(api: &Api, args: &[&str]) -> (i32, String, String) {
 /// Runs the `panoptes` CLI with `args` and environment `env` → (exit code or -1, stdout,
 /// stderr).
 fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_panoptes"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_panoptes"));
+    for var in [
+        "PANOPTES_API_TOKEN",
+        "PANOPTES_TOKEN",
+        "PANOPTES_API_TOKEN_FILE",
+        "PANOPTES_API_CA_FILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
         .args(args)
         .envs(env.iter().copied())
         .output()
@@ -285,7 +304,7 @@ fn cli_apply_cameras_list_status_and_errors() {
     // update keeps the password it never saw.
     let (code, out, err) = panoptes(&api, &["cameras", "update", "a", "--fps", "12"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(api.registry_dump().0["a"].contains("hunter2"));
+    assert!(api.stored_url("a").contains("hunter2"));
     let (code, out, _) = panoptes(&api, &["cameras", "get", "a"]);
     assert_eq!(code, 0);
     assert!(
@@ -338,8 +357,9 @@ fn cli_apply_cameras_list_status_and_errors() {
         ),
         (&["cameras", "rm", "ghost"], &["unknown camera", "404"]),
         (
+            // A token on the command line is refused before anything is sent.
             &["--token", "wrong", "cameras", "list"],
-            &["invalid bearer token", "401"],
+            &["--token was removed", "PANOPTES_API_TOKEN"],
         ),
         (&["drain", "worker", "ghost"], &["404"]),
     ];
@@ -348,6 +368,28 @@ fn cli_apply_cameras_list_status_and_errors() {
         assert_ne!(code, 0, "{args:?}");
         assert!(wanted.iter().all(|w| err.contains(w)), "{args:?}: {err}");
     }
+    let (code, _, err) = cli(
+        &["cameras", "list"],
+        &[
+            ("PANOPTES_URL", api.base.as_str()),
+            ("PANOPTES_API_TOKEN", "wrong"),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("invalid bearer token") && err.contains("401"),
+        "{err}"
+    );
+    // The old variable still works, with a warning.
+    let (code, out, err) = cli(
+        &["cameras", "list"],
+        &[
+            ("PANOPTES_URL", api.base.as_str()),
+            ("PANOPTES_TOKEN", TOKEN),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("PANOPTES_TOKEN is deprecated"), "{err}");
     assert_eq!(api.registry_dump(), before);
 
     // Prune through the CLI, then rm.
@@ -378,8 +420,11 @@ fn real_coordinator_serves_the_api_to_the_cli() {
         "cameras:\n  - id: lobby\n    url: rtsp://viewer:hunter2@10.0.0.1/lobby\n  - id: yard\n    url: rtsp://10.0.0.2/yard\n    region: local\n    fps: 2\n",
     );
     let run = |args: &[&str]| {
-        let flags = ["--url", coord.http.as_str(), "--token", TEST_TOKEN];
-        cli(&[&flags[..], args].concat(), &[])
+        let flags = ["--url", coord.http.as_str()];
+        cli(
+            &[&flags[..], args].concat(),
+            &[("PANOPTES_API_TOKEN", TEST_TOKEN)],
+        )
     };
     let (code, out, err) = run(&["apply", "-f", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
@@ -400,7 +445,8 @@ fn real_coordinator_serves_the_api_to_the_cli() {
     );
     // Wrong token: refused with the server's message.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_panoptes"))
-        .args(["--url", &coord.http, "--token", "nope", "status"])
+        .args(["--url", &coord.http, "status"])
+        .env("PANOPTES_API_TOKEN", "nope")
         .output()
         .unwrap();
     assert!(!out.status.success());

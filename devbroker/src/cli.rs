@@ -1,9 +1,11 @@
 //! Command-line arguments of `panoptes-devbroker`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::front::sasl::Mechanism;
 use crate::topics::{self, TopicSpec};
 
 /// Development Kafka broker: librdkafka's mock cluster with a JSON control API.
@@ -42,9 +44,41 @@ pub struct Args {
     /// Exit when stdin reaches end of file (for test harnesses holding the pipe).
     #[arg(long)]
     pub exit_on_stdin_eof: bool,
+
+    /// Secure front: PEM certificate chain the brokers present (turns TLS on; needs
+    /// `--tls-key`). Clients then use `security.protocol = ssl` (or `sasl_ssl`).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Secure front: private key of `--tls-cert`.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Secure front: CA bundle that client certificates must chain to (mutual TLS).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Secure front: file of `user:password` lines; turns SASL on (`sasl_ssl` with TLS,
+    /// `sasl_plaintext` without).
+    #[arg(long, value_name = "FILE")]
+    pub sasl_users_file: Option<PathBuf>,
+
+    /// Secure front: SASL mechanisms offered, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        requires = "sasl_users_file"
+    )]
+    pub sasl_mechanisms: Vec<Mechanism>,
 }
 
 impl Args {
+    /// Whether a secure front (TLS and/or SASL) is asked for.
+    pub fn secured(&self) -> bool {
+        self.tls_cert.is_some() || self.sasl_users_file.is_some()
+    }
+
     /// The topics to create at start, in order: the defaults (unless disabled), then every
     /// `--topic`. A `--topic` naming a default topic replaces its partition count; the same
     /// name given twice with different partition counts is an error.

@@ -3,14 +3,21 @@
 //! [`rdkafka::mocking::MockCluster`] wraps a raw pointer and is neither `Send` nor `Sync`, so
 //! it lives on one dedicated thread for its whole life. [`ClusterHandle`] sends commands to
 //! that thread and awaits the replies; it is cheap to clone and safe to share.
+//!
+//! The cluster is created by an idle client with `test.mock.num.brokers` (librdkafka's own
+//! way), not by `MockCluster::new`: only then can the raw mock handle be had (through
+//! `rd_kafka_handle_mock_cluster`) for the one operation the safe API lacks, changing a
+//! broker's advertised address ([`ClusterHandle::advertise`]), which the secure front needs
+//! so that clients stay on its TLS/SASL listeners.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, Producer};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -64,6 +71,16 @@ enum Command {
         /// `None` means every broker.
         broker: Option<i32>,
         up: bool,
+        reply: Reply<()>,
+    },
+    ProduceErrors {
+        errors: Vec<InjectedError>,
+        reply: Reply<()>,
+    },
+    Advertise {
+        broker: i32,
+        host: String,
+        port: u16,
         reply: Reply<()>,
     },
     Shutdown,
@@ -202,6 +219,33 @@ impl ClusterHandle {
         Ok(())
     }
 
+    /// Makes the next Produce requests (of any client, one error per request, in order)
+    /// fail with `errors`: for tests of a client's error handling.
+    pub async fn fail_produce(&self, errors: Vec<InjectedError>) -> Result<(), ClusterError> {
+        self.call(|reply| Command::ProduceErrors { errors, reply })
+            .await
+    }
+
+    /// Makes broker `broker` advertise `host:port` in metadata and coordinator answers
+    /// instead of its own listener (it keeps listening there). Used to put the secure front
+    /// in front of each broker.
+    pub async fn advertise(&self, broker: i32, host: &str, port: u16) -> Result<(), ClusterError> {
+        if !(1..=self.broker_count).contains(&broker) {
+            return Err(ClusterError::UnknownBroker {
+                id: broker,
+                count: self.broker_count,
+            });
+        }
+        let host = host.to_owned();
+        self.call(|reply| Command::Advertise {
+            broker,
+            host,
+            port,
+            reply,
+        })
+        .await
+    }
+
     /// Stops the cluster thread and destroys the mock cluster (closing its listeners).
     /// Idempotent; later calls on any clone fail with [`ClusterError::Stopped`].
     pub fn shutdown(&self) {
@@ -233,12 +277,28 @@ fn cluster_thread(
     rx: mpsc::Receiver<Command>,
     ready: mpsc::Sender<Result<String, KafkaError>>,
 ) {
-    let cluster = match MockCluster::new(broker_count) {
-        Ok(c) => c,
+    // The owner of the mock cluster: a producer that never produces. The mock lives as long
+    // as it does. librdkafka keeps one cluster connection per client; the owner's must not
+    // reach a secure front (which would log a plaintext client every second), so it may
+    // only use IPv6 while the brokers listen on 127.0.0.1: it never connects anywhere, and
+    // its context drops the resulting resolve errors.
+    let owner: Result<BaseProducer<SilentOwner>, KafkaError> = ClientConfig::new()
+        .set("test.mock.num.brokers", broker_count.to_string())
+        .set("broker.address.family", "v6")
+        .set("topic.metadata.refresh.interval.ms", "-1")
+        .set("reconnect.backoff.ms", "10000")
+        .set("log_level", "0")
+        .create_with_context(SilentOwner);
+    let owner = match owner {
+        Ok(o) => o,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
+    };
+    let Some(cluster) = owner.client().mock_cluster() else {
+        let _ = ready.send(Err(KafkaError::MockCluster(RDKafkaErrorCode::Fail)));
+        return;
     };
     if ready.send(Ok(cluster.bootstrap_servers())).is_err() {
         return;
@@ -270,8 +330,97 @@ fn cluster_thread(
                 };
                 let _ = reply.send(r.map_err(ClusterError::from));
             }
+            Command::ProduceErrors { errors, reply } => {
+                let codes: Vec<_> = errors.iter().map(|e| e.code()).collect();
+                cluster.request_errors(rdkafka::types::RDKafkaApiKey::Produce, &codes);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Advertise {
+                broker,
+                host,
+                port,
+                reply,
+            } => {
+                let _ = reply.send(set_advertised(&owner, broker, &host, port));
+            }
             Command::Shutdown => break,
         }
     }
     drop(cluster);
+    drop(owner);
+}
+
+/// An error the control API can make the mock answer Produce requests with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InjectedError {
+    /// `OUT_OF_ORDER_SEQUENCE_NUMBER`: on the first request in flight, a fatal idempotence
+    /// error in librdkafka.
+    OutOfOrderSequenceNumber,
+    /// `NOT_LEADER_FOR_PARTITION`: retriable.
+    NotLeaderForPartition,
+    /// `TOPIC_AUTHORIZATION_FAILED`: an ACL refusal.
+    TopicAuthorizationFailed,
+    /// The broker drops the connection.
+    Transport,
+}
+
+impl InjectedError {
+    fn code(self) -> rdkafka::bindings::rd_kafka_resp_err_t {
+        use rdkafka::bindings::rd_kafka_resp_err_t as E;
+        match self {
+            InjectedError::OutOfOrderSequenceNumber => {
+                E::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER
+            }
+            InjectedError::NotLeaderForPartition => E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            InjectedError::TopicAuthorizationFailed => {
+                E::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+            }
+            InjectedError::Transport => E::RD_KAFKA_RESP_ERR__TRANSPORT,
+        }
+    }
+}
+
+/// The mock owner's context: its own (never wanted) connection errors are not news.
+struct SilentOwner;
+
+impl rdkafka::ClientContext for SilentOwner {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, _: KafkaError, _: &str) {}
+}
+
+impl rdkafka::producer::ProducerContext for SilentOwner {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// `rd_kafka_mock_broker_set_host_port`, which rust-rdkafka does not wrap.
+#[allow(unsafe_code)]
+fn set_advertised(
+    owner: &BaseProducer<SilentOwner>,
+    broker: i32,
+    host: &str,
+    port: u16,
+) -> Result<(), ClusterError> {
+    let host = std::ffi::CString::new(host).map_err(|_| {
+        ClusterError::Kafka(KafkaError::MockCluster(RDKafkaErrorCode::InvalidArgument))
+    })?;
+    // SAFETY: `owner` is a live client handle for the whole call (borrowed), so
+    // `native_ptr` is valid; the mock cluster it returns is owned by that client and lives
+    // until the client is destroyed, which cannot happen while it is borrowed. A null
+    // handle (no mock cluster) is checked before use. `set_host_port` copies `host` under
+    // the cluster's lock and keeps no pointer to it; `host` outlives the call.
+    unsafe {
+        let mock = rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
+        if mock.is_null() {
+            return Err(ClusterError::Stopped);
+        }
+        rdkafka::bindings::rd_kafka_mock_broker_set_host_port(
+            mock,
+            broker,
+            host.as_ptr(),
+            i32::from(port),
+        );
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@
 //! | `POST /brokers/{id}/down` | take broker `id` down: 200 with the broker list; 404 unknown id |
 //! | `POST /brokers/{id}/up`   | bring broker `id` back up                            |
 //! | `POST /down`, `POST /up`  | all brokers at once                                  |
+//! | `POST /errors/produce`    | body `{"errors":["out_of_order_sequence_number",…]}`: the next Produce requests fail with these, one each (`not_leader_for_partition`, `topic_authorization_failed`, `transport` too); 200 |
 //!
 //! Every error is a JSON object `{"error":"…"}` with a 4xx or 5xx status.
 //! A broker that is down closes its connections and refuses new ones; it keeps its data and
@@ -77,12 +78,30 @@ pub fn router(cluster: ClusterHandle) -> Router {
         .route("/healthz", get(healthz))
         .route("/topics", get(list_topics).post(create_topic))
         .route("/brokers", get(list_brokers))
-        .route("/brokers/{id}/down", post(broker_down))
-        .route("/brokers/{id}/up", post(broker_up))
+        .route("/brokers/{id}/{state}", post(broker_state))
         .route("/down", post(all_down))
         .route("/up", post(all_up))
+        .route("/errors/produce", post(fail_produce))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(cluster)
+}
+
+/// Body of `POST /errors/produce`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProduceErrors {
+    errors: Vec<crate::cluster::InjectedError>,
+}
+
+async fn fail_produce(
+    State(c): State<ClusterHandle>,
+    body: Result<Json<ProduceErrors>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let n = body.errors.len();
+    c.fail_produce(body.errors).await?;
+    tracing::info!(errors = n, "Produce errors injected via control API");
+    Ok(Json(json!({ "injected": n })))
 }
 
 async fn healthz(State(c): State<ClusterHandle>) -> Json<serde_json::Value> {
@@ -140,20 +159,18 @@ async fn set_up(
     Ok(Json(json!({ "brokers": c.brokers() })))
 }
 
-async fn broker_down(
+/// `POST /brokers/{id}/down` and `POST /brokers/{id}/up`.
+async fn broker_state(
     State(c): State<ClusterHandle>,
-    Path(id): Path<String>,
+    Path((id, state)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let up = match state.as_str() {
+        "up" => true,
+        "down" => false,
+        _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")),
+    };
     let id = parse_broker_id(&c, &id)?;
-    set_up(&c, Some(id), false).await
-}
-
-async fn broker_up(
-    State(c): State<ClusterHandle>,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = parse_broker_id(&c, &id)?;
-    set_up(&c, Some(id), true).await
+    set_up(&c, Some(id), up).await
 }
 
 async fn all_down(State(c): State<ClusterHandle>) -> Result<Json<serde_json::Value>, ApiError> {

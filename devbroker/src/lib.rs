@@ -14,6 +14,10 @@
 //! CONTROL=http://127.0.0.1:40100
 //! ```
 //!
+//! With the secure front ([`front`]: `--tls-cert`/`--tls-key`, `--sasl-users-file`),
+//! `BOOTSTRAP` lists the fronts' TLS/SASL listeners instead, and every broker advertises its
+//! front so clients never leave them.
+//!
 //! Everything else is logged to stderr. The `CONTROL` URL serves a small JSON API
 //! (see [`control`]) to list and create topics and to take brokers down and back up.
 //! The process exits cleanly on SIGINT/SIGTERM, and also when its stdin reaches end of file
@@ -45,6 +49,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod control;
+pub mod front;
 pub mod topics;
 
 use std::io::Write;
@@ -74,6 +79,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(topic = %spec.name, partitions = spec.partitions, replication, "created topic");
     }
 
+    // Kept alive until the process stops: dropping a front closes its listener.
+    let fronts = if args.secured() {
+        start_fronts(&args, &cluster).await?
+    } else {
+        Vec::new()
+    };
+    let bootstrap = if fronts.is_empty() {
+        cluster.bootstrap().to_string()
+    } else {
+        fronts
+            .iter()
+            .map(|f| f.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+
     let listener = tokio::net::TcpListener::bind(args.control)
         .await
         .with_context(|| format!("binding control API on {}", args.control))?;
@@ -81,7 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "BOOTSTRAP={}", cluster.bootstrap())?;
+        writeln!(out, "BOOTSTRAP={bootstrap}")?;
         writeln!(out, "CONTROL=http://{control_addr}")?;
         out.flush()?;
     }
@@ -94,9 +115,57 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("control API server")?;
 
+    drop(fronts);
     cluster.shutdown();
     tracing::info!("devbroker stopped");
     Ok(())
+}
+
+/// Starts one secure front per broker (`--tls-*`, `--sasl-*`) and makes each broker
+/// advertise its front, so clients that bootstrap from the fronts stay on them.
+async fn start_fronts(args: &Args, cluster: &ClusterHandle) -> anyhow::Result<Vec<front::Front>> {
+    panoptes_runtime::tls::install_crypto_provider();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = panoptes_runtime::tls::TlsFiles {
+                ca_file: args.tls_client_ca.clone(),
+                cert_file: Some(cert.clone()),
+                key_file: Some(key.clone()),
+            };
+            let config = panoptes_runtime::tls::server_config(&files, &[])?;
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        }
+        _ => None,
+    };
+    let sasl = match &args.sasl_users_file {
+        Some(path) => {
+            let mut mechanisms = args.sasl_mechanisms.clone();
+            mechanisms.sort();
+            mechanisms.dedup();
+            Some(front::SaslSettings {
+                users: front::sasl::Users::from_file(path)?,
+                mechanisms,
+            })
+        }
+        None => None,
+    };
+    let config = std::sync::Arc::new(front::FrontConfig { tls, sasl });
+    let upstreams = front::upstreams(cluster.bootstrap())
+        .with_context(|| format!("mock bootstrap list {:?}", cluster.bootstrap()))?;
+    let mut fronts = Vec::with_capacity(upstreams.len());
+    for (id, upstream) in (1..).zip(upstreams) {
+        let listen = std::net::SocketAddr::new(upstream.ip(), 0);
+        let front = front::Front::bind(listen, upstream, id, config.clone())
+            .await
+            .with_context(|| format!("binding the secure front of broker {id}"))?;
+        cluster
+            .advertise(id, &front.addr.ip().to_string(), front.addr.port())
+            .await
+            .with_context(|| format!("advertising the front of broker {id}"))?;
+        tracing::info!(broker = id, front = %front.addr, %upstream, protocol = config.protocol(), "secure front up");
+        fronts.push(front);
+    }
+    Ok(fronts)
 }
 
 /// Resolves when the process is asked to stop: SIGINT, SIGTERM, or (when `stdin_eof` is

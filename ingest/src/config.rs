@@ -90,6 +90,11 @@ pub struct CoordinatorConfig {
     pub handover_flush_timeout: Duration,
     /// HTTP base URL advertised to the coordinator; default `http://<bound listen address>`.
     pub advertise_http: Option<String>,
+    /// Keyring that opens the camera passwords sealed in the registry (else
+    /// `$PANOPTES_CAMERA_KEYS`; format and rotation: `panoptes_coordinator_client::sealed`).
+    /// Without it, a camera whose record holds a password is not started (counted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub camera_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for CoordinatorConfig {
@@ -104,6 +109,7 @@ impl Default for CoordinatorConfig {
             drain_timeout: Duration::from_secs(10),
             handover_flush_timeout: Duration::from_secs(5),
             advertise_http: None,
+            camera_key_file: None,
         }
     }
 }
@@ -412,8 +418,8 @@ impl IngestConfig {
         if self.node_id.is_empty() || self.node_id.contains(':') {
             return bad("enabled", "node_id must be non-empty and without ':'");
         }
-        if !c.redis.has_scheme(ALL_SCHEMES) {
-            return bad("redis_url", "must be a redis:// URL");
+        if let Err(e) = c.redis.validate("coordinator.redis_url", ALL_SCHEMES) {
+            return bad("redis_url", &e);
         }
         if c.group.is_empty() {
             return bad("group", "must not be empty");

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use panoptes_coordinator_client::sealed::Keyring;
 use panoptes_coordinator_client::{
     CameraRecord, CoordError, Desired, Driver, DriverConfig, Grant, HandoverOutcome, ItemRunner,
     MemberAgent, MemberConfig, MemberKind, Prepared, Report,
@@ -59,6 +60,7 @@ pub fn spec_from_record(
     defaults: &CameraDefaults,
     start_seq: u64,
 ) -> Result<CameraSpec, CameraConfigError> {
+    // The caller opens the record (sealed password back in the URL) first.
     let entry = CameraConfig {
         id: record.id.clone(),
         url: record.url.clone(),
@@ -108,6 +110,8 @@ pub struct CameraRunner {
     readiness: Readiness,
     defaults: CameraDefaults,
     region: String,
+    /// Opens the camera passwords sealed in the registry (`None`: no keyring configured).
+    camera_keys: Option<Keyring>,
     state: Mutex<State>,
 }
 
@@ -131,7 +135,10 @@ impl Coordinator {
         cancel: &CancellationToken,
     ) -> Result<Option<Arc<Self>>, CoordError> {
         let c = &config.coordinator;
-        let member = MemberConfig::new(MemberKind::Ingest, &config.node_id, &c.redis.redis_url)
+        // Fail closed: a configured keyring that cannot be read stops the node.
+        let camera_keys = Keyring::load(c.camera_key_file.as_deref())
+            .map_err(|e| CoordError::Invalid(e.to_string()))?;
+        let member = MemberConfig::new(MemberKind::Ingest, &config.node_id, &c.redis)
             .placed(&config.region, &c.group, c.capacity)
             .serving(
                 c.advertise_http.clone().unwrap_or(http),
@@ -155,6 +162,7 @@ impl Coordinator {
             readiness,
             defaults: config.camera_defaults.clone(),
             region: config.region.clone(),
+            camera_keys,
             state: Mutex::new(State::default()),
         });
         let cfg = DriverConfig {
@@ -221,7 +229,7 @@ async fn register(
     readiness: &Readiness,
     cancel: &CancellationToken,
 ) -> Result<Option<(MemberAgent, std::thread::JoinHandle<()>)>, CoordError> {
-    let redis = redact_text(&member.redis_url);
+    let redis = redact_text(&member.redis.redis_url);
     loop {
         let (m, ac) = (member.clone(), agent_cancel.clone());
         let started = tokio::task::spawn_blocking(move || MemberAgent::start(m, ac))
@@ -273,8 +281,21 @@ impl CameraRunner {
                 }
                 continue;
             };
+            let record = match record.opened(self.camera_keys.as_ref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    if st.warned.insert((id.clone(), g.epoch(), "credentials")) {
+                        self.metrics
+                            .credential_errors
+                            .with_label_values(&[e.reason()])
+                            .inc();
+                        tracing::error!(camera = %id, error = %e, "granted camera's password cannot be opened: not started");
+                    }
+                    continue;
+                }
+            };
             let start = st.next_seq(g);
-            match spec_from_record(record, &self.defaults, start) {
+            match spec_from_record(&record, &self.defaults, start) {
                 Ok(spec) => {
                     // Granted again at a higher epoch while running (e.g. after a lost
                     // lease): keep running unless the grant starts beyond our sequence.

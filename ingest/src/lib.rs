@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use gstreamer as gst;
 use panoptes_runtime::health::{self, Readiness};
+use panoptes_runtime::kafka_link::KafkaLink;
 use tokio_util::sync::CancellationToken;
 
 use crate::camera::{CameraContext, CameraStatus};
@@ -45,6 +46,9 @@ pub enum IngestError {
     /// The Kafka producer could not be created (bad properties).
     #[error("Kafka producer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The `[kafka]` security settings are unusable (missing CA, password, ...).
+    #[error("{0}")]
+    KafkaConfig(#[from] panoptes_runtime::config::kafka::KafkaConfigError),
     /// Metrics registration failed (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -70,10 +74,16 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), IngestError> {
     config.validate()?;
     gst::init().map_err(|e| IngestError::Gstreamer(e.to_string()))?;
+    config.kafka.client.validate()?;
     let metrics = IngestMetrics::new()?;
-    let publisher = Arc::new(FramePublisher::new(&config.kafka, metrics.clone())?);
     let readiness = Readiness::default();
     readiness.set("kafka", false, "not checked yet");
+    let link = KafkaLink::new(&metrics.registry, "ingest", readiness.clone())?;
+    let publisher = Arc::new(FramePublisher::new(
+        &config.kafka,
+        metrics.clone(),
+        link.clone(),
+    )?);
 
     // Intake (cameras, broker probe) stops on `cancel` in static mode, after the drain in
     // coordinator mode.
@@ -88,6 +98,7 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
     let probe = tokio::spawn(probe_broker(
         publisher.clone(),
         readiness.clone(),
+        link,
         metrics.clone(),
         intake.clone(),
     ));
@@ -208,6 +219,7 @@ async fn flush_producer(publisher: &Arc<FramePublisher>) {
 async fn probe_broker(
     publisher: Arc<FramePublisher>,
     readiness: Readiness,
+    link: KafkaLink,
     metrics: IngestMetrics,
     cancel: CancellationToken,
 ) {
@@ -216,12 +228,19 @@ async fn probe_broker(
     let mut failures = 0u32;
     loop {
         let p = publisher.clone();
-        let result =
-            tokio::task::spawn_blocking(move || p.check_broker(Duration::from_secs(1))).await;
+        let result = tokio::task::spawn_blocking(move || {
+            // A producer that hit a fatal error is replaced before it is probed.
+            if let Err(e) = p.replace_if_fatal() {
+                tracing::error!(error = %e, "replacing the producer after a fatal error failed");
+            }
+            p.check_broker(Duration::from_secs(1))
+        })
+        .await;
         let error = match result {
             Ok(Ok(partitions)) => {
                 failures = 0;
                 readiness.set("kafka", true, format!("{partitions} partitions"));
+                link.connected();
                 None
             }
             Ok(Err(e)) => Some(e.to_string()),

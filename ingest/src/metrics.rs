@@ -70,6 +70,10 @@ pub struct IngestMetrics {
     pub handovers: IntCounterVec,
     /// Coordinator mode: times the node found its lease expired (it was paused or cut off).
     pub lease_lost: IntCounter,
+    /// Coordinator mode: granted cameras not started because their sealed password could
+    /// not be opened, by reason (`SealError::reason`: `no_keyring`, `unknown_key`, `forged`,
+    /// `malformed`).
+    pub credential_errors: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -155,6 +159,11 @@ impl IngestMetrics {
                 &r,
                 "panoptes_ingest_lease_lost_total",
                 "Times this node found its coordinator lease expired (its cameras were probably moved).",
+            )?,
+            credential_errors: counter_vec(
+                "panoptes_ingest_camera_credential_errors_total",
+                "Granted cameras whose sealed password could not be opened (not started), by reason.",
+                &["reason"],
             )?,
             registry: r,
         };

@@ -4,10 +4,23 @@
 //! frame is dropped and counted, because a camera thread must keep draining its pipeline and
 //! an old frame is worth less than a new one. Acknowledgements arrive on librdkafka's own
 //! thread ([`ThreadedProducer`]) where publish latency and delivery failures are recorded.
+//!
+//! librdkafka's own errors (a wrong password, an untrusted broker certificate, a fatal
+//! idempotence error) reach [`DeliveryContext`]'s `error` callback and go to the node's
+//! [`KafkaLink`]: counted by kind, and `/readyz` false for the kinds an operator must fix.
+//! Frames sent meanwhile stay queued until `message_timeout` (then they fail, counted in
+//! `publish_errors`) or are refused at the queue bound (counted in `dropped`): never lost
+//! without a count.
+//!
+//! A fatal error (librdkafka's `rd_kafka_fatal_error`, e.g. fatal idempotence after a
+//! sequence desynchronisation: every later send would fail) is found by the node's broker
+//! probe through [`FramePublisher::replace_if_fatal`], which replaces the producer with a
+//! fresh one (new producer id, sequences from 0); the frames the old one held fail and are
+//! counted. `/readyz` is false from the error until the replacement, and both are counted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use panoptes_schemas::FrameHeaders;
@@ -16,6 +29,8 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use panoptes_runtime::kafka_link::{KafkaErrorKind, KafkaLink};
 
 use crate::config::KafkaConfig;
 use crate::metrics::IngestMetrics;
@@ -57,12 +72,31 @@ pub struct Delivery {
     pending: Arc<AtomicI64>,
 }
 
-/// Producer context recording acknowledgements.
+/// Producer context recording acknowledgements and client errors.
 pub struct DeliveryContext {
     metrics: IngestMetrics,
+    link: KafkaLink,
+    /// Set once this producer was replaced: its late errors are about a client that no
+    /// longer serves, and must not make the node unready again.
+    retired: Arc<AtomicBool>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if self.retired.load(Ordering::Acquire) {
+            tracing::debug!(error = %error, reason, "error of a replaced producer");
+            return;
+        }
+        let code = error.rdkafka_error_code().map_or(-1, |c| c as i32);
+        self.link.report(code, reason);
+    }
+}
+
+/// The producer in use and the flag that retires it.
+struct Current {
+    producer: Arc<ThreadedProducer<DeliveryContext>>,
+    retired: Arc<AtomicBool>,
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<Delivery>;
@@ -92,7 +126,10 @@ impl ProducerContext for DeliveryContext {
 
 /// The node's frame publisher.
 pub struct FramePublisher {
-    producer: ThreadedProducer<DeliveryContext>,
+    current: RwLock<Current>,
+    /// What every producer of this publisher is created from (also after a fatal error).
+    config: ClientConfig,
+    link: KafkaLink,
     topic: String,
     max_bytes: usize,
     metrics: IngestMetrics,
@@ -102,9 +139,19 @@ pub struct FramePublisher {
 }
 
 impl FramePublisher {
-    /// Creates the producer (does not wait for the broker).
-    pub fn new(cfg: &KafkaConfig, metrics: IngestMetrics) -> Result<Self, KafkaError> {
-        let mut cc: ClientConfig = cfg.client.connection_properties().into_iter().collect();
+    /// Creates the producer (does not wait for the broker); its client errors go to `link`.
+    /// A `[kafka]` security setting that cannot be used is `KafkaError::ClientCreation`
+    /// with the setting's message.
+    pub fn new(
+        cfg: &KafkaConfig,
+        metrics: IngestMetrics,
+        link: KafkaLink,
+    ) -> Result<Self, KafkaError> {
+        let connection = cfg
+            .client
+            .connection_properties()
+            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+        let mut cc: ClientConfig = connection.into_iter().collect();
         cc.extend(cfg.producer.delivery_properties());
         cc.set("compression.type", "none")
             .set("linger.ms", cfg.linger.as_millis().to_string())
@@ -122,11 +169,11 @@ impl FramePublisher {
             )
             .set("client.id", "panoptes-ingest");
         cc.extend(cfg.client.override_properties());
-        let producer = cc.create_with_context(DeliveryContext {
-            metrics: metrics.clone(),
-        })?;
+        let current = create(&cc, &metrics, &link)?;
         Ok(Self {
-            producer,
+            current: RwLock::new(current),
+            config: cc,
+            link,
             topic: cfg.topic.clone(),
             max_bytes: cfg.message_max_bytes,
             metrics,
@@ -176,11 +223,12 @@ impl FramePublisher {
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        match self.producer.send(record) {
+        let producer = self.producer();
+        match producer.send(record) {
             Ok(()) => {
                 self.metrics
                     .producer_queue
-                    .set(i64::from(self.producer.in_flight_count()));
+                    .set(i64::from(producer.in_flight_count()));
                 Ok(())
             }
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
@@ -241,20 +289,65 @@ impl FramePublisher {
         }
     }
 
+    /// The producer in use.
+    fn producer(&self) -> Arc<ThreadedProducer<DeliveryContext>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .producer
+            .clone()
+    }
+
+    /// Replaces the producer when librdkafka raised a fatal error on it: counted (kind
+    /// `fatal`) and `/readyz` false until the fresh producer is in place, then
+    /// `kafka_client_rebuilds_total` counts the replacement. Frames the old producer still
+    /// held fail (purged) and are counted in `publish_errors`. Returns whether it replaced
+    /// the producer. Blocking (the old producer is purged and its thread joined): call off
+    /// the async runtime.
+    pub fn replace_if_fatal(&self) -> Result<bool, KafkaError> {
+        let old = self.producer();
+        let Some((code, reason)) = old.client().fatal_error() else {
+            return Ok(false);
+        };
+        if self.link.blocking() != Some(KafkaErrorKind::Fatal) {
+            // The error callback has not told the link yet (or never will: it is retired
+            // below), so count and flip readiness here.
+            self.link
+                .fatal(&format!("{code:?}: {reason} (rd_kafka_fatal_error)"));
+        }
+        tracing::error!(
+            ?code,
+            reason,
+            "the producer hit a fatal error: replacing it"
+        );
+        let fresh = create(&self.config, &self.metrics, &self.link)?;
+        let retired = {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *current, fresh)
+        };
+        retired.retired.store(true, Ordering::Release);
+        drop(old);
+        // The last handle (sends in flight may hold one for a moment) purges what it held.
+        drop(retired);
+        self.link.recovered();
+        tracing::info!("producer replaced after a fatal error");
+        Ok(true)
+    }
+
     /// Messages waiting or in flight.
     pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer().in_flight_count()
     }
 
     /// Blocks until the queue is empty or `timeout` passes. Call off the async runtime.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        self.producer().flush(timeout)
     }
 
     /// Asks the broker for the topic's metadata: the readiness probe. Blocking.
     pub fn check_broker(&self, timeout: Duration) -> Result<usize, KafkaError> {
         let md = self
-            .producer
+            .producer()
             .client()
             .fetch_metadata(Some(&self.topic), timeout)?;
         let topic = md.topics().iter().find(|t| t.name() == self.topic);
@@ -267,4 +360,22 @@ impl FramePublisher {
             )),
         }
     }
+}
+
+/// A producer from `config` whose errors go to `link`.
+fn create(
+    config: &ClientConfig,
+    metrics: &IngestMetrics,
+    link: &KafkaLink,
+) -> Result<Current, KafkaError> {
+    let retired = Arc::new(AtomicBool::new(false));
+    let producer = config.create_with_context(DeliveryContext {
+        metrics: metrics.clone(),
+        link: link.clone(),
+        retired: retired.clone(),
+    })?;
+    Ok(Current {
+        producer: Arc::new(producer),
+        retired,
+    })
 }

@@ -88,10 +88,17 @@ impl Frames {
     }
 }
 
+/// A registry record as a coordinator stores it (a password in the URL sealed with the
+/// test keyring, which testkit gives ingest nodes).
 fn record(id: &str, url: String, partition: i32) -> CameraRecord {
+    let keys = panoptes_coordinator_client::sealed::Keyring::parse(
+        panoptes_testkit::redis::TEST_CAMERA_KEYS,
+    )
+    .expect("test keyring");
     CameraRecord {
         id: id.into(),
         url,
+        password: None,
         region: REGION.into(),
         group: default_group(),
         partition,
@@ -99,6 +106,8 @@ fn record(id: &str, url: String, partition: i32) -> CameraRecord {
         width: 640,
         height: 360,
     }
+    .sealed(Some(&keys))
+    .expect("sealed")
 }
 
 fn assert_continuous(camera: &str, seqs: &[(u64, i32)], partition: i32) {
@@ -407,16 +416,7 @@ fn coordinator_mode_refuses_cameras_in_the_file() -> Result<()> {
         url: "rtsp://127.0.0.1:1/c0".into(),
         ..CameraConfig::default()
     }];
-    let (mut proc, _file) = panoptes_testkit::node::spawn(
-        "ingest",
-        "panoptes-ingest",
-        &config,
-        &[("RUST_BACKTRACE", "0")],
-    )?;
-    wait_until("the node refuses to start", Duration::from_secs(20), || {
-        (!proc.is_running()).then_some(())
-    })?;
-    let log = proc.log_text();
+    let log = panoptes_testkit::node::expect_refusal("ingest", "panoptes-ingest", &config)?;
     assert!(
         log.contains("in coordinator mode the coordinator assigns every camera"),
         "{log}"

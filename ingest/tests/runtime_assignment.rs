@@ -48,7 +48,12 @@ fn cameras_are_added_changed_and_removed_without_restart() -> Result<()> {
         topic: topic.clone(),
         ..Default::default()
     };
-    let publisher = Arc::new(FramePublisher::new(&kafka, metrics.clone())?);
+    let link = panoptes_runtime::kafka_link::KafkaLink::new(
+        &metrics.registry,
+        "ingest",
+        panoptes_runtime::health::Readiness::default(),
+    )?;
+    let publisher = Arc::new(FramePublisher::new(&kafka, metrics.clone(), link)?);
     let ctx = Arc::new(CameraContext {
         publisher: publisher.clone(),
         metrics: metrics.clone(),

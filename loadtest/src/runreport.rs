@@ -578,23 +578,9 @@ impl RunReport {
 
     /// The checker's totals and its per-camera table.
     fn md_accounting(&self, s: &mut String) {
-        let t = &self.checker.total;
         s.push_str("## Accounting (checker)\n\n");
-        let _ = writeln!(
-            s,
-            "| frames | lost | duplicated | reordered | skipped | dead-lettered | superseded | gaps | unknown |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n\
-             | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            t.frames,
-            t.lost,
-            t.duplicated,
-            t.reordered,
-            fmt_map(&t.skipped),
-            fmt_map(&t.dead_lettered),
-            t.superseded,
-            t.gaps,
-            t.unknown_frames
-        );
+        s.push_str(&self.checker.totals_markdown());
+        s.push('\n');
         s.push_str(
             "`lost`: frames with neither a detection record nor a dead letter. `gaps`: seq numbers \
              missing on the frames topic (frames never published, e.g. in flight when intake \
@@ -708,6 +694,11 @@ mod tests {
         assert!(r.verdict.pass);
         let md = r.to_markdown();
         assert!(md.contains("**Result: PASS**"), "{md}");
+        assert!(
+            md.contains("## Accounting (checker)\n\n| camera | frames | accepted |"),
+            "{md}"
+        );
+        assert!(md.contains("| **total** | 100 | 0 | 0 |"), "{md}");
         assert!(md.contains("![throughput](throughput.png)"), "{md}");
         assert!(md.contains("| inference (whole batch) | 5.0 ms |"), "{md}");
         assert!(

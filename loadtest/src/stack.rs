@@ -1,14 +1,20 @@
 //! The whole-deployment harness, [`Stack`], lives in `panoptes_testkit_stack::stack` (one harness
 //! for the cluster tests, the failover benchmark, and the load, demo and chaos runs). This
-//! module re-exports it and adds what needs this crate's topic watchers ([`Watching`]).
+//! module re-exports it and adds what needs this crate's topic watchers ([`Watching`]) and a
+//! wait on the assignment records ([`WaitAssignments`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Result;
+use panoptes_coordinator_client::AssignRecord;
+use panoptes_testkit::wait_until;
 
 pub use panoptes_testkit::Node;
 pub use panoptes_testkit::settle::settle;
 pub use panoptes_testkit_stack::stack::{Assignments, Stack, StackCamera, StackSpec, registration};
 
-use crate::watch::{self, SeenDetection, SeenFrame, Watch};
+use crate::watch::{self, SeenDetection, SeenFrame, Watch, wall_ms};
 
 /// Watching a stack's topics from now on.
 pub trait Watching {
@@ -25,5 +31,36 @@ impl Watching for Stack {
 
     fn watch_frames(&self, region: &str) -> Result<Watch<SeenFrame>> {
         watch::frames(&self.brokers[region].bootstrap, &self.topics.frames)
+    }
+}
+
+/// Assignment records by camera id, or by partition item (`<cluster>:<partition>`).
+pub type Records = BTreeMap<String, AssignRecord>;
+
+/// Waiting for a stack's assignment records to reach a state.
+pub trait WaitAssignments {
+    /// Polls the camera and partition records (as [`Stack::assignments`] reads them, by camera
+    /// id and by partition item) until `done(cameras, partitions)` holds, for at most
+    /// `timeout`; returns the wall-clock time ([`wall_ms`]) it was first seen to hold. The
+    /// error names `what`.
+    fn wait_assignments(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl FnMut(&Records, &Records) -> bool,
+    ) -> Result<u64>;
+}
+
+impl WaitAssignments for Stack {
+    fn wait_assignments(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&Records, &Records) -> bool,
+    ) -> Result<u64> {
+        wait_until(what, timeout, || {
+            let (cameras, partitions) = self.assignments().ok()?;
+            done(&cameras, &partitions).then(wall_ms)
+        })
     }
 }

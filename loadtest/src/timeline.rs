@@ -31,6 +31,7 @@ use panoptes_testkit::coordinator::TEST_TOKEN;
 use panoptes_testkit::sys;
 use serde::{Deserialize, Serialize};
 
+use crate::bench::scaffold::nearest_rank;
 use crate::stack::{Stack, Watching};
 use crate::watch::{SeenDetection, SeenFrame, Watch};
 
@@ -170,11 +171,7 @@ pub struct ProcessSummary {
 
 /// Nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[f32], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(f64::from(sorted[rank - 1]))
+    nearest_rank(sorted, q).map(f64::from)
 }
 
 impl Timeline {

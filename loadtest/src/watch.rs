@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use panoptes_schemas::{DetectionRecord, FrameHeaders, StageLatencies};
+use panoptes_testkit::kafka::{KafkaClientConfig, client_config};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 /// One detection record as it arrived.
 #[derive(Debug, Clone)]
@@ -155,8 +156,9 @@ impl Drop for Poller {
 }
 
 fn consumer(bootstrap: &str, topic: &str) -> Result<BaseConsumer> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    // Connection and security come from the shared client config, like every node's.
+    let kafka = KafkaClientConfig::plaintext(bootstrap);
+    let c: BaseConsumer = client_config(&kafka, &[])?
         .set("group.id", panoptes_testkit::unique_name("panoptes-watch"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use panoptes_loadtest::bench::failover::{self, FailoverParams};
+use panoptes_loadtest::bench::scaffold::BenchReport;
 
 #[test]
 fn killed_workers_partitions_resume_elsewhere_without_loss() -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use panoptes_coordinator_client::MemberKind;
-use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, Watching};
+use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, WaitAssignments, Watching};
 use panoptes_loadtest::watch::wall_ms;
 use panoptes_testkit::wait_until;
 
@@ -46,13 +46,10 @@ fn killed_ingest_nodes_cameras_stream_from_the_other_node() -> Result<()> {
         })
         .collect();
     let killed_ms = stack.kill(MemberKind::Ingest, &victim).map(|_| wall_ms())?;
-    let granted_ms = wait_until(
+    let granted_ms = stack.wait_assignments(
         "the cameras to be granted to the survivor",
         Duration::from_secs(10),
-        || {
-            let (a, _) = stack.assignments().ok()?;
-            cams.iter().all(|c| a[c].owner == survivor).then(wall_ms)
-        },
+        |a, _| cams.iter().all(|c| a[c].owner == survivor),
     )?;
     let first: BTreeMap<String, u64> =
         wait_until("frames from the survivor", Duration::from_secs(20), || {

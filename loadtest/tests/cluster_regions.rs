@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use panoptes_coordinator_client::{MemberKind, keys};
-use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, Watching};
+use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, WaitAssignments, Watching};
 use panoptes_loadtest::watch::wall_ms;
 use panoptes_testkit::wait_until;
 
@@ -76,31 +76,25 @@ fn region_failures_move_work_across_and_back() -> Result<()> {
             .unwrap_or(0)
     );
     stack.start_worker("w-a2", "a", "default")?;
-    wait_until(
+    stack.wait_assignments(
         "a's partitions to come home",
         Duration::from_secs(30),
-        || {
-            let (_, p) = stack.assignments().ok()?;
-            (p["a:0"].owner == "w-a2" && p["a:1"].owner == "w-a2").then_some(())
-        },
+        |_, p| p["a:0"].owner == "w-a2" && p["a:1"].owner == "w-a2",
     )?;
     std::thread::sleep(Duration::from_secs(2));
 
     // 2. Region a's broker goes down.
     stack.brokers["a"].all_down()?;
     let down = wall_ms();
-    wait_until(
+    let moved = stack.wait_assignments(
         "a's cameras to move to b's ingest node",
         Duration::from_secs(20),
-        || {
-            let (c, _) = stack.assignments().ok()?;
-            (c["a0"].owner == "in-b"
+        |c, _| {
+            c["a0"].owner == "in-b"
                 && c["a0"].cluster.as_deref() == Some("b")
-                && c["a1"].owner == "in-b")
-                .then_some(())
+                && c["a1"].owner == "in-b"
         },
     )?;
-    let moved = wall_ms();
     wait_until(
         "a's cameras' frames on b's broker, processed in b",
         Duration::from_secs(20),
@@ -129,13 +123,15 @@ fn region_failures_move_work_across_and_back() -> Result<()> {
     // Region a's broker is back: the cameras go home.
     stack.brokers["a"].all_up()?;
     let up = wall_ms();
-    wait_until("a's cameras to come home", Duration::from_secs(30), || {
-        let (c, _) = stack.assignments().ok()?;
-        (c["a0"].owner == "in-a"
-            && c["a1"].owner == "in-a"
-            && c["a0"].cluster.as_deref() == Some("a"))
-        .then_some(())
-    })?;
+    stack.wait_assignments(
+        "a's cameras to come home",
+        Duration::from_secs(30),
+        |c, _| {
+            c["a0"].owner == "in-a"
+                && c["a1"].owner == "in-a"
+                && c["a0"].cluster.as_deref() == Some("a")
+        },
+    )?;
     eprintln!("broker a up: cameras home after {} ms", wall_ms() - up);
     std::thread::sleep(Duration::from_secs(3));
 

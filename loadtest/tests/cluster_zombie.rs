@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use panoptes_coordinator_client::keys;
-use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, Watching};
+use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, WaitAssignments, Watching};
 use panoptes_loadtest::watch::wall_ms;
 use panoptes_testkit::wait_until;
 
@@ -36,19 +36,15 @@ fn paused_worker_is_superseded_and_its_late_output_discarded() -> Result<()> {
     let paused = Instant::now();
     let paused_ms = wall_ms();
     // Its partitions move to w-b at higher epochs once the lease expires.
-    wait_until(
+    stack.wait_assignments(
         "the paused worker's partitions to move",
         Duration::from_secs(10),
-        || {
-            let (_, parts) = stack.assignments().ok()?;
-            victim_items
-                .iter()
-                .all(|i| {
-                    parts
-                        .get(i)
-                        .is_some_and(|r| r.owner == "w-b" && r.epoch > old_epochs[i])
-                })
-                .then_some(())
+        |_, parts| {
+            victim_items.iter().all(|i| {
+                parts
+                    .get(i)
+                    .is_some_and(|r| r.owner == "w-b" && r.epoch > old_epochs[i])
+            })
         },
     )?;
     eprintln!("partitions moved {:?} after the pause", paused.elapsed());

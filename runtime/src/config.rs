@@ -89,9 +89,27 @@ pub fn from_toml_str<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> 
         .map_err(|e| ConfigError::Invalid(flatten_figment_error(e)))
 }
 
+/// The errors as one line each, joined. A TOML syntax error quotes the offending source
+/// line (`19 | url = "rtsp://user:pa…`), which may hold a secret cut short where no
+/// redaction can recognise it: those snippet lines are dropped (the message keeps the line
+/// and column), and what remains goes through [`crate::redact::redact_text`].
 fn flatten_figment_error(e: figment::Error) -> String {
     e.into_iter()
-        .map(|e| e.to_string())
+        .map(|e| {
+            let text = e.to_string();
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    let t = l
+                        .trim_start()
+                        .trim_start_matches(|c: char| c.is_ascii_digit());
+                    !t.trim_start().starts_with('|')
+                })
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            crate::redact::redact_text(&kept.join(": "))
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -234,8 +252,11 @@ mod tests {
         let props: Vec<_> = n.kafka.client.override_properties().collect();
         assert_eq!(props, vec![("security.protocol".into(), "ssl".into())]);
         assert_eq!(
-            n.kafka.client.connection_properties(),
-            vec![("bootstrap.servers".into(), "b:1".into())]
+            n.kafka.client.connection_properties().unwrap(),
+            vec![
+                ("bootstrap.servers".into(), "b:1".into()),
+                ("security.protocol".into(), "plaintext".into())
+            ]
         );
         for (section, typo) in [
             ("[kafka]\n", "topc"),

@@ -70,7 +70,13 @@ struct HealthState {
 }
 
 /// The router with `/healthz`, `/readyz` and `/metrics`; merge component routes into it.
+/// `/metrics` also carries the standard `process_*` metrics (registered here in `registry`,
+/// once), so every node that serves its registry exports them.
 pub fn router(registry: Registry, readiness: Readiness) -> Router {
+    if let Err(e) = crate::metrics::register_process_metrics(&registry) {
+        // A name clash with a component's own metric: a bug, but no reason not to serve.
+        tracing::warn!(error = %e, "process metrics not registered");
+    }
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -161,6 +167,8 @@ mod tests {
         assert_eq!(get("/readyz").await.unwrap().status(), 200);
         let text = get("/metrics").await.unwrap().text().await.unwrap();
         assert!(text.contains("panoptes_test_total 1"), "{text}");
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
         cancel.cancel();
         task.await.unwrap();
     }

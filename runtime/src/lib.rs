@@ -11,17 +11,25 @@
 //! - [`telemetry`]: `tracing` subscriber set-up (text or JSON logs);
 //! - [`metrics`]: creating and registering metrics in a process's explicit registry;
 //! - [`health`]: the HTTP server with `/healthz`, `/readyz` and `/metrics`;
+//! - [`kafka_link`]: librdkafka's own errors classified (auth, tls, fatal, ...), counted and
+//!   turned into readiness;
 //! - [`shutdown`]: one `CancellationToken` tree cancelled on SIGINT/SIGTERM;
-//! - [`redact`]: keeping credentials in URLs out of logs, metrics and traces.
+//! - [`redact`]: keeping credentials in URLs out of logs, metrics and traces;
+//! - [`secret`]: secrets from files or environment variables, failing closed;
+//! - [`tls`]: TLS material from PEM files and the rustls configs built from it.
 //!
-//! This crate deliberately links neither GStreamer, nor librdkafka, nor libtorch.
+//! This crate deliberately links neither GStreamer, nor librdkafka, nor libtorch (rustls
+//! with the ring provider is its only cryptography).
 
 pub mod config;
 pub mod health;
+pub mod kafka_link;
 pub mod metrics;
 pub mod node;
 pub mod redact;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use tokio_util::sync::CancellationToken;

@@ -64,9 +64,45 @@ pub fn histogram(
     )
 }
 
+/// Registers the standard process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+/// `process_max_fds`, `process_start_time_seconds`, `process_threads`; read from procfs at
+/// each scrape) in `registry`, the names operators' default dashboards expect. Registering
+/// them twice in one registry is harmless (the second call is a no-op), so every server of a
+/// process's registry may call it. Other systems than Linux get none.
+pub fn register_process_metrics(registry: &Registry) -> Result<(), prometheus::Error> {
+    #[cfg(target_os = "linux")]
+    match registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    )) {
+        Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
+        Err(e) => return Err(e),
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = registry;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_gathered_once() {
+        let r = Registry::new();
+        register_process_metrics(&r).unwrap();
+        register_process_metrics(&r).unwrap();
+        let names: Vec<String> = r.gather().iter().map(|f| f.name().to_string()).collect();
+        for want in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert_eq!(names.iter().filter(|n| *n == want).count(), 1, "{names:?}");
+        }
+    }
 
     #[test]
     fn registered_metrics_are_gathered_and_names_are_unique() {

@@ -12,6 +12,7 @@
 //! `env_sections` the top-level config keys that `PANOPTES_` variables may override.
 //!
 //! In order, [`main`]: parses the command line (`-c/--config FILE`, or `PANOPTES_CONFIG`);
+//! makes ring the process's rustls provider ([`crate::tls::install_crypto_provider`]);
 //! installs the log subscriber ([`crate::telemetry::init`]); loads the typed configuration
 //! (file, then `PANOPTES_<SECTION>__<KEY>` variables for `env_sections`, see [`crate::config`]);
 //! starts a multi-threaded tokio runtime; creates the process's root [`CancellationToken`],
@@ -46,6 +47,9 @@ where
     E: Error + 'static,
 {
     let config_path = parse_command_line(name, about);
+    // Before any TLS client or server is built (the Redis client builds its own rustls
+    // configs from the process default): ring, the only provider compiled in.
+    crate::tls::install_crypto_provider();
     crate::telemetry::init(name);
     let config: C = match crate::config::load(config_path.as_deref(), env_sections) {
         Ok(config) => config,

@@ -131,8 +131,10 @@ pub fn redact_text(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
+        // `'` is allowed in a password (RFC 3986 sub-delims), so it does not end the
+        // authority: a quoted URL ('rtsp://u:p@h') still ends at the space after it.
         let end = tail
-            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"')
             .unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rfind('@') {
@@ -206,6 +208,10 @@ mod tests {
         let t = redact_text("could not open rtsp://bob:hunter2@cam.local:554/s1 (401)");
         assert_eq!(t, "could not open rtsp://bob:***@cam.local:554/s1 (401)");
         assert_eq!(redact_text("no urls here"), "no urls here");
+        assert_eq!(
+            redact_text("open 'rtsp://u:it's@h/x' (401)"),
+            "open 'rtsp://u:***@h/x' (401)"
+        );
         assert_eq!(
             redact_text("rtsp://h/p and rtsp://u:p@h"),
             "rtsp://h/p and rtsp://u:***@h"

@@ -243,33 +243,18 @@ fn parse_decimal<T: FromStr>(s: &str) -> Result<T, EnvelopeError> {
         .map_err(|_| EnvelopeError::invalid_field("", "decimal integer out of range"))
 }
 
-/// Index of a known header name in [`HEADER_NAMES`].
-const HEADER_NAMES: [&str; 11] = [
-    headers::SCHEMA_VERSION,
-    headers::CAMERA_ID,
-    headers::SEQ,
-    headers::CAPTURE_TIME_US,
-    headers::PTS_NS,
-    headers::WIDTH,
-    headers::HEIGHT,
-    headers::SOURCE_WIDTH,
-    headers::SOURCE_HEIGHT,
-    headers::ENCODING,
-    headers::TRACEPARENT,
-];
-
 /// The raw values of the known headers of one record, at most one each.
 #[derive(Default)]
 struct HeaderSlots<'a> {
-    values: [Option<&'a [u8]>; HEADER_NAMES.len()],
+    values: [Option<&'a [u8]>; headers::ALL.len()],
 }
 
 impl<'a> HeaderSlots<'a> {
     fn put(&mut self, name: &str, value: Option<&'a [u8]>) -> Result<(), EnvelopeError> {
-        let Some(index) = HEADER_NAMES.iter().position(|known| *known == name) else {
+        let Some(index) = headers::ALL.iter().position(|known| *known == name) else {
             return Ok(());
         };
-        let name = HEADER_NAMES[index];
+        let name = headers::ALL[index];
         let Some(value) = value else {
             return Err(EnvelopeError::bad_header(name, b"", "header has no value"));
         };
@@ -291,10 +276,10 @@ impl<'a> HeaderSlots<'a> {
         name: &'static str,
         parse: impl FnOnce(&str) -> Result<T, EnvelopeError>,
     ) -> Result<Option<T>, EnvelopeError> {
-        let index = HEADER_NAMES
+        let index = headers::ALL
             .iter()
             .position(|known| *known == name)
-            .expect("header slot names come from HEADER_NAMES");
+            .expect("header slot names come from headers::ALL");
         let Some(raw) = self.values[index] else {
             return Ok(None);
         };
@@ -343,9 +328,24 @@ mod tests {
     }
 
     #[test]
-    fn header_names_are_distinct() {
-        for (i, a) in HEADER_NAMES.iter().enumerate() {
-            assert!(!HEADER_NAMES[i + 1..].contains(a), "{a} listed twice");
+    fn header_names_are_distinct_and_all_written() {
+        for (i, a) in headers::ALL.iter().enumerate() {
+            assert!(!headers::ALL[i + 1..].contains(a), "{a} listed twice");
         }
+        let h = FrameHeaders {
+            schema_version: SCHEMA_VERSION,
+            camera_id: "cam0".into(),
+            seq: 1,
+            capture_time_us: 2,
+            pts_ns: Some(3),
+            width: 4,
+            height: 5,
+            source_width: 6,
+            source_height: 7,
+            encoding: FrameEncoding::Jpeg,
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        };
+        let written: Vec<&str> = h.to_kafka_headers().iter().map(|(n, _)| *n).collect();
+        assert_eq!(written, headers::ALL);
     }
 }

@@ -85,6 +85,21 @@ pub mod headers {
     /// [`crate::FrameHeaders::traceparent`]; the standard W3C name, so generic Kafka
     /// tracing instrumentation picks it up too.
     pub const TRACEPARENT: &str = "traceparent";
+
+    /// Every header the envelope reads, in the order of [`crate::FrameHeaders`]' fields.
+    pub const ALL: [&str; 11] = [
+        SCHEMA_VERSION,
+        CAMERA_ID,
+        SEQ,
+        CAPTURE_TIME_US,
+        PTS_NS,
+        WIDTH,
+        HEIGHT,
+        SOURCE_WIDTH,
+        SOURCE_HEIGHT,
+        ENCODING,
+        TRACEPARENT,
+    ];
 }
 
 /// Rejects any version but [`SCHEMA_VERSION`].

@@ -1,9 +1,14 @@
 //! The development Kafka broker (`panoptes-devbroker`, librdkafka's mock cluster) as a child
-//! process, and the unique topics a test creates on it.
+//! process, and the unique topics a test creates on it. [`DevBroker::start_secured`] puts
+//! the broker's secure front (TLS and/or SASL) in front of it; [`DevBroker::client`] hands
+//! out the shared client configuration for it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
+use panoptes_runtime::config::KafkaClientConfig;
+use panoptes_runtime::tls::TlsFiles;
 
 use crate::basics::{bin_path, unique_name};
 use crate::http::post_json;
@@ -24,6 +29,65 @@ impl DevBroker {
     /// stdin closes, so it dies with the test even if the test process is killed.
     pub fn start(brokers: u32) -> Result<Self> {
         Self::start_with_args(&["--brokers", &brokers.to_string(), "--exit-on-stdin-eof"])
+    }
+
+    /// Starts a broker behind TLS (the PKI's server certificate) and SASL with `users`
+    /// (`(name, password)`), written to the PKI's folder as the broker's users file.
+    pub fn start_sasl_ssl(
+        brokers: u32,
+        pki: &crate::tls::TestPki,
+        users: &[(&str, &str)],
+    ) -> Result<Self> {
+        let file = pki.path("sasl-users");
+        let lines: String = users.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
+        std::fs::write(&file, lines)?;
+        Self::start_secured(
+            brokers,
+            &BrokerSecurity {
+                tls: Some(pki.server()),
+                sasl_users_file: Some(file),
+                sasl_mechanisms: None,
+            },
+        )
+    }
+
+    /// Starts a broker with `brokers` brokers and the default topics behind its secure front:
+    /// TLS when `security.tls` is set, SASL when `security.sasl_users_file` is.
+    pub fn start_secured(brokers: u32, security: &BrokerSecurity) -> Result<Self> {
+        let mut args: Vec<String> = vec![
+            "--brokers".into(),
+            brokers.to_string(),
+            "--exit-on-stdin-eof".into(),
+        ];
+        let path = |p: &PathBuf| p.display().to_string();
+        if let Some(tls) = &security.tls {
+            let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) else {
+                anyhow::bail!("BrokerSecurity.tls needs cert_file and key_file");
+            };
+            args.extend([
+                "--tls-cert".into(),
+                path(cert),
+                "--tls-key".into(),
+                path(key),
+            ]);
+            if let Some(ca) = &tls.ca_file {
+                args.extend(["--tls-client-ca".into(), path(ca)]);
+            }
+        }
+        if let Some(users) = &security.sasl_users_file {
+            args.extend(["--sasl-users-file".into(), path(users)]);
+        }
+        if let Some(m) = &security.sasl_mechanisms {
+            args.extend(["--sasl-mechanisms".into(), m.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_with_args(&args)
+    }
+
+    /// A plaintext client configuration for this broker; set its security fields for a
+    /// secured one.
+    pub fn client(&self) -> KafkaClientConfig {
+        KafkaClientConfig::plaintext(self.bootstrap.clone())
     }
 
     /// Starts a broker with exactly the given command-line arguments.
@@ -92,6 +156,19 @@ impl DevBroker {
     pub fn pid(&self) -> u32 {
         self.child.pid()
     }
+}
+
+/// How [`DevBroker::start_secured`] secures the broker (the files stay the caller's, e.g. a
+/// [`crate::tls::TestPki`]).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerSecurity {
+    /// The fronts' certificate and key (TLS on); with `ca_file`, client certificates are
+    /// required and must chain to it.
+    pub tls: Option<TlsFiles>,
+    /// `user:password` lines (SASL on).
+    pub sasl_users_file: Option<PathBuf>,
+    /// Mechanisms offered, comma-separated (default: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    pub sasl_mechanisms: Option<String>,
 }
 
 /// The three topics of one test or stack.

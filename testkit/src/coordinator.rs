@@ -1,6 +1,7 @@
 //! A real `panoptes-coordinator` process on a free port, started from its typed
 //! configuration ([`panoptes_coordinator::config::CoordinatorConfig`], feature
-//! `coordinator`), plus small helpers to drive its operator API.
+//! `coordinator`), plus small helpers to drive its operator API (plain HTTP; a coordinator
+//! serving TLS is reached with `panoptes_coordinator::cli::Client` and the test CA).
 
 use std::time::Duration;
 
@@ -15,8 +16,9 @@ use crate::process::ChildProcess;
 pub const TEST_TOKEN: &str = "test-token-7f3a";
 
 /// A test coordinator's configuration: `id`, Redis, one region `local` on `bootstrap`, the
-/// frames topic with `partitions` partitions, HTTP on a free port and [`TEST_TOKEN`]. Change
-/// fields (regions, `[leader]`, `[placement]`) before [`Coordinator::start`].
+/// frames topic with `partitions` partitions, HTTP on a free port and [`TEST_TOKEN`] as the
+/// legacy operator token (`api.token`, named `default`). Change fields (regions, `[leader]`,
+/// `[placement]`, `[api]`) before [`Coordinator::start`].
 pub fn config(
     id: &str,
     redis_url: &str,
@@ -26,9 +28,7 @@ pub fn config(
 ) -> CoordinatorConfig {
     let mut c = CoordinatorConfig {
         id: id.into(),
-        redis: panoptes_coordinator::config::RedisClientConfig {
-            redis_url: redis_url.into(),
-        },
+        redis: redis_url.into(),
         frames_topic: frames_topic.into(),
         frames_partitions: partitions,
         regions: vec![RegionConfig {
@@ -56,12 +56,26 @@ pub struct Coordinator {
 impl Coordinator {
     /// Starts a coordinator and waits for its HTTP line.
     pub fn start(config: &CoordinatorConfig) -> Result<Self> {
+        Self::start_env(config, &[])
+    }
+
+    /// [`Coordinator::start`] with extra environment variables (e.g. tokens named by
+    /// `api.tokens[].token_env`).
+    pub fn start_env(config: &CoordinatorConfig, env: &[(&str, &str)]) -> Result<Self> {
         let toml = toml::to_string(config).context("serializing the coordinator's config")?;
+        let mut vars = vec![
+            ("RUST_LOG", "info"),
+            (
+                panoptes_coordinator_client::sealed::KEYS_ENV,
+                crate::redis::TEST_CAMERA_KEYS,
+            ),
+        ];
+        vars.extend_from_slice(env);
         let (mut child, file) = spawn_toml(
             &format!("coordinator-{}", config.id),
             "panoptes-coordinator",
             &toml,
-            &[("RUST_LOG", "info")],
+            &vars,
         )?;
         let http = child
             .wait_for_line("HTTP=", Duration::from_secs(20))
@@ -72,6 +86,29 @@ impl Coordinator {
             child,
             _config: file,
         })
+    }
+
+    /// Starts a coordinator on `config` that must refuse to start: waits up to `timeout` for
+    /// it to exit and returns its exit code and stderr. Fails if it starts serving instead.
+    pub fn expect_refusal(config: &CoordinatorConfig, timeout: Duration) -> Result<(i32, String)> {
+        let toml = toml::to_string(config).context("serializing the coordinator's config")?;
+        let (mut child, _file) = spawn_toml(
+            &format!("coordinator-{}", config.id),
+            "panoptes-coordinator",
+            &toml,
+            &[("RUST_LOG", "info")],
+        )?;
+        let status = crate::basics::wait_until("the coordinator to exit", timeout, || {
+            child.try_wait().ok().flatten()
+        })?;
+        let stderr = child.log_text();
+        if child
+            .wait_for_line("HTTP=", Duration::from_millis(1))
+            .is_ok()
+        {
+            bail!("the coordinator served before exiting; stderr:\n{stderr}");
+        }
+        Ok((status.code().unwrap_or(-1), stderr))
     }
 
     /// The value of a metric series, if the coordinator answers.

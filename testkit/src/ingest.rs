@@ -67,7 +67,13 @@ pub fn start_within(
     env: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Node> {
-    let mut node = Node::start(&config.node_id, "panoptes-ingest", config, env, timeout)?;
+    // Ingest nodes hold the camera keyring (workers do not).
+    let mut vars = vec![(
+        panoptes_coordinator_client::sealed::KEYS_ENV,
+        crate::redis::TEST_CAMERA_KEYS,
+    )];
+    vars.extend_from_slice(env);
+    let mut node = Node::start(&config.node_id, "panoptes-ingest", config, &vars, timeout)?;
     node.region = config.region.clone();
     Ok(node)
 }

@@ -1,11 +1,14 @@
 //! Kafka as a test sees it: frames written straight into a frames topic (as an ingest node
 //! would, with the real envelope headers), and frames, detection records and a group's
-//! committed offsets read back as a downstream consumer would.
+//! committed offsets read back as a downstream consumer would. Every client is configured
+//! from the shared [`KafkaClientConfig`] ([`client_config`]), so the same helpers work
+//! against a secured broker (`DevBroker::start_secured`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+pub use panoptes_runtime::config::KafkaClientConfig;
 use panoptes_schemas::{
     DetectionRecord, FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent,
 };
@@ -13,6 +16,20 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A librdkafka configuration: `kafka`'s connection and security properties, then
+/// `properties`, then `kafka`'s own overrides (the layering every node uses).
+pub fn client_config(
+    kafka: &KafkaClientConfig,
+    properties: &[(&str, &str)],
+) -> Result<ClientConfig> {
+    let mut config: ClientConfig = kafka.connection_properties()?.into_iter().collect();
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    config.extend(kafka.override_properties());
+    Ok(config)
+}
 
 /// Microseconds since the Unix epoch (the clock of `capture_time_us`).
 pub fn now_us() -> i64 {
@@ -64,10 +81,12 @@ pub struct FrameProducer {
 impl FrameProducer {
     /// A producer on `bootstrap` (`linger.ms` 5) with the extra librdkafka `properties`.
     pub fn new(bootstrap: &str, properties: &[(&str, &str)]) -> Result<Self> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", bootstrap)
-            .set("linger.ms", "5");
+        Self::with_config(&KafkaClientConfig::plaintext(bootstrap), properties)
+    }
+
+    /// A producer configured from the shared client config (e.g. a secured broker's).
+    pub fn with_config(kafka: &KafkaClientConfig, properties: &[(&str, &str)]) -> Result<Self> {
+        let mut config = client_config(kafka, &[("linger.ms", "5")])?;
         for (k, v) in properties {
             config.set(*k, *v);
         }
@@ -124,12 +143,19 @@ impl FrameProducer {
 
 /// A consumer of every partition of `topic` from the beginning, in a fresh group, with the
 /// extra librdkafka `properties`.
-fn reader(bootstrap: &str, topic: &str, properties: &[(&str, &str)]) -> Result<BaseConsumer> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", crate::basics::unique_name("reader"))
-        .set("enable.auto.commit", "false");
+fn reader(
+    kafka: &KafkaClientConfig,
+    topic: &str,
+    properties: &[(&str, &str)],
+) -> Result<BaseConsumer> {
+    let group = crate::basics::unique_name("reader");
+    let mut config = client_config(
+        kafka,
+        &[
+            ("group.id", group.as_str()),
+            ("enable.auto.commit", "false"),
+        ],
+    )?;
     for (k, v) in properties {
         config.set(*k, *v);
     }
@@ -194,7 +220,8 @@ pub fn wait_committed(
 /// Every detection record on `topic` (`read_committed`), in log order per partition, read
 /// until 2 s pass without a new one.
 pub fn all_records(bootstrap: &str, topic: &str) -> Result<Vec<DetectionRecord>> {
-    let c = reader(bootstrap, topic, &[("isolation.level", "read_committed")])?;
+    let kafka = KafkaClientConfig::plaintext(bootstrap);
+    let c = reader(&kafka, topic, &[("isolation.level", "read_committed")])?;
     let mut out = Vec::new();
     let mut idle = 0;
     while idle < 20 {
@@ -235,7 +262,12 @@ pub struct TopicReader {
 impl TopicReader {
     /// Assigns all partitions of `topic` from the start.
     pub fn new(bootstrap: &str, topic: &str) -> Result<Self> {
-        let consumer = reader(bootstrap, topic, &[("fetch.message.max.bytes", "2000000")])?;
+        Self::with_config(&KafkaClientConfig::plaintext(bootstrap), topic)
+    }
+
+    /// Like [`TopicReader::new`], configured from the shared client config.
+    pub fn with_config(kafka: &KafkaClientConfig, topic: &str) -> Result<Self> {
+        let consumer = reader(kafka, topic, &[("fetch.message.max.bytes", "2000000")])?;
         Ok(Self { consumer })
     }
 

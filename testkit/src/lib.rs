@@ -20,8 +20,10 @@
 //!   mode). It and the worker's config live apart because they link libtorch (see that crate).
 //!
 //! Smaller pieces: [`basics`] (binary paths, unique names, free ports, `wait_until`), [`http`]
-//! (GET/POST helpers and metric parsing), [`sys`] (process CPU and memory readings),
-//! [`fixtures`] (test data shared across crates), [`process`] (the child-process handle).
+//! (GET/POST helpers and metric parsing), [`props`] (proptest strategies: hostile config
+//! files), [`sys`] (process CPU and memory readings),
+//! [`fixtures`] (test data shared across crates), [`process`] (the child-process handle),
+//! [`tls`] (a throw-away PKI for real TLS handshakes).
 //!
 //! Binaries are looked up next to the test executable ([`bin_path`]); they exist when the
 //! tests run through `cargo test --workspace` / `cargo nextest run --workspace`. A test starts
@@ -40,13 +42,15 @@ pub mod ingest;
 pub mod kafka;
 pub mod node;
 pub mod process;
+pub mod props;
 pub mod redis;
 #[cfg(feature = "checker")]
 pub mod settle;
 pub mod sys;
+pub mod tls;
 
 pub use basics::{FREE_PORT, bin_path, unique_name, wait_until};
-pub use broker::{DevBroker, Topics};
+pub use broker::{BrokerSecurity, DevBroker, Topics};
 pub use camsim::CamSim;
 #[cfg(feature = "coordinator")]
 pub use coordinator::Coordinator;

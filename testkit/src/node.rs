@@ -117,6 +117,16 @@ pub fn spawn(
     spawn_toml(name, bin, &toml, env)
 }
 
+/// Spawns `bin` on a `config` it must refuse: waits up to 20 s for it to exit and returns
+/// its log (stdout and stderr). Fails if it is still running then.
+pub fn expect_refusal(name: &str, bin: &str, config: &impl Serialize) -> Result<String> {
+    let (mut proc, _file) = spawn(name, bin, config, &[("RUST_BACKTRACE", "0")])?;
+    wait_until("the node refuses to start", Duration::from_secs(20), || {
+        (!proc.is_running()).then_some(())
+    })?;
+    Ok(proc.log_text())
+}
+
 /// Spawns `bin --config <file holding toml>`; the file lives as long as the returned handle.
 pub fn spawn_toml(
     name: &str,

@@ -60,6 +60,22 @@ pub fn process_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Peak resident memory (`VmHWM`) of process `pid` in KiB, if it is running.
+pub fn process_peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resets the peak resident memory of process `pid` (one of ours) to its current RSS
+/// (`echo 5 > /proc/<pid>/clear_refs`, Linux 4.0+), so that a later
+/// [`process_peak_rss_kib`] covers only what happened since. `false` if the kernel refused.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// Clock ticks per second for `/proc` CPU times, and where the figure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ClockTicks {

@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use panoptes_coordinator_client::RedisLink;
+use panoptes_runtime::config::RedisClientConfig;
 use parking_lot::{Mutex, RwLock};
 
 /// Why the assignment could not be read.
@@ -77,7 +79,7 @@ pub fn redis_key(cluster: &str, frames_topic: &str, partition: i32) -> String {
 /// used only from publisher threads (never from tokio threads); every call is bounded by
 /// `check_timeout`, and a broken connection is re-opened on the next call.
 pub struct RedisAssignment {
-    client: redis::Client,
+    link: RedisLink,
     conn: Mutex<Option<redis::Connection>>,
     timeout: Duration,
     worker_id: String,
@@ -99,14 +101,14 @@ impl RedisAssignment {
     /// Opens the source and takes the epoch of every partition in `partitions`; each must
     /// be recorded as owned by `worker_id`.
     pub fn connect(
-        url: &str,
+        redis: impl Into<RedisClientConfig>,
         timeout: Duration,
         worker_id: &str,
         cluster: &str,
         frames_topic: &str,
         partitions: &[i32],
     ) -> Result<(Self, BTreeMap<i32, u64>), AssignmentError> {
-        let me = Self::open(url, timeout, worker_id, cluster, frames_topic)?;
+        let me = Self::open(redis, timeout, worker_id, cluster, frames_topic)?;
         let mut epochs = BTreeMap::new();
         for &p in partitions {
             match me.read(p)? {
@@ -128,18 +130,18 @@ impl RedisAssignment {
     }
 
     /// Opens the source for `cluster`'s partitions without reading anything yet (the first
-    /// check connects).
+    /// check connects). `redis` is the node's Redis settings (TLS, ACL user), or a bare URL.
     pub fn open(
-        url: &str,
+        redis: impl Into<RedisClientConfig>,
         timeout: Duration,
         worker_id: &str,
         cluster: &str,
         frames_topic: &str,
     ) -> Result<Self, AssignmentError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| AssignmentError::Invalid(format!("redis_url {url:?}: {e}")))?;
+        let link =
+            RedisLink::open(&redis.into()).map_err(|e| AssignmentError::Invalid(e.to_string()))?;
         Ok(Self {
-            client,
+            link,
             conn: Mutex::new(None),
             timeout,
             worker_id: worker_id.to_string(),
@@ -153,11 +155,8 @@ impl RedisAssignment {
         let mut guard = self.conn.lock();
         if guard.is_none() {
             let c = self
-                .client
-                .get_connection_with_timeout(self.timeout)
-                .map_err(|e| AssignmentError::Unavailable(e.to_string()))?;
-            c.set_read_timeout(Some(self.timeout))
-                .and_then(|()| c.set_write_timeout(Some(self.timeout)))
+                .link
+                .connect(self.timeout)
                 .map_err(|e| AssignmentError::Unavailable(e.to_string()))?;
             *guard = Some(c);
         }

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use panoptes_runtime::config::redis::{RedisClientConfig, TCP_SCHEMES};
+use panoptes_runtime::config::redis::{ALL_SCHEMES, RedisClientConfig};
 use panoptes_runtime::config::{KafkaClientConfig, KafkaProducerConfig};
 use panoptes_schemas::topics;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     pub partition_queue: usize,
     /// Threads decoding JPEG and letterboxing.
     pub decode_threads: usize,
+    /// Bounds on what a frame may claim, checked before decoding.
+    pub decode: DecodeConfig,
     /// Delivery semantics.
     pub delivery: DeliveryMode,
     /// How often consumed offsets are committed (at-least-once) or transactions are
@@ -70,6 +72,7 @@ impl Default for WorkerConfig {
             staleness: StalenessConfig::default(),
             partition_queue: 64,
             decode_threads: 2,
+            decode: DecodeConfig::default(),
             delivery: DeliveryMode::AtLeastOnce,
             commit_interval: Duration::from_millis(200),
         }
@@ -91,6 +94,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "staleness",
     "partition_queue",
     "decode_threads",
+    "decode",
     "delivery",
     "commit_interval",
 ];
@@ -101,6 +105,10 @@ impl WorkerConfig {
     /// Checks values serde cannot (bounds, non-empty names).
     pub fn validate(&self) -> Result<(), ConfigInvalid> {
         let bad = |s: String| Err(ConfigInvalid(s));
+        // The [kafka] security settings (TLS files, SASL user and password) fail closed.
+        if let Err(e) = self.kafka.client.validate() {
+            return bad(e.to_string());
+        }
         if self.worker_id.trim().is_empty() || self.worker_id.contains(char::is_whitespace) {
             return bad(format!(
                 "worker_id {:?} is empty or has spaces",
@@ -120,6 +128,14 @@ impl WorkerConfig {
             return bad(format!(
                 "decode_threads {} outside 1..=64",
                 self.decode_threads
+            ));
+        }
+        let max_side = u64::from(panoptes_schemas::MAX_DIMENSION);
+        if self.decode.max_frame_pixels == 0 || self.decode.max_frame_pixels > max_side * max_side {
+            return bad(format!(
+                "decode.max_frame_pixels {} outside 1..={}",
+                self.decode.max_frame_pixels,
+                max_side * max_side
             ));
         }
         if let Some(p) = self.partitions.iter().find(|p| **p < 0) {
@@ -160,12 +176,10 @@ impl WorkerConfig {
             if self.assignment.source == AssignmentSource::Redis && self.partitions.is_empty() {
                 return bad("assignment.source = \"redis\" needs explicit partitions".into());
             }
-            if !self.assignment.redis.has_scheme(TCP_SCHEMES) {
-                return bad(format!(
-                    "assignment.redis_url {:?} is not a redis:// URL",
-                    self.assignment.redis.redis_url
-                ));
-            }
+            self.assignment
+                .redis
+                .validate("assignment.redis_url", ALL_SCHEMES)
+                .map_err(ConfigInvalid)?;
         }
         if self.assignment.check_timeout.is_zero()
             || self.assignment.check_timeout > Duration::from_secs(10)
@@ -343,6 +357,31 @@ impl Default for BatchingConfig {
         Self {
             max_batch: 8,
             max_wait: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Default of `[decode] max_frame_pixels`: a 4K UHD frame, 3840×2160. Frames are published
+/// at the analytic resolution (640×360 by default, at most 3840×2160 as the coordinator's
+/// registry accepts) and the model sees 640×640 or so, so nothing larger is ever useful;
+/// decoding a frame costs `3 × pixels` bytes of scratch per decode thread (25 MB here).
+pub const DEFAULT_MAX_FRAME_PIXELS: u64 = 3840 * 2160;
+
+/// `[decode]`: bounds on what a frame may claim, checked against its envelope and JPEG header
+/// before anything is allocated for its pixels (`docs/security.md`, hostile input).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Largest frame accepted, in pixels (width × height of the envelope, which the JPEG
+    /// header must match). A decode thread holds at most `3 ×` this many bytes of scratch.
+    /// Frames above it are dead-lettered `too_large`. Default: 3840×2160 (4K UHD).
+    pub max_frame_pixels: u64,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_pixels: DEFAULT_MAX_FRAME_PIXELS,
         }
     }
 }

@@ -67,7 +67,7 @@ impl CoordinatedNode {
     ) -> Result<Self, WorkerError> {
         let cfg = &lane_ctx.config;
         let a = &cfg.assignment;
-        let member = MemberConfig::new(MemberKind::Worker, &cfg.worker_id, &a.redis.redis_url)
+        let member = MemberConfig::new(MemberKind::Worker, &cfg.worker_id, &a.redis)
             .placed(&cfg.region, &cfg.group, capacity)
             .serving(http, &cfg.kafka.frames_topic)
             .timing(a.lease_ttl, a.poll_interval);

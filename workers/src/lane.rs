@@ -31,9 +31,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use panoptes_runtime::kafka_link::KafkaLink;
 use panoptes_schemas::ModelRef;
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::Producer;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +43,7 @@ use crate::config::{AssignmentSource, DeliveryMode, KafkaConfig, WorkerConfig};
 use crate::error::{PublishError, Stage, WorkerError};
 use crate::failure::FailureReporter;
 use crate::metrics::WorkerMetrics;
-use crate::pipeline::consume::{self, Command, ConsumerLoop};
+use crate::pipeline::consume::{self, Command, ConsumerLoop, FramesConsumer};
 use crate::pipeline::decode::DecodeStage;
 use crate::pipeline::infer::{self, InferenceRun, InferenceSpec, Started};
 use crate::pipeline::partition::{PartitionEpochs, PartitionState};
@@ -65,6 +66,8 @@ pub struct LaneContext {
     pub failures: FailureReporter,
     /// Bound of each lane's consumer → decode channel.
     pub jobs_bound: usize,
+    /// Where every Kafka client's own errors go (counter and readiness).
+    pub kafka_link: KafkaLink,
 }
 
 impl LaneContext {
@@ -80,7 +83,7 @@ impl LaneContext {
             AssignmentSource::Static => Arc::new(StaticAssignment::new(c.epoch)),
             AssignmentSource::Redis | AssignmentSource::Coordinator => {
                 Arc::new(RedisAssignment::open(
-                    &c.assignment.redis.redis_url,
+                    &c.assignment.redis,
                     c.assignment.check_timeout,
                     &c.worker_id,
                     cluster,
@@ -97,7 +100,7 @@ pub struct LaneBuilder<'a> {
     cluster: String,
     kafka: KafkaConfig,
     model: Option<Started>,
-    consumer: Option<Arc<BaseConsumer>>,
+    consumer: Option<Arc<FramesConsumer>>,
     assignment: Option<Arc<dyn Assignment>>,
 }
 
@@ -122,7 +125,7 @@ impl<'a> LaneBuilder<'a> {
     }
 
     /// Uses this frames consumer (default: create one).
-    pub fn consumer(mut self, consumer: Arc<BaseConsumer>) -> Self {
+    pub fn consumer(mut self, consumer: Arc<FramesConsumer>) -> Self {
         self.consumer = Some(consumer);
         self
     }
@@ -143,7 +146,11 @@ impl<'a> LaneBuilder<'a> {
         };
         let consumer = match self.consumer {
             Some(c) => c,
-            None => Arc::new(consume::create(&self.kafka, &ctx.config.worker_id)?),
+            None => Arc::new(consume::create(
+                &self.kafka,
+                &ctx.config.worker_id,
+                ctx.kafka_link.clone(),
+            )?),
         };
         let started = match self.model {
             Some(s) => s,
@@ -192,7 +199,7 @@ pub struct Lane {
     cluster: String,
     kafka: KafkaConfig,
     assignment: Arc<dyn Assignment>,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<FramesConsumer>,
     router: Router,
     epochs: PartitionEpochs,
     commands: Sender<Command>,
@@ -214,7 +221,7 @@ impl Lane {
         kafka: KafkaConfig,
         assignment: Arc<dyn Assignment>,
         started: Started,
-        consumer: Arc<BaseConsumer>,
+        consumer: Arc<FramesConsumer>,
     ) -> Result<Self, WorkerError> {
         let cfg = &ctx.config;
         let router = Router::new(&[], cfg.partition_queue + 8).0;
@@ -231,6 +238,7 @@ impl Lane {
                 &kafka,
                 &cfg.worker_id,
                 ctx.metrics.clone(),
+                ctx.kafka_link.clone(),
             )?)),
             DeliveryMode::ExactlyOnce => None,
         };
@@ -239,6 +247,7 @@ impl Lane {
         let stage = Arc::new(DecodeStage {
             ctx: record.clone(),
             staleness: cfg.staleness.clone(),
+            limits: cfg.decode.clone(),
             manifest: started.manifest.clone(),
             metrics: ctx.metrics.clone(),
             router: router.clone(),
@@ -299,7 +308,7 @@ impl Lane {
     }
 
     /// The frames consumer.
-    pub fn consumer(&self) -> &Arc<BaseConsumer> {
+    pub fn consumer(&self) -> &Arc<FramesConsumer> {
         &self.consumer
     }
 

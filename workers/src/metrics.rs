@@ -11,6 +11,12 @@ use prometheus::{
 /// Stages timed per frame.
 pub const STAGES: &[&str] = &["queue", "decode", "batch_wait", "inference", "postprocess"];
 
+/// Checks that refuse a frame before decoding (`frames_refused`'s `check` label):
+/// `max_pixels` (the envelope's size is over `[decode] max_frame_pixels`), `header_mismatch`
+/// (the JPEG's frame header disagrees with the envelope), `header_unreadable` (no JPEG
+/// frame header could be read).
+pub const REFUSAL_CHECKS: &[&str] = &["max_pixels", "header_mismatch", "header_unreadable"];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
 ];
@@ -28,6 +34,9 @@ pub struct WorkerMetrics {
     pub skipped: IntCounterVec,
     /// Frames sent to the dead-letter topic, per reason.
     pub dead_lettered: IntCounterVec,
+    /// Frames refused before any pixel buffer was sized for them, per check
+    /// ([`REFUSAL_CHECKS`]): a subset of `dead_lettered`.
+    pub frames_refused: IntCounterVec,
     /// Publishing or committing failures, per kind.
     pub publish_errors: IntCounterVec,
     /// Images per inference batch.
@@ -138,6 +147,11 @@ impl WorkerMetrics {
                 "Frames sent to the dead-letter topic, by reason.",
                 "reason",
             )?,
+            frames_refused: r.counter(
+                "panoptes_worker_frames_refused_total",
+                "Frames refused before decoding (nothing allocated for their pixels), by check.",
+                "check",
+            )?,
             publish_errors: r.counter(
                 "panoptes_worker_publish_errors_total",
                 "Failures to deliver or commit, by kind.",
@@ -224,6 +238,9 @@ impl WorkerMetrics {
         self.skipped.with_label_values(&["skipped_stale"]);
         for r in ["undecodable", "bad_headers", "too_large", "bad_dimensions"] {
             self.dead_lettered.with_label_values(&[r]);
+        }
+        for c in REFUSAL_CHECKS {
+            self.frames_refused.with_label_values(&[c]);
         }
     }
 

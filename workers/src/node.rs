@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use panoptes_coordinator_client::MemberAgent;
 use panoptes_runtime::health::{self, Readiness};
+use panoptes_runtime::kafka_link::KafkaLink;
 use panoptes_schemas::ModelRef;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +34,7 @@ use crate::error::WorkerError;
 use crate::failure::FailureReporter;
 use crate::lane::{Lane, LaneBuilder, LaneContext};
 use crate::metrics::WorkerMetrics;
-use crate::pipeline::consume;
+use crate::pipeline::consume::{self, FramesConsumer};
 use crate::pipeline::infer::{self, InferenceSpec, Started};
 
 /// How long start-up waits for the broker's metadata.
@@ -46,8 +47,9 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
     let readiness = Readiness::default();
     readiness.set("model", false, "loading");
     readiness.set("kafka", false, "not checked yet");
+    let kafka_link = KafkaLink::new(&metrics.registry, "worker", readiness.clone())?;
     let model = load_model(&config, &metrics, &readiness).await?;
-    let (consumer, partitions) = open_frames_consumer(&config).await?;
+    let (consumer, partitions) = open_frames_consumer(&config, &kafka_link).await?;
     tracing::info!(worker = %config.worker_id, region = %config.region, ?partitions, epoch = config.epoch, mode = ?config.delivery, source = ?config.assignment.source, "worker starting");
     let (assignment, epochs) = take_assignment(&config, &partitions).await?;
 
@@ -64,6 +66,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         metrics: metrics.clone(),
         failures: failures.clone(),
         jobs_bound: jobs_bound(&config, partitions.len()),
+        kafka_link: kafka_link.clone(),
     };
     let home = build_home_lane(&ctx, model.started, consumer.clone(), assignment, epochs).await?;
     metrics.partitions_owned.set(partitions.len() as i64);
@@ -74,6 +77,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         consumer,
         config.kafka.frames_topic.clone(),
         readiness,
+        kafka_link,
         node.as_ref().map(|n| n.agent().clone()),
         failed.clone(),
     ));
@@ -157,13 +161,15 @@ async fn load_model(
 /// (none in coordinator mode: they are granted at run time).
 async fn open_frames_consumer(
     config: &WorkerConfig,
-) -> Result<(Arc<BaseConsumer>, Vec<i32>), WorkerError> {
+    link: &KafkaLink,
+) -> Result<(Arc<FramesConsumer>, Vec<i32>), WorkerError> {
     let coordinated = config.assignment.source == AssignmentSource::Coordinator;
     let kafka = config.kafka.clone();
     let worker_id = config.worker_id.clone();
     let configured = config.partitions.clone();
+    let link = link.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        let c = consume::create(&kafka, &worker_id)?;
+        let c = consume::create(&kafka, &worker_id, link)?;
         let p = if coordinated {
             Vec::new()
         } else {
@@ -196,14 +202,7 @@ async fn take_assignment(
                 partitions.to_vec(),
             );
             let (source, epochs) = tokio::task::spawn_blocking(move || {
-                RedisAssignment::connect(
-                    &a.redis.redis_url,
-                    a.check_timeout,
-                    &id,
-                    &region,
-                    &topic,
-                    &parts,
-                )
+                RedisAssignment::connect(&a.redis, a.check_timeout, &id, &region, &topic, &parts)
             })
             .await??;
             tracing::info!(?epochs, "assignment taken from Redis");
@@ -228,7 +227,7 @@ fn jobs_bound(config: &WorkerConfig, partitions: usize) -> usize {
 async fn build_home_lane(
     ctx: &LaneContext,
     started: Started,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<FramesConsumer>,
     assignment: Option<Arc<dyn Assignment>>,
     epochs: BTreeMap<i32, u64>,
 ) -> Result<Arc<Lane>, WorkerError> {
@@ -323,9 +322,10 @@ async fn drain_and_stop(
 /// Readiness: the broker answers metadata requests for the frames topic (told to the
 /// coordinator as `broker_ok` in coordinator mode).
 async fn probe_broker(
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<FramesConsumer>,
     topic: String,
     readiness: Readiness,
+    link: KafkaLink,
     agent: Option<MemberAgent>,
     cancel: CancellationToken,
 ) {
@@ -339,6 +339,7 @@ async fn probe_broker(
         let ok = match result {
             Ok(Ok(n)) if n > 0 => {
                 readiness.set("kafka", true, format!("{n} partitions"));
+                link.connected();
                 true
             }
             Ok(Ok(_)) => {

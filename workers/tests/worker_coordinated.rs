@@ -119,11 +119,16 @@ impl Leader {
         Ok(())
     }
 
+    /// The partition's record as the leader sees it: with its owner's release applied
+    /// (members record releases in their own hash, never in the record).
     fn record(&mut self, p: i32) -> Result<AssignRecord> {
-        let h: BTreeMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.key(p))
-            .query(&mut self.conn)?;
-        Ok(AssignRecord::from_fields(&h)?)
+        let key = self.key(p);
+        Ok(scripts::read_assignment(
+            &mut self.conn,
+            MemberKind::Worker,
+            &key,
+            &keys::partition_item(REGION, p),
+        )?)
     }
 
     fn member(&mut self, id: &str) -> Result<Option<MemberRecord>> {

@@ -40,11 +40,16 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
         ..KafkaConfig::default()
     };
     broker.create_topic(&cfg.detections_topic, 1)?;
+    let metrics = WorkerMetrics::new()?;
+    let link = panoptes_runtime::kafka_link::KafkaLink::new(
+        &metrics.registry,
+        "worker",
+        panoptes_runtime::health::Readiness::default(),
+    )?;
     let consumer = Arc::new(panoptes_workers::pipeline::consume::create(
-        &cfg, "w-epoch",
+        &cfg, "w-epoch", link,
     )?);
     let assignment = Arc::new(StaticAssignment::new(1));
-    let metrics = WorkerMetrics::new()?;
     let state = PartitionState::new(0);
     let part = EosPartition {
         cfg: cfg.clone(),

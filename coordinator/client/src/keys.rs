@@ -42,6 +42,15 @@ pub fn owned(kind: MemberKind, id: &str) -> String {
     format!("panoptes:owned:{kind}:{id}")
 }
 
+/// Hash of a member's releases: item id → `<epoch>` or `<epoch>:<next seq>` (written by the
+/// member's release script, which first checks that the assignment record names it at that
+/// epoch; read by the leader, which treats the record as released at that epoch; an entry
+/// is removed by the next grant of the item). The member's own key, so that members never
+/// write assignment records (the ACL gives them no write access to any).
+pub fn released(kind: MemberKind, id: &str) -> String {
+    format!("panoptes:released:{kind}:{id}")
+}
+
 /// Pub/sub channel a member subscribes to; the coordinator publishes after changing it.
 pub fn notify(kind: MemberKind, id: &str) -> String {
     format!("panoptes:notify:{kind}:{id}")

@@ -9,17 +9,24 @@
 //!   leader-fenced writes the coordinator makes and the release a member makes;
 //! - [`member`]: [`member::MemberAgent`], the thread a node runs to hold its lease, report its
 //!   load and learn its assignments (pushed through pub/sub and polled);
+//! - [`link`]: [`RedisLink`], how every process opens Redis (TLS, ACL user, password file);
+//! - [`acl`]: the least-privilege Redis ACL users of each role, rendered as an ACL file;
+//! - [`sealed`]: camera passwords encrypted at rest (AEAD keyring with rotation);
 //! - [`driver`]: [`driver::Driver`], the protocol's member side on top of the agent (start
 //!   what is granted, stop what is revoked, hand over what moves, fail closed, drain), for
 //!   any node that says what running an item means ([`driver::ItemRunner`]).
 
+pub mod acl;
 pub mod driver;
 pub mod keys;
+pub mod link;
 pub mod member;
 pub mod records;
 pub mod scripts;
+pub mod sealed;
 
 pub use driver::{Driver, DriverConfig, HandoverOutcome, ItemRunner, Prepared, Report};
+pub use link::RedisLink;
 pub use member::{Desired, Grant, MemberAgent, MemberConfig};
 pub use records::{AssignRecord, CameraRecord, MemberKind, MemberRecord, RegionRecord};
 
@@ -56,16 +63,11 @@ impl From<redis::RedisError> for CoordError {
     }
 }
 
-/// Opens a synchronous connection with read and write timeouts of `timeout`.
+/// Opens a synchronous connection to a bare URL (no TLS files, no ACL user) with read and
+/// write timeouts of `timeout`: tests and development tools. Nodes open their configured
+/// link with [`RedisLink::open`] once and connect through it.
 pub fn connect(url: &str, timeout: std::time::Duration) -> Result<redis::Connection, CoordError> {
-    let client =
-        redis::Client::open(url).map_err(|e| CoordError::Invalid(format!("redis url: {e}")))?;
-    let c = client
-        .get_connection_with_timeout(timeout)
-        .map_err(|e| CoordError::Unavailable(e.to_string()))?;
-    c.set_read_timeout(Some(timeout))?;
-    c.set_write_timeout(Some(timeout))?;
-    Ok(c)
+    RedisLink::url(url)?.connect(timeout)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -23,14 +23,16 @@ use redis::Connection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use panoptes_runtime::config::RedisClientConfig;
+
 use crate::records::{AssignRecord, CameraRecord, MemberKind, MemberRecord, RegionRecord};
-use crate::{CoordError, connect, keys, scripts};
+use crate::{CoordError, RedisLink, keys, scripts};
 
 /// How a node takes part in coordination.
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`.
-    pub redis_url: String,
+    /// How to reach Redis (URL, TLS files, ACL user and password file).
+    pub redis: RedisClientConfig,
     /// Ingest or worker.
     pub kind: MemberKind,
     /// Node id, unique per kind.
@@ -52,12 +54,13 @@ pub struct MemberConfig {
 }
 
 impl MemberConfig {
-    /// A member of `kind` named `id`, coordinating through `redis_url`, with the protocol's
-    /// defaults: no region, group `default`, capacity 0, lease TTL 1 s, polled every 500 ms,
-    /// frames topic `panoptes.frames`. The other methods set the rest.
-    pub fn new(kind: MemberKind, id: &str, redis_url: &str) -> Self {
+    /// A member of `kind` named `id`, coordinating through `redis` (the node's
+    /// [`RedisClientConfig`], or a bare URL in tests), with the protocol's defaults: no
+    /// region, group `default`, capacity 0, lease TTL 1 s, polled every 500 ms, frames topic
+    /// `panoptes.frames`. The other methods set the rest.
+    pub fn new(kind: MemberKind, id: &str, redis: impl Into<RedisClientConfig>) -> Self {
         Self {
-            redis_url: redis_url.to_string(),
+            redis: redis.into(),
             kind,
             id: id.to_string(),
             region: String::new(),
@@ -149,6 +152,7 @@ struct Status {
 
 struct Inner {
     cfg: MemberConfig,
+    link: RedisLink,
     session: String,
     status: Mutex<Status>,
     conn: Mutex<Option<Connection>>,
@@ -191,6 +195,7 @@ impl MemberAgent {
                 cfg.id
             )));
         }
+        let link = RedisLink::open(&cfg.redis)?;
         let (tx, _) = watch::channel(Desired::default());
         let agent = Self {
             inner: Arc::new(Inner {
@@ -209,10 +214,11 @@ impl MemberAgent {
                 leases_lost: AtomicU64::new(0),
                 registered: AtomicBool::new(false),
                 renew_failures: AtomicU64::new(0),
+                link,
                 cfg,
             }),
         };
-        let mut c = connect(&agent.inner.cfg.redis_url, agent.timeout())?;
+        let mut c = agent.inner.link.connect(agent.timeout())?;
         agent.renew(&mut c)?;
         agent.poll(&mut c)?;
         let a = agent.clone();
@@ -287,8 +293,8 @@ impl MemberAgent {
         let cfg = &self.inner.cfg;
         let key = keys::assign_of(cfg.kind, &cfg.frames_topic, item)
             .ok_or_else(|| CoordError::Invalid(format!("bad item id {item:?}")))?;
-        let released =
-            self.with_conn(|c| scripts::release(c, &key, &cfg.id, epoch, item, next_seq))?;
+        let released = self
+            .with_conn(|c| scripts::release(c, cfg.kind, &key, &cfg.id, epoch, item, next_seq))?;
         tracing::info!(item, epoch, released, "item released");
         self.wake();
         Ok(released)
@@ -338,7 +344,7 @@ impl MemberAgent {
     ) -> Result<T, CoordError> {
         let mut guard = self.inner.conn.lock();
         if guard.is_none() {
-            *guard = Some(connect(&self.inner.cfg.redis_url, self.timeout())?);
+            *guard = Some(self.inner.link.connect(self.timeout())?);
         }
         let r = f(guard.as_mut().expect("opened above"));
         if matches!(r, Err(CoordError::Unavailable(_))) {
@@ -356,7 +362,7 @@ impl MemberAgent {
                 std::thread::sleep(self.inner.cfg.poll_interval.min(Duration::from_millis(500)));
             }
         }
-        match connect(&self.inner.cfg.redis_url, self.timeout()) {
+        match self.inner.link.connect(self.timeout()) {
             Ok(mut c) => {
                 let cfg = &self.inner.cfg;
                 let r = redis::pipe()
@@ -377,8 +383,8 @@ impl MemberAgent {
     /// One connected session: renew and poll on schedule, wake on pub/sub messages.
     fn session(&self, cancel: &CancellationToken) -> Result<(), CoordError> {
         let cfg = &self.inner.cfg;
-        let mut c = connect(&cfg.redis_url, self.timeout())?;
-        let mut sub_conn = connect(&cfg.redis_url, self.timeout())?;
+        let mut c = self.inner.link.connect(self.timeout())?;
+        let mut sub_conn = self.inner.link.connect(self.timeout())?;
         let mut sub = sub_conn.as_pubsub();
         sub.subscribe(keys::notify(cfg.kind, &cfg.id))?;
         let renew_every = cfg.lease_ttl / 4;
@@ -462,7 +468,10 @@ impl MemberAgent {
         }
         pipe.exists(keys::drain(cfg.kind, &cfg.id));
         pipe.hgetall(keys::REGIONS);
+        pipe.hgetall(keys::released(cfg.kind, &cfg.id));
         let mut replies: Vec<redis::Value> = pipe.query(c)?;
+        let releases: BTreeMap<String, String> =
+            redis::from_redis_value(&replies.pop().unwrap_or(redis::Value::Nil))?;
         let regions_raw: BTreeMap<String, String> =
             redis::from_redis_value(&replies.pop().unwrap_or(redis::Value::Nil))?;
         let drain_requested: bool =
@@ -471,7 +480,10 @@ impl MemberAgent {
         for (item, v) in asked.into_iter().zip(replies) {
             let h: BTreeMap<String, String> = redis::from_redis_value(&v)?;
             let record = match AssignRecord::from_fields(&h) {
-                Ok(r) => r,
+                Ok(mut r) => {
+                    r.apply_release(releases.get(&item).map(String::as_str));
+                    r
+                }
                 Err(e) => {
                     tracing::warn!(item, error = %e, "unreadable assignment record ignored");
                     continue;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::CoordError;
+use crate::sealed::{self, Keyring, SealError};
 
 /// The two kinds of members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -126,15 +127,25 @@ pub struct RegionRecord {
     pub bootstrap_servers: String,
 }
 
-/// A registered camera (hash `panoptes:cameras`, field = camera id). Holds the URL with its
-/// credentials: only ingest nodes read it; the operator API redacts it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A registered camera (hash `panoptes:cameras`, field = camera id).
+///
+/// As stored, the URL's password is not in `url` but sealed in `password` (see
+/// [`crate::sealed`]): [`CameraRecord::sealed`] makes the stored form, [`CameraRecord::opened`]
+/// gives the URL with its password back (coordinators and ingest nodes, which hold the
+/// keyring). A record stored by an older version with the password in `url` and no
+/// `password` opens as it is, and is sealed by the coordinator's re-seal pass.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraRecord {
     /// Camera id (also the Kafka key of its frames).
     pub id: String,
-    /// RTSP URL, credentials included.
+    /// RTSP URL: without its password when stored (`password` holds it, sealed); with it
+    /// once opened.
     pub url: String,
+    /// The URL's password, sealed (`v1:<key id>:...`); absent when the URL has none, or in
+    /// an opened record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     /// Home region: where its frames go while the region is healthy.
     pub region: String,
     /// Worker group that processes its frames.
@@ -160,7 +171,67 @@ pub fn default_frames_topic() -> String {
     "panoptes.frames".into()
 }
 
+impl std::fmt::Debug for CameraRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CameraRecord")
+            .field("id", &self.id)
+            .field("url", &panoptes_runtime::redact::redact_text(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "sealed"))
+            .field("region", &self.region)
+            .field("group", &self.group)
+            .field("partition", &self.partition)
+            .field("fps", &self.fps)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish()
+    }
+}
+
 impl CameraRecord {
+    /// The stored form: a password in `url` moves, sealed under the primary key, into
+    /// `password`. A record without a password needs no keyring; one with a password fails
+    /// with [`SealError::NoKeyring`] when `keys` is `None` (never stored in clear).
+    pub fn sealed(&self, keys: Option<&Keyring>) -> Result<Self, SealError> {
+        let Some((bare, pw)) = sealed::split_password(&self.url) else {
+            return Ok(self.clone());
+        };
+        let keys = keys.ok_or(SealError::NoKeyring)?;
+        Ok(Self {
+            url: bare,
+            password: Some(keys.seal(&self.id, &pw)),
+            ..self.clone()
+        })
+    }
+
+    /// The opened form: the URL with its password (from `password`) back in place.
+    pub fn opened(&self, keys: Option<&Keyring>) -> Result<Self, SealError> {
+        let Some(sealed_pw) = &self.password else {
+            return Ok(self.clone());
+        };
+        let keys = keys.ok_or(SealError::NoKeyring)?;
+        let pw = keys.open(&self.id, sealed_pw)?;
+        let url = sealed::join_password(&self.url, pw.expose()).ok_or(SealError::Malformed)?;
+        Ok(Self {
+            url,
+            password: None,
+            ..self.clone()
+        })
+    }
+
+    /// Whether the stored record needs sealing under `keys`' primary key: a password in
+    /// clear in `url`, or one sealed under an older key.
+    pub fn needs_reseal(&self, keys: &Keyring) -> bool {
+        match &self.password {
+            Some(p) => sealed::key_id(p) != Some(keys.primary_id()),
+            None => sealed::split_password(&self.url).is_some(),
+        }
+    }
+
+    /// Whether the camera has a password (sealed, or in clear in `url`).
+    pub fn has_password(&self) -> bool {
+        self.password.is_some() || sealed::split_password(&self.url).is_some()
+    }
+
     /// Load of this camera in load units: frames/s scaled by pixels against 640×360.
     pub fn load(&self) -> f64 {
         f64::from(self.fps) * f64::from(self.width) * f64::from(self.height) / (640.0 * 360.0)
@@ -213,8 +284,63 @@ impl AssignRecord {
     }
 }
 
+/// A release entry in a member's released hash: `<epoch>` or `<epoch>:<next seq>`.
+pub fn release_entry(epoch: u64, next_seq: Option<u64>) -> String {
+    match next_seq {
+        Some(s) => format!("{epoch}:{s}"),
+        None => epoch.to_string(),
+    }
+}
+
+/// Parses a release entry; `None` when it is not one.
+pub fn parse_release_entry(s: &str) -> Option<(u64, Option<u64>)> {
+    match s.split_once(':') {
+        Some((e, seq)) => Some((e.parse().ok()?, Some(seq.parse().ok()?))),
+        None => Some((s.parse().ok()?, None)),
+    }
+}
+
+impl AssignRecord {
+    /// Applies the owner's release entry (from its released hash) when it is for this
+    /// record's epoch: the record then reads as released, with `released_seq` if given.
+    /// Entries for other epochs (left from earlier grants) are ignored.
+    pub fn apply_release(&mut self, entry: Option<&str>) {
+        if let Some((epoch, seq)) = entry.and_then(parse_release_entry)
+            && epoch == self.epoch
+            && epoch > 0
+        {
+            self.released = Some(epoch);
+            if seq.is_some() {
+                self.released_seq = seq;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn release_entries_apply_only_at_their_epoch() {
+        let mut r = AssignRecord {
+            owner: "i1".into(),
+            epoch: 4,
+            ..Default::default()
+        };
+        r.apply_release(Some("3:99"));
+        assert_eq!(r.released, None);
+        r.apply_release(Some("garbage"));
+        assert_eq!(r.released, None);
+        r.apply_release(Some(&release_entry(4, Some(120))));
+        assert_eq!((r.released, r.released_seq), (Some(4), Some(120)));
+        let mut w = AssignRecord {
+            owner: "w1".into(),
+            epoch: 2,
+            ..Default::default()
+        };
+        w.apply_release(Some(&release_entry(2, None)));
+        assert_eq!((w.released, w.released_seq), (Some(2), None));
+    }
+
     use super::*;
 
     #[test]
@@ -255,10 +381,49 @@ mod tests {
     }
 
     #[test]
+    fn camera_records_seal_and_open() {
+        use base64::Engine;
+        let k = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let ring = Keyring::parse(&format!("k1:{}", k(1))).unwrap();
+        let plain = CameraRecord {
+            id: "c".into(),
+            url: "rtsp://viewer:hunter2@10.0.0.1:554/c".into(),
+            password: None,
+            region: "eu".into(),
+            group: default_group(),
+            partition: 0,
+            fps: 5,
+            width: 640,
+            height: 360,
+        };
+        assert!(!format!("{plain:?}").contains("hunter2"));
+        assert_eq!(plain.sealed(None), Err(SealError::NoKeyring));
+        let stored = plain.sealed(Some(&ring)).unwrap();
+        let json = serde_json::to_string(&stored).unwrap();
+        assert!(!json.contains("hunter2"), "{json}");
+        assert_eq!(stored.url, "rtsp://viewer@10.0.0.1:554/c");
+        assert!(stored.has_password() && !stored.needs_reseal(&ring));
+        assert!(plain.needs_reseal(&ring), "clear text needs sealing");
+        assert_eq!(stored.opened(Some(&ring)).unwrap(), plain);
+        assert_eq!(stored.opened(None), Err(SealError::NoKeyring));
+        let rotated = Keyring::parse(&format!("k2:{}\nk1:{}", k(2), k(1))).unwrap();
+        assert!(stored.needs_reseal(&rotated));
+        assert_eq!(stored.opened(Some(&rotated)).unwrap(), plain);
+        // No password: nothing to seal, no keyring needed.
+        let open = CameraRecord {
+            url: "rtsp://10.0.0.2/x".into(),
+            ..plain
+        };
+        assert_eq!(open.sealed(None).unwrap(), open);
+        assert!(!open.has_password());
+    }
+
+    #[test]
     fn camera_load_scales_with_pixels_and_fps() {
         let c = CameraRecord {
             id: "c".into(),
             url: "rtsp://x/y".into(),
+            password: None,
             region: "eu".into(),
             group: default_group(),
             partition: 0,

@@ -4,13 +4,16 @@
 //! Coordinator writes ([`grant`], [`retarget`], [`fenced_batch`]) first compare
 //! `panoptes:fence` with the writer's token and fail with `FENCED` when a newer election
 //! happened: a deposed leader (paused, partitioned) cannot write, whatever it believes.
-//! Members write only their own records and [`release`], which checks owner and epoch.
+//! Members write only their own keys: their lease and their releases ([`release`] checks
+//! owner and epoch in the assignment record, which it only reads). Scripts run with the
+//! caller's ACL: every `redis.call` is checked against the caller's key and command rules,
+//! and keys declared to `EVAL` must be writable, so read-only keys are passed as arguments.
 
 use redis::{Connection, Value};
 
 use crate::CoordError;
 use crate::keys;
-use crate::records::MemberKind;
+use crate::records::{AssignRecord, MemberKind};
 
 const LEADER_ACQUIRE: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -72,6 +75,9 @@ if e <= oldep then
   e = oldep + 1
   redis.call('SET', KEYS[3], e)
 end
+if old and old ~= '' then
+  redis.call('HDEL', 'panoptes:released:' .. ARGV[3] .. ':' .. old, ARGV[2])
+end
 if old and old ~= '' and old ~= ARGV[4] then
   redis.call('SREM', 'panoptes:owned:' .. ARGV[3] .. ':' .. old, ARGV[2])
   redis.call('PUBLISH', 'panoptes:notify:' .. ARGV[3] .. ':' .. old, ARGV[2])
@@ -104,15 +110,15 @@ return 1
 "
 );
 
+/// The owner's release: reads the assignment record (`ARGV[1]`, read-only for members, so
+/// not a declared key: Redis checks declared keys of EVAL for write access) and, if it names
+/// the owner at that epoch, records the release in the owner's own hash (`KEYS[1]`).
 const RELEASE: &str = r"
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then
+if redis.call('HGET', ARGV[1], 'owner') ~= ARGV[2] or redis.call('HGET', ARGV[1], 'epoch') ~= ARGV[3] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'released', ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'released_seq', ARGV[3])
-end
-redis.call('PUBLISH', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[5], ARGV[4])
+redis.call('PUBLISH', ARGV[6], ARGV[5])
 return 1
 ";
 
@@ -261,9 +267,12 @@ pub fn retarget(
 }
 
 /// The owner's release of `item` at `epoch` (after finishing and committing its work), with
-/// the next sequence number for cameras. `false` when the member no longer holds it.
+/// the next sequence number for cameras: recorded in the owner's `panoptes:released:` hash
+/// (see [`keys::released`]) if the record at `assign_key` still names it at that epoch.
+/// `false` when the member no longer holds it.
 pub fn release(
     c: &mut Connection,
+    kind: MemberKind,
     assign_key: &str,
     owner: &str,
     epoch: u64,
@@ -273,13 +282,36 @@ pub fn release(
     let v = eval(
         c,
         RELEASE,
-        &[assign_key, keys::NOTIFY_COORDINATOR],
+        &[&keys::released(kind, owner)],
         &[
+            assign_key.into(),
             owner.into(),
             epoch.to_string(),
-            next_seq.map(|s| s.to_string()).unwrap_or_default(),
+            crate::records::release_entry(epoch, next_seq),
             item.into(),
+            keys::NOTIFY_COORDINATOR.into(),
         ],
     )?;
     Ok(v == Value::Int(1))
+}
+
+/// An item's assignment record with its owner's release applied (what the leader and the
+/// owner see): `HGETALL` of the record, then the owner's entry in its released hash.
+pub fn read_assignment(
+    c: &mut Connection,
+    kind: MemberKind,
+    assign_key: &str,
+    item: &str,
+) -> Result<AssignRecord, CoordError> {
+    let h: std::collections::BTreeMap<String, String> =
+        redis::cmd("HGETALL").arg(assign_key).query(c)?;
+    let mut rec = AssignRecord::from_fields(&h)?;
+    if !rec.owner.is_empty() {
+        let entry: Option<String> = redis::cmd("HGET")
+            .arg(keys::released(kind, &rec.owner))
+            .arg(item)
+            .query(c)?;
+        rec.apply_release(entry.as_deref());
+    }
+    Ok(rec)
 }

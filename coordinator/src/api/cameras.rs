@@ -1,12 +1,17 @@
 //! The camera registry routes: `GET/POST /v1/cameras`, `GET/PUT/DELETE /v1/cameras/{id}`,
-//! `POST /v1/apply`.
+//! `POST /v1/apply`. Every change is audited on the connection that made it (details carry
+//! the redacted view of the camera, never its password).
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use panoptes_coordinator_client::keys;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::audit::{self, AuditEntry};
+use super::auth::Caller;
 use super::common::{ApiError, ApiResult, Shared, ok, parse_body, redis_call};
 use crate::registry::{self, CameraSpec, CameraView};
 
@@ -57,15 +62,27 @@ pub(super) async fn get_camera(State(st): State<Shared>, Path(id): Path<String>)
     }
 }
 
-pub(super) async fn create_camera(State(st): State<Shared>, body: Bytes) -> ApiResult {
+pub(super) async fn create_camera(
+    State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let spec: CameraSpec = parse_body(&body)?;
-    let (rec, version) =
-        redis_call(&st, move |c, st| registry::create(c, &st.limits, &spec)).await?;
+    let (rec, version) = redis_call(&st, move |c, st| {
+        let (rec, version) = registry::create(c, &st.limits, &spec)?;
+        let entry = AuditEntry::change(&caller, "camera.create", &rec.id)
+            .versions(version, true)
+            .details(json!({ "camera": CameraView::from(&rec) }));
+        audit::record(c, st, &entry);
+        Ok((rec, version))
+    })
+    .await?;
     written(StatusCode::CREATED, "created", &rec, version)
 }
 
 pub(super) async fn put_camera(
     State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
@@ -78,8 +95,19 @@ pub(super) async fn put_camera(
             format!("body id {:?} differs from the path's {id:?}", spec.id),
         ));
     }
-    let (rec, version) =
-        redis_call(&st, move |c, st| registry::update(c, &st.limits, &spec)).await?;
+    let (rec, version) = redis_call(&st, move |c, st| {
+        // The version just before: an update that changes nothing does not move it. (A
+        // concurrent change between this read and the update's transaction makes a no-op
+        // update look like a change; the entry then says so with before = after - 1.)
+        let before: Option<u64> = redis::cmd("GET").arg(keys::CAMERAS_VERSION).query(c)?;
+        let (rec, version) = registry::update(c, &st.limits, &spec)?;
+        let entry = AuditEntry::change(&caller, "camera.update", &rec.id)
+            .versions(version, version != before.unwrap_or(0))
+            .details(json!({ "camera": CameraView::from(&rec) }));
+        audit::record(c, st, &entry);
+        Ok((rec, version))
+    })
+    .await?;
     written(StatusCode::OK, "updated", &rec, version)
 }
 
@@ -101,9 +129,19 @@ fn written(
     )
 }
 
-pub(super) async fn delete_camera(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn delete_camera(
+    State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     let id2 = id.clone();
-    let version = redis_call(&st, move |c, _| registry::delete(c, &id2)).await?;
+    let version = redis_call(&st, move |c, st| {
+        let version = registry::delete(c, &id2)?;
+        let entry = AuditEntry::change(&caller, "camera.delete", id2).versions(version, true);
+        audit::record(c, st, &entry);
+        Ok(version)
+    })
+    .await?;
     tracing::info!(camera = %id, version, "camera deleted");
     ok(StatusCode::OK, json!({ "deleted": id, "version": version }))
 }
@@ -122,10 +160,27 @@ pub struct ApplyRequest {
     pub if_version: Option<u64>,
 }
 
-pub(super) async fn apply(State(st): State<Shared>, body: Bytes) -> ApiResult {
+pub(super) async fn apply(
+    State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: ApplyRequest = parse_body(&body)?;
     let sum = redis_call(&st, move |c, st| {
-        registry::apply(c, &st.limits, &req.cameras, req.prune, req.if_version)
+        let sum = registry::apply(c, &st.limits, &req.cameras, req.prune, req.if_version)?;
+        let changed = !(sum.added.is_empty() && sum.updated.is_empty() && sum.removed.is_empty());
+        let entry = AuditEntry::change(&caller, "apply", "registry")
+            .versions(sum.version, changed)
+            .details(json!({
+                "added": sum.added,
+                "updated": sum.updated,
+                "removed": sum.removed,
+                "unchanged": sum.unchanged.len(),
+                "prune": req.prune,
+                "if_version": req.if_version,
+            }));
+        audit::record(c, st, &entry);
+        Ok(sum)
     })
     .await?;
     tracing::info!(

@@ -6,19 +6,22 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use panoptes_runtime::redact::{Secret, redact_text};
+use panoptes_runtime::redact::redact_text;
 use redis::Connection;
 use serde::Serialize;
 use serde_json::json;
 
+use super::auth::Access;
 use crate::registry::{Limits, Pool, RegistryError};
 
 pub(crate) struct ApiState {
     pub(crate) pool: Pool,
     pub(crate) limits: Limits,
-    pub(crate) token: Option<Secret>,
+    pub(crate) access: Access,
     pub(crate) frames_topic: String,
     pub(crate) requests: prometheus::IntCounterVec,
+    pub(crate) auth_failures: prometheus::IntCounterVec,
+    pub(crate) audit_failures: prometheus::IntCounter,
 }
 
 pub(crate) type Shared = Arc<ApiState>;

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use panoptes_coordinator_client::{MemberKind, MemberRecord, keys};
@@ -9,6 +10,8 @@ use redis::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::audit::{self, AuditEntry};
+use super::auth::Caller;
 use super::common::{ApiResult, Shared, ok, redis_call};
 use crate::registry::RegistryError;
 
@@ -97,9 +100,9 @@ pub(super) async fn nodes(State(st): State<Shared>) -> ApiResult {
     ok(StatusCode::OK, json!({ "nodes": nodes }))
 }
 
-async fn set_drain(st: Shared, kind: String, id: String, on: bool) -> ApiResult {
+async fn set_drain(st: Shared, caller: Caller, kind: String, id: String, on: bool) -> ApiResult {
     let (k, i) = (kind.clone(), id.clone());
-    redis_call(&st, move |c, _| {
+    redis_call(&st, move |c, st| {
         let kind = kind_of(&k)?;
         let (known, alive): (bool, bool) = redis::pipe()
             .cmd("SISMEMBER")
@@ -123,6 +126,12 @@ async fn set_drain(st: Shared, kind: String, id: String, on: bool) -> ApiResult 
                 .arg(keys::drain(kind, &i))
                 .query::<()>(c)?;
         }
+        let op = if on { "node.drain" } else { "node.undrain" };
+        audit::record(
+            c,
+            st,
+            &AuditEntry::change(&caller, op, format!("{kind}/{i}")),
+        );
         Ok(())
     })
     .await?;
@@ -135,14 +144,16 @@ async fn set_drain(st: Shared, kind: String, id: String, on: bool) -> ApiResult 
 
 pub(super) async fn drain(
     State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path((kind, id)): Path<(String, String)>,
 ) -> ApiResult {
-    set_drain(st, kind, id, true).await
+    set_drain(st, caller, kind, id, true).await
 }
 
 pub(super) async fn undrain(
     State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path((kind, id)): Path<(String, String)>,
 ) -> ApiResult {
-    set_drain(st, kind, id, false).await
+    set_drain(st, caller, kind, id, false).await
 }

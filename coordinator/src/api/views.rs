@@ -1,5 +1,6 @@
 //! `GET /v1/assignments` and `GET /v1/status`: what the cluster does now, read from the
-//! assignment records, the members' reports and the leader's group figures.
+//! assignment records (with the owners' release entries applied, as the leader reads
+//! them), the members' reports and the leader's group figures.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -103,6 +104,7 @@ fn read_assignments(c: &mut Connection) -> Result<Assignments, RegistryError> {
         });
     }
     let part_keys = scan(c, "panoptes:assign:*")?;
+    let mut parts_read = Vec::new();
     for (k, h) in part_keys.iter().zip(hgetall_many(c, &part_keys)?) {
         // panoptes:assign:<cluster>:<topic>:<partition>; the topic may hold dots, not colons.
         let Some(rest) = k.strip_prefix("panoptes:assign:") else {
@@ -121,9 +123,21 @@ fn read_assignments(c: &mut Connection) -> Result<Assignments, RegistryError> {
         }
         let assign = AssignRecord::from_fields(&h)
             .map_err(|e| RegistryError::Internal(format!("{k}: {e}")))?;
+        parts_read.push((cluster.to_string(), topic.to_string(), partition, assign));
+    }
+    let mut recs: Vec<(MemberKind, String, &mut AssignRecord)> =
+        out.cameras
+            .iter_mut()
+            .map(|a| (MemberKind::Ingest, a.camera.clone(), &mut a.assign))
+            .chain(parts_read.iter_mut().map(|(cluster, _, p, a)| {
+                (MemberKind::Worker, keys::partition_item(cluster, *p), a)
+            }))
+            .collect();
+    apply_releases(c, &mut recs)?;
+    for (cluster, topic, partition, assign) in parts_read {
         out.partitions.push(PartitionAssignment {
-            cluster: cluster.to_string(),
-            topic: topic.to_string(),
+            cluster,
+            topic,
             partition,
             owner: assign.owner,
             epoch: assign.epoch,
@@ -135,6 +149,33 @@ fn read_assignments(c: &mut Connection) -> Result<Assignments, RegistryError> {
         (&a.cluster, &a.topic, a.partition).cmp(&(&b.cluster, &b.topic, b.partition))
     });
     Ok(out)
+}
+
+/// Applies each owner's release entry (`HGET panoptes:released:<kind>:<owner> <item>`) to
+/// the records, as the leader reads them: members record releases in their own hash, never
+/// in the assignment record.
+fn apply_releases(
+    c: &mut Connection,
+    recs: &mut [(MemberKind, String, &mut AssignRecord)],
+) -> Result<(), RegistryError> {
+    let mut pipe = redis::pipe();
+    let mut asked = Vec::new();
+    for (i, (kind, item, r)) in recs.iter().enumerate() {
+        if !r.owner.is_empty() {
+            pipe.cmd("HGET")
+                .arg(keys::released(*kind, &r.owner))
+                .arg(item);
+            asked.push(i);
+        }
+    }
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let replies: Vec<Option<String>> = pipe.query(c)?;
+    for (i, entry) in asked.into_iter().zip(replies) {
+        recs[i].2.apply_release(entry.as_deref());
+    }
+    Ok(())
 }
 
 pub(super) async fn assignments(State(st): State<Shared>) -> ApiResult {

@@ -2,6 +2,9 @@
 //! their widest cell, `-` for what is unknown or empty.
 
 use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::Value;
 
 use crate::api::{
     CameraList, CameraStatus, GroupView, LeaderView, NodeView, PartitionStatus, StatusView,
@@ -251,4 +254,57 @@ fn partitions_table(partitions: &[PartitionStatus]) -> String {
 
 fn keys_item(cluster: &str, partition: i32) -> String {
     panoptes_coordinator_client::keys::partition_item(cluster, partition)
+}
+
+/// The human form of `GET /v1/audit`: one row per entry, newest first. Entries are taken as
+/// JSON so that an unreadable one still gets a row.
+pub(crate) fn audit_table(entries: &[Value]) -> String {
+    let text = |e: &Value, k: &str| {
+        e.get(k)
+            .and_then(Value::as_str)
+            .map_or_else(|| "-".into(), str::to_owned)
+    };
+    table_of(
+        &[
+            "TIME",
+            "WHO",
+            "ROLE",
+            "OPERATION",
+            "TARGET",
+            "VERSION",
+            "OUTCOME",
+        ],
+        entries,
+        |e| {
+            let time = e.get("time_ms").and_then(Value::as_u64).map_or_else(
+                || "-".into(),
+                |ms| {
+                    let t = UNIX_EPOCH + Duration::from_millis(ms);
+                    humantime_serde::re::humantime::format_rfc3339_seconds(t).to_string()
+                },
+            );
+            let version = match (
+                e.get("version_before").and_then(Value::as_u64),
+                e.get("version_after").and_then(Value::as_u64),
+            ) {
+                (Some(b), Some(a)) if a != b => format!("{b}->{a}"),
+                (_, Some(a)) => a.to_string(),
+                _ => "-".into(),
+            };
+            let outcome = if e.get("unreadable").is_some() {
+                "unreadable".into()
+            } else {
+                text(e, "outcome")
+            };
+            vec![
+                time,
+                text(e, "who"),
+                text(e, "role"),
+                text(e, "op"),
+                text(e, "target"),
+                version,
+                outcome,
+            ]
+        },
+    )
 }

@@ -3,6 +3,7 @@
 //! and the redacted [`CameraView`] shown back.
 
 use panoptes_coordinator_client::CameraRecord;
+use panoptes_coordinator_client::sealed::{Keyring, join_password};
 use panoptes_runtime::redact::{CameraUrl, redact_text};
 use serde::{Deserialize, Serialize};
 
@@ -22,13 +23,17 @@ pub const WIDTH_RANGE: std::ops::RangeInclusive<u32> = 32..=3840;
 pub const HEIGHT_RANGE: std::ops::RangeInclusive<u32> = 32..=2160;
 /// What a redacted password looks like; a URL sent back with it keeps the stored password.
 const REDACTED_PASSWORD: &str = "***";
-/// The limits a camera is validated against (from the coordinator's configuration).
+/// The limits a camera is validated against, and how its password is sealed (from the
+/// coordinator's configuration).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Partitions of each region's frames topic: camera partitions are in `[0, n)`.
     pub frames_partitions: i32,
     /// Known region names.
     pub regions: Vec<String>,
+    /// The camera keyring: passwords are sealed with its primary key when written and
+    /// opened when planning. `None`: a camera URL with a password is refused.
+    pub camera_keys: Option<Keyring>,
 }
 
 /// A camera as the operator writes it (API body, `cameras.yaml` entry). Omitted fields take
@@ -84,10 +89,15 @@ pub struct CameraView {
 }
 
 impl From<&CameraRecord> for CameraView {
+    /// From a stored (sealed) or opened record: either way the password shows as `***`.
     fn from(r: &CameraRecord) -> Self {
+        let url = match &r.password {
+            Some(_) => join_password(&r.url, REDACTED_PASSWORD).unwrap_or_else(|| r.url.clone()),
+            None => r.url.clone(),
+        };
         Self {
             id: r.id.clone(),
-            url: redact_url(&r.url),
+            url: redact_url(&url),
             region: r.region.clone(),
             group: r.group.clone(),
             partition: r.partition,
@@ -126,7 +136,7 @@ pub fn validate(
     check_name("camera id", &spec.id)?;
     let id = &spec.id;
     let invalid = |m: String| RegistryError::Invalid(format!("camera {id}: {m}"));
-    let url = checked_url(spec, existing).map_err(invalid)?;
+    let (url, password) = checked_url(spec, existing).map_err(invalid)?;
     let region = checked_region(spec, limits).map_err(invalid)?;
     let group = spec
         .group
@@ -165,6 +175,7 @@ pub fn validate(
     Ok(CameraRecord {
         id: id.clone(),
         url,
+        password,
         region,
         group,
         partition,
@@ -174,9 +185,13 @@ pub fn validate(
     })
 }
 
-/// The URL to store: an `rtsp://` or `rtsps://` URL; one read back from the API (password
-/// `***`) keeps the stored password when it is the same URL.
-fn checked_url(spec: &CameraSpec, existing: Option<&CameraRecord>) -> Result<String, String> {
+/// The URL to store, and the sealed password it keeps: an `rtsp://` or `rtsps://` URL; one
+/// read back from the API (password `***`) keeps the stored password when it is the same
+/// URL (opened in the URL, or still sealed when the keyring cannot open it).
+fn checked_url(
+    spec: &CameraSpec,
+    existing: Option<&CameraRecord>,
+) -> Result<(String, Option<String>), String> {
     if spec.url.is_empty() {
         return Err("url is required".into());
     }
@@ -191,11 +206,11 @@ fn checked_url(spec: &CameraSpec, existing: Option<&CameraRecord>) -> Result<Str
         .password()
         .is_some_and(|p| p.expose() == REDACTED_PASSWORD);
     if !redacted {
-        return Ok(spec.url.clone());
+        return Ok((spec.url.clone(), None));
     }
     match existing.and_then(|e| CameraUrl::parse(&e.url).ok().map(|u| (e, u))) {
         Some((e, old)) if old.bare() == parsed.bare() && old.user() == parsed.user() => {
-            Ok(e.url.clone())
+            Ok((e.url.clone(), e.password.clone()))
         }
         _ => Err(format!(
             "url has a redacted password ({REDACTED_PASSWORD}); give the real one"

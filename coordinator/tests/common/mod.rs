@@ -1,18 +1,54 @@
 //! Test harness of the operator API: a real `redis-server` and the API router served
-//! in-process (its own tokio runtime on a thread) on a free port.
+//! in-process by the coordinator's own server (`api::serve`, plain or TLS; its own tokio
+//! runtime on a thread) on a free port.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use panoptes_coordinator::api::{ApiContext, router};
+use panoptes_coordinator::api::serve::{ConnMetrics, ServeOptions, serve};
+use panoptes_coordinator::api::{Access, ApiContext, ApiToken, router};
+use panoptes_coordinator::config::Role;
 use panoptes_runtime::redact::Secret;
+use panoptes_runtime::tls::TlsFiles;
 use panoptes_testkit::RedisServer;
 use panoptes_testkit::http::request_json;
 use serde_json::{Value, json};
 
+/// The operator token (named `default`).
 pub const TOKEN: &str = "t0ken-for-tests";
+/// A viewer token (named `ci`).
+pub const VIEWER_TOKEN: &str = "v1ewer-t0ken-for-tests";
 pub const TOPIC: &str = "panoptes.frames";
+
+/// How the test API is served.
+#[derive(Clone)]
+pub struct ApiOptions {
+    pub frames_partitions: i32,
+    pub tls: Option<TlsFiles>,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    /// `None`: serve without authentication.
+    pub tokens: Option<Vec<(&'static str, Role, &'static str)>>,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            frames_partitions: 8,
+            tls: None,
+            max_body_bytes: 64 * 1024,
+            max_connections: 64,
+            handshake_timeout: Duration::from_secs(5),
+            tokens: Some(vec![
+                ("default", Role::Operator, TOKEN),
+                ("ci", Role::Viewer, VIEWER_TOKEN),
+            ]),
+        }
+    }
+}
 
 /// Redis + the API on a free port; everything stops when dropped.
 pub struct Api {
@@ -30,20 +66,53 @@ impl Api {
     }
 
     pub fn start_with(frames_partitions: i32) -> Self {
-        let redis = RedisServer::start().expect("redis-server");
-        let metrics = prometheus::Registry::new();
-        let app = router(ApiContext {
-            redis_url: redis.url.clone(),
-            token: Some(Secret::new(TOKEN)),
-            frames_topic: TOPIC.into(),
+        Self::start_opts(ApiOptions {
             frames_partitions,
+            ..ApiOptions::default()
+        })
+    }
+
+    pub fn start_opts(o: ApiOptions) -> Self {
+        let redis = RedisServer::start().expect("redis-server");
+        let url = redis.url.clone();
+        Self::serve_on(redis, &url, o)
+    }
+
+    /// Serves the API for the Redis at `redis_url` (kept alive by `redis`).
+    pub fn serve_on(redis: RedisServer, redis_url: &str, o: ApiOptions) -> Self {
+        let metrics = prometheus::Registry::new();
+        let access = match &o.tokens {
+            None => Access::InsecureNoAuth,
+            Some(t) => Access::Tokens(
+                t.iter()
+                    .map(|(name, role, value)| ApiToken::new(*name, *role, &Secret::new(*value)))
+                    .collect(),
+            ),
+        };
+        let app = router(ApiContext {
+            redis: redis_url.into(),
+            camera_keys: Some(
+                panoptes_coordinator_client::sealed::Keyring::parse(
+                    panoptes_testkit::redis::TEST_CAMERA_KEYS,
+                )
+                .unwrap(),
+            ),
+            access,
+            frames_topic: TOPIC.into(),
+            frames_partitions: o.frames_partitions,
             regions: vec!["eu".into(), "us".into()],
+            max_body_bytes: o.max_body_bytes,
             metrics: metrics.clone(),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let opts = ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: o.tls.clone(),
+            max_connections: o.max_connections,
+            handshake_timeout: o.handshake_timeout,
+        };
+        let conn_metrics = ConnMetrics::new(&metrics).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (base_tx, base_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -51,18 +120,22 @@ impl Api {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(l, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let server = serve(opts, app, conn_metrics, cancel.clone())
                     .await
                     .unwrap();
+                base_tx.send(server.base_url()).unwrap();
+                let _ = rx.await;
+                cancel.cancel();
+                let _ = server.task.await;
             });
         });
+        let base = base_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("API started");
         Self {
             redis,
-            base: format!("http://{addr}"),
+            base,
             metrics,
             stop: Some(tx),
             thread: Some(thread),
@@ -72,6 +145,11 @@ impl Api {
     /// Sends a request with the right token; `(status, json body)`.
     pub fn req(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         self.req_raw(method, path, body.map(Value::to_string), Some(TOKEN))
+    }
+
+    /// Sends a request with the viewer token.
+    pub fn req_viewer(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.req_raw(method, path, body.map(Value::to_string), Some(VIEWER_TOKEN))
     }
 
     /// Any body text, any token (`None`: no Authorization header).
@@ -97,6 +175,11 @@ impl Api {
             .query(&mut c)
             .unwrap();
         (h, v)
+    }
+
+    /// Camera `id`'s URL as stored, its sealed password opened (see [`stored_urls`]).
+    pub fn stored_url(&self, id: &str) -> String {
+        stored_urls(&self.redis).remove(id).unwrap_or_default()
     }
 
     pub fn redis_cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
@@ -182,5 +265,35 @@ pub fn ids(v: &Value) -> Vec<&str> {
         .unwrap()
         .iter()
         .map(|s| s.as_str().unwrap())
+        .collect()
+}
+
+/// Camera id → URL with its password, as stored: the record's bare URL with its sealed
+/// password opened with the test keyring.
+pub fn stored_urls(redis: &RedisServer) -> std::collections::BTreeMap<String, String> {
+    use panoptes_coordinator_client::sealed::{Keyring, join_password};
+    let keys = Keyring::parse(panoptes_testkit::redis::TEST_CAMERA_KEYS).unwrap();
+    let mut c = redis.connection().unwrap();
+    let raw: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg("panoptes:cameras")
+        .query(&mut c)
+        .unwrap();
+    raw.into_iter()
+        .map(|(id, json)| {
+            assert!(
+                !json.contains("hunter2"),
+                "a password in clear in Redis: {json}"
+            );
+            let rec: panoptes_coordinator_client::CameraRecord =
+                serde_json::from_str(&json).unwrap();
+            let url = match &rec.password {
+                Some(sealed) => {
+                    let pw = keys.open(&id, sealed).unwrap();
+                    join_password(&rec.url, pw.expose()).unwrap()
+                }
+                None => rec.url.clone(),
+            };
+            (id, url)
+        })
         .collect()
 }

@@ -103,12 +103,15 @@ impl Leader {
         Ok((released, asked.elapsed()))
     }
 
-    /// The camera's assignment record.
+    /// The camera's assignment record, with its owner's release applied (as the leader
+    /// reads it: members record releases in their own key).
     pub fn assignment(&mut self, camera: &str) -> Result<AssignRecord> {
-        let h: BTreeMap<String, String> = redis::cmd("HGETALL")
-            .arg(keys::camera_assign(camera))
-            .query(&mut self.conn)?;
-        Ok(AssignRecord::from_fields(&h)?)
+        Ok(scripts::read_assignment(
+            &mut self.conn,
+            MemberKind::Ingest,
+            &keys::camera_assign(camera),
+            camera,
+        )?)
     }
 
     /// An ingest member's record, `None` once its lease expired or it left.
@@ -132,7 +135,7 @@ impl Leader {
         let mut out = String::new();
         for k in keys {
             if k == keys::CAMERAS {
-                continue; // the registry holds the URLs with credentials by design
+                continue; // the registry (passwords sealed when written by a coordinator)
             }
             let t: String = redis::cmd("TYPE").arg(&k).query(&mut self.conn)?;
             let v = match t.as_str() {

@@ -13,6 +13,7 @@
 //! upsampling or colour conversion), and nothing of the image is kept afterwards.
 
 use panoptes_schemas::{Detection, FrameEncoding, FrameHeaders};
+use serde::{Deserialize, Serialize};
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
@@ -47,14 +48,18 @@ impl From<&Detection> for ScoredBox {
     }
 }
 
-/// True positives, false positives and false negatives of one or more frames.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// True positives, false positives and false negatives of one or more frames (in JSON
+/// `true_positives`, `false_positives`, `false_negatives`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchCounts {
-    /// Detections matched to a ground-truth box.
+    /// Detections matched to a ground-truth box of the same class with IoU ≥ 0.5.
+    #[serde(rename = "true_positives")]
     pub tp: u64,
     /// Detections matched to nothing.
+    #[serde(rename = "false_positives")]
     pub fp: u64,
     /// Ground-truth boxes no detection matched.
+    #[serde(rename = "false_negatives")]
     pub fn_: u64,
 }
 

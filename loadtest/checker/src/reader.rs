@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use panoptes_runtime::config::KafkaClientConfig;
 use panoptes_schemas::{DeadLetter, DetectionRecord, FrameHeaders, topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -46,8 +47,9 @@ pub enum CheckError {
 /// What to read and how.
 #[derive(Debug, Clone)]
 pub struct ReaderConfig {
-    /// Kafka `bootstrap.servers`.
-    pub bootstrap: String,
+    /// How to reach the cluster: bootstrap servers and security (TLS, SASL), the keys every
+    /// node's `[kafka]` section shares.
+    pub kafka: KafkaClientConfig,
     /// Frames topic, default [`topics::FRAMES`].
     pub frames_topic: String,
     /// Detections topic, default [`topics::DETECTIONS`].
@@ -68,7 +70,7 @@ impl ReaderConfig {
     /// The default topics, no accuracy, 5 s drain.
     pub fn new(bootstrap: impl Into<String>) -> Self {
         Self {
-            bootstrap: bootstrap.into(),
+            kafka: KafkaClientConfig::plaintext(bootstrap),
             frames_topic: topics::FRAMES.to_owned(),
             detections_topic: topics::DETECTIONS.to_owned(),
             dlq_topic: topics::FRAMES_DLQ.to_owned(),
@@ -125,9 +127,12 @@ pub struct Checker {
 impl Checker {
     /// Creates the consumer (configuration errors surface here) and starts reading.
     pub fn start(config: ReaderConfig) -> Result<Self, CheckError> {
-        let mut client = ClientConfig::new();
+        let connection = config
+            .kafka
+            .connection_properties()
+            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+        let mut client: ClientConfig = connection.into_iter().collect();
         client
-            .set("bootstrap.servers", &config.bootstrap)
             .set("group.id", format!("panoptes-check-{}", std::process::id()))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -138,6 +143,7 @@ impl Checker {
             // Watermark and metadata requests queue behind the fetch long-poll on the same
             // connection; a short long-poll keeps the drain's catch-up checks fast.
             .set("fetch.wait.max.ms", "100");
+        client.extend(config.kafka.override_properties());
         for (k, v) in &config.client_config {
             client.set(k, v);
         }

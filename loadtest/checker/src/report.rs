@@ -19,12 +19,9 @@ pub struct AccuracyReport {
     /// Frames whose source size in the headers differs from the camera's scene spec;
     /// excluded from accuracy (the `--camera` spec does not describe this camera).
     pub mismatched_frames: u64,
-    /// Detections matched to a ground-truth box of the same class with IoU ≥ 0.5.
-    pub true_positives: u64,
-    /// Detections matched to nothing.
-    pub false_positives: u64,
-    /// Ground-truth boxes no detection matched.
-    pub false_negatives: u64,
+    /// Detections matched or not, and ground-truth boxes missed, over the frames scored.
+    #[serde(flatten)]
+    pub counts: MatchCounts,
     /// `tp / (tp + fp)`; `None` when there were no detections.
     pub precision: Option<f64>,
     /// `tp / (tp + fn)`; `None` when there was no ground truth.
@@ -44,9 +41,7 @@ impl AccuracyReport {
             frames_evaluated,
             unreadable_frames: unreadable,
             mismatched_frames: mismatched,
-            true_positives: c.tp,
-            false_positives: c.fp,
-            false_negatives: c.fn_,
+            counts: c,
             precision: ratio(c.tp, c.tp + c.fp),
             recall: ratio(c.tp, c.tp + c.fn_),
         }
@@ -54,15 +49,13 @@ impl AccuracyReport {
 
     /// Sum of two reports, precision and recall recomputed from the sums.
     pub fn merged(&self, other: &Self) -> Self {
+        let mut counts = self.counts;
+        counts += other.counts;
         Self::from_counts(
             self.frames_evaluated + other.frames_evaluated,
             self.unreadable_frames + other.unreadable_frames,
             self.mismatched_frames + other.mismatched_frames,
-            MatchCounts {
-                tp: self.true_positives + other.true_positives,
-                fp: self.false_positives + other.false_positives,
-                fn_: self.false_negatives + other.false_negatives,
-            },
+            counts,
         )
     }
 }
@@ -183,64 +176,17 @@ impl Report {
 
     /// A per-camera Markdown table plus a total row and a line of run-wide counters.
     pub fn to_markdown(&self) -> String {
-        let mut out = String::new();
-        let acc = self.accuracy_enabled;
-        out.push_str(
-            "| camera | frames | accepted | lost | duplicated | reordered | skipped | dead-lettered | superseded | unknown | gaps |",
-        );
-        if acc {
-            out.push_str(" unreadable | TP | FP | FN | precision | recall |");
+        let mut out = self.table_head();
+        for (id, r) in &self.cameras {
+            self.push_row(&mut out, &format!("`{id}`"), r);
         }
-        out.push('\n');
-        let cols = if acc { 17 } else { 11 };
-        out.push('|');
-        out.push_str(&" --- |".repeat(cols));
-        out.push('\n');
-        let rows = self
-            .cameras
-            .iter()
-            .map(|(id, r)| (format!("`{id}`"), r))
-            .chain(std::iter::once(("**total**".to_owned(), &self.total)));
-        for (name, r) in rows {
-            let _ = write!(
-                out,
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.frames,
-                r.detections_accepted,
-                r.lost,
-                r.duplicated,
-                r.reordered,
-                fmt_map(&r.skipped),
-                fmt_map(&r.dead_lettered),
-                r.superseded,
-                r.unknown_frames,
-                r.gaps,
-            );
-            if acc {
-                match &r.accuracy {
-                    Some(a) => {
-                        let _ = write!(
-                            out,
-                            " {} | {} | {} | {} | {} | {} |",
-                            a.unreadable_frames,
-                            a.true_positives,
-                            a.false_positives,
-                            a.false_negatives,
-                            fmt_ratio(a.precision),
-                            fmt_ratio(a.recall),
-                        );
-                    }
-                    None => out.push_str(" – | – | – | – | – | – |"),
-                }
-            }
-            out.push('\n');
-        }
+        self.push_row(&mut out, "**total**", &self.total);
         let _ = writeln!(
             out,
             "\nmalformed frames: {} ({} lost), malformed records: {}",
             self.malformed_frames, self.malformed_lost, self.malformed_records
         );
-        if acc && self.decoded_frames > 0 {
+        if self.accuracy_enabled && self.decoded_frames > 0 {
             let _ = writeln!(
                 out,
                 "decoded {} payloads for accuracy, {:.3} ms each",
@@ -249,6 +195,65 @@ impl Report {
             );
         }
         out
+    }
+
+    /// The same table with the total row only: a run's accounting at a glance.
+    pub fn totals_markdown(&self) -> String {
+        let mut out = self.table_head();
+        self.push_row(&mut out, "**total**", &self.total);
+        out
+    }
+
+    /// Header and rule of the accounting table; accuracy columns when it was evaluated.
+    fn table_head(&self) -> String {
+        let mut out = String::from(
+            "| camera | frames | accepted | lost | duplicated | reordered | skipped | dead-lettered | superseded | unknown | gaps |",
+        );
+        if self.accuracy_enabled {
+            out.push_str(" unreadable | TP | FP | FN | precision | recall |");
+        }
+        out.push('\n');
+        let cols = if self.accuracy_enabled { 17 } else { 11 };
+        out.push('|');
+        out.push_str(&" --- |".repeat(cols));
+        out.push('\n');
+        out
+    }
+
+    /// One row of the accounting table.
+    fn push_row(&self, out: &mut String, name: &str, r: &CameraReport) {
+        let _ = write!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.frames,
+            r.detections_accepted,
+            r.lost,
+            r.duplicated,
+            r.reordered,
+            fmt_map(&r.skipped),
+            fmt_map(&r.dead_lettered),
+            r.superseded,
+            r.unknown_frames,
+            r.gaps,
+        );
+        if self.accuracy_enabled {
+            match &r.accuracy {
+                Some(a) => {
+                    let _ = write!(
+                        out,
+                        " {} | {} | {} | {} | {} | {} |",
+                        a.unreadable_frames,
+                        a.counts.tp,
+                        a.counts.fp,
+                        a.counts.fn_,
+                        fmt_ratio(a.precision),
+                        fmt_ratio(a.recall),
+                    );
+                }
+                None => out.push_str(" – | – | – | – | – | – |"),
+            }
+        }
+        out.push('\n');
     }
 }
 
@@ -304,7 +309,18 @@ mod tests {
         assert!(md.contains("2 (skipped_stale: 2)"), "{md}");
         assert!(md.contains("| **total** |"), "{md}");
         assert!(md.contains("0.7500 | 1.0000 |"), "{md}");
+        let totals = report.totals_markdown();
+        assert!(
+            totals.starts_with("| camera | frames | accepted |"),
+            "{totals}"
+        );
+        assert!(totals.ends_with("| **total** | 3 | 0 | 1 | 0 | 0 | 2 (skipped_stale: 2) | 0 | 0 | 0 | 0 | 0 | 3 | 1 | 0 | 0.7500 | 1.0000 |\n"), "{totals}");
+        assert!(!totals.contains("cam0"), "{totals}");
         let json = serde_json::to_string(&report).unwrap();
+        assert!(
+            json.contains(r#""true_positives":3,"false_positives":1,"false_negatives":0"#),
+            "{json}"
+        );
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
         assert!(report.has_loss_or_duplicates());

@@ -72,7 +72,7 @@ fn half_jpeg(spec: &SceneSpec, cam: &str, index: u64) -> Vec<u8> {
 
 /// An accuracy report's true positives, false positives and false negatives.
 fn box_counts(a: &AccuracyReport) -> (u64, u64, u64) {
-    (a.true_positives, a.false_positives, a.false_negatives)
+    (a.counts.tp, a.counts.fp, a.counts.fn_)
 }
 
 fn encode_jpeg(rgb: &[u8], w: usize, h: usize) -> Vec<u8> {
@@ -470,10 +470,7 @@ fn clean_run_reports_zero_faults_and_perfect_accuracy() -> Result<()> {
         assert_eq!(r.skipped_total() + r.dead_lettered_total(), 0, "{r:?}");
         assert_eq!(r.unknown_frames + r.gaps, 0, "{r:?}");
         let a = r.accuracy.as_ref().expect("accuracy");
-        assert_eq!(
-            (a.false_positives, a.false_negatives, a.unreadable_frames),
-            (0, 0, 0)
-        );
+        assert_eq!((a.counts.fp, a.counts.fn_, a.unreadable_frames), (0, 0, 0));
         assert_eq!((a.precision, a.recall), (Some(1.0), Some(1.0)));
     }
     assert_eq!(
@@ -481,7 +478,7 @@ fn clean_run_reports_zero_faults_and_perfect_accuracy() -> Result<()> {
         (30, 30)
     );
     assert_eq!(
-        report.total.accuracy.as_ref().map(|a| a.true_positives),
+        report.total.accuracy.as_ref().map(|a| a.counts.tp),
         Some(90)
     );
     assert!(!report.has_loss_or_duplicates());

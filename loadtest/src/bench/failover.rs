@@ -17,7 +17,7 @@ use panoptes_checker::Report;
 use panoptes_coordinator_client::MemberKind;
 use serde::{Deserialize, Serialize};
 
-use super::scaffold::{Table, Target, nearest_rank};
+use super::scaffold::{BenchReport, Table, Target, nearest_rank};
 use crate::stack::{Stack, StackCamera, StackSpec};
 use crate::watch::{self, wall_ms};
 
@@ -105,11 +105,6 @@ pub struct FailoverReport {
     pub seconds: f64,
 }
 
-/// Nearest-rank percentile of sorted values.
-pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
-    nearest_rank(sorted, q)
-}
-
 /// Runs the benchmark. `log` gets one line per step.
 pub fn run(params: &FailoverParams, mut log: impl FnMut(&str)) -> Result<FailoverReport> {
     let started = Instant::now();
@@ -165,8 +160,8 @@ pub fn run(params: &FailoverParams, mut log: impl FnMut(&str)) -> Result<Failove
     Ok(FailoverReport {
         params: params.clone(),
         failed_trials: trials.iter().filter(|t| t.worst_ms.is_none()).count(),
-        p50_ms: percentile(&worst, 0.5),
-        p99_ms: percentile(&worst, 0.99),
+        p50_ms: nearest_rank(&worst, 0.5),
+        p99_ms: nearest_rank(&worst, 0.99),
         max_ms: worst.last().copied(),
         trials,
         victims,
@@ -281,11 +276,31 @@ impl FailoverReport {
     pub fn within_target(&self) -> bool {
         self.failed_trials == 0 && self.p99_ms.is_some_and(|p99| p99 < TARGET.bound as u64)
     }
+}
 
-    /// A Markdown summary.
-    pub fn to_markdown(&self) -> String {
+/// A recovery time as the report prints it.
+fn fmt_ms(v: Option<u64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v} ms"))
+}
+
+impl BenchReport for FailoverReport {
+    const STEM: &'static str = "failover-bench";
+
+    /// Recovery percentiles, failed trials and the target.
+    fn summary_table(&self) -> String {
+        let mut head = Table::new(&["p50", "p99", "max", "failed trials", "target p99"]);
+        head.row(&[
+            fmt_ms(self.p50_ms),
+            fmt_ms(self.p99_ms),
+            fmt_ms(self.max_ms),
+            self.failed_trials.to_string(),
+            format!("< {:.0} ms", TARGET.bound),
+        ]);
+        head.finish()
+    }
+
+    fn to_markdown(&self) -> String {
         let t = &self.checker.total;
-        let fmt = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
         let mut s = String::new();
         s.push_str("# Worker failover benchmark\n\n");
         s.push_str(&format!(
@@ -299,15 +314,7 @@ impl FailoverReport {
             self.params.workers,
             self.params.lease_ttl_ms
         ));
-        let mut head = Table::new(&["p50", "p99", "max", "failed trials", "target p99"]);
-        head.row(&[
-            fmt(self.p50_ms),
-            fmt(self.p99_ms),
-            fmt(self.max_ms),
-            self.failed_trials.to_string(),
-            format!("< {:.0} ms", TARGET.bound),
-        ]);
-        s.push_str(&head.finish());
+        s.push_str(&self.summary_table());
         s.push('\n');
         let mut trials = Table::new(&["trial", "victim", "partitions", "slowest partition"]);
         for (i, tr) in self.trials.iter().enumerate() {
@@ -315,7 +322,7 @@ impl FailoverReport {
                 (i + 1).to_string(),
                 tr.victim.clone(),
                 format!("{:?}", tr.partitions),
-                fmt(tr.worst_ms),
+                fmt_ms(tr.worst_ms),
             ]);
         }
         s.push_str(&trials.finish());
@@ -336,19 +343,5 @@ impl FailoverReport {
             self.seconds
         ));
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<u64> = (1..=20).collect();
-        assert_eq!(percentile(&v, 0.5), Some(10));
-        assert_eq!(percentile(&v, 0.99), Some(20));
-        assert_eq!(percentile(&[], 0.5), None);
-        assert_eq!(percentile(&[7], 0.99), Some(7));
     }
 }

@@ -30,7 +30,9 @@ use std::time::Duration;
 use panoptes_ingest::config::{CameraConfig, IngestConfig, Transport};
 use serde::Serialize;
 
-use super::scaffold::{RunInfo, Table, Target, markdown_header, median};
+use super::scaffold::{
+    BenchReport, RunInfo, Table, Target, markdown_header, median, result_sections,
+};
 use super::sys::{ClockTicks, MachineInfo};
 
 /// The ratio (ingest CPU per frame over bare CPU per frame) the ingest node should stay under.
@@ -443,9 +445,12 @@ impl IngestBenchReport {
             bare_pipeline,
         })
     }
+}
 
-    /// The headline table alone (what the binary prints to stdout).
-    pub fn summary_table(&self) -> String {
+impl BenchReport for IngestBenchReport {
+    const STEM: &'static str = "ingest-bench";
+
+    fn summary_table(&self) -> String {
         let p = &self.params;
         let head = format!(
             "{} × {} @ {} fps → {} @ {} fps JPEG q{}",
@@ -495,8 +500,7 @@ impl IngestBenchReport {
         s
     }
 
-    /// The full Markdown report.
-    pub fn to_markdown(&self) -> String {
+    fn to_markdown(&self) -> String {
         let p = &self.params;
         let mut s = markdown_header(
             "Ingest benchmark: panoptes-ingest vs bare gst-launch-1.0",
@@ -532,10 +536,10 @@ impl IngestBenchReport {
             p.window_s,
             p.rounds
         );
-        let _ = writeln!(s, "## Result\n");
-        s.push_str(&self.summary_table());
-        let _ = writeln!(s, "\n## Samples\n");
-        s.push_str(&self.samples_table());
+        s.push_str(&result_sections(
+            &self.summary_table(),
+            &self.samples_table(),
+        ));
         let _ = writeln!(
             s,
             "\n## Bare pipeline\n\n```\ngst-launch-1.0 {}\n```",
@@ -543,7 +547,10 @@ impl IngestBenchReport {
         );
         s
     }
+}
 
+impl IngestBenchReport {
+    /// Every measured window, one row each.
     fn samples_table(&self) -> String {
         let mut table = Table::new(&[
             ">round",

@@ -1,6 +1,7 @@
 //! The scaffold every benchmark shares: the common flags, the facts of a run (date, command
-//! line, build profile, machine), the statistics, the Markdown tables and the writing of the
-//! JSON + Markdown report pair, so that `panoptes-bench-ingest`, `panoptes-bench-worker` and
+//! line, build profile, machine), the statistics, the Markdown tables, and the end of a run
+//! ([`BenchReport`], [`publish`]: the summary table on stdout, the JSON + Markdown report pair
+//! under `--out`), so that `panoptes-bench-ingest`, `panoptes-bench-worker` and
 //! `panoptes-bench-failover` read and report the same way.
 
 use std::fmt::Write as _;
@@ -182,15 +183,43 @@ pub fn markdown_header(title: &str, run: &RunInfo, m: &MachineInfo, machine_extr
     s
 }
 
-/// Writes `<stem>.json` (pretty, newline-terminated) and `<stem>.md` under `out`, creating
+/// The two sections every benchmark report has after its header: `## Result` (the summary
+/// table) and `## Samples` (every measurement).
+pub fn result_sections(summary: &str, samples: &str) -> String {
+    format!("## Result\n\n{summary}\n## Samples\n\n{samples}")
+}
+
+/// A benchmark's report as the scaffold hands it on: a JSON document, a Markdown rendering
+/// and the table a run prints when it ends.
+pub trait BenchReport: Serialize {
+    /// Stem of the report pair under `--out`: `<STEM>.json` and `<STEM>.md`.
+    const STEM: &'static str;
+
+    /// The headline table (Markdown): what the binary prints to stdout.
+    fn summary_table(&self) -> String;
+
+    /// The full Markdown report.
+    fn to_markdown(&self) -> String;
+}
+
+/// The end of every benchmark run: prints the summary table, writes the report pair under
+/// `--out` and says where.
+pub fn publish(common: &CommonArgs, report: &impl BenchReport) -> Result<()> {
+    println!("{}", report.summary_table());
+    let (json, md) = write_reports(&common.out, report, &report.to_markdown())?;
+    eprintln!("wrote {} and {}", json.display(), md.display());
+    Ok(())
+}
+
+/// Writes `<STEM>.json` (pretty, newline-terminated) and `<STEM>.md` under `out`, creating
 /// the folder; returns both paths.
-pub fn write_reports(
+fn write_reports<R: BenchReport>(
     out: &Path,
-    stem: &str,
-    report: &impl Serialize,
+    report: &R,
     markdown: &str,
 ) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let stem = R::STEM;
     let json = out.join(format!("{stem}.json"));
     let md = out.join(format!("{stem}.md"));
     std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
@@ -226,6 +255,7 @@ mod tests {
         assert_eq!(nearest_rank(&v, 0.5), Some(10));
         assert_eq!(nearest_rank(&v, 0.99), Some(20));
         assert_eq!(nearest_rank::<u64>(&[], 0.5), None);
+        assert_eq!(nearest_rank(&[7], 0.99), Some(7));
     }
 
     #[test]

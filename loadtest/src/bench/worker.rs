@@ -13,7 +13,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::scaffold::{RunInfo, Table, Target, markdown_header, nearest_rank};
+use super::scaffold::{
+    BenchReport, RunInfo, Table, Target, markdown_header, nearest_rank, result_sections,
+};
 use super::sys;
 
 /// Worker throughput over baseline throughput the worker should stay at or above.
@@ -173,9 +175,13 @@ impl WorkerBenchReport {
         };
         self.throughput.iter().all(|p| target.met_by(p.ratio()))
     }
+}
+
+impl BenchReport for WorkerBenchReport {
+    const STEM: &'static str = "worker-bench";
 
     /// The result tables (Markdown).
-    pub fn summary_table(&self) -> String {
+    fn summary_table(&self) -> String {
         let head = format!(
             "{} ({} intra-op threads, CPU)",
             self.params.model, self.params.intra_op_threads
@@ -220,6 +226,38 @@ impl WorkerBenchReport {
         s
     }
 
+    fn to_markdown(&self) -> String {
+        let p = &self.params;
+        let mut s = markdown_header(
+            "Worker benchmark: panoptes-worker vs a bare libtorch forward loop",
+            &self.run,
+            &self.machine.host,
+            &format!("device {}", self.machine.device),
+        );
+        let _ = writeln!(s, "- Run took {:.0} s", self.duration_s);
+        let _ = writeln!(
+            s,
+            "- Parameters: model {}, batch sizes {:?}, intra_op_threads {}, decode_threads {}, max_wait {} ms, {} images per throughput point, {} frames per latency point at max_batch {}, synthetic {}x{} JPEG frames, staleness lossless\n",
+            p.model,
+            p.batch_sizes,
+            p.intra_op_threads,
+            p.decode_threads,
+            p.max_wait_ms,
+            p.images,
+            p.latency_frames,
+            p.latency_batch,
+            p.frame_width,
+            p.frame_height
+        );
+        s.push_str(&result_sections(
+            &self.summary_table(),
+            &self.samples_table(),
+        ));
+        s
+    }
+}
+
+impl WorkerBenchReport {
     fn latency_table(&self) -> String {
         let head = format!(
             "end-to-end latency (capture → publish), max_batch {}",
@@ -248,33 +286,8 @@ impl WorkerBenchReport {
         table.finish()
     }
 
-    /// The Markdown report.
-    pub fn to_markdown(&self) -> String {
-        let p = &self.params;
-        let mut s = markdown_header(
-            "Worker benchmark: panoptes-worker vs a bare libtorch forward loop",
-            &self.run,
-            &self.machine.host,
-            &format!("device {}", self.machine.device),
-        );
-        let _ = writeln!(s, "- Run took {:.0} s", self.duration_s);
-        let _ = writeln!(
-            s,
-            "- Parameters: model {}, batch sizes {:?}, intra_op_threads {}, decode_threads {}, max_wait {} ms, {} images per throughput point, {} frames per latency point at max_batch {}, synthetic {}x{} JPEG frames, staleness lossless\n",
-            p.model,
-            p.batch_sizes,
-            p.intra_op_threads,
-            p.decode_threads,
-            p.max_wait_ms,
-            p.images,
-            p.latency_frames,
-            p.latency_batch,
-            p.frame_width,
-            p.frame_height
-        );
-        let _ = writeln!(s, "## Result\n");
-        s.push_str(&self.summary_table());
-        let _ = writeln!(s, "\n## Samples\n");
+    /// Baseline and worker images and seconds at every batch size.
+    fn samples_table(&self) -> String {
         let mut table = Table::new(&[
             ">batch",
             ">baseline images",
@@ -291,8 +304,7 @@ impl WorkerBenchReport {
                 format!("{:.2}", x.worker_s),
             ]);
         }
-        s.push_str(&table.finish());
-        s
+        table.finish()
     }
 }
 

@@ -37,9 +37,7 @@ fn main() -> Result<()> {
     p.cameras = args.cameras.unwrap_or(p.cameras);
     p.workers = args.workers.unwrap_or(p.workers);
     let report = failover::run(&p, |l| eprintln!("{l}"))?;
-    let md = report.to_markdown();
-    println!("{md}");
-    scaffold::write_reports(&args.common.out, "failover-bench", &report, &md)?;
+    scaffold::publish(&args.common, &report)?;
     if !report.accounting_clean() {
         anyhow::bail!("the checker found lost or unexplained duplicated frames");
     }

@@ -11,7 +11,7 @@ use panoptes_testkit::wait_until;
 use super::harness::{Register, Run, cameras, spec};
 use super::proxy::TcpProxy;
 use super::{Scale, ScenarioReport};
-use crate::stack::{Stack, StackSpec};
+use crate::stack::{Stack, StackSpec, WaitAssignments};
 use crate::watch::wall_ms;
 
 /// Sizes of a run.
@@ -169,19 +169,15 @@ fn worker_pause(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
         run.stack.workers[&victim].proc.signal("STOP")?;
         run.report.culprits.insert(victim.clone());
         let t = run.mark(&format!("SIGSTOP worker {victim} (owned {parts:?})"));
-        let moved = wait_until(
+        let moved = run.stack.wait_assignments(
             "the paused worker's partitions to move",
             Duration::from_secs(15),
-            || {
-                let (_, now) = run.stack.assignments().ok()?;
-                items
-                    .iter()
-                    .all(|i| {
-                        now.get(i).is_some_and(|r| {
-                            r.owner != victim && !r.owner.is_empty() && r.epoch > old[i]
-                        })
+            |_, now| {
+                items.iter().all(|i| {
+                    now.get(i).is_some_and(|r| {
+                        r.owner != victim && !r.owner.is_empty() && r.epoch > old[i]
                     })
-                    .then(wall_ms)
+                })
             },
         );
         match moved {
@@ -542,10 +538,9 @@ fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport, coordinator: bool
 
 /// Leader broker id of each partition of `topic`.
 fn partition_leaders(bootstrap: &str, topic: &str) -> Result<BTreeMap<i32, i32>> {
+    use panoptes_testkit::kafka::{KafkaClientConfig, client_config};
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
+    let c: BaseConsumer = client_config(&KafkaClientConfig::plaintext(bootstrap), &[])?.create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     Ok(md
         .topics()

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::watch::Poller;
+use panoptes_testkit::kafka::{KafkaClientConfig, client_config};
 
 /// Detection records read (from the beginning of the demo's own topic), handed over through
 /// a bounded channel.
@@ -36,20 +37,20 @@ impl DetectionReader {
     }
 }
 
-pub(super) fn consumer_config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("group.id", panoptes_testkit::unique_name("panoptes-demo"))
+pub(super) fn consumer_config(bootstrap: &str) -> Result<ClientConfig> {
+    // Connection and security come from the shared client config, like every node's.
+    let mut c = client_config(&KafkaClientConfig::plaintext(bootstrap), &[])?;
+    c.set("group.id", panoptes_testkit::unique_name("panoptes-demo"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "50")
         .set("reconnect.backoff.max.ms", "1000");
-    c
+    Ok(c)
 }
 
 pub(super) fn assigned_consumer(bootstrap: &str, topic: &str) -> Result<BaseConsumer> {
-    let c: BaseConsumer = consumer_config(bootstrap).create()?;
+    let c: BaseConsumer = consumer_config(bootstrap)?.create()?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions(&c, topic)? {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
@@ -79,7 +80,7 @@ pub(super) struct FrameCounter {
 
 impl FrameCounter {
     pub(super) fn new(bootstrap: &str, topic: &str) -> Result<Self> {
-        let consumer: BaseConsumer = consumer_config(bootstrap).create()?;
+        let consumer: BaseConsumer = consumer_config(bootstrap)?.create()?;
         let partitions = partitions(&consumer, topic)?;
         Ok(Self {
             consumer,

@@ -147,7 +147,33 @@ pub struct Stack {
 impl Stack {
     /// Starts Redis, brokers (with topics), the simulator, the models and the coordinators.
     pub fn start(spec: StackSpec) -> Result<Self> {
-        let redis = RedisServer::start()?;
+        Self::start_on(spec, RedisServer::start()?)
+    }
+
+    /// [`Stack::start`] with Redis as production runs it: TLS only and one ACL user per
+    /// process (`coordinator` for the coordinators, each node's id for the `ingest` nodes and
+    /// `workers` it may later start), so every node reaches Redis with least privilege.
+    pub fn start_secured(spec: StackSpec, ingest: &[&str], workers: &[&str]) -> Result<Self> {
+        use panoptes_coordinator_client::acl::Role;
+        let member = |kind: MemberKind, id: &str| Role::Member {
+            kind,
+            id: Some(id.to_string()),
+        };
+        let mut users = vec![("coordinator", Role::Coordinator)];
+        users.extend(
+            ingest
+                .iter()
+                .map(|id| (*id, member(MemberKind::Ingest, id))),
+        );
+        users.extend(
+            workers
+                .iter()
+                .map(|id| (*id, member(MemberKind::Worker, id))),
+        );
+        Self::start_on(spec, RedisServer::start_secured(&users, false)?)
+    }
+
+    fn start_on(spec: StackSpec, redis: RedisServer) -> Result<Self> {
         let topics = Topics::unique();
         let mut brokers = BTreeMap::new();
         for r in &spec.regions {
@@ -194,6 +220,7 @@ impl Stack {
             })
             .collect();
         c.placement = self.spec.placement.clone();
+        c.redis = self.redis.client_config("coordinator");
         self.coordinators.push(Coordinator::start(&c)?);
         Ok(())
     }
@@ -235,6 +262,7 @@ impl Stack {
             &self.redis.url,
         );
         c.region = region.into();
+        c.coordinator.redis = self.redis.client_config(id);
         c.coordinator.lease_ttl = self.spec.lease_ttl;
         let node = ingest::start_within(&c, NODE_LOGS, NODE_START)?;
         self.ingest.insert(id.into(), node);
@@ -260,7 +288,7 @@ impl Stack {
         };
         c.commit_interval = Duration::from_millis(100);
         c.assignment.source = AssignmentSource::Coordinator;
-        c.assignment.redis.redis_url = self.redis.url.clone();
+        c.assignment.redis = self.redis.client_config(id);
         c.assignment.lease_ttl = self.spec.lease_ttl;
         let node = worker::start(&c, NODE_LOGS, NODE_START)?;
         self.workers.insert(id.into(), node);

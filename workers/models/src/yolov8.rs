@@ -238,39 +238,19 @@ impl YoloV8nLike {
             cv1: Conv::new(&p / "sppf" / "cv1", 256, 128, 1, 1, &mut s, &mut cost),
             cv2: Conv::new(&p / "sppf" / "cv2", 512, 256, 1, 1, &mut s, &mut cost),
         };
-        // Neck: top-down (FPN) then bottom-up (PAN).
-        c2f.push(C2f::new(
-            &p / "n12",
-            256 + 128,
-            128,
-            1,
-            false,
-            hw4,
-            &mut cost,
-        ));
-        c2f.push(C2f::new(&p / "n15", 128 + 64, 64, 1, false, hw3, &mut cost));
+        // Neck: top-down (FPN) then bottom-up (PAN). Its C2f blocks take two levels
+        // concatenated and have one bottleneck without shortcut.
+        let neck = |name: &str, c_in: i64, c_out: i64, hw: i64, cost: &mut Cost| {
+            C2f::new(&p / name, c_in, c_out, 1, false, hw, cost)
+        };
+        c2f.push(neck("n12", 256 + 128, 128, hw4, &mut cost));
+        c2f.push(neck("n15", 128 + 64, 64, hw3, &mut cost));
         let mut s3 = hw3;
         let d0 = Conv::new(&p / "n16", 64, 64, 3, 2, &mut s3, &mut cost);
-        c2f.push(C2f::new(
-            &p / "n18",
-            64 + 128,
-            128,
-            1,
-            false,
-            hw4,
-            &mut cost,
-        ));
+        c2f.push(neck("n18", 64 + 128, 128, hw4, &mut cost));
         let mut s4 = hw4;
         let d1 = Conv::new(&p / "n19", 128, 128, 3, 2, &mut s4, &mut cost);
-        c2f.push(C2f::new(
-            &p / "n21",
-            128 + 256,
-            256,
-            1,
-            false,
-            hw5,
-            &mut cost,
-        ));
+        c2f.push(neck("n21", 128 + 256, 256, hw5, &mut cost));
         let heads = [64i64, 128, 256]
             .iter()
             .zip(&[hw3, hw4, hw5])

@@ -8,6 +8,11 @@
 //! may have at most `partition_queue` frames in flight; at the bound it is `pause`d, and
 //! `resume`d once half of them are done. So memory is bounded, and overload shows up as
 //! Kafka lag, never as a growing queue.
+//!
+//! The consumer's context ([`LinkContext`]) hands librdkafka's own errors (wrong password,
+//! untrusted certificate, ...) to the node's [`KafkaLink`]: counted by kind in
+//! `panoptes_worker_kafka_errors_total`, and `/readyz` false for the kinds an operator must
+//! fix. The at-least-once producer's context does the same.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,8 +20,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use panoptes_runtime::kafka_link::KafkaLink;
 use panoptes_schemas::FrameHeaders;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -28,9 +35,54 @@ use crate::metrics::WorkerMetrics;
 use crate::pipeline::partition::{PartitionState, collect_commits};
 use crate::pipeline::work::{FrameJob, Position};
 
-/// Creates the frames consumer (no I/O yet).
-pub fn create(cfg: &KafkaConfig, worker_id: &str) -> Result<BaseConsumer, KafkaError> {
-    let mut cc: ClientConfig = cfg.client.connection_properties().into_iter().collect();
+/// A client context that reports librdkafka's errors to the node's [`KafkaLink`].
+#[derive(Clone)]
+pub struct LinkContext {
+    link: KafkaLink,
+}
+
+impl LinkContext {
+    /// Reports to `link`.
+    pub fn new(link: KafkaLink) -> Self {
+        Self { link }
+    }
+
+    /// Hands one librdkafka error to the link (shared with the producers' contexts).
+    pub fn report(link: &KafkaLink, error: &KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code().map_or(-1, |c| c as i32);
+        link.report(code, reason);
+    }
+}
+
+impl ClientContext for LinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        Self::report(&self.link, &error, reason);
+    }
+}
+
+impl ConsumerContext for LinkContext {}
+
+/// The frames consumer: a [`BaseConsumer`] whose errors reach the node's [`KafkaLink`].
+pub type FramesConsumer = BaseConsumer<LinkContext>;
+
+/// The client configuration every worker client starts from: connection and security
+/// (a `[kafka]` security setting that cannot be used is `KafkaError::ClientCreation` with
+/// its message).
+pub fn connection_config(cfg: &KafkaConfig) -> Result<ClientConfig, KafkaError> {
+    let connection = cfg
+        .client
+        .connection_properties()
+        .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+    Ok(connection.into_iter().collect())
+}
+
+/// Creates the frames consumer (no I/O yet); its client errors go to `link`.
+pub fn create(
+    cfg: &KafkaConfig,
+    worker_id: &str,
+    link: KafkaLink,
+) -> Result<FramesConsumer, KafkaError> {
+    let mut cc = connection_config(cfg)?;
     cc.set("group.id", &cfg.group_id)
         .set("client.id", worker_id)
         .set("enable.auto.commit", "false")
@@ -45,13 +97,13 @@ pub fn create(cfg: &KafkaConfig, worker_id: &str) -> Result<BaseConsumer, KafkaE
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "1000");
     cc.extend(cfg.client.override_properties());
-    cc.create()
+    cc.create_with_context(LinkContext::new(link))
 }
 
 /// The partitions to own: `configured`, or every partition of the topic when empty. Blocks
 /// until the broker answers or `timeout` passes.
-pub fn resolve_partitions(
-    consumer: &BaseConsumer,
+pub fn resolve_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     configured: &[i32],
     timeout: Duration,
@@ -95,7 +147,7 @@ pub enum Command {
 /// The consumer thread's inputs.
 pub struct ConsumerLoop {
     /// The consumer (shared: the probe and the shutdown commit use it too).
-    pub consumer: Arc<BaseConsumer>,
+    pub consumer: Arc<FramesConsumer>,
     /// Frames topic.
     pub topic: String,
     /// Partitions added and removed at run time.
@@ -352,8 +404,8 @@ fn load_milli(width: u32, height: u32) -> u64 {
 /// Commits the acknowledged prefix of every partition (at-least-once mode), skipping
 /// partitions whose assignment record no longer names this worker at the run's epoch (or
 /// that the source cannot confirm now: they are committed at a later round).
-pub fn commit(
-    consumer: &BaseConsumer,
+pub fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     states: &[Arc<PartitionState>],
     mode: CommitMode,

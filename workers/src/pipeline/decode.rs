@@ -3,10 +3,16 @@
 //! For each [`FrameJob`] a thread, in order: dead-letters bad envelopes (`bad_headers` /
 //! `bad_dimensions`, or a key that disagrees with the camera id); applies the staleness
 //! policy (frame age at dequeue > `max_age` with policy `skip` → a `skipped_stale` record,
-//! no decode, no inference); decodes the JPEG (or raw RGB24) and letterboxes it into a
+//! no decode, no inference); refuses, before anything is allocated for its pixels, a frame
+//! whose envelope claims more than `[decode] max_frame_pixels` (`too_large`) or whose JPEG
+//! frame header disagrees with the envelope (`bad_dimensions`) or cannot be read
+//! (`undecodable`), see [`admit`]; decodes the JPEG (or raw RGB24) and letterboxes it into a
 //! `[1, 3, H, W]` tensor, dead-lettering undecodable payloads and images whose size disagrees
 //! with the envelope. Results go to the batcher ([`Decoded`]) or straight to the partition's
 //! publisher ([`Outcome`]).
+//!
+//! Memory: each thread's scratch buffer holds one decoded frame of at most
+//! `3 × max_frame_pixels` bytes, since nothing larger gets past [`admit`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +22,7 @@ use panoptes_schemas::{
     DeadLetterReason, FrameEncoding, FrameHeaders, FrameStatus, StageLatencies,
 };
 
-use crate::config::{StalePolicy, StalenessConfig};
+use crate::config::{DecodeConfig, StalePolicy, StalenessConfig};
 use crate::error::PreprocessError;
 use crate::metrics::WorkerMetrics;
 use crate::model::ModelManifest;
@@ -24,7 +30,7 @@ use crate::pipeline::publish::router::Router;
 use crate::pipeline::work::{
     Decoded, FrameJob, Outcome, Output, Position, RecordContext, ms_between_us, ms_since, now_us,
 };
-use crate::preprocess::{InputBatch, Letterbox};
+use crate::preprocess::{InputBatch, Letterbox, jpeg_dimensions};
 
 /// Largest payload the worker accepts (bigger ones are dead-lettered `too_large`).
 pub const MAX_PAYLOAD_BYTES: usize = 32 * 1024 * 1024;
@@ -35,6 +41,8 @@ pub struct DecodeStage {
     pub ctx: RecordContext,
     /// Staleness policy.
     pub staleness: StalenessConfig,
+    /// Bounds on what a frame may claim.
+    pub limits: DecodeConfig,
     /// Model input layout.
     pub manifest: ModelManifest,
     /// Metrics.
@@ -111,6 +119,13 @@ impl DecodeStage {
             let detail = format!("{} bytes > {MAX_PAYLOAD_BYTES}", job.payload.len());
             return self.dead(pos, Some(&headers), DeadLetterReason::TooLarge, &detail);
         }
+        if let Err(refused) = admit(&headers, &job.payload, self.limits.max_frame_pixels) {
+            self.metrics
+                .frames_refused
+                .with_label_values(&[refused.check])
+                .inc();
+            return self.dead(pos, Some(&headers), refused.reason, &refused.detail);
+        }
         let started = Instant::now();
         let letterbox = match place(batch, &headers, &job.payload) {
             Ok(lb) => lb,
@@ -160,6 +175,53 @@ impl DecodeStage {
     }
 }
 
+/// A frame refused by [`admit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Dead-letter reason.
+    pub reason: DeadLetterReason,
+    /// Which check refused it (the `check` label of `panoptes_worker_frames_refused_total`,
+    /// one of [`crate::metrics::REFUSAL_CHECKS`]).
+    pub check: &'static str,
+    /// What the frame claimed, for the dead letter.
+    pub detail: String,
+}
+
+/// Checks what a frame claims before anything is allocated for its pixels: the envelope's
+/// size against `max_pixels` (`too_large`), then for a JPEG the size in its frame header
+/// against the envelope's (`bad_dimensions`; no readable header: `undecodable`). Reads only
+/// the headers: no allocation, cost linear in the bytes before the JPEG frame header.
+pub fn admit(headers: &FrameHeaders, payload: &[u8], max_pixels: u64) -> Result<(), Refused> {
+    let (w, h) = (headers.width, headers.height);
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > max_pixels {
+        return Err(Refused {
+            reason: DeadLetterReason::TooLarge,
+            check: "max_pixels",
+            detail: format!(
+                "envelope claims {w}x{h} = {pixels} pixels, over decode.max_frame_pixels = \
+                 {max_pixels}"
+            ),
+        });
+    }
+    if headers.encoding != FrameEncoding::Jpeg {
+        return Ok(());
+    }
+    match jpeg_dimensions(payload) {
+        Ok(claimed) if claimed == (w, h) => Ok(()),
+        Ok((jw, jh)) => Err(Refused {
+            reason: DeadLetterReason::BadDimensions,
+            check: "header_mismatch",
+            detail: format!("JPEG header claims {jw}x{jh}, envelope says {w}x{h}"),
+        }),
+        Err(e) => Err(Refused {
+            reason: DeadLetterReason::Undecodable,
+            check: "header_unreadable",
+            detail: e.to_string(),
+        }),
+    }
+}
+
 /// Decodes the payload (JPEG or raw RGB24) into slot 0 of `batch`, letterboxed; an image
 /// that cannot be decoded, or whose size disagrees with the envelope, is refused with the
 /// dead-letter reason and detail.
@@ -169,13 +231,15 @@ fn place(
     payload: &[u8],
 ) -> Result<Letterbox, (DeadLetterReason, String)> {
     let placed = match headers.encoding {
-        FrameEncoding::Jpeg => batch.set_jpeg(0, payload).map_err(|e| {
-            let reason = match e {
-                PreprocessError::Image(_) => DeadLetterReason::BadDimensions,
-                _ => DeadLetterReason::Undecodable,
-            };
-            (reason, e.to_string())
-        }),
+        FrameEncoding::Jpeg => batch
+            .set_jpeg_sized(0, payload, (headers.width, headers.height))
+            .map_err(|e| {
+                let reason = match e {
+                    PreprocessError::Image(_) => DeadLetterReason::BadDimensions,
+                    _ => DeadLetterReason::Undecodable,
+                };
+                (reason, e.to_string())
+            }),
         FrameEncoding::Rgb24 => {
             if payload.len() == headers.rgb24_len() {
                 batch
@@ -203,5 +267,65 @@ fn place(
                 placed.src_width, placed.src_height, headers.width, headers.height
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(w: u32, h: u32, encoding: FrameEncoding) -> FrameHeaders {
+        let mut h = panoptes_testkit::kafka::frame_headers("cam0", 0, (w, h), Duration::ZERO);
+        h.encoding = encoding;
+        h
+    }
+
+    /// SOI, then a baseline frame header claiming `w × h` (all `admit` reads).
+    fn header_only(w: u16, h: u16) -> Vec<u8> {
+        let mut b = vec![0xFF, 0xD8, 0xFF, 0xC0, 0, 11, 8];
+        b.extend_from_slice(&h.to_be_bytes());
+        b.extend_from_slice(&w.to_be_bytes());
+        b.extend_from_slice(&[1, 1, 0x11, 0]);
+        b
+    }
+
+    #[test]
+    fn admit_checks_the_claims_before_decoding() {
+        let max = 3840 * 2160;
+        let jpeg = FrameEncoding::Jpeg;
+        assert_eq!(
+            admit(&envelope(640, 360, jpeg), &header_only(640, 360), max),
+            Ok(())
+        );
+        let r = admit(&envelope(640, 360, jpeg), &header_only(16_000, 16_000), max).unwrap_err();
+        assert_eq!(
+            (r.reason, r.check, r.detail.as_str()),
+            (
+                DeadLetterReason::BadDimensions,
+                "header_mismatch",
+                "JPEG header claims 16000x16000, envelope says 640x360"
+            )
+        );
+        let r = admit(
+            &envelope(16_000, 16_000, jpeg),
+            &header_only(16_000, 16_000),
+            max,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (r.reason, r.check),
+            (DeadLetterReason::TooLarge, "max_pixels")
+        );
+        assert!(r.detail.contains("256000000 pixels"), "{}", r.detail);
+        let r = admit(&envelope(640, 360, jpeg), b"not a jpeg", max).unwrap_err();
+        assert_eq!(
+            (r.reason, r.check),
+            (DeadLetterReason::Undecodable, "header_unreadable")
+        );
+        // Raw frames: only the pixel bound (their length is checked against the envelope).
+        let rgb = FrameEncoding::Rgb24;
+        assert_eq!(admit(&envelope(640, 360, rgb), b"", max), Ok(()));
+        assert!(admit(&envelope(4000, 4000, rgb), b"", max).is_err());
+        assert!(crate::metrics::REFUSAL_CHECKS.contains(&r.check));
     }
 }

@@ -324,10 +324,7 @@ fn accuracy_scores_first_ok_record_whichever_comes_first() {
     let a = r.cameras["cam0"].accuracy.clone().expect("accuracy");
     assert_eq!(a.frames_evaluated, 3);
     assert_eq!(a.unreadable_frames, 1);
-    assert_eq!(
-        (a.true_positives, a.false_positives, a.false_negatives),
-        (8, 1, 1)
-    );
+    assert_eq!((a.counts.tp, a.counts.fp, a.counts.fn_), (8, 1, 1));
     assert_eq!(a.precision, Some(8.0 / 9.0));
     assert_eq!(r.total.accuracy, Some(a));
     assert_eq!(r.decoded_frames, 4);

@@ -19,9 +19,14 @@ use panoptes_schemas::topics;
 #[derive(Debug, Parser)]
 #[command(name = "panoptes-check", version)]
 struct Args {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "PANOPTES_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    /// Kafka bootstrap servers (overrides the `--kafka-config` file's).
+    #[arg(long, env = "PANOPTES_BOOTSTRAP")]
+    bootstrap: Option<String>,
+    /// TOML file whose `[kafka]` table holds the connection keys a node's `[kafka]` shares:
+    /// `bootstrap_servers`, `security_protocol`, `[kafka.tls]`, `[kafka.sasl]` (the password
+    /// from `password_file` or `$PANOPTES_KAFKA_PASSWORD`), `[kafka.properties]`.
+    #[arg(long, value_name = "FILE")]
+    kafka_config: Option<PathBuf>,
     /// How long to read before reporting (e.g. `30s`, `5m`); until Ctrl-C when absent.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -72,8 +77,14 @@ fn main() -> Result<()> {
     if args.accuracy && args.cameras.is_empty() {
         tracing::warn!("--accuracy without --camera: nothing to score against");
     }
+    let mut kafka =
+        panoptes_runtime::config::KafkaClientConfig::load_for_tool(args.kafka_config.as_deref())
+            .context("--kafka-config")?;
+    if let Some(b) = &args.bootstrap {
+        kafka.bootstrap_servers = b.clone();
+    }
     let config = ReaderConfig {
-        bootstrap: args.bootstrap.clone(),
+        kafka,
         frames_topic: args.frames_topic.clone(),
         detections_topic: args.detections_topic.clone(),
         dlq_topic: args.dlq_topic.clone(),

@@ -316,14 +316,7 @@ pub fn main(args: IngestArgs) -> Result<()> {
         bare_pipeline,
     )
     .context("no samples")?;
-    println!("{}", report.summary_table());
-    let (json, md) = scaffold::write_reports(
-        &args.common.out,
-        "ingest-bench",
-        &report,
-        &report.to_markdown(),
-    )?;
-    eprintln!("wrote {} and {}", json.display(), md.display());
+    scaffold::publish(&args.common, &report)?;
     scaffold::exit_if_missed(
         &args.common,
         report.within_target,

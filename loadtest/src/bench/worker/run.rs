@@ -19,6 +19,7 @@ use clap::ValueEnum;
 use panoptes_models::{self as models, GeneratedModel};
 use panoptes_schemas::DetectionRecord;
 use panoptes_testkit::kafka::{FrameProducer, frame_headers};
+use panoptes_testkit::kafka::{KafkaClientConfig, client_config};
 use panoptes_testkit::{DevBroker, Node, Topics, metric_value, unique_name};
 use panoptes_testkit_stack::worker;
 use panoptes_workers::config::StalePolicy;
@@ -27,7 +28,7 @@ use panoptes_workers::preprocess::InputBatch;
 use panoptes_workers::tch::{self, Device};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::{
     LatencyPoint, TARGET_RATIO, ThroughputPoint, WorkerBenchParams, WorkerBenchReport, machine_info,
@@ -314,11 +315,12 @@ fn run_worker_point(
 
 /// Reads every detection record of `topic` until `n` have arrived.
 fn read_detections(bootstrap: &str, topic: &str, n: usize) -> Result<Vec<DetectionRecord>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique_name("bench-reader"))
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let group = unique_name("bench-reader");
+    let consumer: BaseConsumer = client_config(
+        &KafkaClientConfig::plaintext(bootstrap),
+        &[("group.id", &group), ("enable.auto.commit", "false")],
+    )?
+    .create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
@@ -454,19 +456,8 @@ pub fn main(args: WorkerArgs) -> Result<()> {
         latency,
         target_ratio: TARGET_RATIO,
     };
-    println!("{}", report.summary_table());
-    let (json, md) = scaffold::write_reports(
-        &args.common.out,
-        "worker-bench",
-        &report,
-        &report.to_markdown(),
-    )?;
-    eprintln!(
-        "wrote {} and {} ({:.0} s)",
-        json.display(),
-        md.display(),
-        report.duration_s
-    );
+    eprintln!("run took {:.0} s", report.duration_s);
+    scaffold::publish(&args.common, &report)?;
     scaffold::exit_if_missed(
         &args.common,
         report.within_target(),

@@ -13,12 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use panoptes_runtime::kafka_link::KafkaLink;
 use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
 use crate::error::PublishError;
 use crate::metrics::WorkerMetrics;
+use crate::pipeline::consume::LinkContext;
 use crate::pipeline::partition::PartitionState;
 use crate::pipeline::publish::record::{base_config, encode, send_queued};
 use crate::pipeline::publish::sequencer::Sequencer;
@@ -31,12 +34,18 @@ pub struct Ack {
     status: &'static str,
 }
 
-/// Producer context marking acknowledgements in the commit trackers.
+/// Producer context marking acknowledgements in the commit trackers; client errors go to
+/// the node's [`KafkaLink`] like the consumer's.
 pub struct AckContext {
     metrics: WorkerMetrics,
+    link: KafkaLink,
 }
 
-impl ClientContext for AckContext {}
+impl ClientContext for AckContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        LinkContext::report(&self.link, &error, reason);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<Ack>;
@@ -65,13 +74,14 @@ impl ProducerContext for AckContext {
 /// A lane's at-least-once producer.
 pub type AloProducer = ThreadedProducer<AckContext>;
 
-/// Creates the at-least-once producer.
+/// Creates the at-least-once producer; its client errors go to `link`.
 pub fn alo_producer(
     cfg: &KafkaConfig,
     worker_id: &str,
     metrics: WorkerMetrics,
+    link: KafkaLink,
 ) -> Result<AloProducer, PublishError> {
-    Ok(base_config(cfg, worker_id).create_with_context(AckContext { metrics })?)
+    Ok(base_config(cfg, worker_id)?.create_with_context(AckContext { metrics, link })?)
 }
 
 /// One partition's at-least-once publisher loop; returns when every sender is gone.

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -52,7 +52,7 @@ pub struct EosPartition {
     /// committed the plain way. Redundant on Kafka (the transaction stored it already); it
     /// is what makes a restart resume on brokers whose `TxnOffsetCommit` does not store
     /// offsets, such as librdkafka's mock cluster (whose handler is a stub).
-    pub consumer: Arc<BaseConsumer>,
+    pub consumer: Arc<crate::pipeline::consume::FramesConsumer>,
     /// Assignment (epoch check before each commit).
     pub assignment: Arc<dyn Assignment>,
     /// Epoch the records were produced under.
@@ -94,7 +94,7 @@ impl EosPartition {
     /// on a real broker).
     pub fn producer(&self) -> Result<BaseProducer, PublishError> {
         let tid = transactional_id(&self.cfg.frames_topic, self.state.partition);
-        let mut cc = base_config(&self.cfg, &self.worker_id);
+        let mut cc = base_config(&self.cfg, &self.worker_id)?;
         cc.set("transactional.id", &tid)
             .set("transaction.timeout.ms", "60000");
         let producer: BaseProducer = cc.create()?;

@@ -55,16 +55,17 @@ pub fn encode<'a>(
     })
 }
 
-/// Settings of every worker producer: the shared delivery settings (idempotent, acknowledged
-/// by all replicas) and the worker's tuning.
-pub fn base_config(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
-    let mut cc: ClientConfig = cfg.client.connection_properties().into_iter().collect();
+/// Settings of every worker producer: connection and security, the shared delivery
+/// settings (idempotent, acknowledged by all replicas) and the worker's tuning. Fails
+/// (`KafkaError::ClientCreation`) when the `[kafka]` security settings cannot be used.
+pub fn base_config(cfg: &KafkaConfig, client_id: &str) -> Result<ClientConfig, KafkaError> {
+    let mut cc = crate::pipeline::consume::connection_config(cfg)?;
     cc.extend(cfg.producer.delivery_properties());
     cc.set("linger.ms", "2")
         .set("queue.buffering.max.messages", "10000")
         .set("client.id", client_id);
     cc.extend(cfg.client.override_properties());
-    cc
+    Ok(cc)
 }
 
 /// A producer's `send`, as a closure (the threaded and the base producer have one each).
