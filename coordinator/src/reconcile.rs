@@ -6,11 +6,18 @@
 //! Partition items follow the cameras: a camera's partition is an item in the cluster (region
 //! Kafka) its frames go to now, and stays an item in every cluster it was routed to before
 //! (frames left there must still be processed).
+//!
+//! Time: every timer of the leader (handover timeouts, the rebalance cooldown, sequence
+//! estimates, failover durations) runs on this process's monotonic clock
+//! ([`Reconciler::clock_ms`]), never on wall clocks, and never compares its clock with a time
+//! another machine wrote: a member's renewal is timed by when the leader first saw its
+//! `updated_ms` change. A stepped or skewed clock can then neither force nor delay a handover.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
-use panoptes_coordinator_client::{AssignRecord, CoordError, MemberKind, keys, now_ms, scripts};
+use panoptes_coordinator_client::{AssignRecord, CoordError, MemberKind, keys, scripts};
 use redis::Connection;
 
 use crate::config::CoordinatorConfig;
@@ -31,8 +38,11 @@ pub struct Reconciler {
     metrics: CoordinatorMetrics,
     planners: BTreeMap<MemberKind, Planner>,
     seen_seq: BTreeMap<String, SeenSeq>,
-    last_seen_alive: BTreeMap<(MemberKind, String), u64>,
+    /// Per member: the `updated_ms` it last wrote, and when (on [`Self::clock_ms`]) the
+    /// leader first saw that value.
+    last_seen_alive: BTreeMap<(MemberKind, String), (u64, u64)>,
     regions_written: bool,
+    started: Instant,
     groups_written: BTreeMap<String, String>,
 }
 
@@ -55,7 +65,13 @@ impl Reconciler {
             last_seen_alive: BTreeMap::new(),
             regions_written: false,
             groups_written: BTreeMap::new(),
+            started: Instant::now(),
         }
+    }
+
+    /// Milliseconds on this process's monotonic clock.
+    fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// Called after an election: state written by a previous leader is re-written.
@@ -86,10 +102,11 @@ impl Reconciler {
         }
         let regions: Vec<String> = self.cfg.regions.iter().map(|r| r.name.clone()).collect();
         let snap = state::read(c, &self.cfg.frames_topic, &regions)?;
-        let now = now_ms();
+        let now = self.clock_ms();
         self.observe(&snap, now);
         self.place(c, token, &snap, MemberKind::Ingest, now)?;
-        self.place(c, token, &snap, MemberKind::Worker, now_ms())?;
+        let now = self.clock_ms();
+        self.place(c, token, &snap, MemberKind::Worker, now)?;
         self.groups(c, token, &snap)?;
         Ok(())
     }
@@ -100,8 +117,13 @@ impl Reconciler {
             for v in views.values() {
                 match &v.record {
                     Some(r) => {
-                        self.last_seen_alive
-                            .insert((*kind, v.id.clone()), r.updated_ms);
+                        let seen = self
+                            .last_seen_alive
+                            .entry((*kind, v.id.clone()))
+                            .or_insert((r.updated_ms, now));
+                        if seen.0 != r.updated_ms {
+                            *seen = (r.updated_ms, now);
+                        }
                         if v.active() {
                             alive += 1;
                         } else {
@@ -360,7 +382,7 @@ impl Reconciler {
             .with_label_values(&[kind.as_str(), "grant", reason])
             .inc();
         if reason == "owner_dead"
-            && let Some(seen) = self.last_seen_alive.get(&(kind, old.owner.clone()))
+            && let Some((_, seen)) = self.last_seen_alive.get(&(kind, old.owner.clone()))
         {
             self.metrics
                 .failover_seen

@@ -108,7 +108,19 @@ pub fn resolve_partitions<C: ConsumerContext>(
     configured: &[i32],
     timeout: Duration,
 ) -> Result<Vec<i32>, KafkaError> {
-    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let md = match consumer.fetch_metadata(Some(topic), timeout) {
+        Ok(md) => md,
+        Err(e) => {
+            // What librdkafka reported meanwhile (a refused password, an untrusted
+            // certificate) reaches the client context only when the consumer is polled, and
+            // nothing has polled it yet: serve those events before giving up, so that the
+            // node's last words name the cause and not only "transport failure".
+            for _ in 0..5 {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+            return Err(e);
+        }
+    };
     let t = md.topics().iter().find(|t| t.name() == topic);
     let available: BTreeSet<i32> = match t {
         Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),

@@ -9,7 +9,9 @@
 //! process was paused, or the broker was slow, for [`RECHECK_AFTER`] or more after it) is
 //! made again between sending the offsets and committing: a worker thawed after losing its
 //! partition must not land the transaction it was in the middle of. Only a pause inside the
-//! commit call itself is left to the broker's fencing of the transactional id.
+//! commit call itself is left to the broker's fencing of the transactional id. The plain
+//! commit that mirrors the offset after each transaction (for brokers that do not store
+//! transactional offsets) is fenced the same way: only while the epoch is current.
 //!
 //! [`DeliveryMode::ExactlyOnce`]: crate::config::DeliveryMode::ExactlyOnce
 
@@ -51,7 +53,8 @@ pub struct EosPartition {
     /// The frames consumer: after each transaction commits, the same offset is also
     /// committed the plain way. Redundant on Kafka (the transaction stored it already); it
     /// is what makes a restart resume on brokers whose `TxnOffsetCommit` does not store
-    /// offsets, such as librdkafka's mock cluster (whose handler is a stub).
+    /// offsets, such as librdkafka's mock cluster (whose handler is a stub). Fenced by an
+    /// epoch check of its own (`EosPartition::mirror_offsets`).
     pub consumer: Arc<crate::pipeline::consume::FramesConsumer>,
     /// Assignment (epoch check before each commit).
     pub assignment: Arc<dyn Assignment>,
@@ -221,10 +224,37 @@ impl EosPartition {
             records = txn.records,
             "transaction committed"
         );
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(error = %e, partition = p, "plain offset commit failed");
-        }
+        self.mirror_offsets(&tpl);
         Ok(Committed::Yes)
+    }
+
+    /// Mirrors the committed transaction's offset into the group with a plain commit.
+    ///
+    /// Kafka stores the offsets sent inside the transaction, so there this is redundant; the
+    /// development broker (librdkafka's mock) does not, and without the mirror a restarted
+    /// worker would start over. A plain commit is not fenced by the transaction, so it is
+    /// fenced here like the transaction itself: only while this run's epoch is still current,
+    /// checked again now (the commit may have taken long). A worker that lost the partition
+    /// meanwhile can therefore not move the group's offset behind its successor's.
+    fn mirror_offsets(&self, tpl: &TopicPartitionList) {
+        let p = self.state.partition;
+        match self.assignment.check(p, self.epoch) {
+            Ok(true) => {
+                if let Err(e) = self.consumer.commit(tpl, CommitMode::Async) {
+                    tracing::warn!(error = %e, partition = p, "plain offset commit failed");
+                }
+            }
+            Ok(false) => {
+                tracing::info!(
+                    partition = p,
+                    epoch = self.epoch,
+                    "epoch superseded after the commit: offsets not mirrored"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "assignment check failed: offsets not mirrored");
+            }
+        }
     }
 
     /// Counts an aborted transaction under `reason`.
