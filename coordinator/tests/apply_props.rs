@@ -128,11 +128,7 @@ fn cameras_yaml() -> impl Strategy<Value = String> {
         .prop_map(|(cameras, cut, mode)| {
             let mut text = serde_yaml::to_string(&json!({ "cameras": cameras })).unwrap();
             if mode == 0 {
-                let mut at = cut % (text.len() + 1);
-                while !text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                text.truncate(at);
+                panoptes_testkit::props::truncate_anywhere(&mut text, cut);
             }
             text
         });

@@ -238,12 +238,7 @@ pub fn config_documents(defaults: Value) -> impl Strategy<Value = String> {
             let mut text = String::new();
             render(&doc, "", &mut text);
             if mode == 0 {
-                // Truncated anywhere (on a character boundary).
-                let mut at = cut % (text.len() + 1);
-                while !text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                text.truncate(at);
+                truncate_anywhere(&mut text, cut);
             }
             text
         },
@@ -253,6 +248,16 @@ pub fn config_documents(defaults: Value) -> impl Strategy<Value = String> {
         1 => ".{0,200}",
         1 => "([a-z_]{1,10} = .{0,12}\n|\\[[a-z_.]{0,12}\\]\n){0,8}",
     ]
+}
+
+/// Cuts `text` at `cut` modulo its length + 1, moved back to a character boundary: a file
+/// that ends anywhere, as a crash or a partial copy leaves it.
+pub fn truncate_anywhere(text: &mut String, cut: usize) {
+    let mut at = cut % (text.len() + 1);
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.truncate(at);
 }
 
 #[cfg(test)]
