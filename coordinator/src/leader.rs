@@ -6,6 +6,12 @@
 //! A leader that was paused past its lease therefore learns it was deposed from its very first
 //! write after resuming: the write is rejected (`FENCED`), counted, and the coordinator steps
 //! down before it plans anything. Every assignment write is fenced the same way.
+//!
+//! Tokens never go backwards ([`crate::recovery`]): every campaign passes the highest token
+//! this process has seen + 1 as the floor and notes the token Redis answers with, leader or
+//! not. A leader whose write is fenced while Redis holds no token or a lower one knows that
+//! Redis lost its writes (restarted empty, failed over): it counts it, steps down and is
+//! elected again above its old token, keeping everything it remembers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CoordinatorConfig;
 use crate::metrics::CoordinatorMetrics;
 use crate::reconcile::Reconciler;
+use crate::recovery::HighWater;
 
 /// What the rest of the process may know about leadership.
 #[derive(Debug, Default)]
@@ -30,7 +37,7 @@ pub struct LeaderState {
 }
 
 /// Starts the leader thread; it runs until `cancel` fires, then resigns the lease if it holds
-/// it, so a follower takes over at once.
+/// it, so a follower takes over at once. Fails when `recovery.state_file` is unreadable.
 pub fn spawn(
     cfg: Arc<CoordinatorConfig>,
     link: RedisLink,
@@ -39,11 +46,21 @@ pub fn spawn(
     state: Arc<LeaderState>,
     cancel: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let high = match &cfg.recovery.state_file {
+        Some(path) => HighWater::load(path)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?,
+        None => HighWater::default(),
+    };
+    tracing::info!(
+        token = high.token(),
+        registry_version = high.registry().map(|r| r.version),
+        "remembered high-water marks"
+    );
     std::thread::Builder::new()
         .name("leader".into())
         .spawn(move || {
             let mut l = LeaderLoop {
-                reconciler: Reconciler::new(cfg.clone(), metrics.clone()),
+                reconciler: Reconciler::new(cfg.clone(), metrics.clone()).with_high_water(high),
                 cfg,
                 link,
                 http,
@@ -106,7 +123,7 @@ impl LeaderLoop {
                     match scripts::fenced_batch(&mut c, token, &beat) {
                         Err(CoordError::Fenced) => {
                             self.metrics.fenced_writes.inc();
-                            self.step_down("fenced");
+                            self.fenced(&mut c, token)?;
                         }
                         Err(e) => return Err(e),
                         Ok(_) => {}
@@ -119,28 +136,14 @@ impl LeaderLoop {
                         }
                     }
                 }
-                None => {
-                    if let Some(t) =
-                        scripts::leader_acquire(&mut c, &self.cfg.id, ttl_ms, &self.http)?
-                    {
-                        self.token = Some(t);
-                        self.last_renew = Instant::now();
-                        self.state.token.store(t, Ordering::Relaxed);
-                        self.state.is_leader.store(true, Ordering::Relaxed);
-                        self.metrics.is_leader.set(1);
-                        self.metrics.elections.inc();
-                        self.reconciler.elected();
-                        tracing::info!(token = t, id = %self.cfg.id, "elected leader");
-                        println!("LEADER={t}");
-                    }
-                }
+                None => self.campaign(&mut c, ttl_ms)?,
             }
             if let Some(token) = self.token {
                 match self.reconciler.round(&mut c, token) {
                     Ok(()) => {}
                     Err(CoordError::Fenced) => {
                         self.metrics.fenced_writes.inc();
-                        self.step_down("fenced");
+                        self.fenced(&mut c, token)?;
                     }
                     Err(e) => return Err(e),
                 }
@@ -148,6 +151,7 @@ impl LeaderLoop {
                     .round
                     .observe(round_start.elapsed().as_secs_f64());
             }
+            self.reconciler.save_marks();
             let wait = self
                 .cfg
                 .placement
@@ -160,6 +164,43 @@ impl LeaderLoop {
                 Err(e) if e.is_timeout() => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        Ok(())
+    }
+
+    /// One campaign above every token seen; notes the token Redis answers with.
+    fn campaign(&mut self, c: &mut redis::Connection, ttl_ms: u64) -> Result<(), CoordError> {
+        let floor = self.reconciler.high_water().token_floor();
+        let got = scripts::leader_campaign(c, &self.cfg.id, ttl_ms, &self.http, floor)?;
+        self.reconciler.high_water().observe_token(got.token);
+        if let Some(t) = got.elected {
+            self.token = Some(t);
+            self.last_renew = Instant::now();
+            self.state.token.store(t, Ordering::Relaxed);
+            self.state.is_leader.store(true, Ordering::Relaxed);
+            self.metrics.is_leader.set(1);
+            self.metrics.elections.inc();
+            self.reconciler.elected(got.fresh);
+            tracing::info!(token = t, id = %self.cfg.id, fresh_redis = got.fresh, "elected leader");
+            println!("LEADER={t}");
+        }
+        Ok(())
+    }
+
+    /// A write with `token` was fenced: a newer election happened, or Redis lost the token
+    /// (missing or lower: it restarted empty or failed over). Steps down either way.
+    fn fenced(&mut self, c: &mut redis::Connection, token: u64) -> Result<(), CoordError> {
+        let now: Option<u64> = redis::cmd("GET").arg(keys::FENCE).query(c)?;
+        if now.is_none_or(|t| t < token) {
+            tracing::warn!(
+                token,
+                redis_token = now,
+                "Redis lost this leader's writes (fencing token missing or lower): re-electing above it"
+            );
+            self.reconciler.redis_lost_writes();
+            self.step_down("redis lost writes");
+        } else {
+            self.step_down("fenced");
         }
         Ok(())
     }

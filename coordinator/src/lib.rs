@@ -20,6 +20,7 @@ pub mod leader;
 pub mod metrics;
 pub mod placement;
 pub mod reconcile;
+pub mod recovery;
 pub mod registry;
 pub mod state;
 

@@ -30,6 +30,14 @@ pub struct CoordinatorMetrics {
     pub cameras: IntGauge,
     /// Seconds from a member's lease expiry being seen to its items being granted again.
     pub failover_seen: Gauge,
+    /// Times this coordinator, leading, found that Redis had lost its writes (its fencing
+    /// token missing or lower).
+    pub redis_lost_writes: IntCounter,
+    /// Grant holds after an election on an emptied Redis (waiting for members' reports).
+    pub reseed_holds: IntCounter,
+    /// Camera registry restores after Redis lost it, by source (`copy`, `camera_file`,
+    /// `failed`).
+    pub registry_restores: IntCounterVec,
 }
 
 impl CoordinatorMetrics {
@@ -93,6 +101,22 @@ impl CoordinatorMetrics {
                     "panoptes_coordinator_last_failover_seconds",
                     "Seconds between a dead member's last renewal and its items' new grants (last failover)",
                 )?,
+            )?,
+            redis_lost_writes: metrics::counter(
+                &r,
+                "panoptes_coordinator_redis_lost_writes_total",
+                "Times the leader found that Redis had lost its writes (fencing token missing or lower)",
+            )?,
+            reseed_holds: metrics::counter(
+                &r,
+                "panoptes_coordinator_reseed_holds_total",
+                "Grant holds after an election on an emptied Redis, waiting for members to report held epochs",
+            )?,
+            registry_restores: metrics::counter_vec(
+                &r,
+                "panoptes_coordinator_registry_restores_total",
+                "Camera registry restores after Redis lost it, by source",
+                &["source"],
             )?,
             registry: r,
         })

@@ -12,6 +12,13 @@
 //! ([`Reconciler::clock_ms`]), never on wall clocks, and never compares its clock with a time
 //! another machine wrote: a member's renewal is timed by when the leader first saw its
 //! `updated_ms` change. A stepped or skewed clock can then neither force nor delay a handover.
+//!
+//! Redis that lost writes ([`crate::recovery`]): every round notes the epochs, the registry
+//! and the members' held epochs in the [`HighWater`] marks, and grants above them; a lost
+//! registry is restored from the copy (or the declarative camera file) before placing. A
+//! leader elected on an emptied Redis that it did not lead until the loss holds its grants
+//! for `recovery.reseed_hold` once members report epochs Redis no longer has, so that every
+//! live member has re-registered and reported its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +30,20 @@ use redis::Connection;
 use crate::config::CoordinatorConfig;
 use crate::metrics::CoordinatorMetrics;
 use crate::placement::{Action, Item, Node, PlanOptions, Planner};
+use crate::recovery::{self, HighWater};
 use crate::state::{self, Snapshot};
+
+/// Whether grants wait for members to report the epochs an emptied Redis forgot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reseed {
+    /// Grants run.
+    Off,
+    /// Elected on an emptied Redis without knowing it until the loss: until this time (on
+    /// [`Reconciler::clock_ms`]), a member reporting an epoch above its record starts a hold.
+    Watching { until: u64 },
+    /// Grants wait until this time.
+    Holding { until: u64 },
+}
 
 /// Last reported sequence position of a camera.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +64,12 @@ pub struct Reconciler {
     regions_written: bool,
     started: Instant,
     groups_written: BTreeMap<String, String>,
+    high: HighWater,
+    reseed: Reseed,
+    /// This process led until it found that Redis lost its writes (it knows every epoch).
+    led_until_loss: bool,
+    /// The declarative camera file was applied for the registry loss now seen.
+    camera_file_applied: bool,
 }
 
 impl Reconciler {
@@ -66,7 +92,39 @@ impl Reconciler {
             regions_written: false,
             groups_written: BTreeMap::new(),
             started: Instant::now(),
+            high: HighWater::default(),
+            reseed: Reseed::Off,
+            led_until_loss: false,
+            camera_file_applied: false,
         }
+    }
+
+    /// Starts from remembered marks (the state file's).
+    pub fn with_high_water(mut self, high: HighWater) -> Self {
+        self.high = high;
+        self
+    }
+
+    /// The marks: the leader loop notes tokens in them and takes the campaign floor.
+    pub fn high_water(&mut self) -> &mut HighWater {
+        &mut self.high
+    }
+
+    /// Writes the marks to `recovery.state_file` if set and they changed; a failure is
+    /// logged (the next change writes again).
+    pub fn save_marks(&mut self) {
+        if let Some(path) = self.cfg.recovery.state_file.clone()
+            && let Err(e) = self.high.save(&path)
+        {
+            tracing::warn!(error = %e, "recovery state not saved");
+        }
+    }
+
+    /// Called when this leader found that Redis lost its writes (its token missing or
+    /// lower): it knows every epoch, so its next election needs no reseed hold.
+    pub fn redis_lost_writes(&mut self) {
+        self.led_until_loss = true;
+        self.metrics.redis_lost_writes.inc();
     }
 
     /// Milliseconds on this process's monotonic clock.
@@ -74,10 +132,24 @@ impl Reconciler {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Called after an election: state written by a previous leader is re-written.
-    pub fn elected(&mut self) {
+    /// Called after an election (`fresh_redis`: the fence did not exist): state written by
+    /// a previous leader is re-written; on an emptied Redis that this process did not lead
+    /// until the loss, grants may wait for the members' reports (see the module doc).
+    pub fn elected(&mut self, fresh_redis: bool) {
         self.regions_written = false;
         self.groups_written.clear();
+        self.reseed = if fresh_redis && !self.led_until_loss {
+            Reseed::Watching {
+                until: self.clock_ms() + self.hold_ms(),
+            }
+        } else {
+            Reseed::Off
+        };
+        self.led_until_loss = false;
+    }
+
+    fn hold_ms(&self) -> u64 {
+        self.cfg.recovery.reseed_hold.as_millis() as u64
     }
 
     /// One round. Fails with [`CoordError::Fenced`] when this coordinator was deposed.
@@ -101,9 +173,17 @@ impl Reconciler {
             self.regions_written = true;
         }
         let regions: Vec<String> = self.cfg.regions.iter().map(|r| r.name.clone()).collect();
-        let snap = state::read(c, &self.cfg.frames_topic, &regions)?;
+        let mut snap = state::read(c, &self.cfg.frames_topic, &regions)?;
+        if self.restore_registry(c, token, &snap)? {
+            snap = state::read(c, &self.cfg.frames_topic, &regions)?;
+        }
         let now = self.clock_ms();
         self.observe(&snap, now);
+        let hold = self.holding(&snap, now);
+        self.remember(&snap);
+        if hold {
+            return Ok(());
+        }
         self.place(c, token, &snap, MemberKind::Ingest, now)?;
         let now = self.clock_ms();
         self.place(c, token, &snap, MemberKind::Worker, now)?;
@@ -224,16 +304,14 @@ impl Reconciler {
                     } else {
                         Vec::new()
                     };
-                    let epoch = scripts::grant(
-                        c,
-                        token,
-                        kind,
-                        &assign_key,
-                        &epoch_key,
-                        &item,
-                        &owner,
-                        &extra,
-                    )?;
+                    let at = scripts::ItemKeys {
+                        assign: &assign_key,
+                        epoch: &epoch_key,
+                    };
+                    let floor = self.high.epoch_floor(&epoch_key);
+                    let epoch =
+                        scripts::grant_above(c, token, kind, at, &item, &owner, floor, &extra)?;
+                    self.high.observe_epoch(&epoch_key, epoch);
                     self.note_grant(kind, &item, rec, &owner, epoch, reason, now);
                 }
                 Action::Retarget { .. } => {
@@ -421,6 +499,185 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// Redis that lost writes (see the module doc).
+impl Reconciler {
+    /// The epoch counter key of an item of `kind` (`None` for a malformed partition item).
+    fn epoch_key(&self, kind: MemberKind, item: &str) -> Option<String> {
+        match kind {
+            MemberKind::Ingest => Some(keys::camera_epoch(item)),
+            MemberKind::Worker => keys::parse_partition_item(item)
+                .map(|(_, p)| keys::partition_epoch(&self.cfg.frames_topic, p)),
+        }
+    }
+
+    /// Notes the snapshot's epochs, registry and the members' held epochs in the marks.
+    fn remember(&mut self, snap: &Snapshot) {
+        self.high
+            .observe_registry(snap.cameras_version, &snap.cameras_stored);
+        let records = snap
+            .camera_assign
+            .iter()
+            .map(|(i, r)| (MemberKind::Ingest, i, r.epoch))
+            .chain(
+                snap.partition_assign
+                    .iter()
+                    .map(|(i, r)| (MemberKind::Worker, i, r.epoch)),
+            );
+        let held = snap
+            .members
+            .iter()
+            .flat_map(|(k, views)| views.values().map(move |v| (*k, v)))
+            .flat_map(|(k, v)| v.held.iter().map(move |(i, e)| (k, i, *e)));
+        let seen: Vec<(String, u64)> = records
+            .chain(held)
+            .filter_map(|(k, item, e)| Some((self.epoch_key(k, item)?, e)))
+            .collect();
+        for (key, e) in seen {
+            self.high.observe_epoch(&key, e);
+        }
+    }
+
+    /// Whether this round's grants wait (see [`Reseed`]).
+    fn holding(&mut self, snap: &Snapshot, now: u64) -> bool {
+        match self.reseed {
+            Reseed::Off => false,
+            Reseed::Watching { until } if now >= until => {
+                self.reseed = Reseed::Off;
+                false
+            }
+            Reseed::Watching { .. } => {
+                let Some((member, item, epoch)) = forgotten_epoch(snap) else {
+                    return false;
+                };
+                tracing::warn!(
+                    member,
+                    item,
+                    epoch,
+                    hold_ms = self.hold_ms(),
+                    "a member held an epoch Redis no longer has: Redis lost its state; \
+                     grants wait for every member to report"
+                );
+                self.reseed = Reseed::Holding {
+                    until: now + self.hold_ms(),
+                };
+                self.metrics.reseed_holds.inc();
+                true
+            }
+            Reseed::Holding { until } if now >= until => {
+                self.reseed = Reseed::Off;
+                false
+            }
+            Reseed::Holding { .. } => true,
+        }
+    }
+
+    /// Restores a registry Redis lost: from the copy in the marks at a higher version, else
+    /// from the declarative camera file. Returns whether it wrote.
+    fn restore_registry(
+        &mut self,
+        c: &mut Connection,
+        token: u64,
+        snap: &Snapshot,
+    ) -> Result<bool, CoordError> {
+        let empty = snap.cameras_version == 0 && snap.cameras_stored.is_empty();
+        if !empty {
+            self.camera_file_applied = false;
+            return Ok(false);
+        }
+        let copy = recovery::registry_to_restore(
+            snap.cameras_version,
+            snap.cameras_stored.len(),
+            self.high.registry(),
+        );
+        if let Some(copy) = copy.cloned() {
+            let version = copy.version + 1;
+            let n = scripts::restore_registry(c, token, version, &copy.cameras)?;
+            if let Some(n) = n {
+                tracing::warn!(
+                    cameras = n,
+                    version,
+                    "Redis had lost the camera registry: restored from this coordinator's copy"
+                );
+                self.metrics
+                    .registry_restores
+                    .with_label_values(&["copy"])
+                    .inc();
+            }
+            return Ok(n.is_some());
+        }
+        if self.camera_file_applied {
+            return Ok(false);
+        }
+        let Some(path) = self.cfg.recovery.camera_file.clone() else {
+            return Ok(false);
+        };
+        self.camera_file_applied = true;
+        match self.apply_camera_file(c, &path) {
+            Ok(n) => {
+                tracing::warn!(cameras = n, file = %path.display(), "Redis held no camera registry: applied the declarative camera file");
+                self.metrics
+                    .registry_restores
+                    .with_label_values(&["camera_file"])
+                    .inc();
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "the declarative camera file could not be applied");
+                self.metrics
+                    .registry_restores
+                    .with_label_values(&["failed"])
+                    .inc();
+                Ok(false)
+            }
+        }
+    }
+
+    /// Applies `path` (a `cameras.yaml`) to an empty registry; returns the cameras added.
+    fn apply_camera_file(
+        &self,
+        c: &mut Connection,
+        path: &std::path::Path,
+    ) -> Result<usize, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let file: crate::cli::CamerasFile =
+            serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+        let specs = file
+            .cameras
+            .into_iter()
+            .map(serde_json::from_value::<crate::registry::CameraSpec>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("a camera entry is invalid: {e}"))?;
+        let limits = crate::registry::Limits {
+            frames_partitions: self.cfg.frames_partitions,
+            regions: self.cfg.regions.iter().map(|r| r.name.clone()).collect(),
+            camera_keys: self.cfg.camera_keys().map_err(|e| e.to_string())?,
+        };
+        // `if_version = 0`: only into a registry nobody has written meanwhile.
+        let sum =
+            crate::registry::apply(c, &limits, &specs, true, Some(0)).map_err(|e| e.to_string())?;
+        Ok(sum.added.len())
+    }
+}
+
+/// A member reporting that it held an item at an epoch above the item's record now (Redis
+/// forgot it): `(member, item, epoch)`.
+fn forgotten_epoch(snap: &Snapshot) -> Option<(&str, &str, u64)> {
+    let record_epoch = |kind: MemberKind, item: &str| {
+        let records = match kind {
+            MemberKind::Ingest => &snap.camera_assign,
+            MemberKind::Worker => &snap.partition_assign,
+        };
+        records.get(item).map_or(0, |r| r.epoch)
+    };
+    snap.members
+        .values()
+        .flat_map(|views| views.values())
+        .filter(|v| v.alive())
+        .flat_map(|v| v.held.iter().map(move |(i, e)| (v, i, *e)))
+        .find(|(v, i, e)| *e > record_epoch(v.kind, i))
+        .map(|(v, i, e)| (v.id.as_str(), i.as_str(), e))
 }
 
 /// Every camera with an assignment record, as the planner sees it: registered cameras are

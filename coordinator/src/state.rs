@@ -3,12 +3,14 @@
 //! leader reasons about, with each owner's release applied (members record releases in
 //! their own `panoptes:released:<kind>:<id>` hash, never in the assignment record: see
 //! `keys::released`). Synchronous: runs on the leader thread. Camera records are read in
-//! their stored form: the leader never opens sealed passwords.
+//! their stored form: the leader never opens sealed passwords (the stored text and the
+//! registry version are kept too, for the leader's copy of the registry, see
+//! [`crate::recovery`]), and each member's report of the epochs it held.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use panoptes_coordinator_client::{
-    AssignRecord, CameraRecord, CoordError, MemberKind, MemberRecord, keys,
+    AssignRecord, CameraRecord, CoordError, MemberKind, MemberRecord, keys, records,
 };
 use redis::{Connection, Value};
 
@@ -25,6 +27,8 @@ pub struct MemberView {
     pub drain_flag: bool,
     /// Items in its owned index.
     pub owned: BTreeSet<String>,
+    /// Highest epoch it reports having held each item at (`records::HELD_FIELD`).
+    pub held: BTreeMap<String, u64>,
 }
 
 impl MemberView {
@@ -46,6 +50,10 @@ pub struct Snapshot {
     pub members: BTreeMap<MemberKind, BTreeMap<String, MemberView>>,
     /// Camera registry.
     pub cameras: BTreeMap<String, CameraRecord>,
+    /// The registry as stored (id → JSON, unreadable records included).
+    pub cameras_stored: BTreeMap<String, String>,
+    /// `panoptes:cameras:version` (0: never written, or lost).
+    pub cameras_version: u64,
     /// Camera assignments, by camera id (registered cameras and orphans found in indexes).
     pub camera_assign: BTreeMap<String, AssignRecord>,
     /// Partition assignments by item id (`<cluster>:<partition>`), for every registered
@@ -65,10 +73,12 @@ pub fn read(
     frames_topic: &str,
     regions: &[String],
 ) -> Result<Snapshot, CoordError> {
-    let (ids, cameras) = read_member_ids_and_cameras(c)?;
+    let (ids, registry) = read_member_ids_and_cameras(c)?;
     let mut snap = Snapshot {
         members: read_members(c, ids)?,
-        cameras,
+        cameras: registry.cameras,
+        cameras_stored: registry.stored,
+        cameras_version: registry.version,
         ..Snapshot::default()
     };
     let (cams, parts) = assignment_items(&snap, regions);
@@ -78,24 +88,31 @@ pub fn read(
 
 type MemberIds = Vec<(MemberKind, Vec<String>)>;
 
-/// The member ids of each kind and the readable camera records (unreadable ones are logged
-/// and skipped).
-fn read_member_ids_and_cameras(
-    c: &mut Connection,
-) -> Result<(MemberIds, BTreeMap<String, CameraRecord>), CoordError> {
+/// The registry as read: parsed records, stored text, version.
+struct Registry {
+    cameras: BTreeMap<String, CameraRecord>,
+    stored: BTreeMap<String, String>,
+    version: u64,
+}
+
+/// The member ids of each kind and the registry: the readable camera records (unreadable
+/// ones are logged and skipped), the stored text and the version.
+fn read_member_ids_and_cameras(c: &mut Connection) -> Result<(MemberIds, Registry), CoordError> {
     let kinds = [MemberKind::Ingest, MemberKind::Worker];
     let mut pipe = redis::pipe();
     for k in kinds {
         pipe.smembers(keys::members(k));
     }
     pipe.hgetall(keys::CAMERAS);
+    pipe.get(keys::CAMERAS_VERSION);
     let mut first: Vec<Value> = pipe.query(c)?;
-    let cameras_raw = hash(first.pop().unwrap_or(Value::Nil))?;
+    let version: Option<u64> = redis::from_redis_value(&first.pop().unwrap_or(Value::Nil))?;
+    let stored = hash(first.pop().unwrap_or(Value::Nil))?;
     let mut cameras = BTreeMap::new();
-    for (id, json) in cameras_raw {
-        match serde_json::from_str::<CameraRecord>(&json) {
+    for (id, json) in &stored {
+        match serde_json::from_str::<CameraRecord>(json) {
             Ok(r) => {
-                cameras.insert(id, r);
+                cameras.insert(id.clone(), r);
             }
             Err(e) => tracing::warn!(camera = %id, error = %e, "unreadable camera record skipped"),
         }
@@ -105,7 +122,12 @@ fn read_member_ids_and_cameras(
         .zip(first)
         .map(|(k, v)| Ok((k, redis::from_redis_value::<Vec<String>>(&v)?)))
         .collect::<Result<_, CoordError>>()?;
-    Ok((ids, cameras))
+    let registry = Registry {
+        cameras,
+        stored,
+        version: version.unwrap_or(0),
+    };
+    Ok((ids, registry))
 }
 
 /// Each member's record (absent once its lease expired), drain flag and owned index.
@@ -134,6 +156,7 @@ fn read_members(
                 id.clone(),
                 MemberView {
                     kind: k,
+                    held: records::parse_held(&rec),
                     record: MemberRecord::from_fields(&rec),
                     drain_flag: drain,
                     owned,

@@ -17,10 +17,12 @@ use std::thread::JoinHandle;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::producer::{BaseProducer, Producer};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::coordinators::{CoordinatorKind, Coordinators, Placement, RegisterError};
 use crate::topics::{self, TopicSpec, TopicSpecError};
 
 /// Errors from operations on the mock cluster.
@@ -44,6 +46,9 @@ pub enum ClusterError {
     /// librdkafka reported an error.
     #[error("mock cluster: {0}")]
     Kafka(#[from] KafkaError),
+    /// A coordinator key could not be registered.
+    #[error(transparent)]
+    Coordinator(#[from] RegisterError),
     /// The cluster thread has stopped.
     #[error("mock cluster is stopped")]
     Stopped,
@@ -82,6 +87,13 @@ enum Command {
         host: String,
         port: u16,
         reply: Reply<()>,
+    },
+    /// Registers coordinator keys (placed where the mock hashes them, then kept on live
+    /// brokers); replies with every registered key's placement.
+    Coordinate {
+        kind: CoordinatorKind,
+        keys: Vec<String>,
+        reply: Reply<Vec<Placement>>,
     },
     Shutdown,
 }
@@ -186,6 +198,8 @@ impl ClusterHandle {
     /// Takes one broker (`Some(id)`) or all brokers (`None`) down (`up == false`) or back up.
     ///
     /// Down closes the broker's connections and refuses new ones; its data and port are kept.
+    /// Registered coordinator keys ([`Self::coordinate`]) on a broker that went down move
+    /// to a live broker, and back to it when it comes back.
     pub async fn set_up(&self, broker: Option<i32>, up: bool) -> Result<(), ClusterError> {
         if let Some(id) = broker
             && !(1..=self.broker_count).contains(&id)
@@ -217,6 +231,18 @@ impl ClusterHandle {
             }
         }
         Ok(())
+    }
+
+    /// Registers group ids or transactional ids whose coordinator the cluster keeps on a
+    /// live broker (see [`crate::coordinators`]); `keys` empty only lists. Returns every
+    /// registered key with its coordinator.
+    pub async fn coordinate(
+        &self,
+        kind: CoordinatorKind,
+        keys: Vec<String>,
+    ) -> Result<Vec<Placement>, ClusterError> {
+        self.call(|reply| Command::Coordinate { kind, keys, reply })
+            .await
     }
 
     /// Makes the next Produce requests (of any client, one error per request, in order)
@@ -303,6 +329,10 @@ fn cluster_thread(
     if ready.send(Ok(cluster.bootstrap_servers())).is_err() {
         return;
     }
+    let mut coords = Placements {
+        table: Coordinators::default(),
+        up: vec![true; usize::try_from(broker_count).unwrap_or(0)],
+    };
     while let Ok(cmd) = rx.recv() {
         match cmd {
             Command::CreateTopic {
@@ -328,7 +358,14 @@ fn cluster_thread(
                 } else {
                     cluster.broker_down(id)
                 };
-                let _ = reply.send(r.map_err(ClusterError::from));
+                let r = r.map_err(ClusterError::from).and_then(|()| {
+                    coords.set_up(broker, up);
+                    coords.settle(&cluster, up)
+                });
+                let _ = reply.send(r);
+            }
+            Command::Coordinate { kind, keys, reply } => {
+                let _ = reply.send(coords.register(&cluster, kind, &keys));
             }
             Command::ProduceErrors { errors, reply } => {
                 let codes: Vec<_> = errors.iter().map(|e| e.code()).collect();
@@ -348,6 +385,85 @@ fn cluster_thread(
     }
     drop(cluster);
     drop(owner);
+}
+
+/// The cluster thread's coordinator bookkeeping: the table and which brokers are up.
+struct Placements {
+    table: Coordinators,
+    /// `up[i]`: broker `i + 1`.
+    up: Vec<bool>,
+}
+
+impl Placements {
+    fn set_up(&mut self, broker: Option<i32>, up: bool) {
+        match broker {
+            None => self.up.iter_mut().for_each(|u| *u = up),
+            Some(id) => {
+                if let Some(u) = usize::try_from(id - 1)
+                    .ok()
+                    .and_then(|i| self.up.get_mut(i))
+                {
+                    *u = up;
+                }
+            }
+        }
+    }
+
+    /// Pins new keys where the mock hashes them, then keeps every key on a live broker.
+    fn register<C: rdkafka::ClientContext>(
+        &mut self,
+        cluster: &MockCluster<'_, C>,
+        kind: CoordinatorKind,
+        keys: &[String],
+    ) -> Result<Vec<Placement>, ClusterError> {
+        let count = i32::try_from(self.up.len()).unwrap_or(i32::MAX);
+        for key in self.table.new_keys(kind, keys)? {
+            let broker = Coordinators::hashed(&key, count);
+            // Pinned explicitly, so that the table and the mock agree whatever its hash.
+            cluster.coordinator(mock_key(kind, &key), broker)?;
+            self.table.place(kind, key, broker);
+        }
+        self.settle(cluster, false)?;
+        Ok(self.table.list())
+    }
+
+    /// Puts every key where it belongs now: back home first if a broker `returned` (see
+    /// [`Coordinators::moves_home`]), then off any broker that is down (see
+    /// [`Coordinators::moves_for`]).
+    fn settle<C: rdkafka::ClientContext>(
+        &mut self,
+        cluster: &MockCluster<'_, C>,
+        returned: bool,
+    ) -> Result<(), ClusterError> {
+        if returned {
+            let home = self.table.moves_home(&self.up);
+            self.apply(cluster, home, "coordinator moved back to its home broker")?;
+        }
+        let off = self.table.moves_for(&self.up);
+        self.apply(cluster, off, "coordinator moved to a live broker")
+    }
+
+    /// Pins each moved key in the mock and records it, logging `why`.
+    fn apply<C: rdkafka::ClientContext>(
+        &mut self,
+        cluster: &MockCluster<'_, C>,
+        moves: Vec<Placement>,
+        why: &str,
+    ) -> Result<(), ClusterError> {
+        for m in moves {
+            cluster.coordinator(mock_key(m.kind, &m.key), m.broker)?;
+            tracing::info!(kind = m.kind.as_str(), key = %m.key, broker = m.broker, "{why}");
+            self.table.place(m.kind, m.key, m.broker);
+        }
+        Ok(())
+    }
+}
+
+fn mock_key(kind: CoordinatorKind, key: &str) -> MockCoordinator {
+    match kind {
+        CoordinatorKind::Group => MockCoordinator::Group(key.to_string()),
+        CoordinatorKind::Transaction => MockCoordinator::Transaction(key.to_string()),
+    }
 }
 
 /// An error the control API can make the mock answer Produce requests with.

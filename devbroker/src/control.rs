@@ -6,14 +6,17 @@
 //! | `GET /topics`             | 200 `{"topics":[{"name":"…","partitions":N},…]}`     |
 //! | `POST /topics`            | body `{"name":"…","partitions":N}`: 201 with the topic; 400 bad name or partitions outside 1..=1024 or bad JSON; 409 exists |
 //! | `GET /brokers`            | 200 `{"brokers":[{"id":1,"up":true},…]}`             |
-//! | `POST /brokers/{id}/down` | take broker `id` down: 200 with the broker list; 404 unknown id |
+//! | `POST /brokers/{id}/down` | take broker `id` down: 200 with the broker list and the registered coordinators (after their moves); 404 unknown id |
 //! | `POST /brokers/{id}/up`   | bring broker `id` back up                            |
 //! | `POST /down`, `POST /up`  | all brokers at once                                  |
+//! | `GET /coordinators`       | 200 `{"coordinators":[{"kind":"group","key":"…","broker":N},…]}`: the registered keys and their coordinating brokers |
+//! | `POST /coordinators`      | body `{"group":["…"],"transaction":["…"]}` (either may be left out): register keys whose coordinator is kept on a live broker (see [`crate::coordinators`]); 200 with the list; 400 for an empty key, one over 512 bytes, or more than 4096 keys in all |
 //! | `POST /errors/produce`    | body `{"errors":["out_of_order_sequence_number",…]}`: the next Produce requests fail with these, one each (`not_leader_for_partition`, `topic_authorization_failed`, `transport` too); 200 |
 //!
 //! Every error is a JSON object `{"error":"…"}` with a 4xx or 5xx status.
 //! A broker that is down closes its connections and refuses new ones; it keeps its data and
-//! its port, and partition leadership does not move.
+//! its port, and partition leadership does not move; the registered coordinators on it move
+//! to a live broker, and back to it when it comes back.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -25,6 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::cluster::{ClusterError, ClusterHandle};
+use crate::coordinators::CoordinatorKind;
 use crate::topics::TopicSpec;
 
 /// Body of `POST /topics`.
@@ -64,7 +68,7 @@ impl From<ClusterError> for ApiError {
         let status = match e {
             ClusterError::UnknownBroker { .. } => StatusCode::NOT_FOUND,
             ClusterError::TopicExists(_) => StatusCode::CONFLICT,
-            ClusterError::InvalidTopic(_) => StatusCode::BAD_REQUEST,
+            ClusterError::InvalidTopic(_) | ClusterError::Coordinator(_) => StatusCode::BAD_REQUEST,
             ClusterError::Kafka(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ClusterError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -81,9 +85,47 @@ pub fn router(cluster: ClusterHandle) -> Router {
         .route("/brokers/{id}/{state}", post(broker_state))
         .route("/down", post(all_down))
         .route("/up", post(all_up))
+        .route(
+            "/coordinators",
+            get(list_coordinators).post(register_coordinators),
+        )
         .route("/errors/produce", post(fail_produce))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(cluster)
+}
+
+/// Body of `POST /coordinators`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterCoordinators {
+    #[serde(default)]
+    group: Vec<String>,
+    #[serde(default)]
+    transaction: Vec<String>,
+}
+
+async fn list_coordinators(
+    State(c): State<ClusterHandle>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let list = c.coordinate(CoordinatorKind::Group, Vec::new()).await?;
+    Ok(Json(json!({ "coordinators": list })))
+}
+
+async fn register_coordinators(
+    State(c): State<ClusterHandle>,
+    body: Result<Json<RegisterCoordinators>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let n = body.group.len() + body.transaction.len();
+    if n > crate::coordinators::MAX_KEYS {
+        return Err(ClusterError::from(crate::coordinators::RegisterError::TooMany).into());
+    }
+    c.coordinate(CoordinatorKind::Group, body.group).await?;
+    let list = c
+        .coordinate(CoordinatorKind::Transaction, body.transaction)
+        .await?;
+    tracing::info!(keys = n, "coordinator keys registered via control API");
+    Ok(Json(json!({ "coordinators": list })))
 }
 
 /// Body of `POST /errors/produce`.
@@ -156,7 +198,10 @@ async fn set_up(
     c.set_up(broker, up).await?;
     let which = broker.map_or_else(|| "all".to_owned(), |id| id.to_string());
     tracing::info!(broker = %which, up, "broker state changed via control API");
-    Ok(Json(json!({ "brokers": c.brokers() })))
+    let coordinators = c.coordinate(CoordinatorKind::Group, Vec::new()).await?;
+    Ok(Json(
+        json!({ "brokers": c.brokers(), "coordinators": coordinators }),
+    ))
 }
 
 /// `POST /brokers/{id}/down` and `POST /brokers/{id}/up`.

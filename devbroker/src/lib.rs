@@ -37,7 +37,11 @@
 //!   transactions. Transactional producers can init/begin/commit/abort, but tests must not
 //!   rely on aborted records being hidden.
 //! - **Broker down/up does not move partition leadership**: while one broker is down, the
-//!   partitions it leads are unavailable. Data and listening ports are kept across down/up.
+//!   partitions it leads are unavailable. Coordinators do move, for the keys registered
+//!   with `POST /coordinators` ([`coordinators`]): a group's or transactional id's
+//!   coordinator on a broker that goes down moves to a live broker, as on Kafka, and back
+//!   when it returns (Kafka's preferred-leader election, at once); keys never registered
+//!   stay on the broker the mock hashes them to, up or down. Data and listening ports are kept across down/up.
 //!   Clients reconnect per their `reconnect.backoff.max.ms` (librdkafka default 10 s: about
 //!   8 s observed from "up" to resumed deliveries; tests should set it to ~500 ms).
 //! - The admin API (CreateTopics) is not supported; create topics through the CLI or the
@@ -49,6 +53,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod control;
+pub mod coordinators;
 pub mod front;
 pub mod topics;
 

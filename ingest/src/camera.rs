@@ -136,13 +136,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 struct Camera<'a> {
     spec: &'a CameraSpec,
     ctx: &'a CameraContext,
@@ -328,7 +321,9 @@ impl Camera<'_> {
             schema_version: SCHEMA_VERSION,
             camera_id: self.spec.id.clone(),
             seq: self.seq,
-            capture_time_us: now_us(),
+            // The cluster clock (Redis's, in coordinator mode), so that workers on other
+            // machines measure ages on the same clock; the wall clock in static mode.
+            capture_time_us: panoptes_coordinator_client::clock::now_us(),
             pts_ns: buffer.pts().map(|t| t.nseconds()),
             width,
             height,
@@ -336,6 +331,7 @@ impl Camera<'_> {
             source_height: if sh > 0 { sh } else { height },
             encoding: FrameEncoding::Jpeg,
             traceparent: new_traceparent(),
+            owner_epoch: None,
         };
         // The sequence number is spent even when the frame is dropped, so that every loss
         // before Kafka shows as a gap downstream as well as in the drop counter.

@@ -22,7 +22,13 @@
 //!   name this node;
 //! - **report** every ~500 ms: load (the configured load of its running cameras), a
 //!   per-camera report (state, measured fps, next sequence number, epoch) and whether its
-//!   broker answers.
+//!   broker answers;
+//! - **fence**: every frame carries the epoch of the camera's grant (`owner_epoch`, set on
+//!   the publisher before the camera runs at that epoch), and the publisher enqueues nothing
+//!   once the member lease may have expired (the agent's [`LeaseFence`]: last successful
+//!   renewal's sent time + TTL − margin, monotonic), so a paused or cut-off node stops
+//!   publishing at its lease's expiry, not when it notices. A node whose member id was taken
+//!   over by another process (its session replaced) stops everything and shuts down.
 //!
 //! On shutdown [`Coordinator::drive`] drains (the cameras keep running while the coordinator
 //! moves them, up to `drain_timeout`) and stops the driver; the caller then stops the rest,
@@ -36,7 +42,7 @@ use std::time::{Duration, Instant};
 use panoptes_coordinator_client::sealed::Keyring;
 use panoptes_coordinator_client::{
     CameraRecord, CoordError, Desired, Driver, DriverConfig, Grant, HandoverOutcome, ItemRunner,
-    MemberAgent, MemberConfig, MemberKind, Prepared, Report,
+    LeaseFence, MemberAgent, MemberConfig, MemberKind, Prepared, Report,
 };
 use panoptes_runtime::health::Readiness;
 use panoptes_runtime::redact::redact_text;
@@ -155,6 +161,7 @@ impl Coordinator {
         let redis = redact_text(&c.redis.redis_url);
         tracing::info!(redis = %redis, group = %c.group, capacity = c.capacity, "registered with the coordinator");
         readiness.set("coordinator", true, "registered");
+        publisher.set_fence(agent.fence());
         let runner = Arc::new(CameraRunner {
             node,
             publisher,
@@ -180,7 +187,16 @@ impl Coordinator {
     /// is held any more or `drain_timeout` passed, with the driver stopped (nothing starts
     /// any more).
     pub async fn drive(self: &Arc<Self>, shutdown: CancellationToken) {
-        shutdown.cancelled().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            if let Some(other) = self.replaced() {
+                tracing::error!(other_session = %other, "this node's member id was taken over by another process: shutting down");
+                break;
+            }
+        }
         let me = self.clone();
         let _ = tokio::task::spawn_blocking(move || {
             me.driver.drain(me.drain_timeout, || false);
@@ -201,7 +217,13 @@ impl Coordinator {
             for s in stopped {
                 st.seq_floor.insert(s.id.clone(), s.next_seq);
             }
-            for g in me.driver.held() {
+            // Replaced: the member id (and whatever is granted to it) is another process's.
+            let held = if me.replaced().is_some() {
+                Vec::new()
+            } else {
+                me.driver.held()
+            };
+            for g in held {
                 let next_seq = st.next_seq(&g);
                 match me.driver.agent().release(&g.item, g.epoch(), Some(next_seq)) {
                     Ok(true) => {
@@ -218,6 +240,18 @@ impl Coordinator {
             me.driver.end_membership();
         })
         .await;
+    }
+}
+
+impl Coordinator {
+    /// The session of the process that took this node's member id over, if one did.
+    pub fn replaced(&self) -> Option<String> {
+        self.driver.agent().replaced()
+    }
+
+    /// The node's lease fence.
+    pub fn fence(&self) -> Arc<LeaseFence> {
+        self.driver.agent().fence()
     }
 }
 
@@ -334,6 +368,7 @@ impl CameraRunner {
             st.seq_floor.insert(s.id.clone(), s.next_seq);
             st.fps.remove(&s.id);
             st.running.remove(&s.id);
+            self.publisher.set_owner_epoch(&s.id, None);
         }
         stopped
     }
@@ -378,6 +413,9 @@ impl ItemRunner for CameraRunner {
             self.stop(&unusable);
         }
         for spec in wanted {
+            // Before the camera runs at this grant: its frames carry the grant's epoch.
+            let epoch = self.state().running.get(&spec.id).map(|r| r.epoch);
+            self.publisher.set_owner_epoch(&spec.id, epoch);
             if let Err(e) = self.node.upsert(spec) {
                 tracing::error!(error = %e, "could not start a granted camera");
             }

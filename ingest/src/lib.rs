@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gstreamer as gst;
+use panoptes_coordinator_client::RedisLink;
+use panoptes_coordinator_client::clock::ClockSync;
 use panoptes_runtime::health::{self, Readiness};
 use panoptes_runtime::kafka_link::KafkaLink;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +81,13 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
     let readiness = Readiness::default();
     readiness.set("kafka", false, "not checked yet");
     let link = KafkaLink::new(&metrics.registry, "ingest", readiness.clone())?;
+    // Coordinator mode: capture times on the cluster clock (Redis's); static mode: the wall clock.
+    let _clock = if config.coordinator.enabled {
+        let redis = RedisLink::open(&config.coordinator.redis)?;
+        Some(ClockSync::start(redis, &metrics.registry, "ingest")?)
+    } else {
+        None
+    };
     let publisher = Arc::new(FramePublisher::new(
         &config.kafka,
         metrics.clone(),
@@ -140,6 +149,13 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
     }
     let _ = probe.await;
     http.stop().await;
+    if let Some(other) = coordinator.as_ref().and_then(|c| c.replaced()) {
+        return Err(panoptes_coordinator_client::CoordError::Invalid(format!(
+            "member id {:?} was taken over by another process (session {other})",
+            config.node_id
+        ))
+        .into());
+    }
     tracing::info!("ingest node stopped");
     Ok(())
 }

@@ -8,7 +8,12 @@ use panoptes_runtime::metrics;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Reasons a frame can be dropped before it reaches the producer queue.
-pub const DROP_REASONS: &[&str] = &["producer_queue_full", "too_large", "producer_error"];
+pub const DROP_REASONS: &[&str] = &[
+    "producer_queue_full",
+    "too_large",
+    "producer_error",
+    "lease_expired",
+];
 /// Camera error kinds (see [`crate::error::CameraError::kind`]).
 pub const ERROR_KINDS: &[&str] = &[
     "auth_failed",

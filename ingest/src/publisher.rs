@@ -17,13 +17,25 @@
 //! probe through [`FramePublisher::replace_if_fatal`], which replaces the producer with a
 //! fresh one (new producer id, sequences from 0); the frames the old one held fail and are
 //! counted. `/readyz` is false from the error until the replacement, and both are counted.
+//!
+//! Coordinator mode adds two things per frame: the camera's **owner epoch** (the grant epoch
+//! under which this node holds the camera, set by the coordinator side through
+//! [`FramePublisher::set_owner_epoch`]) is stamped into the envelope, so readers can drop a
+//! zombie's frames; and the node's **lease fence** ([`LeaseFence`], from its member agent) is
+//! checked first: once the lease may have expired (last successful renewal's sent time plus
+//! the TTL, on the monotonic clock) nothing more is enqueued. Such a frame is dropped and
+//! counted (`lease_expired`) like any other drop before Kafka: its sequence number is spent,
+//! so it shows as a gap downstream. Frames already in the producer's queue when the lease
+//! lapsed may still be delivered after it (librdkafka sends them when it can); they carry
+//! the old epoch, and readers drop those that arrive after the new owner's first frame.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use panoptes_schemas::FrameHeaders;
+use panoptes_coordinator_client::LeaseFence;
+use panoptes_schemas::{FrameHeaders, headers as header_names};
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -49,6 +61,11 @@ pub enum PublishError {
         /// Configured limit.
         max: usize,
     },
+    /// The node's coordinator lease may have expired (its fence lapsed): its cameras may be
+    /// publishing from another node now. Retryable once the lease is renewed, if the camera
+    /// is still granted here.
+    #[error("the node's lease may have expired: not publishing")]
+    LeaseExpired,
     /// Any other producer error.
     #[error("producer error: {0}")]
     Kafka(#[from] KafkaError),
@@ -60,6 +77,7 @@ impl PublishError {
         match self {
             PublishError::QueueFull => "producer_queue_full",
             PublishError::TooLarge { .. } => "too_large",
+            PublishError::LeaseExpired => "lease_expired",
             PublishError::Kafka(_) => "producer_error",
         }
     }
@@ -136,6 +154,10 @@ pub struct FramePublisher {
     /// Per camera: frames enqueued and not yet acknowledged (or failed), so a handover can
     /// wait for exactly that camera's frames while the others keep publishing.
     pending: Mutex<HashMap<String, Arc<AtomicI64>>>,
+    /// Coordinator mode: the grant epoch each camera is published under.
+    owner_epochs: RwLock<HashMap<String, u64>>,
+    /// Coordinator mode: the member lease; nothing is enqueued once it lapsed.
+    fence: RwLock<Option<Arc<LeaseFence>>>,
 }
 
 impl FramePublisher {
@@ -178,7 +200,33 @@ impl FramePublisher {
             max_bytes: cfg.message_max_bytes,
             metrics,
             pending: Mutex::default(),
+            owner_epochs: RwLock::default(),
+            fence: RwLock::default(),
         })
+    }
+
+    /// Coordinator mode: from now on, frames are enqueued only while `fence` holds.
+    pub fn set_fence(&self, fence: Arc<LeaseFence>) {
+        *self.fence.write().unwrap_or_else(|e| e.into_inner()) = Some(fence);
+    }
+
+    /// Coordinator mode: `camera`'s frames carry owner epoch `epoch` from now on (`None`:
+    /// none, e.g. the camera left the node).
+    pub fn set_owner_epoch(&self, camera: &str, epoch: Option<u64>) {
+        let mut map = self.owner_epochs.write().unwrap_or_else(|e| e.into_inner());
+        match epoch {
+            Some(e) => map.insert(camera.to_owned(), e),
+            None => map.remove(camera),
+        };
+    }
+
+    /// Whether the node may publish now: no fence (no coordinator), or the fence holds.
+    fn lease_holds(&self) -> bool {
+        self.fence
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|f| f.holds())
     }
 
     /// Enqueues one frame; never blocks.
@@ -188,7 +236,19 @@ impl FramePublisher {
         headers: &FrameHeaders,
         payload: &[u8],
     ) -> Result<(), PublishError> {
-        let kafka_headers = headers.to_kafka_headers();
+        if !self.lease_holds() {
+            return Err(PublishError::LeaseExpired);
+        }
+        let mut kafka_headers = headers.to_kafka_headers();
+        if headers.owner_epoch.is_none()
+            && let Some(epoch) = self
+                .owner_epochs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&headers.camera_id)
+        {
+            kafka_headers.push((header_names::OWNER_EPOCH, epoch.to_string()));
+        }
         let size = payload.len()
             + headers.camera_id.len()
             + kafka_headers
@@ -219,7 +279,9 @@ impl FramePublisher {
         )
         .key(headers.camera_id.as_str())
         .payload(payload)
-        .headers(owned);
+        .headers(owned)
+        // The record's timestamp on the cluster clock too (the worker's `queue` stage).
+        .timestamp(headers.capture_time_us.div_euclid(1000));
         if let Some(p) = partition {
             record = record.partition(p);
         }

@@ -192,12 +192,7 @@ fn a_fatal_producer_error_replaces_the_producer_and_is_counted() -> Result<()> {
 
     // The next Produce request fails with OUT_OF_ORDER_SEQUENCE_NUMBER while it is the
     // only one in flight: librdkafka raises a fatal idempotence error.
-    let (status, body) = broker.api(
-        "POST",
-        "/errors/produce",
-        Some(r#"{"errors":["out_of_order_sequence_number"]}"#),
-    )?;
-    assert_eq!(status, 200, "{body}");
+    broker.fail_next_produce_fatally()?;
     wait_until("the producer replaced", Duration::from_secs(20), || {
         node.metric("panoptes_ingest_kafka_client_rebuilds_total")
             .filter(|&v| v >= 1.0)

@@ -7,7 +7,7 @@
 //!
 //! Scenarios ([`SCENARIOS`]; what each does is in `docs/loadtest.md`, "Chaos scenarios"):
 //! `worker-kill`, `worker-pause`, `ingest-kill`, `leader-kill`, `redis-restart`,
-//! `broker-down`, `camera-flap`, `network`.
+//! `redis-restart-empty`, `broker-down`, `camera-flap`, `network`.
 //!
 //! Duplicates: on the development broker a killed or paused worker's uncommitted transaction
 //! is visible to `read_committed` readers, so frames it had processed are seen again when its
@@ -34,6 +34,7 @@ pub const SCENARIOS: &[&str] = &[
     "ingest-kill",
     "leader-kill",
     "redis-restart",
+    "redis-restart-empty",
     "broker-down",
     "camera-flap",
     "network",
@@ -158,6 +159,9 @@ pub struct ScenarioReport {
     pub charts: Vec<String>,
     /// Wall time of the whole run, setup included (s).
     pub seconds: f64,
+    /// The error budget the run burned against the fleet's objectives ([`crate::slo`]).
+    #[serde(default)]
+    pub slo: Option<crate::slo::SloBurn>,
 }
 
 impl ScenarioReport {
@@ -179,6 +183,7 @@ impl ScenarioReport {
             failures: Vec::new(),
             charts: Vec::new(),
             seconds: 0.0,
+            slo: None,
         }
     }
 
@@ -311,6 +316,9 @@ impl ScenarioReport {
                 .collect();
             let _ = writeln!(s, "{}.\n", parts.join(", "));
         }
+        if let Some(slo) = &self.slo {
+            s.push_str(&slo.to_markdown(&crate::slo::Objectives::default()));
+        }
         for (name, acc) in &self.regions {
             let t = &acc.checker.total;
             let _ = writeln!(s, "## Checker, region `{name}`\n");
@@ -423,6 +431,9 @@ pub fn main(args: ChaosArgs) -> Result<()> {
         );
         let report = run_scenario(name, args.scale, &out)?;
         println!("{}", report.to_markdown());
+        if let Some(slo) = &report.slo {
+            eprintln!("chaos {name}: {}", slo.summary());
+        }
         match report.verdict {
             Verdict::Passed => eprintln!("chaos {name}: passed"),
             Verdict::Skipped => eprintln!(

@@ -11,7 +11,8 @@
 //! - [`timeline`]: a per-second recorder of a running stack (throughput, latency, CPU and
 //!   memory per process, lag, fault markers) and [`charts`], its PNG charts;
 //! - [`run`]: `panoptes-loadtest run`, a load run with a report ([`runreport`]);
-//! - [`demo`], [`chaos`], [`watch`]: the demo, the chaos scenarios, live topic watchers.
+//! - [`demo`], [`chaos`], [`watch`]: the demo, the chaos scenarios, live topic watchers;
+//!   [`slo`]: the error budget a chaos run burned against the fleet's objectives.
 
 pub mod bench;
 pub mod chaos;
@@ -19,6 +20,7 @@ pub mod charts;
 pub mod demo;
 pub mod run;
 pub mod runreport;
+pub mod slo;
 pub mod stack;
 pub mod timeline;
 pub mod watch;

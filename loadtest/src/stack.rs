@@ -34,6 +34,30 @@ impl Watching for Stack {
     }
 }
 
+/// A settled one-region stack for the ingest failover tests: `cameras` cameras at 5 fps,
+/// ingest nodes `in-a` and `in-b`, worker `w0`.
+pub fn two_ingest_nodes(cameras: usize) -> Result<Stack> {
+    let cameras = StackCamera::small_set(cameras, "local", 5);
+    let mut stack = Stack::start(StackSpec::single_region(cameras, 4))?;
+    stack.start_members("local", &["in-a", "in-b"], &["w0"])?;
+    stack.register_cameras()?;
+    stack.wait_settled(Duration::from_secs(60))?;
+    Ok(stack)
+}
+
+/// In a [`two_ingest_nodes`] stack: the ingest node holding the most cameras, its cameras,
+/// and the other node.
+pub fn busiest_ingest(stack: &Stack) -> Result<(String, Vec<String>, &'static str)> {
+    let by_node = stack.cameras_by_ingest()?;
+    let (victim, cams) = by_node
+        .iter()
+        .max_by_key(|(_, c)| c.len())
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .ok_or_else(|| anyhow::anyhow!("no ingest node owns a camera"))?;
+    let survivor = if victim == "in-a" { "in-b" } else { "in-a" };
+    Ok((victim, cams, survivor))
+}
+
 /// Assignment records by camera id, or by partition item (`<cluster>:<partition>`).
 pub type Records = BTreeMap<String, AssignRecord>;
 

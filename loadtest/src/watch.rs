@@ -31,7 +31,7 @@ pub struct SeenDetection {
     pub camera_id: String,
     /// Frame sequence number.
     pub seq: u64,
-    /// Capture time of the frame (µs since the epoch, the ingest node's clock).
+    /// Capture time of the frame (µs since the epoch, on the cluster clock).
     pub capture_time_us: i64,
     /// The record's per-stage latencies (`end_to_end_ms`: capture to publishing, as the
     /// worker measured it).
@@ -51,8 +51,10 @@ pub struct SeenFrame {
     pub camera_id: String,
     /// Sequence number.
     pub seq: u64,
-    /// Capture time (µs since the epoch, the ingest node's clock).
+    /// Capture time (µs since the epoch, on the cluster clock).
     pub capture_time_us: i64,
+    /// Grant epoch of the ingest node that published it (coordinator mode).
+    pub owner_epoch: Option<u64>,
 }
 
 /// Wall clock in ms since the epoch.
@@ -229,6 +231,7 @@ pub fn frames(bootstrap: &str, topic: &str) -> Result<Watch<SeenFrame>> {
             camera_id: h.camera_id,
             seq: h.seq,
             capture_time_us: h.capture_time_us,
+            owner_epoch: h.owner_epoch,
         })
     })
 }

@@ -36,6 +36,22 @@ fn scenario(name: &str) {
             keep.display()
         );
     }
+    // Every scenario reports the error budget it burned, measured on every camera.
+    let slo = report.slo.as_ref().expect("an error-budget section");
+    assert!(
+        slo.camera_windows >= report_cameras(&report),
+        "{name}: {slo:?}"
+    );
+    assert!(slo.records > 0, "{name}: {slo:?}");
+}
+
+/// Cameras of the scenario's run, as its checker counted them (one window each at least).
+fn report_cameras(report: &chaos::ScenarioReport) -> u64 {
+    report
+        .regions
+        .values()
+        .map(|r| r.checker.cameras.len() as u64)
+        .sum()
 }
 
 #[test]
@@ -61,6 +77,11 @@ fn leader_kill() {
 #[test]
 fn redis_restart() {
     scenario("redis-restart");
+}
+
+#[test]
+fn redis_restart_empty() {
+    scenario("redis-restart-empty");
 }
 
 #[test]

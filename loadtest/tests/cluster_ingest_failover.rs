@@ -8,28 +8,18 @@ use std::time::Duration;
 
 use anyhow::Result;
 use panoptes_coordinator_client::MemberKind;
-use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, WaitAssignments, Watching};
+use panoptes_loadtest::stack::{WaitAssignments, Watching, busiest_ingest, two_ingest_nodes};
 use panoptes_loadtest::watch::wall_ms;
 use panoptes_testkit::wait_until;
 
 #[test]
 fn killed_ingest_nodes_cameras_stream_from_the_other_node() -> Result<()> {
-    let cameras = StackCamera::small_set(4, "local", 5);
-    let mut stack = Stack::start(StackSpec::single_region(cameras, 4))?;
-    stack.start_members("local", &["in-a", "in-b"], &["w0"])?;
-    stack.register_cameras()?;
-    stack.wait_settled(Duration::from_secs(60))?;
+    let mut stack = two_ingest_nodes(4)?;
     let checker = stack.checker("local")?;
     let frames = stack.watch_frames("local")?;
     std::thread::sleep(Duration::from_secs(3));
 
-    let by_node = stack.cameras_by_ingest()?;
-    let (victim, cams) = by_node
-        .iter()
-        .max_by_key(|(_, c)| c.len())
-        .map(|(n, c)| (n.clone(), c.clone()))
-        .expect("owned");
-    let survivor = if victim == "in-a" { "in-b" } else { "in-a" };
+    let (victim, cams, survivor) = busiest_ingest(&stack)?;
     let max_before: BTreeMap<String, u64> = cams
         .iter()
         .map(|c| {

@@ -35,6 +35,9 @@ pub enum FrameStatus {
     SkippedStale,
     /// The worker was over capacity and dropped the frame without inferring it.
     ShedOverload,
+    /// The frame came from a superseded ingest owner (a zombie): its `owner_epoch` is lower
+    /// than one already seen for its camera. Not inferred.
+    SupersededOwner,
 }
 
 impl FrameStatus {
@@ -44,6 +47,7 @@ impl FrameStatus {
             Self::Ok => "ok",
             Self::SkippedStale => "skipped_stale",
             Self::ShedOverload => "shed_overload",
+            Self::SupersededOwner => "superseded_owner",
         }
     }
 }
@@ -233,7 +237,8 @@ pub struct DetectionRecord {
     /// Offset of the frame record in that partition.
     #[schemars(range(min = 0))]
     pub offset: i64,
-    /// Unix epoch microseconds when the worker published this record.
+    /// Unix epoch microseconds when the worker published this record, on the cluster clock
+    /// (like `capture_time_us`).
     pub published_time_us: i64,
     /// W3C trace context of the worker's span, child of the frame's trace, if traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -70,7 +70,8 @@ pub struct FrameHeaders {
     pub camera_id: String,
     /// Per camera, starts at 0 and grows by 1 per published frame, so gaps reveal loss.
     pub seq: u64,
-    /// Unix epoch microseconds when the ingest node received the decoded frame.
+    /// Unix epoch microseconds when the ingest node received the decoded frame, on the cluster
+    /// clock (the Redis server's clock as the node estimates it; its wall clock without Redis).
     pub capture_time_us: i64,
     /// Presentation time of the frame in the camera stream, in nanoseconds, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,13 +93,21 @@ pub struct FrameHeaders {
     /// W3C trace context, `"00-<32 hex>-<16 hex>-<2 hex>"`, started by the ingest node.
     #[schemars(pattern(TRACEPARENT_PATTERN))]
     pub traceparent: String,
+    /// Grant epoch under which the publishing ingest node owned the camera (coordinator
+    /// mode). Readers keep the highest owner epoch seen per camera and drop a frame with a
+    /// lower one: it comes from a superseded owner (a zombie ingest node). Absent from an
+    /// ingest node that runs its cameras from its own file, without a coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub owner_epoch: Option<u64>,
 }
 
 impl FrameHeaders {
     /// The Kafka headers of this envelope: one pair per field, named by [`crate::headers`],
-    /// values as UTF-8 text. `pts_ns` is left out when unknown.
+    /// values as UTF-8 text. `pts_ns` is left out when unknown, `owner_epoch` when the
+    /// frame has no coordinator-given owner.
     pub fn to_kafka_headers(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::with_capacity(11);
+        let mut out = Vec::with_capacity(headers::ALL.len());
         out.push((headers::SCHEMA_VERSION, self.schema_version.to_string()));
         out.push((headers::CAMERA_ID, self.camera_id.clone()));
         out.push((headers::SEQ, self.seq.to_string()));
@@ -112,6 +121,9 @@ impl FrameHeaders {
         out.push((headers::SOURCE_HEIGHT, self.source_height.to_string()));
         out.push((headers::ENCODING, self.encoding.as_str().to_owned()));
         out.push((headers::TRACEPARENT, self.traceparent.clone()));
+        if let Some(epoch) = self.owner_epoch {
+            out.push((headers::OWNER_EPOCH, epoch.to_string()));
+        }
         out
     }
 
@@ -153,6 +165,7 @@ impl FrameHeaders {
         let traceparent = slots.required(headers::TRACEPARENT, |s| {
             parse_traceparent(s).map(|_| s.to_owned())
         })?;
+        let owner_epoch = slots.optional(headers::OWNER_EPOCH, parse_owner_epoch)?;
 
         Ok(Self {
             schema_version,
@@ -166,6 +179,7 @@ impl FrameHeaders {
             source_height,
             encoding,
             traceparent,
+            owner_epoch,
         })
     }
 
@@ -182,6 +196,12 @@ impl FrameHeaders {
         check_dimension("source_width", self.source_width)?;
         check_dimension("source_height", self.source_height)?;
         parse_traceparent(&self.traceparent)?;
+        if self.owner_epoch == Some(0) {
+            return Err(EnvelopeError::invalid_field(
+                "owner_epoch",
+                "0 is not a grant epoch (epochs start at 1)",
+            ));
+        }
         Ok(())
     }
 
@@ -228,6 +248,17 @@ fn parse_dimension(field: &str, s: &str) -> Result<u32, EnvelopeError> {
     let value = parse_decimal(s)?;
     check_dimension(field, value)?;
     Ok(value)
+}
+
+/// Parses an owner epoch: a decimal integer of at least 1 (grant epochs start at 1).
+fn parse_owner_epoch(s: &str) -> Result<u64, EnvelopeError> {
+    match parse_decimal(s)? {
+        0 => Err(EnvelopeError::invalid_field(
+            "",
+            "0 is not a grant epoch (epochs start at 1)",
+        )),
+        epoch => Ok(epoch),
+    }
 }
 
 /// Parses a plain decimal integer: ASCII digits with an optional leading `-`.
@@ -328,6 +359,14 @@ mod tests {
     }
 
     #[test]
+    fn owner_epoch_is_optional_and_positive() {
+        assert_eq!(parse_owner_epoch("7").unwrap(), 7);
+        for bad in ["0", "-1", "x", ""] {
+            assert!(parse_owner_epoch(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn header_names_are_distinct_and_all_written() {
         for (i, a) in headers::ALL.iter().enumerate() {
             assert!(!headers::ALL[i + 1..].contains(a), "{a} listed twice");
@@ -344,6 +383,7 @@ mod tests {
             source_height: 7,
             encoding: FrameEncoding::Jpeg,
             traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            owner_epoch: Some(8),
         };
         let written: Vec<&str> = h.to_kafka_headers().iter().map(|(n, _)| *n).collect();
         assert_eq!(written, headers::ALL);

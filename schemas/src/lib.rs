@@ -7,6 +7,7 @@
 //! - detection output records ([`DetectionRecord`]) and dead letters ([`DeadLetter`]),
 //!   both JSON;
 //! - control-plane messages between the coordinator and nodes ([`ControlMessage`], JSON);
+//! - the owner-epoch rule every reader of frames applies ([`OwnerEpochs`]);
 //! - identifier rules (camera ids, W3C `traceparent`) and the one error type,
 //!   [`EnvelopeError`];
 //! - JSON Schema documents generated from these types ([`all_schemas`]). They are checked
@@ -24,6 +25,7 @@ mod error;
 mod frame;
 mod generate;
 mod ids;
+mod owner;
 
 pub use control::ControlMessage;
 pub use deadletter::{DeadLetter, DeadLetterReason, MAX_DETAIL_CHARS};
@@ -37,6 +39,7 @@ pub use ids::{
     CAMERA_ID_PATTERN, MAX_CAMERA_ID_LEN, TRACEPARENT_PATTERN, child_traceparent,
     format_traceparent, new_traceparent, parse_traceparent, validate_camera_id,
 };
+pub use owner::{MAX_TRACKED_CAMERAS, OwnerEpochs, Verdict as OwnerVerdict};
 
 /// Version of every message layout in this crate. Bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -85,9 +88,12 @@ pub mod headers {
     /// [`crate::FrameHeaders::traceparent`]; the standard W3C name, so generic Kafka
     /// tracing instrumentation picks it up too.
     pub const TRACEPARENT: &str = "traceparent";
+    /// [`crate::FrameHeaders::owner_epoch`]: the grant epoch of the publishing ingest node;
+    /// absent without a coordinator.
+    pub const OWNER_EPOCH: &str = "panoptes-owner-epoch";
 
     /// Every header the envelope reads, in the order of [`crate::FrameHeaders`]' fields.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         SCHEMA_VERSION,
         CAMERA_ID,
         SEQ,
@@ -99,6 +105,7 @@ pub mod headers {
         SOURCE_HEIGHT,
         ENCODING,
         TRACEPARENT,
+        OWNER_EPOCH,
     ];
 }
 

@@ -58,6 +58,7 @@ fn example_headers_decode_to_expected_fields() {
             source_height: 1080,
             encoding: FrameEncoding::Jpeg,
             traceparent: common::TRACEPARENT.into(),
+            owner_epoch: Some(7),
         }
     );
     assert!(frame.validate().is_ok());
@@ -83,15 +84,24 @@ fn to_kafka_headers_has_one_pair_per_field() {
     let mut frame = common::frame_headers();
     let names: Vec<&str> = frame.to_kafka_headers().iter().map(|(n, _)| *n).collect();
     assert_eq!(names, all_headers());
-    assert_eq!(names.len(), 11);
+    assert_eq!(names.len(), 12);
     let pairs = frame.to_kafka_headers();
     assert!(pairs.contains(&(headers::ENCODING, "jpeg".to_owned())));
     assert!(pairs.contains(&(headers::SEQ, "48213".to_owned())));
 
     frame.pts_ns = None;
     let names: Vec<&str> = frame.to_kafka_headers().iter().map(|(n, _)| *n).collect();
-    assert_eq!(names.len(), 10);
+    assert_eq!(names.len(), 11);
     assert!(!names.contains(&headers::PTS_NS));
+
+    // Without a coordinator the frame has no owner epoch, and reads back without one.
+    frame.owner_epoch = None;
+    let pairs = frame.to_kafka_headers();
+    assert!(!pairs.iter().any(|(n, _)| *n == headers::OWNER_EPOCH));
+    let decoded =
+        FrameHeaders::from_kafka_headers(pairs.iter().map(|(n, v)| (*n, Some(v.as_bytes()))))
+            .unwrap();
+    assert_eq!(decoded.owner_epoch, None);
 }
 
 #[test]
@@ -115,6 +125,8 @@ fn each_missing_required_header_is_named() {
         let result = decode_with(name, None);
         if name == headers::PTS_NS {
             assert_eq!(result.unwrap().pts_ns, None);
+        } else if name == headers::OWNER_EPOCH {
+            assert_eq!(result.unwrap().owner_epoch, None);
         } else {
             assert_eq!(result, Err(EnvelopeError::MissingHeader(name)), "{name}");
             assert_eq!(result.unwrap_err().header(), Some(name));

@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 /// Every header name the envelope reads.
-const ENVELOPE_HEADERS: [&str; 11] = [
+const ENVELOPE_HEADERS: [&str; 12] = [
     headers::SCHEMA_VERSION,
     headers::CAMERA_ID,
     headers::SEQ,
@@ -29,6 +29,7 @@ const ENVELOPE_HEADERS: [&str; 11] = [
     headers::SOURCE_HEIGHT,
     headers::ENCODING,
     headers::TRACEPARENT,
+    headers::OWNER_EPOCH,
 ];
 
 fn camera_id() -> impl Strategy<Value = String> {
@@ -147,7 +148,8 @@ fn detection_record() -> impl Strategy<Value = DetectionRecord> {
         prop_oneof![
             Just(FrameStatus::Ok),
             Just(FrameStatus::SkippedStale),
-            Just(FrameStatus::ShedOverload)
+            Just(FrameStatus::ShedOverload),
+            Just(FrameStatus::SupersededOwner)
         ],
         boxes,
         (any::<u64>(), name(), 0..i32::MAX, 0..i64::MAX),

@@ -137,6 +137,18 @@ impl DevBroker {
         crate::http::request(&self.control, method, path, body.map(str::to_string), None)
     }
 
+    /// Makes the next Produce request fail with OUT_OF_ORDER_SEQUENCE_NUMBER: while it is the
+    /// only one in flight, librdkafka raises a fatal idempotence error on that producer.
+    pub fn fail_next_produce_fatally(&self) -> Result<()> {
+        let (status, body) = self.api(
+            "POST",
+            "/errors/produce",
+            Some(r#"{"errors":["out_of_order_sequence_number"]}"#),
+        )?;
+        anyhow::ensure!(status == 200, "POST /errors/produce: {status} {body}");
+        Ok(())
+    }
+
     /// Takes every broker down (connections refused, data kept).
     pub fn all_down(&self) -> Result<()> {
         post_json(&format!("{}/down", self.control), &serde_json::json!({}))

@@ -53,6 +53,7 @@ pub fn frame_headers(camera: &str, seq: u64, size: (u32, u32), age: Duration) ->
         source_height: size.1,
         encoding: FrameEncoding::Jpeg,
         traceparent: new_traceparent(),
+        owner_epoch: None,
     }
 }
 

@@ -22,7 +22,8 @@
 //! Smaller pieces: [`basics`] (binary paths, unique names, free ports, `wait_until`), [`http`]
 //! (GET/POST helpers and metric parsing), [`props`] (proptest strategies: hostile config
 //! files), [`sys`] (process CPU and memory readings),
-//! [`fixtures`] (test data shared across crates), [`process`] (the child-process handle),
+//! [`fixtures`] (test data shared across crates), [`process`] (the child-process handle, and
+//! `faketime_env` to start a node with a skewed wall clock),
 //! [`tls`] (a throw-away PKI for real TLS handshakes).
 //!
 //! Binaries are looked up next to the test executable ([`bin_path`]); they exist when the

@@ -173,6 +173,73 @@ impl Drop for ChildProcess {
     }
 }
 
+/// Where Debian's `faketime` package puts libfaketime (`scripts/setup.sh` installs it).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The environment that runs a process with its wall clock (`CLOCK_REALTIME`) shifted by
+/// `offset` (libfaketime syntax: `"+5s"`, `"-5s"`), like a machine whose clock is off. Pass it
+/// as a node's extra `env`. Fails when libfaketime or a C compiler is missing.
+///
+/// Three settings keep every other clock and timed wait true, as on such a machine
+/// (measured with Debian's libfaketime 0.9.10):
+/// - `FAKETIME_DONT_FAKE_MONOTONIC=1`: Rust puts `Instant`-based deadlines into futexes, so a
+///   faked monotonic clock would stretch or hang its timed waits;
+/// - `FAKETIME_FORCE_MONOTONIC_FIX=0`: otherwise every `pthread_cond_timedwait` on a
+///   monotonic condition variable returns at once (fixed upstream after 0.9.10);
+/// - [`CND_SHIM_C`], preloaded before libfaketime: libfaketime does not hook C11
+///   `cnd_timedwait`, which librdkafka uses on glibc, so its waits ran 5 s long (clock ahead)
+///   or returned at once (behind): transactions of a worker 5 s ahead took 5 s per flush.
+pub fn faketime_env(offset: &str) -> Result<Vec<(&'static str, String)>> {
+    if !Path::new(LIBFAKETIME).exists() {
+        bail!("{LIBFAKETIME} is missing: install Debian's faketime package (scripts/setup.sh)");
+    }
+    let shim = cnd_shim()?;
+    Ok(vec![
+        ("LD_PRELOAD", format!("{}:{LIBFAKETIME}", shim.display())),
+        ("FAKETIME", offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ("FAKETIME_FORCE_MONOTONIC_FIX", "0".to_string()),
+    ])
+}
+
+/// C11 `cnd_timedwait` routed through `pthread_cond_timedwait`, which libfaketime hooks
+/// (glibc implements one with the other on the same types, so the casts are exact).
+pub const CND_SHIM_C: &str = r#"#include <errno.h>
+#include <pthread.h>
+#include <threads.h>
+int cnd_timedwait(cnd_t *restrict c, mtx_t *restrict m, const struct timespec *restrict ts) {
+  int r = pthread_cond_timedwait((pthread_cond_t *)c, (pthread_mutex_t *)m, ts);
+  return r == 0 ? thrd_success : r == ETIMEDOUT ? thrd_timedout : thrd_error;
+}
+"#;
+
+/// [`CND_SHIM_C`] built once per machine (`cc`, from `build-essential`) into the temporary
+/// folder; concurrent builders each write their own file and rename it into place.
+fn cnd_shim() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join("panoptes-faketime-cnd-shim-v1");
+    let lib = dir.join("libcnd_shim.so");
+    if lib.exists() {
+        return Ok(lib);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let own = format!("{}", std::process::id());
+    let src = dir.join(format!("cnd_shim-{own}.c"));
+    let tmp = dir.join(format!("libcnd_shim-{own}.so"));
+    std::fs::write(&src, CND_SHIM_C)?;
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .status()
+        .context("running cc (build-essential) for the faketime shim")?;
+    let _ = std::fs::remove_file(&src);
+    if !status.success() {
+        bail!("cc could not build {}", tmp.display());
+    }
+    std::fs::rename(&tmp, &lib)?;
+    Ok(lib)
+}
+
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

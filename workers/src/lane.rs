@@ -14,15 +14,20 @@
 //! the partitions) it creates itself (the cluster's assignment source, a consumer, a model
 //! instance on its own inference thread).
 //!
-//! Partitions start with [`Lane::start_partition`] (from the group's committed offset, at an
-//! epoch written into every record), stop at once with [`Lane::abort_partition`] (nothing
-//! more is committed for them) or hand over gracefully with [`Lane::handover_partition`]
+//! Partitions start with [`LaneCore::start_partition`] (from the group's committed offset, at an
+//! epoch written into every record), stop at once with [`LaneCore::abort_partition`] (nothing
+//! more is committed for them) or hand over gracefully with [`LaneCore::handover_partition`]
 //! (stop intake, finish in-flight frames, commit, then the caller releases). Each run of a
 //! partition has its own [`PartitionState`] (`instance`): outcomes of an earlier run still in
 //! the stages are dropped by the new run's publisher, so per-partition order and in-flight
 //! bounds hold across restarts of a partition. A publisher that fails for good is reported
-//! through the context's [`FailureReporter`] (coordinator mode restarts Kafka failures
-//! instead).
+//! through the context's [`FailureReporter`]; Kafka failures restart the run instead.
+//!
+//! Every lane has a watchdog thread (every 250 ms, `upkeep`): a run whose
+//! transaction call hangs past its own timeout is marked failed; without a controller
+//! (static and Redis sources) it also restarts failed runs from the committed offsets and
+//! replaces an at-least-once producer librdkafka failed fatally. So a broker outage never
+//! wedges a partition for good, and the lane's `/readyz` check says so while it recovers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +36,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use panoptes_runtime::health::Readiness;
 use panoptes_runtime::kafka_link::KafkaLink;
 use panoptes_schemas::ModelRef;
 use parking_lot::Mutex;
@@ -48,7 +54,11 @@ use crate::pipeline::decode::DecodeStage;
 use crate::pipeline::infer::{self, InferenceRun, InferenceSpec, Started};
 use crate::pipeline::partition::{PartitionEpochs, PartitionState};
 use crate::pipeline::publish::{self, AloProducer, EosPartition, Router};
-use crate::pipeline::work::{RecordContext, now_us};
+use crate::pipeline::work::RecordContext;
+
+mod watchdog;
+
+use watchdog::readiness_check;
 
 /// What every lane of a node shares: the configuration, the model to load, metrics and
 /// where fatal failures go.
@@ -68,6 +78,10 @@ pub struct LaneContext {
     pub jobs_bound: usize,
     /// Where every Kafka client's own errors go (counter and readiness).
     pub kafka_link: KafkaLink,
+    /// The node's readiness: each lane keeps a check (`partitions`, or
+    /// `partitions:<cluster>` for a lane of another cluster) false while a partition run is
+    /// stuck, failed or waiting to start again.
+    pub readiness: Readiness,
 }
 
 impl LaneContext {
@@ -156,14 +170,15 @@ impl<'a> LaneBuilder<'a> {
             Some(s) => s,
             None => infer::spawn(ctx.inference.clone(), ctx.metrics.clone())?,
         };
-        Lane::start(
+        let core = LaneCore::start(
             ctx.clone(),
             self.cluster,
             self.kafka,
             assignment,
             started,
             consumer,
-        )
+        )?;
+        Lane::watched(core)
     }
 }
 
@@ -193,8 +208,8 @@ struct Threads {
 }
 
 /// The pipeline of one cluster. All methods take `&self` and are blocking (broker and Redis
-/// round trips): call them off the async runtime.
-pub struct Lane {
+/// round trips): call them off the async runtime. Reached through [`Lane`].
+pub struct LaneCore {
     ctx: LaneContext,
     cluster: String,
     kafka: KafkaConfig,
@@ -203,8 +218,13 @@ pub struct Lane {
     router: Router,
     epochs: PartitionEpochs,
     commands: Sender<Command>,
-    alo: Option<Arc<AloProducer>>,
+    /// The at-least-once producer (replaced after a fatal error), `None` in exactly-once mode.
+    alo: Mutex<Option<Arc<AloProducer>>>,
     parts: Mutex<BTreeMap<i32, Running>>,
+    /// Runs the watchdog must start again (static and Redis sources): epoch and when to try.
+    restarts: Mutex<BTreeMap<i32, (u64, Instant)>>,
+    /// Whether the lane's readiness check is false now.
+    unhealthy: std::sync::atomic::AtomicBool,
     stopping: Mutex<Vec<JoinHandle<()>>>,
     threads: Mutex<Option<Threads>>,
     consumer_stop: CancellationToken,
@@ -212,7 +232,7 @@ pub struct Lane {
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl Lane {
+impl LaneCore {
     /// Starts the lane's consumer and stages around an inference thread whose model is
     /// loaded (`started`), with no partition yet.
     fn start(
@@ -242,6 +262,11 @@ impl Lane {
             )?)),
             DeliveryMode::ExactlyOnce => None,
         };
+        ctx.readiness.set(
+            &readiness_check(cfg, &cluster),
+            true,
+            "no partition run failed",
+        );
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(ctx.jobs_bound.max(1));
         let (decoded_tx, decoded_rx) = crossbeam_channel::bounded(cfg.batching.max_batch * 2);
         let stage = Arc::new(DecodeStage {
@@ -285,8 +310,10 @@ impl Lane {
             router,
             epochs,
             commands,
-            alo,
+            alo: Mutex::new(alo),
             parts: Mutex::new(BTreeMap::new()),
+            restarts: Mutex::new(BTreeMap::new()),
+            unhealthy: std::sync::atomic::AtomicBool::new(false),
             stopping: Mutex::new(Vec::new()),
             threads: Mutex::new(Some(Threads {
                 consumer: consumer_thread,
@@ -312,16 +339,12 @@ impl Lane {
         &self.consumer
     }
 
-    /// Partitions whose exactly-once commit has been running longer than `limit`.
+    /// Partitions whose exactly-once transaction call has been running longer than `limit`.
     pub fn stuck_commits(&self, limit: Duration) -> Vec<i32> {
-        let now = now_us() / 1000;
         self.parts
             .lock()
             .values()
-            .filter(|r| {
-                let started = r.state.commit_started_ms.load(Ordering::Acquire);
-                started > 0 && now.saturating_sub(started as i64) > limit.as_millis() as i64
-            })
+            .filter(|r| r.state.stuck_for().is_some_and(|d| d > limit))
             .map(|r| r.state.partition)
             .collect()
     }
@@ -367,7 +390,11 @@ impl Lane {
     pub fn start_partition(&self, partition: i32, epoch: u64) -> Result<(), WorkerError> {
         self.abort_partition(partition);
         let state = PartitionState::with_epoch(partition, epoch);
-        let thread = match &self.alo {
+        if self.consumer_stop.is_cancelled() {
+            return Err(WorkerError::ConsumerUnresponsive);
+        }
+        let alo = self.alo.lock().clone();
+        let thread = match alo {
             Some(producer) => {
                 let rx = self.router.add(partition);
                 let (producer, cfg, m) = (
@@ -435,6 +462,7 @@ impl Lane {
             epoch,
             commit_interval: cfg.commit_interval,
             metrics: self.ctx.metrics.clone(),
+            link: self.ctx.kafka_link.clone(),
         })
     }
 
@@ -450,11 +478,12 @@ impl Lane {
             self.ctx.failures.clone(),
             self.cluster.clone(),
         );
-        // Coordinator mode has a controller to restart a failed run; the static modes do not.
-        let restart = self.ctx.config.assignment.source == AssignmentSource::Coordinator;
+        // Kafka trouble restarts the run (coordinator mode: its controller; otherwise the
+        // lane's watchdog); anything else stops the node.
         std::thread::Builder::new().name(name).spawn(move || {
             if let Err(e) = publish() {
-                fail(&s, &failures, &cluster, restart && e.restartable(), e);
+                let restart = e.restartable();
+                fail(&s, &failures, &cluster, restart, e);
             }
         })
     }
@@ -516,7 +545,7 @@ impl Lane {
             return Handover::Superseded;
         }
         if self.ctx.config.delivery == DeliveryMode::AtLeastOnce {
-            if let Some(p) = &self.alo {
+            if let Some(p) = self.alo.lock().clone() {
                 let _ = p.flush(deadline.saturating_duration_since(Instant::now()));
             }
             consume::commit(
@@ -559,8 +588,7 @@ impl Lane {
         for t in std::mem::take(&mut *self.stopping.lock()) {
             let _ = t.join();
         }
-        if let Some(p) = &self.alo {
-            use rdkafka::producer::Producer;
+        if let Some(p) = self.alo.lock().clone() {
             if let Err(e) = p.flush(Duration::from_secs(10)) {
                 tracing::warn!(error = %e, "producer not fully flushed");
             }
@@ -597,6 +625,20 @@ impl Lane {
                 "the consumer thread did not confirm the unassign"
             );
         }
+    }
+}
+
+/// A [`LaneCore`] with its watchdog: what every lane is. Dereferences to the core; the
+/// watchdog thread holds only a weak reference and ends with the lane (or its shutdown).
+pub struct Lane {
+    core: Arc<LaneCore>,
+}
+
+impl std::ops::Deref for Lane {
+    type Target = LaneCore;
+
+    fn deref(&self) -> &LaneCore {
+        &self.core
     }
 }
 

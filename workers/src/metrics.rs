@@ -30,7 +30,7 @@ pub struct WorkerMetrics {
     pub frames: IntCounterVec,
     /// Detection records published (acknowledged or committed), per status.
     pub records: IntCounterVec,
-    /// Frames skipped without inference, per reason (`skipped_stale`).
+    /// Frames skipped without inference, per reason (`skipped_stale`, `superseded_owner`).
     pub skipped: IntCounterVec,
     /// Frames sent to the dead-letter topic, per reason.
     pub dead_lettered: IntCounterVec,
@@ -47,6 +47,8 @@ pub struct WorkerMetrics {
     pub end_to_end: Histogram,
     /// Frame age (capture → dequeue by a decode thread).
     pub frame_age: Histogram,
+    /// Frames stamped over 1 s ahead of the worker's cluster clock (an ingest node off it).
+    pub frames_from_future: IntCounter,
     /// Consumer lag per owned partition (high watermark − position).
     pub lag: IntGaugeVec,
     /// Frames in flight per owned partition (consumed, not yet done).
@@ -177,13 +179,17 @@ impl WorkerMetrics {
             )?)?,
             end_to_end: r.hist(
                 "panoptes_worker_end_to_end_latency_seconds",
-                "Capture time to publishing the detection record.",
+                "Capture time to publishing the detection record (both on the cluster clock).",
                 LATENCY_BUCKETS,
             )?,
             frame_age: r.hist(
                 "panoptes_worker_frame_age_seconds",
-                "Frame age (capture to dequeue) when a decode thread takes it.",
+                "Frame age (capture to dequeue, both on the cluster clock) when a decode thread takes it.",
                 LATENCY_BUCKETS,
+            )?,
+            frames_from_future: r.int_counter(
+                "panoptes_worker_frames_from_future_total",
+                "Frames whose capture time is over 1 s ahead of this worker's cluster clock: their ingest node is not on the cluster clock (no Redis, or another machine's wall clock); their age reads as 0.",
             )?,
             lag: r.partition_gauge(
                 "panoptes_worker_partition_lag",
@@ -235,7 +241,9 @@ impl WorkerMetrics {
         for r in ["released", "timeout", "failed"] {
             self.handovers.with_label_values(&[r]);
         }
-        self.skipped.with_label_values(&["skipped_stale"]);
+        for r in ["skipped_stale", "superseded_owner"] {
+            self.skipped.with_label_values(&[r]);
+        }
         for r in ["undecodable", "bad_headers", "too_large", "bad_dimensions"] {
             self.dead_lettered.with_label_values(&[r]);
         }

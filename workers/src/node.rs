@@ -19,7 +19,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use panoptes_coordinator_client::MemberAgent;
+use panoptes_coordinator_client::clock::ClockSync;
+use panoptes_coordinator_client::{MemberAgent, RedisLink};
 use panoptes_runtime::health::{self, Readiness};
 use panoptes_runtime::kafka_link::KafkaLink;
 use panoptes_schemas::ModelRef;
@@ -48,6 +49,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
     readiness.set("model", false, "loading");
     readiness.set("kafka", false, "not checked yet");
     let kafka_link = KafkaLink::new(&metrics.registry, "worker", readiness.clone())?;
+    let _clock = start_cluster_clock(&config, &metrics)?;
     let model = load_model(&config, &metrics, &readiness).await?;
     let (consumer, partitions) = open_frames_consumer(&config, &kafka_link).await?;
     tracing::info!(worker = %config.worker_id, region = %config.region, ?partitions, epoch = config.epoch, mode = ?config.delivery, source = ?config.assignment.source, "worker starting");
@@ -67,6 +69,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         failures: failures.clone(),
         jobs_bound: jobs_bound(&config, partitions.len()),
         kafka_link: kafka_link.clone(),
+        readiness: readiness.clone(),
     };
     let home = build_home_lane(&ctx, model.started, consumer.clone(), assignment, epochs).await?;
     metrics.partitions_owned.set(partitions.len() as i64);
@@ -92,6 +95,21 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
         Some(failure) => Err(WorkerError::Stage(failure)),
         None => Ok(()),
     }
+}
+
+/// With Redis (assignment source `redis` or `coordinator`): keeps the process's cluster
+/// clock synchronised with the Redis server's (`panoptes_coordinator_client::clock`), the
+/// time base of frame ages and latencies; it runs until the returned handle is dropped.
+/// Static workers stay on their wall clock.
+fn start_cluster_clock(
+    config: &WorkerConfig,
+    metrics: &WorkerMetrics,
+) -> Result<Option<ClockSync>, WorkerError> {
+    if config.assignment.source == AssignmentSource::Static {
+        return Ok(None);
+    }
+    let link = RedisLink::open(&config.assignment.redis)?;
+    Ok(Some(ClockSync::start(link, &metrics.registry, "worker")?))
 }
 
 /// The model as loaded at start.

@@ -47,7 +47,9 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
         panoptes_runtime::health::Readiness::default(),
     )?;
     let consumer = Arc::new(panoptes_workers::pipeline::consume::create(
-        &cfg, "w-epoch", link,
+        &cfg,
+        "w-epoch",
+        link.clone(),
     )?);
     let assignment = Arc::new(StaticAssignment::new(1));
     let state = PartitionState::new(0);
@@ -61,6 +63,7 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
         epoch: 1,
         commit_interval: Duration::from_millis(500),
         metrics: metrics.clone(),
+        link,
     };
     let producer = part.producer()?;
     let (tx, rx) = crossbeam_channel::bounded(4);
@@ -88,6 +91,7 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
         source_height: 64,
         encoding: FrameEncoding::Jpeg,
         traceparent: new_traceparent(),
+        owner_epoch: None,
     };
     let pos = Position {
         partition: 0,

@@ -11,12 +11,15 @@
 //!   load and learn its assignments (pushed through pub/sub and polled);
 //! - [`link`]: [`RedisLink`], how every process opens Redis (TLS, ACL user, password file);
 //! - [`acl`]: the least-privilege Redis ACL users of each role, rendered as an ACL file;
+//! - [`clock`]: the cluster clock (the Redis server's, estimated NTP-style), the one time
+//!   base of the timestamps that cross machines (frame capture time, ages, latencies);
 //! - [`sealed`]: camera passwords encrypted at rest (AEAD keyring with rotation);
 //! - [`driver`]: [`driver::Driver`], the protocol's member side on top of the agent (start
 //!   what is granted, stop what is revoked, hand over what moves, fail closed, drain), for
 //!   any node that says what running an item means ([`driver::ItemRunner`]).
 
 pub mod acl;
+pub mod clock;
 pub mod driver;
 pub mod keys;
 pub mod link;
@@ -27,7 +30,7 @@ pub mod sealed;
 
 pub use driver::{Driver, DriverConfig, HandoverOutcome, ItemRunner, Prepared, Report};
 pub use link::RedisLink;
-pub use member::{Desired, Grant, MemberAgent, MemberConfig};
+pub use member::{Desired, Grant, LeaseFence, MemberAgent, MemberConfig};
 pub use records::{AssignRecord, CameraRecord, MemberKind, MemberRecord, RegionRecord};
 
 /// Why a coordination call failed.

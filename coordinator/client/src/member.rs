@@ -12,6 +12,23 @@
 //! [`MemberAgent::release`]) what the coordinator asks to move.
 //!
 //! Everything here is synchronous Redis on the agent's own thread: nothing blocks a runtime.
+//!
+//! **Sessions.** Every process draws a random session id, written into its lease hash. Each
+//! renewal is a Lua script ([`scripts::member_renew`]) that writes only while the hash holds
+//! no other session: a second process started with the same member id finds the first one's
+//! session and, if that lease is still being renewed after waiting out one lease (a crashed
+//! predecessor's lease simply expires meanwhile), fails at start with an error naming the id
+//! and the other session ([`MemberAgent::start`]). A running process whose renewal finds
+//! another session (it was paused past its lease and a new process took the id) has been
+//! replaced: it stops renewing, closes its [`LeaseFence`] and reports it
+//! ([`MemberAgent::replaced`]); leaving deletes the hash only while it holds its own session.
+//!
+//! **Lease fence.** After each successful renewal the agent extends its [`LeaseFence`] to
+//! `sent_at + lease_ttl − margin` on the monotonic clock (see [`lease`]): whatever acts for
+//! the member (an ingest node's publisher) stops when it lapses, before Redis expires the
+//! lease, whether or not anything noticed. A renewal that finds the lease expired
+//! re-registers but leaves the fence closed until the next renewal (`lease_ttl / 4` later),
+//! by which time the driver has stopped the items that were moved meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,7 +43,12 @@ use tokio_util::sync::CancellationToken;
 use panoptes_runtime::config::RedisClientConfig;
 
 use crate::records::{AssignRecord, CameraRecord, MemberKind, MemberRecord, RegionRecord};
+use crate::scripts::Renewal;
 use crate::{CoordError, RedisLink, keys, scripts};
+
+pub mod lease;
+
+pub use lease::LeaseFence;
 
 /// How a node takes part in coordination.
 #[derive(Debug, Clone)]
@@ -164,6 +186,13 @@ struct Inner {
     leases_lost: AtomicU64,
     registered: AtomicBool,
     renew_failures: AtomicU64,
+    /// Until when the lease holds (extended after each successful renewal).
+    fence: Arc<LeaseFence>,
+    /// The session that replaced this process's, once a renewal found it.
+    replaced: Mutex<Option<String>>,
+    /// Highest epoch this process has held each item at, reported with every renewal
+    /// (`records::HELD_FIELD`): a leader facing an emptied Redis grants above it.
+    held: Mutex<BTreeMap<String, u64>>,
 }
 
 /// The node's handle on its membership. Cheap to clone.
@@ -184,7 +213,10 @@ impl std::fmt::Debug for MemberAgent {
 impl MemberAgent {
     /// Registers the node (failing if Redis cannot be reached now) and starts the agent
     /// thread, which runs until `cancel` fires and then removes the node's record, so the
-    /// coordinator moves what is left at once. Blocking: call off the async runtime.
+    /// coordinator moves what is left at once. Fails with [`CoordError::Invalid`] naming the
+    /// id and the other session when another live process holds the member id (after
+    /// waiting up to two lease TTLs for a crashed predecessor's lease to expire). Blocking:
+    /// call off the async runtime.
     pub fn start(
         cfg: MemberConfig,
         cancel: CancellationToken,
@@ -214,12 +246,15 @@ impl MemberAgent {
                 leases_lost: AtomicU64::new(0),
                 registered: AtomicBool::new(false),
                 renew_failures: AtomicU64::new(0),
+                fence: Arc::new(LeaseFence::new()),
+                replaced: Mutex::new(None),
+                held: Mutex::new(BTreeMap::new()),
                 link,
                 cfg,
             }),
         };
         let mut c = agent.inner.link.connect(agent.timeout())?;
-        agent.renew(&mut c)?;
+        agent.claim(&mut c)?;
         agent.poll(&mut c)?;
         let a = agent.clone();
         let thread = std::thread::Builder::new()
@@ -280,6 +315,24 @@ impl MemberAgent {
     /// Renewals that failed (Redis unreachable).
     pub fn renew_failures(&self) -> u64 {
         self.inner.renew_failures.load(Ordering::Relaxed)
+    }
+
+    /// The lease fence: holds until the last successful renewal's sent time plus the TTL
+    /// (less a margin). Share it with whatever must stop acting for the member once the lease
+    /// may have expired.
+    pub fn fence(&self) -> Arc<LeaseFence> {
+        self.inner.fence.clone()
+    }
+
+    /// This process's session id (written into its lease hash).
+    pub fn session_id(&self) -> &str {
+        &self.inner.session
+    }
+
+    /// The session of the process that took this member id over, once a renewal found it:
+    /// this process no longer holds a lease and must stop.
+    pub fn replaced(&self) -> Option<String> {
+        self.inner.replaced.lock().clone()
     }
 
     /// Hands `item` over after finishing and committing its work at `epoch`; `next_seq` for
@@ -354,7 +407,7 @@ impl MemberAgent {
     }
 
     fn run(&self, cancel: &CancellationToken) {
-        while !cancel.is_cancelled() {
+        while !cancel.is_cancelled() && self.replaced().is_none() {
             if let Err(e) = self.session(cancel) {
                 tracing::warn!(error = %e, "coordination session failed; reconnecting");
                 self.inner.desired.send_modify(|d| d.connected = false);
@@ -365,14 +418,12 @@ impl MemberAgent {
         match self.inner.link.connect(self.timeout()) {
             Ok(mut c) => {
                 let cfg = &self.inner.cfg;
-                let r = redis::pipe()
-                    .atomic()
-                    .del(keys::member(cfg.kind, &cfg.id))
-                    .srem(keys::members(cfg.kind), &cfg.id)
-                    .publish(keys::NOTIFY_COORDINATOR, format!("left {}", cfg.id))
-                    .query::<()>(&mut c);
-                match r {
-                    Ok(()) => tracing::info!("membership ended"),
+                self.inner.fence.revoke();
+                match scripts::member_leave(&mut c, cfg.kind, &cfg.id, &self.inner.session) {
+                    Ok(true) => tracing::info!("membership ended"),
+                    Ok(false) => {
+                        tracing::info!("membership ended (the id is held by another session)")
+                    }
                     Err(e) => tracing::warn!(error = %e, "could not remove the member record"),
                 }
             }
@@ -393,9 +444,13 @@ impl MemberAgent {
         let mut woken = true;
         while !cancel.is_cancelled() {
             if last_renew.elapsed() >= renew_every || woken {
-                if let Err(e) = self.renew(&mut c) {
-                    self.inner.renew_failures.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
+                match self.renew_or_replaced(&mut c) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(e) => {
+                        self.inner.renew_failures.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
                 }
                 last_renew = Instant::now();
             }
@@ -418,7 +473,9 @@ impl MemberAgent {
         Ok(())
     }
 
-    fn renew(&self, c: &mut Connection) -> Result<(), CoordError> {
+    /// Renews (or registers) the lease; `Some(session)` when another process holds the
+    /// member id (nothing was written).
+    fn renew(&self, c: &mut Connection) -> Result<Option<String>, CoordError> {
         let cfg = &self.inner.cfg;
         let record = {
             let s = self.inner.status.lock();
@@ -437,18 +494,127 @@ impl MemberAgent {
                 updated_ms: crate::now_ms(),
             }
         };
-        let key = keys::member(cfg.kind, &cfg.id);
-        let fields = record.to_fields();
-        let (existed, (), (), ()): (bool, (), (), ()) = redis::pipe()
-            .atomic()
-            .exists(&key)
-            .hset_multiple(&key, &fields)
-            .pexpire(&key, cfg.lease_ttl.as_millis() as i64)
-            .sadd(keys::members(cfg.kind), &cfg.id)
-            .query(c)?;
+        let mut fields = record.to_fields();
+        let held = crate::records::held_entry(&self.inner.held.lock());
+        fields.push((crate::records::HELD_FIELD, held));
+        let sent_at = Instant::now();
+        let renewal = scripts::member_renew(
+            c,
+            cfg.kind,
+            &cfg.id,
+            &self.inner.session,
+            cfg.lease_ttl.as_millis() as u64,
+            &fields,
+        )?;
+        let existed = match renewal {
+            Renewal::Renewed { existed } => existed,
+            Renewal::Taken(other) => return Ok(Some(other)),
+        };
         if !existed && self.inner.registered.swap(true, Ordering::AcqRel) {
+            // The fence stays closed until the next renewal: meanwhile the poll that follows
+            // this one tells the driver which items were moved, and it stops them, so nothing
+            // is published for an item that runs elsewhere now.
             self.inner.leases_lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(member = %cfg.id, "lease had expired: re-registered (assignments were probably moved)");
+        } else {
+            self.inner.fence.renewed(sent_at, cfg.lease_ttl);
+        }
+        Ok(None)
+    }
+
+    /// A renewal in a running session: `Err` when Redis failed; `Ok(false)` when another
+    /// process took this member id over (this one is then marked replaced: fence closed,
+    /// grants dropped, so its driver stops everything at once).
+    fn renew_or_replaced(&self, c: &mut Connection) -> Result<bool, CoordError> {
+        let Some(other) = self.renew(c)? else {
+            return Ok(true);
+        };
+        let cfg = &self.inner.cfg;
+        self.inner.fence.revoke();
+        tracing::error!(member = %cfg.id, session = %self.inner.session, other_session = %other,
+            "another process took this member id over (this one was paused or cut off past its lease): stopping");
+        *self.inner.replaced.lock() = Some(other);
+        self.inner.desired.send_modify(|d| {
+            d.grants.clear();
+            d.generation += 1;
+        });
+        self.poke();
+        Ok(false)
+    }
+
+    /// Registers at start. A hash holding another session is another process with this id,
+    /// or a crashed predecessor whose lease has not expired yet: wait up to two lease TTLs
+    /// (at least 1 s) for it to expire, then refuse. An ingest node then releases, without a
+    /// next sequence number, the cameras still granted to a predecessor (whose numbers this
+    /// process does not know), so the leader grants them again at a new epoch, starting
+    /// above its estimate of what the predecessor published.
+    fn claim(&self, c: &mut Connection) -> Result<(), CoordError> {
+        let cfg = &self.inner.cfg;
+        let patience = (cfg.lease_ttl * 2).max(Duration::from_secs(1));
+        let started = Instant::now();
+        let mut waited = false;
+        loop {
+            let inherited = self.inherited(c)?;
+            let Some(other) = self.renew(c)? else {
+                if waited {
+                    tracing::info!(member = %cfg.id, waited_ms = started.elapsed().as_millis() as u64,
+                        "a predecessor's lease expired: registered");
+                }
+                return self.release_inherited(c, inherited);
+            };
+            if started.elapsed() >= patience {
+                return Err(CoordError::Invalid(format!(
+                    "member id {:?} ({}) is held by another live process (session {other}; this \
+                     process's session {}): every node needs its own id",
+                    cfg.id, cfg.kind, self.inner.session
+                )));
+            }
+            if !waited {
+                tracing::warn!(member = %cfg.id, other_session = %other,
+                    "another session holds this member id: waiting for its lease to expire");
+                waited = true;
+            }
+            std::thread::sleep(
+                (cfg.lease_ttl / 8).clamp(Duration::from_millis(20), Duration::from_millis(200)),
+            );
+        }
+    }
+
+    /// Ingest nodes: the cameras granted to this member id (at their epochs) before this
+    /// process registered, i.e. to a predecessor.
+    fn inherited(&self, c: &mut Connection) -> Result<Vec<(String, u64)>, CoordError> {
+        let cfg = &self.inner.cfg;
+        if cfg.kind != MemberKind::Ingest {
+            return Ok(Vec::new());
+        }
+        let items: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::owned(cfg.kind, &cfg.id))
+            .query(c)?;
+        let mut out = Vec::new();
+        for item in items {
+            let Some(key) = keys::assign_of(cfg.kind, &cfg.frames_topic, &item) else {
+                continue;
+            };
+            let rec = scripts::read_assignment(c, cfg.kind, &key, &item)?;
+            if rec.owner == cfg.id && rec.epoch > 0 && rec.released != Some(rec.epoch) {
+                out.push((item, rec.epoch));
+            }
+        }
+        Ok(out)
+    }
+
+    fn release_inherited(
+        &self,
+        c: &mut Connection,
+        inherited: Vec<(String, u64)>,
+    ) -> Result<(), CoordError> {
+        let cfg = &self.inner.cfg;
+        for (item, epoch) in inherited {
+            let key = keys::assign_of(cfg.kind, &cfg.frames_topic, &item)
+                .ok_or_else(|| CoordError::Invalid(format!("bad item id {item:?}")))?;
+            let done = scripts::release(c, cfg.kind, &key, &cfg.id, epoch, &item, None)?;
+            tracing::warn!(member = %cfg.id, item, epoch, released = done,
+                "released an item granted to a predecessor with this id, to be granted again at a new epoch");
         }
         Ok(())
     }
@@ -503,6 +669,13 @@ impl MemberAgent {
             let raw: Vec<Option<String>> =
                 redis::cmd("HMGET").arg(keys::CAMERAS).arg(&ids).query(c)?;
             cameras = parse_records::<CameraRecord>(ids.into_iter().cloned().zip(raw), "camera");
+        }
+        {
+            let mut held = self.inner.held.lock();
+            for (item, g) in &grants {
+                let e = held.entry(item.clone()).or_default();
+                *e = (*e).max(g.record.epoch);
+            }
         }
         let changed = self.inner.desired.send_if_modified(|d| {
             let changed = d.grants != grants

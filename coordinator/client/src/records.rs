@@ -284,6 +284,26 @@ impl AssignRecord {
     }
 }
 
+/// The member-hash field (besides [`MemberRecord::to_fields`]) in which a member reports the
+/// highest epoch at which this process has held each item: JSON `{"<item>": <epoch>}`. A
+/// leader that finds Redis empty (restarted without persistence) learns from it epochs
+/// that only the members still remember, and grants above them (see `docs/coordinator.md`,
+/// "Epochs that never go backwards").
+pub const HELD_FIELD: &str = "held";
+
+/// The [`HELD_FIELD`] value for `held`.
+pub fn held_entry(held: &BTreeMap<String, u64>) -> String {
+    serde_json::to_string(held).unwrap_or_else(|_| "{}".into())
+}
+
+/// Parses the [`HELD_FIELD`] of a member hash read with `HGETALL`; absent or unreadable
+/// (an older member) reads as empty.
+pub fn parse_held(h: &BTreeMap<String, String>) -> BTreeMap<String, u64> {
+    h.get(HELD_FIELD)
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
+}
+
 /// A release entry in a member's released hash: `<epoch>` or `<epoch>:<next seq>`.
 pub fn release_entry(epoch: u64, next_seq: Option<u64>) -> String {
     match next_seq {
@@ -342,6 +362,19 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn held_epochs_round_trip_and_tolerate_garbage() {
+        let held: BTreeMap<String, u64> = [("eu:1".to_string(), 7), ("cam-a".to_string(), 3)]
+            .into_iter()
+            .collect();
+        let mut h = BTreeMap::new();
+        assert!(parse_held(&h).is_empty(), "an older member reports nothing");
+        h.insert(HELD_FIELD.to_string(), held_entry(&held));
+        assert_eq!(parse_held(&h), held);
+        h.insert(HELD_FIELD.to_string(), "{\"x\": -1}".to_string());
+        assert!(parse_held(&h).is_empty(), "garbage reads as nothing");
+    }
 
     #[test]
     fn member_records_round_trip_through_hash_fields() {

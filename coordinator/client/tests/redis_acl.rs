@@ -147,6 +147,12 @@ fn members_do_their_part_and_redis_refuses_them_the_rest() -> Result<()> {
         )
     };
     let e_part = grant_eu0(&mut lead)?;
+
+    // The real member agents, each as its own ACL user: register, renew, read grants.
+    let (worker, wc) = agent(&redis, MemberKind::Worker, "worker-1")?;
+    let (ingest, ic) = agent(&redis, MemberKind::Ingest, "ingest-1")?;
+    // Granted once the ingest node is registered (a camera granted to its id before that
+    // was granted to a predecessor, which the agent releases at start).
     let e_cam = scripts::grant(
         &mut lead,
         token,
@@ -157,10 +163,6 @@ fn members_do_their_part_and_redis_refuses_them_the_rest() -> Result<()> {
         "ingest-1",
         &[("cluster", "eu".into()), ("start_seq", "7".into())],
     )?;
-
-    // The real member agents, each as its own ACL user: register, renew, read grants.
-    let (worker, wc) = agent(&redis, MemberKind::Worker, "worker-1")?;
-    let (ingest, ic) = agent(&redis, MemberKind::Ingest, "ingest-1")?;
     wait("the worker sees its grant", || {
         let d = worker.desired();
         (d.grants.get("eu:0").map(|g| g.epoch()) == Some(e_part)).then_some(())

@@ -35,6 +35,13 @@
 //!   neither is **lost**.
 //! - Accepted records for frames never seen on the frames topic are **unknown frames**
 //!   (reported separately: retention may have dropped them before the checker read them).
+//! - **Owner-epoch rule** (frames topic): per camera, the checker keeps the highest
+//!   `owner_epoch` among the frames it has read, in partition order; a frame with a lower one
+//!   is a superseded ingest owner's (a zombie ingest node's), counted under
+//!   **owner-superseded frames**. Workers account for such a frame with a `superseded_owner`
+//!   record (counted under skipped; it is exempt from the reorder rule: it is older than the
+//!   new owner's frames by nature); one of them inferred (`ok`) is counted under
+//!   **owner-superseded inferred**.
 //! - Missing seq numbers between the lowest and highest seq a camera has on the frames topic
 //!   are **gaps**: dropped before Kafka (or by retention), not lost by the workers.
 //! - **Accuracy** (optional) scores the first accepted `ok` record of every frame whose
@@ -46,7 +53,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use panoptes_schemas::{DeadLetter, DeadLetterReason, DetectionRecord, FrameHeaders, FrameStatus};
+use panoptes_schemas::{
+    DeadLetter, DeadLetterReason, DetectionRecord, FrameHeaders, FrameStatus, OwnerEpochs,
+    OwnerVerdict,
+};
 
 use super::accuracy::{
     MatchCounts, ScoredBox, frame_index_of_payload, match_detections, scaled_ground_truth,
@@ -87,6 +97,8 @@ struct Seen {
     partition: i32,
     offset: i64,
     truth: Truth,
+    /// The owner-epoch rule called it a superseded ingest owner's frame.
+    superseded_owner: bool,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +107,8 @@ struct FrameState {
     accepted: u32,
     /// Epoch and worker (index into `Accounting::workers`) of the first accepted record.
     first: Option<(u64, u32)>,
+    /// Status of the first accepted record.
+    first_status: Option<FrameStatus>,
     dead_letters: u32,
     /// Detections of the first accepted `ok` record, kept until the frame is seen.
     pending: Option<Vec<ScoredBox>>,
@@ -132,6 +146,8 @@ pub struct Accounting {
     cameras: BTreeMap<String, CameraState>,
     /// Highest epoch read so far, per frames-topic partition.
     epochs: HashMap<i32, u64>,
+    /// Highest ingest owner epoch read so far on the frames topic, per camera.
+    owners: OwnerEpochs,
     /// Worker ids seen, interned (frame states keep an index).
     workers: Vec<String>,
     /// Malformed frame records, by position.
@@ -162,6 +178,7 @@ impl Accounting {
             scenes,
             cameras: BTreeMap::new(),
             epochs: HashMap::new(),
+            owners: OwnerEpochs::default(),
             workers: Vec::new(),
             malformed_frames: HashSet::new(),
             positional_dead_letters: Vec::new(),
@@ -189,6 +206,10 @@ impl Accounting {
             return;
         }
         let truth = self.truth_of(headers, payload);
+        let superseded_owner = matches!(
+            self.owners.observe(&headers.camera_id, headers.owner_epoch),
+            OwnerVerdict::Superseded { .. }
+        );
         let scene = self.scenes.get(&headers.camera_id).copied();
         let cam = self.cameras.entry(headers.camera_id.clone()).or_default();
         let state = cam.frames.entry(headers.seq).or_default();
@@ -200,6 +221,7 @@ impl Accounting {
             partition,
             offset,
             truth,
+            superseded_owner,
         });
         match truth {
             Truth::Unreadable => cam.unreadable += 1,
@@ -259,6 +281,15 @@ impl Accounting {
             return Verdict::Duplicate;
         }
         state.first = Some((record.epoch, worker));
+        state.first_status = Some(record.status);
+        if record.status == FrameStatus::SupersededOwner {
+            // A zombie ingest node's frame, older than what the camera's new owner publishes:
+            // accounted for, but it neither moves nor breaks the camera's order.
+            *cam.skipped
+                .entry(record.status.as_str().to_owned())
+                .or_default() += 1;
+            return Verdict::Accepted;
+        }
         let verdict = match cam.max_accepted_seq {
             Some(max) if record.seq < max => {
                 cam.reordered += 1;
@@ -376,8 +407,14 @@ impl Accounting {
             let (mut lo, mut hi) = (u64::MAX, 0u64);
             let mut lost = Vec::new();
             for (&seq, f) in &cam.frames {
-                if f.seen.is_some() {
+                if let Some(seen) = f.seen {
                     r.frames += 1;
+                    if seen.superseded_owner {
+                        r.owner_superseded_frames += 1;
+                        if f.first_status == Some(FrameStatus::Ok) {
+                            r.owner_superseded_inferred += 1;
+                        }
+                    }
                     lo = lo.min(seq);
                     hi = hi.max(seq);
                     let dead = f.dead_letters > 0 || by_position.contains(&(id.as_str(), seq));

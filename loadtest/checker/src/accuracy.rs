@@ -241,6 +241,7 @@ mod tests {
             source_height: 180,
             encoding: FrameEncoding::Rgb24,
             traceparent: panoptes_schemas::new_traceparent(),
+            owner_epoch: None,
         };
         assert_eq!(frame_index_of_payload(&headers, &rgb, 10), Some(index));
         assert_eq!(frame_index_of_payload(&headers, &rgb[1..], 10), None);

@@ -86,6 +86,15 @@ pub struct CameraReport {
     pub dead_lettered: BTreeMap<String, u64>,
     /// Records discarded because their assignment epoch was superseded (zombie output).
     pub superseded: u64,
+    /// Frames on the frames topic that the owner-epoch rule calls a superseded ingest
+    /// owner's (a zombie ingest node's): their `owner_epoch` is lower than one read before
+    /// for their camera. Workers account for them with a `superseded_owner` record.
+    #[serde(default)]
+    pub owner_superseded_frames: u64,
+    /// Of those, frames whose first accepted record is `ok`: a zombie ingest node's frame
+    /// was inferred, which the owner-epoch rule forbids (0 in a correct run).
+    #[serde(default)]
+    pub owner_superseded_inferred: u64,
     /// Distinct frames with an accepted record that never appeared on the frames topic
     /// (e.g. dropped by retention before the checker read them).
     pub unknown_frames: u64,
@@ -123,6 +132,8 @@ impl CameraReport {
         add_maps(&mut self.skipped, &o.skipped);
         add_maps(&mut self.dead_lettered, &o.dead_lettered);
         self.superseded += o.superseded;
+        self.owner_superseded_frames += o.owner_superseded_frames;
+        self.owner_superseded_inferred += o.owner_superseded_inferred;
         self.unknown_frames += o.unknown_frames;
         self.gaps += o.gaps;
         self.accuracy = match (&self.accuracy, &o.accuracy) {

@@ -92,6 +92,7 @@ fn frame_headers(cam: &str, seq: u64) -> FrameHeaders {
         source_height: 360,
         encoding: FrameEncoding::Jpeg,
         traceparent: new_traceparent(),
+        owner_epoch: None,
     }
 }
 

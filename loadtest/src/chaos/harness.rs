@@ -340,6 +340,9 @@ impl<'a> Run<'a> {
                 Err(e) => self.note(format!("charts could not be drawn: {e:#}")),
             }
         }
+        if let Some(to) = self.intake_stopped_ms {
+            self.report.slo = Some(self.slo_burn(&cams, to));
+        }
         if let (Some(from), Some(to)) = (self.first_fault_ms, self.intake_stopped_ms) {
             let seen = self.dets.seen();
             for c in &cams {
@@ -363,6 +366,42 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The error budget burned by the whole run up to `intake_end_ms` ([`crate::slo`]).
+    fn slo_burn(&self, cams: &[String], intake_end_ms: u64) -> crate::slo::SloBurn {
+        use crate::slo::{Answer, Frame, Objectives, measure};
+        let frames: Vec<Frame> = self
+            .frames
+            .seen()
+            .into_iter()
+            .map(|f| Frame {
+                camera: f.camera_id,
+                seq: f.seq,
+                capture_ms: u64::try_from(f.capture_time_us / 1000).unwrap_or(0),
+            })
+            .collect();
+        let answers: Vec<Answer> = self
+            .dets
+            .seen()
+            .into_iter()
+            .map(|d| Answer {
+                camera: d.camera_id,
+                seq: d.seq,
+                arrived_ms: d.arrived_ms,
+                ok: d.status == "ok",
+                end_to_end_ms: f64::from(d.latency.end_to_end_ms),
+            })
+            .collect();
+        // CI-scale faults are seconds apart: a finer grid than the full scale's 10 s.
+        let obj = Objectives {
+            window: match self.report.scale {
+                crate::chaos::Scale::Ci => Duration::from_secs(2),
+                crate::chaos::Scale::Full => Duration::from_secs(10),
+            },
+            ..Objectives::default()
+        };
+        measure(&obj, cams, &frames, &answers, intake_end_ms)
     }
 
     /// Copies the stderr logs of the running workers, ingest nodes and coordinators to

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use panoptes_coordinator_client::keys;
@@ -13,6 +13,9 @@ use super::proxy::TcpProxy;
 use super::{Scale, ScenarioReport};
 use crate::stack::{Stack, StackSpec, WaitAssignments};
 use crate::watch::wall_ms;
+
+mod redis_loss;
+use redis_loss::{redis_restart, redis_restart_empty};
 
 /// Sizes of a run.
 struct P {
@@ -94,6 +97,15 @@ fn kill_busiest_worker(run: &mut Run, what: &str) -> Result<String> {
     Ok(victim)
 }
 
+/// Detection records the checker discarded as superseded, over every region of `report`.
+fn superseded(report: &ScenarioReport) -> u64 {
+    report
+        .regions
+        .values()
+        .map(|r| r.checker.total.superseded)
+        .sum()
+}
+
 /// Records the recovery `what` of camera `cam`: `since` → its first frame captured after it.
 fn frames_recovered(run: &mut Run, cam: &str, since: u64, what: String, bound: Duration) {
     let cams = [cam.to_string()];
@@ -109,6 +121,7 @@ pub(super) fn run(name: &str, scale: Scale, out: &Path, report: &mut ScenarioRep
         "ingest-kill" => ingest_kill(&p, out, report),
         "leader-kill" => leader_kill(&p, out, report),
         "redis-restart" => redis_restart(&p, out, report),
+        "redis-restart-empty" => redis_restart_empty(&p, out, report),
         "broker-down" => broker_down(&p, out, report, false),
         "broker-down-coordinator" => broker_down(&p, out, report, true),
         "camera-flap" => camera_flap(&p, out, report),
@@ -234,11 +247,7 @@ fn worker_pause(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
     }
     run.hold(p.after);
     run.finish()?;
-    let superseded: u64 = report
-        .regions
-        .values()
-        .map(|r| r.checker.total.superseded)
-        .sum();
+    let superseded = superseded(report);
     if superseded < zombie_stale {
         report.failures.push(format!(
             "the zombie wrote {zombie_stale} records at superseded epochs after resuming, the checker discarded only {superseded}"
@@ -367,98 +376,24 @@ fn leader_kill(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
     run.finish()
 }
 
-const REDIS_BOUND: Duration = Duration::from_secs(10);
-
-fn redis_restart(p: &P, out: &Path, report: &mut ScenarioReport) -> Result<()> {
-    report.description = format!(
-        "Redis (every lease, assignment and the camera registry) is killed with kill -9 and a \
-         new redis-server is started on the same port 1 s later, loading its append-only file \
-         (persistence turned on before the fault, fsync on every write): a real restart, \
-         nothing re-registered by the scenario. Members re-register, the leader re-creates \
-         what expired. A member process that exits meanwhile is restarted, as a supervisor \
-         would (listed in the notes). Recovery = restart → detections of every camera flowing \
-         again, bound {} ms.",
-        REDIS_BOUND.as_millis()
-    );
-    let mut run = start(report, out, p.spec(), &["ingest-0"], p.workers, None)?;
-    let dir = tempfile::tempdir()?;
-    run.stack.redis.enable_persistence(dir.path())?;
-    run.note(format!(
-        "Redis persistence on: appendonly yes, appendfsync always, dir {}",
-        dir.path().display()
-    ));
-    for _ in 0..p.repeats {
-        run.hold(p.before);
-        let workers_before = run.worker_ids();
-        run.stack.redis.kill()?;
-        run.mark("kill -9 redis-server");
-        std::thread::sleep(Duration::from_secs(1));
-        run.stack.redis.restart()?;
-        let t = run.mark("redis-server started again on the same port (AOF loaded)");
-        let cams_stored: u64 = {
-            let mut c = run.stack.redis.connection()?;
-            redis::cmd("HLEN")
-                .arg(keys::CAMERAS)
-                .query(&mut c)
-                .unwrap_or(0)
-        };
-        if cams_stored as usize != p.cameras {
-            run.fail(format!(
-                "camera registry after the restart holds {cams_stored} cameras, not {}",
-                p.cameras
-            ));
-        } else {
-            run.note(format!(
-                "camera registry intact after the restart ({cams_stored} cameras)"
-            ));
-        }
-        let cams = run.camera_ids();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut got = BTreeMap::new();
-        while Instant::now() < deadline {
-            for r in run.supervise()? {
-                run.mark(&format!("supervisor restarted {r}"));
-            }
-            got = run.wait_cameras_detections(&cams, t, Duration::ZERO);
-            if got.values().all(Option::is_some) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        for (c, ms) in got {
-            run.recovery(
-                format!("camera {c} detections after the restart"),
-                ms,
-                REDIS_BOUND,
-            );
-        }
-        // A worker that stopped itself on losing Redis aborted its open transaction; on the
-        // development broker those aborted records are visible like a killed worker's.
-        for w in &workers_before {
-            if run.report.faults.iter().any(|f| {
-                f.label
-                    .starts_with(&format!("supervisor restarted worker {w} "))
-            }) {
-                run.report.culprits.insert(w.clone());
-            }
-        }
-    }
-    run.hold(p.after);
-    for r in run.supervise()? {
-        run.mark(&format!("supervisor restarted {r}"));
-    }
-    run.finish()
-}
-
 const BROKER_BOUND: Duration = Duration::from_secs(10);
 
 /// `coordinator = false`: the broker other than broker 1 leading the most frames partitions
 /// goes down and up. `coordinator = true`: broker 1, which on the development broker is the
-/// workers' group and transaction coordinator (a known failure: see `docs/loadtest.md`).
+/// workers' group coordinator (and transaction coordinator of some partitions). The workers'
+/// group and transactional ids are registered with the development broker first, so that
+/// their coordinators move to a live broker when theirs goes down, as on Kafka.
 fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport, coordinator: bool) -> Result<()> {
     let down_for = Duration::from_secs(if p.repeats > 1 { 10 } else { 5 });
     report.description = format!(
-        "a 3-broker cluster; one broker at a time goes down (connections refused, data kept;          the development broker does not move partition leadership) for {} s, then comes back:          first the broker other than broker 1 that leads the most frames partitions, then          broker 1, which on the development broker coordinates the workers' consumer group and          transactions (their logs name it `GroupCoordinator` and `TxnCoordinator`). Recovery =          broker up → detections of every camera flowing again, bound {} ms. The report notes          which cameras kept flowing during each outage.",
+        "a 3-broker cluster; one broker goes down (connections refused, data kept; the \
+         development broker does not move partition leadership, but moves the workers' group \
+         and transaction coordinators off it, as Kafka would) for {} s, then comes back: \
+         `broker-down` takes the broker other than broker 1 that leads the most frames \
+         partitions, `broker-down-coordinator` broker 1, which the workers' consumer group \
+         hashes to on the development broker. Recovery = broker up → detections of every \
+         camera flowing again, bound {} ms. The report notes which cameras kept flowing \
+         during each outage.",
         down_for.as_secs(),
         BROKER_BOUND.as_millis()
     );
@@ -472,6 +407,7 @@ fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport, coordinator: bool
                 &run.stack.brokers["local"].bootstrap,
                 &run.stack.topics.frames,
             )?;
+            register_coordinators(&run, leaders.keys().copied())?;
             let mut count: BTreeMap<i32, Vec<i32>> = BTreeMap::from([(1, vec![])]);
             for (part, b) in &leaders {
                 count.entry(*b).or_default().push(*part);
@@ -493,6 +429,11 @@ fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport, coordinator: bool
             )?;
             let down = run.mark(&format!(
                 "broker {broker} down (leads frames partitions {led:?})"
+            ));
+            let coordinators = panoptes_testkit::http::get_json(&format!("{control}/coordinators"));
+            run.note(format!(
+                "broker {broker} down: coordinators now {}",
+                coordinators["coordinators"]
             ));
             run.hold(down_for);
             let flowing: Vec<String> = {
@@ -535,6 +476,23 @@ fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport, coordinator: bool
     run.hold(p.after);
     run.finish()
 }
+
+/// Registers the workers' consumer group and the transactional ids of `partitions` with
+/// the development broker (`POST /coordinators`), which then keeps their coordinators on
+/// live brokers.
+fn register_coordinators(run: &Run<'_>, partitions: impl Iterator<Item = i32>) -> Result<()> {
+    let frames = &run.stack.topics.frames;
+    let transaction: Vec<String> = partitions
+        .map(|p| panoptes_workers::pipeline::publish::transactional_id(frames, p))
+        .collect();
+    panoptes_testkit::post_json(
+        &format!("{}/coordinators", run.stack.brokers["local"].control),
+        &serde_json::json!({ "group": [WORKER_GROUP], "transaction": transaction }),
+    )
+}
+
+/// The consumer group of the stack's workers.
+const WORKER_GROUP: &str = "panoptes-workers";
 
 /// Leader broker id of each partition of `topic`.
 fn partition_leaders(bootstrap: &str, topic: &str) -> Result<BTreeMap<i32, i32>> {

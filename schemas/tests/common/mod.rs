@@ -29,6 +29,7 @@ pub fn frame_header_pairs() -> Vec<(&'static str, Vec<u8>)> {
         (headers::SOURCE_HEIGHT, b"1080".to_vec()),
         (headers::ENCODING, b"jpeg".to_vec()),
         (headers::TRACEPARENT, TRACEPARENT.as_bytes().to_vec()),
+        (headers::OWNER_EPOCH, b"7".to_vec()),
         ("x-mirror-origin", b"eu-west".to_vec()),
     ]
 }

@@ -141,6 +141,9 @@ pub struct Stack {
     pub workers: BTreeMap<String, Node>,
     /// Topic names.
     pub topics: Topics,
+    /// Extra environment of the coordinator, ingest node or worker with this id, used when it
+    /// starts (e.g. `panoptes_testkit::process::faketime_env` for a skewed clock).
+    pub node_env: BTreeMap<String, Vec<(&'static str, String)>>,
     models: tempfile::TempDir,
 }
 
@@ -193,6 +196,7 @@ impl Stack {
             ingest: BTreeMap::new(),
             workers: BTreeMap::new(),
             topics,
+            node_env: BTreeMap::new(),
             models,
         };
         for i in 0..stack.spec.coordinators {
@@ -221,7 +225,8 @@ impl Stack {
             .collect();
         c.placement = self.spec.placement.clone();
         c.redis = self.redis.client_config("coordinator");
-        self.coordinators.push(Coordinator::start(&c)?);
+        let coordinator = Coordinator::start_env(&c, &self.env_of(id, &[]))?;
+        self.coordinators.push(coordinator);
         Ok(())
     }
 
@@ -264,7 +269,7 @@ impl Stack {
         c.region = region.into();
         c.coordinator.redis = self.redis.client_config(id);
         c.coordinator.lease_ttl = self.spec.lease_ttl;
-        let node = ingest::start_within(&c, NODE_LOGS, NODE_START)?;
+        let node = ingest::start_within(&c, &self.env_of(id, NODE_LOGS), NODE_START)?;
         self.ingest.insert(id.into(), node);
         Ok(())
     }
@@ -290,7 +295,7 @@ impl Stack {
         c.assignment.source = AssignmentSource::Coordinator;
         c.assignment.redis = self.redis.client_config(id);
         c.assignment.lease_ttl = self.spec.lease_ttl;
-        let node = worker::start(&c, NODE_LOGS, NODE_START)?;
+        let node = worker::start(&c, &self.env_of(id, NODE_LOGS), NODE_START)?;
         self.workers.insert(id.into(), node);
         Ok(())
     }
@@ -304,6 +309,15 @@ impl Stack {
             self.start_worker(id, region, "default")?;
         }
         Ok(())
+    }
+
+    /// `base` followed by the [`Stack::node_env`] of `id`.
+    fn env_of<'a>(&'a self, id: &str, base: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let extra = self.node_env.get(id).into_iter().flatten();
+        base.iter()
+            .copied()
+            .chain(extra.map(|(k, v)| (*k, v.as_str())))
+            .collect()
     }
 
     /// Current assignment records: cameras by id, partitions by item (`<cluster>:<p>`).

@@ -192,6 +192,8 @@ struct Consumed {
     next_idx: BTreeMap<i32, u64>,
     /// Partitions paused at their in-flight bound.
     paused: BTreeSet<i32>,
+    /// Highest ingest owner epoch seen per camera (the owner-epoch rule, in offset order).
+    owners: panoptes_schemas::OwnerEpochs,
 }
 
 impl ConsumerLoop {
@@ -299,12 +301,20 @@ impl ConsumerLoop {
                 .map_or(1000, |h| load_milli(h.width, h.height)),
             Ordering::Relaxed,
         );
+        let superseded_by = match &headers {
+            Ok(h) => match c.owners.observe(&h.camera_id, h.owner_epoch) {
+                panoptes_schemas::OwnerVerdict::Superseded { highest } => Some(highest),
+                _ => None,
+            },
+            Err(_) => None,
+        };
         let job = FrameJob {
             pos,
             key: m.key().map(<[u8]>::to_vec),
             headers,
             payload: m.payload().unwrap_or_default().to_vec(),
             timestamp_ms: m.timestamp().to_millis(),
+            superseded_by,
         };
         self.jobs.send(job).is_ok()
     }

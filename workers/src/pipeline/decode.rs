@@ -1,7 +1,8 @@
 //! Decode, the second stage: a pool of OS threads turning frame records into model inputs.
 //!
 //! For each [`FrameJob`] a thread, in order: dead-letters bad envelopes (`bad_headers` /
-//! `bad_dimensions`, or a key that disagrees with the camera id); applies the staleness
+//! `bad_dimensions`, or a key that disagrees with the camera id); turns a frame the consumer
+//! found from a superseded ingest owner into a `superseded_owner` record; applies the staleness
 //! policy (frame age at dequeue > `max_age` with policy `skip` → a `skipped_stale` record,
 //! no decode, no inference); refuses, before anything is allocated for its pixels, a frame
 //! whose envelope claims more than `[decode] max_frame_pixels` (`too_large`) or whose JPEG
@@ -10,6 +11,12 @@
 //! `[1, 3, H, W]` tensor, dead-lettering undecodable payloads and images whose size disagrees
 //! with the envelope. Results go to the batcher ([`Decoded`]) or straight to the partition's
 //! publisher ([`Outcome`]).
+//!
+//! Frame age is the worker's cluster clock at dequeue minus `capture_time_us`, which ingest
+//! stamps on its cluster clock (`panoptes_coordinator_client::clock`): both read the Redis
+//! server's clock, so a skew between the machines' wall clocks neither makes frames stale
+//! nor hides staleness. A capture time over 1 s in the future is counted
+//! (`frames_from_future`: an ingest node off the cluster clock).
 //!
 //! Memory: each thread's scratch buffer holds one decoded frame of at most
 //! `3 × max_frame_pixels` bytes, since nothing larger gets past [`admit`].
@@ -31,6 +38,10 @@ use crate::pipeline::work::{
     Decoded, FrameJob, Outcome, Output, Position, RecordContext, ms_between_us, ms_since, now_us,
 };
 use crate::preprocess::{InputBatch, Letterbox, jpeg_dimensions};
+
+/// A capture time this far (µs) ahead of the worker's cluster clock is counted in
+/// `panoptes_worker_frames_from_future_total` (round trips to Redis are far shorter).
+const FUTURE_TOLERANCE_US: i64 = 1_000_000;
 
 /// Largest payload the worker accepts (bigger ones are dead-lettered `too_large`).
 pub const MAX_PAYLOAD_BYTES: usize = 32 * 1024 * 1024;
@@ -79,6 +90,7 @@ impl DecodeStage {
     fn handle(&self, job: FrameJob, batch: &mut InputBatch, decoded: &Sender<Decoded>) {
         let dequeued_us = now_us();
         let pos = job.pos;
+        let superseded_by = job.superseded_by;
         let headers = match job
             .headers
             .and_then(|h| h.check_record_key(job.key.as_deref()).map(|()| h))
@@ -91,6 +103,11 @@ impl DecodeStage {
         };
         let age_ms = ms_between_us(headers.capture_time_us, dequeued_us);
         self.metrics.frame_age.observe(f64::from(age_ms) / 1000.0);
+        if headers.capture_time_us - dequeued_us > FUTURE_TOLERANCE_US {
+            // Both stamps are on the cluster clock, so this is an ingest node that is not
+            // (static mode on another machine, Redis not reached yet): its age reads as 0.
+            self.metrics.frames_from_future.inc();
+        }
         let queue_ms = job
             .timestamp_ms
             .map(|ts| ms_between_us(ts * 1000, dequeued_us))
@@ -100,6 +117,9 @@ impl DecodeStage {
             queue_ms,
             ..StageLatencies::default()
         };
+        if let Some(highest) = superseded_by {
+            return self.superseded(pos, &headers, highest, latency);
+        }
         if self.staleness.policy == StalePolicy::Skip
             && Duration::from_secs_f64(f64::from(age_ms) / 1000.0) > self.staleness.max_age
         {
@@ -147,6 +167,29 @@ impl DecodeStage {
         };
         // Blocks while the batcher is full: back-pressure up to the consumer's pause.
         let _ = decoded.send(frame);
+    }
+
+    /// A frame of a superseded ingest owner (a zombie: its owner epoch is below `highest`,
+    /// already seen for its camera): a `superseded_owner` record, no decode, no inference, so
+    /// the frame is accounted for under a named reason.
+    fn superseded(
+        &self,
+        pos: Position,
+        headers: &FrameHeaders,
+        highest: u64,
+        latency: StageLatencies,
+    ) {
+        tracing::debug!(camera = %headers.camera_id, seq = headers.seq, owner_epoch = ?headers.owner_epoch, highest, "frame of a superseded ingest owner");
+        let status = FrameStatus::SupersededOwner;
+        self.metrics
+            .skipped
+            .with_label_values(&[status.as_str()])
+            .inc();
+        let record = self.ctx.record(pos, headers, status, latency);
+        self.router.send(Outcome {
+            pos,
+            output: Output::Record(Box::new(record)),
+        });
     }
 
     fn dead(

@@ -84,9 +84,12 @@ pub struct PartitionState {
     pub released: AtomicBool,
     /// Set when this run's publisher failed (coordinator mode restarts the partition).
     pub failed: AtomicBool,
-    /// When the exactly-once publisher began its current commit (ms since the epoch), 0 when
-    /// not committing: a commit stuck far past its timeout gets the run restarted.
+    /// When the exactly-once publisher began its current librdkafka transaction call
+    /// (monotonic ms, see [`PartitionState::bounded_call`]), 0 when in none: a call stuck
+    /// far past its own timeout gets the run restarted with a fresh producer.
     pub commit_started_ms: AtomicU64,
+    /// Which bounded call runs now (for the watchdog's log).
+    call: Mutex<&'static str>,
 }
 
 impl PartitionState {
@@ -111,6 +114,7 @@ impl PartitionState {
             released: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             commit_started_ms: AtomicU64::new(0),
+            call: Mutex::new("none"),
         })
     }
 
@@ -123,6 +127,47 @@ impl PartitionState {
     pub fn aborted(&self) -> bool {
         self.abort.load(Ordering::Acquire)
     }
+
+    /// Runs one blocking client call that has a timeout of its own, with its start time in
+    /// `commit_started_ms` for the watchdog ([`PartitionState::stuck_for`]).
+    pub fn bounded_call<T>(&self, what: &'static str, call: impl FnOnce() -> T) -> T {
+        let started = now_ms();
+        *self.call.lock() = what;
+        self.commit_started_ms.store(started, Ordering::Release);
+        let r = call();
+        self.commit_started_ms.store(0, Ordering::Release);
+        let took = now_ms().saturating_sub(started);
+        if took >= 3000 {
+            tracing::warn!(
+                partition = self.partition,
+                call = what,
+                took_ms = took,
+                "slow transaction call"
+            );
+        }
+        r
+    }
+
+    /// The bounded call running now (or the last one).
+    pub fn current_call(&self) -> &'static str {
+        *self.call.lock()
+    }
+
+    /// How long the current bounded call has been running (`None`: in none).
+    pub fn stuck_for(&self) -> Option<std::time::Duration> {
+        let started = self.commit_started_ms.load(Ordering::Acquire);
+        (started > 0).then(|| std::time::Duration::from_millis(now_ms().saturating_sub(started)))
+    }
+}
+
+/// Monotonic milliseconds since the first call in this process, plus one (0 means "none").
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let ms = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// The acknowledged prefix of every partition (at-least-once): the offsets to commit, taken
@@ -169,5 +214,20 @@ mod tests {
         assert!(!a.aborted());
         a.abort.store(true, Ordering::Release);
         assert!(a.aborted());
+    }
+
+    #[test]
+    fn bounded_calls_are_timed_while_they_run() {
+        let s = PartitionState::new(1);
+        assert_eq!(s.stuck_for(), None);
+        let inside = s.bounded_call("test", || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            s.stuck_for()
+        });
+        assert!(
+            inside.is_some_and(|d| d >= std::time::Duration::from_millis(15)),
+            "{inside:?}"
+        );
+        assert_eq!(s.stuck_for(), None, "cleared after the call");
     }
 }

@@ -8,7 +8,7 @@
 //! capture order) whatever order the stages finish in. [`RecordContext`] turns a frame into
 //! its detection record or dead letter, with the epoch its partition runs at.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use panoptes_schemas::{
     DeadLetter, DeadLetterReason, DetectionRecord, EnvelopeError, FrameHeaders, FrameStatus,
@@ -47,6 +47,10 @@ pub struct FrameJob {
     pub payload: Vec<u8>,
     /// The record's broker/producer timestamp (Unix ms), if any.
     pub timestamp_ms: Option<i64>,
+    /// Set when the owner-epoch rule ([`panoptes_schemas::OwnerEpochs`], applied by the
+    /// consumer in offset order) found the frame from a superseded ingest owner: the highest
+    /// owner epoch seen for its camera. Such a frame is not inferred.
+    pub superseded_by: Option<u64>,
 }
 
 /// A frame decoded and letterboxed, waiting for a batch.
@@ -158,12 +162,11 @@ impl RecordContext {
     }
 }
 
-/// Now as Unix microseconds.
+/// Now as Unix microseconds on the cluster clock (`panoptes_coordinator_client::clock`), the
+/// time base of `capture_time_us`: ages and latencies then hold across machines whose wall
+/// clocks disagree. Without Redis (static assignment) it is the wall clock.
 pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    panoptes_coordinator_client::clock::now_us()
 }
 
 /// Milliseconds between two Unix-microsecond stamps, clamped at zero (clocks may step).

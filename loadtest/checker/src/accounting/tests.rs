@@ -25,6 +25,7 @@ fn headers(camera: &str, seq: u64, w: u32, h: u32, encoding: FrameEncoding) -> F
         source_height: h,
         encoding,
         traceparent: new_traceparent(),
+        owner_epoch: None,
     }
 }
 
@@ -329,4 +330,50 @@ fn accuracy_scores_first_ok_record_whichever_comes_first() {
     assert_eq!(r.total.accuracy, Some(a));
     assert_eq!(r.decoded_frames, 4);
     assert_eq!(r.cameras["cam0"].duplicated, 4);
+}
+
+/// A zombie ingest node's frames: cam0 published by its old owner (epoch 3) up to seq 4, the
+/// new owner (epoch 4) from seq 10, and two late frames of the old owner (seq 5, 6) read
+/// after the new owner's first. The worker dropped seq 5 (`superseded_owner`) but inferred
+/// seq 6: the checker counts both as owner-superseded, one of them inferred, and neither the
+/// drop nor its low seq counts as reordered.
+#[test]
+fn frames_of_a_superseded_ingest_owner_are_counted() {
+    let mut a = Accounting::new(false, &[]);
+    let frame = |seq: u64, epoch: u64| {
+        let mut h = headers("cam0", seq, 320, 180, FrameEncoding::Jpeg);
+        h.owner_epoch = Some(epoch);
+        h
+    };
+    let order = [
+        (0, 3),
+        (1, 3),
+        (2, 3),
+        (3, 3),
+        (4, 3),
+        (10, 4),
+        (5, 3),
+        (11, 4),
+        (6, 3),
+    ];
+    for (offset, (seq, epoch)) in order.into_iter().enumerate() {
+        a.observe_frame(0, offset as i64, Some(b"cam0"), &frame(seq, epoch), b"");
+    }
+    for seq in [0, 1, 2, 3, 4, 10] {
+        assert_eq!(
+            a.observe_detection(0, 0, &record("cam0", seq, 0, 1, FrameStatus::Ok)),
+            Verdict::Accepted
+        );
+    }
+    let dropped = record("cam0", 5, 0, 1, FrameStatus::SupersededOwner);
+    assert_eq!(a.observe_detection(0, 0, &dropped), Verdict::Accepted);
+    a.observe_detection(0, 0, &record("cam0", 11, 0, 1, FrameStatus::Ok));
+    // A worker that broke the rule: inferred, and out of order.
+    a.observe_detection(0, 0, &record("cam0", 6, 0, 1, FrameStatus::Ok));
+    let t = a.report().total;
+    assert_eq!(t.owner_superseded_frames, 2, "{t:?}");
+    assert_eq!(t.owner_superseded_inferred, 1, "{t:?}");
+    assert_eq!(t.skipped.get("superseded_owner"), Some(&1), "{t:?}");
+    assert_eq!(t.reordered, 1, "only the inferred zombie frame: {t:?}");
+    assert_eq!(t.lost, 0, "{t:?}");
 }

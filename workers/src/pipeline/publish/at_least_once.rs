@@ -59,9 +59,16 @@ impl ProducerContext for AckContext {
                 self.metrics.records.with_label_values(&[ack.status]).inc();
             }
             Err((e, _)) => {
-                // Not acknowledged: the offset never gets committed past this record, so a
-                // restart re-processes it. Nothing is lost; the partition stalls until then.
-                tracing::error!(error = %e, partition = ack.state.partition, "delivery failed");
+                // Not acknowledged: the offset never gets committed past this record. The
+                // run is marked failed, so it is restarted from the committed offsets (the
+                // lane's watchdog, or coordinator mode's controller) and the record made
+                // again: nothing is lost, and the partition does not stall.
+                tracing::error!(error = %e, partition = ack.state.partition, "delivery failed: the partition run restarts");
+                if !ack.state.aborted() {
+                    ack.state
+                        .failed
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
                 self.metrics
                     .publish_errors
                     .with_label_values(&["delivery"])

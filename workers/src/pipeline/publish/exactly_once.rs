@@ -13,6 +13,19 @@
 //! commit that mirrors the offset after each transaction (for brokers that do not store
 //! transactional offsets) is fenced the same way: only while the epoch is current.
 //!
+//! A broker outage never wedges the thread for good. Every librdkafka transaction call is
+//! bounded ([`CALL_TIMEOUT`]) and marks its start in the partition state, so a call that
+//! hangs past its own timeout (librdkafka was seen blocking inside
+//! `send_offsets_to_transaction` after the coordinator's broker came back) is noticed by
+//! the lane's watchdog ([`STUCK_CALL`]) and the run restarted with a fresh producer. A
+//! commit step that fails with a retriable error (a timeout while a broker is away) is
+//! retried, the transaction kept open, until [`COMMIT_DEADLINE`]: aborting would throw
+//! away records the development broker has already shown to readers, and on Kafka the
+//! retry is what librdkafka asks for. An error that requires an abort, a fatal one (fatal
+//! idempotence, a fenced producer: reported to the node's [`KafkaLink`], `/readyz` false
+//! until a fresh producer is initialised) or the deadline ends the run; the lane restarts
+//! it from the committed offsets on a fresh producer.
+//!
 //! [`DeliveryMode::ExactlyOnce`]: crate::config::DeliveryMode::ExactlyOnce
 
 use std::collections::BTreeMap;
@@ -21,6 +34,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use panoptes_runtime::kafka_link::{KafkaErrorKind, KafkaLink};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -33,7 +47,7 @@ use crate::metrics::WorkerMetrics;
 use crate::pipeline::partition::PartitionState;
 use crate::pipeline::publish::record::{base_config, encode, send_queued};
 use crate::pipeline::publish::sequencer::Sequencer;
-use crate::pipeline::work::{Outcome, now_us};
+use crate::pipeline::work::Outcome;
 
 /// The transactional id of a partition's producer.
 pub fn transactional_id(frames_topic: &str, partition: i32) -> String {
@@ -64,12 +78,18 @@ pub struct EosPartition {
     pub commit_interval: Duration,
     /// Metrics.
     pub metrics: WorkerMetrics,
+    /// The node's Kafka link: fatal producer errors flip `/readyz` there.
+    pub link: KafkaLink,
 }
 
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bound of one commit (offsets + commit): a broker outage longer than this fails the run,
-/// which coordinator mode restarts from the committed offsets, rather than blocking it.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound of one librdkafka transaction call (init, send offsets, commit, abort).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A call still running this long after it began hangs past its own timeout: the lane's
+/// watchdog restarts the run with a fresh producer.
+pub const STUCK_CALL: Duration = Duration::from_secs(8);
+/// How long the steps of one commit are retried after retriable errors (a broker away)
+/// before the run is given up; well inside `transaction.timeout.ms` (60 s).
+pub const COMMIT_DEADLINE: Duration = Duration::from_secs(40);
 
 /// How old the epoch check may be when the transaction is committed before it is made again.
 /// A healthy round of sending the offsets takes milliseconds; anything longer means the
@@ -101,13 +121,36 @@ impl EosPartition {
         cc.set("transactional.id", &tid)
             .set("transaction.timeout.ms", "60000");
         let producer: BaseProducer = cc.create()?;
-        producer.init_transactions(TXN_TIMEOUT)?;
+        producer.init_transactions(CALL_TIMEOUT * 2)?;
+        if self.link.blocking() == Some(KafkaErrorKind::Fatal) {
+            // A fresh producer is in place of the one that failed fatally.
+            self.link.recovered();
+        }
         Ok(producer)
     }
 
     /// The partition's loop; returns when every sender is gone (after committing what is
     /// open) or after releasing the partition.
     pub fn run(&self, producer: &BaseProducer, rx: Receiver<Outcome>) -> Result<(), PublishError> {
+        let r = self.run_loop(producer, rx);
+        if r.is_err() {
+            self.note_fatal(producer);
+        }
+        r
+    }
+
+    /// A fatal producer error (fatal idempotence, fenced) goes to the node's link: counted,
+    /// `/readyz` false until a fresh producer is initialised ([`Self::producer`]).
+    fn note_fatal(&self, producer: &BaseProducer) {
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            self.link.fatal(&format!(
+                "partition {} transactional producer: {code:?}: {reason}",
+                self.state.partition
+            ));
+        }
+    }
+
+    fn run_loop(&self, producer: &BaseProducer, rx: Receiver<Outcome>) -> Result<(), PublishError> {
         let mut seq = Sequencer::default();
         let mut open: Option<OpenTxn> = None;
         loop {
@@ -115,7 +158,7 @@ impl EosPartition {
                 // Taken away: nothing more is committed for this run.
                 if open.is_some() {
                     self.count_abort("revoked");
-                    abort(producer)?;
+                    self.abort(producer)?;
                 }
                 tracing::info!(
                     partition = self.state.partition,
@@ -208,7 +251,7 @@ impl EosPartition {
             Err(e @ PublishError::Assignment(_)) => return Err(e),
             Err(e) => {
                 self.count_abort("commit_failed");
-                let _ = abort(producer);
+                let _ = self.abort(producer);
                 return Err(e);
             }
         }
@@ -274,7 +317,7 @@ impl EosPartition {
                     "assignment check failed: aborting"
                 );
                 self.count_abort("assignment_unavailable");
-                let _ = abort(producer);
+                let _ = self.abort(producer);
                 e.into()
             })
     }
@@ -287,57 +330,117 @@ impl EosPartition {
             "epoch superseded: aborting and releasing"
         );
         self.count_abort("superseded");
-        abort(producer)?;
+        self.abort(producer)?;
         self.state.released.store(true, Ordering::Release);
         Ok(Committed::Released)
     }
 
-    /// The offsets into the transaction, then the commit, both bounded by [`COMMIT_TIMEOUT`];
-    /// between the two, the epoch check made at `checked` is repeated if it went stale
-    /// ([`RECHECK_AFTER`]). `Ok(false)`: superseded at that re-check, nothing committed (the
-    /// transaction is still open).
+    /// The offsets into the transaction, then the commit, each retried after retriable
+    /// errors until [`COMMIT_DEADLINE`]; between the two, the epoch check made at `checked`
+    /// is repeated if it went stale ([`RECHECK_AFTER`]). `Ok(false)`: superseded at that
+    /// re-check, nothing committed (the transaction is still open).
     fn commit_offsets(
         &self,
         producer: &BaseProducer,
         tpl: &TopicPartitionList,
         checked: Instant,
     ) -> Result<bool, PublishError> {
-        // librdkafka does not always honour these timeouts when the group or
-        // transaction coordinator broker went away and came back (seen blocking for
-        // good): the start time lets the controller give up on this run and restart
-        // the partition with a fresh producer. A run given up on never commits.
-        self.state
-            .commit_started_ms
-            .store((now_us() / 1000) as u64, Ordering::Release);
-        let committed = (|| {
-            producer.send_offsets_to_transaction(tpl, &self.group, COMMIT_TIMEOUT)?;
-            if checked.elapsed() >= RECHECK_AFTER && !self.epoch_current(producer)? {
-                return Ok(false);
-            }
+        let deadline = Instant::now() + COMMIT_DEADLINE;
+        self.retrying("send_offsets_to_transaction", deadline, || {
+            producer.send_offsets_to_transaction(tpl, &self.group, CALL_TIMEOUT)
+        })?;
+        if checked.elapsed() >= RECHECK_AFTER && !self.epoch_current(producer)? {
+            return Ok(false);
+        }
+        // rust-rdkafka's commit flushes first (a `BaseProducer` serves delivery reports only
+        // when polled), each with the whole timeout: flushed here as a step of its own, so
+        // that each call stays within one CALL_TIMEOUT and a flush timeout is retried.
+        self.retrying("flush", deadline, || producer.flush(CALL_TIMEOUT))?;
+        self.retrying("commit_transaction", deadline, || {
+            producer.commit_transaction(CALL_TIMEOUT)
+        })?;
+        Ok(true)
+    }
+
+    /// Runs one bounded transaction call, marking its start for the lane's watchdog, and
+    /// again after each retriable failure until `deadline` (or until the run is stopped).
+    fn retrying(
+        &self,
+        what: &'static str,
+        deadline: Instant,
+        mut call: impl FnMut() -> Result<(), KafkaError>,
+    ) -> Result<(), PublishError> {
+        let mut attempts = 0u32;
+        loop {
             if self.state.aborted() {
                 return Err(KafkaError::Canceled.into());
             }
-            producer.commit_transaction(COMMIT_TIMEOUT)?;
-            Ok(true)
-        })();
-        self.state.commit_started_ms.store(0, Ordering::Release);
-        committed
+            attempts += 1;
+            let r = self.state.bounded_call(what, &mut call);
+            match r {
+                Ok(()) => {
+                    if attempts > 1 {
+                        tracing::info!(
+                            partition = self.state.partition,
+                            what,
+                            attempts,
+                            "transaction step done after retries"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) if retriable(&e) && Instant::now() < deadline => {
+                    tracing::warn!(partition = self.state.partition, what, attempts, error = %e, "transaction step failed: retrying");
+                    self.metrics
+                        .publish_errors
+                        .with_label_values(&["txn_retry"])
+                        .inc();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Aborts the open transaction. A `BaseProducer` serves delivery reports only when
+    /// polled, and librdkafka's abort waits for outstanding messages: flush (which polls)
+    /// first. Both bounded, and marked for the watchdog.
+    fn abort(&self, producer: &BaseProducer) -> Result<(), PublishError> {
+        if let Err(e) = self
+            .state
+            .bounded_call("flush", || producer.flush(CALL_TIMEOUT))
+        {
+            tracing::debug!(error = %e, "flush before abort");
+        }
+        self.state.bounded_call("abort_transaction", || {
+            producer.abort_transaction(CALL_TIMEOUT)
+        })?;
+        Ok(())
     }
 }
 
-/// Aborts the open transaction. A `BaseProducer` serves delivery reports only when polled,
-/// and librdkafka's abort waits for outstanding messages: flush (which polls) first.
-fn abort(producer: &BaseProducer) -> Result<(), PublishError> {
-    if let Err(e) = producer.flush(Duration::from_secs(5)) {
-        tracing::debug!(error = %e, "flush before abort");
+/// Whether a transaction step may simply be tried again: librdkafka says so (a timeout, a
+/// coordinator away) and the transaction need not be aborted, or the flush before the
+/// commit timed out (records still waiting for a partition's leader).
+fn retriable(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(e) => e.is_retriable() && !e.txn_requires_abort() && !e.is_fatal(),
+        KafkaError::Flush(code) => *code == rdkafka::error::RDKafkaErrorCode::OperationTimedOut,
+        _ => false,
     }
-    producer.abort_transaction(COMMIT_TIMEOUT)?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flush_timeouts_are_retried_other_errors_not() {
+        use rdkafka::error::RDKafkaErrorCode as C;
+        assert!(retriable(&KafkaError::Flush(C::OperationTimedOut)));
+        assert!(!retriable(&KafkaError::Flush(C::Fail)));
+        assert!(!retriable(&KafkaError::Canceled));
+    }
 
     #[test]
     fn transactional_ids_are_per_partition() {
