@@ -13,12 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-export PANOPTES_CACHE="${PANOPTES_CACHE:-$HOME/.cache/panoptes}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PANOPTES_CACHE/target}"
-# libtorch by a path that does not name the checkout, so torch-sys (a long C++ build) is
-# not rebuilt for each fresh clone (.cargo/config.toml's value goes through .venv).
-export LIBTORCH="${LIBTORCH:-$PANOPTES_CACHE/venv/libtorch-cpu}"
-export LIBTORCH_LIB="${LIBTORCH_LIB:-$LIBTORCH}"
+. scripts/env.sh
 if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
 echo "[demo] building (the first build takes several minutes on 2 cores)…" >&2
 cargo build --quiet --workspace --bins

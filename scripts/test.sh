@@ -7,14 +7,8 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
-# Builds and the PyTorch environment outlive the checkout, so a fresh clone on a warm machine
-# reuses them.
-export PANOPTES_CACHE="${PANOPTES_CACHE:-$HOME/.cache/panoptes}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PANOPTES_CACHE/target}"
-# libtorch by a path that does not name the checkout, so torch-sys (a long C++ build) is
-# not rebuilt for each fresh clone (.cargo/config.toml's value goes through .venv).
-export LIBTORCH="${LIBTORCH:-$PANOPTES_CACHE/venv/libtorch-cpu}"
-export LIBTORCH_LIB="${LIBTORCH_LIB:-$LIBTORCH}"
+# Builds and the PyTorch environment outlive the checkout (scripts/env.sh).
+. scripts/env.sh
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # The container images' Debian bases (deploy/images/build.sh --bases-only: mmdebstrap root
