@@ -137,7 +137,6 @@ pub fn measure(
         window_s: obj.window.as_secs_f64(),
         ..SloBurn::default()
     };
-    let grid_end = intake_end_ms;
     let mut first_capture = u64::MAX;
     for cam in cameras {
         let mut own: Vec<&Frame> = frames.iter().filter(|f| &f.camera == cam).collect();
@@ -157,7 +156,7 @@ pub fn measure(
         };
         first_capture = first_capture.min(start);
         let mut w = start;
-        while w + window_ms <= grid_end {
+        while w + window_ms <= intake_end_ms {
             let inside: Vec<&&Frame> = own
                 .iter()
                 .filter(|f| f.capture_ms >= w && f.capture_ms < w + window_ms)

@@ -305,7 +305,8 @@ impl<'a> Run<'a> {
         for id in ids {
             self.stack.kill(MemberKind::Ingest, &id)?;
         }
-        self.intake_stopped_ms = Some(wall_ms());
+        let intake_end = wall_ms();
+        self.intake_stopped_ms = Some(intake_end);
         self.mark("end of intake (every ingest node killed)");
         let cams = self.camera_ids();
         let settle = Duration::from_secs(30);
@@ -340,11 +341,10 @@ impl<'a> Run<'a> {
                 Err(e) => self.note(format!("charts could not be drawn: {e:#}")),
             }
         }
-        if let Some(to) = self.intake_stopped_ms {
-            self.report.slo = Some(self.slo_burn(&cams, to));
-        }
-        if let (Some(from), Some(to)) = (self.first_fault_ms, self.intake_stopped_ms) {
-            let seen = self.dets.seen();
+        let seen = self.dets.seen();
+        self.report.slo = Some(self.slo_burn(&cams, &seen, intake_end));
+        if let Some(from) = self.first_fault_ms {
+            let to = intake_end;
             for c in &cams {
                 let mut times: Vec<u64> = seen
                     .iter()
@@ -369,7 +369,12 @@ impl<'a> Run<'a> {
     }
 
     /// The error budget burned by the whole run up to `intake_end_ms` ([`crate::slo`]).
-    fn slo_burn(&self, cams: &[String], intake_end_ms: u64) -> crate::slo::SloBurn {
+    fn slo_burn(
+        &self,
+        cams: &[String],
+        dets: &[SeenDetection],
+        intake_end_ms: u64,
+    ) -> crate::slo::SloBurn {
         use crate::slo::{Answer, Frame, Objectives, measure};
         let frames: Vec<Frame> = self
             .frames
@@ -381,12 +386,10 @@ impl<'a> Run<'a> {
                 capture_ms: u64::try_from(f.capture_time_us / 1000).unwrap_or(0),
             })
             .collect();
-        let answers: Vec<Answer> = self
-            .dets
-            .seen()
-            .into_iter()
+        let answers: Vec<Answer> = dets
+            .iter()
             .map(|d| Answer {
-                camera: d.camera_id,
+                camera: d.camera_id.clone(),
                 seq: d.seq,
                 arrived_ms: d.arrived_ms,
                 ok: d.status == "ok",
