@@ -3,10 +3,13 @@
 # broker, a camera simulator, a coordinator, an ingest node and two workers running the
 # reference detector, as real processes (`panoptes-loadtest demo`). It prints where to look
 # (operator API, /metrics, `panoptes status`, the kcat command), detections as they land and
-# a status line every 2 s. Ctrl-C stops everything in order.
+# a status line every 2 s. Ctrl-C stops everything in order, within 5 s.
 #
 #   scripts/demo.sh                          4 cameras, 2 workers, until Ctrl-C
 #   scripts/demo.sh --cameras 8 --workers 3  any `panoptes-loadtest demo` option
+#   scripts/demo.sh --keep-logs /tmp/demo-logs   keep the nodes' logs (copied there on exit)
+#   scripts/demo.sh --spare 4                    room for 4 more cameras (`panoptes cameras add`,
+#                                            the command line is printed; default 2)
 #   DEMO_SECONDS=30 scripts/demo.sh          headless: stop after 30 s, print DEMO_SUMMARY,
 #                                            exit 0 only if every camera had detections
 set -euo pipefail

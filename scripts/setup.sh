@@ -32,6 +32,7 @@ APT_PACKAGES=(
   fonts-dejavu-core
   mmdebstrap
   faketime
+  docker-compose
 )
 
 missing=()

@@ -8,6 +8,7 @@
 
 mod client;
 mod render;
+pub mod tail;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -173,6 +174,17 @@ pub enum Command {
         /// Node id.
         id: String,
     },
+    /// Detections, read from Kafka with the readers' contract applied.
+    #[command(subcommand)]
+    Detections(DetectionsCmd),
+}
+
+/// `panoptes detections ...`: reads Kafka directly, not the operator API.
+#[derive(Debug, Subcommand)]
+pub enum DetectionsCmd {
+    /// Print detections as they land (read_committed, superseded epochs and duplicates
+    /// dropped), filtered by camera, class and score.
+    Tail(tail::TailArgs),
 }
 
 /// `panoptes cameras ...`.
@@ -324,6 +336,10 @@ fn pretty(v: &Value) -> String {
 
 /// Runs a parsed command line; what to print on success.
 pub fn run(cli: Cli) -> Result<String, CliError> {
+    if let Command::Detections(DetectionsCmd::Tail(args)) = &cli.command {
+        // Kafka, not the API: no token or API TLS is needed or read.
+        return detections_tail(args);
+    }
     let client = Client::new(&cli.url, cli.api_token()?, &cli.tls())?;
     match cli.command {
         Command::Cameras(cmd) => cameras(&client, cmd),
@@ -353,7 +369,15 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
         }
         Command::Drain { kind, id } => drain(&client, &kind, &id, true),
         Command::Undrain { kind, id } => drain(&client, &kind, &id, false),
+        Command::Detections(DetectionsCmd::Tail(args)) => detections_tail(&args),
     }
+}
+
+/// `detections tail`: records stream to standard output, the summary goes to standard error.
+fn detections_tail(args: &tail::TailArgs) -> Result<String, CliError> {
+    let tally = tail::run(args, &mut std::io::stdout().lock())?;
+    eprintln!("{tally}");
+    Ok(String::new())
 }
 
 /// `panoptes cameras ...`.

@@ -28,6 +28,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "leader",
     "placement",
     "recovery",
+    "tracing",
 ];
 
 /// The whole `panoptes-coordinator` configuration.
@@ -61,6 +62,8 @@ pub struct CoordinatorConfig {
     pub recovery: RecoveryConfig,
     /// Regions and their Kafka. The first is the default region of new cameras.
     pub regions: Vec<RegionConfig>,
+    /// OTLP trace export (off unless an endpoint is set), `panoptes_runtime::trace`.
+    pub tracing: panoptes_runtime::trace::TracingConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -80,6 +83,7 @@ impl Default for CoordinatorConfig {
                 name: "local".into(),
                 bootstrap_servers: "127.0.0.1:9092".into(),
             }],
+            tracing: Default::default(),
         }
     }
 }

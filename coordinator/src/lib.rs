@@ -23,6 +23,7 @@ pub mod reconcile;
 pub mod recovery;
 pub mod registry;
 pub mod state;
+pub mod trace;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -66,6 +67,14 @@ pub async fn run(
     tracing::info!(redis = %link.describe(), camera_keys = ?camera_keys, "coordination state");
     let cfg = Arc::new(config);
     let metrics = CoordinatorMetrics::new()?;
+    let _traces = panoptes_runtime::trace::install(
+        &cfg.tracing,
+        "panoptes-coordinator",
+        &cfg.id,
+        &metrics.registry,
+        "coordinator",
+    )
+    .map_err(|e| config::ConfigInvalid(e.to_string()))?;
     let readiness = Readiness::default();
     readiness.set("redis", false, "not connected yet");
     let state = Arc::new(LeaderState::default());

@@ -309,8 +309,15 @@ impl Reconciler {
                         epoch: &epoch_key,
                     };
                     let floor = self.high.epoch_floor(&epoch_key);
+                    let started = std::time::SystemTime::now();
                     let epoch =
                         scripts::grant_above(c, token, kind, at, &item, &owner, floor, &extra)?;
+                    let span_attrs = [
+                        ("panoptes.owner", owner.clone()),
+                        ("panoptes.epoch", epoch.to_string()),
+                        ("panoptes.reason", reason.to_string()),
+                    ];
+                    crate::trace::action("grant", kind, &item, &span_attrs, started);
                     self.high.observe_epoch(&epoch_key, epoch);
                     self.note_grant(kind, &item, rec, &owner, epoch, reason, now);
                 }
@@ -489,8 +496,16 @@ impl Reconciler {
         else {
             return Ok(());
         };
+        let started = std::time::SystemTime::now();
         let ok = scripts::retarget(c, token, kind, assign_key, owner, *epoch, target)?;
         if ok {
+            let span_attrs = [
+                ("panoptes.owner", owner.clone()),
+                ("panoptes.target", target.clone()),
+                ("panoptes.epoch", epoch.to_string()),
+                ("panoptes.reason", reason.to_string()),
+            ];
+            crate::trace::action("handover", kind, item, &span_attrs, started);
             self.metrics
                 .actions
                 .with_label_values(&[kind.as_str(), "handover", reason])

@@ -177,8 +177,11 @@ fn allocate_partitions(
             .or_else(|| (0..limits.frames_partitions).find(|p| !used.contains(p)))
             .ok_or_else(|| {
                 RegistryError::Conflict(format!(
-                    "no free partition for camera {}: all {} are taken",
-                    c.id, limits.frames_partitions
+                    "no free partition for camera {}: all {n} partitions of the frames topic are taken (one camera per partition). \
+                     Remove a camera, or grow the frames topic in every region (kafka-topics --alter --partitions M) and raise \
+                     the coordinators' frames_partitions to M",
+                    c.id,
+                    n = limits.frames_partitions
                 ))
             })?;
         used.insert(free);

@@ -7,6 +7,7 @@
 #   panoptes/camsim       tools for the dev profile and demos: panoptes-camsim,
 #                         panoptes-devbroker, panoptes-check
 #   panoptes/redis        Debian's Redis 7 for the dev overlay (no Panoptes code)
+#   panoptes/prometheus   Debian's Prometheus for the compose deployment (no Panoptes code)
 #
 # How (each step is skipped when its output exists, so a warm machine rebuilds in seconds):
 #   1. a Debian 12 root filesystem per package list (packages/*.txt) with mmdebstrap from the
@@ -37,7 +38,7 @@ die() { log "error: $*"; exit 1; }
 
 PROFILE=debug
 TAG=""
-ONLY="coordinator,ingest,worker,camsim,redis"
+ONLY="coordinator,ingest,worker,camsim,redis,prometheus"
 BASES_ONLY=0
 BIN_DIR=""
 while [ $# -gt 0 ]; do
@@ -190,7 +191,7 @@ one() {
 T0=$(date +%s)
 # Step 1 for every image asked for, the bases in parallel (mmdebstrap mostly waits on the
 # mirror): fresh, the four take about as long as the slowest.
-declare -A LIST_OF=([coordinator]=base [ingest]=media [worker]=base [camsim]=sim [redis]=redis)
+declare -A LIST_OF=([coordinator]=base [ingest]=media [worker]=base [camsim]=sim [redis]=redis [prometheus]=prometheus)
 lists=()
 for component in ${ONLY//,/ }; do
   [ -n "${LIST_OF[$component]:-}" ] || die "unknown image $component"
@@ -210,6 +211,7 @@ one ingest media panoptes-ingest panoptes-ingest & pids+=($!)
 one worker base panoptes-workers panoptes-worker & pids+=($!)
 one camsim sim panoptes-camsim panoptes-camsim panoptes-devbroker panoptes-check & pids+=($!)
 one redis redis "" & pids+=($!)
+one prometheus prometheus "" & pids+=($!)
 for pid in "${pids[@]}"; do wait "$pid" || die "an image failed (see above)"; done
 echo "total $(( $(date +%s) - T0 ))s" >> "$OUT/timings.txt"
 # Earlier builds' layers that no tag names any more (ours only: the label is ours).

@@ -1,6 +1,13 @@
 //! Command-line arguments of `panoptes-devbroker`.
+//!
+//! Where clients reach the brokers: by default the mock's own listeners (127.0.0.1, random
+//! ports, plaintext). `--listen`, `--advertise-host` and `--front-port` put a front
+//! ([`crate::front`], a plain relay unless TLS/SASL is asked for too) before each broker on
+//! that address and fixed ports, advertising that host, which is what a broker in a container
+//! needs (other containers reach it by its service name). [`Args::front_listen`] and
+//! [`Args::advertised_host`] are the pure part of that choice.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -32,6 +39,21 @@ pub struct Args {
         value_parser = clap::value_parser!(i32).range(1..=i64::from(topics::MAX_PARTITIONS))
     )]
     pub default_partitions: i32,
+
+    /// Address the brokers' client listeners (fronts) bind, e.g. `0.0.0.0` in a container.
+    /// Unset: loopback (the mock's own listeners, or the secure fronts on loopback).
+    #[arg(long, value_name = "IP")]
+    pub listen: Option<IpAddr>,
+
+    /// Host name the brokers advertise to clients (metadata, coordinator answers), e.g. the
+    /// container's service name. Unset: the listen address. Needed with an unspecified
+    /// `--listen` (`0.0.0.0`, `::`), which no client can connect to.
+    #[arg(long, value_name = "HOST")]
+    pub advertise_host: Option<String>,
+
+    /// First front port: broker `i` (1-based) listens on `PORT + i - 1`. 0: free ports.
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub front_port: u16,
 
     /// Address for the control HTTP API (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -77,6 +99,49 @@ impl Args {
     /// Whether a secure front (TLS and/or SASL) is asked for.
     pub fn secured(&self) -> bool {
         self.tls_cert.is_some() || self.sasl_users_file.is_some()
+    }
+
+    /// Whether clients go through fronts (secure ones, or plain relays on the asked address,
+    /// ports or advertised host) instead of the mock's own listeners.
+    pub fn fronted(&self) -> bool {
+        self.secured()
+            || self.listen.is_some()
+            || self.advertise_host.is_some()
+            || self.front_port != 0
+    }
+
+    /// The address broker `id` (1-based)'s front binds, given its mock listener `upstream`:
+    /// `--listen` (else the upstream's loopback address) and `--front-port + id - 1` (else
+    /// a free port). Errors: a port past 65535, or an unspecified listen address without
+    /// `--advertise-host` (the brokers would advertise an address nobody can reach).
+    pub fn front_listen(&self, id: u8, upstream: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let ip = self.listen.unwrap_or(upstream.ip());
+        if ip.is_unspecified() && self.advertise_host.is_none() {
+            anyhow::bail!(
+                "--listen {ip} needs --advertise-host: clients cannot connect to {ip}; give the name they reach this host by"
+            );
+        }
+        let port = match self.front_port {
+            0 => 0,
+            first => {
+                let port = u32::from(first) + u32::from(id) - 1;
+                u16::try_from(port).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--front-port {first} with {} brokers runs past port 65535",
+                        self.brokers
+                    )
+                })?
+            }
+        };
+        Ok(SocketAddr::new(ip, port))
+    }
+
+    /// The host a front bound at `bound` is advertised under: `--advertise-host`, else the
+    /// bound address.
+    pub fn advertised_host(&self, bound: SocketAddr) -> String {
+        self.advertise_host
+            .clone()
+            .unwrap_or_else(|| bound.ip().to_string())
     }
 
     /// The topics to create at start, in order: the defaults (unless disabled), then every
@@ -156,5 +221,47 @@ mod tests {
         assert!(a.topics_to_create().is_err());
         assert!(Args::try_parse_from(["x", "--topic", "bad name:1"]).is_err());
         assert!(Args::try_parse_from(["x", "--brokers", "0"]).is_err());
+    }
+
+    #[test]
+    fn default_is_the_mocks_own_loopback_listeners() {
+        let a = Args::parse_from(["x"]);
+        assert!(!a.fronted());
+        let upstream: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        assert_eq!(
+            a.front_listen(1, upstream).unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            a.advertised_host("127.0.0.1:40002".parse().unwrap()),
+            "127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn container_listeners_on_fixed_ports_advertise_the_service_name() {
+        let a = Args::parse_from([
+            "x",
+            "--listen",
+            "0.0.0.0",
+            "--advertise-host",
+            "broker-a",
+            "--front-port",
+            "19092",
+        ]);
+        assert!(a.fronted() && !a.secured());
+        let upstream: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let third = a.front_listen(3, upstream).unwrap();
+        assert_eq!(third, "0.0.0.0:19094".parse().unwrap());
+        assert_eq!(a.advertised_host(third), "broker-a");
+
+        // 0.0.0.0 advertised would send clients nowhere: refused.
+        let a = Args::parse_from(["x", "--listen", "0.0.0.0"]);
+        let err = a.front_listen(1, upstream).unwrap_err().to_string();
+        assert!(err.contains("--advertise-host"), "{err}");
+        // Ports past 65535 are refused, not wrapped.
+        let a = Args::parse_from(["x", "--brokers", "3", "--front-port", "65534"]);
+        assert!(a.front_listen(2, upstream).is_ok());
+        assert!(a.front_listen(3, upstream).is_err());
     }
 }

@@ -18,6 +18,9 @@
 //!   unauthenticated too); any other request closes the connection. A failed
 //!   authentication is answered with `SASL_AUTHENTICATION_FAILED` (58) and the connection
 //!   is closed. After it, bytes are relayed unchanged in both directions.
+//! - Neither TLS nor SASL: a plain relay, used to serve other hosts (a container's
+//!   `--listen 0.0.0.0 --advertise-host NAME --front-port P`, see [`crate::cli`]) while the
+//!   mock itself only listens on loopback on random ports.
 //! - Frames read by the front are bounded ([`wire::MAX_FRAME`]); the pre-authentication
 //!   phase has a deadline ([`AUTH_DEADLINE`]).
 //! - Never a production component: it exists so that Panoptes's own Kafka clients can be

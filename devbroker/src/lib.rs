@@ -14,9 +14,10 @@
 //! CONTROL=http://127.0.0.1:40100
 //! ```
 //!
-//! With the secure front ([`front`]: `--tls-cert`/`--tls-key`, `--sasl-users-file`),
-//! `BOOTSTRAP` lists the fronts' TLS/SASL listeners instead, and every broker advertises its
-//! front so clients never leave them.
+//! With the secure front ([`front`]: `--tls-cert`/`--tls-key`, `--sasl-users-file`), or
+//! listeners for other hosts (`--listen`, `--advertise-host`, `--front-port`: a container),
+//! `BOOTSTRAP` lists the fronts' listeners instead, and every broker advertises its front so
+//! clients never leave them.
 //!
 //! Everything else is logged to stderr. The `CONTROL` URL serves a small JSON API
 //! (see [`control`]) to list and create topics and to take brokers down and back up.
@@ -85,19 +86,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // Kept alive until the process stops: dropping a front closes its listener.
-    let fronts = if args.secured() {
+    let (fronts, bootstrap) = if args.fronted() {
         start_fronts(&args, &cluster).await?
     } else {
-        Vec::new()
-    };
-    let bootstrap = if fronts.is_empty() {
-        cluster.bootstrap().to_string()
-    } else {
-        fronts
-            .iter()
-            .map(|f| f.addr.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+        (Vec::new(), cluster.bootstrap().to_string())
     };
 
     let listener = tokio::net::TcpListener::bind(args.control)
@@ -126,9 +118,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts one secure front per broker (`--tls-*`, `--sasl-*`) and makes each broker
-/// advertise its front, so clients that bootstrap from the fronts stay on them.
-async fn start_fronts(args: &Args, cluster: &ClusterHandle) -> anyhow::Result<Vec<front::Front>> {
+/// Starts one front per broker (secure with `--tls-*`, `--sasl-*`; where `--listen` and
+/// `--front-port` say) and makes each broker advertise its front (under `--advertise-host`),
+/// so clients that bootstrap from the fronts stay on them. Returns the fronts and the
+/// bootstrap list clients use.
+async fn start_fronts(
+    args: &Args,
+    cluster: &ClusterHandle,
+) -> anyhow::Result<(Vec<front::Front>, String)> {
     panoptes_runtime::tls::install_crypto_provider();
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -158,19 +155,25 @@ async fn start_fronts(args: &Args, cluster: &ClusterHandle) -> anyhow::Result<Ve
     let upstreams = front::upstreams(cluster.bootstrap())
         .with_context(|| format!("mock bootstrap list {:?}", cluster.bootstrap()))?;
     let mut fronts = Vec::with_capacity(upstreams.len());
-    for (id, upstream) in (1..).zip(upstreams) {
-        let listen = std::net::SocketAddr::new(upstream.ip(), 0);
-        let front = front::Front::bind(listen, upstream, id, config.clone())
+    let mut bootstrap = Vec::with_capacity(upstreams.len());
+    for (id, upstream) in (1u8..).zip(upstreams) {
+        let listen = args.front_listen(id, upstream)?;
+        let front = front::Front::bind(listen, upstream, i32::from(id), config.clone())
             .await
-            .with_context(|| format!("binding the secure front of broker {id}"))?;
+            .with_context(|| format!("binding the front of broker {id} on {listen}"))?;
+        let host = args.advertised_host(front.addr);
         cluster
-            .advertise(id, &front.addr.ip().to_string(), front.addr.port())
+            .advertise(i32::from(id), &host, front.addr.port())
             .await
             .with_context(|| format!("advertising the front of broker {id}"))?;
-        tracing::info!(broker = id, front = %front.addr, %upstream, protocol = config.protocol(), "secure front up");
+        tracing::info!(broker = id, front = %front.addr, advertised = %host, %upstream, protocol = config.protocol(), "front up");
+        bootstrap.push(match args.advertise_host {
+            Some(_) => format!("{host}:{}", front.addr.port()),
+            None => front.addr.to_string(),
+        });
         fronts.push(front);
     }
-    Ok(fronts)
+    Ok((fronts, bootstrap.join(",")))
 }
 
 /// Resolves when the process is asked to stop: SIGINT, SIGTERM, or (when `stdin_eof` is

@@ -32,6 +32,8 @@ pub struct IngestConfig {
     pub cameras: Vec<CameraConfig>,
     /// Taking cameras from the coordinator at run time instead of `cameras`.
     pub coordinator: CoordinatorConfig,
+    /// OTLP trace export (off unless an endpoint is set), `panoptes_runtime::trace`.
+    pub tracing: panoptes_runtime::trace::TracingConfig,
 }
 
 impl Default for IngestConfig {
@@ -44,6 +46,7 @@ impl Default for IngestConfig {
             camera_defaults: CameraDefaults::default(),
             cameras: Vec::new(),
             coordinator: CoordinatorConfig::default(),
+            tracing: Default::default(),
         }
     }
 }
@@ -56,6 +59,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "kafka",
     "camera_defaults",
     "coordinator",
+    "tracing",
 ];
 
 /// Coordinator mode: the node registers as an ingest member in Redis and runs the cameras

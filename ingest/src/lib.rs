@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod node;
 pub mod pipeline;
 pub mod publisher;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,9 @@ pub enum IngestError {
     /// The HTTP port could not be bound, or a camera thread could not start.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// `[tracing]` is unusable (bad endpoint, sampling ratio).
+    #[error("tracing: {0}")]
+    Tracing(#[from] panoptes_runtime::trace::TraceError),
     /// The configuration is inconsistent.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
@@ -78,6 +82,15 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> Result<(), 
     gst::init().map_err(|e| IngestError::Gstreamer(e.to_string()))?;
     config.kafka.client.validate()?;
     let metrics = IngestMetrics::new()?;
+    // Before any camera starts (its pipeline's stage probes look for the tracer); flushed
+    // when `run` returns.
+    let _traces = panoptes_runtime::trace::install(
+        &config.tracing,
+        "panoptes-ingest",
+        &config.node_id,
+        &metrics.registry,
+        "ingest",
+    )?;
     let readiness = Readiness::default();
     readiness.set("kafka", false, "not checked yet");
     let link = KafkaLink::new(&metrics.registry, "ingest", readiness.clone())?;

@@ -44,6 +44,9 @@ pub struct CameraPipeline {
     pub bus: gst::Bus,
     /// Stream facts learned while negotiating.
     pub info: Arc<StreamInfo>,
+    /// With tracing on: the stage stamps the frames' spans are built from (kept alive here,
+    /// looked up by camera id, [`crate::trace`]).
+    pub stages: Option<Arc<crate::trace::StageClock>>,
 }
 
 /// Largest even size inside `max_w`×`max_h` with the source's aspect ratio; never upscales.
@@ -81,6 +84,7 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
     route_source_pads(&pipeline, &src, &decode, info.clone())?;
     route_decoded_video(&decode, &chain, spec, info.clone())?;
 
+    let stages = stage_probes(spec, &decode, &chain)?;
     let bus = pipeline
         .bus()
         .ok_or_else(|| CameraError::Pipeline("pipeline has no bus".into()))?;
@@ -89,7 +93,31 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
         appsink: chain.appsink,
         bus,
         info,
+        stages,
     })
+}
+
+/// With tracing on, stamps each frame entering the decoder, leaving it (videorate's input)
+/// and leaving the encoder (appsink's input), for the frame's spans.
+fn stage_probes(
+    spec: &CameraSpec,
+    decode: &gst::Element,
+    chain: &EncodeChain,
+) -> Result<Option<Arc<crate::trace::StageClock>>, CameraError> {
+    if panoptes_runtime::trace::tracer().is_none() {
+        return Ok(None);
+    }
+    let pad = |e: &gst::Element, what: &str| {
+        e.static_pad("sink")
+            .ok_or_else(|| CameraError::Pipeline(format!("{what} has no sink pad")))
+    };
+    let received = pad(decode, "decodebin")?;
+    let decoded = pad(&chain.rate, "videorate")?;
+    let encoded = pad(chain.appsink.upcast_ref(), "appsink")?;
+    Ok(crate::trace::StageClock::attach(
+        &spec.id,
+        [&received, &decoded, &encoded],
+    ))
 }
 
 /// rtspsrc for the camera, credentials in its properties (never in `location`).

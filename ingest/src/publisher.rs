@@ -3,7 +3,8 @@
 //! `publish` never blocks: when the producer's queue is full (the broker is slow or gone) the
 //! frame is dropped and counted, because a camera thread must keep draining its pipeline and
 //! an old frame is worth less than a new one. Acknowledgements arrive on librdkafka's own
-//! thread ([`ThreadedProducer`]) where publish latency and delivery failures are recorded.
+//! thread ([`PolledProducer`], which never busy-waits) where publish latency and delivery
+//! failures are recorded.
 //!
 //! librdkafka's own errors (a wrong password, an untrusted broker certificate, a fatal
 //! idempotence error) reach [`DeliveryContext`]'s `error` callback and go to the node's
@@ -35,17 +36,19 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use panoptes_coordinator_client::LeaseFence;
+use panoptes_runtime::kafka_poll::PolledProducer;
 use panoptes_schemas::{FrameHeaders, headers as header_names};
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use panoptes_runtime::kafka_link::{KafkaErrorKind, KafkaLink};
 
 use crate::config::KafkaConfig;
 use crate::metrics::IngestMetrics;
+use crate::trace::FrameSpan;
 
 /// Why a frame was not enqueued.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +89,8 @@ impl PublishError {
 /// Per-message state carried to the delivery callback.
 pub struct Delivery {
     enqueued: Instant,
+    /// The frame's `send` span (when traced), ended at the acknowledgement.
+    span: Option<FrameSpan>,
     /// The camera's count of frames enqueued and not yet acknowledged or failed.
     pending: Arc<AtomicI64>,
 }
@@ -112,7 +117,7 @@ impl ClientContext for DeliveryContext {
 
 /// The producer in use and the flag that retires it.
 struct Current {
-    producer: Arc<ThreadedProducer<DeliveryContext>>,
+    producer: Arc<PolledProducer<DeliveryContext>>,
     retired: Arc<AtomicBool>,
 }
 
@@ -121,6 +126,14 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, d: Self::DeliveryOpaque) {
         d.pending.fetch_sub(1, Ordering::AcqRel);
+        // The frame's trace ids for the failure's log line.
+        let (trace_id, span_id) = d.span.as_ref().map(FrameSpan::ids).unwrap_or_default();
+        if let Some(span) = d.span {
+            match result {
+                Ok(m) => span.delivered(m.partition(), m.offset()),
+                Err((e, _)) => span.failed(&e.to_string()),
+            }
+        }
         match result {
             Ok(_) => self
                 .metrics
@@ -132,7 +145,7 @@ impl ProducerContext for DeliveryContext {
                     Some(RDKafkaErrorCode::MessageSizeTooLarge) => "too_large",
                     _ => "broker_error",
                 };
-                tracing::warn!(error = %e, "frame delivery failed");
+                tracing::warn!(error = %e, trace_id, span_id, "frame delivery failed");
                 self.metrics
                     .publish_errors
                     .with_label_values(&[reason])
@@ -240,6 +253,16 @@ impl FramePublisher {
             return Err(PublishError::LeaseExpired);
         }
         let mut kafka_headers = headers.to_kafka_headers();
+        // Traced: the frame's creation context is its `send` span, and travels in its
+        // `traceparent` header instead of the camera's fresh one.
+        let span = FrameSpan::start(&self.topic, headers, payload.len());
+        if let Some(tp) = span.as_ref().map(FrameSpan::traceparent) {
+            for (key, value) in &mut kafka_headers {
+                if *key == header_names::TRACEPARENT {
+                    *value = tp.clone();
+                }
+            }
+        }
         if headers.owner_epoch.is_none()
             && let Some(epoch) = self
                 .owner_epochs
@@ -256,6 +279,9 @@ impl FramePublisher {
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>();
         if size > self.max_bytes {
+            if let Some(span) = span {
+                span.failed("frame exceeds message_max_bytes");
+            }
             return Err(PublishError::TooLarge {
                 size,
                 max: self.max_bytes,
@@ -274,6 +300,7 @@ impl FramePublisher {
             &self.topic,
             Box::new(Delivery {
                 enqueued: Instant::now(),
+                span,
                 pending: pending.clone(),
             }),
         )
@@ -293,12 +320,18 @@ impl FramePublisher {
                     .set(i64::from(producer.in_flight_count()));
                 Ok(())
             }
-            Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+            Err((e, record)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                 pending.fetch_sub(1, Ordering::AcqRel);
+                if let Some(span) = record.delivery_opaque.span {
+                    span.failed("producer queue full: dropped");
+                }
                 Err(PublishError::QueueFull)
             }
-            Err((e, _)) => {
+            Err((e, record)) => {
                 pending.fetch_sub(1, Ordering::AcqRel);
+                if let Some(span) = record.delivery_opaque.span {
+                    span.failed(&e.to_string());
+                }
                 Err(PublishError::Kafka(e))
             }
         }
@@ -352,7 +385,7 @@ impl FramePublisher {
     }
 
     /// The producer in use.
-    fn producer(&self) -> Arc<ThreadedProducer<DeliveryContext>> {
+    fn producer(&self) -> Arc<PolledProducer<DeliveryContext>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())

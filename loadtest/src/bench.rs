@@ -12,6 +12,7 @@
 //!   decode, sample, scale and JPEG encode (binary `panoptes-bench-ingest`);
 //! - [`worker`]: the worker against a tight libtorch forward loop, then end-to-end latency
 //!   (binary `panoptes-bench-worker`);
+//! - [`idle`]: CPU per thread of idle nodes: no thread may spin (binary `panoptes-bench-idle`);
 //! - [`failover`]: time from a worker's kill -9 to its partitions' next committed
 //!   detections, over many trials (binary `panoptes-bench-failover`).
 //!
@@ -21,6 +22,7 @@
 //! only parses arguments around [`failover::run`].
 
 pub mod failover;
+pub mod idle;
 pub mod ingest;
 pub mod scaffold;
 pub mod worker;

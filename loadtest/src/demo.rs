@@ -7,7 +7,8 @@
 //! assigned, and then prints:
 //!
 //! - once, where to look: the operator API and every `/metrics` endpoint, the `panoptes status`
-//!   command line and the `kcat` command that consumes the detections topic;
+//!   command line, the `panoptes detections tail` command (and the raw `kcat` one) for the
+//!   detections topic, the `panoptes cameras add` command line for a spare camera, the logs;
 //! - detection records that found objects, at most [`LINES_PER_SECOND`] lines a second,
 //!   taking cameras in turn (the status line counts the lines left out);
 //! - every [`STATUS_PERIOD`] a status line: cameras streaming (the coordinator's
@@ -15,11 +16,19 @@
 //!   records read), end-to-end latency p50/p99 of the records of that window
 //!   (`latency.end_to_end_ms`), and the workers' total lag.
 //!
-//! SIGINT (Ctrl-C), SIGTERM or SIGHUP stop it in order: the ingest node first (SIGTERM: no new
-//! frames), then the workers (SIGTERM: they finish what is in Kafka, commit and release their
-//! partitions), then the coordinator, and Redis, the broker and the simulator last; a second
-//! signal skips the waiting. The children lead process groups of their own, so a terminal's
-//! Ctrl-C reaches only the demo, which stops them in that order.
+//! Room to grow: the frames topic has `--spare` partitions more than `--cameras`, and the
+//! simulator also serves `extra0`, `extra1`, ... (not registered), so `panoptes cameras add`
+//! works while the demo runs, with a simulated camera or the newcomer's own.
+//!
+//! SIGINT (Ctrl-C), SIGTERM or SIGHUP stop it in order, within [`STOP_BUDGET`] whatever state
+//! the coordinator is in: the cameras are unregistered (so no node waits for a handover),
+//! then the ingest node (SIGTERM: no new frames), the workers (SIGTERM: they commit and
+//! release their partitions), the coordinator, and Redis, the broker and the simulator last,
+//! each with a share of the budget before SIGKILL. When the coordinator does not take the
+//! cameras back (dead or hung), every node gets SIGTERM at once and SIGKILL soon after (their
+//! drains would only wait for it). A second signal skips the waiting. The children lead
+//! process groups of their own, so a terminal's Ctrl-C reaches only the demo. `--keep-logs
+//! DIR` copies the coordinator's and nodes' logs there before they are deleted.
 //!
 //! With `--seconds S` it stops by itself after S seconds of streaming and prints
 //! `DEMO_SUMMARY cameras=<n> cameras_with_detections=<k> detections=<records> frames=<f>`;
@@ -28,6 +37,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -43,6 +53,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::stack::{Node, Stack, StackCamera, StackSpec};
 
+mod trace;
 mod view;
 
 use view::*;
@@ -55,6 +66,8 @@ pub const STATUS_PERIOD: Duration = Duration::from_secs(2);
 const REGION: &str = "local";
 const INGEST_ID: &str = "ingest-0";
 const GROUP: &str = "default";
+/// Ids of the spare simulated cameras: `extra0`, `extra1`, ...
+pub const SPARE_PREFIX: &str = "extra";
 
 /// Arguments of `panoptes-loadtest demo`.
 #[derive(Debug, clap::Args)]
@@ -72,6 +85,19 @@ pub struct DemoArgs {
     /// Print no detection lines (status lines only).
     #[arg(long)]
     pub quiet_detections: bool,
+    /// Room to add cameras while it runs (`panoptes cameras add`): frames partitions beyond
+    /// `--cameras`, and as many simulated cameras `extra0`, `extra1`, ... served but not
+    /// registered.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub spare: u32,
+    /// Keep the processes' logs: copied into DIR (created if needed) when the demo stops,
+    /// instead of deleted with the temporary files.
+    #[arg(long, value_name = "DIR")]
+    pub keep_logs: Option<PathBuf>,
+    /// Export the ingest node's and workers' OpenTelemetry traces (OTLP/HTTP, 5 % of frames)
+    /// to an in-process receiver and print the first frame trace that reached a detection.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 /// Runs `panoptes-loadtest demo`.
@@ -80,7 +106,12 @@ pub fn main(args: DemoArgs) -> Result<()> {
     // Ctrl-C in the terminal then reaches the demo only; the demo stops the children in order.
     panoptes_testkit::process::spawn_in_own_process_groups(true);
     let started = Instant::now();
-    let mut stack = match start(&args, &signals) {
+    let mut trace = if args.trace {
+        Some(trace::DemoTrace::start()?)
+    } else {
+        None
+    };
+    let mut stack = match start(&args, &signals, trace.as_ref()) {
         Ok(Some(stack)) => stack,
         // Interrupted while starting: whatever was started died with the partial stack.
         Ok(None) => {
@@ -111,6 +142,10 @@ pub fn main(args: DemoArgs) -> Result<()> {
     let mut ended_by = "time";
     loop {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(name) = signals.first() {
+            ended_by = name;
+            break;
+        }
         view.take(&detections);
         view.print_detections();
         if last_status.elapsed() >= STATUS_PERIOD {
@@ -121,6 +156,9 @@ pub fn main(args: DemoArgs) -> Result<()> {
             frames_before = now_frames;
             let cluster = ClusterView::read(&stack);
             view.print_status(run_start.elapsed(), dt, fps_in, cluster.as_ref());
+            if let Some(text) = trace.as_mut().and_then(trace::DemoTrace::take_complete) {
+                println!("one frame's trace, camera to detection (OTLP):\n{text}");
+            }
         }
         if let Some(name) = signals.first() {
             ended_by = name;
@@ -135,18 +173,24 @@ pub fn main(args: DemoArgs) -> Result<()> {
     }
     say(&format!(
         "stopping ({ended_by}): cameras unregistered, then SIGTERM to the ingest node, the \
-         workers and the coordinator; Redis, the broker and the simulator last"
+         workers and the coordinator; Redis, the broker and the simulator last (at most {:.1} s)",
+        STOP_BUDGET.as_secs_f64()
     ));
-    let stop_started = Instant::now();
-    stop_nodes(&mut stack, &signals, &frames);
+    // The budget counts from the signal, not from here: the loop may have been busy.
+    let stop_started = signals.first_at().map_or_else(Instant::now, |(_, at)| at);
+    let deadline = stop_started + STOP_BUDGET;
+    stop_nodes(&mut stack, &signals, &frames, stop_started);
     let frames_total = frames.total().max(frames_before);
     // Records the workers committed while draining.
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(100).min(left_until(deadline)));
     view.take(&detections);
     view.pending.clear();
     drop(detections);
     drop(frames);
-    stop_the_rest(stack, &signals);
+    if let Some(dir) = &args.keep_logs {
+        keep_logs(&stack, dir);
+    }
+    stop_the_rest(stack, &signals, deadline);
     let left = child_pids();
     say(&format!(
         "stopped in {:.1} s; {}",
@@ -157,10 +201,16 @@ pub fn main(args: DemoArgs) -> Result<()> {
             format!("still running: {left:?}")
         }
     ));
+    if trace.as_ref().is_some_and(|t| !t.printed()) {
+        say("no frame trace reached the receiver from both the ingest node and a worker");
+    }
     let with = view.cameras_with_objects();
     println!(
         "DEMO_SUMMARY cameras={} cameras_with_detections={} detections={} frames={}",
-        args.cameras, with, view.records_total, frames_total
+        view.cameras(),
+        with,
+        view.records_total,
+        frames_total
     );
     if args.seconds.is_some() && ended_by == "time" && with < args.cameras as usize {
         bail!(
@@ -173,11 +223,23 @@ pub fn main(args: DemoArgs) -> Result<()> {
 }
 
 /// Starts and settles the stack; `None` if a signal came first.
-fn start(args: &DemoArgs, signals: &Signals) -> Result<Option<Stack>> {
-    let cameras: Vec<StackCamera> = (0..args.cameras)
+fn start(
+    args: &DemoArgs,
+    signals: &Signals,
+    trace: Option<&trace::DemoTrace>,
+) -> Result<Option<Stack>> {
+    let mut cameras: Vec<StackCamera> = (0..args.cameras)
         .map(|i| demo_camera(&format!("cam{i}"), u64::from(i) + 1))
         .collect();
-    let spec = StackSpec::single_region(cameras, args.cameras as i32);
+    // Spare cameras are served by the simulator (they cost nothing until a client connects)
+    // but left out of the spec after the start, so the stack neither registers nor awaits them.
+    cameras.extend((0..args.spare).map(|i| {
+        demo_camera(
+            &format!("{SPARE_PREFIX}{i}"),
+            u64::from(args.cameras + i) + 1,
+        )
+    }));
+    let spec = StackSpec::single_region(cameras, (args.cameras + args.spare) as i32);
     say(&format!(
         "starting {} simulated camera(s) (640x360 H.264, 5 fps) -> 1 ingest node -> Kafka \
          (development broker) -> {} worker(s) (reference detector, exactly-once), 1 coordinator, \
@@ -185,10 +247,17 @@ fn start(args: &DemoArgs, signals: &Signals) -> Result<Option<Stack>> {
         args.cameras, args.workers
     ));
     let mut stack = Stack::start(spec)?;
+    stack.spec.cameras.truncate(args.cameras as usize);
     if signals.count() > 0 {
         return Ok(None);
     }
     stack.coordinators[0].wait_leader(Duration::from_secs(30))?;
+    if let Some(t) = trace {
+        let mut ids = vec![INGEST_ID.to_string()];
+        ids.extend((0..args.workers).map(|w| format!("worker-{w}")));
+        t.export_from(&mut stack, &ids);
+        say(&format!("traces: OTLP/HTTP receiver at {}", t.url()));
+    }
     stack.start_ingest(INGEST_ID, REGION)?;
     for w in 0..args.workers {
         if signals.count() > 0 {
@@ -217,7 +286,7 @@ fn start(args: &DemoArgs, signals: &Signals) -> Result<Option<Stack>> {
             bail!("cameras and partitions were not all assigned within 120 s");
         }
     }
-    print_where_to_look(&stack);
+    print_where_to_look(&stack, args);
     Ok(Some(stack))
 }
 
@@ -237,10 +306,11 @@ pub fn demo_camera(id: &str, seed: u64) -> StackCamera {
     }
 }
 
-fn print_where_to_look(stack: &Stack) {
+fn print_where_to_look(stack: &Stack, args: &DemoArgs) {
     let coord = &stack.coordinators[0].http;
     let bootstrap = &stack.brokers[REGION].bootstrap;
     let cli = sibling_binary("panoptes");
+    let env = format!("PANOPTES_URL={coord} PANOPTES_API_TOKEN={TEST_TOKEN}");
     let mut lines = vec![
         "where to look:".to_string(),
         format!(
@@ -255,33 +325,88 @@ fn print_where_to_look(stack: &Stack) {
         lines.push(format!("  metrics         {}/metrics   ({id})", n.http));
     }
     lines.extend([
-        format!("  status          PANOPTES_URL={coord} PANOPTES_TOKEN={TEST_TOKEN} {cli} status"),
+        format!("  status          {env} {cli} status"),
         format!(
-            "  detections      kcat -b {bootstrap} -t {} -C -o end -q",
+            "  detections      {cli} detections tail --bootstrap-servers {bootstrap} --topic {}",
             stack.topics.detections
         ),
         format!(
-            "  topics          frames {}, detections {}, dead letters {} (broker {bootstrap})",
-            stack.topics.frames, stack.topics.detections, stack.topics.dlq
+            "                  (raw, no epoch rule or dedup: kcat -b {bootstrap} -t {} -C -o end -q)",
+            stack.topics.detections
+        ),
+        format!(
+            "  topics          frames {} ({} partitions), detections {}, dead letters {} (broker {bootstrap})",
+            stack.topics.frames, stack.spec.partitions, stack.topics.detections, stack.topics.dlq
         ),
         format!("  cameras         {}/cam0 ...", stack.camsim.rtsp),
-        format!("  redis           redis-cli -u {}", stack.redis.url),
     ]);
-    let mut logs: Vec<String> = stack
-        .coordinators
-        .iter()
-        .map(|c| c.child.log_path())
-        .chain(stack.ingest.values().map(|n| n.proc.log_path()))
-        .chain(stack.workers.values().map(|n| n.proc.log_path()))
-        .map(|p| p.display().to_string())
+    if args.spare > 0 {
+        lines.push(format!(
+            "  add a camera    {env} {cli} cameras add {SPARE_PREFIX}0 {}   ({} spare partition(s); simulated {SPARE_PREFIX}0..{SPARE_PREFIX}{}, or your own rtsp:// URL)",
+            stack.camsim.url(&format!("{SPARE_PREFIX}0"), None),
+            args.spare,
+            args.spare - 1
+        ));
+    }
+    lines.push(format!(
+        "  redis           redis-cli -u {}",
+        stack.redis.url
+    ));
+    let mut logs: Vec<String> = log_files(stack)
+        .into_iter()
+        .map(|(_, p)| p.display().to_string())
         .collect();
     logs.sort();
     lines.push(format!(
-        "  logs            {} (deleted on exit)",
-        logs.join(" ")
+        "  logs            {} ({})",
+        logs.join(" "),
+        match &args.keep_logs {
+            Some(dir) => format!("copied into {} on exit", dir.display()),
+            None => "deleted on exit; --keep-logs DIR keeps them".into(),
+        }
     ));
     for l in lines {
         say(&l);
+    }
+}
+
+/// The stderr logs of the coordinators and nodes, by process id.
+fn log_files(stack: &Stack) -> Vec<(String, PathBuf)> {
+    stack
+        .coordinators
+        .iter()
+        .map(|c| (c.id.clone(), c.child.log_path()))
+        .chain(
+            stack
+                .ingest
+                .iter()
+                .map(|(id, n)| (id.clone(), n.proc.log_path())),
+        )
+        .chain(
+            stack
+                .workers
+                .iter()
+                .map(|(id, n)| (id.clone(), n.proc.log_path())),
+        )
+        .collect()
+}
+
+/// Copies the logs into `dir` as `<id>.log`; says what it did.
+fn keep_logs(stack: &Stack, dir: &Path) {
+    let copied = std::fs::create_dir_all(dir).and_then(|()| {
+        let mut n = 0;
+        for (id, path) in log_files(stack) {
+            std::fs::copy(&path, dir.join(format!("{id}.log")))?;
+            n += 1;
+        }
+        Ok(n)
+    });
+    match copied {
+        Ok(n) => say(&format!("  {n} log(s) kept in {}", dir.display())),
+        Err(e) => say(&format!(
+            "  could not keep the logs in {}: {e}",
+            dir.display()
+        )),
     }
 }
 
@@ -306,7 +431,8 @@ fn say(line: &str) {
 /// SIGINT, SIGTERM and SIGHUP, counted by a thread with its own small tokio runtime.
 struct Signals {
     count: Arc<AtomicU32>,
-    first: Arc<Mutex<Option<&'static str>>>,
+    /// The first signal's name and when it came.
+    first: Arc<Mutex<Option<(&'static str, Instant)>>>,
 }
 
 impl Signals {
@@ -353,7 +479,7 @@ impl Signals {
                         };
                         f.lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(name);
+                            .get_or_insert((name, Instant::now()));
                         if c.fetch_add(1, Ordering::SeqCst) == 1 {
                             say(&format!("{name} again: not waiting any longer"));
                         }
@@ -372,6 +498,10 @@ impl Signals {
     }
 
     fn first(&self) -> Option<&'static str> {
+        self.first_at().map(|(name, _)| name)
+    }
+
+    fn first_at(&self) -> Option<(&'static str, Instant)> {
         *self.first.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -384,8 +514,20 @@ impl Signals {
 // ---------------------------------------------------------------------------------------------
 // Stopping
 
+/// The whole stop, from the signal to the last child gone: Ctrl-C must stop everything
+/// within 5 s whatever state the coordinator is in (issue 14).
+pub const STOP_BUDGET: Duration = Duration::from_millis(4500);
+/// Longest wait for one operator API answer while stopping: a hung coordinator must not eat
+/// the budget.
+const STOP_API_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// Time left until `deadline` (zero when past).
+fn left_until(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
 /// Unregisters the cameras, then SIGTERMs ingest nodes, workers and coordinators in that
-/// order, each kind with time to drain.
+/// order, each kind with a share of [`STOP_BUDGET`] to drain, counted from `started`.
 ///
 /// A node's drain on SIGTERM waits for the coordinator to move its items to another node,
 /// up to its drain timeout (10 s for ingest, 15 s for workers). When the whole system stops
@@ -393,32 +535,89 @@ impl Signals {
 /// API: the coordinator unassigns them and their partitions, the ingest node stops the
 /// cameras and flushes their frames, the workers stop their partitions, and every node then
 /// leaves at once. Frames still in Kafka at that moment (the lag) stay unprocessed.
-fn stop_nodes(stack: &mut Stack, signals: &Signals, frames: &FrameCounter) {
-    let coord = &stack.coordinators[0];
-    let mut unregistered = 0;
-    for c in &stack.spec.cameras {
-        if signals.hurry() {
-            break;
-        }
-        if matches!(coord.api("DELETE", &format!("/v1/cameras/{}", c.id), None), Ok((s, _)) if (200..300).contains(&s))
-        {
-            unregistered += 1;
-        }
+///
+/// When the coordinator does not answer (dead, hung, or the API refuses), nobody would move
+/// the nodes' items and their drains would only wait out their timeouts: every node and
+/// coordinator then gets SIGTERM at once and SIGKILL when its share of the budget is spent.
+fn stop_nodes(stack: &mut Stack, signals: &Signals, frames: &FrameCounter, started: Instant) {
+    let at = |ms: u64| started + Duration::from_millis(ms);
+    let outcome = unregister_cameras(stack, signals, at(1200));
+    match outcome {
+        Some((done, total)) => say(&format!(
+            "  unregistered {done}/{total} cameras (DELETE /v1/cameras/<id>)"
+        )),
+        None => say("  the coordinator does not answer (GET /v1/cameras)"),
     }
-    say(&format!(
-        "  unregistered {unregistered}/{} cameras (DELETE /v1/cameras/<id>)",
-        stack.spec.cameras.len()
-    ));
-    terminate_all(procs(&mut stack.ingest), Duration::from_secs(15), signals);
+    if !matches!(outcome, Some((done, total)) if done == total) {
+        say("  the coordinator did not take every camera back: stopping all nodes at once");
+        let mut all = procs(&mut stack.ingest);
+        all.extend(procs(&mut stack.workers));
+        all.extend(coordinators(&mut stack.coordinators));
+        // Their drains wait for a coordinator that will not come: a moment to flush, then
+        // SIGKILL.
+        terminate_all(all, at(2000), signals);
+        return;
+    }
+    terminate_all(procs(&mut stack.ingest), at(2200), signals);
     // The last frames' count, while the broker still runs.
     let _ = frames.total();
-    terminate_all(procs(&mut stack.workers), Duration::from_secs(20), signals);
-    let coords: Vec<(String, &mut ChildProcess)> = stack
-        .coordinators
+    terminate_all(procs(&mut stack.workers), at(3200), signals);
+    terminate_all(coordinators(&mut stack.coordinators), at(3700), signals);
+}
+
+/// The coordinators' processes, by id.
+fn coordinators(
+    coords: &mut [panoptes_testkit::coordinator::Coordinator],
+) -> Vec<(String, &mut ChildProcess)> {
+    coords
         .iter_mut()
         .map(|c| (c.id.clone(), &mut c.child))
+        .collect()
+}
+
+/// DELETEs every registered camera (those added while the demo ran too) until `deadline`;
+/// how many were removed, of how many; `None` when the registry cannot be read. Stops at the
+/// first failure: a coordinator that failed once will not do better within the budget.
+fn unregister_cameras(
+    stack: &Stack,
+    signals: &Signals,
+    deadline: Instant,
+) -> Option<(usize, usize)> {
+    let base = &stack.coordinators[0].http;
+    let Ok(http) = reqwest::blocking::Client::builder()
+        .timeout(STOP_API_TIMEOUT)
+        .build()
+    else {
+        return None;
+    };
+    let listed: Option<serde_json::Value> = http
+        .get(format!("{base}/v1/cameras"))
+        .bearer_auth(TEST_TOKEN)
+        .send()
+        .ok()
+        .filter(|r| r.status().is_success())
+        .and_then(|r| r.json().ok());
+    let ids: Vec<String> = listed?["cameras"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
         .collect();
-    terminate_all(coords, Duration::from_secs(5), signals);
+    let mut done = 0;
+    for id in &ids {
+        if signals.hurry() || Instant::now() >= deadline {
+            break;
+        }
+        let ok = http
+            .delete(format!("{base}/v1/cameras/{id}"))
+            .bearer_auth(TEST_TOKEN)
+            .send()
+            .is_ok_and(|r| r.status().is_success());
+        if !ok {
+            break;
+        }
+        done += 1;
+    }
+    Some((done, ids.len()))
 }
 
 /// The processes of `nodes`, by id.
@@ -429,8 +628,9 @@ fn procs(nodes: &mut BTreeMap<String, Node>) -> Vec<(String, &mut ChildProcess)>
         .collect()
 }
 
-/// SIGTERM to every process, then waits for all of them (SIGKILL after `grace`).
-fn terminate_all(procs: Vec<(String, &mut ChildProcess)>, grace: Duration, signals: &Signals) {
+/// SIGTERM to every process, then waits for all of them until `deadline` (SIGKILL then, or
+/// at once on a second signal).
+fn terminate_all(procs: Vec<(String, &mut ChildProcess)>, deadline: Instant, signals: &Signals) {
     let start = Instant::now();
     let mut left: Vec<(String, &mut ChildProcess)> = Vec::new();
     for (id, p) in procs {
@@ -454,13 +654,13 @@ fn terminate_all(procs: Vec<(String, &mut ChildProcess)>, grace: Duration, signa
         if left.is_empty() {
             break;
         }
-        if start.elapsed() > grace || signals.hurry() {
+        if Instant::now() >= deadline || signals.hurry() {
             for (id, p) in &left {
                 say(&format!("  {id} still running: SIGKILL"));
                 let _ = p.signal("KILL");
             }
             for (_, p) in &mut left {
-                for _ in 0..50 {
+                for _ in 0..25 {
                     if !p.is_running() {
                         break;
                     }
@@ -469,22 +669,22 @@ fn terminate_all(procs: Vec<(String, &mut ChildProcess)>, grace: Duration, signa
             }
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// SIGTERM to Redis, the broker and the simulator (whose handles are not public), a moment
-/// to exit, then the stack is dropped: whatever still runs gets SIGKILL and is reaped.
-fn stop_the_rest(stack: Stack, signals: &Signals) {
+/// SIGTERM to Redis, the broker and the simulator (whose handles are not public), until
+/// `deadline` to exit, then the stack is dropped: whatever still runs gets SIGKILL and is
+/// reaped.
+fn stop_the_rest(stack: Stack, signals: &Signals, deadline: Instant) {
     let rest = child_pids();
     for pid in &rest {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status();
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline && !signals.hurry() && rest.iter().any(|&p| is_alive(p)) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     drop(stack);
 }

@@ -148,7 +148,7 @@ fn assert_all_gone(pids: &[u32]) {
 #[test]
 fn headless_demo_shows_detections_from_every_camera_and_leaves_nothing_behind() {
     let t0 = Instant::now();
-    let mut demo = Demo::start(&["--seconds", "25", "--cameras", "3"]);
+    let mut demo = Demo::start(&["--seconds", "25", "--cameras", "3", "--trace"]);
     let pids = demo.pids();
     let status = demo.wait_exit(Duration::from_secs(240));
     eprintln!("demo ran {:.1} s, {status}", t0.elapsed().as_secs_f64());
@@ -192,7 +192,7 @@ fn headless_demo_shows_detections_from_every_camera_and_leaves_nothing_behind() 
     );
     assert!(
         demo.seen.iter().any(|l| l.contains("PANOPTES_URL=http://")
-            && l.contains("PANOPTES_TOKEN=")
+            && l.contains("PANOPTES_API_TOKEN=")
             && l.contains(" status")),
         "panoptes status command line in:\n{out}"
     );
@@ -208,17 +208,138 @@ fn headless_demo_shows_detections_from_every_camera_and_leaves_nothing_behind() 
             .any(|l| l.starts_with("[status]") && l.contains("cameras up 3/3")),
         "a status line with every camera up in:\n{out}"
     );
+    // `--trace`: one frame's trace from the nodes' OTLP export, camera to detection.
+    let at = demo
+        .seen
+        .iter()
+        .position(|l| l.starts_with("one frame's trace, camera to detection"))
+        .unwrap_or_else(|| panic!("a frame trace in:\n{out}"));
+    let tree = demo.seen[at..].join("\n");
+    assert!(
+        tree.contains("panoptes-ingest") && tree.contains("panoptes-worker"),
+        "the trace crosses the ingest node and a worker:\n{tree}"
+    );
     assert_all_gone(&pids);
 }
 
+/// The rest of the line after `key` (`key=value` or `key value`), up to the next space.
+fn word_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(key)? + key.len();
+    line[at..].split_whitespace().next()
+}
+
+/// The id of the first of `pids` whose command line names `program`.
+fn pid_of(pids: &[u32], program: &str) -> Option<u32> {
+    pids.iter().copied().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| c.split('\0').next().is_some_and(|a| a.ends_with(program)))
+    })
+}
+
+/// Runs `panoptes` with `args` and the demo's API settings; stdout, or the failure.
+fn panoptes(env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = Command::new(bin_path("panoptes"))
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("running panoptes");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "panoptes {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
-fn sigint_to_the_demo_stops_everything() {
-    let mut demo = Demo::start(&["--cameras", "2", "--workers", "1"]);
+fn a_fifth_camera_joins_the_running_demo_and_ctrl_c_stops_it_within_5_s_without_coordinator() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let logs_dir = logs.path().join("kept");
+    let mut demo = Demo::start(&[
+        "--cameras",
+        "4",
+        "--workers",
+        "1",
+        "--quiet-detections",
+        "--keep-logs",
+        logs_dir.to_str().expect("utf-8 path"),
+    ]);
     let pids = demo.pids();
-    // Running: the first status line.
     demo.wait_line(Duration::from_secs(180), |l| l.starts_with("[status]"))
         .expect("a status line");
-    // What a terminal's Ctrl-C does: SIGINT to the demo's whole (foreground) process group.
+    let out = demo.seen.join("\n");
+
+    // The newcomer's way: the printed `cameras add` line, then the printed tail command.
+    let add = demo
+        .seen
+        .iter()
+        .find(|l| l.contains("add a camera"))
+        .unwrap_or_else(|| panic!("an `add a camera` line in:\n{out}"))
+        .clone();
+    let url = word_after(&add, "PANOPTES_URL=").expect("URL");
+    let token = word_after(&add, "PANOPTES_API_TOKEN=").expect("token");
+    let rtsp = word_after(&add, "cameras add extra0").expect("camera URL");
+    let env = [("PANOPTES_URL", url), ("PANOPTES_API_TOKEN", token)];
+    let added = panoptes(&env, &["cameras", "add", "extra0", rtsp]);
+    assert!(added.contains("added extra0 (partition 4)"), "{added}");
+    let tail = demo
+        .seen
+        .iter()
+        .find(|l| l.contains("detections tail"))
+        .unwrap_or_else(|| panic!("a `detections tail` line in:\n{out}"))
+        .clone();
+    let bootstrap = word_after(&tail, "--bootstrap-servers").expect("bootstrap");
+    let topic = word_after(&tail, "--topic").expect("topic");
+    let t = Instant::now();
+    let seen = panoptes(
+        &[],
+        &[
+            "detections",
+            "tail",
+            "--bootstrap-servers",
+            bootstrap,
+            "--topic",
+            topic,
+            "--camera",
+            "extra0",
+            "--from-beginning",
+            "--limit",
+            "1",
+            "--stop-after",
+            "120s",
+            "--format",
+            "json",
+        ],
+    );
+    let record: serde_json::Value = serde_json::from_str(seen.trim())
+        .unwrap_or_else(|e| panic!("one JSON record from tail ({e}): {seen:?}"));
+    assert_eq!(record["camera_id"], "extra0", "{record}");
+    assert!(
+        record["detections"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty()),
+        "{record}"
+    );
+    eprintln!(
+        "extra0's first detection after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The coordinator dies first; Ctrl-C must still stop everything within 5 s.
+    let coordinator = pid_of(&pids, "panoptes-coordinator").expect("the coordinator's pid");
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &coordinator.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let gone = Instant::now();
+    while alive(coordinator) && gone.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pgid = demo.child.id();
     let t = Instant::now();
     let ok = Command::new("kill")
@@ -227,9 +348,10 @@ fn sigint_to_the_demo_stops_everything() {
         .expect("kill");
     assert!(ok.success());
     let status = demo.wait_exit(Duration::from_secs(60));
+    let stopped = t.elapsed();
     eprintln!(
-        "stopped {:.1} s after SIGINT: {status}",
-        t.elapsed().as_secs_f64()
+        "stopped {:.2} s after SIGINT (coordinator killed first): {status}",
+        stopped.as_secs_f64()
     );
     let out = demo.seen.join("\n");
     assert!(
@@ -241,5 +363,16 @@ fn sigint_to_the_demo_stops_everything() {
         "the demo says why it stops:\n{out}"
     );
     assert!(demo.has("DEMO_SUMMARY "), "{out}");
+    assert!(
+        stopped < Duration::from_secs(5),
+        "stopped in {stopped:?}:\n{out}"
+    );
     assert_all_gone(&pids);
+
+    // --keep-logs: every node's log survived the demo.
+    for id in ["coord-0", "ingest-0", "worker-0"] {
+        let f = logs_dir.join(format!("{id}.log"));
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{} kept and not empty:\n{out}", f.display());
+    }
 }

@@ -28,6 +28,10 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+mod common;
+
+use common::images::docker;
+
 /// The repository's `deploy/`.
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -268,7 +272,15 @@ fn check_autoscaler_queries(
 fn manifests_and_dockerfiles_pass_the_linters() -> Result<()> {
     let (ok, out) = run(
         &tool("yamllint"),
-        &["-c", ".yamllint.yaml", "-f", "parsable", "k8s", "gitops"],
+        &[
+            "-c",
+            ".yamllint.yaml",
+            "-f",
+            "parsable",
+            "k8s",
+            "gitops",
+            "compose",
+        ],
         &deploy(),
     )?;
     assert!(ok, "yamllint:\n{out}");
@@ -453,6 +465,8 @@ fn every_config_shipped_in_deploy_loads_with_its_nodes_parser() -> Result<()> {
         envs += 1;
     }
     ensure!(envs >= 3, "{envs} region.env files");
+    let services = compose_services_load_their_configs()?;
+    ensure!(services >= 14, "{services} compose services checked");
 
     // A key the parser does not know fails the load (what makes this test a drift test).
     let dir = tempfile::tempdir()?;
@@ -471,9 +485,80 @@ fn every_config_shipped_in_deploy_loads_with_its_nodes_parser() -> Result<()> {
     Ok(())
 }
 
-/// `docker` with `args`; returns success and stdout + stderr.
-fn docker(args: &[&str]) -> Result<(bool, String)> {
-    run(Path::new("docker"), args, &deploy())
+/// Every Panoptes node of `deploy/compose/docker-compose.yml`, as `docker-compose config`
+/// resolves it (with the dev and with the prod config folder), loads the config file mounted
+/// at its `--config` path with the service's environment on top, as the node would; returns
+/// how many services were checked.
+fn compose_services_load_their_configs() -> Result<usize> {
+    let secrets = tempfile::tempdir()?;
+    for name in [
+        "api-operator-token",
+        "api-viewer-token",
+        "kafka-password",
+        "kafka-ca.crt",
+    ] {
+        std::fs::write(secrets.path().join(name), "")?;
+    }
+    let mut checked = 0;
+    for config in ["./config/dev", "./config/prod"] {
+        let out = Command::new("docker-compose")
+            .args(["-p", "drift", "--profile", "dev", "config"])
+            .current_dir(deploy().join("compose"))
+            .env("PANOPTES_SECRETS", secrets.path())
+            .env("PANOPTES_CONFIG", config)
+            .output()
+            .context("docker-compose (scripts/setup.sh installs it)")?;
+        ensure!(
+            out.status.success(),
+            "docker-compose config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_yaml::Value = serde_yaml::from_slice(&out.stdout)?;
+        for (name, svc) in doc["services"].as_mapping().context("services")? {
+            let image = svc["image"].as_str().unwrap_or_default();
+            let node = ["coordinator", "ingest", "worker"]
+                .into_iter()
+                .find(|n| image.starts_with(&format!("panoptes/{n}:")));
+            let Some(node) = node else { continue };
+            let target = format!("/etc/panoptes/{node}.toml");
+            let source = common::compose_volume_source(svc, &target)
+                .with_context(|| format!("{name:?}: nothing mounted at {target}"))?;
+            let text =
+                std::fs::read_to_string(&source).with_context(|| format!("{name:?}: {source}"))?;
+            let env: String = svc["environment"]
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    let v = v.as_str().map_or_else(|| format!("{v:?}"), str::to_string);
+                    format!("{}={v}\n", k.as_str().unwrap_or_default())
+                })
+                .collect();
+            let what = || format!("compose service {name:?} ({config})");
+            match node {
+                "coordinator" => {
+                    let c: panoptes_coordinator::config::CoordinatorConfig =
+                        load_with_env(&text, &env, panoptes_coordinator::config::ENV_SECTIONS)
+                            .with_context(what)?;
+                    ensure!(c.id.starts_with("coordinator-"), "{}: id {}", what(), c.id);
+                }
+                "ingest" => {
+                    let c: panoptes_ingest::config::IngestConfig =
+                        load_with_env(&text, &env, panoptes_ingest::config::ENV_SECTIONS)
+                            .with_context(what)?;
+                    ensure!(c.region != "local", "{}: no region", what());
+                }
+                _ => {
+                    let c: panoptes_workers::config::WorkerConfig =
+                        load_with_env(&text, &env, panoptes_workers::config::ENV_SECTIONS)
+                            .with_context(what)?;
+                    ensure!(c.region != "local", "{}: no region", what());
+                }
+            }
+            checked += 1;
+        }
+    }
+    Ok(checked)
 }
 
 /// Whether Docker is usable here. In CI (`CI` set) it must be: a CI machine without Docker
@@ -492,20 +577,9 @@ fn images_build_from_the_test_build_and_run_non_root_on_a_read_only_root() -> Re
         eprintln!("SKIPPED: docker info failed (no Docker Engine here); CI runs this test");
         return Ok(());
     }
-    let bin_dir = panoptes_testkit::bin_path("panoptes-worker")
-        .parent()
-        .context("bin dir")?
-        .to_path_buf();
     let tag = "deploy-test";
-    let started = std::time::Instant::now();
-    let (ok, out) = run(
-        &deploy().join("images/build.sh"),
-        &["--tag", tag, "--bin-dir", bin_dir.to_str().context("path")?],
-        &deploy(),
-    )?;
-    eprintln!("{out}");
-    assert!(ok, "deploy/images/build.sh failed:\n{out}");
-    eprintln!("images built in {:.0?}", started.elapsed());
+    let took = common::images::build(tag)?;
+    eprintln!("images built in {took:.0?}");
 
     let revision = String::from_utf8(
         Command::new("git")
@@ -526,11 +600,12 @@ fn images_build_from_the_test_build_and_run_non_root_on_a_read_only_root() -> Re
         ("camsim", "panoptes-devbroker", "--version"),
         ("camsim", "panoptes-check", "--help"),
         ("redis", "redis-server", "--version"),
+        ("prometheus", "prometheus", "--version"),
     ];
     for (image, program, arg) in runs {
         let image = format!("panoptes/{image}:{tag}");
-        let entry = if program == "redis-server" {
-            "/usr/bin/redis-server".to_string()
+        let entry = if program == "redis-server" || program == "prometheus" {
+            format!("/usr/bin/{program}")
         } else {
             format!("/usr/local/bin/{program}")
         };
@@ -554,7 +629,14 @@ fn images_build_from_the_test_build_and_run_non_root_on_a_read_only_root() -> Re
             ok || (program == "panoptes-redis-acl" && out.contains("usage: panoptes-redis-acl"));
         assert!(ok, "{image} {program} {arg}:\n{out}");
     }
-    for image in ["coordinator", "ingest", "worker", "camsim", "redis"] {
+    for image in [
+        "coordinator",
+        "ingest",
+        "worker",
+        "camsim",
+        "redis",
+        "prometheus",
+    ] {
         check_image_metadata(&format!("panoptes/{image}:{tag}"), revision.trim())?;
     }
     ingest_image_decodes_the_simulator_images_stream(tag)
@@ -604,7 +686,7 @@ fn check_image_metadata(image: &str, revision: &str) -> Result<()> {
         purls.iter().any(|p| p.starts_with("pkg:deb/debian/libc6@")),
         "{image}: SBOM without libc6"
     );
-    if !image.contains("redis") {
+    if !image.contains("redis") && !image.contains("prometheus") {
         ensure!(
             purls.iter().any(|p| p.starts_with("pkg:cargo/tokio@")),
             "{image}: SBOM without crates"

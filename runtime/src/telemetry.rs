@@ -2,8 +2,9 @@
 //!
 //! Logs go to stderr; `RUST_LOG` filters them (default `info`). `PANOPTES_LOG_FORMAT=json`
 //! switches to one JSON object per line for log shippers. Text logs are coloured only when
-//! stderr is a terminal, so piped logs carry no escape codes. OpenTelemetry export (OTLP) is not
-//! wired yet: trace context already travels in Kafka headers (`traceparent`), see docs/.
+//! stderr is a terminal, so piped logs carry no escape codes. Traces are separate: OTLP export
+//! of spans is [`crate::trace`], installed by each node's `run` from its `[tracing]` section;
+//! log lines about one frame name its `trace_id`/`span_id` as fields (docs/tracing.md).
 
 use tracing_subscriber::EnvFilter;
 

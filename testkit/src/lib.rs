@@ -20,7 +20,7 @@
 //!   mode). It and the worker's config live apart because they link libtorch (see that crate).
 //!
 //! Smaller pieces: [`basics`] (binary paths, unique names, free ports, `wait_until`), [`http`]
-//! (GET/POST helpers and metric parsing), [`props`] (proptest strategies: hostile config
+//! (GET/POST helpers and metric parsing), [`otlp`] (a real OTLP trace receiver, HTTP and gRPC), [`props`] (proptest strategies: hostile config
 //! files), [`sys`] (process CPU and memory readings),
 //! [`fixtures`] (test data shared across crates), [`process`] (the child-process handle, and
 //! `faketime_env` to start a node with a skewed wall clock),
@@ -42,6 +42,7 @@ pub mod http;
 pub mod ingest;
 pub mod kafka;
 pub mod node;
+pub mod otlp;
 pub mod process;
 pub mod props;
 pub mod redis;

@@ -54,6 +54,8 @@ pub struct WorkerConfig {
     /// committed (exactly-once).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// OTLP trace export (off unless an endpoint is set), `panoptes_runtime::trace`.
+    pub tracing: panoptes_runtime::trace::TracingConfig,
 }
 
 impl Default for WorkerConfig {
@@ -75,6 +77,7 @@ impl Default for WorkerConfig {
             decode: DecodeConfig::default(),
             delivery: DeliveryMode::AtLeastOnce,
             commit_interval: Duration::from_millis(200),
+            tracing: Default::default(),
         }
     }
 }
@@ -97,6 +100,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "decode",
     "delivery",
     "commit_interval",
+    "tracing",
 ];
 
 pub use panoptes_runtime::config::ConfigInvalid;

@@ -14,9 +14,17 @@
 //! - **hand over** a partition: stop intake, finish in-flight frames and commit, bounded by
 //!   `handover_timeout` (past it the partition is dropped without release; a later pass
 //!   releases it with nothing left to finish); the driver then releases it;
-//! - upkeep every pass (50 ms): a partition whose run failed, or whose commit is stuck far
-//!   past its timeout, is aborted (and started again from the committed offsets while still
-//!   granted); a lane of another cluster idle for 30 s shuts down;
+//! - upkeep every pass (50 ms): a partition whose run failed (its publisher failed with a
+//!   Kafka error, or the lane's watchdog found a transaction call wedged), or whose commit is
+//!   stuck far past its timeout, is aborted and **given up at its epoch**: released through
+//!   the member agent so that the coordinator grants it again at a higher epoch (to another
+//!   worker when one can take it), and never started here again at that epoch or below. The
+//!   given-up run may have left records of an open transaction behind (a thread wedged in
+//!   librdkafka cannot abort it); on Kafka the next `init_transactions` of its transactional
+//!   id aborts them, and on a broker that shows them (the development broker) they carry an
+//!   epoch the restarted run supersedes, so readers applying the epoch rule can tell them
+//!   apart (`docs/workers.md`, "Broker outages"). A release Redis does not take is tried
+//!   again every second; a lane of another cluster idle for 30 s shuts down;
 //! - **report** every 500 ms: the load (load units/s: frames/s scaled by width×height /
 //!   (640×360) from the frame headers) and a per-item report; `broker_ok` comes from the
 //!   node's broker probe.
@@ -40,6 +48,10 @@ use panoptes_coordinator_client::{
     Desired, Driver, DriverConfig, Grant, HandoverOutcome, ItemRunner, MemberAgent, MemberConfig,
     MemberKind, Prepared, Report,
 };
+
+mod given_up;
+
+use given_up::GivenUp;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +90,7 @@ impl CoordinatedNode {
         let mut lanes = BTreeMap::new();
         lanes.insert(cfg.region.clone(), home);
         let runner = Arc::new(PartitionRunner {
+            given_up: GivenUp::new(agent.clone()),
             ctx: lane_ctx,
             lanes: Mutex::new(lanes),
             handing: Mutex::new(BTreeSet::new()),
@@ -133,6 +146,8 @@ pub struct PartitionRunner {
     empty_since: Mutex<BTreeMap<String, Instant>>,
     /// When the load was last reported, and the counters then.
     windows: Mutex<(Instant, BTreeMap<u64, Window>)>,
+    /// Runs given up at their epoch (released to be granted again at a higher one).
+    given_up: GivenUp,
 }
 
 /// A partition running in a lane.
@@ -267,16 +282,28 @@ impl ItemRunner for PartitionRunner {
         for lane in &lanes {
             lane.reap();
             // A failed run (its transaction could not commit, e.g. while a broker was away)
-            // is stopped here; the driver starts it again from the committed offsets.
+            // is stopped here and given up at its epoch: the coordinator grants it again at
+            // a higher one, from the committed offsets, so that whatever the wedged run left
+            // on the topic is told apart by its epoch.
             for p in lane.stuck_commits(STUCK_COMMIT) {
                 tracing::error!(cluster = %lane.cluster(), partition = p, "a transaction commit is stuck far past its timeout: restarting the partition with a fresh producer");
                 lane.mark_failed(p);
             }
-            for p in lane.failed() {
+            let failed = lane.failed();
+            let epochs: BTreeMap<i32, u64> = lane
+                .running()
+                .iter()
+                .filter(|s| failed.contains(&s.partition))
+                .map(|s| (s.partition, s.epoch))
+                .collect();
+            for (p, epoch) in epochs {
                 self.ctx.metrics.partition_restarts.inc();
                 lane.abort_partition(p);
+                self.given_up
+                    .give_up(&partition_item(lane.cluster(), p), epoch);
             }
         }
+        self.given_up.release_due();
         self.runs()
             .into_iter()
             .map(|(item, r)| (item, r.epoch))
@@ -294,10 +321,15 @@ impl ItemRunner for PartitionRunner {
     }
 
     fn run(&self, grants: &[Grant], desired: &Desired) {
+        self.given_up.forget_settled(&desired.grants);
         let runs = self.runs();
         let mut starts = Vec::new();
         for g in grants {
             let item = &g.item;
+            if self.given_up.blocks(item, g.epoch()) {
+                // Released (or being released) at this epoch: its next run is at a higher one.
+                continue;
+            }
             match runs.get(item) {
                 Some(r) if r.epoch == g.epoch() => continue,
                 Some(r) => {

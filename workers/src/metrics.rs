@@ -227,7 +227,7 @@ impl WorkerMetrics {
             )?,
             partition_restarts: r.int_counter(
                 "panoptes_worker_partition_restarts_total",
-                "Partition runs that failed (e.g. a transaction that could not commit while a broker was away) and were restarted from the committed offsets (coordinator mode).",
+                "Partition runs that failed (e.g. a transaction that could not commit while a broker was away) and were restarted from the committed offsets, in every mode (coordinator mode: given up and granted again at a higher epoch).",
             )?,
             registry: r.registry,
         };

@@ -50,6 +50,15 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
     readiness.set("kafka", false, "not checked yet");
     let kafka_link = KafkaLink::new(&metrics.registry, "worker", readiness.clone())?;
     let _clock = start_cluster_clock(&config, &metrics)?;
+    // Before the pipeline starts; flushed when `run` returns.
+    let _traces = panoptes_runtime::trace::install(
+        &config.tracing,
+        "panoptes-worker",
+        &config.worker_id,
+        &metrics.registry,
+        "worker",
+    )
+    .map_err(|e| ConfigInvalid(e.to_string()))?;
     let model = load_model(&config, &metrics, &readiness).await?;
     let (consumer, partitions) = open_frames_consumer(&config, &kafka_link).await?;
     tracing::info!(worker = %config.worker_id, region = %config.region, ?partitions, epoch = config.epoch, mode = ?config.delivery, source = ?config.assignment.source, "worker starting");

@@ -34,4 +34,5 @@ pub mod decode;
 pub mod infer;
 pub mod partition;
 pub mod publish;
+pub mod trace;
 pub mod work;

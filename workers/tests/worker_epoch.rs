@@ -108,6 +108,7 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
     tx.send(Outcome {
         pos,
         output: Output::Record(Box::new(record)),
+        trace: Default::default(),
     })?;
     // The coordinator moves the partition before the transaction is due.
     assignment.set(0, Some(2));

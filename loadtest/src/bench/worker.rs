@@ -50,7 +50,53 @@ pub struct WorkerBenchParams {
     pub frame_width: u32,
     /// Frame height of the synthetic JPEGs.
     pub frame_height: u32,
+    /// Device of both sides (`cpu`, `cuda:N`).
+    pub device: String,
+    /// `partition_queue` of the throughput and latency workers.
+    pub partition_queue: usize,
+    /// Frames of the consume-rate phase (0: skipped).
+    pub consume_frames: usize,
 }
+
+/// The consume-rate phase: the worker with a no-op model against a bare consumer, same frames.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsumePoint {
+    /// Frames in the backlog (one per record batch).
+    pub frames: usize,
+    /// Mean JPEG size, bytes.
+    pub frame_bytes: usize,
+    /// Frames the bare consumer read in its window (first to last).
+    pub bare_frames: usize,
+    /// The bare consumer's window, seconds.
+    pub bare_s: f64,
+    /// Records the worker published in its window (first to last).
+    pub worker_frames: usize,
+    /// The worker's window, seconds.
+    pub worker_s: f64,
+    /// Mean batch the worker ran.
+    pub worker_mean_batch: f64,
+    /// Where the worker's time went, per record (`capture` is the produce time of the
+    /// backlog, so `end_to_end` includes waiting in it).
+    pub worker_stage_mean_ms: StageMeans,
+}
+
+impl ConsumePoint {
+    /// Bare consumer frames per second.
+    pub fn bare_fps(&self) -> f64 {
+        rate(self.bare_frames, self.bare_s)
+    }
+    /// Worker frames per second.
+    pub fn worker_fps(&self) -> f64 {
+        rate(self.worker_frames, self.worker_s)
+    }
+    /// Worker over bare consumer.
+    pub fn ratio(&self) -> f64 {
+        self.worker_fps() / self.bare_fps()
+    }
+}
+
+/// Worker over bare consumer the consume phase should reach.
+pub const CONSUME_TARGET: f64 = 0.8;
 
 /// One throughput point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -101,6 +147,28 @@ pub struct LatencyPoint {
     pub end_to_end_ms: Vec<f64>,
     /// Mean batch size in the phase.
     pub mean_batch: f64,
+    /// Mean of each stage the records report (`latency.*_ms`): where the time goes.
+    pub stage_mean_ms: StageMeans,
+    /// `latency.queue_ms` (broker timestamp → worker dequeues) of every record, in capture
+    /// order: a periodic pattern here is the broker's fetch cycle.
+    pub queue_ms: Vec<f64>,
+}
+
+/// Means of the stage latencies of a phase's records, milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StageMeans {
+    /// Broker timestamp → worker dequeues.
+    pub queue: f64,
+    /// JPEG decode and letterbox.
+    pub decode: f64,
+    /// Waiting for the batch to fill or its timer.
+    pub batch_wait: f64,
+    /// The forward pass of the frame's batch.
+    pub inference: f64,
+    /// NMS and box scaling.
+    pub postprocess: f64,
+    /// Capture → publish.
+    pub end_to_end: f64,
 }
 
 impl LatencyPoint {
@@ -125,11 +193,12 @@ pub struct WorkerMachine {
     pub device: String,
 }
 
-/// Collects [`WorkerMachine`]; unreadable facts are `"unknown"`.
-pub fn machine_info() -> WorkerMachine {
+/// Collects [`WorkerMachine`] for `device` (`cpu`, `cuda:N`); unreadable facts are
+/// `"unknown"`.
+pub fn machine_info(device: &str) -> WorkerMachine {
     WorkerMachine {
         host: sys::machine_info(),
-        device: "cpu".into(),
+        device: device.into(),
     }
 }
 
@@ -149,6 +218,8 @@ pub struct WorkerBenchReport {
     pub throughput: Vec<ThroughputPoint>,
     /// Latency at half and full load.
     pub latency: Vec<LatencyPoint>,
+    /// The consume-rate phase, if run.
+    pub consume: Option<ConsumePoint>,
     /// Target of worker / baseline.
     pub target_ratio: f64,
 }
@@ -183,8 +254,8 @@ impl BenchReport for WorkerBenchReport {
     /// The result tables (Markdown).
     fn summary_table(&self) -> String {
         let head = format!(
-            "{} ({} intra-op threads, CPU)",
-            self.params.model, self.params.intra_op_threads
+            "{} ({} intra-op threads, {})",
+            self.params.model, self.params.intra_op_threads, self.params.device
         );
         let mut table = Table::new(&[
             &head,
@@ -222,6 +293,37 @@ impl BenchReport for WorkerBenchReport {
         if !self.latency.is_empty() {
             s.push('\n');
             s.push_str(&self.latency_table());
+        }
+        if let Some(c) = &self.consume {
+            let mut table = Table::new(&[
+                "consume rate (backlog of one-frame record batches)",
+                ">frames/s",
+                ">frames",
+                ">seconds",
+            ]);
+            table.row(&[
+                "bare librdkafka consumer (defaults)".into(),
+                format!("{:.0}", c.bare_fps()),
+                c.bare_frames.to_string(),
+                format!("{:.2}", c.bare_s),
+            ]);
+            table.row(&[
+                format!(
+                    "panoptes-worker, no-op model (mean batch {:.1})",
+                    c.worker_mean_batch
+                ),
+                format!("{:.0}", c.worker_fps()),
+                c.worker_frames.to_string(),
+                format!("{:.2}", c.worker_s),
+            ]);
+            let _ = write!(
+                s,
+                "\n{}\nConsume rate worker / bare consumer: **{:.2}** (target ≥ {CONSUME_TARGET}; {} frames of {} bytes)\n",
+                table.finish(),
+                c.ratio(),
+                c.frames,
+                c.frame_bytes
+            );
         }
         s
     }
@@ -271,6 +373,10 @@ impl WorkerBenchReport {
             ">p99 ms",
             ">max ms",
             ">mean batch",
+            ">queue ms",
+            ">decode ms",
+            ">batch wait ms",
+            ">inference ms",
         ]);
         for l in &self.latency {
             table.row(&[
@@ -281,6 +387,10 @@ impl WorkerBenchReport {
                 format!("{:.0}", l.quantile(0.99)),
                 format!("{:.0}", l.quantile(1.0)),
                 format!("{:.1}", l.mean_batch),
+                format!("{:.1}", l.stage_mean_ms.queue),
+                format!("{:.1}", l.stage_mean_ms.decode),
+                format!("{:.1}", l.stage_mean_ms.batch_wait),
+                format!("{:.1}", l.stage_mean_ms.inference),
             ]);
         }
         table.finish()
@@ -340,7 +450,7 @@ mod tests {
                 profile: "dev".into(),
             },
             duration_s: 1.0,
-            machine: machine_info(),
+            machine: machine_info("cpu"),
             params: WorkerBenchParams {
                 model: "m".into(),
                 batch_sizes: vec![1, 16],
@@ -352,9 +462,13 @@ mod tests {
                 latency_batch: 16,
                 frame_width: 640,
                 frame_height: 360,
+                device: "cpu".into(),
+                partition_queue: 256,
+                consume_frames: 0,
             },
             throughput: vec![point(1, 5.0), point(16, 4.0)],
             latency: Vec::new(),
+            consume: None,
             target_ratio: TARGET_RATIO,
         };
         assert!((report.throughput[0].ratio() - 0.8).abs() < 1e-9);

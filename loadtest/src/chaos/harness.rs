@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use panoptes_checker::Checker;
 use panoptes_coordinator_client::{MemberKind, keys};
+use panoptes_testkit::http::metric_value;
 
 use super::{FaultEvent, Recovery, RegionAccounting, ScenarioReport};
 use crate::stack::{Node, Stack, StackCamera, StackSpec, Watching};
@@ -29,6 +30,9 @@ pub(crate) struct Run<'a> {
     out: PathBuf,
     first_fault_ms: Option<u64>,
     intake_stopped_ms: Option<u64>,
+    /// Each worker's count of abandoned runs when [`Run::watch_abandoned_runs`] was first
+    /// called; `finish` names the workers whose count grew culprits.
+    abandoned_before: Option<BTreeMap<String, f64>>,
 }
 
 /// `n` small cameras at `fps` in region `local`, camera i on partition i.
@@ -97,6 +101,7 @@ impl<'a> Run<'a> {
             out: out.to_path_buf(),
             first_fault_ms: None,
             intake_stopped_ms: None,
+            abandoned_before: None,
         };
         let cams = run.camera_ids();
         let since = wall_ms();
@@ -297,6 +302,59 @@ impl<'a> Run<'a> {
         Ok(self.mark(&format!("kill -9 worker {id} (owned {owned:?})")))
     }
 
+    /// Each worker's count of partition runs it abandoned with a transaction possibly open:
+    /// runs given up (`panoptes_worker_partition_restarts_total`) and handovers dropped at
+    /// their deadline (`panoptes_worker_handovers_total{result="timeout"}`). Absent: 0.
+    fn abandoned_runs(&self) -> BTreeMap<String, f64> {
+        self.stack
+            .workers
+            .iter()
+            .map(|(id, n)| {
+                let m = n.metrics();
+                let count = |series: &str| metric_value(&m, series).unwrap_or(0.0);
+                let n = count("panoptes_worker_partition_restarts_total")
+                    + count("panoptes_worker_handovers_total{result=\"timeout\"}");
+                (id.clone(), n)
+            })
+            .collect()
+    }
+
+    /// From now until the run is settled, a worker that abandons a partition run (see
+    /// [`Run::abandoned_runs`]) is a culprit: the fault left that run's transaction open,
+    /// and the coordinator grants the partition again at a higher epoch. Kafka aborts such a
+    /// transaction when the transactional id is initialised again; the development broker
+    /// shows its records to `read_committed` readers, so the frames they answered come out
+    /// again at the higher epoch: duplicates across epochs by the abandoning worker, as for
+    /// a killed one. Same-epoch duplicates stay unexplained. Counted until the end because
+    /// a run can be given up well after the fault (a call wedged 8 s). The first call sets
+    /// the baseline.
+    pub fn watch_abandoned_runs(&mut self) {
+        if self.abandoned_before.is_none() {
+            self.abandoned_before = Some(self.abandoned_runs());
+        }
+    }
+
+    /// Names culprits the workers that abandoned runs since [`Run::watch_abandoned_runs`].
+    fn name_abandoning_culprits(&mut self) {
+        let Some(before) = self.abandoned_before.take() else {
+            return;
+        };
+        let grew: BTreeMap<String, f64> = self
+            .abandoned_runs()
+            .into_iter()
+            .map(|(w, n)| {
+                let d = n - before.get(&w).copied().unwrap_or(0.0);
+                (w, d)
+            })
+            .filter(|(_, d)| *d > 0.0)
+            .collect();
+        self.note(format!(
+            "partition runs abandoned with their transaction open (given up or handover \
+             timed out; granted again at a higher epoch) since the fault, by worker: {grew:?}"
+        ));
+        self.report.culprits.extend(grew.into_keys());
+    }
+
     /// Stops intake (kills every ingest node), lets the workers answer what is in Kafka and
     /// records every region's accounting plus the per-camera detection gaps.
     pub fn finish(mut self) -> Result<()> {
@@ -322,6 +380,9 @@ impl<'a> Run<'a> {
                 },
             );
         }
+        self.name_abandoning_culprits();
+        // Again, now that everything settled (the first copy is evidence if settling fails).
+        self.save_logs();
         if let Some(rec) = self.recorder.take() {
             rec.mark("settled");
             let timeline = rec.finish();

@@ -393,7 +393,10 @@ fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport, coordinator: bool
          partitions, `broker-down-coordinator` broker 1, which the workers' consumer group \
          hashes to on the development broker. Recovery = broker up → detections of every \
          camera flowing again, bound {} ms. The report notes which cameras kept flowing \
-         during each outage.",
+         during each outage. A worker that gave a partition run up meanwhile (a transaction \
+         call wedged or failed; its coordinator grants the partition again at a higher \
+         epoch) left that transaction open, which the development broker shows: its \
+         duplicates across epochs are accepted, same-epoch duplicates never.",
         down_for.as_secs(),
         BROKER_BOUND.as_millis()
     );
@@ -423,6 +426,7 @@ fn broker_down(p: &P, out: &Path, report: &mut ScenarioReport, coordinator: bool
                 (1, count[&1].clone())
             };
             let control = run.stack.brokers["local"].control.clone();
+            run.watch_abandoned_runs();
             panoptes_testkit::post_json(
                 &format!("{control}/brokers/{broker}/down"),
                 &serde_json::json!({}),

@@ -116,10 +116,19 @@ pub(super) struct ClusterView {
 
 impl ClusterView {
     pub(super) fn read(stack: &Stack) -> Option<Self> {
-        let (code, v) = stack.coordinators[0].api("GET", "/v1/status", None).ok()?;
-        if code != 200 {
-            return None;
-        }
+        // A short timeout: a hung coordinator must not hold up the loop that watches for
+        // Ctrl-C.
+        let v: serde_json::Value = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_millis(800))
+            .build()
+            .ok()?
+            .get(format!("{}/v1/status", stack.coordinators[0].http))
+            .bearer_auth(TEST_TOKEN)
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())?
+            .json()
+            .ok()?;
         let cams = v["cameras"].as_array()?;
         let lags: Vec<i64> = v["partitions"]
             .as_array()
@@ -298,6 +307,11 @@ impl View {
         let _ = out.flush();
         self.window_records = 0;
         self.window_not_ok = 0;
+    }
+
+    /// Cameras seen: those registered at the start and those added since.
+    pub(super) fn cameras(&self) -> usize {
+        self.per_camera.len()
     }
 
     pub(super) fn cameras_with_objects(&self) -> usize {

@@ -33,6 +33,7 @@ use crate::assignment::Assignment;
 use crate::config::{DeliveryMode, KafkaConfig};
 use crate::metrics::WorkerMetrics;
 use crate::pipeline::partition::{PartitionState, collect_commits};
+use crate::pipeline::trace::FrameTrace;
 use crate::pipeline::work::{FrameJob, Position};
 
 /// A client context that reports librdkafka's errors to the node's [`KafkaLink`].
@@ -308,6 +309,7 @@ impl ConsumerLoop {
             },
             Err(_) => None,
         };
+        let trace = FrameTrace::received(headers.as_ref().ok().map(|h| h.traceparent.as_str()));
         let job = FrameJob {
             pos,
             key: m.key().map(<[u8]>::to_vec),
@@ -315,6 +317,7 @@ impl ConsumerLoop {
             payload: m.payload().unwrap_or_default().to_vec(),
             timestamp_ms: m.timestamp().to_millis(),
             superseded_by,
+            trace,
         };
         self.jobs.send(job).is_ok()
     }
@@ -383,6 +386,9 @@ impl ConsumerLoop {
         };
         if let Err(e) = r {
             tracing::warn!(error = %e, partition, pause, "pause/resume failed");
+        } else if !pause {
+            // librdkafka is slow to refetch after a resume (docs/benchmarks.md, "Consume rate").
+            panoptes_runtime::kafka_poll::restart_fetch(&self.consumer, &self.topic, partition);
         }
         tracing::debug!(partition, pause, "back-pressure");
         self.metrics

@@ -34,6 +34,7 @@ use crate::error::PreprocessError;
 use crate::metrics::WorkerMetrics;
 use crate::model::ModelManifest;
 use crate::pipeline::publish::router::Router;
+use crate::pipeline::trace::FrameTrace;
 use crate::pipeline::work::{
     Decoded, FrameJob, Outcome, Output, Position, RecordContext, ms_between_us, ms_since, now_us,
 };
@@ -91,6 +92,9 @@ impl DecodeStage {
         let dequeued_us = now_us();
         let pos = job.pos;
         let superseded_by = job.superseded_by;
+        let mut trace = job.trace;
+        // The receive span ends here, whatever becomes of the frame.
+        trace.ready();
         let headers = match job
             .headers
             .and_then(|h| h.check_record_key(job.key.as_deref()).map(|()| h))
@@ -98,7 +102,7 @@ impl DecodeStage {
             Ok(h) => h,
             Err(e) => {
                 let reason = DeadLetterReason::for_envelope_error(&e);
-                return self.dead(pos, None, reason, &e.to_string());
+                return self.dead(pos, None, reason, &e.to_string(), trace);
             }
         };
         let age_ms = ms_between_us(headers.capture_time_us, dequeued_us);
@@ -118,7 +122,7 @@ impl DecodeStage {
             ..StageLatencies::default()
         };
         if let Some(highest) = superseded_by {
-            return self.superseded(pos, &headers, highest, latency);
+            return self.superseded(pos, &headers, highest, latency, trace);
         }
         if self.staleness.policy == StalePolicy::Skip
             && Duration::from_secs_f64(f64::from(age_ms) / 1000.0) > self.staleness.max_age
@@ -133,23 +137,30 @@ impl DecodeStage {
             return self.router.send(Outcome {
                 pos,
                 output: Output::Record(Box::new(record)),
+                trace,
             });
         }
         if job.payload.len() > MAX_PAYLOAD_BYTES {
             let detail = format!("{} bytes > {MAX_PAYLOAD_BYTES}", job.payload.len());
-            return self.dead(pos, Some(&headers), DeadLetterReason::TooLarge, &detail);
+            return self.dead(
+                pos,
+                Some(&headers),
+                DeadLetterReason::TooLarge,
+                &detail,
+                trace,
+            );
         }
         if let Err(refused) = admit(&headers, &job.payload, self.limits.max_frame_pixels) {
             self.metrics
                 .frames_refused
                 .with_label_values(&[refused.check])
                 .inc();
-            return self.dead(pos, Some(&headers), refused.reason, &refused.detail);
+            return self.dead(pos, Some(&headers), refused.reason, &refused.detail, trace);
         }
         let started = Instant::now();
         let letterbox = match place(batch, &headers, &job.payload) {
             Ok(lb) => lb,
-            Err((reason, detail)) => return self.dead(pos, Some(&headers), reason, &detail),
+            Err((reason, detail)) => return self.dead(pos, Some(&headers), reason, &detail, trace),
         };
         let input = batch.to_tensor(1);
         let decode_ms = ms_since(started);
@@ -164,6 +175,10 @@ impl DecodeStage {
                 ..latency
             },
             ready: Instant::now(),
+            trace: {
+                trace.ready();
+                trace
+            },
         };
         // Blocks while the batcher is full: back-pressure up to the consumer's pause.
         let _ = decoded.send(frame);
@@ -178,6 +193,7 @@ impl DecodeStage {
         headers: &FrameHeaders,
         highest: u64,
         latency: StageLatencies,
+        trace: FrameTrace,
     ) {
         tracing::debug!(camera = %headers.camera_id, seq = headers.seq, owner_epoch = ?headers.owner_epoch, highest, "frame of a superseded ingest owner");
         let status = FrameStatus::SupersededOwner;
@@ -189,6 +205,7 @@ impl DecodeStage {
         self.router.send(Outcome {
             pos,
             output: Output::Record(Box::new(record)),
+            trace,
         });
     }
 
@@ -198,12 +215,17 @@ impl DecodeStage {
         headers: Option<&FrameHeaders>,
         reason: DeadLetterReason,
         detail: &str,
+        trace: FrameTrace,
     ) {
+        // The frame's trace and creation-span ids, so the log line leads to its trace.
+        let (trace_id, span_id) = crate::pipeline::trace::log_ids(headers);
         tracing::warn!(
             partition = pos.partition,
             offset = pos.offset,
             reason = reason.as_str(),
             detail,
+            trace_id,
+            span_id,
             "dead-lettering frame"
         );
         self.metrics
@@ -214,6 +236,7 @@ impl DecodeStage {
         self.router.send(Outcome {
             pos,
             output: Output::DeadLetter(Box::new(letter)),
+            trace,
         });
     }
 }

@@ -8,7 +8,7 @@
 //! [`crate::error::StageFailure`]: without a result the frames cannot be accounted.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use panoptes_schemas::FrameStatus;
@@ -20,6 +20,7 @@ use crate::metrics::WorkerMetrics;
 use crate::model::{LoadedModel, ModelManifest};
 use crate::pipeline::batch::next_batch;
 use crate::pipeline::publish::router::Router;
+use crate::pipeline::trace::BatchSpan;
 use crate::pipeline::work::{Decoded, Outcome, Output, RecordContext, ms_since};
 use crate::postprocess::{decode_output, to_detections};
 
@@ -164,11 +165,18 @@ fn run(
     metrics: &WorkerMetrics,
 ) -> Result<(), ModelError> {
     let manifest = model.manifest();
+    let device = device_name(spec.device);
     while let Some(batch) = next_batch(frames, spec.max_batch, spec.max_wait, |d| d.ready) {
         let closed = Instant::now();
+        let batch_span = BatchSpan::open(
+            &ctx.frames_topic,
+            batch.iter().map(|d| (&d.trace, &d.headers)),
+            SystemTime::now(),
+        );
         metrics.batch_size.observe(batch.len() as f64);
         let inputs: Vec<&Tensor> = batch.iter().map(|d| &d.input).collect();
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let result = Tensor::f_cat(&inputs, 0)
             .map_err(|e| ModelError::Inference {
                 model: manifest.name.clone(),
@@ -188,7 +196,14 @@ fn run(
             }
         };
         metrics.stage("inference", inference_ms);
-        for (frame, raw) in batch.into_iter().zip(per_image) {
+        batch_span.inference(
+            started_at,
+            batch.len(),
+            &device,
+            (&ctx.model.name, &ctx.model.version),
+        );
+        for (mut frame, raw) in batch.into_iter().zip(per_image) {
+            batch_span.mark(&mut frame.trace);
             let post = Instant::now();
             let detections = to_detections(&raw, &frame.letterbox, &manifest.classes);
             let batch_wait_ms =
@@ -204,8 +219,19 @@ fn run(
             router.send(Outcome {
                 pos: frame.pos,
                 output: Output::Record(Box::new(record)),
+                trace: frame.trace,
             });
         }
+        batch_span.end();
     }
     Ok(())
+}
+
+/// The device as written in spans and configuration: `cpu`, `cuda:0`, ...
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
 }

@@ -17,6 +17,7 @@ use panoptes_schemas::{
 use tch::Tensor;
 
 use crate::pipeline::partition::PartitionEpochs;
+use crate::pipeline::trace::FrameTrace;
 use crate::preprocess::Letterbox;
 
 /// Where a frame record came from, and its place in this process's consumption order.
@@ -51,6 +52,8 @@ pub struct FrameJob {
     /// consumer in offset order) found the frame from a superseded ingest owner: the highest
     /// owner epoch seen for its camera. Such a frame is not inferred.
     pub superseded_by: Option<u64>,
+    /// Its trace state (empty unless tracing is on), [`crate::pipeline::trace`].
+    pub trace: FrameTrace,
 }
 
 /// A frame decoded and letterboxed, waiting for a batch.
@@ -68,6 +71,8 @@ pub struct Decoded {
     pub latency: StageLatencies,
     /// When decoding finished (start of the batch wait).
     pub ready: Instant,
+    /// Its trace state.
+    pub trace: FrameTrace,
 }
 
 /// What becomes of one frame record: a detection record or a dead letter.
@@ -87,6 +92,8 @@ pub struct Outcome {
     pub pos: Position,
     /// The result.
     pub output: Output,
+    /// The frame's trace state (empty unless tracing is on).
+    pub trace: FrameTrace,
 }
 
 /// What every stage needs to build records.
@@ -202,5 +209,6 @@ pub(crate) fn test_outcome(idx: u64) -> Outcome {
             worker_id: "w".into(),
             time_us: 0,
         })),
+        trace: FrameTrace::default(),
     }
 }

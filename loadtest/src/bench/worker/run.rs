@@ -22,7 +22,7 @@ use panoptes_testkit::kafka::{FrameProducer, frame_headers};
 use panoptes_testkit::kafka::{KafkaClientConfig, client_config};
 use panoptes_testkit::{DevBroker, Node, Topics, metric_value, unique_name};
 use panoptes_testkit_stack::worker;
-use panoptes_workers::config::StalePolicy;
+use panoptes_workers::config::{StalePolicy, WorkerConfig, parse_device};
 use panoptes_workers::model::LoadedModel;
 use panoptes_workers::preprocess::InputBatch;
 use panoptes_workers::tch::{self, Device};
@@ -30,8 +30,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+mod consume;
+
 use super::{
-    LatencyPoint, TARGET_RATIO, ThroughputPoint, WorkerBenchParams, WorkerBenchReport, machine_info,
+    LatencyPoint, StageMeans, TARGET_RATIO, ThroughputPoint, WorkerBenchParams, WorkerBenchReport,
+    machine_info,
 };
 use crate::bench::scaffold::{self, CommonArgs, RunInfo};
 
@@ -49,9 +52,14 @@ pub enum Model {
 /// Arguments of `panoptes-bench-worker`.
 #[derive(Debug, clap::Parser)]
 #[command(
-    about = "Compare panoptes-worker with a bare libtorch forward loop (images/s, as a ratio), then end-to-end latency"
+    about = "Compare panoptes-worker with a bare libtorch forward loop (images/s, as a ratio), then end-to-end latency",
+    args_override_self = true
 )]
 pub struct WorkerArgs {
+    /// Device of both sides: `cpu`, or `cuda:N` on a GPU machine (`LD_LIBRARY_PATH` must name
+    /// the `torch/lib` of its PyTorch 2.11.0; see scripts/gpu-check.sh).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Model [default: yolov8n-like; --quick: reference].
     #[arg(long, value_enum)]
     model: Option<Model>,
@@ -76,6 +84,24 @@ pub struct WorkerArgs {
     /// max_batch of the worker in the latency phases [default: largest batch size].
     #[arg(long)]
     latency_batch: Option<usize>,
+    /// Frames of the consume-rate phase (worker with a no-op model vs a bare consumer);
+    /// 0 skips it [default: 1000; --quick: 300].
+    #[arg(long)]
+    consume_frames: Option<usize>,
+    /// Extra librdkafka property `KEY=VALUE` of the consume phase's worker (repeatable; for
+    /// experiments with the consumer's fetch settings).
+    #[arg(long = "consume-property", value_name = "KEY=VALUE")]
+    consume_properties: Vec<String>,
+    /// `partition_queue` of the workers of the throughput and latency phases (their in-flight
+    /// bound per partition; a fast GPU needs more than the default to not wait on Kafka).
+    #[arg(long, default_value_t = 256)]
+    partition_queue: usize,
+    /// `partition_queue` of the consume phase's worker [default: the worker's default].
+    #[arg(long)]
+    consume_partition_queue: Option<usize>,
+    /// Run only the consume-rate phase (no throughput or latency points).
+    #[arg(long)]
+    consume_only: bool,
     /// `--out` (worker-bench.json and .md), `--quick` (reference model, batches 1,4),
     /// `--check` (worker / baseline below 0.85 at any batch size).
     #[command(flatten)]
@@ -111,6 +137,13 @@ impl WorkerArgs {
                 .unwrap_or(if self.common.quick { 100 } else { 60 }),
             frame_width: 640,
             frame_height: 360,
+            device: self.device.clone(),
+            partition_queue: self.partition_queue,
+            consume_frames: self.consume_frames.unwrap_or(if self.common.quick {
+                300
+            } else {
+                1000
+            }),
         }
     }
 }
@@ -152,11 +185,13 @@ fn run_baseline(
     batch: usize,
     images: usize,
     threads: usize,
+    device: Device,
 ) -> Result<(usize, f64)> {
     std::thread::scope(|s| {
         s.spawn(|| {
             tch::set_num_threads(threads as i32);
-            let loaded = LoadedModel::load(&model.model_path, &model.manifest_path, Device::Cpu)?;
+            panoptes_workers::cuda::ensure_device(device)?;
+            let loaded = LoadedModel::load(&model.model_path, &model.manifest_path, device)?;
             baseline_loop(&loaded, frames, batch, images)
         })
         .join()
@@ -174,17 +209,28 @@ fn baseline_loop(
     for slot in 0..batch {
         input.set_jpeg(slot, &frames[slot % frames.len()])?;
     }
-    let tensor = input.to_tensor(batch);
+    // On a GPU the pre-decoded batch lives there already: only the forward pass is timed.
+    let tensor = input.to_tensor(batch).to_device(model.device());
     // Warm-up: the first pass at a new batch size pays libtorch's one-off costs.
     let _warm = model.forward(&tensor)?;
+    sync(model.device());
     let iterations = images.div_ceil(batch).max(1);
     let t0 = Instant::now();
     for _ in 0..iterations {
         let out = model.forward(&tensor)?;
-        // Touch the result so the work is not elided.
+        // Touch the result so the work is not elided; on CUDA wait for it, as the worker
+        // does when it copies the output back for NMS.
         let _ = out.size();
+        sync(model.device());
     }
     Ok((iterations * batch, t0.elapsed().as_secs_f64()))
+}
+
+/// Waits for the device's queued kernels (a no-op on the CPU).
+fn sync(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
 }
 
 /// Sends `n` frames of `camera` (seq from 0), cycling through `frames`, and waits for them.
@@ -239,6 +285,21 @@ impl Worker {
         params: &WorkerBenchParams,
         max_batch: usize,
     ) -> Result<Self> {
+        // Room for a whole batch of the largest size plus decode look-ahead.
+        Self::start_with(bootstrap, t, model, params, max_batch, |c| {
+            c.partition_queue = params.partition_queue;
+        })
+    }
+
+    /// [`Worker::start`] with the worker's default `partition_queue`, then `adjust`.
+    fn start_with(
+        bootstrap: &str,
+        t: &Topics,
+        model: &GeneratedModel,
+        params: &WorkerBenchParams,
+        max_batch: usize,
+        adjust: impl FnOnce(&mut WorkerConfig),
+    ) -> Result<Self> {
         let mut c = worker::config(
             &unique_name("bench-worker"),
             bootstrap,
@@ -248,11 +309,12 @@ impl Worker {
             &model.manifest_path,
         );
         c.decode_threads = params.decode_threads;
-        c.partition_queue = 256;
         c.model.intra_op_threads = params.intra_op_threads;
+        c.model.device = params.device.clone();
         c.batching.max_batch = max_batch;
         c.batching.max_wait = Duration::from_millis(params.max_wait_ms);
         c.staleness.policy = StalePolicy::Lossless;
+        adjust(&mut c);
         let node = worker::start(&c, &[], Duration::from_secs(60))?;
         Ok(Self { node })
     }
@@ -269,13 +331,34 @@ impl Worker {
 
     /// Polls until `ok >= n`; returns the counters and the instant they were seen.
     fn wait_ok(&mut self, n: usize, timeout: Duration) -> Result<((f64, f64, f64), Instant)> {
+        self.wait_ok_with(n, timeout, |_| Ok(()))
+    }
+
+    /// [`Worker::wait_ok`], topping `feeder` up at every look.
+    fn wait_ok_feeding(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+        feeder: &mut Feeder<'_>,
+    ) -> Result<((f64, f64, f64), Instant)> {
+        self.wait_ok_with(n, timeout, |ok| feeder.top_up(ok))
+    }
+
+    fn wait_ok_with(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+        mut on_look: impl FnMut(usize) -> Result<()>,
+    ) -> Result<((f64, f64, f64), Instant)> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(c) = self.counters()
+            let counters = self.counters();
+            if let Some(c) = counters
                 && c.0 >= n as f64
             {
                 return Ok((c, Instant::now()));
             }
+            on_look(counters.map_or(0, |c| c.0 as usize))?;
             if !self.node.proc.is_running() {
                 bail!("panoptes-worker exited:\n{}", self.node.proc.log_text());
             }
@@ -292,6 +375,62 @@ fn mean_batch(a: (f64, f64, f64), b: (f64, f64, f64)) -> f64 {
     if n > 0.0 { (b.1 - a.1) / n } else { 0.0 }
 }
 
+/// Keeps at most `backlog` unprocessed frames in a topic while a worker reads it: the
+/// development broker retains only about 5 MB per partition (older records are dropped), so a
+/// long run cannot be produced up front.
+struct Feeder<'a> {
+    producer: FrameProducer,
+    topic: String,
+    frames: &'a [Vec<u8>],
+    sent: usize,
+    total: usize,
+    backlog: usize,
+}
+
+impl<'a> Feeder<'a> {
+    fn new(bootstrap: &str, topic: &str, frames: &'a [Vec<u8>], total: usize) -> Result<Self> {
+        let largest = frames.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        Ok(Self {
+            // Few, large record batches: the development broker answers a Fetch with one
+            // record batch per partition, so the batches' size bounds what a worker reads
+            // per round trip.
+            producer: FrameProducer::new(
+                bootstrap,
+                &[
+                    ("linger.ms", "5"),
+                    ("batch.size", "3000000"),
+                    ("message.max.bytes", "4000000"),
+                ],
+            )?,
+            topic: topic.to_string(),
+            frames,
+            sent: 0,
+            total,
+            // 3 MB of frames: well inside the retained 5 MB, and enough that a fast (GPU)
+            // worker never waits for the 25 ms top-up.
+            backlog: (3_000_000 / largest).clamp(32, 2000),
+        })
+    }
+
+    /// Once the worker is half way through the backlog, sends frames until `done + backlog`
+    /// (or the total) are out; waits for them when the last one was sent.
+    fn top_up(&mut self, done: usize) -> Result<()> {
+        if self.sent > done + self.backlog / 2 {
+            return Ok(());
+        }
+        let want = (done + self.backlog).min(self.total);
+        while self.sent < want {
+            let jpeg = &self.frames[self.sent % self.frames.len()];
+            send_frame(&self.producer, &self.topic, "cam0", self.sent as u64, jpeg)?;
+            self.sent += 1;
+            if self.sent == self.total {
+                self.producer.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn run_worker_point(
     broker: &DevBroker,
     model: &GeneratedModel,
@@ -302,19 +441,25 @@ fn run_worker_point(
     let t = broker.create_topics(1)?;
     let measured = params.images.div_ceil(batch).max(1) * batch;
     let total = batch + measured;
-    let p = producer(&broker.bootstrap)?;
-    send_frames(&p, &t.frames, "cam0", total, frames)?;
+    let mut feeder = Feeder::new(&broker.bootstrap, &t.frames, frames, total)?;
+    feeder.top_up(0)?;
     let mut worker = Worker::start(&broker.bootstrap, &t, model, params, batch)?;
     let timeout = Duration::from_secs(600);
     // The window opens once the first batch is published (consumer started, caches warm).
-    let (c0, t0) = worker.wait_ok(batch, timeout)?;
-    let (c1, t1) = worker.wait_ok(total, timeout)?;
+    let (c0, t0) = worker.wait_ok_feeding(batch, timeout, &mut feeder)?;
+    let (c1, t1) = worker.wait_ok_feeding(total, timeout, &mut feeder)?;
     let images = (c1.0 - c0.0) as usize;
+    if images == 0 {
+        bail!(
+            "batch {batch}: every image was done between two looks at the worker: raise --images"
+        );
+    }
     Ok((images, (t1 - t0).as_secs_f64(), mean_batch(c0, c1)))
 }
 
-/// Reads every detection record of `topic` until `n` have arrived.
-fn read_detections(bootstrap: &str, topic: &str, n: usize) -> Result<Vec<DetectionRecord>> {
+/// A plain consumer (librdkafka defaults, a fresh group) assigned partition 0 of `topic`
+/// from the beginning.
+pub(super) fn partition_reader(bootstrap: &str, topic: &str) -> Result<BaseConsumer> {
     let group = unique_name("bench-reader");
     let consumer: BaseConsumer = client_config(
         &KafkaClientConfig::plaintext(bootstrap),
@@ -324,6 +469,12 @@ fn read_detections(bootstrap: &str, topic: &str, n: usize) -> Result<Vec<Detecti
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+/// Reads every detection record of `topic` until `n` have arrived.
+fn read_detections(bootstrap: &str, topic: &str, n: usize) -> Result<Vec<DetectionRecord>> {
+    let consumer = partition_reader(bootstrap, topic)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut out = Vec::new();
     while out.len() < n {
@@ -338,6 +489,21 @@ fn read_detections(bootstrap: &str, topic: &str, n: usize) -> Result<Vec<Detecti
         }
     }
     Ok(out)
+}
+
+/// Means of the stage latencies `records` report.
+fn stage_means(records: &[&DetectionRecord]) -> StageMeans {
+    let avg = |f: fn(&DetectionRecord) -> f32| {
+        records.iter().map(|r| f64::from(f(r))).sum::<f64>() / records.len().max(1) as f64
+    };
+    StageMeans {
+        queue: avg(|r| r.latency.queue_ms),
+        decode: avg(|r| r.latency.decode_ms),
+        batch_wait: avg(|r| r.latency.batch_wait_ms),
+        inference: avg(|r| r.latency.inference_ms),
+        postprocess: avg(|r| r.latency.postprocess_ms),
+        end_to_end: avg(|r| r.latency.end_to_end_ms),
+    }
 }
 
 fn run_latency(
@@ -385,9 +551,10 @@ fn run_latency(
     Ok(phases
         .into_iter()
         .map(|(load, camera, rate, mean)| {
-            let mut lat: Vec<f64> = records
+            let mine: Vec<&DetectionRecord> =
+                records.iter().filter(|r| r.camera_id == camera).collect();
+            let mut lat: Vec<f64> = mine
                 .iter()
-                .filter(|r| r.camera_id == camera)
                 .map(|r| f64::from(r.latency.end_to_end_ms))
                 .collect();
             lat.sort_by(f64::total_cmp);
@@ -397,6 +564,8 @@ fn run_latency(
                 frames: lat.len(),
                 end_to_end_ms: lat,
                 mean_batch: mean,
+                stage_mean_ms: stage_means(&mine),
+                queue_ms: mine.iter().map(|r| f64::from(r.latency.queue_ms)).collect(),
             }
         })
         .collect())
@@ -420,7 +589,8 @@ pub fn main(args: WorkerArgs) -> Result<()> {
         Model::Yolov8nLike
     });
     let run = RunInfo::now("; libtorch is the prebuilt wheel either way");
-    let machine = machine_info();
+    let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let machine = machine_info(&args.device);
     let dir = std::env::temp_dir().join(unique_name("panoptes-bench-models"));
     let model = generate(which, &dir).context("generating the model")?;
     let params = args.params(&model.manifest.name);
@@ -438,13 +608,40 @@ pub fn main(args: WorkerArgs) -> Result<()> {
     );
     let frames = synthetic_frames(params.frame_width, params.frame_height, 4)?;
     let broker = DevBroker::start(1)?;
-    let throughput = run_throughput(&broker, &model, &frames, &params)?;
-    let full_ips = throughput
-        .iter()
-        .find(|p| p.batch == params.latency_batch)
-        .map(ThroughputPoint::worker_ips)
-        .context("--latency-batch must be one of the batch sizes")?;
-    let latency = run_latency(&broker, &model, &frames, &params, full_ips)?;
+    let consume = if params.consume_frames > 0 {
+        let noop = consume::generate_noop(&dir)?;
+        let properties = args
+            .consume_properties
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .with_context(|| format!("--consume-property {kv:?} is not KEY=VALUE"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Some(consume::run_consume(
+            &broker,
+            &noop,
+            &params,
+            params.consume_frames,
+            &properties,
+            args.consume_partition_queue,
+        )?)
+    } else {
+        None
+    };
+    let (throughput, latency) = if args.consume_only {
+        (Vec::new(), Vec::new())
+    } else {
+        let throughput = run_throughput(&broker, &model, &frames, &params, device)?;
+        let full_ips = throughput
+            .iter()
+            .find(|p| p.batch == params.latency_batch)
+            .map(ThroughputPoint::worker_ips)
+            .context("--latency-batch must be one of the batch sizes")?;
+        let latency = run_latency(&broker, &model, &frames, &params, full_ips)?;
+        (throughput, latency)
+    };
     let _ = std::fs::remove_dir_all(&dir);
 
     let report = WorkerBenchReport {
@@ -454,6 +651,7 @@ pub fn main(args: WorkerArgs) -> Result<()> {
         params,
         throughput,
         latency,
+        consume,
         target_ratio: TARGET_RATIO,
     };
     eprintln!("run took {:.0} s", report.duration_s);
@@ -472,11 +670,18 @@ fn run_throughput(
     model: &GeneratedModel,
     frames: &[Vec<u8>],
     params: &WorkerBenchParams,
+    device: Device,
 ) -> Result<Vec<ThroughputPoint>> {
     let mut throughput = Vec::new();
     for &batch in &params.batch_sizes {
-        let (baseline_images, baseline_s) =
-            run_baseline(model, frames, batch, params.images, params.intra_op_threads)?;
+        let (baseline_images, baseline_s) = run_baseline(
+            model,
+            frames,
+            batch,
+            params.images,
+            params.intra_op_threads,
+            device,
+        )?;
         let (worker_images, worker_s, worker_mean_batch) =
             run_worker_point(broker, model, frames, params, batch)
                 .with_context(|| format!("worker at batch {batch}"))?;

@@ -1,5 +1,6 @@
 //! At-least-once publishing ([`DeliveryMode::AtLeastOnce`]): one idempotent
-//! [`ThreadedProducer`] per lane, shared by the partitions' publisher threads.
+//! [`PolledProducer`] per lane (a poll thread that never busy-waits), shared by the partitions'
+//! publisher threads.
 //!
 //! Every send is registered in the partition's [`CommitTracker`] first; the delivery callback
 //! ([`AckContext`]) marks it acknowledged, and the consumer thread commits the offset after
@@ -14,16 +15,17 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use panoptes_runtime::kafka_link::KafkaLink;
+use panoptes_runtime::kafka_poll::PolledProducer;
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use crate::config::KafkaConfig;
 use crate::error::PublishError;
 use crate::metrics::WorkerMetrics;
 use crate::pipeline::consume::LinkContext;
 use crate::pipeline::partition::PartitionState;
-use crate::pipeline::publish::record::{base_config, encode, send_queued};
+use crate::pipeline::publish::record::{base_config, encode_traced, send_queued};
 use crate::pipeline::publish::sequencer::Sequencer;
 use crate::pipeline::work::Outcome;
 
@@ -79,7 +81,7 @@ impl ProducerContext for AckContext {
 }
 
 /// A lane's at-least-once producer.
-pub type AloProducer = ThreadedProducer<AckContext>;
+pub type AloProducer = PolledProducer<AckContext>;
 
 /// Creates the at-least-once producer; its client errors go to `link`.
 pub fn alo_producer(
@@ -110,7 +112,7 @@ pub fn run_alo(
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         for mut o in seq.push(outcome) {
-            let encoded = encode(cfg, &mut o.output, &metrics)?;
+            let (encoded, span) = encode_traced(cfg, &mut o, &metrics)?;
             state.tracker.lock().push(o.pos.idx, o.pos.offset);
             let ack = Box::new(Ack {
                 state: state.clone(),
@@ -119,7 +121,9 @@ pub fn run_alo(
             });
             #[expect(clippy::result_large_err, reason = "rdkafka hands the record back")]
             let send = |rec| producer.send(rec);
-            send_queued(&encoded, ack, send, std::thread::sleep)?;
+            let sent = send_queued(&encoded, ack, send, std::thread::sleep);
+            span.end(sent.as_ref().err().map(|e| e.to_string()).as_deref());
+            sent?;
         }
     }
 }

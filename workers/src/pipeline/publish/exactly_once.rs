@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use panoptes_runtime::kafka_link::{KafkaErrorKind, KafkaLink};
+use panoptes_runtime::kafka_poll::flush_base;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -45,7 +46,7 @@ use crate::config::KafkaConfig;
 use crate::error::PublishError;
 use crate::metrics::WorkerMetrics;
 use crate::pipeline::partition::PartitionState;
-use crate::pipeline::publish::record::{base_config, encode, send_queued};
+use crate::pipeline::publish::record::{base_config, encode_traced, send_queued};
 use crate::pipeline::publish::sequencer::Sequencer;
 use crate::pipeline::work::Outcome;
 
@@ -216,12 +217,15 @@ impl EosPartition {
             last_offset: -1,
             statuses: BTreeMap::new(),
         });
-        let encoded = encode(&self.cfg, &mut o.output, &self.metrics)?;
+        let (encoded, span) = encode_traced(&self.cfg, &mut o, &self.metrics)?;
         #[expect(clippy::result_large_err, reason = "rdkafka hands the record back")]
         let send = |rec| producer.send(rec);
         send_queued(&encoded, (), send, |d| {
-            producer.poll(d);
+            // Serve reports, then sleep: poll(d) would spin through its last millisecond.
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(d);
         })?;
+        span.end(None);
         producer.poll(Duration::ZERO);
         // Handed to the producer (bounded by its own queue): the frame is done here.
         self.state.done(1);
@@ -355,7 +359,8 @@ impl EosPartition {
         // rust-rdkafka's commit flushes first (a `BaseProducer` serves delivery reports only
         // when polled), each with the whole timeout: flushed here as a step of its own, so
         // that each call stays within one CALL_TIMEOUT and a flush timeout is retried.
-        self.retrying("flush", deadline, || producer.flush(CALL_TIMEOUT))?;
+        // kafka_poll::flush_base: rust-rdkafka's own flush polls in whole 100 ms rounds.
+        self.retrying("flush", deadline, || flush_base(producer, CALL_TIMEOUT))?;
         self.retrying("commit_transaction", deadline, || {
             producer.commit_transaction(CALL_TIMEOUT)
         })?;
@@ -408,7 +413,7 @@ impl EosPartition {
     fn abort(&self, producer: &BaseProducer) -> Result<(), PublishError> {
         if let Err(e) = self
             .state
-            .bounded_call("flush", || producer.flush(CALL_TIMEOUT))
+            .bounded_call("flush", || flush_base(producer, CALL_TIMEOUT))
         {
             tracing::debug!(error = %e, "flush before abort");
         }

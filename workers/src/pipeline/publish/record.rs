@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::util::IntoOpaque;
 
 use crate::config::KafkaConfig;
 use crate::error::PublishError;
 use crate::metrics::WorkerMetrics;
-use crate::pipeline::work::{Output, ms_between_us, now_us};
+use crate::pipeline::trace::{SendSpan, publish_spans};
+use crate::pipeline::work::{Outcome, Output, ms_between_us, now_us};
 
 /// An encoded outcome, ready to send.
 pub struct Encoded<'a> {
@@ -23,6 +25,9 @@ pub struct Encoded<'a> {
     pub payload: Vec<u8>,
     /// Metric label: the record status, or `dead_letter`.
     pub status: &'static str,
+    /// The record's `traceparent` header: its `send` span's context when traced, else the
+    /// detection record's own field (dead letters without a span have none).
+    pub traceparent: Option<String>,
 }
 
 /// Encodes an outcome. Fills in publish time and end-to-end latency of detection records.
@@ -44,6 +49,7 @@ pub fn encode<'a>(
                 key: Some(r.camera_id.clone()),
                 payload: r.to_json()?,
                 status: r.status.as_str(),
+                traceparent: r.traceparent.clone(),
             }
         }
         Output::DeadLetter(d) => Encoded {
@@ -51,8 +57,35 @@ pub fn encode<'a>(
             key: d.camera_id.clone(),
             payload: d.to_json()?,
             status: "dead_letter",
+            traceparent: None,
         },
     })
+}
+
+/// [`encode`] under the record's `send` span: when the frame is traced and kept, its spans
+/// are made ([`crate::pipeline::trace::publish_spans`]) and the span's context becomes the
+/// record's `traceparent`. End the returned span once the record is handed over.
+pub fn encode_traced<'a>(
+    cfg: &'a KafkaConfig,
+    outcome: &mut Outcome,
+    metrics: &WorkerMetrics,
+) -> Result<(Encoded<'a>, SendSpan), PublishError> {
+    let topic = match outcome.output {
+        Output::Record(_) => cfg.detections_topic.as_str(),
+        Output::DeadLetter(_) => cfg.dlq_topic.as_str(),
+    };
+    let span = publish_spans(
+        &outcome.trace,
+        outcome.pos,
+        &mut outcome.output,
+        &cfg.frames_topic,
+        topic,
+    );
+    let mut encoded = encode(cfg, &mut outcome.output, metrics)?;
+    if let Some(tp) = span.traceparent() {
+        encoded.traceparent = Some(tp);
+    }
+    Ok((encoded, span))
 }
 
 /// Settings of every worker producer: connection and security, the shared delivery
@@ -84,6 +117,12 @@ pub fn send_queued<'a, D: IntoOpaque>(
             BaseRecord::with_opaque_to(encoded.topic, opaque).payload(encoded.payload.as_slice());
         if let Some(k) = &encoded.key {
             rec = rec.key(k.as_str());
+        }
+        if let Some(tp) = &encoded.traceparent {
+            rec = rec.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: panoptes_schemas::headers::TRACEPARENT,
+                value: Some(tp.as_bytes()),
+            }));
         }
         match send(rec) {
             Ok(()) => return Ok(()),
