@@ -10,15 +10,19 @@
 //! 3. a new coordinator with neither copy nor state file, only the declarative camera file,
 //!    learns the epochs from the members' reports and grants above them.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use panoptes_coordinator::config::CoordinatorConfig;
-use panoptes_coordinator_client::{MemberAgent, MemberConfig, MemberKind, keys};
+use panoptes_coordinator_client::keys;
 use panoptes_testkit::coordinator::config;
 use panoptes_testkit::{Coordinator, RedisServer, unique_name, wait_until};
 use tokio_util::sync::CancellationToken;
+
+use common::members::start_i1_and_w1;
 
 const CAM: &str = "cam-epochs";
 const PART: i32 = 0;
@@ -77,14 +81,6 @@ fn coordinator(id: &str, redis: &RedisServer, topic: &str) -> CoordinatorConfig 
     c
 }
 
-fn member(kind: MemberKind, id: &str, redis: &RedisServer, topic: &str) -> MemberConfig {
-    let mut m = MemberConfig::new(kind, id, &redis.url)
-        .placed("local", "default", 100.0)
-        .timing(Duration::from_secs(1), Duration::from_millis(100));
-    m.frames_topic = topic.to_string();
-    m
-}
-
 fn write_camera_file(dir: &Path) -> Result<std::path::PathBuf> {
     let path = dir.join("cameras.yaml");
     std::fs::write(
@@ -118,11 +114,7 @@ fn epochs_tokens_and_the_registry_survive_an_empty_redis() -> Result<()> {
         "id": CAM, "url": "rtsp://127.0.0.1:1/cam", "partition": PART
     }))?;
     let cancel = CancellationToken::new();
-    let mut threads = Vec::new();
-    for (kind, id) in [(MemberKind::Ingest, "i1"), (MemberKind::Worker, "w1")] {
-        let (_agent, t) = MemberAgent::start(member(kind, id, &redis, &topic), cancel.clone())?;
-        threads.push(t);
-    }
+    let threads = start_i1_and_w1(&redis, &topic, &cancel)?;
     let start = Marks {
         token: 0,
         camera: 0,

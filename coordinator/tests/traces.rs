@@ -5,23 +5,18 @@
 //! partition are granted, and each grant arrives as an INTERNAL `grant <kind>` span naming the
 //! item, the owner, the epoch and the planner's reason.
 
+mod common;
+
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use panoptes_coordinator_client::{MemberAgent, MemberConfig, MemberKind};
 use panoptes_runtime::trace::{OtlpProtocol, TracingConfig};
 use panoptes_testkit::coordinator::config;
 use panoptes_testkit::otlp::{OtlpReceiver, ReceivedSpan, wait_for_spans};
 use panoptes_testkit::{Coordinator, RedisServer, unique_name};
 use tokio_util::sync::CancellationToken;
 
-fn member(kind: MemberKind, id: &str, redis: &RedisServer, topic: &str) -> MemberConfig {
-    let mut m = MemberConfig::new(kind, id, &redis.url)
-        .placed("local", "default", 100.0)
-        .timing(Duration::from_secs(1), Duration::from_millis(100));
-    m.frames_topic = topic.to_string();
-    m
-}
+use common::members::start_i1_and_w1;
 
 fn grant<'a>(spans: &'a [ReceivedSpan], kind: &str, owner: &str) -> Option<&'a ReceivedSpan> {
     spans
@@ -48,11 +43,7 @@ fn grants_are_exported_as_spans_whatever_the_sampling() -> Result<()> {
         "id": "cam-traced", "url": "rtsp://127.0.0.1:1/cam", "partition": 0
     }))?;
     let cancel = CancellationToken::new();
-    let mut threads = Vec::new();
-    for (kind, id) in [(MemberKind::Ingest, "i1"), (MemberKind::Worker, "w1")] {
-        let (_agent, t) = MemberAgent::start(member(kind, id, &redis, &topic), cancel.clone())?;
-        threads.push(t);
-    }
+    let threads = start_i1_and_w1(&redis, &topic, &cancel)?;
     let both = |s: &[ReceivedSpan]| {
         grant(s, "ingest", "i1").is_some() && grant(s, "worker", "w1").is_some()
     };
