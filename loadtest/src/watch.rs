@@ -115,6 +115,41 @@ impl<T: Clone> Watch<T> {
     }
 }
 
+impl Watch<SeenDetection> {
+    /// Waits up to `timeout` until `worker` has written, after `after_ms` (wall clock), a
+    /// detection for each of the frames partitions of `items` (`<cluster>:<partition>`);
+    /// returns those partitions.
+    pub fn wait_written_by(
+        &self,
+        worker: &str,
+        items: &[String],
+        after_ms: u64,
+        timeout: Duration,
+    ) -> Result<Vec<i32>> {
+        let partitions: Vec<i32> = items
+            .iter()
+            .filter_map(|i| panoptes_coordinator_client::keys::parse_partition_item(i))
+            .map(|(_, p)| p)
+            .collect();
+        panoptes_testkit::wait_until(
+            &format!("{worker}'s detections for partitions {partitions:?}"),
+            timeout,
+            || {
+                let seen = self.seen();
+                partitions
+                    .iter()
+                    .all(|p| {
+                        seen.iter().any(|d| {
+                            d.partition == *p && d.worker_id == worker && d.arrived_ms > after_ms
+                        })
+                    })
+                    .then_some(())
+            },
+        )?;
+        Ok(partitions)
+    }
+}
+
 /// A thread polling a consumer; stops (and is joined) when dropped.
 pub(crate) struct Poller {
     stop: Arc<AtomicBool>,

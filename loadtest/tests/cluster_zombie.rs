@@ -10,7 +10,6 @@ use anyhow::Result;
 use panoptes_coordinator_client::keys;
 use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, WaitAssignments, Watching};
 use panoptes_loadtest::watch::wall_ms;
-use panoptes_testkit::wait_until;
 
 #[test]
 fn paused_worker_is_superseded_and_its_late_output_discarded() -> Result<()> {
@@ -48,25 +47,8 @@ fn paused_worker_is_superseded_and_its_late_output_discarded() -> Result<()> {
         },
     )?;
     eprintln!("partitions moved {:?} after the pause", paused.elapsed());
-    let moved_partitions: Vec<i32> = victim_items
-        .iter()
-        .filter_map(|i| keys::parse_partition_item(i).map(|(_, p)| p))
-        .collect();
-    wait_until(
-        "w-b's detections for the moved partitions",
-        Duration::from_secs(10),
-        || {
-            let seen = detections.seen();
-            moved_partitions
-                .iter()
-                .all(|p| {
-                    seen.iter().any(|d| {
-                        d.partition == *p && d.worker_id == "w-b" && d.arrived_ms > paused_ms
-                    })
-                })
-                .then_some(())
-        },
-    )?;
+    let moved_partitions =
+        detections.wait_written_by("w-b", &victim_items, paused_ms, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_secs(2));
     stack.workers["w-a"].proc.signal("CONT")?;
     let resumed_ms = wall_ms();

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use panoptes_coordinator_client::{MemberKind, keys};
+use panoptes_coordinator_client::MemberKind;
 use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, WaitAssignments, Watching};
 use panoptes_schemas::{DetectionRecord, FrameStatus, ModelRef, SCHEMA_VERSION, StageLatencies};
 use panoptes_testkit::kafka::{KafkaClientConfig, client_config, now_us};
@@ -86,24 +86,7 @@ fn tail_prints_each_frame_once_after_a_killed_worker_and_drops_zombie_records() 
                 .all(|i| parts.get(i).is_some_and(|r| r.owner == "w-b"))
         },
     )?;
-    let moved: Vec<i32> = victim_items
-        .iter()
-        .filter_map(|i| keys::parse_partition_item(i).map(|(_, p)| p))
-        .collect();
-    wait_until(
-        "w-b's detections for the moved partitions",
-        Duration::from_secs(20),
-        || {
-            let seen = watch.seen();
-            moved
-                .iter()
-                .all(|p| {
-                    seen.iter()
-                        .any(|d| d.partition == *p && d.worker_id == "w-b")
-                })
-                .then_some(())
-        },
-    )?;
+    let moved = watch.wait_written_by("w-b", &victim_items, 0, Duration::from_secs(20))?;
     std::thread::sleep(Duration::from_secs(2));
 
     // A zombie's record (lower epoch than the partition's newest, a frame never seen) and a
