@@ -315,6 +315,10 @@ pub struct PlacementConfig {
     /// published in between are never numbered twice (the rest shows as a gap).
     #[serde(with = "humantime_serde")]
     pub seq_margin: Duration,
+    /// A member dead this long that owns nothing any more is removed from the member set
+    /// (it no longer shows in `panoptes status`, and rounds stop reading it).
+    #[serde(with = "humantime_serde")]
+    pub prune_dead_after: Duration,
 }
 
 impl Default for PlacementConfig {
@@ -326,6 +330,7 @@ impl Default for PlacementConfig {
             target_utilization: 0.7,
             handover_timeout: Duration::from_secs(15),
             seq_margin: Duration::from_secs(1),
+            prune_dead_after: Duration::from_secs(30),
         }
     }
 }

@@ -108,6 +108,8 @@ impl LeaderLoop {
         let mut sub = sub_conn.as_pubsub();
         sub.subscribe(keys::NOTIFY_COORDINATOR)?;
         self.state.redis_ok.store(true, Ordering::Relaxed);
+        // A new connection: Redis may have restarted or failed over; read everything again.
+        self.reconciler.resync();
         let ttl_ms = self.cfg.leader.ttl.as_millis() as u64;
         let renew_every = self.cfg.leader.ttl / 3;
         while !cancel.is_cancelled() {

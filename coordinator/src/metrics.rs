@@ -20,6 +20,9 @@ pub struct CoordinatorMetrics {
     pub actions: IntCounterVec,
     /// Duration of one placement round (read, plan, write).
     pub round: Histogram,
+    /// Redis commands the leader's rounds sent (a pipelined command or a script call
+    /// counts one); over `round`'s count: commands per round.
+    pub round_redis_commands: IntCounter,
     /// Members by kind and state (alive, draining, dead).
     pub members: IntGaugeVec,
     /// Desired worker replicas per group, from measured load and capacity.
@@ -70,7 +73,15 @@ impl CoordinatorMetrics {
                 &r,
                 "panoptes_coordinator_round_seconds",
                 "One placement round",
-                vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0],
+                vec![
+                    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+                    0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+                ],
+            )?,
+            round_redis_commands: metrics::counter(
+                &r,
+                "panoptes_coordinator_round_redis_commands_total",
+                "Redis commands sent by placement rounds (pipelined commands and script calls count one each)",
             )?,
             members: metrics::gauge_vec(
                 &r,

@@ -7,6 +7,12 @@
 //! Kafka) its frames go to now, and stays an item in every cluster it was routed to before
 //! (frames left there must still be processed).
 //!
+//! Work per round: the state is read through [`StateReader`], which keeps the assignment
+//! records between rounds of a term and re-reads only those this leader wrote or has not
+//! read yet (everything again at least every `state::FULL_READ_EVERY`); the planner indexes
+//! candidates once per plan. Dead members are pruned from the member sets once they own
+//! nothing (`placement.prune_dead_after`, [`crate::state::prune`]).
+//!
 //! Time: every timer of the leader (handover timeouts, the rebalance cooldown, sequence
 //! estimates, failover durations) runs on this process's monotonic clock
 //! ([`Reconciler::clock_ms`]), never on wall clocks, and never compares its clock with a time
@@ -29,9 +35,10 @@ use redis::Connection;
 
 use crate::config::CoordinatorConfig;
 use crate::metrics::CoordinatorMetrics;
-use crate::placement::{Action, Item, Node, PlanOptions, Planner};
+use crate::placement::{Action, Node, PlanOptions, Planner};
 use crate::recovery::{self, HighWater};
-use crate::state::{self, Snapshot};
+use crate::state::items::{camera_items, partition_items};
+use crate::state::{Snapshot, StateReader, prune};
 
 /// Whether grants wait for members to report the epochs an emptied Redis forgot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +77,14 @@ pub struct Reconciler {
     led_until_loss: bool,
     /// The declarative camera file was applied for the registry loss now seen.
     camera_file_applied: bool,
+    /// Redis commands sent in the current round.
+    sent: u64,
+    /// Reads the state, keeping assignment records between rounds.
+    reader: StateReader,
+    /// The held epochs each member reported when last noted in the marks.
+    held_noted: BTreeMap<(MemberKind, String), BTreeMap<String, u64>>,
+    /// Since when (on [`Self::clock_ms`]) each registered member has been seen dead.
+    dead_since: BTreeMap<(MemberKind, String), u64>,
 }
 
 impl Reconciler {
@@ -80,7 +95,11 @@ impl Reconciler {
             rebalance_cooldown_ms: cfg.placement.rebalance_cooldown.as_millis() as u64,
             handover_timeout_ms: cfg.placement.handover_timeout.as_millis() as u64,
         };
+        let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
         Self {
+            reader: StateReader::new(&cfg.frames_topic, regions),
+            held_noted: BTreeMap::new(),
+            dead_since: BTreeMap::new(),
             planners: [MemberKind::Ingest, MemberKind::Worker]
                 .into_iter()
                 .map(|k| (k, Planner::new(opts.clone())))
@@ -96,6 +115,7 @@ impl Reconciler {
             reseed: Reseed::Off,
             led_until_loss: false,
             camera_file_applied: false,
+            sent: 0,
         }
     }
 
@@ -138,6 +158,7 @@ impl Reconciler {
     pub fn elected(&mut self, fresh_redis: bool) {
         self.regions_written = false;
         self.groups_written.clear();
+        self.reader.invalidate();
         self.reseed = if fresh_redis && !self.led_until_loss {
             Reseed::Watching {
                 until: self.clock_ms() + self.hold_ms(),
@@ -148,12 +169,25 @@ impl Reconciler {
         self.led_until_loss = false;
     }
 
+    /// The Redis connection was opened anew (Redis may have restarted or failed over): the
+    /// next round reads every record again.
+    pub fn resync(&mut self) {
+        self.reader.invalidate();
+    }
+
     fn hold_ms(&self) -> u64 {
         self.cfg.recovery.reseed_hold.as_millis() as u64
     }
 
     /// One round. Fails with [`CoordError::Fenced`] when this coordinator was deposed.
     pub fn round(&mut self, c: &mut Connection, token: u64) -> Result<(), CoordError> {
+        self.sent = 0;
+        let r = self.round_inner(c, token);
+        self.metrics.round_redis_commands.inc_by(self.sent);
+        r
+    }
+
+    fn round_inner(&mut self, c: &mut Connection, token: u64) -> Result<(), CoordError> {
         if !self.regions_written {
             let cmds: Vec<Vec<String>> = self
                 .cfg
@@ -169,13 +203,15 @@ impl Reconciler {
                     ]
                 })
                 .collect();
+            self.sent += 1;
             scripts::fenced_batch(c, token, &cmds)?;
             self.regions_written = true;
         }
-        let regions: Vec<String> = self.cfg.regions.iter().map(|r| r.name.clone()).collect();
-        let mut snap = state::read(c, &self.cfg.frames_topic, &regions)?;
+        let mut snap = self.reader.read(c, token)?;
+        self.sent += snap.commands;
         if self.restore_registry(c, token, &snap)? {
-            snap = state::read(c, &self.cfg.frames_topic, &regions)?;
+            snap = self.reader.read(c, token)?;
+            self.sent += snap.commands;
         }
         let now = self.clock_ms();
         self.observe(&snap, now);
@@ -188,6 +224,8 @@ impl Reconciler {
         let now = self.clock_ms();
         self.place(c, token, &snap, MemberKind::Worker, now)?;
         self.groups(c, token, &snap)?;
+        let now = self.clock_ms();
+        self.prune(c, token, &snap, now)?;
         Ok(())
     }
 
@@ -292,6 +330,8 @@ impl Reconciler {
         for a in actions {
             let (Action::Grant { item, .. } | Action::Retarget { item, .. }) = &a;
             let (assign_key, epoch_key) = self.item_keys(kind, item);
+            // Marked before the write: a write that fails half-way is read again too.
+            self.reader.written(kind, item);
             match a {
                 Action::Grant {
                     item,
@@ -310,6 +350,7 @@ impl Reconciler {
                     };
                     let floor = self.high.epoch_floor(&epoch_key);
                     let started = std::time::SystemTime::now();
+                    self.sent += 1;
                     let epoch =
                         scripts::grant_above(c, token, kind, at, &item, &owner, floor, &extra)?;
                     let span_attrs = [
@@ -317,7 +358,8 @@ impl Reconciler {
                         ("panoptes.epoch", epoch.to_string()),
                         ("panoptes.reason", reason.to_string()),
                     ];
-                    crate::trace::action("grant", kind, &item, &span_attrs, started);
+                    let _log =
+                        crate::trace::action("grant", kind, &item, &span_attrs, started).entered();
                     self.high.observe_epoch(&epoch_key, epoch);
                     self.note_grant(kind, &item, rec, &owner, epoch, reason, now);
                 }
@@ -443,7 +485,35 @@ impl Reconciler {
                 self.groups_written.insert(group.clone(), json);
             }
         }
+        self.sent += u64::from(!cmds.is_empty());
         scripts::fenced_batch(c, token, &cmds)?;
+        Ok(())
+    }
+
+    /// Prunes the members dead for `placement.prune_dead_after` that own nothing any more
+    /// (see [`crate::state::prune`]).
+    fn prune(
+        &mut self,
+        c: &mut Connection,
+        token: u64,
+        snap: &Snapshot,
+        now: u64,
+    ) -> Result<(), CoordError> {
+        let after = self.cfg.placement.prune_dead_after.as_millis() as u64;
+        for (kind, id) in prune::due(snap, &mut self.dead_since, now, after) {
+            self.sent += 1;
+            if prune::prune_member(c, token, kind, &id)? {
+                self.metrics
+                    .actions
+                    .with_label_values(&[kind.as_str(), "prune", "dead"])
+                    .inc();
+                tracing::info!(%kind, member = %id, "dead member pruned");
+            }
+            let key = (kind, id);
+            self.dead_since.remove(&key);
+            self.last_seen_alive.remove(&key);
+            self.held_noted.remove(&key);
+        }
         Ok(())
     }
 
@@ -497,6 +567,7 @@ impl Reconciler {
             return Ok(());
         };
         let started = std::time::SystemTime::now();
+        self.sent += 1;
         let ok = scripts::retarget(c, token, kind, assign_key, owner, *epoch, target)?;
         if ok {
             let span_attrs = [
@@ -505,7 +576,7 @@ impl Reconciler {
                 ("panoptes.epoch", epoch.to_string()),
                 ("panoptes.reason", reason.to_string()),
             ];
-            crate::trace::action("handover", kind, item, &span_attrs, started);
+            let _log = crate::trace::action("handover", kind, item, &span_attrs, started).entered();
             self.metrics
                 .actions
                 .with_label_values(&[kind.as_str(), "handover", reason])
@@ -527,28 +598,34 @@ impl Reconciler {
         }
     }
 
-    /// Notes the snapshot's epochs, registry and the members' held epochs in the marks.
+    /// Notes the snapshot's epochs, registry and the members' held epochs in the marks: the
+    /// records read this round (the others were noted when read, or granted by this leader)
+    /// and the held reports that changed.
     fn remember(&mut self, snap: &Snapshot) {
         self.high
             .observe_registry(snap.cameras_version, &snap.cameras_stored);
-        let records = snap
-            .camera_assign
-            .iter()
-            .map(|(i, r)| (MemberKind::Ingest, i, r.epoch))
-            .chain(
-                snap.partition_assign
-                    .iter()
-                    .map(|(i, r)| (MemberKind::Worker, i, r.epoch)),
-            );
-        let held = snap
-            .members
-            .iter()
-            .flat_map(|(k, views)| views.values().map(move |v| (*k, v)))
-            .flat_map(|(k, v)| v.held.iter().map(move |(i, e)| (k, i, *e)));
-        let seen: Vec<(String, u64)> = records
-            .chain(held)
-            .filter_map(|(k, item, e)| Some((self.epoch_key(k, item)?, e)))
-            .collect();
+        let mut seen: Vec<(String, u64)> = Vec::new();
+        for (kind, item) in &snap.read_items {
+            if let (Some(r), Some(key)) =
+                (snap.records(*kind).get(item), self.epoch_key(*kind, item))
+            {
+                seen.push((key, r.epoch));
+            }
+        }
+        for (kind, views) in &snap.members {
+            for v in views.values() {
+                let id = (*kind, v.id.clone());
+                if v.held.is_empty() || self.held_noted.get(&id) == Some(&v.held) {
+                    continue;
+                }
+                for (item, e) in &v.held {
+                    if let Some(key) = self.epoch_key(*kind, item) {
+                        seen.push((key, *e));
+                    }
+                }
+                self.held_noted.insert(id, v.held.clone());
+            }
+        }
         for (key, e) in seen {
             self.high.observe_epoch(&key, e);
         }
@@ -693,63 +770,4 @@ fn forgotten_epoch(snap: &Snapshot) -> Option<(&str, &str, u64)> {
         .flat_map(|v| v.held.iter().map(move |(i, e)| (v, i, *e)))
         .find(|(v, i, e)| *e > record_epoch(v.kind, i))
         .map(|(v, i, e)| (v.id.as_str(), i.as_str(), e))
-}
-
-/// Every camera with an assignment record, as the planner sees it: registered cameras are
-/// active, orphans (assigned but no longer registered) are to be released.
-fn camera_items(snap: &Snapshot) -> Vec<Item> {
-    snap.camera_assign
-        .iter()
-        .map(|(id, rec)| {
-            let cam = snap.cameras.get(id);
-            Item {
-                id: id.clone(),
-                region: cam.map(|c| c.region.clone()).unwrap_or_default(),
-                group: None,
-                load: cam.map_or(0.0, |c| c.load()),
-                active: cam.is_some(),
-                record: rec.clone(),
-            }
-        })
-        .collect()
-}
-
-/// The partition copies the planner places: the copy in the region whose Kafka the
-/// camera's ingest node currently publishes to (carrying the camera's load), and every copy
-/// granted before (carrying no load).
-fn partition_items(snap: &Snapshot) -> Vec<Item> {
-    let mut items = Vec::new();
-    for (id, rec) in &snap.partition_assign {
-        let Some((cluster, p)) = keys::parse_partition_item(id) else {
-            continue;
-        };
-        let cam = snap.cameras.values().find(|c| c.partition == p);
-        let current = cam.and_then(|c| {
-            snap.camera_assign
-                .get(&c.id)
-                .filter(|a| !a.owner.is_empty())
-                .and_then(|a| a.cluster.clone())
-        });
-        let is_current = current.as_deref() == Some(cluster);
-        let used_before = rec.epoch > 0;
-        if !is_current && !used_before {
-            continue;
-        }
-        items.push(Item {
-            id: id.clone(),
-            region: cluster.to_string(),
-            group: Some(
-                cam.map(|c| c.group.clone())
-                    .unwrap_or_else(panoptes_coordinator_client::records::default_group),
-            ),
-            load: if is_current {
-                cam.map_or(0.0, |c| c.load())
-            } else {
-                0.0
-            },
-            active: cam.is_some(),
-            record: rec.clone(),
-        });
-    }
-    items
 }

@@ -1,18 +1,46 @@
-//! Reading the coordination state from Redis in a few pipelined round trips: members (with
-//! their drain flags and owned items), the camera registry and every assignment record the
-//! leader reasons about, with each owner's release applied (members record releases in
-//! their own `panoptes:released:<kind>:<id>` hash, never in the assignment record: see
+//! Reading the coordination state from Redis for one placement round: members (with their
+//! drain flags), the camera registry and every assignment record the leader reasons about,
+//! with each owner's release applied (members record releases in their own
+//! `panoptes:released:<kind>:<id>` hash, never in the assignment record: see
 //! `keys::released`). Synchronous: runs on the leader thread. Camera records are read in
 //! their stored form: the leader never opens sealed passwords (the stored text and the
 //! registry version are kept too, for the leader's copy of the registry, see
 //! [`crate::recovery`]), and each member's report of the epochs it held.
+//!
+//! # Reading only what changed
+//!
+//! Assignment records are written by the leader alone (fenced scripts: a deposed leader
+//! cannot write, members only read them), so while one leader holds one token the records
+//! it read stay as read until it writes them itself. [`StateReader`] therefore keeps the
+//! records between rounds and re-reads only
+//! - the records of items it has not read yet (a camera just registered),
+//! - the records it wrote since (every grant or handover request is reported through
+//!   [`StateReader::written`] before it is sent, so a write that failed half-way is re-read),
+//! - everything, with the members' owned indexes (orphans), on a *full read*: the first
+//!   round of a term (new token), after [`StateReader::invalidate`] (a new Redis connection:
+//!   Redis may have restarted or failed over), and at least every [`FULL_READ_EVERY`], which
+//!   bounds how long a Redis that silently lost or rolled back writes without losing the
+//!   fence can go unnoticed.
+//!
+//! What members write is read every round: their lease hashes (liveness, load, report,
+//! held epochs), drain flags, and their releases (one `HGETALL` per owner instead of one
+//! `HGET` per record). A round's commands are then about `4 + 3 × members + writes of the
+//! previous round` instead of `4 + 3 × members + 2 × C × (1 + R)` for C cameras in R regions.
+
+pub mod items;
+pub mod prune;
+mod read;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use panoptes_coordinator_client::{
-    AssignRecord, CameraRecord, CoordError, MemberKind, MemberRecord, keys, records,
+    AssignRecord, CameraRecord, CoordError, MemberKind, MemberRecord,
 };
-use redis::{Connection, Value};
+use redis::Connection;
+
+/// The longest time between two full reads of a term.
+pub const FULL_READ_EVERY: Duration = Duration::from_secs(5);
 
 /// A registered member.
 #[derive(Debug, Clone)]
@@ -25,7 +53,7 @@ pub struct MemberView {
     pub record: Option<MemberRecord>,
     /// Operator drain flag.
     pub drain_flag: bool,
-    /// Items in its owned index.
+    /// Items in its owned index (read on full reads only; empty otherwise).
     pub owned: BTreeSet<String>,
     /// Highest epoch it reports having held each item at (`records::HELD_FIELD`).
     pub held: BTreeMap<String, u64>,
@@ -59,197 +87,152 @@ pub struct Snapshot {
     /// Partition assignments by item id (`<cluster>:<partition>`), for every registered
     /// camera's partition in every region, plus orphans found in indexes.
     pub partition_assign: BTreeMap<String, AssignRecord>,
+    /// Redis commands sent to read this snapshot.
+    pub commands: u64,
+    /// Whether this was a full read (every record, owned indexes).
+    pub full: bool,
+    /// The records read from Redis in this round (the others are as last read).
+    pub read_items: Vec<(MemberKind, String)>,
 }
 
-fn hash(v: Value) -> Result<BTreeMap<String, String>, CoordError> {
-    Ok(redis::from_redis_value(&v)?)
-}
-
-/// Reads a snapshot in four round trips: member ids and the camera registry; each
-/// member's record, drain flag and owned index; the assignment records; their owners'
-/// releases.
-pub fn read(
-    c: &mut Connection,
-    frames_topic: &str,
-    regions: &[String],
-) -> Result<Snapshot, CoordError> {
-    let (ids, registry) = read_member_ids_and_cameras(c)?;
-    let mut snap = Snapshot {
-        members: read_members(c, ids)?,
-        cameras: registry.cameras,
-        cameras_stored: registry.stored,
-        cameras_version: registry.version,
-        ..Snapshot::default()
-    };
-    let (cams, parts) = assignment_items(&snap, regions);
-    read_assignments(c, frames_topic, cams, parts, &mut snap)?;
-    Ok(snap)
-}
-
-type MemberIds = Vec<(MemberKind, Vec<String>)>;
-
-/// The registry as read: parsed records, stored text, version.
-struct Registry {
-    cameras: BTreeMap<String, CameraRecord>,
-    stored: BTreeMap<String, String>,
-    version: u64,
-}
-
-/// The member ids of each kind and the registry: the readable camera records (unreadable
-/// ones are logged and skipped), the stored text and the version.
-fn read_member_ids_and_cameras(c: &mut Connection) -> Result<(MemberIds, Registry), CoordError> {
-    let kinds = [MemberKind::Ingest, MemberKind::Worker];
-    let mut pipe = redis::pipe();
-    for k in kinds {
-        pipe.smembers(keys::members(k));
-    }
-    pipe.hgetall(keys::CAMERAS);
-    pipe.get(keys::CAMERAS_VERSION);
-    let mut first: Vec<Value> = pipe.query(c)?;
-    let version: Option<u64> = redis::from_redis_value(&first.pop().unwrap_or(Value::Nil))?;
-    let stored = hash(first.pop().unwrap_or(Value::Nil))?;
-    let mut cameras = BTreeMap::new();
-    for (id, json) in &stored {
-        match serde_json::from_str::<CameraRecord>(json) {
-            Ok(r) => {
-                cameras.insert(id.clone(), r);
-            }
-            Err(e) => tracing::warn!(camera = %id, error = %e, "unreadable camera record skipped"),
+impl Snapshot {
+    /// The assignment records of `kind`.
+    pub fn records(&self, kind: MemberKind) -> &BTreeMap<String, AssignRecord> {
+        match kind {
+            MemberKind::Ingest => &self.camera_assign,
+            MemberKind::Worker => &self.partition_assign,
         }
     }
-    let ids = kinds
-        .into_iter()
-        .zip(first)
-        .map(|(k, v)| Ok((k, redis::from_redis_value::<Vec<String>>(&v)?)))
-        .collect::<Result<_, CoordError>>()?;
-    let registry = Registry {
-        cameras,
-        stored,
-        version: version.unwrap_or(0),
-    };
-    Ok((ids, registry))
 }
 
-/// Each member's record (absent once its lease expired), drain flag and owned index.
-fn read_members(
-    c: &mut Connection,
-    ids: MemberIds,
-) -> Result<BTreeMap<MemberKind, BTreeMap<String, MemberView>>, CoordError> {
-    let mut pipe = redis::pipe();
-    for (k, list) in &ids {
-        for id in list {
-            pipe.hgetall(keys::member(*k, id))
-                .exists(keys::drain(*k, id))
-                .smembers(keys::owned(*k, id));
+/// The records kept between rounds of one term.
+#[derive(Debug)]
+struct Cache {
+    token: u64,
+    full_at: Instant,
+    /// Records as stored (releases not applied), by kind and item.
+    records: BTreeMap<MemberKind, BTreeMap<String, AssignRecord>>,
+    /// Items written since they were read.
+    written: BTreeSet<(MemberKind, String)>,
+}
+
+/// Reads snapshots, keeping the assignment records between rounds (see the module doc).
+#[derive(Debug)]
+pub struct StateReader {
+    frames_topic: String,
+    regions: Vec<String>,
+    cache: Option<Cache>,
+}
+
+impl StateReader {
+    /// A reader of the state of `frames_topic`'s partitions in `regions`.
+    pub fn new(frames_topic: &str, regions: Vec<String>) -> Self {
+        Self {
+            frames_topic: frames_topic.to_string(),
+            regions,
+            cache: None,
         }
     }
-    let mut replies = pipe.query::<Vec<Value>>(c)?.into_iter();
-    let mut members: BTreeMap<MemberKind, BTreeMap<String, MemberView>> = BTreeMap::new();
-    for (k, list) in ids {
-        let views = members.entry(k).or_default();
-        for id in list {
-            let rec = hash(replies.next().unwrap_or(Value::Nil))?;
-            let drain: bool = redis::from_redis_value(&replies.next().unwrap_or(Value::Nil))?;
-            let owned: BTreeSet<String> =
-                redis::from_redis_value(&replies.next().unwrap_or(Value::Nil))?;
-            views.insert(
-                id.clone(),
-                MemberView {
-                    kind: k,
-                    held: records::parse_held(&rec),
-                    record: MemberRecord::from_fields(&rec),
-                    drain_flag: drain,
-                    owned,
-                    id,
-                },
+
+    /// Forgets every record: the next read is a full one.
+    pub fn invalidate(&mut self) {
+        self.cache = None;
+    }
+
+    /// The leader is about to write `item`'s record: it is read again next round.
+    pub fn written(&mut self, kind: MemberKind, item: &str) {
+        if let Some(cache) = &mut self.cache {
+            cache.written.insert((kind, item.to_string()));
+        }
+    }
+
+    /// Reads a snapshot for the leader holding `token`: a full read or only what changed.
+    pub fn read(&mut self, c: &mut Connection, token: u64) -> Result<Snapshot, CoordError> {
+        let full = self
+            .cache
+            .as_ref()
+            .is_none_or(|k| k.token != token || k.full_at.elapsed() >= FULL_READ_EVERY);
+        let (ids, registry) = read::member_ids_and_cameras(c)?;
+        let n_members: usize = ids.iter().map(|(_, l)| l.len()).sum();
+        let mut snap = Snapshot {
+            members: read::members(c, ids, full)?,
+            cameras: registry.cameras,
+            cameras_stored: registry.stored,
+            cameras_version: registry.version,
+            commands: 4 + (if full { 3 } else { 2 }) * n_members as u64,
+            full,
+            ..Snapshot::default()
+        };
+        if full {
+            self.cache = Some(Cache {
+                token,
+                full_at: Instant::now(),
+                records: BTreeMap::new(),
+                written: BTreeSet::new(),
+            });
+        }
+        let cache = self.cache.as_mut().expect("set above");
+        let wanted = read::assignment_items(&snap, &self.regions);
+        let mut missing: Vec<(MemberKind, String)> = Vec::new();
+        for (kind, items) in &wanted {
+            let have = cache.records.entry(*kind).or_default();
+            missing.extend(
+                items
+                    .iter()
+                    .filter(|i| {
+                        !have.contains_key(*i) || cache.written.contains(&(*kind, (*i).clone()))
+                    })
+                    .map(|i| (*kind, i.clone())),
             );
         }
-    }
-    Ok(members)
-}
-
-/// The items whose assignment records matter: registered cameras and their partitions in
-/// every region, plus everything some member still owns (orphans).
-fn assignment_items(snap: &Snapshot, regions: &[String]) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut cams: BTreeSet<String> = snap.cameras.keys().cloned().collect();
-    let mut parts: BTreeSet<String> = BTreeSet::new();
-    for cam in snap.cameras.values() {
-        for r in regions {
-            parts.insert(keys::partition_item(r, cam.partition));
+        snap.commands += missing.len() as u64;
+        let fresh = read::records(c, &self.frames_topic, &missing)?;
+        for ((kind, item), rec) in missing.iter().zip(fresh) {
+            cache
+                .records
+                .entry(*kind)
+                .or_default()
+                .insert(item.clone(), rec);
         }
-    }
-    for views in snap.members.values() {
-        for v in views.values() {
-            match v.kind {
-                MemberKind::Ingest => cams.extend(v.owned.iter().cloned()),
-                MemberKind::Worker => parts.extend(
-                    v.owned
-                        .iter()
-                        .filter(|i| keys::parse_partition_item(i).is_some())
-                        .cloned(),
-                ),
-            }
+        cache.written.clear();
+        // Every wanted item and every record kept (orphans found by an earlier full read).
+        for (kind, recs) in &cache.records {
+            let into = match kind {
+                MemberKind::Ingest => &mut snap.camera_assign,
+                MemberKind::Worker => &mut snap.partition_assign,
+            };
+            into.extend(recs.iter().map(|(i, r)| (i.clone(), r.clone())));
         }
+        snap.read_items = missing;
+        snap.commands += read::apply_releases(c, &mut snap)?;
+        Ok(snap)
     }
-    (cams, parts)
 }
 
-/// Reads the assignment records of `cams` and `parts` into `snap`.
-fn read_assignments(
-    c: &mut Connection,
-    frames_topic: &str,
-    cams: BTreeSet<String>,
-    parts: BTreeSet<String>,
-    snap: &mut Snapshot,
-) -> Result<(), CoordError> {
-    let mut pipe = redis::pipe();
-    for cam in &cams {
-        pipe.hgetall(keys::camera_assign(cam));
-    }
-    for item in &parts {
-        let (cl, p) = keys::parse_partition_item(item).expect("filtered above");
-        pipe.hgetall(keys::partition_assign(cl, frames_topic, p));
-    }
-    let mut replies = pipe.query::<Vec<Value>>(c)?.into_iter();
-    for cam in cams {
-        let h = hash(replies.next().unwrap_or(Value::Nil))?;
-        snap.camera_assign
-            .insert(cam, AssignRecord::from_fields(&h)?);
-    }
-    for item in parts {
-        let h = hash(replies.next().unwrap_or(Value::Nil))?;
-        snap.partition_assign
-            .insert(item, AssignRecord::from_fields(&h)?);
-    }
-    apply_releases(c, snap)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Applies each owner's release entry (`HGET panoptes:released:<kind>:<owner> <item>`) to
-/// the records read.
-fn apply_releases(c: &mut Connection, snap: &mut Snapshot) -> Result<(), CoordError> {
-    let mut pipe = redis::pipe();
-    let mut n = 0;
-    let records = snap
-        .camera_assign
-        .iter_mut()
-        .map(|(i, r)| (MemberKind::Ingest, i, r))
-        .chain(
-            snap.partition_assign
-                .iter_mut()
-                .map(|(i, r)| (MemberKind::Worker, i, r)),
-        )
-        .filter(|(_, _, r)| !r.owner.is_empty())
-        .collect::<Vec<_>>();
-    for (kind, item, r) in &records {
-        pipe.hget(keys::released(*kind, &r.owner), item.as_str());
-        n += 1;
+    #[test]
+    fn written_items_are_marked_only_within_a_term() {
+        let mut r = StateReader::new("t", vec!["eu".into()]);
+        r.written(MemberKind::Worker, "eu:1");
+        assert!(r.cache.is_none(), "nothing to mark before the first read");
+        r.cache = Some(Cache {
+            token: 3,
+            full_at: Instant::now(),
+            records: BTreeMap::new(),
+            written: BTreeSet::new(),
+        });
+        r.written(MemberKind::Worker, "eu:1");
+        assert!(
+            r.cache
+                .as_ref()
+                .unwrap()
+                .written
+                .contains(&(MemberKind::Worker, "eu:1".to_string()))
+        );
+        r.invalidate();
+        assert!(r.cache.is_none());
     }
-    if n == 0 {
-        return Ok(());
-    }
-    let replies: Vec<Option<String>> = pipe.query(c)?;
-    for ((_, _, r), entry) in records.into_iter().zip(replies) {
-        r.apply_release(entry.as_deref());
-    }
-    Ok(())
 }

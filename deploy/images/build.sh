@@ -8,6 +8,9 @@
 #                         panoptes-devbroker, panoptes-check
 #   panoptes/redis        Debian's Redis 7 for the dev overlay (no Panoptes code)
 #   panoptes/prometheus   Debian's Prometheus for the compose deployment (no Panoptes code)
+#   panoptes/worker-cuda  only with --only worker-cuda (never in CI: ~6 GB, no GPU here): the
+#                         worker binary + libtorch's CUDA 13 backend and the NVIDIA wheels
+#                         torch 2.11.0 pins (installed from PyPI into $PANOPTES_CACHE/venv-cuda)
 #
 # How (each step is skipped when its output exists, so a warm machine rebuilds in seconds):
 #   1. a Debian 12 root filesystem per package list (packages/*.txt) with mmdebstrap from the
@@ -59,6 +62,9 @@ BIN="${BIN_DIR:-$TARGET/$PROFILE}"
 VENV="$CACHE/venv"
 TORCH_LIB="$VENV/lib/python3.11/site-packages/torch/lib"
 CUDA_LIB="$VENV/lib/python3.11/site-packages/nvidia/cu13/lib"
+# The NVIDIA runtime wheels of the CUDA image, in their own environment (several GB): the CPU
+# environment above has only the two that libtorch_cpu names.
+CUDA_VENV="$CACHE/venv-cuda"
 # The legacy builder: the engine has no buildx, and each build here has one stage.
 export DOCKER_BUILDKIT=0
 
@@ -86,10 +92,19 @@ MIRRORS=(
 
 packages() { grep -v '^\s*#' "$HERE/packages/$1.txt" | grep -v '^\s*$'; }
 
+# Per list, files its packages bring that the image never uses (dpkg path-exclude patterns).
+# prometheus: Debian's package depends on the JavaScript libraries of its web UI and console
+# pages (libjs-moment-timezone alone is 218 MB); the compose deployment uses the API, the
+# scrapes, the rules and promtool only.
+declare -A EXCLUDE_OF=([prometheus]='/usr/share/javascript/*')
+
 # Step 1: the base image for a package list; prints its tag.
 base_image() {
   local list=$1 key tar tag started partial
-  key=$( (echo "recipe=$ROOTFS_RECIPE suite=$SUITE"; packages "$list") | sha256sum | cut -c1-16)
+  local exclude=${EXCLUDE_OF[$list]:-} extra=()
+  [ -z "$exclude" ] || extra=(--dpkgopt="path-exclude=$exclude")
+  key=$( (echo "recipe=$ROOTFS_RECIPE suite=$SUITE"; packages "$list"
+          [ -z "$exclude" ] || echo "exclude=$exclude") | sha256sum | cut -c1-16)
   tar="$CACHE/images/rootfs-$list-$key.tar"
   tag="panoptes/base-$list:$key"
   if [ ! -s "$tar" ]; then
@@ -108,6 +123,7 @@ base_image() {
       --dpkgopt='path-exclude=/usr/share/doc/*' \
       --dpkgopt='path-include=/usr/share/doc/*/copyright' \
       --dpkgopt='path-exclude=/usr/share/info/*' \
+      "${extra[@]}" \
       --customize-hook='echo "panoptes:x:10001:10001:Panoptes:/nonexistent:/usr/sbin/nologin" >> "$1/etc/passwd"' \
       --customize-hook='echo "panoptes:x:10001:" >> "$1/etc/group"' \
       --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
@@ -138,7 +154,18 @@ stage() {
   rm -rf "$stage_dir"
   mkdir -p "$stage_dir/out/usr/local/bin" "$stage_dir/out/usr/share/doc/panoptes"
   for b in "$@"; do stage_bin "$b" "$stage_dir/out"; done
-  if [ "$component" = worker ]; then
+  if [ "$component" = worker-cuda ]; then
+    # libtorch whole (but its Python bindings), and every NVIDIA wheel's lib/ folder laid out
+    # as in site-packages, so libtorch_cuda's $ORIGIN/../../nvidia/<x>/lib rpaths resolve.
+    local opt="$stage_dir/out/opt/panoptes" site="$CUDA_VENV/lib/python3.11/site-packages" d
+    mkdir -p "$opt/torch/lib"
+    find "$TORCH_LIB" -maxdepth 1 -name '*.so*' ! -name 'libtorch_python.so' ! -name 'libshm*' \
+      -exec cp -L {} "$opt/torch/lib/" \;
+    for d in "$site"/nvidia/*/lib; do
+      mkdir -p "$opt/nvidia/$(basename "$(dirname "$d")")"
+      cp -rL "$d" "$opt/nvidia/$(basename "$(dirname "$d")")/"
+    done
+  elif [ "$component" = worker ]; then
     # libtorch_cpu's own RPATH ($ORIGIN/../../nvidia/cu13/lib) finds libcudart/libcupti;
     # the image sets LD_LIBRARY_PATH to torch/lib (the binary's rpath names the build machine).
     local opt="$stage_dir/out/opt/panoptes"
@@ -148,10 +175,33 @@ stage() {
   fi
   python3 "$HERE/sbom.py" --image "panoptes/$component:$TAG" --base "$base" --crate "$crate" \
     --version "$VERSION" --revision "$REVISION" \
-    --torch "$([ "$component" = worker ] && echo "$VENV" || true)" \
+    --torch "$(case $component in worker|worker-cuda) echo "$VENV" ;; esac)" \
+    --cuda-venv "$([ "$component" = worker-cuda ] && echo "$CUDA_VENV" || true)" \
     > "$stage_dir/out/usr/share/doc/panoptes/sbom.cdx.json"
   cp "$stage_dir/out/usr/share/doc/panoptes/sbom.cdx.json" "$OUT/sbom/$component.cdx.json"
   echo "$stage_dir"
+}
+
+# The NVIDIA wheels torch 2.11.0 itself pins (its metadata's Linux requirements: cuda-toolkit
+# with the libraries libtorch_cuda links, cuDNN, cuSPARSELt, NCCL, NVSHMEM), installed once into
+# $CUDA_VENV; reinstalled when the pins change. Python-only ones (triton, cuda-bindings) are not.
+cuda_venv() {
+  local meta pins
+  meta=$(echo "$VENV"/lib/python3.11/site-packages/torch-*.dist-info/METADATA)
+  [ -f "$meta" ] || die "no torch in $VENV: scripts/setup.sh installs it"
+  pins=$(sed -n 's/^Requires-Dist: \(\(nvidia-\|cuda-toolkit\)[^;]*\);.*Linux.*/\1/p' "$meta")
+  [ -n "$pins" ] || die "no NVIDIA requirements in $meta"
+  if [ "$(cat "$CUDA_VENV/pins" 2>/dev/null)" != "$pins" ]; then
+    log "installing the NVIDIA runtime wheels into $CUDA_VENV (several GB from PyPI)"
+    local started py=python3
+    started=$(date +%s)
+    if [ -x /usr/bin/python3 ]; then py=/usr/bin/python3; fi
+    [ -x "$CUDA_VENV/bin/pip" ] || "$py" -m venv "$CUDA_VENV"
+    # shellcheck disable=SC2086
+    "$CUDA_VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir $pins
+    echo "$pins" > "$CUDA_VENV/pins"
+    echo "venv-cuda fresh $(( $(date +%s) - started ))s" >> "$OUT/timings.txt"
+  fi
 }
 
 # Step 3: the component Dockerfile's final stage on the imported base.
@@ -159,7 +209,7 @@ build_image() {
   local component=$1 base=$2 stage_dir=$3 started
   started=$(date +%s)
   sed -n '/^# ---- final stage/,$p' "$HERE/$component.Dockerfile" \
-    | sed -e "s|^FROM runtime-base\$|FROM $base|" -e 's|^COPY --from=build /out/|COPY out/|' \
+    | sed -e "s|^FROM runtime-base\$|FROM $base|" -e 's|^COPY --from=[a-z-]* /out/|COPY out/|' \
     > "$stage_dir/Dockerfile"
   grep -q "^FROM $base\$" "$stage_dir/Dockerfile" && grep -q '^COPY out/' "$stage_dir/Dockerfile" \
     && ! grep -q '^COPY --from=' "$stage_dir/Dockerfile" \
@@ -191,7 +241,7 @@ one() {
 T0=$(date +%s)
 # Step 1 for every image asked for, the bases in parallel (mmdebstrap mostly waits on the
 # mirror): fresh, the four take about as long as the slowest.
-declare -A LIST_OF=([coordinator]=base [ingest]=media [worker]=base [camsim]=sim [redis]=redis [prometheus]=prometheus)
+declare -A LIST_OF=([coordinator]=base [ingest]=media [worker]=base [camsim]=sim [redis]=redis [prometheus]=prometheus [worker-cuda]=base)
 lists=()
 for component in ${ONLY//,/ }; do
   [ -n "${LIST_OF[$component]:-}" ] || die "unknown image $component"
@@ -200,6 +250,7 @@ done
 pids=()
 for list in "${lists[@]}"; do base_image "$list" >/dev/null & pids+=($!); done
 for pid in "${pids[@]}"; do wait "$pid" || die "a base image failed (see above)"; done
+case ",$ONLY," in *,worker-cuda,*) cuda_venv ;; esac
 if [ "$BASES_ONLY" = 1 ]; then
   cat "$OUT/timings.txt" >&2
   exit 0
@@ -209,6 +260,7 @@ pids=()
 one coordinator base panoptes-coordinator panoptes-coordinator panoptes panoptes-redis-acl & pids+=($!)
 one ingest media panoptes-ingest panoptes-ingest & pids+=($!)
 one worker base panoptes-workers panoptes-worker & pids+=($!)
+one worker-cuda base panoptes-workers panoptes-worker & pids+=($!)
 one camsim sim panoptes-camsim panoptes-camsim panoptes-devbroker panoptes-check & pids+=($!)
 one redis redis "" & pids+=($!)
 one prometheus prometheus "" & pids+=($!)

@@ -5,7 +5,8 @@ Components, each with its package URL:
   - every Debian package installed in the base image (dpkg-query run inside it: pkg:deb),
   - every crate the binary's crate links (`cargo tree -e normal`, the lock file's versions:
     pkg:cargo; the workspace's own crates carry the image version),
-  - for the worker, the Python wheels whose libraries are copied in (torch, nvidia-*: pkg:pypi).
+  - for the worker, the Python wheels whose libraries are copied in (torch, nvidia-*: pkg:pypi);
+    for the CUDA worker, torch and every wheel of the NVIDIA environment (--cuda-venv).
 Called by build.sh; standard library only.
 """
 
@@ -49,14 +50,17 @@ def crates(crate, version):
                "purl": f"pkg:cargo/{name}@{ver}"}
 
 
-def wheels(venv):
+def wheels(venv, names):
+    """The given distributions of venv, or (names empty) all but the packaging tools."""
     if not venv:
         return
     py = f"{venv}/bin/python"
-    code = ("import importlib.metadata as m\n"
-            "for n in ('torch','nvidia-cuda-runtime','nvidia-cuda-cupti'):\n"
+    code = ("import importlib.metadata as m, sys\n"
+            "names = sys.argv[1:] or sorted({d.metadata['Name'] for d in m.distributions()}\n"
+            "                               - {'pip', 'setuptools'})\n"
+            "for n in names:\n"
             "    print(n, m.version(n))\n")
-    for line in run([py, "-c", code]).splitlines():
+    for line in run([py, "-c", code, *names]).splitlines():
         name, ver = line.split()
         yield {"type": "library", "name": name, "version": ver,
                "purl": f"pkg:pypi/{name}@{ver}"}
@@ -70,9 +74,14 @@ def main():
     ap.add_argument("--version", required=True)
     ap.add_argument("--revision", required=True)
     ap.add_argument("--torch", default="")
+    ap.add_argument("--cuda-venv", default="")
     args = ap.parse_args()
+    # the CPU worker's libraries: torch and the two NVIDIA wheels libtorch_cpu names; the CUDA
+    # worker's: torch and the whole NVIDIA environment (which holds those two as well)
+    torch_names = ["torch"] if args.cuda_venv else \
+        ["torch", "nvidia-cuda-runtime", "nvidia-cuda-cupti"]
     components = [*debian_packages(args.base), *crates(args.crate, args.version),
-                  *wheels(args.torch)]
+                  *wheels(args.torch, torch_names), *wheels(args.cuda_venv, [])]
     for c in components:
         c["bom-ref"] = c["purl"]
     bom = {

@@ -3,9 +3,10 @@
 # depends on: cuBLAS, cuDNN, NCCL, ...). The worker loads libtorch_cuda.so itself when its
 # config says device = "cuda:N" (workers/src/cuda.rs). Needs the NVIDIA driver on the node
 # (NVIDIA container toolkit / the Kubernetes device plugin inject it).
-# Not built or run in this project's CI (no GPU there): a user builds it with
+# Not built or run in this project's CI (size, and no GPU there): a user builds it with
 #   docker build -f deploy/images/worker-cuda.Dockerfile -t panoptes/worker-cuda:TAG .
-# (about 6 GB: the CUDA libraries are most of it).
+# and, without a registry, deploy/images/build.sh --only worker-cuda makes the same image from
+# the prebuilt binary with the lines after the "final stage" marker (docs/deploy.md).
 ARG RUST_IMAGE=rust:1.92-bookworm
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 
@@ -28,19 +29,22 @@ RUN python3 -m venv /cache/venv \
  && cp target/release/panoptes-worker /out/usr/local/bin/
 
 # The CUDA libraries: the torch wheel WITH its dependencies (the nvidia-* cu13 wheels pinned
-# by torch 2.11.0's metadata), laid out as in site-packages so libtorch's $ORIGIN rpaths
-# (../../nvidia/*/lib) resolve.
+# by torch 2.11.0's metadata), only their lib/ folders (no headers, no Python), laid out as in
+# site-packages so libtorch's $ORIGIN rpaths (../../nvidia/*/lib) resolve.
 FROM ${RUST_IMAGE} AS cuda-libs
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-venv=3.11.* \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /venv \
  && /venv/bin/pip install --no-cache-dir torch==2.11.0 \
  && site=/venv/lib/python3.11/site-packages \
- && mkdir -p /out/opt/panoptes \
- && cp -r "$site/torch" "$site/nvidia" /out/opt/panoptes/ \
- && find /out/opt/panoptes/torch -mindepth 1 -maxdepth 1 ! -name lib -exec rm -rf {} + \
- && rm -f /out/opt/panoptes/torch/lib/libtorch_python.so
+ && mkdir -p /out/opt/panoptes/torch/lib \
+ && find "$site/torch/lib" -maxdepth 1 -name '*.so*' ! -name libtorch_python.so ! -name 'libshm*' \
+      -exec cp -L {} /out/opt/panoptes/torch/lib/ \; \
+ && for d in "$site"/nvidia/*/lib; do \
+      n=$(basename "$(dirname "$d")"); mkdir -p "/out/opt/panoptes/nvidia/$n"; cp -rL "$d" "/out/opt/panoptes/nvidia/$n/"; \
+    done
 
 FROM ${DEBIAN_IMAGE} AS runtime-base
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -51,20 +55,25 @@ RUN apt-get update \
  && echo "panoptes:x:10001:10001:Panoptes:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \
  && echo "panoptes:x:10001:" >> /etc/group
 
+# ---- final stage: build.sh uses these lines as they are (FROM and COPY --from=… /out/ swapped) ----
 FROM runtime-base
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG PROFILE=release
 ARG CREATED=unknown
-COPY --from=cuda-libs /out/ /
-COPY --from=build /out/ /
+# the CUDA libraries first: their layer (~5 GB) is reused while only the binary changes
+COPY --from=cuda-libs /out/opt/ /opt/
+COPY --from=build /out/usr/ /usr/
 LABEL org.opencontainers.image.title="panoptes-worker-cuda" \
       org.opencontainers.image.description="Panoptes worker (CUDA 13): Kafka frames to detections with libtorch 2.11.0 on NVIDIA GPUs" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.panoptes.build-profile="${PROFILE}"
+      org.panoptes.build-profile="${PROFILE}" \
+      org.panoptes.sbom="/usr/share/doc/panoptes/sbom.cdx.json"
+# The binary's rpath names the build machine's wheel; here libtorch is under /opt/panoptes, and
+# the worker dlopens libtorch_cuda.so from it for device = "cuda:N" (workers/src/cuda.rs).
 ENV LD_LIBRARY_PATH=/opt/panoptes/torch/lib \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -55,6 +55,11 @@ pub struct Args {
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub front_port: u16,
 
+    /// Answer a consumer's waiting Fetch as soon as records are produced (as Kafka does)
+    /// instead of after its whole `fetch.wait.max.ms` (what the mock does): puts a front
+    /// before each broker (a plain relay unless TLS/SASL is asked for too).
+    #[arg(long)]
+    pub prompt_fetch: bool,
     /// Address for the control HTTP API (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub control: SocketAddr,
@@ -105,6 +110,7 @@ impl Args {
     /// ports or advertised host) instead of the mock's own listeners.
     pub fn fronted(&self) -> bool {
         self.secured()
+            || self.prompt_fetch
             || self.listen.is_some()
             || self.advertise_host.is_some()
             || self.front_port != 0

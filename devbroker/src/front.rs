@@ -21,11 +21,16 @@
 //! - Neither TLS nor SASL: a plain relay, used to serve other hosts (a container's
 //!   `--listen 0.0.0.0 --advertise-host NAME --front-port P`, see [`crate::cli`]) while the
 //!   mock itself only listens on loopback on random ports.
+//! - Prompt fetch ([`prompt`], `--prompt-fetch`): the front answers a waiting Fetch as soon
+//!   as records are produced through it, as Kafka does, where the mock waits the full
+//!   `MaxWaitMs`. With it off, bytes are relayed unchanged.
 //! - Frames read by the front are bounded ([`wire::MAX_FRAME`]); the pre-authentication
 //!   phase has a deadline ([`AUTH_DEADLINE`]).
 //! - Never a production component: it exists so that Panoptes's own Kafka clients can be
 //!   tested against TLS and SASL; what it proves and does not is in `docs/security.md`.
 
+pub mod fetch;
+pub mod prompt;
 pub mod sasl;
 pub mod scram;
 pub mod wire;
@@ -68,6 +73,8 @@ pub struct FrontConfig {
     pub tls: Option<TlsAcceptor>,
     /// Authenticate with SASL; `None`: no authentication.
     pub sasl: Option<SaslSettings>,
+    /// Answer waiting fetches when records are produced ([`prompt`]).
+    pub prompt_fetch: bool,
 }
 
 impl FrontConfig {
@@ -87,6 +94,7 @@ impl std::fmt::Debug for FrontConfig {
         f.debug_struct("FrontConfig")
             .field("protocol", &self.protocol())
             .field("sasl", &self.sasl)
+            .field("prompt_fetch", &self.prompt_fetch)
             .finish()
     }
 }
@@ -108,13 +116,20 @@ impl Front {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        // One produce signal per front: a partition's producers and consumers meet at its
+        // leader.
+        let produced = config
+            .prompt_fetch
+            .then(|| Arc::new(prompt::Produced::default()));
         let task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((tcp, peer)) => {
                         let config = config.clone();
+                        let produced = produced.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = serve(tcp, upstream, &config).await {
+                            if let Err(e) = serve(tcp, upstream, &config, produced.as_deref()).await
+                            {
                                 tracing::warn!(broker, %peer, error = %e, "front connection closed");
                             }
                         });
@@ -155,6 +170,7 @@ async fn serve(
     tcp: TcpStream,
     upstream: SocketAddr,
     config: &FrontConfig,
+    produced: Option<&prompt::Produced>,
 ) -> Result<(), FrontError> {
     let _ = tcp.set_nodelay(true);
     match &config.tls {
@@ -164,9 +180,9 @@ async fn serve(
                 .await
                 .map_err(|_| FrontError::Deadline)?
                 .map_err(FrontError::Tls)?;
-            relay(tls, upstream, config).await
+            relay(tls, upstream, config, produced).await
         }
-        None => relay(tcp, upstream, config).await,
+        None => relay(tcp, upstream, config, produced).await,
     }
 }
 
@@ -174,6 +190,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     mut client: S,
     upstream: SocketAddr,
     config: &FrontConfig,
+    produced: Option<&prompt::Produced>,
 ) -> Result<(), FrontError> {
     let mut broker = TcpStream::connect(upstream)
         .await
@@ -187,7 +204,14 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::debug!(user, "SASL authenticated");
     }
     // Either side closing ends the relay; errors here are ordinary disconnects.
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+    match produced {
+        Some(p) => {
+            let _ = prompt::relay(client, broker, upstream, p).await;
+        }
+        None => {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+        }
+    }
     Ok(())
 }
 

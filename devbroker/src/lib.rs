@@ -19,6 +19,11 @@
 //! `BOOTSTRAP` lists the fronts' listeners instead, and every broker advertises its front so
 //! clients never leave them.
 //!
+//! `--prompt-fetch` puts a plain front before each broker that answers waiting fetches as
+//! soon as records are produced ([`front::prompt`]): the mock alone holds an empty fetch for
+//! the consumer's whole `fetch.wait.max.ms`, which delays every record by 0–50 ms (the
+//! latency sawtooth of docs/benchmarks.md).
+//!
 //! Everything else is logged to stderr. The `CONTROL` URL serves a small JSON API
 //! (see [`control`]) to list and create topics and to take brokers down and back up.
 //! The process exits cleanly on SIGINT/SIGTERM, and also when its stdin reaches end of file
@@ -151,7 +156,11 @@ async fn start_fronts(
         }
         None => None,
     };
-    let config = std::sync::Arc::new(front::FrontConfig { tls, sasl });
+    let config = std::sync::Arc::new(front::FrontConfig {
+        tls,
+        sasl,
+        prompt_fetch: args.prompt_fetch,
+    });
     let upstreams = front::upstreams(cluster.bootstrap())
         .with_context(|| format!("mock bootstrap list {:?}", cluster.bootstrap()))?;
     let mut fronts = Vec::with_capacity(upstreams.len());

@@ -16,11 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gstreamer as gst;
-use panoptes_schemas::{FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent};
+use panoptes_schemas::{
+    CaptureClock, FrameEncoding, FrameHeaders, SCHEMA_VERSION, new_traceparent,
+};
 use rand::Rng;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::capture;
 use crate::config::CameraSpec;
 pub use crate::error::CameraError;
 use crate::metrics::IngestMetrics;
@@ -142,6 +145,10 @@ struct Camera<'a> {
     status: &'a Mutex<CameraStatus>,
     cancel: &'a CancellationToken,
     seq: u64,
+    /// Clock of the last published frame's capture time (to log changes once).
+    clock: Option<CaptureClock>,
+    /// The last `unsupported` reason counted (the same reason again is not counted again).
+    unsupported: Option<String>,
 }
 
 impl Camera<'_> {
@@ -156,7 +163,16 @@ impl Camera<'_> {
         self.ctx.metrics.set_state(&self.spec.id, state.as_str());
     }
 
-    fn record_error(&self, e: &CameraError) {
+    fn record_error(&mut self, e: &CameraError) {
+        // An unsupported stream stays unsupported on every retry: report it once (log,
+        // counter), keep it in the status, and count again only if the reason changes.
+        if let CameraError::Unsupported(reason) = e {
+            if self.unsupported.as_deref() == Some(reason.as_str()) {
+                tracing::debug!(camera = %self.spec.id, error = %e, "still unsupported");
+                return;
+            }
+            self.unsupported = Some(reason.clone());
+        }
         tracing::warn!(camera = %self.spec.id, url = %self.spec.url, kind = e.kind(), error = %e, "camera failed");
         self.ctx
             .metrics
@@ -210,6 +226,7 @@ impl Camera<'_> {
             let Err(e) = result else { break };
             if streamed {
                 backoff.reset();
+                self.unsupported = None;
             }
             if !e.is_retryable() {
                 backoff.saturate();
@@ -280,6 +297,9 @@ impl Camera<'_> {
             {
                 return Err(CameraError::Unsupported("the stream has no video".into()));
             }
+            if !*streamed && let Some(reason) = pipe.info.unsupported_reason() {
+                return Err(CameraError::Unsupported(reason));
+            }
             if pipe.info.link_failed.load(Ordering::SeqCst) {
                 return Err(CameraError::Unsupported(
                     "decoded video could not be linked".into(),
@@ -317,13 +337,12 @@ impl Camera<'_> {
                 )
             })
             .unwrap_or((ow, oh));
+        let capture = self.capture_time(buffer);
         let headers = FrameHeaders {
             schema_version: SCHEMA_VERSION,
             camera_id: self.spec.id.clone(),
             seq: self.seq,
-            // The cluster clock (Redis's, in coordinator mode), so that workers on other
-            // machines measure ages on the same clock; the wall clock in static mode.
-            capture_time_us: panoptes_coordinator_client::clock::now_us(),
+            capture_time_us: capture.time_us,
             pts_ns: buffer.pts().map(|t| t.nseconds()),
             width,
             height,
@@ -332,6 +351,7 @@ impl Camera<'_> {
             encoding: FrameEncoding::Jpeg,
             traceparent: new_traceparent(),
             owner_epoch: None,
+            capture_clock: capture.clock,
         };
         // The sequence number is spent even when the frame is dropped, so that every loss
         // before Kafka shows as a gap downstream as well as in the drop counter.
@@ -360,6 +380,41 @@ impl Camera<'_> {
                 tracing::debug!(camera = %self.spec.id, seq = headers.seq, error = %e, "frame dropped");
             }
         }
+    }
+}
+
+impl Camera<'_> {
+    /// The frame's capture time ([`crate::capture`]): the camera's own clock while it agrees
+    /// with ours, else arrival on the cluster clock (Redis's, in coordinator mode, so that
+    /// workers on other machines measure ages on the same clock; the wall clock in static
+    /// mode). Publishes the camera's clock offset and logs when the clock in use changes.
+    fn capture_time(&mut self, buffer: &gst::BufferRef) -> capture::CaptureTime {
+        let arrival_us = panoptes_coordinator_client::clock::now_us();
+        let camera_us = capture::camera_ntp_ns(buffer).and_then(capture::ntp_ns_to_unix_us);
+        let chosen = capture::choose(camera_us, arrival_us, self.spec.camera_clock_tolerance);
+        if let Some(offset_us) = chosen.offset_us {
+            self.ctx
+                .metrics
+                .camera_clock_offset
+                .with_label_values(&[&self.spec.id])
+                .set(offset_us as f64 / 1e6);
+        }
+        if self.clock != Some(chosen.clock) {
+            let offset_s = chosen.offset_us.map(|o| o as f64 / 1e6);
+            match (chosen.clock, offset_s) {
+                (CaptureClock::Arrival, Some(offset_s)) => tracing::warn!(
+                    camera = %self.spec.id, offset_s,
+                    tolerance = ?self.spec.camera_clock_tolerance,
+                    "camera clock disagrees with ours: frames carry their arrival time"
+                ),
+                _ => tracing::info!(
+                    camera = %self.spec.id, clock = chosen.clock.as_str(), ?offset_s,
+                    "capture clock"
+                ),
+            }
+            self.clock = Some(chosen.clock);
+        }
+        chosen
     }
 }
 
@@ -405,6 +460,8 @@ impl CameraHandle {
                         status: &status,
                         cancel: &cancel,
                         seq: spec.start_seq,
+                        clock: None,
+                        unsupported: None,
                     };
                     cam.run();
                 })?

@@ -215,6 +215,10 @@ pub struct CameraDefaults {
     pub backoff_max: Duration,
     /// Frames held between the encoder and the publisher; older frames are dropped first.
     pub buffer_frames: u32,
+    /// Frames carry the camera's own capture time (RTCP sender reports) while it is within
+    /// this of the node's clock, else their arrival time; `0s` always uses arrival.
+    #[serde(with = "humantime_serde")]
+    pub camera_clock_tolerance: Duration,
 }
 
 impl Default for CameraDefaults {
@@ -231,6 +235,7 @@ impl Default for CameraDefaults {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(5),
             buffer_frames: 2,
+            camera_clock_tolerance: Duration::from_secs(2),
         }
     }
 }
@@ -293,6 +298,8 @@ pub struct CameraSpec {
     pub partition: Option<i32>,
     /// First sequence number (a coordinator moving a camera hands the next one over).
     pub start_seq: u64,
+    /// Largest accepted |camera clock − node clock| for camera capture times.
+    pub camera_clock_tolerance: Duration,
 }
 
 /// A camera entry that cannot be used; fatal for that entry only.
@@ -358,6 +365,7 @@ impl CameraConfig {
             buffer_frames: d.buffer_frames.max(1),
             partition: self.partition,
             start_seq: 0,
+            camera_clock_tolerance: d.camera_clock_tolerance,
         };
         let range = |field, value: u64, lo: u64, hi: u64, range| {
             if value < lo || value > hi {

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod camera;
+pub mod capture;
 pub mod config;
 pub mod coordinated;
 pub mod error;

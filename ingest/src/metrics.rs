@@ -79,6 +79,9 @@ pub struct IngestMetrics {
     /// not be opened, by reason (`SealError::reason`: `no_keyring`, `unknown_key`, `forged`,
     /// `malformed`).
     pub credential_errors: IntCounterVec,
+    /// Per camera: camera capture time − node clock at arrival, from its RTCP sender reports
+    /// (see [`crate::capture`]); absent while the camera sent none.
+    pub camera_clock_offset: prometheus::GaugeVec,
 }
 
 impl IngestMetrics {
@@ -170,6 +173,16 @@ impl IngestMetrics {
                 "Granted cameras whose sealed password could not be opened (not started), by reason.",
                 &["reason"],
             )?,
+            camera_clock_offset: metrics::register(
+                &r,
+                prometheus::GaugeVec::new(
+                    prometheus::Opts::new(
+                        "panoptes_ingest_camera_clock_offset_seconds",
+                        "Camera clock (RTCP sender reports) minus this node's capture clock at the frame's arrival.",
+                    ),
+                    &["camera"],
+                )?,
+            )?,
             registry: r,
         };
         for result in HANDOVER_RESULTS {
@@ -201,6 +214,7 @@ impl IngestMetrics {
             let _ = vec.remove_label_values(&[camera]);
         }
         let _ = self.camera_up.remove_label_values(&[camera]);
+        let _ = self.camera_clock_offset.remove_label_values(&[camera]);
         for r in DROP_REASONS {
             let _ = self.dropped.remove_label_values(&[camera, r]);
         }

@@ -1,14 +1,29 @@
 //! The GStreamer pipeline of one camera and the translation of its bus messages.
 //!
 //! ```text
-//! rtspsrc ─(video pad)─► decodebin ─► videorate ─► videoscale ─► capsfilter ─► jpegenc ─► appsink
-//!        └(other pads)─► fakesink                 (drop-only)    (fit inside the analytic box,
-//!                                                                  aspect kept, never upscaled)
+//! rtspsrc ─(video pad)─► decodebin ─► videorate ─► videoconvert ─► deinterlace ─► videoscale ─► capsfilter ─► jpegenc ─► appsink
+//!        └(other pads)─► fakesink     (drop-only)   (to a format     (interlaced    (fit inside the analytic box,
+//!                                                    jpegenc takes)  only)          aspect kept, never upscaled)
 //! ```
+//!
+//! Any raw video a decoder produces reaches JPEG: `videoconvert` turns 10/12-bit and other
+//! formats `jpegenc` cannot take into one it can (passthrough, i.e. free, when the decoder
+//! already gives one), `deinterlace` only works on interlaced frames (passthrough otherwise),
+//! and everything after `videorate` runs only on the frames we keep. The output size follows
+//! the decoded caps, not what the camera announced: a probe on every caps event recomputes it
+//! (storage size × pixel aspect ratio, fitted into the box) and sets the capsfilter, so odd
+//! sizes, anamorphic pixels and cameras whose SDP disagrees with their stream all come out
+//! as square-pixel JPEGs of the right shape.
+//!
+//! What cannot be decoded is reported precisely ([`StreamInfo::unsupported`]): decodebin's
+//! `unknown-type` (no decoder for these caps) or a negotiation failure after the decoder
+//! (named with the decoded format), instead of GStreamer's generic "Internal data stream error".
 //!
 //! Credentials go to rtspsrc's `user-id`/`user-pw` properties, never into `location`, so
 //! GStreamer's own messages cannot leak them. The appsink keeps at most `buffer_frames`
-//! samples and drops the oldest: a slow consumer costs frames, never memory.
+//! samples and drops the oldest: a slow consumer costs frames, never memory. rtspsrc adds
+//! the camera's NTP capture time to each frame once RTCP sender reports arrived
+//! ([`crate::capture`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +47,32 @@ pub struct StreamInfo {
     pub link_failed: AtomicBool,
     /// (source width, source height, output width, output height) once known.
     pub dims: Mutex<Option<(u32, u32, u32, u32)>>,
+    /// The decoded video as last negotiated, e.g. `I420_10LE 1280x720 interleaved`.
+    pub format: Mutex<Option<String>>,
+    /// Why this stream cannot be turned into JPEG, once a callback learned it.
+    pub unsupported: Mutex<Option<String>>,
+}
+
+impl StreamInfo {
+    fn set_unsupported(&self, reason: String) {
+        let mut slot = self.unsupported.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(reason);
+    }
+
+    /// The precise reason the stream is unsupported, if one is known.
+    pub fn unsupported_reason(&self) -> Option<String> {
+        self.unsupported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn decoded_format(&self) -> Option<String> {
+        self.format
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// A built (not yet playing) camera pipeline.
@@ -82,7 +123,8 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
 
     let info = Arc::new(StreamInfo::default());
     route_source_pads(&pipeline, &src, &decode, info.clone())?;
-    route_decoded_video(&decode, &chain, spec, info.clone())?;
+    route_decoded_video(&decode, &chain, info.clone())?;
+    follow_decoded_caps(&chain, spec, info.clone())?;
 
     let stages = stage_probes(spec, &decode, &chain)?;
     let bus = pipeline
@@ -134,6 +176,11 @@ fn rtsp_source(spec: &CameraSpec) -> Result<gst::Element, CameraError> {
         u64::try_from(spec.connect_timeout.as_micros()).unwrap_or(u64::MAX),
     );
     src.set_property("teardown-timeout", gst::ClockTime::from_mseconds(100));
+    // The camera's NTP capture time on every frame once its RTCP sender reports arrived
+    // (crate::capture); absent from older GStreamer, where frames keep their arrival time.
+    if src.find_property("add-reference-timestamp-meta").is_some() {
+        src.set_property("add-reference-timestamp-meta", true);
+    }
     if let Some(user) = spec.url.user() {
         src.set_property("user-id", user);
     }
@@ -143,9 +190,12 @@ fn rtsp_source(spec: &CameraSpec) -> Result<gst::Element, CameraError> {
     Ok(src)
 }
 
-/// The fixed part after the decoder: videorate → videoscale → capsfilter → jpegenc → appsink.
+/// The fixed part after the decoder:
+/// videorate → videoconvert → deinterlace → videoscale → capsfilter → jpegenc → appsink.
 struct EncodeChain {
     rate: gst::Element,
+    convert: gst::Element,
+    deinterlace: gst::Element,
     scale: gst::Element,
     filter: gst::Element,
     jpeg: gst::Element,
@@ -153,10 +203,23 @@ struct EncodeChain {
 }
 
 impl EncodeChain {
+    /// Where decoded video enters the chain.
+    fn rate_sink(&self) -> Result<gst::Pad, CameraError> {
+        self.rate
+            .static_pad("sink")
+            .ok_or_else(|| CameraError::Pipeline("videorate has no sink pad".into()))
+    }
+
     fn new(spec: &CameraSpec) -> Result<Self, CameraError> {
         let rate = make("videorate")?;
         rate.set_property("drop-only", true);
         rate.set_property("max-rate", i32::try_from(spec.fps).unwrap_or(i32::MAX));
+        // Only interlaced frames are touched (mode auto = passthrough for progressive ones);
+        // one output frame per input frame (top field) keeps videorate's sampled rate, and
+        // linear interpolation is the cheapest method that leaves no combing.
+        let deinterlace = make("deinterlace")?;
+        deinterlace.set_property_from_str("fields", "top");
+        deinterlace.set_property_from_str("method", "linear");
         let jpeg = make("jpegenc")?;
         jpeg.set_property("quality", i32::try_from(spec.jpeg_quality).unwrap_or(85));
         let appsink = gst_app::AppSink::builder()
@@ -168,6 +231,8 @@ impl EncodeChain {
             .build();
         Ok(Self {
             rate,
+            convert: make("videoconvert")?,
+            deinterlace,
             scale: make("videoscale")?,
             filter: make("capsfilter")?,
             jpeg,
@@ -183,6 +248,8 @@ impl EncodeChain {
     ) -> Result<(), CameraError> {
         let chain = [
             &self.rate,
+            &self.convert,
+            &self.deinterlace,
             &self.scale,
             &self.filter,
             &self.jpeg,
@@ -250,41 +317,194 @@ fn discard(pipeline: &gst::Pipeline, pad: &gst::Pad) {
     }
 }
 
-/// decodebin: raw video goes on to the rate/scale/encode chain, sized to fit the box.
+/// decodebin: raw video goes on to the rate/scale/encode chain; a stream it has no decoder
+/// for is named precisely ([`StreamInfo::unsupported`]).
 fn route_decoded_video(
     decode: &gst::Element,
+    chain: &EncodeChain,
+    info: Arc<StreamInfo>,
+) -> Result<(), CameraError> {
+    let rate_sink = chain.rate_sink()?;
+    let info_unknown = info.clone();
+    decode.connect("unknown-type", false, move |args| {
+        if let Some(caps) = args.get(2).and_then(|v| v.get::<gst::Caps>().ok()) {
+            info_unknown.set_unsupported(format!("no decoder installed for {}", describe(&caps)));
+        }
+        None
+    });
+    decode.connect_pad_added(move |_dec, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(s) = caps.structure(0) else { return };
+        if rate_sink.is_linked() {
+            return;
+        }
+        if !s.name().starts_with("video/x-raw") {
+            info.set_unsupported(format!("no decoder installed for {}", describe(&caps)));
+            return;
+        }
+        if pad.link(&rate_sink).is_err() {
+            info.link_failed.store(true, Ordering::SeqCst);
+            info.set_unsupported(format!(
+                "decoded video {} cannot be linked to the encoder",
+                describe(&caps)
+            ));
+        }
+    });
+    Ok(())
+}
+
+/// On every caps event of the decoded video (the first one and any later change), records
+/// the source size and format and fits the capsfilter's output size to it.
+fn follow_decoded_caps(
     chain: &EncodeChain,
     spec: &CameraSpec,
     info: Arc<StreamInfo>,
 ) -> Result<(), CameraError> {
-    let rate_sink = chain
-        .rate
-        .static_pad("sink")
-        .ok_or_else(|| CameraError::Pipeline("videorate has no sink pad".into()))?;
+    let rate_sink = chain.rate_sink()?;
     let filter = chain.filter.clone();
     let (max_w, max_h) = (spec.width, spec.height);
-    decode.connect_pad_added(move |_dec, pad| {
-        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-        let Some(s) = caps.structure(0) else { return };
-        if !s.name().starts_with("video/x-raw") || rate_sink.is_linked() {
-            return;
+    // videorate (max-rate) aborts the whole process on a buffer without a duration (GStreamer
+    // 1.22 asserts in gst_video_rate_push_buffer); some depayloaders and decoders (raw video
+    // over RTP, field-coded H.264) send such buffers. They get one frame interval of the
+    // caps' frame rate, or of the sampling rate when the caps have none.
+    let fallback = gst::ClockTime::SECOND / u64::from(spec.fps.max(1));
+    let duration_ns = std::sync::atomic::AtomicU64::new(fallback.nseconds());
+    let probe_types = gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER;
+    rate_sink.add_probe(probe_types, move |_pad, probe| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut probe.data {
+            if buffer.duration().is_none() {
+                let ns = duration_ns.load(Ordering::Relaxed);
+                buffer
+                    .make_mut()
+                    .set_duration(gst::ClockTime::from_nseconds(ns));
+            }
+            return gst::PadProbeReturn::Ok;
         }
-        let sw = s.get::<i32>("width").unwrap_or(0).max(0) as u32;
-        let sh = s.get::<i32>("height").unwrap_or(0).max(0) as u32;
-        let (ow, oh) = fit_within(sw, sh, max_w, max_h);
+        let Some(gst::PadProbeData::Event(event)) = &probe.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(caps) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let interval = frame_interval(caps.caps()).unwrap_or(fallback);
+        duration_ns.store(interval.nseconds(), Ordering::Relaxed);
+        let Some(geometry) = Geometry::of(caps.caps()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let (ow, oh) = geometry.output_size(max_w, max_h);
         filter.set_property(
             "caps",
             gst::Caps::builder("video/x-raw")
                 .field("width", ow as i32)
                 .field("height", oh as i32)
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
                 .build(),
         );
-        *info.dims.lock().unwrap_or_else(|e| e.into_inner()) = Some((sw, sh, ow, oh));
-        if pad.link(&rate_sink).is_err() {
-            info.link_failed.store(true, Ordering::SeqCst);
-        }
+        *info.format.lock().unwrap_or_else(|e| e.into_inner()) = Some(geometry.describe());
+        *info.dims.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((geometry.width, geometry.height, ow, oh));
+        gst::PadProbeReturn::Ok
     });
     Ok(())
+}
+
+/// One frame interval of the caps' frame rate, if they have a positive one.
+fn frame_interval(caps: &gst::CapsRef) -> Option<gst::ClockTime> {
+    let rate = caps.structure(0)?.get::<gst::Fraction>("framerate").ok()?;
+    let (n, d) = (
+        u64::try_from(rate.numer()).ok()?,
+        u64::try_from(rate.denom()).ok()?,
+    );
+    (n > 0 && d > 0).then(|| gst::ClockTime::from_nseconds(1_000_000_000 * d / n))
+}
+
+/// What the output size and an `unsupported` message need from decoded video caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geometry {
+    /// Storage width in pixels.
+    pub width: u32,
+    /// Storage height in pixels.
+    pub height: u32,
+    /// Pixel aspect ratio (numerator, denominator); (1, 1) when absent.
+    pub par: (u32, u32),
+    /// Raw format name, e.g. `I420_10LE`.
+    pub format: String,
+    /// `interlace-mode` when not progressive.
+    pub interlace: Option<String>,
+}
+
+impl Geometry {
+    /// Reads raw-video caps; `None` for anything without a positive size.
+    pub fn of(caps: &gst::CapsRef) -> Option<Self> {
+        let s = caps.structure(0)?;
+        let dim = |f: &str| u32::try_from(s.get::<i32>(f).ok()?).ok().filter(|v| *v > 0);
+        let par = s
+            .get::<gst::Fraction>("pixel-aspect-ratio")
+            .ok()
+            .and_then(|f| {
+                Some((
+                    u32::try_from(f.numer()).ok()?,
+                    u32::try_from(f.denom()).ok()?,
+                ))
+            })
+            .filter(|(n, d)| *n > 0 && *d > 0)
+            .unwrap_or((1, 1));
+        let interlace = s
+            .get::<&str>("interlace-mode")
+            .ok()
+            .filter(|m| *m != "progressive")
+            .map(str::to_owned);
+        Some(Self {
+            width: dim("width")?,
+            height: dim("height")?,
+            par,
+            format: s.get::<&str>("format").unwrap_or("?").to_owned(),
+            interlace,
+        })
+    }
+
+    /// The published size: the displayed shape (storage width × pixel aspect ratio) fitted
+    /// into `max_w`×`max_h` with square pixels ([`fit_within`]).
+    pub fn output_size(&self, max_w: u32, max_h: u32) -> (u32, u32) {
+        let display_w = u64::from(self.width) * u64::from(self.par.0) / u64::from(self.par.1);
+        let display_w = u32::try_from(display_w).unwrap_or(u32::MAX).max(1);
+        fit_within(display_w, self.height, max_w, max_h)
+    }
+
+    /// e.g. `I420_10LE 1280x720 interleaved`.
+    pub fn describe(&self) -> String {
+        let mut d = format!("{} {}x{}", self.format, self.width, self.height);
+        if self.par != (1, 1) {
+            d.push_str(&format!(" par {}/{}", self.par.0, self.par.1));
+        }
+        if let Some(mode) = &self.interlace {
+            d.push(' ');
+            d.push_str(mode);
+        }
+        d
+    }
+}
+
+/// Media type and the fields that tell variants apart (profile, format, size), for messages.
+fn describe(caps: &gst::Caps) -> String {
+    let Some(s) = caps.structure(0) else {
+        return "empty caps".into();
+    };
+    let mut d = s.name().to_string();
+    for field in [
+        "encoding-name",
+        "profile",
+        "format",
+        "chroma-format",
+        "bit-depth-luma",
+    ] {
+        if let Ok(v) = s.value(field)
+            && let Ok(text) = v.serialize()
+        {
+            d.push_str(&format!(" {field}={text}"));
+        }
+    }
+    d
 }
 
 impl CameraPipeline {
@@ -313,7 +533,8 @@ impl CameraPipeline {
             use gst::MessageView;
             match msg.view() {
                 MessageView::Error(err) => {
-                    return Some(classify(err.error(), err.debug().as_deref()));
+                    let error = classify(err.error(), err.debug().as_deref());
+                    return Some(self.refine(error, err.debug().as_deref()));
                 }
                 MessageView::Eos(_) => return Some(CameraError::StreamEnded),
                 MessageView::Warning(w) if w.error().matches(gst::StreamError::Decode) => {
@@ -323,6 +544,26 @@ impl CameraPipeline {
             }
         }
         None
+    }
+}
+
+impl CameraPipeline {
+    /// Replaces a generic error with the precise `unsupported` reason the callbacks learned,
+    /// or names the decoded format when the chain after the decoder failed to negotiate
+    /// (GStreamer reports that as "Internal data stream error ... not-negotiated").
+    fn refine(&self, error: CameraError, debug: Option<&str>) -> CameraError {
+        if let Some(reason) = self.info.unsupported_reason() {
+            return CameraError::Unsupported(reason);
+        }
+        let not_negotiated = debug.is_some_and(|d| d.contains("not-negotiated"));
+        match (&error, self.info.decoded_format()) {
+            (CameraError::Pipeline(_), Some(format)) if not_negotiated => {
+                CameraError::Unsupported(format!(
+                    "decoded video {format} cannot be converted for the JPEG encoder (not-negotiated)"
+                ))
+            }
+            _ => error,
+        }
     }
 }
 
@@ -365,5 +606,28 @@ mod tests {
         assert_eq!(fit_within(640, 480, 640, 360), (480, 360));
         assert_eq!(fit_within(320, 240, 640, 360), (320, 240));
         assert_eq!(fit_within(1001, 333, 500, 500), (500, 166));
+    }
+
+    #[test]
+    fn geometry_uses_the_displayed_shape() {
+        gst::init().unwrap();
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("format", "I422_10LE")
+            .field("width", 1440i32)
+            .field("height", 1080i32)
+            .field("pixel-aspect-ratio", gst::Fraction::new(4, 3))
+            .field("interlace-mode", "interleaved")
+            .build();
+        let g = Geometry::of(&caps).unwrap();
+        assert_eq!(g.output_size(640, 360), (640, 360));
+        assert_eq!(g.describe(), "I422_10LE 1440x1080 par 4/3 interleaved");
+        let odd = gst::Caps::builder("video/x-raw")
+            .field("width", 641i32)
+            .field("height", 361i32)
+            .build();
+        let g = Geometry::of(&odd).unwrap();
+        assert_eq!(g.output_size(640, 360), (638, 360));
+        assert_eq!(g.output_size(1280, 720), (640, 360));
+        assert!(Geometry::of(&gst::Caps::builder("video/x-raw").build()).is_none());
     }
 }

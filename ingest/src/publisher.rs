@@ -128,6 +128,11 @@ impl ProducerContext for DeliveryContext {
         d.pending.fetch_sub(1, Ordering::AcqRel);
         // The frame's trace ids for the failure's log line.
         let (trace_id, span_id) = d.span.as_ref().map(FrameSpan::ids).unwrap_or_default();
+        let _log = d
+            .span
+            .as_ref()
+            .map_or_else(tracing::Span::none, FrameSpan::log_span)
+            .entered();
         if let Some(span) = d.span {
             match result {
                 Ok(m) => span.delivered(m.partition(), m.offset()),
@@ -256,6 +261,10 @@ impl FramePublisher {
         // Traced: the frame's creation context is its `send` span, and travels in its
         // `traceparent` header instead of the camera's fresh one.
         let span = FrameSpan::start(&self.topic, headers, payload.len());
+        let _log = span
+            .as_ref()
+            .map_or_else(tracing::Span::none, FrameSpan::log_span)
+            .entered();
         if let Some(tp) = span.as_ref().map(FrameSpan::traceparent) {
             for (key, value) in &mut kafka_headers {
                 if *key == header_names::TRACEPARENT {

@@ -157,6 +157,12 @@ impl FrameSpan {
         rt_trace::traceparent(self.0.span_context())
     }
 
+    /// The log span (the frame's trace and send-span ids, see
+    /// [`panoptes_runtime::trace::logs`]) to enter while handling the frame.
+    pub fn log_span(&self) -> tracing::Span {
+        rt_trace::logs::span(self.0.span_context())
+    }
+
     /// (trace id, span id) for log lines.
     pub fn ids(&self) -> (String, String) {
         let cx = self.0.span_context();

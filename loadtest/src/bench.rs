@@ -25,6 +25,7 @@ pub mod failover;
 pub mod idle;
 pub mod ingest;
 pub mod scaffold;
+pub mod trace_overhead;
 pub mod worker;
 /// Readers of `/proc` and machine facts; live in `panoptes-testkit` (also used by the timeline).
 pub use panoptes_testkit::sys;

@@ -11,6 +11,7 @@
 //! - [`timeline`]: a per-second recorder of a running stack (throughput, latency, CPU and
 //!   memory per process, lag, fault markers) and [`charts`], its PNG charts;
 //! - [`run`]: `panoptes-loadtest run`, a load run with a report ([`runreport`]);
+//! - [`fleet`]: the coordinator with a large simulated fleet (binary `panoptes-bench-fleet`);
 //! - [`demo`], [`chaos`], [`watch`]: the demo, the chaos scenarios, live topic watchers;
 //!   [`slo`]: the error budget a chaos run burned against the fleet's objectives.
 
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod chaos;
 pub mod charts;
 pub mod demo;
+pub mod fleet;
 pub mod run;
 pub mod runreport;
 pub mod slo;

@@ -20,9 +20,16 @@
 //! duplicate but frames of a transaction a fault cut short (region a: the killed worker's;
 //! region b: its worker's when its broker vanished mid-transaction), answered again at a
 //! higher epoch: the development broker shows records of aborted and open transactions
-//! (`devbroker` docs; Kafka's read_committed would hide them). Recovery times (assignment records
-//! read from Redis, published on a loopback port by `docker-compose.test.yml`) are printed as
-//! a table. Docker and docker-compose are required: without them the test fails.
+//! (`devbroker` docs; Kafka's read_committed would hide them).
+//!
+//! Redis runs as `deploy/redis/` sets it up (TLS only, mutual TLS, ACL users; secrets from
+//! `make-secrets.sh`); the test reads it as the `ops` user. Recovery times, measured from the
+//! moment each fault (or reconnect) is started, are printed as a table (and written to
+//! `$CARGO_TARGET_TMPDIR/compose-recovery.md`) twice per step: until the moved items are
+//! granted (assignment records read from Redis, published on a loopback port by
+//! `docker-compose.test.yml`), and until each moved partition or camera has its first
+//! detection on the detections topics (watched from the host: `compose/recovery.rs`).
+//! Docker and docker-compose are required: without them the test fails.
 //! Every container, network and volume goes with the project (`down -v`), however it ends.
 
 use std::collections::BTreeMap;
@@ -31,12 +38,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use panoptes_checker::Report;
-use panoptes_coordinator_client::{AssignRecord, keys};
+use panoptes_coordinator_client::{AssignRecord, RedisLink, keys};
+use panoptes_loadtest::watch::wall_ms;
+use panoptes_runtime::config::RedisClientConfig;
+use panoptes_runtime::tls::TlsFiles;
 use serde::Deserialize;
 
 mod common;
+#[path = "compose/recovery.rs"]
+mod recovery;
 
 use common::images::{deploy, docker, require_docker, run_in};
+use recovery::{Detections, Moved, Span};
 
 /// The images' tag for this test, and the tag the workers are rolled onto.
 const TAG: &str = "compose-test";
@@ -70,6 +83,12 @@ struct Deployment {
     cameras: Vec<Camera>,
     checkers: Vec<String>,
     redis: Option<redis::Client>,
+    /// Watchers of the regions' detections topics (started once the deployment settled).
+    detections: Option<Detections>,
+    /// `make-secrets.sh`'s folder.
+    secrets: PathBuf,
+    /// Each region's network prefix (first three octets; `docker-compose.test.yml`).
+    nets: BTreeMap<String, String>,
     /// Where the checkers write their reports (mounted at `/out`).
     out_dir: PathBuf,
     _dirs: Vec<tempfile::TempDir>,
@@ -157,18 +176,48 @@ impl Deployment {
         Ok((cams, parts))
     }
 
-    /// Waits (at most `timeout`) until `done(cameras, partitions)`; returns how long it took.
+    /// Waits (at most `timeout`) until `done(cameras, partitions)`; returns the time since
+    /// `since`.
     fn wait(
         &self,
         what: &str,
+        since: Instant,
         timeout: Duration,
         mut done: impl FnMut(&Records, &Records) -> bool,
     ) -> Result<Duration> {
-        let start = Instant::now();
         panoptes_testkit::wait_until(what, timeout, || {
             let (c, p) = self.assignments().ok()?;
-            done(&c, &p).then(|| start.elapsed())
+            done(&c, &p).then(|| since.elapsed())
         })
+    }
+
+    /// The first detection of every item `moved`, after the step began at `since_ms`.
+    fn first_detections(&self, since_ms: u64, moved: &Moved<'_>) -> Result<Span> {
+        self.detections
+            .as_ref()
+            .context("detections not watched")?
+            .first_after(since_ms, moved, Duration::from_secs(45))
+    }
+
+    /// Region `region`'s frames partitions with their epochs now (before a step).
+    fn partition_epochs(&self, region: &str) -> Result<BTreeMap<i32, u64>> {
+        let parts = self.assignments()?.1;
+        self.region_cameras(region)
+            .iter()
+            .map(|c| {
+                let item = keys::partition_item(region, c.partition);
+                let rec = parts
+                    .get(&item)
+                    .with_context(|| format!("no record for {item}"))?;
+                Ok((c.partition, rec.epoch))
+            })
+            .collect()
+    }
+
+    /// The address region `region`'s development broker advertises (and the host reaches).
+    fn broker_ip(&self, region: &str) -> Result<String> {
+        let net = self.nets.get(region).context("region")?;
+        Ok(format!("{net}.10"))
     }
 
     /// Every camera streamed by its region's ingest node into its region's Kafka, every
@@ -185,8 +234,8 @@ impl Deployment {
         })
     }
 
-    fn wait_home(&self, what: &str, timeout: Duration) -> Result<Duration> {
-        self.wait(what, timeout, |c, p| self.home(c, p))
+    fn wait_home(&self, what: &str, since: Instant, timeout: Duration) -> Result<Duration> {
+        self.wait(what, since, timeout, |c, p| self.home(c, p))
     }
 
     fn region_cameras(&self, region: &str) -> Vec<Camera> {
@@ -257,6 +306,14 @@ fn prepare() -> Result<Deployment> {
         .output()?;
     ensure!(out.status.success(), "panoptes-models: {out:?}");
     let output = shared_dir(true)?;
+    // Fixed subnets (a broker's address must survive its reconnect), outside Docker's default
+    // pools, different per run.
+    let n = std::process::id() % 250 + 1;
+    let nets: BTreeMap<String, String> = [
+        ("a".to_string(), format!("10.213.{n}")),
+        ("b".to_string(), format!("10.214.{n}")),
+    ]
+    .into();
     let file: CamerasFile = serde_yaml::from_str(&std::fs::read_to_string(
         deploy().join("compose/config/dev/cameras.yaml"),
     )?)?;
@@ -266,6 +323,8 @@ fn prepare() -> Result<Deployment> {
         ("PANOPTES_MODELS".into(), path_str(models.path())?),
         // a free port: runs side by side do not collide
         ("PANOPTES_PROMETHEUS_PORT".into(), "0".into()),
+        ("PANOPTES_TEST_NET_A".into(), nets["a"].clone()),
+        ("PANOPTES_TEST_NET_B".into(), nets["b"].clone()),
     ];
     Ok(Deployment {
         // docker-compose 1.29 keeps only [a-z0-9] of a project name
@@ -274,6 +333,9 @@ fn prepare() -> Result<Deployment> {
         cameras: file.cameras,
         checkers: Vec::new(),
         redis: None,
+        detections: None,
+        secrets: secrets.path().to_path_buf(),
+        nets,
         out_dir: output.path().to_path_buf(),
         _dirs: vec![secrets, models, output],
     })
@@ -359,25 +421,90 @@ fn compose_deployment_survives_kills_cuts_upgrades_and_a_lost_region() -> Result
     result
 }
 
+/// One measured step: until granted (Redis) and, for fault steps, until each moved item's
+/// first detection (fastest–slowest).
+struct Step {
+    what: String,
+    granted: Duration,
+    detected: Option<Span>,
+}
+
 /// Recovery times, in the order measured.
-type Times = Vec<(String, Duration)>;
+type Times = Vec<Step>;
+
+fn push(times: &mut Times, what: impl Into<String>, granted: Duration, detected: Option<Span>) {
+    times.push(Step {
+        what: what.into(),
+        granted,
+        detected,
+    });
+}
+
+/// The steps as a Markdown table.
+fn table(times: &Times) -> String {
+    let mut table = String::from(
+        "| step | granted (Redis) | first detection of each moved item (fastest–slowest) |\n\
+         | --- | --- | --- |\n",
+    );
+    for s in times {
+        let detected = s
+            .detected
+            .map_or_else(|| "–".to_string(), |d| d.to_string());
+        table.push_str(&format!(
+            "| {} | {:.1} s | {detected} |\n",
+            s.what,
+            s.granted.as_secs_f64()
+        ));
+    }
+    table
+}
+
+/// The deployment's Redis from the host: TLS, as the `ops` user (the server's certificate,
+/// which is also a client certificate, for mutual TLS).
+fn open_redis(d: &Deployment) -> Result<redis::Client> {
+    let addr = d.published("redis", 6380)?;
+    let file = |name: &str| Some(d.secrets.join(name));
+    let cfg = RedisClientConfig {
+        redis_url: format!("rediss://{addr}/0"),
+        redis_tls: TlsFiles {
+            ca_file: file("redis-ca.crt"),
+            cert_file: file("redis-server.crt"),
+            key_file: file("redis-server.key"),
+        },
+        redis_username: Some("ops".into()),
+        redis_password_file: file("redis-ops"),
+    };
+    let link = RedisLink::open(&cfg).context("Redis link")?;
+    Ok(link.client().clone())
+}
 
 fn scenario(d: &mut Deployment, built: Duration) -> Result<()> {
-    let mut times: Times = vec![("images built (build.sh, warm layers)".into(), built)];
+    let mut times: Times = Vec::new();
+    push(
+        &mut times,
+        "images built (build.sh, warm layers)",
+        built,
+        None,
+    );
     let t = Instant::now();
     d.compose(&["up", "-d"])?;
-    let redis = d.published("redis", 6379)?;
-    d.redis = Some(redis::Client::open(format!("redis://{redis}/0"))?);
+    d.redis = Some(open_redis(d)?);
     for (r, _, _) in REGIONS {
         start_checker(d, r)?;
     }
-    let settled = d.wait_home("the deployment to settle", Duration::from_secs(90))?;
-    times.push((
-        "up -d → every camera and partition home".into(),
-        t.elapsed(),
-    ));
-    eprintln!("settled {settled:.1?} after the first assignment poll");
-    std::thread::sleep(Duration::from_secs(3));
+    let settled = d.wait_home("the deployment to settle", t, Duration::from_secs(90))?;
+    push(
+        &mut times,
+        "up -d → every camera and partition home",
+        settled,
+        None,
+    );
+    let regions: Vec<(String, String)> = REGIONS
+        .iter()
+        .map(|(r, _, _)| Ok((r.to_string(), format!("{}:19092", d.broker_ip(r)?))))
+        .collect::<Result<_>>()?;
+    d.detections = Some(Detections::start(&regions)?);
+    std::thread::sleep(Duration::from_secs(2));
 
     kill_a_worker(d, &mut times)?;
     cut_an_ingest_node(d, &mut times)?;
@@ -389,10 +516,7 @@ fn scenario(d: &mut Deployment, built: Duration) -> Result<()> {
     // workers answer what is in Kafka.
     d.compose(&["kill", "ingest-1", "ingest-2"])?;
     std::thread::sleep(Duration::from_secs(6));
-    let mut table = String::from("| step | time |\n| --- | --- |\n");
-    for (what, took) in &times {
-        table.push_str(&format!("| {what} | {:.1} s |\n", took.as_secs_f64()));
-    }
+    let table = table(&times);
     eprintln!("\n{table}");
     let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-recovery.md");
     std::fs::write(&report, &table)?;
@@ -426,9 +550,12 @@ fn scenario(d: &mut Deployment, built: Duration) -> Result<()> {
 fn kill_a_worker(d: &Deployment, times: &mut Times) -> Result<()> {
     let victim = d.container("worker-1")?;
     let a = d.region_cameras("a");
+    let epochs = d.partition_epochs("a")?;
+    let (t, t_ms) = (Instant::now(), wall_ms());
     d.docker_ok(&["kill", &victim])?;
-    let took = d.wait(
+    let granted = d.wait(
         "a's partitions granted to worker-2",
+        t,
         Duration::from_secs(20),
         |_, p| {
             a.iter().all(|c| {
@@ -437,17 +564,38 @@ fn kill_a_worker(d: &Deployment, times: &mut Times) -> Result<()> {
             })
         },
     )?;
-    times.push((
-        "worker-1 killed → a's partitions granted to worker-2".into(),
-        took,
-    ));
-    let t = Instant::now();
+    let moved = Moved::Partitions {
+        region: "a",
+        owner: "worker-2",
+        epochs,
+    };
+    let detected = d.first_detections(t_ms, &moved)?;
+    push(
+        times,
+        "worker-1 killed → a's partitions on worker-2",
+        granted,
+        Some(detected),
+    );
+    let epochs = d.partition_epochs("a")?;
+    let (t, t_ms) = (Instant::now(), wall_ms());
     d.docker_ok(&["start", &victim])?;
-    d.wait_home("a's partitions back on worker-1", Duration::from_secs(60))?;
-    times.push((
-        "worker-1 started again → everything home (model load included)".into(),
-        t.elapsed(),
-    ));
+    let granted = d.wait_home(
+        "a's partitions back on worker-1",
+        t,
+        Duration::from_secs(60),
+    )?;
+    let moved = Moved::Partitions {
+        region: "a",
+        owner: "worker-1",
+        epochs,
+    };
+    let detected = d.first_detections(t_ms, &moved)?;
+    push(
+        times,
+        "worker-1 started again → everything home (model load included)",
+        granted,
+        Some(detected),
+    );
     Ok(())
 }
 
@@ -463,13 +611,15 @@ fn cut_an_ingest_node(d: &Deployment, times: &mut Times) -> Result<()> {
             taken_by: "ingest-2",
             moved_to: "b",
             within: Duration::from_secs(20),
-            moved: "a's cameras granted to ingest-2",
+            moved: "a's cameras on ingest-2",
+            ip: None,
         },
     )
 }
 
 /// A container cut off its region's network: the region's cameras are granted to `taken_by`
-/// streaming into region `moved_to` within `within`; reconnected, they come home.
+/// streaming into region `moved_to` within `within`; reconnected (at `ip` when set), they
+/// come home.
 struct Cut {
     container: &'static str,
     region: &'static str,
@@ -477,38 +627,61 @@ struct Cut {
     moved_to: &'static str,
     within: Duration,
     moved: &'static str,
+    ip: Option<String>,
 }
 
 fn cut_off_and_reconnect(d: &Deployment, times: &mut Times, cut: Cut) -> Result<()> {
     let node = d.container(cut.container)?;
     let net = d.network(cut.region);
     let cams = d.region_cameras(cut.region);
+    let ids: Vec<String> = cams.iter().map(|c| c.id.clone()).collect();
+    let (t, t_ms) = (Instant::now(), wall_ms());
     d.docker_ok(&["network", "disconnect", &net, &node])?;
-    let took = d.wait(cut.moved, cut.within, |c, _| {
+    let granted = d.wait(cut.moved, t, cut.within, |c, _| {
         cams.iter().all(|cam| {
             c.get(&cam.id).is_some_and(|r| {
                 r.owner == cut.taken_by && r.cluster.as_deref() == Some(cut.moved_to)
             })
         })
     })?;
-    times.push((
+    let moved = Moved::Cameras {
+        into: cut.moved_to,
+        cameras: ids.clone(),
+    };
+    let detected = d.first_detections(t_ms, &moved)?;
+    push(
+        times,
         format!("{} disconnected → {}", cut.container, cut.moved),
-        took,
-    ));
-    std::thread::sleep(Duration::from_secs(3));
-    let t = Instant::now();
-    d.docker_ok(&["network", "connect", "--alias", cut.container, &net, &node])?;
-    d.wait_home(
+        granted,
+        Some(detected),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (t, t_ms) = (Instant::now(), wall_ms());
+    let mut connect = vec!["network", "connect", "--alias", cut.container];
+    if let Some(ip) = &cut.ip {
+        connect.extend(["--ip", ip.as_str()]);
+    }
+    connect.extend([net.as_str(), node.as_str()]);
+    d.docker_ok(&connect)?;
+    let granted = d.wait_home(
         &format!("{}'s cameras back home", cut.region),
+        t,
         Duration::from_secs(45),
     )?;
-    times.push((
+    let moved = Moved::Cameras {
+        into: cut.region,
+        cameras: ids,
+    };
+    let detected = d.first_detections(t_ms, &moved)?;
+    push(
+        times,
         format!(
             "{} reconnected → {}'s cameras home",
             cut.container, cut.region
         ),
-        t.elapsed(),
-    ));
+        granted,
+        Some(detected),
+    );
     Ok(())
 }
 
@@ -516,13 +689,8 @@ fn cut_off_and_reconnect(d: &Deployment, times: &mut Times, cut: Cut) -> Result<
 fn rolling_upgrade(d: &Deployment, times: &mut Times) -> Result<()> {
     let next = [("PANOPTES_TAG".to_string(), NEXT.to_string())];
     for (region, _, worker) in REGIONS {
-        let items: Vec<String> = d
-            .region_cameras(region)
-            .iter()
-            .map(|c| keys::partition_item(region, c.partition))
-            .collect();
-        let before = d.assignments()?.1;
-        let t = Instant::now();
+        let before = d.partition_epochs(region)?;
+        let (t, t_ms) = (Instant::now(), wall_ms());
         d.compose_with(&next, &["up", "-d", "--no-deps", worker])?;
         let recreated = t.elapsed();
         let id = d.container(worker)?;
@@ -531,33 +699,44 @@ fn rolling_upgrade(d: &Deployment, times: &mut Times) -> Result<()> {
             image.trim() == format!("panoptes/worker:{NEXT}"),
             "{worker} runs {image}"
         );
-        d.wait_home(
+        let granted = d.wait_home(
             &format!("{worker}'s partitions home after its upgrade"),
+            t,
             Duration::from_secs(60),
         )?;
         // handed over to the other worker while the old container drained, then back to the
         // new one: two grants at least
-        let after = d.assignments()?.1;
-        for item in &items {
-            let (b, a) = (before[item].epoch, after[item].epoch);
+        let after = d.partition_epochs(region)?;
+        for (p, b) in &before {
+            let a = after.get(p).copied().unwrap_or_default();
             ensure!(
                 a >= b + 2,
-                "{item}: epoch {b} → {a}: not handed over and back"
+                "{region}:{p}: epoch {b} → {a}: not handed over and back"
             );
         }
-        times.push((
+        // the new container's first detections: above the epoch of the handover away
+        let epochs = before.iter().map(|(p, e)| (*p, e + 1)).collect();
+        let moved = Moved::Partitions {
+            region,
+            owner: worker,
+            epochs,
+        };
+        let detected = d.first_detections(t_ms, &moved)?;
+        push(
+            times,
             format!(
                 "{worker} upgraded (recreate {:.1} s) → its partitions home",
                 recreated.as_secs_f64()
             ),
-            t.elapsed(),
-        ));
+            granted,
+            Some(detected),
+        );
     }
     Ok(())
 }
 
 /// 4. Region b's broker cut off its network: b's cameras move to ingest-1 (region a's Kafka);
-///    reconnected, they come home.
+///    reconnected (at its fixed address), they come home.
 fn cut_a_regions_broker(d: &Deployment, times: &mut Times) -> Result<()> {
     cut_off_and_reconnect(
         d,
@@ -569,6 +748,7 @@ fn cut_a_regions_broker(d: &Deployment, times: &mut Times) -> Result<()> {
             moved_to: "a",
             within: Duration::from_secs(30),
             moved: "b's cameras streaming into region a",
+            ip: Some(d.broker_ip("b")?),
         },
     )
 }

@@ -490,13 +490,27 @@ fn every_config_shipped_in_deploy_loads_with_its_nodes_parser() -> Result<()> {
 /// at its `--config` path with the service's environment on top, as the node would; returns
 /// how many services were checked.
 fn compose_services_load_their_configs() -> Result<usize> {
+    // every secret file make-secrets.sh makes, empty (docker-compose config wants them)
     let secrets = tempfile::tempdir()?;
-    for name in [
+    let mut names = vec![
         "api-operator-token",
         "api-viewer-token",
         "kafka-password",
         "kafka-ca.crt",
-    ] {
+        "redis-ca.crt",
+        "redis-server.crt",
+        "redis-server.key",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    for user in ["coordinator", "ingest", "workers"] {
+        names.push(format!("redis-{user}"));
+        names.push(format!("redis-client-{user}.crt"));
+        names.push(format!("redis-client-{user}.key"));
+    }
+    names.push("redis-ops".into());
+    for name in names {
         std::fs::write(secrets.path().join(name), "")?;
     }
     let mut checked = 0;
@@ -519,16 +533,21 @@ fn compose_services_load_their_configs() -> Result<usize> {
             let node = ["coordinator", "ingest", "worker"]
                 .into_iter()
                 .find(|n| image.starts_with(&format!("panoptes/{n}:")));
-            let Some(node) = node else { continue };
+            // one-shot tools run from a node's image (redis-acl) are not nodes
+            let Some(node) = node.filter(|_| svc.get("entrypoint").is_none()) else {
+                continue;
+            };
             let target = format!("/etc/panoptes/{node}.toml");
             let source = common::compose_volume_source(svc, &target)
                 .with_context(|| format!("{name:?}: nothing mounted at {target}"))?;
             let text =
                 std::fs::read_to_string(&source).with_context(|| format!("{name:?}: {source}"))?;
+            // the nodes' own variables (others, e.g. SSL_CERT_FILE, are not configuration)
             let env: String = svc["environment"]
                 .as_mapping()
                 .into_iter()
                 .flatten()
+                .filter(|(k, _)| k.as_str().is_some_and(|k| k.starts_with("PANOPTES_")))
                 .map(|(k, v)| {
                     let v = v.as_str().map_or_else(|| format!("{v:?}"), str::to_string);
                     format!("{}={v}\n", k.as_str().unwrap_or_default())

@@ -10,7 +10,9 @@
 //! trace) **links** to the frame's creation context, and its INTERNAL `inference` child
 //! carries batch size, device and model. Then the sampling rules: frames written straight
 //! into the topic with an *unsampled* `traceparent` leave no span when they are inferred,
-//! but are kept when dead-lettered or skipped as stale (`keep_anomalies`).
+//! but are kept when dead-lettered or skipped as stale (`keep_anomalies`). Logs: the worker
+//! writes JSON lines (`PANOPTES_LOG_FORMAT=json`), and its line about the dead-lettered frame
+//! carries, as top-level keys, the trace id the receiver got and the frame's span id.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -74,7 +76,11 @@ fn one_frame_trace_crosses_ingest_kafka_worker_and_detections() -> Result<()> {
     wc.batching.max_batch = 4;
     wc.batching.max_wait = Duration::from_millis(20);
     wc.tracing = tracing_to(&receiver.http_url, OtlpProtocol::HttpProtobuf, 1.0);
-    let worker = worker::start(&wc, &[], Duration::from_secs(30))?;
+    let worker = worker::start(
+        &wc,
+        &[("PANOPTES_LOG_FORMAT", "json")],
+        Duration::from_secs(30),
+    )?;
     let mut ingest_node = ingest::start(&ic, &[])?;
     ingest_node.wait_streaming("cam0", Duration::from_secs(20))?;
 
@@ -264,6 +270,27 @@ fn one_frame_trace_crosses_ingest_kafka_worker_and_detections() -> Result<()> {
         dead.attr("panoptes.trace.kept_because"),
         Some("dead_letter")
     );
+    // The worker's log line about that frame names the same trace (top-level keys, from the
+    // log span entered while the frame is handled) and the span its receive span hangs under.
+    let dead_receive = one(&spans, "dead letter receive", |s| {
+        s.trace_id == id(2) && s.kind == "CONSUMER"
+    })?;
+    let logged = log_lines_of_trace(&worker.proc.log_text(), &dead.trace_id);
+    let line = logged
+        .iter()
+        .find(|l| l["fields"]["message"] == "dead-lettering frame")
+        .with_context(|| {
+            format!(
+                "no JSON log line with trace_id {}: {logged:#?}",
+                dead.trace_id
+            )
+        })?;
+    assert_eq!(
+        line["span_id"],
+        dead_receive.parent_span_id.as_str(),
+        "{line}"
+    );
+    assert_eq!(line["level"], "WARN", "{line}");
     let stale_send = one(&spans, "stale send", |s| {
         s.trace_id == id(3) && s.kind == "PRODUCER"
     })?;
@@ -301,6 +328,14 @@ fn one_frame_trace_crosses_ingest_kafka_worker_and_detections() -> Result<()> {
         receiver.requests()
     );
     Ok(())
+}
+
+/// The JSON log lines of `log` whose top-level `trace_id` is `trace_id`.
+fn log_lines_of_trace(log: &str, trace_id: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["trace_id"] == trace_id)
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -22,13 +22,16 @@
 //!   producer polled by its owner) in 1 ms steps instead of 100 ms rounds.
 //! - Dropping the handle stops and joins the thread, then the producer is dropped as before
 //!   (purge, then rust-rdkafka's own bounded flush).
-//! - [`restart_fetch`]: after `resume`, librdkafka refetches a paused partition only after a
-//!   long delay (measured ~0.5 s per resume against the development broker, see
-//!   docs/benchmarks.md, "Consume rate"); a seek to the consumer's own position restarts the
-//!   fetch sooner. Nothing is skipped or repeated: the position is the offset after the last
-//!   record the application received.
+//! - librdkafka writes the IO event to the fd it is given, so the thread reads the *other* end
+//!   of a socket pair (an earlier version handed librdkafka the end the thread read, so the
+//!   thread only ever woke at its [`IDLE_WAKE`] and every delivery report waited up to
+//!   500 ms: docs/benchmarks.md, "Consume rate").
+//! - [`queues`]: the same IO-event wake-up for a consumer's per-partition queues, so that one
+//!   thread can read many partitions, stop reading any of them, and sleep until one has data.
 
 #![allow(unsafe_code)]
+
+pub mod queues;
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -38,15 +41,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rdkafka::TopicPartitionList;
 use rdkafka::bindings as rdsys;
 use rdkafka::client::Client;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext, PurgeConfig};
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
 
 /// Name of the poll thread (as `top -H` and `/proc/<pid>/task/*/comm` show it).
 pub const POLL_THREAD: &str = "kafka-poll";
@@ -107,20 +110,22 @@ pub struct PolledProducer<C: ProducerContext + 'static> {
 impl<C: ProducerContext + 'static> FromClientConfigAndContext<C> for PolledProducer<C> {
     fn from_config_and_context(config: &ClientConfig, context: C) -> KafkaResult<Self> {
         let producer = Arc::new(BaseProducer::from_config_and_context(config, context)?);
-        let (wake, waiter) = UnixStream::pair()
-            .map_err(|e| KafkaError::ClientCreation(format!("poll thread socket: {e}")))?;
+        let socket_error =
+            |e: std::io::Error| KafkaError::ClientCreation(format!("poll thread socket: {e}"));
+        let (wake, waiter) = UnixStream::pair().map_err(socket_error)?;
         waiter
             .set_read_timeout(Some(IDLE_WAKE))
-            .map_err(|e| KafkaError::ClientCreation(format!("poll thread socket: {e}")))?;
-        wake.set_nonblocking(true)
-            .map_err(|e| KafkaError::ClientCreation(format!("poll thread socket: {e}")))?;
+            .map_err(socket_error)?;
+        // Non-blocking: librdkafka writes to it from its own threads and must never block.
+        wake.set_nonblocking(true).map_err(socket_error)?;
+        let event_end = wake.try_clone().map_err(socket_error)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let producer = producer.clone();
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name(POLL_THREAD.into())
-                .spawn(move || serve(&producer, waiter, &stop))
+                .spawn(move || serve(&producer, &event_end, waiter, &stop))
                 .map_err(|e| KafkaError::ClientCreation(format!("poll thread: {e}")))?
         };
         Ok(Self {
@@ -133,12 +138,14 @@ impl<C: ProducerContext + 'static> FromClientConfigAndContext<C> for PolledProdu
 }
 
 /// The poll thread: sleep on the socket, serve what is queued, until told to stop.
+/// librdkafka writes its IO event to `event_end`; the thread reads `waiter`, its peer.
 fn serve<C: ProducerContext>(
     producer: &BaseProducer<C>,
+    event_end: &UnixStream,
     mut waiter: UnixStream,
     stop: &AtomicBool,
 ) {
-    let queue = EventQueue::enable(producer.client(), waiter.as_raw_fd());
+    let queue = EventQueue::enable(producer.client(), event_end.as_raw_fd());
     let mut buf = [0u8; 64];
     loop {
         // Serve first: events may have been queued before the IO event was enabled.
@@ -274,20 +281,6 @@ pub fn flush_base<C: ProducerContext>(
     }
 }
 
-/// Restarts fetching `partition` of `topic` at the consumer's position (after a `resume`);
-/// does nothing before the first record (no position yet). Never blocks.
-pub fn restart_fetch<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) {
-    let position = consumer
-        .position()
-        .ok()
-        .and_then(|tpl| tpl.find_partition(topic, partition).map(|e| e.offset()));
-    if let Some(offset @ Offset::Offset(_)) = position
-        && let Err(e) = consumer.seek(topic, partition, offset, Duration::ZERO)
-    {
-        tracing::debug!(error = %e, partition, "seek after resume failed");
-    }
-}
-
 trait TimeoutMs {
     fn as_millis_i32(&self) -> i32;
 }
@@ -323,6 +316,54 @@ mod tests {
                 self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
+    }
+
+    #[test]
+    fn librdkafka_wakes_the_peer_of_the_socket_it_is_given() {
+        // An earlier version read the very fd librdkafka wrote to, so it never woke on an
+        // event. Here the failed delivery report (no broker) must reach the peer.
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "100")
+            .set("log_level", "0");
+        let producer: BaseProducer = config.create().unwrap();
+        let (event_end, mut waiter) = UnixStream::pair().unwrap();
+        event_end.set_nonblocking(true).unwrap();
+        waiter
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let queue = EventQueue::enable(producer.client(), event_end.as_raw_fd());
+        producer
+            .send(BaseRecord::<str, str>::to("t").payload("x"))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let n = waiter
+            .read(&mut buf)
+            .expect("woken by librdkafka's IO event");
+        assert!(n > 0);
+        assert!(queue.len() > 0, "the report waits on the queue");
+        drop(queue);
+    }
+
+    #[test]
+    fn queue_waker_wakes_on_a_handle_and_times_out_without_one() {
+        let waker = queues::QueueWaker::new().unwrap();
+        assert!(!waker.wait(Duration::from_millis(20)));
+        let wake = waker.waker();
+        wake.wake();
+        wake.wake();
+        assert!(waker.wait(Duration::from_secs(20)));
+        // Both bytes were consumed by the first wait.
+        assert!(!waker.wait(Duration::from_millis(20)));
+        let w = waker.waker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w.wake();
+        });
+        assert!(waker.wait(Duration::from_secs(20)));
+        t.join().unwrap();
     }
 
     #[test]

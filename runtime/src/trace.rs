@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod export;
+pub mod logs;
 pub mod sampler;
 
 use std::sync::OnceLock;

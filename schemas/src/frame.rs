@@ -57,6 +57,48 @@ impl FromStr for FrameEncoding {
     }
 }
 
+/// Which clock `capture_time_us` was read from (header `panoptes-capture-clock`).
+///
+/// Absent on the wire means [`CaptureClock::Arrival`]: that is what every producer before
+/// this header wrote, so old records keep their meaning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureClock {
+    /// The ingest node's clock when the decoded frame reached it (the cluster clock in
+    /// coordinator mode): includes network, jitter-buffer and decode delay.
+    #[default]
+    Arrival,
+    /// The camera's own capture time: its NTP clock, mapped from the frame's RTP timestamp
+    /// through the camera's RTCP sender reports. Ingest uses it only while the camera's
+    /// clock agrees with the node's within a tolerance (see `docs/ingest.md`).
+    Camera,
+}
+
+impl CaptureClock {
+    /// The wire spelling: `"arrival"` or `"camera"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Arrival => "arrival",
+            Self::Camera => "camera",
+        }
+    }
+}
+
+impl FromStr for CaptureClock {
+    type Err = EnvelopeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "arrival" => Ok(Self::Arrival),
+            "camera" => Ok(Self::Camera),
+            other => Err(EnvelopeError::invalid_field(
+                "capture_clock",
+                format!("unknown capture clock {other:?}; expected \"arrival\" or \"camera\""),
+            )),
+        }
+    }
+}
+
 /// Metadata of one frame record on `panoptes.frames`: key = camera id, payload = encoded
 /// image, these fields in headers (see [`crate::headers`] for their names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -70,8 +112,10 @@ pub struct FrameHeaders {
     pub camera_id: String,
     /// Per camera, starts at 0 and grows by 1 per published frame, so gaps reveal loss.
     pub seq: u64,
-    /// Unix epoch microseconds when the ingest node received the decoded frame, on the cluster
-    /// clock (the Redis server's clock as the node estimates it; its wall clock without Redis).
+    /// Unix epoch microseconds of the frame's capture. With `capture_clock` = `arrival`: when
+    /// the ingest node received the decoded frame, on the cluster clock (the Redis server's
+    /// clock as the node estimates it; its wall clock without Redis). With `camera`: the
+    /// camera's own capture time, which ingest uses only within a tolerance of that clock.
     pub capture_time_us: i64,
     /// Presentation time of the frame in the camera stream, in nanoseconds, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +144,10 @@ pub struct FrameHeaders {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub owner_epoch: Option<u64>,
+    /// Which clock `capture_time_us` comes from; absent (older producers) reads as
+    /// [`CaptureClock::Arrival`].
+    #[serde(default)]
+    pub capture_clock: CaptureClock,
 }
 
 impl FrameHeaders {
@@ -124,6 +172,10 @@ impl FrameHeaders {
         if let Some(epoch) = self.owner_epoch {
             out.push((headers::OWNER_EPOCH, epoch.to_string()));
         }
+        out.push((
+            headers::CAPTURE_CLOCK,
+            self.capture_clock.as_str().to_owned(),
+        ));
         out
     }
 
@@ -166,6 +218,9 @@ impl FrameHeaders {
             parse_traceparent(s).map(|_| s.to_owned())
         })?;
         let owner_epoch = slots.optional(headers::OWNER_EPOCH, parse_owner_epoch)?;
+        let capture_clock = slots
+            .optional(headers::CAPTURE_CLOCK, CaptureClock::from_str)?
+            .unwrap_or_default();
 
         Ok(Self {
             schema_version,
@@ -180,6 +235,7 @@ impl FrameHeaders {
             encoding,
             traceparent,
             owner_epoch,
+            capture_clock,
         })
     }
 
@@ -359,6 +415,15 @@ mod tests {
     }
 
     #[test]
+    fn capture_clock_spellings_and_default() {
+        for c in [CaptureClock::Arrival, CaptureClock::Camera] {
+            assert_eq!(c.as_str().parse::<CaptureClock>().unwrap(), c);
+        }
+        assert!("Camera".parse::<CaptureClock>().is_err());
+        assert_eq!(CaptureClock::default(), CaptureClock::Arrival);
+    }
+
+    #[test]
     fn owner_epoch_is_optional_and_positive() {
         assert_eq!(parse_owner_epoch("7").unwrap(), 7);
         for bad in ["0", "-1", "x", ""] {
@@ -384,6 +449,7 @@ mod tests {
             encoding: FrameEncoding::Jpeg,
             traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
             owner_epoch: Some(8),
+            capture_clock: CaptureClock::Camera,
         };
         let written: Vec<&str> = h.to_kafka_headers().iter().map(|(n, _)| *n).collect();
         assert_eq!(written, headers::ALL);

@@ -33,7 +33,7 @@ pub use detection::{
     BBOX_NORM_TOLERANCE, Detection, DetectionRecord, FrameStatus, ModelRef, StageLatencies,
 };
 pub use error::{EnvelopeError, MAX_REPORTED_VALUE_CHARS};
-pub use frame::{FrameEncoding, FrameHeaders};
+pub use frame::{CaptureClock, FrameEncoding, FrameHeaders};
 pub use generate::{all_schemas, render_schema, schema_id};
 pub use ids::{
     CAMERA_ID_PATTERN, MAX_CAMERA_ID_LEN, TRACEPARENT_PATTERN, child_traceparent,
@@ -91,9 +91,11 @@ pub mod headers {
     /// [`crate::FrameHeaders::owner_epoch`]: the grant epoch of the publishing ingest node;
     /// absent without a coordinator.
     pub const OWNER_EPOCH: &str = "panoptes-owner-epoch";
+    /// [`crate::FrameHeaders::capture_clock`]: `arrival` or `camera`; absent means `arrival`.
+    pub const CAPTURE_CLOCK: &str = "panoptes-capture-clock";
 
     /// Every header the envelope reads, in the order of [`crate::FrameHeaders`]' fields.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         SCHEMA_VERSION,
         CAMERA_ID,
         SEQ,
@@ -106,6 +108,7 @@ pub mod headers {
         ENCODING,
         TRACEPARENT,
         OWNER_EPOCH,
+        CAPTURE_CLOCK,
     ];
 }
 

@@ -4,9 +4,10 @@
 mod common;
 
 use panoptes_schemas::{
-    ControlMessage, DeadLetter, DeadLetterReason, Detection, DetectionRecord, EnvelopeError,
-    FrameEncoding, FrameHeaders, FrameStatus, MAX_REPORTED_VALUE_CHARS, SCHEMA_VERSION,
-    child_traceparent, headers, new_traceparent, parse_traceparent, validate_camera_id,
+    CaptureClock, ControlMessage, DeadLetter, DeadLetterReason, Detection, DetectionRecord,
+    EnvelopeError, FrameEncoding, FrameHeaders, FrameStatus, MAX_REPORTED_VALUE_CHARS,
+    SCHEMA_VERSION, child_traceparent, headers, new_traceparent, parse_traceparent,
+    validate_camera_id,
 };
 
 /// Every envelope header, in order: the example's, less the one unrelated tooling added.
@@ -59,6 +60,7 @@ fn example_headers_decode_to_expected_fields() {
             encoding: FrameEncoding::Jpeg,
             traceparent: common::TRACEPARENT.into(),
             owner_epoch: Some(7),
+            capture_clock: CaptureClock::Camera,
         }
     );
     assert!(frame.validate().is_ok());
@@ -84,14 +86,14 @@ fn to_kafka_headers_has_one_pair_per_field() {
     let mut frame = common::frame_headers();
     let names: Vec<&str> = frame.to_kafka_headers().iter().map(|(n, _)| *n).collect();
     assert_eq!(names, all_headers());
-    assert_eq!(names.len(), 12);
+    assert_eq!(names.len(), 13);
     let pairs = frame.to_kafka_headers();
     assert!(pairs.contains(&(headers::ENCODING, "jpeg".to_owned())));
     assert!(pairs.contains(&(headers::SEQ, "48213".to_owned())));
 
     frame.pts_ns = None;
     let names: Vec<&str> = frame.to_kafka_headers().iter().map(|(n, _)| *n).collect();
-    assert_eq!(names.len(), 11);
+    assert_eq!(names.len(), 12);
     assert!(!names.contains(&headers::PTS_NS));
 
     // Without a coordinator the frame has no owner epoch, and reads back without one.
@@ -127,6 +129,9 @@ fn each_missing_required_header_is_named() {
             assert_eq!(result.unwrap().pts_ns, None);
         } else if name == headers::OWNER_EPOCH {
             assert_eq!(result.unwrap().owner_epoch, None);
+        } else if name == headers::CAPTURE_CLOCK {
+            // Absent means the node's arrival time (records written before the header existed).
+            assert_eq!(result.unwrap().capture_clock, CaptureClock::Arrival);
         } else {
             assert_eq!(result, Err(EnvelopeError::MissingHeader(name)), "{name}");
             assert_eq!(result.unwrap_err().header(), Some(name));

@@ -54,6 +54,7 @@ pub fn frame_headers(camera: &str, seq: u64, size: (u32, u32), age: Duration) ->
         encoding: FrameEncoding::Jpeg,
         traceparent: new_traceparent(),
         owner_epoch: None,
+        capture_clock: Default::default(),
     }
 }
 

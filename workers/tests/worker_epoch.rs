@@ -92,6 +92,7 @@ fn superseded_epoch_aborts_and_releases() -> Result<()> {
         encoding: FrameEncoding::Jpeg,
         traceparent: new_traceparent(),
         owner_epoch: None,
+        capture_clock: Default::default(),
     };
     let pos = Position {
         partition: 0,

@@ -81,6 +81,16 @@ impl<'a> Reader<'a> {
         Self { buf, pos: 0 }
     }
 
+    /// How many bytes were read so far (the position of the next field).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The next `n` raw bytes.
+    pub fn take_bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+        self.take(n, what)
+    }
+
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         let end = self.pos.checked_add(n).ok_or(WireError::Malformed(what))?;
         let s = self
@@ -186,6 +196,11 @@ pub fn request_header(frame: &[u8]) -> Result<(RequestHeader, Reader<'_>), WireE
 pub struct Writer(Vec<u8>);
 
 impl Writer {
+    /// An empty frame (a request is built field by field).
+    pub fn empty() -> Self {
+        Self(Vec::new())
+    }
+
     /// A response to `correlation_id`.
     pub fn response(correlation_id: i32) -> Self {
         Self(correlation_id.to_be_bytes().to_vec())

@@ -6,6 +6,8 @@ use clap::Parser;
 
 use panoptes_scene::camera::{CameraConfig, CamsimConfig, Codec, ConfigError};
 
+use crate::formats::FormatCamera;
+
 /// Serve simulated RTSP cameras with known ground truth, with an HTTP fault-control API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "panoptes-camsim", version)]
@@ -20,6 +22,11 @@ pub struct CamsimArgs {
     /// (only id required). Repeatable.
     #[arg(long = "camera", value_name = "SPEC")]
     pub camera: Vec<CameraConfig>,
+    /// A test-pattern camera in an explicit source format:
+    /// "id=hi10,format=h264-high10,width=320,height=240,fps=10" (formats: see
+    /// `panoptes_camsim::formats::SourceFormat`). Repeatable.
+    #[arg(long = "format-camera", value_name = "SPEC")]
+    pub format_camera: Vec<FormatCamera>,
     /// Shorthand: N identical cameras named cam0..cam{N-1} (sized by --width/--height/--fps/--codec).
     #[arg(long = "cameras", value_name = "N")]
     pub cameras: Option<u32>,
@@ -41,6 +48,26 @@ pub struct CamsimArgs {
 }
 
 impl CamsimArgs {
+    /// The scene cameras' configuration and the format cameras; either list may be empty,
+    /// not both.
+    pub fn into_parts(mut self) -> Result<(CamsimConfig, Vec<FormatCamera>), ConfigError> {
+        let formats = std::mem::take(&mut self.format_camera);
+        if formats.is_empty() {
+            return Ok((self.into_config()?, formats));
+        }
+        let listen = (self.listen, self.control);
+        let config = if self.cameras.is_none() && self.camera.is_empty() {
+            CamsimConfig {
+                listen: listen.0,
+                control: listen.1,
+                cameras: Vec::new(),
+            }
+        } else {
+            self.into_config()?
+        };
+        Ok((config, formats))
+    }
+
     /// Builds and validates the simulator configuration.
     pub fn into_config(self) -> Result<CamsimConfig, ConfigError> {
         let mut cameras = Vec::new();

@@ -6,10 +6,12 @@
 //! Layout: what to serve is [`panoptes_scene::camera`] (re-exported here; it lives in the
 //! scene crate so harnesses can describe cameras without linking GStreamer), `rtsp` (server,
 //! factories, auth, session control), `feeder` (per-media frame threads), `control` (axum
-//! routes), [`cli`] (clap arguments of the `panoptes-camsim` binary). [`CamSim`] is the embeddable handle; [`run`] is the binary's
+//! routes), [`cli`] (clap arguments of the `panoptes-camsim` binary), [`formats`] (test-pattern
+//! cameras in explicit source formats: bit depths, chroma, interlacing, odd sizes, MJPEG). [`CamSim`] is the embeddable handle; [`run`] is the binary's
 //! main: start, print `RTSP=`/`CONTROL=` lines, wait for a shutdown signal.
 
 pub mod cli;
+pub mod formats;
 
 mod camera;
 mod control;
@@ -29,6 +31,7 @@ pub use camera::{CameraState, CameraStatus};
 pub use panoptes_scene::camera::{CameraConfig, CamsimConfig, Codec, ConfigError, Credentials};
 
 use camera::Camera;
+use formats::FormatCamera;
 use rtsp::Rtsp;
 
 /// Camera simulator errors.
@@ -161,9 +164,25 @@ fn url_host(addr: &SocketAddr) -> String {
     }
 }
 
+/// Every format camera is valid and no id is used twice across both kinds.
+fn validate_formats(config: &CamsimConfig, formats: &[FormatCamera]) -> Result<(), Error> {
+    let mut seen: std::collections::HashSet<&str> =
+        config.cameras.iter().map(|c| c.id.as_str()).collect();
+    for cam in formats {
+        cam.validate()?;
+        if !seen.insert(cam.id.as_str()) {
+            return Err(ConfigError(format!("duplicate camera id {:?}", cam.id)).into());
+        }
+    }
+    Ok(())
+}
+
 /// Fails early when a GStreamer element the configured codecs need is missing.
-fn check_plugins(config: &CamsimConfig) -> Result<(), Error> {
+fn check_plugins(config: &CamsimConfig, formats: &[FormatCamera]) -> Result<(), Error> {
     let mut needed = vec!["appsrc", "queue"];
+    for cam in formats {
+        needed.extend(cam.format.elements());
+    }
     for cam in &config.cameras {
         needed.extend(match cam.codec {
             Codec::H264 => ["x264enc", "rtph264pay"],
@@ -185,9 +204,20 @@ impl CamSim {
     /// Validates the config, starts the RTSP server (own GLib main-loop thread) and the
     /// control API on the current tokio runtime.
     pub async fn start(config: CamsimConfig) -> Result<Self, Error> {
-        config.validate()?;
+        Self::start_with_formats(config, Vec::new()).await
+    }
+
+    /// [`CamSim::start`] plus [`FormatCamera`]s (then the scene camera list may be empty).
+    pub async fn start_with_formats(
+        config: CamsimConfig,
+        formats: Vec<FormatCamera>,
+    ) -> Result<Self, Error> {
+        if formats.is_empty() || !config.cameras.is_empty() {
+            config.validate()?;
+        }
+        validate_formats(&config, &formats)?;
         gst::init().map_err(|e| Error::Gst(e.to_string()))?;
-        check_plugins(&config)?;
+        check_plugins(&config, &formats)?;
         let shutdown = Arc::new(AtomicBool::new(false));
         let cameras: Vec<Arc<Camera>> = config
             .cameras
@@ -197,7 +227,7 @@ impl CamSim {
         let listen = config.listen;
         let rtsp = {
             let cameras = cameras.clone();
-            tokio::task::spawn_blocking(move || Rtsp::start(listen, &cameras))
+            tokio::task::spawn_blocking(move || Rtsp::start(listen, &cameras, &formats))
                 .await
                 .map_err(|e| Error::Gst(format!("RTSP start panicked: {e}")))??
         };
@@ -283,9 +313,10 @@ impl Drop for CamSim {
 /// `CONTROL=<url>` on stdout (flushed), runs until `shutdown` resolves, then stops cleanly.
 pub async fn run(
     config: CamsimConfig,
+    formats: Vec<FormatCamera>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let sim = CamSim::start(config).await?;
+    let sim = CamSim::start_with_formats(config, formats).await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "RTSP={}", sim.rtsp_url())?;

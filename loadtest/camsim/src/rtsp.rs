@@ -30,6 +30,7 @@ use rtsp_server::{
 use super::Error;
 use super::camera::Camera;
 use super::feeder::{self, AUDIO_RATE};
+use super::formats::FormatCamera;
 use panoptes_scene::camera::{Codec, Credentials};
 
 /// Role given to clients without (valid) credentials.
@@ -130,7 +131,13 @@ fn permissions(role: &str, construct: bool) -> gst::Structure {
 /// gets *access* without *construct*, which gst-rtsp-server answers with
 /// `401 Unauthorized` + `WWW-Authenticate: Basic` (denied access would be a 404, which
 /// clients do not retry with credentials).
-fn install_auth(server: &RTSPServer, cameras: &[Arc<Camera>], factories: &[RTSPMediaFactory]) {
+///
+/// Returns every role (anonymous first), for factories open to all of them.
+fn install_auth(
+    server: &RTSPServer,
+    cameras: &[Arc<Camera>],
+    factories: &[RTSPMediaFactory],
+) -> Vec<String> {
     let mut roles: Vec<(Credentials, String)> = Vec::new();
     for cam in cameras {
         if let Some(c) = &cam.config.credentials
@@ -165,6 +172,9 @@ fn install_auth(server: &RTSPServer, cameras: &[Arc<Camera>], factories: &[RTSPM
         }
     }
     server.set_auth(Some(&auth));
+    std::iter::once(ANONYMOUS_ROLE.to_owned())
+        .chain(roles.into_iter().map(|(_, role)| role))
+        .collect()
 }
 
 /// Runs `f` on `context` every `period` until it returns [`glib::ControlFlow::Break`].
@@ -240,7 +250,11 @@ fn end_sessions(server: &RTSPServer, path: &str) -> usize {
 
 impl Rtsp {
     /// Builds the server, binds `listen` and starts the main-loop thread.
-    pub(crate) fn start(listen: SocketAddr, cameras: &[Arc<Camera>]) -> Result<Self, Error> {
+    pub(crate) fn start(
+        listen: SocketAddr,
+        cameras: &[Arc<Camera>],
+        formats: &[FormatCamera],
+    ) -> Result<Self, Error> {
         let server = RTSPServer::new();
         server.set_address(&listen.ip().to_string());
         server.set_service(&listen.port().to_string());
@@ -257,7 +271,18 @@ impl Rtsp {
             mounts.add_factory(&cam.path(), factory.clone());
             factories.push(factory);
         }
-        install_auth(&server, cameras, &factories);
+        let roles = install_auth(&server, cameras, &factories);
+        for cam in formats {
+            // A plain launch line with explicit caps (no feeder, no fault control), open to
+            // every client; not shared, like the scene cameras.
+            let factory = RTSPMediaFactory::new();
+            factory.set_launch(&cam.launch_line());
+            factory.set_shared(false);
+            for role in &roles {
+                factory.add_role_from_structure(&permissions(role, true));
+            }
+            mounts.add_factory(&format!("/{}", cam.id), factory);
+        }
 
         let context = glib::MainContext::new();
         let main_loop = glib::MainLoop::new(Some(&context), false);

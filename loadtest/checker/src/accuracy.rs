@@ -242,6 +242,7 @@ mod tests {
             encoding: FrameEncoding::Rgb24,
             traceparent: panoptes_schemas::new_traceparent(),
             owner_epoch: None,
+            capture_clock: Default::default(),
         };
         assert_eq!(frame_index_of_payload(&headers, &rgb, 10), Some(index));
         assert_eq!(frame_index_of_payload(&headers, &rgb[1..], 10), None);

@@ -93,6 +93,7 @@ fn frame_headers(cam: &str, seq: u64) -> FrameHeaders {
         encoding: FrameEncoding::Jpeg,
         traceparent: new_traceparent(),
         owner_epoch: None,
+        capture_clock: Default::default(),
     }
 }
 

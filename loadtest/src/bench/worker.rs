@@ -56,6 +56,10 @@ pub struct WorkerBenchParams {
     pub partition_queue: usize,
     /// Frames of the consume-rate phase (0: skipped).
     pub consume_frames: usize,
+    /// Whether the development broker answers waiting fetches when records are produced
+    /// (`panoptes-devbroker --prompt-fetch`; without it every record waits 0–50 ms for the
+    /// mock's fetch cycle: docs/benchmarks.md, "Consume rate and the latency sawtooth").
+    pub prompt_fetch: bool,
 }
 
 /// The consume-rate phase: the worker with a no-op model against a bare consumer, same frames.
@@ -362,8 +366,13 @@ impl BenchReport for WorkerBenchReport {
 impl WorkerBenchReport {
     fn latency_table(&self) -> String {
         let head = format!(
-            "end-to-end latency (capture → publish), max_batch {}",
-            self.params.latency_batch
+            "end-to-end latency (capture → publish), max_batch {}, {}",
+            self.params.latency_batch,
+            if self.params.prompt_fetch {
+                "prompt fetch"
+            } else {
+                "mock fetch wait"
+            }
         );
         let mut table = Table::new(&[
             &head,
@@ -465,6 +474,7 @@ mod tests {
                 device: "cpu".into(),
                 partition_queue: 256,
                 consume_frames: 0,
+                prompt_fetch: true,
             },
             throughput: vec![point(1, 5.0), point(16, 4.0)],
             latency: Vec::new(),

@@ -30,6 +30,7 @@ pub fn frame_header_pairs() -> Vec<(&'static str, Vec<u8>)> {
         (headers::ENCODING, b"jpeg".to_vec()),
         (headers::TRACEPARENT, TRACEPARENT.as_bytes().to_vec()),
         (headers::OWNER_EPOCH, b"7".to_vec()),
+        (headers::CAPTURE_CLOCK, b"camera".to_vec()),
         ("x-mirror-origin", b"eu-west".to_vec()),
     ]
 }

@@ -1,13 +1,22 @@
-//! Consume, the first stage: the consumer thread of a lane. Manual assignment of the owned frames partitions (added and removed
-//! at run time through [`Command`]s), back-pressure by pause/resume, offset commits
-//! (at-least-once, each checked against the assignment) and lag metrics.
+//! Consume, the first stage: the consumer thread of a lane. Manual assignment of the owned
+//! frames partitions (added and removed at run time through [`Command`]s), back-pressure by
+//! not reading, offset commits (at-least-once, each checked against the assignment) and lag
+//! metrics.
 //!
 //! Partitions are `incremental_assign`ed (no group rebalancing: the coordinator, not Kafka's group
 //! protocol, moves partitions) starting from the group's committed offsets
-//! (`Offset::Stored`; `auto.offset.reset = earliest` when nothing is committed). Each partition
-//! may have at most `partition_queue` frames in flight; at the bound it is `pause`d, and
-//! `resume`d once half of them are done. So memory is bounded, and overload shows up as
-//! Kafka lag, never as a growing queue.
+//! (`Offset::Stored`; `auto.offset.reset = earliest` when nothing is committed). Each owned
+//! partition is split onto its own librdkafka queue before it is assigned
+//! ([`panoptes_runtime::kafka_poll::queues`]), and the thread reads the queues in turn. A
+//! partition may have at most `partition_queue` frames in flight: at the bound the thread
+//! stops reading its queue ([`PartitionState::hold`]) and reads it again once half of them
+//! are done (the publisher wakes the thread). Meanwhile librdkafka prefetches at most
+//! `queued.max.messages.kbytes` of the partition, then stops fetching it. So memory is
+//! bounded, overload shows up as Kafka lag, never as a growing queue, and nothing is
+//! refetched: an earlier version `pause`d the partition at the bound, and each pause/resume
+//! cycle cost ~0.5 s before librdkafka fetched again (docs/benchmarks.md, "Consume rate").
+//! The thread sleeps on the queues' IO events (and at most [`POLL`], for commands, commits
+//! and lag), never in a busy-waiting poll.
 //!
 //! The consumer's context ([`LinkContext`]) hands librdkafka's own errors (wrong password,
 //! untrusted certificate, ...) to the node's [`KafkaLink`]: counted by kind in
@@ -21,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use panoptes_runtime::kafka_link::KafkaLink;
+use panoptes_runtime::kafka_poll::queues::{QueueWaker, WatchedPartition};
 use panoptes_schemas::FrameHeaders;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -78,6 +88,9 @@ pub fn connection_config(cfg: &KafkaConfig) -> Result<ClientConfig, KafkaError> 
 }
 
 /// Creates the frames consumer (no I/O yet); its client errors go to `link`.
+///
+/// `queued.max.messages.kbytes` bounds what librdkafka prefetches per owned partition (each
+/// has its own queue), the memory a partition the pipeline cannot keep up with holds.
 pub fn create(
     cfg: &KafkaConfig,
     worker_id: &str,
@@ -92,7 +105,8 @@ pub fn create(
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "50")
-        // Frames are big: fetch little ahead, the in-flight bound does the buffering.
+        // Frames are big: fetch little ahead (per partition), the in-flight bound does the
+        // buffering.
         .set("queued.max.messages.kbytes", "4096")
         .set("queued.min.messages", "1000")
         .set("reconnect.backoff.ms", "100")
@@ -182,113 +196,183 @@ pub struct ConsumerLoop {
     pub assignment: Arc<dyn Assignment>,
 }
 
-const POLL: Duration = Duration::from_millis(50);
+/// Longest sleep of the consumer thread (commands, commits and lag are looked at this often).
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Records read from one partition's queue before the thread turns to the next partition.
+const BURST: usize = 64;
+
+/// One partition being consumed.
+struct Owned {
+    /// The run.
+    state: Arc<PartitionState>,
+    /// Its own queue.
+    queue: WatchedPartition<LinkContext>,
+    /// The `idx` its next frame gets.
+    next_idx: u64,
+}
 
 /// What the consumer thread tracks between polls.
 #[derive(Default)]
 struct Consumed {
-    /// The partition runs being consumed.
-    by_partition: BTreeMap<i32, Arc<PartitionState>>,
-    /// The `idx` the next frame of each partition gets.
-    next_idx: BTreeMap<i32, u64>,
-    /// Partitions paused at their in-flight bound.
-    paused: BTreeSet<i32>,
+    /// The partitions being consumed.
+    parts: BTreeMap<i32, Owned>,
     /// Highest ingest owner epoch seen per camera (the owner-epoch rule, in offset order).
     owners: panoptes_schemas::OwnerEpochs,
+}
+
+impl Consumed {
+    fn states(&self) -> Vec<Arc<PartitionState>> {
+        self.parts.values().map(|o| o.state.clone()).collect()
+    }
 }
 
 impl ConsumerLoop {
     /// Runs until `stop` fires. Dropping the job sender on return tells the pipeline to drain.
     /// Returns the partitions it still consumed (for the final commit).
     pub fn run(self, stop: &CancellationToken) -> Vec<Arc<PartitionState>> {
+        let waker = match QueueWaker::new() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "consumer thread: no wake-up socket");
+                return Vec::new();
+            }
+        };
+        // Errors and commit results arrive on the consumer's own queue.
+        let _main = waker.watch_consumer(&self.consumer);
         let mut c = Consumed::default();
         let mut last_commit = Instant::now();
         let mut last_lag = Instant::now();
         while !stop.is_cancelled() {
             while let Ok(cmd) = self.commands.try_recv() {
-                self.apply(cmd, &mut c);
+                self.apply(cmd, &mut c, &waker);
             }
-            if let Some(result) = self.consumer.poll(POLL) {
-                match result {
-                    Ok(m) => {
-                        if !self.dispatch(&m, &mut c) {
-                            return c.by_partition.into_values().collect();
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
-                }
+            if !self.serve_main(&mut c) {
+                return c.states();
             }
+            let Some(more) = self.read_partitions(&mut c) else {
+                return c.states();
+            };
             self.relieve(&mut c);
             if self.mode == DeliveryMode::AtLeastOnce
                 && last_commit.elapsed() >= self.commit_interval
             {
                 last_commit = Instant::now();
-                let states: Vec<_> = c.by_partition.values().cloned().collect();
                 commit(
                     &self.consumer,
                     &self.topic,
-                    &states,
+                    &c.states(),
                     CommitMode::Async,
                     self.assignment.as_ref(),
                 );
             }
             if last_lag.elapsed() >= Duration::from_secs(2) {
                 last_lag = Instant::now();
-                self.update_lag(&c.by_partition);
+                self.update_lag(&c);
+            }
+            if !more {
+                waker.wait(POLL);
             }
         }
-        c.by_partition.into_values().collect()
+        c.states()
+    }
+
+    /// Serves the consumer's own queue (errors, commit results; records only of a partition
+    /// that was not split off). Returns `false` when the pipeline is gone.
+    fn serve_main(&self, c: &mut Consumed) -> bool {
+        while let Some(result) = self.consumer.poll(Duration::ZERO) {
+            match result {
+                Ok(m) => {
+                    let p = m.partition();
+                    tracing::debug!(partition = p, "record on the consumer's own queue");
+                    if let Some(o) = c.parts.get_mut(&p)
+                        && !self.dispatch(&m, &o.state, &mut o.next_idx, &mut c.owners)
+                    {
+                        return false;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            }
+        }
+        true
+    }
+
+    /// Reads every partition not held, up to [`BURST`] records each. Returns whether a
+    /// partition may have more to read now (`None`: the pipeline is gone).
+    fn read_partitions(&self, c: &mut Consumed) -> Option<bool> {
+        let mut more = false;
+        let Consumed { parts, owners } = c;
+        for o in parts.values_mut() {
+            let mut read = 0;
+            while !o.state.held() {
+                if read == BURST {
+                    more = true;
+                    break;
+                }
+                match o.queue.poll() {
+                    None => break,
+                    Some(Ok(m)) => {
+                        read += 1;
+                        if !self.dispatch(&m, &o.state, &mut o.next_idx, owners) {
+                            return None;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, partition = o.state.partition, "consumer error");
+                    }
+                }
+            }
+        }
+        Some(more)
     }
 
     /// Carries out one partition change.
-    fn apply(&self, cmd: Command, c: &mut Consumed) {
+    fn apply(&self, cmd: Command, c: &mut Consumed, waker: &QueueWaker) {
         match cmd {
             Command::Add(state, reply) => {
                 let p = state.partition;
-                if c.by_partition.contains_key(&p) {
+                if c.parts.remove(&p).is_some() {
                     self.unassign(p);
                 }
-                c.paused.remove(&p);
-                c.next_idx.insert(p, 0);
-                let r = self.assign(p);
-                if r.is_ok() {
-                    c.by_partition.insert(p, state);
-                }
+                let r = self.assign(state, waker).map(|o| {
+                    c.parts.insert(p, o);
+                });
                 let _ = reply.send(r);
             }
             Command::Remove(p, reply) => {
-                if c.by_partition.remove(&p).is_some() {
+                if c.parts.remove(&p).is_some() {
                     self.unassign(p);
                     self.forget(p);
                 }
-                c.paused.remove(&p);
                 let _ = reply.send(());
             }
         }
     }
 
-    /// Hands one frame record to the decode pool (pausing its partition at the bound).
+    /// Hands one frame record to the decode pool (holding its partition at the bound).
     /// Returns `false` when the pipeline is gone.
-    fn dispatch(&self, m: &BorrowedMessage<'_>, c: &mut Consumed) -> bool {
+    fn dispatch(
+        &self,
+        m: &BorrowedMessage<'_>,
+        state: &PartitionState,
+        next_idx: &mut u64,
+        owners: &mut panoptes_schemas::OwnerEpochs,
+    ) -> bool {
         let p = m.partition();
-        let Some(state) = c.by_partition.get(&p) else {
-            return true;
-        };
-        let idx = c.next_idx.entry(p).or_default();
         let pos = Position {
             partition: p,
             offset: m.offset(),
-            idx: *idx,
+            idx: *next_idx,
             instance: state.instance,
         };
-        *idx += 1;
+        *next_idx += 1;
         let n = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         self.metrics
             .frames
             .with_label_values(&[&self.label(p)])
             .inc();
-        if n >= self.bound && c.paused.insert(p) {
-            self.set_paused(p, true);
+        if n >= self.bound {
+            state.hold(self.bound / 2);
         }
         let headers = FrameHeaders::from_kafka_headers(
             m.headers()
@@ -303,7 +387,7 @@ impl ConsumerLoop {
             Ordering::Relaxed,
         );
         let superseded_by = match &headers {
-            Ok(h) => match c.owners.observe(&h.camera_id, h.owner_epoch) {
+            Ok(h) => match owners.observe(&h.camera_id, h.owner_epoch) {
                 panoptes_schemas::OwnerVerdict::Superseded { highest } => Some(highest),
                 _ => None,
             },
@@ -322,26 +406,27 @@ impl ConsumerLoop {
         self.jobs.send(job).is_ok()
     }
 
-    /// In-flight gauges; resumes partitions whose in-flight count fell to half the bound;
-    /// unassigns partitions their publisher released.
+    /// In-flight and held gauges; unassigns partitions their publisher released.
     fn relieve(&self, c: &mut Consumed) {
         let mut released = Vec::new();
-        for s in c.by_partition.values() {
+        for o in c.parts.values() {
+            let s = &o.state;
+            let label = self.label(s.partition);
             let n = s.in_flight.load(Ordering::Acquire);
             self.metrics
                 .in_flight
-                .with_label_values(&[&self.label(s.partition)])
+                .with_label_values(&[&label])
                 .set(n as i64);
-            if c.paused.contains(&s.partition) && n <= self.bound / 2 {
-                c.paused.remove(&s.partition);
-                self.set_paused(s.partition, false);
-            }
+            self.metrics
+                .paused
+                .with_label_values(&[&label])
+                .set(i64::from(s.held()));
             if s.released.load(Ordering::Acquire) {
                 released.push(s.partition);
             }
         }
         for p in released {
-            c.by_partition.remove(&p);
+            c.parts.remove(&p);
             self.unassign(p);
             self.forget(p);
             tracing::warn!(partition = p, "partition released");
@@ -352,10 +437,26 @@ impl ConsumerLoop {
         format!("{}{partition}", self.label_prefix)
     }
 
-    fn assign(&self, partition: i32) -> Result<(), KafkaError> {
+    /// Splits the partition onto its own queue, then assigns it (in this order, so that
+    /// none of its records reaches the consumer's own queue).
+    fn assign(&self, state: Arc<PartitionState>, waker: &QueueWaker) -> Result<Owned, KafkaError> {
+        let partition = state.partition;
+        let queue = waker
+            .watch_partition(&self.consumer, &self.topic, partition)
+            .ok_or(KafkaError::Subscription(format!(
+                "no queue for partition {partition} of {}",
+                self.topic
+            )))?;
+        let wake = waker.waker();
+        state.set_wake(move || wake.wake());
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Stored)?;
-        self.consumer.incremental_assign(&tpl)
+        self.consumer.incremental_assign(&tpl)?;
+        Ok(Owned {
+            state,
+            queue,
+            next_idx: 0,
+        })
     }
 
     fn unassign(&self, partition: i32) {
@@ -376,32 +477,11 @@ impl ConsumerLoop {
         let _ = m.frames.remove_label_values(&[&l]);
     }
 
-    fn set_paused(&self, partition: i32, pause: bool) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, partition);
-        let r = if pause {
-            self.consumer.pause(&tpl)
-        } else {
-            self.consumer.resume(&tpl)
-        };
-        if let Err(e) = r {
-            tracing::warn!(error = %e, partition, pause, "pause/resume failed");
-        } else if !pause {
-            // librdkafka is slow to refetch after a resume (docs/benchmarks.md, "Consume rate").
-            panoptes_runtime::kafka_poll::restart_fetch(&self.consumer, &self.topic, partition);
-        }
-        tracing::debug!(partition, pause, "back-pressure");
-        self.metrics
-            .paused
-            .with_label_values(&[&self.label(partition)])
-            .set(i64::from(pause));
-    }
-
-    fn update_lag(&self, states: &BTreeMap<i32, Arc<PartitionState>>) {
+    fn update_lag(&self, c: &Consumed) {
         let Ok(positions) = self.consumer.position() else {
             return;
         };
-        for s in states.values() {
+        for s in c.parts.values().map(|o| &o.state) {
             let Ok((_, high)) = self.consumer.fetch_watermarks(
                 &self.topic,
                 s.partition,

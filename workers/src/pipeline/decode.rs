@@ -95,6 +95,8 @@ impl DecodeStage {
         let mut trace = job.trace;
         // The receive span ends here, whatever becomes of the frame.
         trace.ready();
+        // Log lines about this frame carry its trace ids (tracing on only).
+        let _log = trace.log_span().entered();
         let headers = match job
             .headers
             .and_then(|h| h.check_record_key(job.key.as_deref()).map(|()| h))

@@ -173,6 +173,7 @@ fn run(
             batch.iter().map(|d| (&d.trace, &d.headers)),
             SystemTime::now(),
         );
+        let _log = batch_span.log_span().entered();
         metrics.batch_size.observe(batch.len() as f64);
         let inputs: Vec<&Tensor> = batch.iter().map(|d| &d.input).collect();
         let started = Instant::now();

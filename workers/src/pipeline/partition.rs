@@ -6,6 +6,11 @@
 //! and stops partitions (abort, release, failure). A partition stopped and started again gets
 //! a fresh state with a new `instance`, so outcomes of the earlier run still travelling
 //! through the stages are recognised and dropped. Pure bookkeeping: no I/O here.
+//!
+//! Intake back-pressure: the consumer thread stops reading a partition whose in-flight count
+//! reached its bound ([`PartitionState::hold`]); whoever finishes frames
+//! ([`PartitionState::done`]) lifts the hold once the count fell to the resume level and
+//! calls the consumer's wake-up, so no wake-up is lost and none is sent per frame.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -56,7 +61,6 @@ impl CommitTracker {
 
 /// Shared state of one owned partition (one run of it: a partition stopped and started
 /// again gets a fresh state with a new `instance`).
-#[derive(Debug)]
 pub struct PartitionState {
     /// The partition.
     pub partition: i32,
@@ -75,8 +79,8 @@ pub struct PartitionState {
     /// Last measured lag (records behind the high watermark), -1 until measured.
     pub lag: AtomicI64,
     /// Frames consumed and not yet done (acknowledged by the broker in at-least-once mode,
-    /// handed to the transactional producer in exactly-once mode). The consumer pauses the
-    /// partition at its bound.
+    /// handed to the transactional producer in exactly-once mode). The consumer stops
+    /// reading the partition at its bound ([`PartitionState::hold`]).
     pub in_flight: AtomicUsize,
     /// At-least-once bookkeeping.
     pub tracker: Mutex<CommitTracker>,
@@ -90,6 +94,24 @@ pub struct PartitionState {
     pub commit_started_ms: AtomicU64,
     /// Which bounded call runs now (for the watchdog's log).
     call: Mutex<&'static str>,
+    /// Set while the consumer does not read the partition (in-flight bound reached).
+    held: AtomicBool,
+    /// In-flight count at or below which a hold is lifted.
+    resume_at: AtomicUsize,
+    /// Wakes the consumer thread when a hold is lifted (set once by the consumer).
+    wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for PartitionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionState")
+            .field("partition", &self.partition)
+            .field("instance", &self.instance)
+            .field("epoch", &self.epoch)
+            .field("in_flight", &self.in_flight)
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PartitionState {
@@ -115,12 +137,47 @@ impl PartitionState {
             failed: AtomicBool::new(false),
             commit_started_ms: AtomicU64::new(0),
             call: Mutex::new("none"),
+            held: AtomicBool::new(false),
+            resume_at: AtomicUsize::new(0),
+            wake: std::sync::OnceLock::new(),
         })
     }
 
-    /// `n` frames of this run are done (the in-flight bound frees up).
+    /// `n` frames of this run are done (the in-flight bound frees up); lifts a hold whose
+    /// resume level is reached and wakes the consumer.
     pub(crate) fn done(&self, n: usize) {
-        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        let left = self
+            .in_flight
+            .fetch_sub(n, Ordering::SeqCst)
+            .saturating_sub(n);
+        if left <= self.resume_at.load(Ordering::SeqCst)
+            && self.held.swap(false, Ordering::SeqCst)
+            && let Some(wake) = self.wake.get()
+        {
+            wake();
+        }
+    }
+
+    /// Sets the consumer's wake-up (the first call wins).
+    pub fn set_wake(&self, wake: impl Fn() + Send + Sync + 'static) {
+        let _ = self.wake.set(Box::new(wake));
+    }
+
+    /// The consumer stops reading this partition until the in-flight count falls to
+    /// `resume_at`. Returns `false` when it already has (no hold).
+    pub fn hold(&self, resume_at: usize) -> bool {
+        self.resume_at.store(resume_at, Ordering::SeqCst);
+        self.held.store(true, Ordering::SeqCst);
+        // `done` may have run between the caller's count and the flag: look again.
+        if self.in_flight.load(Ordering::SeqCst) <= resume_at {
+            return !self.held.swap(false, Ordering::SeqCst);
+        }
+        true
+    }
+
+    /// Whether the consumer holds (does not read) this partition.
+    pub fn held(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
     }
 
     /// Whether this run was told to stop at once.
@@ -214,6 +271,30 @@ mod tests {
         assert!(!a.aborted());
         a.abort.store(true, Ordering::Release);
         assert!(a.aborted());
+    }
+
+    #[test]
+    fn a_hold_is_lifted_once_at_the_resume_level_and_wakes_the_consumer() {
+        let s = PartitionState::new(1);
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        s.set_wake(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        });
+        s.in_flight.store(8, Ordering::SeqCst);
+        assert!(s.hold(4));
+        assert!(s.held());
+        s.done(3);
+        assert!(s.held(), "5 in flight: still above the resume level");
+        assert_eq!(wakes.load(Ordering::SeqCst), 0);
+        s.done(1);
+        assert!(!s.held());
+        s.done(2);
+        assert_eq!(wakes.load(Ordering::SeqCst), 1, "one wake-up per hold");
+        // Already at the resume level when the hold is asked for: no hold, no wake-up.
+        assert!(!s.hold(2));
+        assert!(!s.held());
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -73,6 +73,14 @@ impl FrameTrace {
         }
     }
 
+    /// The log span of the frame (its trace and creation-span ids, see
+    /// [`panoptes_runtime::trace::logs`]) to enter while handling it; none when untraced.
+    pub fn log_span(&self) -> tracing::Span {
+        self.0
+            .as_ref()
+            .map_or_else(tracing::Span::none, |s| rt_trace::logs::span(&s.parent))
+    }
+
     /// The frame's creation context, when traced.
     pub fn parent(&self) -> Option<&SpanContext> {
         self.0.as_ref().map(|s| &s.parent)
@@ -188,6 +196,15 @@ impl BatchSpan {
         child.end();
     }
 
+    /// The log span of the batch (its own trace) to enter while inferring it; none when the
+    /// batch span is not recorded.
+    pub fn log_span(&self) -> tracing::Span {
+        use panoptes_runtime::trace::otel::trace::Span as _;
+        self.span.as_ref().map_or_else(tracing::Span::none, |s| {
+            rt_trace::logs::span(s.span_context())
+        })
+    }
+
     /// Notes the batch span in a frame's trace (for the links of its later spans).
     pub fn mark(&self, frame: &mut FrameTrace) {
         use panoptes_runtime::trace::otel::trace::Span as _;
@@ -220,6 +237,16 @@ impl SendSpan {
         self.0
             .as_ref()
             .map(|s| rt_trace::traceparent(s.span_context()))
+    }
+
+    /// The log span to enter while handing the record over: the `send` span's ids when it
+    /// was made, else the frame's ([`FrameTrace::log_span`]).
+    pub fn log_span(&self, frame: &FrameTrace) -> tracing::Span {
+        use panoptes_runtime::trace::otel::trace::Span as _;
+        match &self.0 {
+            Some(s) => rt_trace::logs::span(s.span_context()),
+            None => frame.log_span(),
+        }
     }
 
     /// Ends the span; `error` marks a failed hand-over.

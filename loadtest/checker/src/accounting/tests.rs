@@ -26,6 +26,7 @@ fn headers(camera: &str, seq: u64, w: u32, h: u32, encoding: FrameEncoding) -> F
         encoding,
         traceparent: new_traceparent(),
         owner_epoch: None,
+        capture_clock: Default::default(),
     }
 }
 

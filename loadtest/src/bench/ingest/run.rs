@@ -91,15 +91,16 @@ impl IngestArgs {
     }
 }
 
-/// The processes shared by every phase.
-struct Fixture {
+/// The processes shared by every phase (also used by the tracing-overhead benchmark,
+/// [`crate::bench::trace_overhead`]).
+pub(crate) struct Fixture {
     camsim: CamSim,
     broker: DevBroker,
     cameras: Vec<(String, String)>,
 }
 
 impl Fixture {
-    fn start(params: &IngestBenchParams) -> Result<Self> {
+    pub(crate) fn start(params: &IngestBenchParams) -> Result<Self> {
         let broker = DevBroker::start(1)?;
         let camsim_args = params.camsim_args();
         let args: Vec<&str> = camsim_args.iter().map(String::as_str).collect();
@@ -237,13 +238,18 @@ fn ingest_frames(http: &str, ids: &[&str]) -> Option<Vec<u64>> {
         .collect()
 }
 
-fn run_ingest(
+/// One ingest phase; `tracing`: the node's `[tracing]` section (default: off).
+pub(crate) fn run_ingest(
     fx: &Fixture,
     params: &IngestBenchParams,
     round: u32,
     ticks: sys::ClockTicks,
+    tracing: Option<&panoptes_runtime::trace::TracingConfig>,
 ) -> Result<Sample> {
-    let config = params.ingest_config(&fx.broker.bootstrap, &fx.cameras);
+    let mut config = params.ingest_config(&fx.broker.bootstrap, &fx.cameras);
+    if let Some(t) = tracing {
+        config.tracing = t.clone();
+    }
     let mut node = panoptes_testkit::ingest::start(&config, &[])?;
     let http = node.http.clone();
     let log = node.proc.log_path();
@@ -339,7 +345,7 @@ fn run_rounds(
         for phase in [Phase::Bare, Phase::Ingest] {
             let sample = match phase {
                 Phase::Bare => run_bare(fx, params, round, ticks),
-                Phase::Ingest => run_ingest(fx, params, round, ticks),
+                Phase::Ingest => run_ingest(fx, params, round, ticks, None),
             }
             .with_context(|| format!("round {round}, phase {}", phase.as_str()))?;
             eprintln!(

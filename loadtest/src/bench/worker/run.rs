@@ -102,6 +102,17 @@ pub struct WorkerArgs {
     /// Run only the consume-rate phase (no throughput or latency points).
     #[arg(long)]
     consume_only: bool,
+    /// Use the development broker's own listeners, whose fetches wait the consumer's whole
+    /// `fetch.wait.max.ms` (the latency sawtooth), instead of `--prompt-fetch`.
+    #[arg(long)]
+    no_prompt_fetch: bool,
+    /// Share of the synthetic frames whose `traceparent` is marked sampled (the product's
+    /// `[tracing] sample_ratio` default); matters when the workers export (`--otlp`).
+    #[arg(long, default_value_t = 0.01)]
+    trace_sample: f64,
+    /// OTLP/HTTP endpoint the benchmark's workers export spans to [default: tracing off].
+    #[arg(long)]
+    otlp: Option<String>,
     /// `--out` (worker-bench.json and .md), `--quick` (reference model, batches 1,4),
     /// `--check` (worker / baseline below 0.85 at any batch size).
     #[command(flatten)]
@@ -144,6 +155,7 @@ impl WorkerArgs {
             } else {
                 1000
             }),
+            prompt_fetch: !self.no_prompt_fetch,
         }
     }
 }
@@ -247,14 +259,15 @@ fn send_frames(
     p.flush()
 }
 
-/// One 640×360 JPEG frame captured now, to partition 0.
+/// `--trace-sample` and `--otlp` (set once in [`main`]; read where frames and workers are made).
+static TRACE: std::sync::OnceLock<(f64, Option<String>)> = std::sync::OnceLock::new();
+
+/// One 640×360 JPEG frame captured now, to partition 0, sampled per `--trace-sample`.
 fn send_frame(p: &FrameProducer, topic: &str, camera: &str, seq: u64, jpeg: &[u8]) -> Result<()> {
-    p.send(
-        topic,
-        0,
-        &frame_headers(camera, seq, (640, 360), Duration::ZERO),
-        jpeg,
-    )
+    let mut h = frame_headers(camera, seq, (640, 360), Duration::ZERO);
+    let ratio = TRACE.get().map_or(0.01, |t| t.0);
+    h.traceparent = crate::bench::trace_overhead::frame_traceparent(0, seq, ratio);
+    p.send(topic, 0, &h, jpeg)
 }
 
 fn producer(bootstrap: &str) -> Result<FrameProducer> {
@@ -314,6 +327,10 @@ impl Worker {
         c.batching.max_batch = max_batch;
         c.batching.max_wait = Duration::from_millis(params.max_wait_ms);
         c.staleness.policy = StalePolicy::Lossless;
+        if let Some(url) = TRACE.get().and_then(|t| t.1.clone()) {
+            c.tracing.endpoint = Some(url);
+            c.tracing.protocol = panoptes_runtime::trace::OtlpProtocol::HttpProtobuf;
+        }
         adjust(&mut c);
         let node = worker::start(&c, &[], Duration::from_secs(60))?;
         Ok(Self { node })
@@ -583,6 +600,7 @@ fn generate(model: Model, dir: &Path) -> Result<GeneratedModel> {
 /// writes the reports.
 pub fn main(args: WorkerArgs) -> Result<()> {
     let started = Instant::now();
+    let _ = TRACE.set((args.trace_sample, args.otlp.clone()));
     let which = args.model.unwrap_or(if args.common.quick {
         Model::Reference
     } else {
@@ -607,7 +625,11 @@ pub fn main(args: WorkerArgs) -> Result<()> {
         machine.host.cpu_model
     );
     let frames = synthetic_frames(params.frame_width, params.frame_height, 4)?;
-    let broker = DevBroker::start(1)?;
+    let broker = if params.prompt_fetch {
+        DevBroker::start_with_args(&["--brokers", "1", "--exit-on-stdin-eof", "--prompt-fetch"])?
+    } else {
+        DevBroker::start(1)?
+    };
     let consume = if params.consume_frames > 0 {
         let noop = consume::generate_noop(&dir)?;
         let properties = args

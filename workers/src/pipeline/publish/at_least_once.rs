@@ -113,6 +113,7 @@ pub fn run_alo(
         };
         for mut o in seq.push(outcome) {
             let (encoded, span) = encode_traced(cfg, &mut o, &metrics)?;
+            let _log = span.log_span(&o.trace).entered();
             state.tracker.lock().push(o.pos.idx, o.pos.offset);
             let ack = Box::new(Ack {
                 state: state.clone(),

@@ -218,6 +218,7 @@ impl EosPartition {
             statuses: BTreeMap::new(),
         });
         let (encoded, span) = encode_traced(&self.cfg, &mut o, &self.metrics)?;
+        let _log = span.log_span(&o.trace).entered();
         #[expect(clippy::result_large_err, reason = "rdkafka hands the record back")]
         let send = |rec| producer.send(rec);
         send_queued(&encoded, (), send, |d| {
