@@ -5,7 +5,9 @@
 //! - `POST /v1/apply`: make the registry match a list of cameras, atomically;
 //! - `GET /v1/nodes`, `GET /v1/assignments`, `GET /v1/status`: what the cluster does;
 //! - `POST/DELETE /v1/nodes/{kind}/{id}/drain`: ask a member to drain, or stop asking;
-//! - `GET /v1/audit?limit=N`: the newest changes, who made them ([`audit`]).
+//! - `GET /v1/audit?limit=N`: the newest changes, who made them ([`audit`]);
+//! - `GET /v1/models[/{name}/{version}]`, `GET /v1/rollouts[/{group}]`,
+//!   `POST /v1/rollouts/{group}/promote|rollback`: model repository and rollouts ([`models`]).
 //!
 //! Access ([`auth`]): `viewer` tokens read (`GET`), `operator` tokens also write. Errors are
 //! `{"error": "..."}` with 400 (body or query not understood), 401 (no or unknown token),
@@ -34,6 +36,7 @@ pub mod audit;
 pub mod auth;
 mod cameras;
 mod common;
+pub mod models;
 mod nodes;
 pub mod observe;
 pub mod serve;
@@ -121,8 +124,13 @@ impl ApiMetrics {
     }
 }
 
-/// The `/v1` routes.
+/// The `/v1` routes, without a model repository (see [`router_with_models`]).
 pub fn router(ctx: ApiContext) -> Router {
+    router_with_models(ctx, models::ModelsConfig::default())
+}
+
+/// The `/v1` routes, the model routes serving `[models]` ([`models`]).
+pub fn router_with_models(ctx: ApiContext, models_cfg: models::ModelsConfig) -> Router {
     if matches!(ctx.access, Access::InsecureNoAuth) {
         tracing::warn!(
             "operator API runs WITHOUT authentication (api.insecure_no_auth, loopback only): development only"
@@ -141,6 +149,7 @@ pub fn router(ctx: ApiContext) -> Router {
         requests: m.requests,
         auth_failures: m.auth_failures,
         audit_failures: m.audit_failures,
+        models: models::ModelsState::new(models_cfg, &ctx.metrics),
     });
     Router::new()
         .route(
@@ -162,6 +171,12 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/assignments", get(views::assignments))
         .route("/v1/status", get(views::status))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{name}/{version}", get(models::get_model))
+        .route("/v1/rollouts", get(models::list_rollouts))
+        .route("/v1/rollouts/{group}", get(models::get_rollout))
+        .route("/v1/rollouts/{group}/promote", post(models::promote))
+        .route("/v1/rollouts/{group}/rollback", post(models::rollback))
         // Unknown /v1 paths answer like the rest of the API (no router-wide fallback: the
         // coordinator merges these routes with its health routes). Authenticated like the
         // rest, so an unauthenticated client learns nothing about which routes exist.
@@ -192,7 +207,7 @@ pub async fn start(
 ) -> Result<serve::Server, serve::ServeError> {
     cfg.api.validate(cfg.http.listen)?;
     let access = Access::from_config(&cfg.api)?;
-    let api = router(ApiContext {
+    let ctx = ApiContext {
         redis: cfg.redis.clone(),
         camera_keys: cfg.camera_keys()?,
         access,
@@ -201,7 +216,8 @@ pub async fn start(
         regions: cfg.regions.iter().map(|r| r.name.clone()).collect(),
         max_body_bytes: cfg.api.max_body_bytes,
         metrics: metrics.clone(),
-    });
+    };
+    let api = router_with_models(ctx, cfg.models.clone());
     let opts = serve::ServeOptions {
         listen: cfg.http.listen,
         tls: cfg.api.tls_enabled().then(|| cfg.api.tls.clone()),

@@ -7,6 +7,7 @@
 //! `--key-file` add a client certificate for mutual TLS.
 
 mod client;
+pub mod models;
 mod render;
 pub mod tail;
 
@@ -177,6 +178,9 @@ pub enum Command {
     /// Detections, read from Kafka with the readers' contract applied.
     #[command(subcommand)]
     Detections(DetectionsCmd),
+    /// The model repository (list, show, push) and rollouts (promote, rollback, status).
+    #[command(subcommand)]
+    Models(models::ModelsCmd),
 }
 
 /// `panoptes detections ...`: reads Kafka directly, not the operator API.
@@ -257,6 +261,12 @@ pub struct CameraFields {
     /// Frames partition (allocated when omitted).
     #[arg(long)]
     pub partition: Option<i32>,
+    /// Degradation priority 0-9 (5): lower priorities are capped first under overload.
+    #[arg(long)]
+    pub priority: Option<u8>,
+    /// Lowest rate the coordinator may cap the camera to under overload (1).
+    #[arg(long)]
+    pub min_fps: Option<u32>,
 }
 
 /// Where `cameras add` / `cameras update` read a camera password from (never argv).
@@ -340,8 +350,14 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
         // Kafka, not the API: no token or API TLS is needed or read.
         return detections_tail(args);
     }
+    if let Command::Models(cmd) = &cli.command
+        && cmd.is_local()
+    {
+        return models::run_local(cmd);
+    }
     let client = Client::new(&cli.url, cli.api_token()?, &cli.tls())?;
     match cli.command {
+        Command::Models(cmd) => models::run_remote(&client, cmd),
         Command::Cameras(cmd) => cameras(&client, cmd),
         Command::Apply {
             file,
@@ -410,6 +426,8 @@ fn cameras(client: &Client, cmd: CamerasCmd) -> Result<String, CliError> {
                 width: fields.width,
                 height: fields.height,
                 partition: fields.partition,
+                priority: fields.priority,
+                min_fps: fields.min_fps,
             };
             let v = client.call(Method::POST, "/v1/cameras", Some(&json!(spec)))?;
             written("added", v)
@@ -456,6 +474,8 @@ fn update_camera(
         width: Some(fields.width.unwrap_or(cur.width)),
         height: Some(fields.height.unwrap_or(cur.height)),
         partition: Some(fields.partition.unwrap_or(cur.partition)),
+        priority: Some(fields.priority.unwrap_or(cur.priority)),
+        min_fps: Some(fields.min_fps.unwrap_or(cur.min_fps)),
     };
     let v = client.call(Method::PUT, &path, Some(&json!(spec)))?;
     written("updated", v)

@@ -29,6 +29,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "placement",
     "recovery",
     "tracing",
+    "models",
 ];
 
 /// The whole `panoptes-coordinator` configuration.
@@ -60,6 +61,10 @@ pub struct CoordinatorConfig {
     pub placement: PlacementConfig,
     /// Surviving a Redis that lost writes: remembered epochs, registry restore.
     pub recovery: RecoveryConfig,
+    /// Degradation by priority under overload (`crate::degrade`).
+    pub degrade: crate::degrade::DegradeConfig,
+    /// Model repository and promotion gate (`crate::api::models`, `docs/models.md`).
+    pub models: crate::api::models::ModelsConfig,
     /// Regions and their Kafka. The first is the default region of new cameras.
     pub regions: Vec<RegionConfig>,
     /// OTLP trace export (off unless an endpoint is set), `panoptes_runtime::trace`.
@@ -79,6 +84,8 @@ impl Default for CoordinatorConfig {
             leader: LeaderConfig::default(),
             placement: PlacementConfig::default(),
             recovery: RecoveryConfig::default(),
+            degrade: crate::degrade::DegradeConfig::default(),
+            models: Default::default(),
             regions: vec![RegionConfig {
                 name: "local".into(),
                 bootstrap_servers: "127.0.0.1:9092".into(),
@@ -432,6 +439,8 @@ impl CoordinatorConfig {
         if !(0.05..=1.0).contains(&self.placement.target_utilization) {
             return bad("placement.target_utilization must be in 0.05..=1.0".into());
         }
+        self.degrade.validate().map_err(ConfigInvalid)?;
+        self.models.validate().map_err(ConfigInvalid)?;
         if self.recovery.reseed_hold > Duration::from_secs(60) {
             return bad("recovery.reseed_hold must be at most 60s".into());
         }

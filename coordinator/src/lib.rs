@@ -16,6 +16,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod degrade;
 pub mod leader;
 pub mod metrics;
 pub mod placement;

@@ -41,6 +41,8 @@ pub struct CoordinatorMetrics {
     /// Camera registry restores after Redis lost it, by source (`copy`, `camera_file`,
     /// `failed`).
     pub registry_restores: IntCounterVec,
+    /// Degradation by priority (`crate::degrade`).
+    pub degrade: crate::degrade::DegradeMetrics,
 }
 
 impl CoordinatorMetrics {
@@ -129,6 +131,7 @@ impl CoordinatorMetrics {
                 "Camera registry restores after Redis lost it, by source",
                 &["source"],
             )?,
+            degrade: crate::degrade::DegradeMetrics::new(&r)?,
             registry: r,
         })
     }

@@ -34,6 +34,7 @@ use panoptes_coordinator_client::{AssignRecord, CoordError, MemberKind, keys, sc
 use redis::Connection;
 
 use crate::config::CoordinatorConfig;
+use crate::degrade::Degradation;
 use crate::metrics::CoordinatorMetrics;
 use crate::placement::{Action, Node, PlanOptions, Planner};
 use crate::recovery::{self, HighWater};
@@ -85,6 +86,8 @@ pub struct Reconciler {
     held_noted: BTreeMap<(MemberKind, String), BTreeMap<String, u64>>,
     /// Since when (on [`Self::clock_ms`]) each registered member has been seen dead.
     dead_since: BTreeMap<(MemberKind, String), u64>,
+    /// Degradation by priority: the caps decided each round ([`crate::degrade`]).
+    degradation: Degradation,
 }
 
 impl Reconciler {
@@ -97,6 +100,7 @@ impl Reconciler {
         };
         let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
         Self {
+            degradation: Degradation::new(cfg.degrade.clone(), metrics.degrade.clone()),
             reader: StateReader::new(&cfg.frames_topic, regions),
             held_noted: BTreeMap::new(),
             dead_since: BTreeMap::new(),
@@ -223,6 +227,11 @@ impl Reconciler {
         self.place(c, token, &snap, MemberKind::Ingest, now)?;
         let now = self.clock_ms();
         self.place(c, token, &snap, MemberKind::Worker, now)?;
+        let (now, reader) = (self.clock_ms(), &mut self.reader);
+        let sent = self.degradation.round(c, token, &snap, now, |cam| {
+            reader.written(MemberKind::Ingest, cam)
+        })?;
+        self.sent += sent;
         self.groups(c, token, &snap)?;
         let now = self.clock_ms();
         self.prune(c, token, &snap, now)?;
@@ -473,6 +482,7 @@ impl Reconciler {
                 "load": l,
                 "capacity": cap_sum,
                 "workers": n,
+                "degrade": self.degradation.figures(group),
             })
             .to_string();
             if self.groups_written.get(group) != Some(&json) {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Api, TOKEN, TOPIC, apply, assert_no_secret, cam, ids, put_member};
+use common::{Api, TOKEN, TOPIC, apply, assert_no_secret, cam, cli, ids, put_member};
 use panoptes_coordinator_client::{MemberKind, MemberRecord};
 use serde_json::{Value, json};
 
@@ -242,30 +242,6 @@ fn panoptes(api: &Api, args: &[&str]) -> (i32, String, String) {
         ("PANOPTES_API_TOKEN", TOKEN),
     ];
     cli(args, &env)
-}
-
-/// Runs the `panoptes` CLI with `args` and environment `env` → (exit code or -1, stdout,
-/// stderr).
-fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_panoptes"));
-    for var in [
-        "PANOPTES_API_TOKEN",
-        "PANOPTES_TOKEN",
-        "PANOPTES_API_TOKEN_FILE",
-        "PANOPTES_API_CA_FILE",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = cmd
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run panoptes");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A temporary `cameras.yaml` holding `yaml`, in a folder that goes when the handle drops.

@@ -12,6 +12,7 @@
 //!   └── BackingOff ◄──┴─── error / no data ───────┘        any state ──cancel──► Stopped
 //! ```
 
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -144,6 +145,8 @@ struct Camera<'a> {
     ctx: &'a CameraContext,
     status: &'a Mutex<CameraStatus>,
     cancel: &'a CancellationToken,
+    /// The coordinator's rate cap (0: none), applied to the running pipeline.
+    rate_cap: &'a AtomicU32,
     seq: u64,
     /// Clock of the last published frame's capture time (to log changes once).
     clock: Option<CaptureClock>,
@@ -263,10 +266,12 @@ impl Camera<'_> {
             .metrics
             .decode_errors
             .with_label_values(&[&self.spec.id]);
+        let mut rate = 0;
         loop {
             if self.cancel.is_cancelled() {
                 return Ok(());
             }
+            rate = self.follow_rate_cap(pipe, rate);
             if let Some(sample) = pipe.next_frame(Duration::from_millis(100)) {
                 last_frame = Instant::now();
                 if !*streamed {
@@ -384,6 +389,28 @@ impl Camera<'_> {
 }
 
 impl Camera<'_> {
+    /// Applies a changed rate cap to the running pipeline (`videorate`'s `max-rate`: frames
+    /// above it are dropped before scaling and JPEG, and never get a sequence number, so the
+    /// published sequence stays continuous). Returns the rate now applied.
+    fn follow_rate_cap(&self, pipe: &CameraPipeline, applied: u32) -> u32 {
+        let want = match self.rate_cap.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => self.spec.fps,
+            cap => cap.min(self.spec.fps),
+        };
+        if want != applied {
+            pipe.set_max_rate(want);
+            self.ctx
+                .metrics
+                .camera_rate_cap
+                .with_label_values(&[&self.spec.id])
+                .set(f64::from(want));
+            if applied != 0 {
+                tracing::info!(camera = %self.spec.id, from = applied, to = want, fps = self.spec.fps, "sampling rate cap changed");
+            }
+        }
+        want
+    }
+
     /// The frame's capture time ([`crate::capture`]): the camera's own clock while it agrees
     /// with ours, else arrival on the cluster clock (Redis's, in coordinator mode, so that
     /// workers on other machines measure ages on the same clock; the wall clock in static
@@ -424,6 +451,7 @@ pub struct CameraHandle {
     pub spec: CameraSpec,
     /// Live status.
     pub status: Arc<Mutex<CameraStatus>>,
+    rate_cap: Arc<AtomicU32>,
     cancel: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -449,8 +477,10 @@ impl CameraHandle {
             output_size: None,
             since_ms: now_ms(),
         }));
+        let rate_cap = Arc::new(AtomicU32::new(0));
         let thread = {
             let (spec, status, cancel) = (spec.clone(), status.clone(), cancel.clone());
+            let rate_cap = rate_cap.clone();
             std::thread::Builder::new()
                 .name(format!("cam-{}", spec.id))
                 .spawn(move || {
@@ -459,6 +489,7 @@ impl CameraHandle {
                         ctx: &ctx,
                         status: &status,
                         cancel: &cancel,
+                        rate_cap: &rate_cap,
                         seq: spec.start_seq,
                         clock: None,
                         unsupported: None,
@@ -469,6 +500,7 @@ impl CameraHandle {
         Ok(Self {
             spec,
             status,
+            rate_cap,
             cancel,
             thread: Some(thread),
         })
@@ -480,6 +512,18 @@ impl CameraHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Caps the sampling rate (`None`: the spec's fps) without restarting the pipeline;
+    /// takes effect within ~100 ms.
+    pub fn set_rate_cap(&self, cap: Option<u32>) {
+        let v = cap.map_or(0, |c| c.max(1));
+        self.rate_cap.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The rate cap set (`None`: none).
+    pub fn rate_cap(&self) -> Option<u32> {
+        Some(self.rate_cap.load(std::sync::atomic::Ordering::Relaxed)).filter(|v| *v > 0)
     }
 
     /// Asks the thread to stop (returns at once).

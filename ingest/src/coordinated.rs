@@ -416,9 +416,16 @@ impl ItemRunner for CameraRunner {
             // Before the camera runs at this grant: its frames carry the grant's epoch.
             let epoch = self.state().running.get(&spec.id).map(|r| r.epoch);
             self.publisher.set_owner_epoch(&spec.id, epoch);
+            let id = spec.id.clone();
             if let Err(e) = self.node.upsert(spec) {
                 tracing::error!(error = %e, "could not start a granted camera");
             }
+            // The leader's degradation cap (in the grant's record), applied in place.
+            let cap = grants
+                .iter()
+                .find(|g| g.item == id)
+                .and_then(|g| g.record.fps_cap);
+            self.node.set_rate_cap(&id, cap);
         }
     }
 

@@ -82,6 +82,8 @@ pub struct IngestMetrics {
     /// Per camera: camera capture time − node clock at arrival, from its RTCP sender reports
     /// (see [`crate::capture`]); absent while the camera sent none.
     pub camera_clock_offset: prometheus::GaugeVec,
+    /// Per camera: the sampling rate it runs at (the coordinator's cap, or its fps).
+    pub camera_rate_cap: prometheus::GaugeVec,
 }
 
 impl IngestMetrics {
@@ -183,6 +185,16 @@ impl IngestMetrics {
                     &["camera"],
                 )?,
             )?,
+            camera_rate_cap: metrics::register(
+                &r,
+                prometheus::GaugeVec::new(
+                    prometheus::Opts::new(
+                        "panoptes_ingest_camera_rate_cap_fps",
+                        "Sampling rate a camera runs at: the coordinator's degradation cap, or its fps.",
+                    ),
+                    &["camera"],
+                )?,
+            )?,
             registry: r,
         };
         for result in HANDOVER_RESULTS {
@@ -215,6 +227,7 @@ impl IngestMetrics {
         }
         let _ = self.camera_up.remove_label_values(&[camera]);
         let _ = self.camera_clock_offset.remove_label_values(&[camera]);
+        let _ = self.camera_rate_cap.remove_label_values(&[camera]);
         for r in DROP_REASONS {
             let _ = self.dropped.remove_label_values(&[camera, r]);
         }

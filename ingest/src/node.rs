@@ -61,6 +61,12 @@ impl IngestNode {
         Ok(())
     }
 
+    /// Caps camera `id`'s sampling rate without restarting it (`None`: its fps); false when
+    /// it does not run here.
+    pub fn set_rate_cap(&self, id: &str, cap: Option<u32>) -> bool {
+        self.lock().get(id).map(|h| h.set_rate_cap(cap)).is_some()
+    }
+
     /// Stops and forgets camera `id`; its metric series go once its thread has ended.
     pub fn remove(&self, id: &str) -> bool {
         let mut cams = self.lock();

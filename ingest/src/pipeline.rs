@@ -85,9 +85,21 @@ pub struct CameraPipeline {
     pub bus: gst::Bus,
     /// Stream facts learned while negotiating.
     pub info: Arc<StreamInfo>,
+    /// The `videorate` (drop-only): its `max-rate` is the sampling rate, changed in place
+    /// by [`CameraPipeline::set_max_rate`] when the coordinator caps the camera.
+    pub rate: gst::Element,
     /// With tracing on: the stage stamps the frames' spans are built from (kept alive here,
     /// looked up by camera id, [`crate::trace`]).
     pub stages: Option<Arc<crate::trace::StageClock>>,
+}
+
+impl CameraPipeline {
+    /// Samples at most `fps` frames per second from now on, without rebuilding: frames
+    /// above the rate are dropped by `videorate` before conversion, scaling and JPEG.
+    pub fn set_max_rate(&self, fps: u32) {
+        self.rate
+            .set_property("max-rate", i32::try_from(fps.max(1)).unwrap_or(i32::MAX));
+    }
 }
 
 /// Largest even size inside `max_w`×`max_h` with the source's aspect ratio; never upscales.
@@ -132,6 +144,7 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
         .ok_or_else(|| CameraError::Pipeline("pipeline has no bus".into()))?;
     Ok(CameraPipeline {
         pipeline,
+        rate: chain.rate,
         appsink: chain.appsink,
         bus,
         info,

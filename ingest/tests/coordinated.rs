@@ -105,6 +105,8 @@ fn record(id: &str, url: String, partition: i32) -> CameraRecord {
         fps: 5,
         width: 640,
         height: 360,
+        priority: 5,
+        min_fps: 1,
     }
     .sealed(Some(&keys))
     .expect("sealed")

@@ -30,6 +30,8 @@ fn register(c: &mut redis::Connection, url: &str, keys_text: &str) -> Result<()>
         fps: 5,
         width: 640,
         height: 360,
+        priority: 5,
+        min_fps: 1,
     }
     .sealed(Some(&Keyring::parse(keys_text)?))?;
     redis::cmd("HSET")

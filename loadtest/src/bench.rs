@@ -13,6 +13,10 @@
 //! - [`worker`]: the worker against a tight libtorch forward loop, then end-to-end latency
 //!   (binary `panoptes-bench-worker`);
 //! - [`idle`]: CPU per thread of idle nodes: no thread may spin (binary `panoptes-bench-idle`);
+//! - [`overload`]: a worker group at twice its measured capacity, with and without priority
+//!   degradation (binary `panoptes-bench-overload`);
+//! - [`drift`]: the cost of the worker's drift statistics next to a JPEG decode, and steady
+//!   scenes raising no drift for 10 minutes (binary `panoptes-bench-drift`);
 //! - [`failover`]: time from a worker's kill -9 to its partitions' next committed
 //!   detections, over many trials (binary `panoptes-bench-failover`).
 //!
@@ -21,9 +25,11 @@
 //! binaries call; the failover benchmark drives a `testkit` stack, and its binary's `main`
 //! only parses arguments around [`failover::run`].
 
+pub mod drift;
 pub mod failover;
 pub mod idle;
 pub mod ingest;
+pub mod overload;
 pub mod scaffold;
 pub mod trace_overhead;
 pub mod worker;

@@ -27,3 +27,34 @@ fn killed_workers_partitions_resume_elsewhere_without_loss() -> anyhow::Result<(
     assert!(report.accounting_clean(), "checker: {t:?}");
     Ok(())
 }
+
+/// The CI-sized run of `panoptes-bench-failover --partitions-per-worker`: two exactly-once
+/// workers owning 16 partitions each (frames produced by the test, no media); every kill is
+/// recovered on all the victim's partitions, the survivor's footprint grows with what it
+/// took, and the checker's accounting is clean. The 64-partition figures are in
+/// `loadtest/reports/failover-64-bench.md`.
+#[test]
+fn a_worker_owning_many_partitions_fails_over_without_loss() -> anyhow::Result<()> {
+    use panoptes_loadtest::bench::failover::scale::{self, ScaleParams};
+    let report = scale::run(&ScaleParams::quick(), |l| eprintln!("{l}"))?;
+    eprintln!("{}", report.to_markdown());
+    assert_eq!(report.failed_trials, 0, "every kill was recovered");
+    for t in &report.trials {
+        assert!(
+            t.partitions >= 16,
+            "the victim owned {} partitions",
+            t.partitions
+        );
+        assert!(t.after.threads > t.before.threads, "threads grew: {t:?}");
+    }
+    let bound = Duration::from_secs(8).as_millis() as u64;
+    assert!(
+        report.max_ms.is_some_and(|m| m < bound),
+        "slowest recovery {:?} ms",
+        report.max_ms
+    );
+    let t = &report.checker.total;
+    assert!(t.frames > 100, "frames flowed: {t:?}");
+    assert!(report.accounting_clean(), "checker: {t:?}");
+    Ok(())
+}

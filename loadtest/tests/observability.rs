@@ -281,6 +281,7 @@ const EVENT_ONLY: &[&str] = &[
     "panoptes_worker_publish_errors_total",
     "panoptes_worker_transactions_aborted_total",
     "panoptes_coordinator_api_auth_failures_total",
+    "panoptes_worker_drift_active",
 ];
 
 /// The Rust source of the product crates that define metrics, concatenated.

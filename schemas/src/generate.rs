@@ -8,6 +8,7 @@
 use schemars::JsonSchema;
 use serde_json::Value;
 
+use crate::model::{ModelManifest, ModelRollout};
 use crate::{ControlMessage, DeadLetter, DetectionRecord, FrameHeaders, SCHEMA_VERSION};
 
 /// The `$id` of a schema file, e.g. `urn:panoptes:schema:v1:frame-headers`.
@@ -46,6 +47,16 @@ pub fn all_schemas() -> Vec<(&'static str, Value)> {
             "control-message.schema.json",
             "Control-plane message between the coordinator and ingest/worker nodes (JSON, \
              internally tagged by `type`).",
+        ),
+        document::<ModelManifest>(
+            "model-manifest.schema.json",
+            "Manifest of a TorchScript model: `<repository>/<name>/<version>/manifest.json`, \
+             or the file named by a worker's `model.manifest`.",
+        ),
+        document::<ModelRollout>(
+            "model-rollout.schema.json",
+            "Rollout record of a worker group: Redis string `panoptes:rollout:<group>` \
+             (JSON), written by the coordinator's operator API.",
         ),
     ]
 }

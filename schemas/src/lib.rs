@@ -8,6 +8,7 @@
 //!   both JSON;
 //! - control-plane messages between the coordinator and nodes ([`ControlMessage`], JSON);
 //! - the owner-epoch rule every reader of frames applies ([`OwnerEpochs`]);
+//! - model manifests, validation results and rollout records ([`model`]);
 //! - identifier rules (camera ids, W3C `traceparent`) and the one error type,
 //!   [`EnvelopeError`];
 //! - JSON Schema documents generated from these types ([`all_schemas`]). They are checked
@@ -25,6 +26,7 @@ mod error;
 mod frame;
 mod generate;
 mod ids;
+pub mod model;
 mod owner;
 
 pub use control::ControlMessage;

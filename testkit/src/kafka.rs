@@ -176,6 +176,48 @@ fn reader(
     Ok(consumer)
 }
 
+/// Frames for `cam0..cam<n>` (camera i → partition i), 320×180, `fps` each, produced on a
+/// thread (idempotent producer, sequence from 0) until [`Producing::finish`].
+pub struct Producing {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<u64>>,
+}
+
+impl Producing {
+    /// Starts producing into `topic`'s partitions `0..partitions`.
+    pub fn start(bootstrap: &str, topic: &str, partitions: i32, fps: u64) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (b, t, s) = (bootstrap.to_string(), topic.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let p = FrameProducer::new(&b, &[("enable.idempotence", "true")])?;
+            let jpeg = test_jpeg(320, 180);
+            let (mut seq, started) = (0, Instant::now());
+            while !s.load(Ordering::Acquire) {
+                for partition in 0..partitions {
+                    let h =
+                        frame_headers(&format!("cam{partition}"), seq, (320, 180), Duration::ZERO);
+                    p.send(&t, partition, &h, &jpeg)?;
+                }
+                seq += 1;
+                let next = started + Duration::from_millis(seq * 1000 / fps);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            p.flush()?;
+            Ok(seq * partitions as u64)
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops producing; returns how many frames went out.
+    pub fn finish(self) -> Result<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the frame producer thread panicked"))?
+    }
+}
+
 /// A consumer of `group`, used only to read its committed offsets.
 pub fn offsets_reader(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
     Ok(ClientConfig::new()

@@ -56,6 +56,8 @@ pub struct WorkerConfig {
     pub commit_interval: Duration,
     /// OTLP trace export (off unless an endpoint is set), `panoptes_runtime::trace`.
     pub tracing: panoptes_runtime::trace::TracingConfig,
+    /// Drift per camera ([`crate::drift`]).
+    pub drift: crate::drift::DriftConfig,
 }
 
 impl Default for WorkerConfig {
@@ -78,6 +80,7 @@ impl Default for WorkerConfig {
             delivery: DeliveryMode::AtLeastOnce,
             commit_interval: Duration::from_millis(200),
             tracing: Default::default(),
+            drift: Default::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "delivery",
     "commit_interval",
     "tracing",
+    "drift",
 ];
 
 pub use panoptes_runtime::config::ConfigInvalid;
@@ -194,7 +198,19 @@ impl WorkerConfig {
             ));
         }
         parse_device(&self.model.device).map_err(ConfigInvalid)?;
+        self.drift.validate().map_err(ConfigInvalid)?;
+        self.model
+            .validate(self.follows_rollout())
+            .map_err(ConfigInvalid)?;
         Ok(())
+    }
+
+    /// Whether the worker follows its group's rollout record (a model repository, Redis
+    /// reachable through the assignment source, and a group).
+    pub fn follows_rollout(&self) -> bool {
+        self.model.repository.is_some()
+            && self.assignment.source != AssignmentSource::Static
+            && !self.group.trim().is_empty()
     }
 }
 
@@ -298,14 +314,25 @@ impl Default for KafkaConfig {
     }
 }
 
-/// Which model and where it runs.
+/// Which model and where it runs: one file (`path`, `manifest`), or a version of `name`
+/// in a model `repository` (`<repository>/<name>/<version>/{model.pt,manifest.json}`,
+/// SHA-256 checked before every load), which the worker hot-swaps as the group's rollout
+/// record (`panoptes:rollout:<group>`) changes ([`crate::swap`]).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// TorchScript file.
+    /// TorchScript file (single-file mode; ignored with `repository`).
     pub path: PathBuf,
     /// JSON manifest; defaults to `path` with the extension `.json`.
     pub manifest: Option<PathBuf>,
+    /// Model repository directory (a volume in Kubernetes). Needs `name`.
+    pub repository: Option<PathBuf>,
+    /// Model name in the repository.
+    pub name: Option<String>,
+    /// Version to start with. Unset: the `active` version of the group's rollout record,
+    /// read at start (Redis or coordinator assignment); no record and no version is an
+    /// error at start. Later rollout changes swap it either way.
+    pub version: Option<String>,
     /// `cpu` or `cuda:N`.
     pub device: String,
     /// libtorch intra-op threads (0 = libtorch's default).
@@ -317,6 +344,9 @@ impl Default for ModelConfig {
         Self {
             path: PathBuf::from("models/reference-detector.pt"),
             manifest: None,
+            repository: None,
+            name: None,
+            version: None,
             device: "cpu".into(),
             intra_op_threads: 1,
         }
@@ -324,6 +354,35 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// Checks the repository fields: `repository` needs a valid `name`; a `version`, if
+    /// set, must be valid; without Redis (`follows_rollout` false) the version is required.
+    pub fn validate(&self, follows_rollout: bool) -> Result<(), String> {
+        use panoptes_schemas::model::validate_model_name;
+        let Some(repo) = &self.repository else {
+            if self.name.is_some() || self.version.is_some() {
+                return Err("model.name and model.version need model.repository".into());
+            }
+            return Ok(());
+        };
+        if repo.as_os_str().is_empty() {
+            return Err("model.repository is empty".into());
+        }
+        let name = self
+            .name
+            .as_deref()
+            .ok_or("model.repository needs model.name")?;
+        validate_model_name("model.name", name)?;
+        match &self.version {
+            Some(v) => validate_model_name("model.version", v),
+            None if follows_rollout => Ok(()),
+            None => Err(
+                "model.repository without Redis (assignment.source = \"static\" or no \
+                         group) needs model.version: there is no rollout record to start from"
+                    .into(),
+            ),
+        }
+    }
+
     /// The manifest path, explicit or derived from the model path.
     pub fn manifest_path(&self) -> PathBuf {
         self.manifest
@@ -481,6 +540,28 @@ mod tests {
             c.model.manifest_path(),
             PathBuf::from("models/reference-detector.json")
         );
+    }
+
+    #[test]
+    fn repository_mode_is_checked() {
+        let mut c = WorkerConfig::default();
+        c.model.name = Some("m".into());
+        assert!(c.validate().is_err(), "name without repository");
+        c.model.repository = Some(PathBuf::from("/models"));
+        assert!(c.validate().is_err(), "static needs a version");
+        c.model.version = Some("1.0".into());
+        c.validate().unwrap();
+        c.model.version = Some("../x".into());
+        assert!(c.validate().is_err());
+        c.model.version = None;
+        c.partitions = vec![0];
+        c.group = "g".into();
+        c.assignment.source = AssignmentSource::Redis;
+        c.assignment.redis = RedisClientConfig::from("redis://h:1");
+        assert!(c.follows_rollout());
+        c.validate().unwrap();
+        c.model.name = None;
+        assert!(c.validate().is_err(), "repository needs a name");
     }
 
     #[test]

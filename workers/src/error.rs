@@ -54,28 +54,10 @@ pub enum ModelError {
         /// What serde reported.
         message: String,
     },
-    /// The manifest parses but its values are unusable.
-    #[error("manifest of model {model} is invalid: {problem}")]
-    ManifestInvalid {
-        /// Model name from the manifest.
-        model: String,
-        /// What is wrong.
-        problem: String,
-    },
-    /// The model's output does not have the shape its manifest's contract promises.
-    #[error(
-        "model {model}: output shape {actual:?} contradicts the manifest's `{contract}` contract (expected {expected})"
-    )]
-    OutputShape {
-        /// Model name from the manifest.
-        model: String,
-        /// The contract named in the manifest (`post_nms` or `yolo_raw`).
-        contract: &'static str,
-        /// The expected shape, in words, e.g. `[B, 84, N]`.
-        expected: String,
-        /// The shape the model produced.
-        actual: Vec<i64>,
-    },
+    /// The manifest's values are unusable, or the model's output contradicts its contract
+    /// ([`ModelSpecError`]: the rules live with the manifest in `panoptes-schemas`).
+    #[error(transparent)]
+    Spec(#[from] panoptes_schemas::model::ModelSpecError),
     /// A batch handed to [`crate::model::LoadedModel::forward`] has the wrong shape.
     #[error("model {model}: input batch shape {actual:?} does not match expected {expected}")]
     InputShape {
@@ -287,6 +269,10 @@ pub enum WorkerError {
     /// The inference thread ended before it was handed its work.
     #[error("inference thread ended")]
     InferenceEnded,
+    /// The start's model version could not be taken from the repository (or no version is
+    /// configured and the group has no rollout record).
+    #[error("model repository: {0}")]
+    StartModel(String),
     /// A stage failed at run time.
     #[error("{0}")]
     Stage(#[from] StageFailure),

@@ -244,7 +244,10 @@ impl LaneCore {
         consumer: Arc<FramesConsumer>,
     ) -> Result<Self, WorkerError> {
         let cfg = &ctx.config;
-        let router = Router::new(&[], cfg.partition_queue + 8).0;
+        let drift = crate::drift::DriftTap::spawn(&cfg.drift, ctx.metrics.drift.clone(), &cluster)?;
+        let router = Router::new(&[], cfg.partition_queue + 8)
+            .0
+            .with_drift(drift);
         let epochs = PartitionEpochs::default();
         let record = RecordContext {
             worker_id: cfg.worker_id.clone(),
@@ -273,7 +276,7 @@ impl LaneCore {
             ctx: record.clone(),
             staleness: cfg.staleness.clone(),
             limits: cfg.decode.clone(),
-            manifest: started.manifest.clone(),
+            gate: started.gate.clone(),
             metrics: ctx.metrics.clone(),
             router: router.clone(),
         });
@@ -288,6 +291,7 @@ impl LaneCore {
                 router: router.clone(),
                 cluster: cluster.clone(),
                 failures: ctx.failures.clone(),
+                gate: started.gate.clone(),
             })
             .map_err(|_| WorkerError::InferenceEnded)?;
         let (commands, commands_rx) = crossbeam_channel::unbounded();
@@ -373,6 +377,14 @@ impl LaneCore {
             .values()
             .map(|r| r.state.clone())
             .collect()
+    }
+
+    /// The model version frames are stamped with now (hot swap: [`crate::swap`]).
+    pub fn model(&self) -> Option<ModelRef> {
+        let threads = self.threads.lock();
+        threads
+            .as_ref()
+            .map(|t| t.stage.gate.current().model.clone())
     }
 
     /// Whether the inference thread is gone (it only ends early on an inference failure,

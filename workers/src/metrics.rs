@@ -69,6 +69,14 @@ pub struct WorkerMetrics {
     pub lease_lost: IntCounter,
     /// Partition runs that failed and were restarted from the committed offsets.
     pub partition_restarts: IntCounter,
+    /// Drift per camera ([`crate::drift`]).
+    pub drift: crate::drift::DriftMetrics,
+    /// Hot swaps, by result ([`crate::swap::SWAP_RESULTS`]).
+    pub model_swaps: IntCounterVec,
+    /// 1 for the model version running now (the series of a replaced one is removed).
+    pub model_info: IntGaugeVec,
+    /// Warm-up time of swapped-in candidates.
+    pub swap_warmup: Histogram,
 }
 
 /// Creates metrics and registers them in one registry.
@@ -229,6 +237,22 @@ impl WorkerMetrics {
                 "panoptes_worker_partition_restarts_total",
                 "Partition runs that failed (e.g. a transaction that could not commit while a broker was away) and were restarted from the committed offsets, in every mode (coordinator mode: given up and granted again at a higher epoch).",
             )?,
+            model_swaps: r.counter(
+                "panoptes_worker_model_swaps_total",
+                "Hot swaps of the model, by result (ok or why the candidate was refused).",
+                "result",
+            )?,
+            model_info: r.gauge(
+                "panoptes_worker_model_info",
+                "1 for the model name and version this worker runs now.",
+                &["model", "version"],
+            )?,
+            swap_warmup: r.hist(
+                "panoptes_worker_model_swap_warmup_seconds",
+                "Warm-up time (forward passes at batch 1, 2, 4, ... max_batch) of a swapped-in model.",
+                LATENCY_BUCKETS,
+            )?,
+            drift: crate::drift::DriftMetrics::register(&r.registry)?,
             registry: r.registry,
         };
         m.seed_labels();
@@ -249,6 +273,9 @@ impl WorkerMetrics {
         }
         for c in REFUSAL_CHECKS {
             self.frames_refused.with_label_values(&[c]);
+        }
+        for r in crate::swap::SWAP_RESULTS {
+            self.model_swaps.with_label_values(&[r]);
         }
     }
 

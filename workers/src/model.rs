@@ -11,80 +11,25 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tch::{CModule, Device, Kind, Tensor};
 
 use crate::error::{ModelError, torch_message};
 
-/// Pixel layout of a model's input tensor (only RGB is defined).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    /// Channels R, G, B in that order, values in `[0, 1]`.
-    Rgb,
-}
+pub use panoptes_schemas::model::{
+    InputFormat, InputSpec, ModelManifest, ModelSpecError, OutputContract, ValidationResult,
+};
 
-/// The input a model expects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputSpec {
-    /// Input width in pixels.
-    pub width: u32,
-    /// Input height in pixels.
-    pub height: u32,
-    /// Channel layout.
-    pub format: InputFormat,
-    /// Gray level (0..=255) of the letterbox padding.
-    pub letterbox_fill: u8,
-}
-
-/// What a model's output tensor means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputContract {
-    /// `[B, N, 6]` rows `x1, y1, x2, y2, score, class` in input pixels, already filtered and
-    /// de-duplicated by the model; rows with score 0 are padding.
-    PostNms,
-    /// `[B, 4 + C, N]`: per candidate `cx, cy, w, h` in input pixels then `C` class scores
-    /// in `[0, 1]`; the worker applies the threshold and class-aware NMS.
-    YoloRaw,
-}
-
-impl OutputContract {
-    /// The manifest spelling (`post_nms` / `yolo_raw`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PostNms => "post_nms",
-            Self::YoloRaw => "yolo_raw",
-        }
-    }
-}
-
-/// The JSON manifest that accompanies every TorchScript model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelManifest {
-    /// Model name, e.g. `"reference-detector"`.
-    pub name: String,
-    /// Model version, e.g. `"1.0.0"`.
-    pub version: String,
-    /// The input the model expects.
-    pub input: InputSpec,
-    /// The output contract.
-    pub output: OutputContract,
-    /// Class names by class id.
-    pub classes: Vec<String>,
-    /// Detections scoring below this are dropped.
-    pub score_threshold: f32,
-    /// IoU above which NMS suppresses the lower-scoring box of the same class.
-    pub iou_threshold: f32,
-    /// At most this many detections per image are reported.
-    pub max_detections: usize,
-}
-
-impl ModelManifest {
+/// Reading and writing manifest files (the types themselves live in
+/// [`panoptes_schemas::model`], which does no I/O).
+pub trait ManifestFile: Sized {
     /// Reads and validates a manifest file.
-    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+    fn from_file(path: &Path) -> Result<Self, ModelError>;
+    /// Writes the manifest as pretty JSON.
+    fn write(&self, path: &Path) -> std::io::Result<()>;
+}
+
+impl ManifestFile for ModelManifest {
+    fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = read_to_string(path)?;
         let manifest: Self =
             serde_json::from_str(&text).map_err(|e| ModelError::ManifestParse {
@@ -95,92 +40,8 @@ impl ModelManifest {
         Ok(manifest)
     }
 
-    /// Writes the manifest as pretty JSON.
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, json + "\n")
-    }
-
-    /// Checks the values (sizes, thresholds, class list) for consistency.
-    pub fn validate(&self) -> Result<(), ModelError> {
-        let invalid = |problem: String| ModelError::ManifestInvalid {
-            model: self.name.clone(),
-            problem,
-        };
-        if self.name.trim().is_empty() {
-            return Err(invalid("`name` is empty".into()));
-        }
-        if self.version.trim().is_empty() {
-            return Err(invalid("`version` is empty".into()));
-        }
-        let (w, h) = (self.input.width, self.input.height);
-        if !(8..=8192).contains(&w) || !(8..=8192).contains(&h) {
-            return Err(invalid(format!(
-                "input size {w}x{h} outside 8..=8192 pixels"
-            )));
-        }
-        if self.classes.is_empty() {
-            return Err(invalid("`classes` is empty".into()));
-        }
-        if let Some(i) = self.classes.iter().position(|c| c.trim().is_empty()) {
-            return Err(invalid(format!("class {i} has an empty name")));
-        }
-        if !(0.0..=1.0).contains(&self.score_threshold) {
-            return Err(invalid(format!(
-                "score_threshold {} outside [0, 1]",
-                self.score_threshold
-            )));
-        }
-        if !(0.0..=1.0).contains(&self.iou_threshold) || self.iou_threshold == 0.0 {
-            return Err(invalid(format!(
-                "iou_threshold {} outside (0, 1]",
-                self.iou_threshold
-            )));
-        }
-        if self.max_detections == 0 {
-            return Err(invalid("max_detections is 0".into()));
-        }
-        Ok(())
-    }
-
-    /// The expected input shape for a batch of `batch` images: `[batch, 3, height, width]`.
-    pub fn input_shape(&self, batch: usize) -> [i64; 4] {
-        [
-            batch as i64,
-            3,
-            i64::from(self.input.height),
-            i64::from(self.input.width),
-        ]
-    }
-
-    /// Checks an output shape against the contract; `batch` is the input batch size.
-    pub fn check_output_shape(&self, shape: &[i64], batch: i64) -> Result<(), ModelError> {
-        let (ok, expected) = match self.output {
-            OutputContract::PostNms => (
-                shape.len() == 3 && shape[0] == batch && shape[1] >= 1 && shape[2] == 6,
-                format!("[{batch}, N, 6] with N >= 1"),
-            ),
-            OutputContract::YoloRaw => {
-                let rows = 4 + self.classes.len() as i64;
-                (
-                    shape.len() == 3 && shape[0] == batch && shape[1] == rows && shape[2] >= 1,
-                    format!(
-                        "[{batch}, {rows}, N] = [B, 4 + {} classes, N]",
-                        self.classes.len()
-                    ),
-                )
-            }
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(ModelError::OutputShape {
-                model: self.name.clone(),
-                contract: self.output.as_str(),
-                expected,
-                actual: shape.to_vec(),
-            })
-        }
+    fn write(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.to_json_pretty())
     }
 }
 
@@ -297,53 +158,32 @@ fn read_to_string(path: &Path) -> Result<String, ModelError> {
 mod tests {
     use super::*;
 
-    fn manifest(output: OutputContract) -> ModelManifest {
-        ModelManifest {
-            name: "m".into(),
-            version: "1".into(),
-            input: InputSpec {
-                width: 64,
-                height: 32,
-                format: InputFormat::Rgb,
-                letterbox_fill: 114,
-            },
-            output,
-            classes: vec!["a".into(), "b".into()],
-            score_threshold: 0.25,
-            iou_threshold: 0.45,
-            max_detections: 100,
+    #[test]
+    fn spec_errors_become_model_errors() {
+        let err: ModelError = ModelSpecError::Invalid {
+            model: "m".into(),
+            problem: "p".into(),
         }
-    }
-
-    #[test]
-    fn output_shape_contracts() {
-        let m = manifest(OutputContract::YoloRaw);
-        assert!(m.check_output_shape(&[2, 6, 100], 2).is_ok());
-        let err = m.check_output_shape(&[2, 84, 100], 2).unwrap_err();
-        assert!(err.to_string().contains("[2, 6, N]"), "{err}");
-        let m = manifest(OutputContract::PostNms);
-        assert!(m.check_output_shape(&[1, 10, 6], 1).is_ok());
-        assert!(m.check_output_shape(&[1, 6, 10], 1).is_err());
-        assert!(m.check_output_shape(&[2, 10, 6], 1).is_err());
-    }
-
-    #[test]
-    fn manifest_rejects_unknown_fields_and_bad_values() {
-        let json = serde_json::to_value(manifest(OutputContract::PostNms)).unwrap();
-        let mut extra = json.clone();
-        extra["colour"] = "blue".into();
-        assert!(serde_json::from_value::<ModelManifest>(extra).is_err());
-        let mut bad = json;
-        bad["output"] = "boxes".into();
-        assert!(serde_json::from_value::<ModelManifest>(bad).is_err());
-        let mut m = manifest(OutputContract::PostNms);
-        m.score_threshold = 2.0;
+        .into();
         assert!(matches!(
-            m.validate(),
-            Err(ModelError::ManifestInvalid { .. })
+            err,
+            ModelError::Spec(ModelSpecError::Invalid { .. })
         ));
-        m = manifest(OutputContract::PostNms);
-        m.classes.clear();
-        assert!(m.validate().is_err());
+        assert!(err.is_fatal());
+    }
+
+    #[test]
+    fn manifest_file_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(
+            ModelManifest::from_file(&path),
+            Err(ModelError::ManifestParse { .. })
+        ));
+        assert!(matches!(
+            ModelManifest::from_file(&dir.path().join("none.json")),
+            Err(ModelError::MissingFile { .. })
+        ));
     }
 }

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use crate::lane::{Lane, LaneBuilder, LaneContext};
 use crate::metrics::WorkerMetrics;
 use crate::pipeline::consume::{self, FramesConsumer};
 use crate::pipeline::infer::{self, InferenceSpec, Started};
+use crate::swap::{self, ModelSwitch, SwapSpec};
 
 /// How long start-up waits for the broker's metadata.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +62,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> Result<(), 
     )
     .map_err(|e| ConfigInvalid(e.to_string()))?;
     let model = load_model(&config, &metrics, &readiness).await?;
+    let _rollout = watch_rollout(&config, &model.spec)?;
     let (consumer, partitions) = open_frames_consumer(&config, &kafka_link).await?;
     tracing::info!(worker = %config.worker_id, region = %config.region, ?partitions, epoch = config.epoch, mode = ?config.delivery, source = ?config.assignment.source, "worker starting");
     let (assignment, epochs) = take_assignment(&config, &partitions).await?;
@@ -142,9 +145,13 @@ async fn load_model(
 ) -> Result<StartModel, WorkerError> {
     let coordinated = config.assignment.source == AssignmentSource::Coordinator;
     let device = parse_device(&config.model.device).map_err(ConfigInvalid)?;
+    let c = config.clone();
+    let (model_path, manifest_path, swap) =
+        tokio::task::spawn_blocking(move || start_model_files(&c)).await??;
     let spec = InferenceSpec {
-        model_path: config.model.path.clone(),
-        manifest_path: config.model.manifest_path(),
+        model_path,
+        manifest_path,
+        swap,
         device,
         intra_op_threads: config.model.intra_op_threads,
         max_batch: config.batching.max_batch,
@@ -160,6 +167,10 @@ async fn load_model(
     metrics
         .info
         .with_label_values(&[device, &manifest.name, &manifest.version])
+        .set(1);
+    metrics
+        .model_info
+        .with_label_values(&[&manifest.name, &manifest.version])
         .set(1);
     tracing::info!(model = %manifest.name, version = %manifest.version, %device, "model loaded");
     if let Some(fps) = started.capacity_fps {
@@ -182,6 +193,75 @@ async fn load_model(
         spec,
         started,
     })
+}
+
+/// The model files of the start and, with a repository, what hot swaps follow
+/// ([`crate::swap`]): the configured version, else the `active` version of the group's
+/// rollout record (read now; none is an error: fail closed rather than guess a version).
+/// Blocking (Redis, SHA-256 of the model file).
+fn start_model_files(
+    config: &WorkerConfig,
+) -> Result<(PathBuf, PathBuf, Option<SwapSpec>), WorkerError> {
+    let m = &config.model;
+    let (Some(repository), Some(name)) = (&m.repository, &m.name) else {
+        return Ok((m.path.clone(), m.manifest_path(), None));
+    };
+    let switch = ModelSwitch::default();
+    let version = match &m.version {
+        Some(v) => v.clone(),
+        None => {
+            let link = RedisLink::open(&config.assignment.redis)?;
+            let mut conn = link.connect(config.assignment.check_timeout)?;
+            let group = &config.group;
+            match swap::watch::read_rollout(&mut conn, group)? {
+                Some(r) if &r.model == name => {
+                    switch.request(&r.active, r.generation);
+                    r.active
+                }
+                Some(r) => {
+                    return Err(WorkerError::StartModel(format!(
+                        "the rollout record of group {group} names model {}, not {name}",
+                        r.model
+                    )));
+                }
+                None => {
+                    return Err(WorkerError::StartModel(format!(
+                        "no model.version configured and group {group} has no rollout record \
+                         (panoptes models promote, or set model.version)"
+                    )));
+                }
+            }
+        }
+    };
+    let (model, manifest) = swap::loader::resolve(repository, name, &version)
+        .map_err(|(_, e)| WorkerError::StartModel(format!("{name}@{version}: {e}")))?;
+    tracing::info!(model = %name, %version, repository = %repository.display(), "model version resolved in the repository");
+    let spec = SwapSpec {
+        repository: repository.clone(),
+        name: name.clone(),
+        switch,
+    };
+    Ok((model, manifest, Some(spec)))
+}
+
+/// Follows the group's rollout record into the lanes' hot swaps, when the worker has a
+/// repository and Redis ([`WorkerConfig::follows_rollout`]); stops when dropped.
+fn watch_rollout(
+    config: &WorkerConfig,
+    spec: &InferenceSpec,
+) -> Result<Option<swap::watch::RolloutWatch>, WorkerError> {
+    let Some(swap) = spec.swap.as_ref().filter(|_| config.follows_rollout()) else {
+        return Ok(None);
+    };
+    let link = RedisLink::open(&config.assignment.redis)?;
+    let watch = swap::watch::RolloutWatch::start(
+        link,
+        config.group.clone(),
+        swap.name.clone(),
+        swap.switch.clone(),
+    )?;
+    tracing::info!(group = %config.group, model = %swap.name, "following the group's rollout record");
+    Ok(Some(watch))
 }
 
 /// Creates the home cluster's frames consumer and resolves the configured partitions

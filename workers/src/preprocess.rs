@@ -338,6 +338,12 @@ impl InputBatch {
         result
     }
 
+    /// The packed RGB24 pixels of the last JPEG decoded by [`InputBatch::set_jpeg_sized`]
+    /// (what the drift statistics read, [`crate::drift`]).
+    pub fn decoded_rgb(&self) -> &[u8] {
+        &self.rgb
+    }
+
     /// Bytes held by the JPEG scratch buffer (its capacity), for tests and metrics.
     pub fn scratch_bytes(&self) -> usize {
         self.rgb.capacity()

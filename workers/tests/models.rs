@@ -6,7 +6,9 @@ mod common;
 use std::time::Instant;
 
 use panoptes_workers::ModelError;
-use panoptes_workers::model::{LoadedModel, ModelManifest, OutputContract};
+use panoptes_workers::model::{
+    LoadedModel, ManifestFile, ModelManifest, ModelSpecError, OutputContract,
+};
 use panoptes_workers::tch::{Device, Kind, Tensor};
 
 #[test]
@@ -124,7 +126,10 @@ fn output_contradicting_the_manifest_is_reported() {
     // The reference detector ([B, 48, 6], post_nms) described by a yolo_raw manifest.
     let err =
         LoadedModel::load(&m.reference.model_path, &m.yolo.manifest_path, Device::Cpu).unwrap_err();
-    assert!(matches!(err, ModelError::OutputShape { .. }), "{err:?}");
+    assert!(
+        matches!(err, ModelError::Spec(ModelSpecError::OutputShape { .. })),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(
         text.contains("[1, 48, 6]") && text.contains("[1, 84, N]") && text.contains("yolo_raw"),

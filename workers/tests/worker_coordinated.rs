@@ -22,9 +22,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -32,7 +29,7 @@ use common::node::{Offsets, Rig, Worker, checker, exactly_once, partition_log, s
 use panoptes_checker::Checker;
 use panoptes_coordinator_client::records::{AssignRecord, MemberKind, MemberRecord, RegionRecord};
 use panoptes_coordinator_client::{keys, scripts};
-use panoptes_testkit::kafka::{FrameProducer, all_records, frame_headers, test_jpeg};
+use panoptes_testkit::kafka::{Producing, all_records};
 use panoptes_testkit::{DevBroker, RedisServer, Topics, metric_value, unique_name, wait_until};
 use panoptes_workers::config::{AssignmentSource, DeliveryMode, StalePolicy, WorkerConfig};
 
@@ -232,46 +229,6 @@ impl<'a> Pool<'a> {
     }
 }
 
-/// [`produce`] on a thread until [`Producing::finish`].
-struct Producing {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<u64>>,
-}
-
-impl Producing {
-    fn start(bootstrap: &str, topic: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (b, t, s) = (bootstrap.to_string(), topic.to_string(), stop.clone());
-        let thread = std::thread::spawn(move || produce(b, t, s));
-        Self { stop, thread }
-    }
-
-    /// Stops producing; returns how many frames went out.
-    fn finish(self) -> Result<u64> {
-        self.stop.store(true, Ordering::Release);
-        self.thread.join().expect("producer")
-    }
-}
-
-/// Produces frames for cam0..cam2 (camera i → partition i) at `FPS` each until `stop`.
-fn produce(bootstrap: String, topic: String, stop: Arc<AtomicBool>) -> Result<u64> {
-    let p = FrameProducer::new(&bootstrap, &[("enable.idempotence", "true")])?;
-    let jpeg = test_jpeg(320, 180);
-    let mut seq = 0;
-    let started = Instant::now();
-    while !stop.load(Ordering::Acquire) {
-        for partition in 0..PARTITIONS {
-            let h = frame_headers(&format!("cam{partition}"), seq, (320, 180), Duration::ZERO);
-            p.send(&topic, partition, &h, &jpeg)?;
-        }
-        seq += 1;
-        let next = started + Duration::from_millis(seq * 1000 / FPS);
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
-    p.flush()?;
-    Ok(seq * PARTITIONS as u64)
-}
-
 #[test]
 fn partitions_move_between_workers_at_run_time() -> Result<()> {
     let (redis, Rig { broker, t, group }, mut leader, checker) = coordinated_run()?;
@@ -293,7 +250,7 @@ fn partitions_move_between_workers_at_run_time() -> Result<()> {
     // Phase 1: everything to A.
     let first = leader.grant_all(0..PARTITIONS, "worker-a")?;
     assert!(first.values().all(|&e| e == 1), "{first:?}");
-    let producer = Producing::start(&broker.bootstrap, &t.frames);
+    let producer = Producing::start(&broker.bootstrap, &t.frames, PARTITIONS, FPS);
     let offsets = Offsets::new(&broker.bootstrap, &group, &t.frames, PARTITIONS)?;
     offsets.wait_all_past("A commits on every partition", 5, Duration::from_secs(30))?;
     let a_report = leader.wait_member("A reports its items", "worker-a", |m| {
@@ -471,7 +428,7 @@ fn foreign_cluster_partitions_and_regrants() -> Result<()> {
         c.delivery = DeliveryMode::AtLeastOnce;
         c.commit_interval = Duration::from_millis(200);
     })?;
-    let producer = Producing::start(&eu.bootstrap, &t.frames);
+    let producer = Producing::start(&eu.bootstrap, &t.frames, PARTITIONS, FPS);
     for p in 0..PARTITIONS {
         assert_eq!(leader.grant_in("eu", p, "worker-w")?, 1);
     }
@@ -559,7 +516,7 @@ fn paused_worker_loses_its_lease_and_stops() -> Result<()> {
     let a = pool.worker("worker-a", Some(40.0))?;
     let b = pool.worker("worker-b", Some(40.0))?;
     leader.grant_all(0..PARTITIONS, "worker-a")?;
-    let producer = Producing::start(&broker.bootstrap, &t.frames);
+    let producer = Producing::start(&broker.bootstrap, &t.frames, PARTITIONS, FPS);
     let offsets = Offsets::new(&broker.bootstrap, &group, &t.frames, PARTITIONS)?;
     offsets.wait_all_past("A commits on every partition", 5, Duration::from_secs(30))?;
     a.proc.signal("STOP")?;

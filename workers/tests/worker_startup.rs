@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::Result;
 use panoptes_testkit::bin_path;
-use panoptes_workers::OutputContract;
+use panoptes_workers::{ManifestFile, OutputContract};
 
 /// Runs the worker against an unreachable broker with the given model files; returns
 /// (exit success, stderr).

@@ -13,8 +13,10 @@
 //! - **member** (an ingest node or a worker, one user per node id, or one per kind with
 //!   `id = None`): read-write only its own lease (`panoptes:member:<kind>:<id>`) and
 //!   releases (`panoptes:released:<kind>:<id>`) and its kind's index set; read-only its owned
-//!   index, its drain flag, the regions, the assignment records of its kind and (ingest
-//!   only) the camera registry; publish/subscribe only its own channel and the coordinator's.
+//!   index, its drain flag, the regions, the assignment records of its kind, (ingest
+//!   only) the camera registry and (workers only) the model rollout records;
+//!   publish/subscribe only its own channel and the coordinator's (workers also subscribe
+//!   to `panoptes:notify:rollout:*`).
 //!   Lua scripts run with the caller's ACL, so `EVAL` grants nothing beyond these rules.
 //! - **admin**: everything (operators, backups, test harness); give it to people, not nodes.
 //!
@@ -96,6 +98,7 @@ const MEMBER_COMMANDS: &[&str] = &[
     "+hgetall",
     "+hmget",
     "+hget",
+    "+get",
     "+publish",
     "+subscribe",
     "+unsubscribe",
@@ -144,7 +147,12 @@ pub fn rules(role: &Role) -> Vec<String> {
             r.push(format!("%R~panoptes:drain:{kind}:{id}"));
             r.push("%R~panoptes:regions".into());
             match kind {
-                MemberKind::Worker => r.push("%R~panoptes:assign:*".into()),
+                MemberKind::Worker => {
+                    r.push("%R~panoptes:assign:*".into());
+                    // The model rollout record of its group (read with GET) and its channel.
+                    r.push("%R~panoptes:rollout:*".into());
+                    r.push("&panoptes:notify:rollout:*".into());
+                }
                 MemberKind::Ingest => {
                     r.push("%R~panoptes:camassign:*".into());
                     r.push("%R~panoptes:cameras".into());

@@ -56,6 +56,17 @@ pub fn notify(kind: MemberKind, id: &str) -> String {
     format!("panoptes:notify:{kind}:{id}")
 }
 
+/// Rollout record of a worker group: a string holding [`panoptes_schemas::model::ModelRollout`]
+/// JSON, written by the coordinator's operator API only.
+pub fn rollout(group: &str) -> String {
+    format!("panoptes:rollout:{group}")
+}
+
+/// Channel the coordinator publishes on after each write of [`rollout`]`(group)`.
+pub fn rollout_notify(group: &str) -> String {
+    format!("panoptes:notify:rollout:{group}")
+}
+
 /// Item id of a frames partition living in `cluster`'s Kafka: `<cluster>:<partition>`.
 pub fn partition_item(cluster: &str, partition: i32) -> String {
     format!("{cluster}:{partition}")

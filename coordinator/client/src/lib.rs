@@ -13,6 +13,7 @@
 //! - [`acl`]: the least-privilege Redis ACL users of each role, rendered as an ACL file;
 //! - [`clock`]: the cluster clock (the Redis server's, estimated NTP-style), the one time
 //!   base of the timestamps that cross machines (frame capture time, ages, latencies);
+//! - [`models`]: the model repository (versioned, integrity-checked TorchScript models);
 //! - [`sealed`]: camera passwords encrypted at rest (AEAD keyring with rotation);
 //! - [`driver`]: [`driver::Driver`], the protocol's member side on top of the agent (start
 //!   what is granted, stop what is revoked, hand over what moves, fail closed, drain), for
@@ -24,6 +25,7 @@ pub mod driver;
 pub mod keys;
 pub mod link;
 pub mod member;
+pub mod models;
 pub mod records;
 pub mod scripts;
 pub mod sealed;

@@ -170,6 +170,7 @@ struct Status {
     report: serde_json::Value,
     broker_ok: bool,
     draining: bool,
+    model: String,
 }
 
 struct Inner {
@@ -238,6 +239,7 @@ impl MemberAgent {
                     report: serde_json::Value::Null,
                     broker_ok: true,
                     draining: false,
+                    model: String::new(),
                 }),
                 conn: Mutex::new(None),
                 desired: tx,
@@ -292,6 +294,11 @@ impl MemberAgent {
     /// Sets the free-form report shown by `panoptes status`.
     pub fn set_report(&self, report: serde_json::Value) {
         self.inner.status.lock().report = report;
+    }
+
+    /// Sets the model reported with each renewal (`<name>@<version>`, `records::MODEL_FIELD`).
+    pub fn set_model(&self, model: &str) {
+        self.inner.status.lock().model = model.to_owned();
     }
 
     /// Sets whether the node reaches its region's Kafka.
@@ -497,6 +504,8 @@ impl MemberAgent {
         let mut fields = record.to_fields();
         let held = crate::records::held_entry(&self.inner.held.lock());
         fields.push((crate::records::HELD_FIELD, held));
+        let model = self.inner.status.lock().model.clone();
+        fields.push((crate::records::MODEL_FIELD, model));
         let sent_at = Instant::now();
         let renewal = scripts::member_renew(
             c,

@@ -159,6 +159,22 @@ pub struct CameraRecord {
     pub width: u32,
     /// Analytic bounding box height.
     pub height: u32,
+    /// Degradation priority, 0 (capped first) ..= 9 (capped last) under overload.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Lowest sampled rate the coordinator may cap the camera to under overload.
+    #[serde(default = "default_min_fps")]
+    pub min_fps: u32,
+}
+
+/// The default degradation priority (the middle of 0..=9).
+pub fn default_priority() -> u8 {
+    5
+}
+
+/// The default minimum sampled rate under overload.
+pub fn default_min_fps() -> u32 {
+    1
 }
 
 /// The default worker group name.
@@ -183,6 +199,8 @@ impl std::fmt::Debug for CameraRecord {
             .field("fps", &self.fps)
             .field("width", &self.width)
             .field("height", &self.height)
+            .field("priority", &self.priority)
+            .field("min_fps", &self.min_fps)
             .finish()
     }
 }
@@ -258,6 +276,9 @@ pub struct AssignRecord {
     pub start_seq: Option<u64>,
     /// Cameras: the region whose Kafka the frames go to while this grant lasts.
     pub cluster: Option<String>,
+    /// Cameras: the sampling rate cap the leader set under overload (`None`: the registry
+    /// fps); written by the leader's fenced batch, read by the owner without a restart.
+    pub fps_cap: Option<u32>,
 }
 
 impl AssignRecord {
@@ -280,6 +301,7 @@ impl AssignRecord {
             released_seq: int("released_seq")?,
             start_seq: int("start_seq")?,
             cluster: h.get("cluster").filter(|t| !t.is_empty()).cloned(),
+            fps_cap: int("fps_cap")?.map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
         })
     }
 }
@@ -290,6 +312,16 @@ impl AssignRecord {
 /// that only the members still remember, and grants above them (see `docs/coordinator.md`,
 /// "Epochs that never go backwards").
 pub const HELD_FIELD: &str = "held";
+
+/// The member-hash field (besides [`MemberRecord::to_fields`]) in which a worker reports the
+/// model it runs, `<name>@<version>` (empty or absent: none reported). Written with every
+/// renewal from [`crate::MemberAgent::set_model`]; read by `GET /v1/rollouts/<group>`.
+pub const MODEL_FIELD: &str = "model";
+
+/// Parses the [`MODEL_FIELD`] of a member hash read with `HGETALL`.
+pub fn model_field(h: &BTreeMap<String, String>) -> Option<String> {
+    h.get(MODEL_FIELD).filter(|m| !m.is_empty()).cloned()
+}
 
 /// The [`HELD_FIELD`] value for `held`.
 pub fn held_entry(held: &BTreeMap<String, u64>) -> String {
@@ -428,6 +460,8 @@ mod tests {
             fps: 5,
             width: 640,
             height: 360,
+            priority: default_priority(),
+            min_fps: default_min_fps(),
         };
         assert!(!format!("{plain:?}").contains("hunter2"));
         assert_eq!(plain.sealed(None), Err(SealError::NoKeyring));
@@ -463,6 +497,8 @@ mod tests {
             fps: 10,
             width: 1280,
             height: 720,
+            priority: default_priority(),
+            min_fps: default_min_fps(),
         };
         assert!((c.load() - 40.0).abs() < 1e-9);
     }

@@ -126,6 +126,8 @@ fn members_do_their_part_and_redis_refuses_them_the_rest() -> Result<()> {
         fps: 5,
         width: 640,
         height: 360,
+        priority: 5,
+        min_fps: 1,
     };
     redis::cmd("HSET")
         .arg(keys::CAMERAS)
@@ -258,6 +260,10 @@ fn members_do_their_part_and_redis_refuses_them_the_rest() -> Result<()> {
         ("read the config", cmd(&["CONFIG", "GET", "*"])),
         ("change ACLs", cmd(&["ACL", "SETUSER", "worker-1", "~*"])),
         (
+            "write a model rollout",
+            cmd(&["SET", &keys::rollout("g"), "{}"]),
+        ),
+        (
             "subscribe to another member",
             cmd(&["SUBSCRIBE", "panoptes:notify:worker:worker-2"]),
         ),
@@ -275,6 +281,7 @@ fn members_do_their_part_and_redis_refuses_them_the_rest() -> Result<()> {
     }
     let owner: String = cmd(&["HGET", &part_key, "owner"]).query(&mut w)?;
     assert_eq!(owner, "worker-1", "the record is untouched (and readable)");
+    let _: Option<String> = cmd(&["GET", &keys::rollout("g")]).query(&mut w)?;
 
     // An ingest node: reads the registry and camera grants, writes none of them.
     let mut i = conn(&redis, "ingest-1")?;
@@ -293,6 +300,7 @@ fn members_do_their_part_and_redis_refuses_them_the_rest() -> Result<()> {
             cmd(&["HSET", keys::CAMERAS, "cam-1", "{}"]),
         ),
         ("read partition grants", cmd(&["HGETALL", &part_key])),
+        ("read a model rollout", cmd(&["GET", &keys::rollout("g")])),
         (
             "renew a worker",
             cmd(&[

@@ -22,6 +22,7 @@ pub(crate) struct ApiState {
     pub(crate) requests: prometheus::IntCounterVec,
     pub(crate) auth_failures: prometheus::IntCounterVec,
     pub(crate) audit_failures: prometheus::IntCounter,
+    pub(crate) models: super::models::ModelsState,
 }
 
 pub(crate) type Shared = Arc<ApiState>;

@@ -217,6 +217,15 @@ pub struct GroupView {
     pub desired_replicas: Option<u64>,
     /// The reconciler's own view of the group: `{"desired_replicas", "load", "capacity"}`.
     pub reconciler: Value,
+    /// Degradation: demand of its streaming cameras at their current rates (load units).
+    #[serde(default)]
+    pub demand: Option<f64>,
+    /// Degradation: capped cameras and their caps (fps).
+    #[serde(default)]
+    pub degraded: BTreeMap<String, u32>,
+    /// Degradation: overloaded even with every camera at its minimum rate.
+    #[serde(default)]
+    pub saturated: bool,
 }
 
 /// One camera in `GET /v1/status`.
@@ -244,6 +253,12 @@ pub struct CameraStatus {
     pub fps: Option<f64>,
     /// State, as the owner reports it.
     pub state: Option<String>,
+    /// Degradation priority (0 capped first).
+    #[serde(default)]
+    pub priority: u8,
+    /// The sampling rate cap the leader set under overload (`None`: its fps).
+    #[serde(default)]
+    pub fps_cap: Option<u32>,
 }
 
 /// One partition copy in `GET /v1/status`.
@@ -368,6 +383,11 @@ fn group_views(
         let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
         let g = group(&mut groups, name);
         g.desired_replicas = v.get("desired_replicas").and_then(Value::as_u64);
+        if let Some(d) = v.get("degrade").filter(|d| !d.is_null()) {
+            g.demand = d.get("demand").and_then(Value::as_f64);
+            g.degraded = serde_json::from_value(d["degraded"].clone()).unwrap_or_default();
+            g.saturated = d.get("saturated").and_then(Value::as_bool) == Some(true);
+        }
         g.reconciler = v;
     }
     groups.into_values().collect()
@@ -402,6 +422,8 @@ fn camera_statuses(
                 group: cam.group.clone(),
                 partition: cam.partition,
                 fps_target: cam.fps,
+                priority: cam.priority,
+                fps_cap: a.fps_cap,
                 owner: a.owner,
                 cluster: a.cluster,
                 epoch: a.epoch,

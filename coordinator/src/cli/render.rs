@@ -182,6 +182,8 @@ fn groups_table(groups: &[GroupView]) -> String {
             "LOAD",
             "CAPACITY",
             "CAMERA-LOAD",
+            "DEMAND",
+            "DEGRADED",
         ],
         groups,
         |g| {
@@ -192,6 +194,12 @@ fn groups_table(groups: &[GroupView]) -> String {
                 format!("{:.1}", g.load),
                 format!("{:.1}", g.capacity),
                 format!("{:.1}", g.camera_load),
+                g.demand.map_or_else(|| "-".into(), |d| format!("{d:.1}")),
+                format!(
+                    "{}{}",
+                    g.degraded.len(),
+                    if g.saturated { " SATURATED" } else { "" }
+                ),
             ]
         },
     )
@@ -207,6 +215,8 @@ fn camera_status_table(cameras: &[CameraStatus]) -> String {
             "CLUSTER",
             "EPOCH",
             "FPS",
+            "PRIO",
+            "CAP",
             "STATE",
             "MOVING-TO",
         ],
@@ -224,6 +234,8 @@ fn camera_status_table(cameras: &[CameraStatus]) -> String {
                     c.fps.map_or_else(|| "-".into(), |f| format!("{f:.1}")),
                     c.fps_target
                 ),
+                c.priority.to_string(),
+                opt(c.fps_cap),
                 opt(c.state.clone()),
                 opt(c.target.clone()),
             ]

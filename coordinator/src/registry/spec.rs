@@ -19,6 +19,8 @@ pub const DEFAULT_WIDTH: u32 = 640;
 pub const DEFAULT_HEIGHT: u32 = 360;
 /// Accepted analytic widths.
 pub const WIDTH_RANGE: std::ops::RangeInclusive<u32> = 32..=3840;
+/// Accepted degradation priorities: 0 is capped first under overload, 9 last.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<u8> = 0..=9;
 /// Accepted analytic heights.
 pub const HEIGHT_RANGE: std::ops::RangeInclusive<u32> = 32..=2160;
 /// What a redacted password looks like; a URL sent back with it keeps the stored password.
@@ -65,6 +67,12 @@ pub struct CameraSpec {
     /// Frames partition; allocated (smallest free) when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<i32>,
+    /// Degradation priority 0–9 (5): under overload, lower priorities are capped first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Lowest rate the coordinator may cap the camera to under overload, 1..=fps (1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_fps: Option<u32>,
 }
 
 /// A camera as the API shows it: the URL redacted (`rtsp://user:***@host/path`).
@@ -86,6 +94,12 @@ pub struct CameraView {
     pub width: u32,
     /// Analytic height.
     pub height: u32,
+    /// Degradation priority (0 capped first, 9 last).
+    #[serde(default = "panoptes_coordinator_client::records::default_priority")]
+    pub priority: u8,
+    /// Lowest rate under overload.
+    #[serde(default = "panoptes_coordinator_client::records::default_min_fps")]
+    pub min_fps: u32,
 }
 
 impl From<&CameraRecord> for CameraView {
@@ -104,6 +118,8 @@ impl From<&CameraRecord> for CameraView {
             fps: r.fps,
             width: r.width,
             height: r.height,
+            priority: r.priority,
+            min_fps: r.min_fps,
         }
     }
 }
@@ -151,6 +167,7 @@ pub fn validate(
             FPS_RANGE.end()
         )));
     }
+    let (priority, min_fps) = checked_degradation(spec, fps).map_err(invalid)?;
     let width = spec.width.unwrap_or(DEFAULT_WIDTH);
     let height = spec.height.unwrap_or(DEFAULT_HEIGHT);
     if !WIDTH_RANGE.contains(&width) || !HEIGHT_RANGE.contains(&height) {
@@ -182,7 +199,30 @@ pub fn validate(
         fps,
         width,
         height,
+        priority,
+        min_fps,
     })
+}
+
+/// The camera's degradation priority and minimum rate: priority in [`PRIORITY_RANGE`]
+/// (default 5), minimum rate in `1..=fps` (default 1, or `fps` when that is lower).
+fn checked_degradation(spec: &CameraSpec, fps: u32) -> Result<(u8, u32), String> {
+    use panoptes_coordinator_client::records::{default_min_fps, default_priority};
+    let priority = spec.priority.unwrap_or_else(default_priority);
+    if !PRIORITY_RANGE.contains(&priority) {
+        return Err(format!(
+            "priority {priority} is out of range ({}..={}; 0 is capped first under overload)",
+            PRIORITY_RANGE.start(),
+            PRIORITY_RANGE.end()
+        ));
+    }
+    let min_fps = spec.min_fps.unwrap_or_else(|| default_min_fps().min(fps));
+    if min_fps == 0 || min_fps > fps {
+        return Err(format!(
+            "min_fps {min_fps} is out of range (1..={fps}: at least 1 and at most the camera's fps)"
+        ));
+    }
+    Ok((priority, min_fps))
 }
 
 /// The URL to store, and the sealed password it keeps: an `rtsp://` or `rtsps://` URL; one
@@ -237,4 +277,49 @@ fn checked_region(spec: &CameraSpec, limits: &Limits) -> Result<String, String> 
         ));
     }
     Ok(region)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            frames_partitions: 4,
+            regions: vec!["eu".into()],
+            camera_keys: None,
+        }
+    }
+
+    fn spec(fps: Option<u32>, priority: Option<u8>, min_fps: Option<u32>) -> CameraSpec {
+        CameraSpec {
+            id: "c".into(),
+            url: "rtsp://cam/c".into(),
+            fps,
+            priority,
+            min_fps,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn priority_and_min_fps_default_and_are_checked() {
+        let r = validate(&spec(None, None, None), None, &limits()).unwrap();
+        assert_eq!((r.fps, r.priority, r.min_fps), (DEFAULT_FPS, 5, 1));
+        let r = validate(&spec(Some(10), Some(9), Some(4)), None, &limits()).unwrap();
+        assert_eq!((r.priority, r.min_fps), (9, 4));
+        let v = CameraView::from(&r);
+        assert_eq!((v.priority, v.min_fps), (9, 4));
+        let err = |s: CameraSpec| validate(&s, None, &limits()).unwrap_err().to_string();
+        assert!(err(spec(None, Some(10), None)).contains("priority 10 is out of range"));
+        assert!(err(spec(Some(5), None, Some(6))).contains("min_fps 6 is out of range (1..=5"));
+        assert!(err(spec(Some(5), None, Some(0))).contains("min_fps 0"));
+    }
+
+    #[test]
+    fn records_without_the_fields_read_with_defaults() {
+        let json = r#"{"id":"c","url":"rtsp://cam/c","region":"eu","partition":0,"fps":5,"width":640,"height":360}"#;
+        let r: CameraRecord = serde_json::from_str(json).unwrap();
+        assert_eq!((r.priority, r.min_fps), (5, 1));
+    }
 }

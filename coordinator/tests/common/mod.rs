@@ -299,3 +299,28 @@ pub fn stored_urls(redis: &RedisServer) -> std::collections::BTreeMap<String, St
         })
         .collect()
 }
+
+/// Runs the `panoptes` CLI with `args` and `env` only (none of the caller's `PANOPTES_*`
+/// credentials or repository) → (exit code, stdout, stderr).
+pub fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_panoptes"));
+    for var in [
+        "PANOPTES_API_TOKEN",
+        "PANOPTES_TOKEN",
+        "PANOPTES_API_TOKEN_FILE",
+        "PANOPTES_API_CA_FILE",
+        "PANOPTES_MODEL_REPOSITORY",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run panoptes");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
+use panoptes_scene::variant::Variant;
+
 use serde::{Deserialize, Serialize};
 
 use panoptes_scene::camera::{CameraConfig, Codec};
@@ -63,6 +65,8 @@ pub struct CameraStatus {
 pub(crate) struct Camera {
     pub(crate) config: CameraConfig,
     state: AtomicU8,
+    /// The picture variant ([`Variant::as_u8`]).
+    variant: AtomicU8,
     frames_sent: AtomicU64,
     /// Process-wide shutdown flag, shared by all cameras.
     shutdown: Arc<AtomicBool>,
@@ -73,6 +77,7 @@ impl Camera {
         Self {
             config,
             state: AtomicU8::new(CameraState::Live.as_u8()),
+            variant: AtomicU8::new(Variant::Normal.as_u8()),
             frames_sent: AtomicU64::new(0),
             shutdown,
         }
@@ -90,6 +95,16 @@ impl Camera {
     /// Sets the state and returns the previous one.
     pub(crate) fn swap_state(&self, state: CameraState) -> CameraState {
         CameraState::from_u8(self.state.swap(state.as_u8(), Ordering::AcqRel))
+    }
+
+    /// The picture variant shown now.
+    pub(crate) fn variant(&self) -> Variant {
+        Variant::from_u8(self.variant.load(Ordering::Acquire))
+    }
+
+    /// Switches the picture variant (from the next frame on).
+    pub(crate) fn set_variant(&self, v: Variant) {
+        self.variant.store(v.as_u8(), Ordering::Release);
     }
 
     pub(crate) fn count_frame(&self) {

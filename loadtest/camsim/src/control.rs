@@ -2,6 +2,8 @@
 //!
 //! - `GET /cameras` → `[CameraStatus]`; `GET /cameras/{id}` → `CameraStatus`
 //! - `POST /cameras/{id}/{stall|drop|stop|resume}` → the camera's `CameraStatus` after the action
+//! - `POST /cameras/{id}/{normal|dark|covered|blurred|scene_changed}` → switches the picture
+//!   variant (`panoptes_scene::variant`), answers the camera's `CameraStatus`
 //! - unknown camera or action → `404 {"error": "..."}`; internal failure → `500 {"error": ...}`
 
 use std::sync::Arc;
@@ -52,6 +54,9 @@ async fn act(
     State(core): State<Arc<CamSimCore>>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Response, Error> {
+    if let Ok(v) = action.parse::<super::Variant>() {
+        return Ok(Json(core.set_variant(&id, v).await?).into_response());
+    }
     let action: FaultAction = action.parse()?;
     Ok(Json(core.apply(&id, action).await?).into_response())
 }

@@ -77,6 +77,9 @@ impl Source for VideoSource {
             let mut map = buf.map_writable().map_err(|e| e.to_string())?;
             let c = &self.camera.config;
             scene::render_i420_into(&c.scene(), &c.id, frame_index, map.as_mut_slice());
+            self.camera
+                .variant()
+                .apply_i420(c.width, c.height, map.as_mut_slice());
         }
         Ok(buffer)
     }

@@ -29,6 +29,7 @@ use gstreamer as gst;
 
 pub use camera::{CameraState, CameraStatus};
 pub use panoptes_scene::camera::{CameraConfig, CamsimConfig, Codec, ConfigError, Credentials};
+pub use panoptes_scene::variant::Variant;
 
 use camera::Camera;
 use formats::FormatCamera;
@@ -50,7 +51,9 @@ pub enum Error {
     #[error("unknown camera {0:?}")]
     UnknownCamera(String),
     /// Not one of stall, drop, stop, resume.
-    #[error("unknown action {0:?} (expected stall, drop, stop or resume)")]
+    #[error(
+        "unknown action {0:?} (expected stall, drop, stop, resume, or a variant: normal, dark, covered, blurred, scene_changed)"
+    )]
     UnknownAction(String),
 }
 
@@ -112,6 +115,13 @@ impl CamSimCore {
         let cam = self.camera(id)?;
         let counts = self.rtsp.client_counts(vec![cam.path()]).await?;
         Ok(cam.status(counts.first().copied().unwrap_or(0)))
+    }
+
+    /// Switches camera `id` to a picture variant (`panoptes_scene::variant`).
+    pub(crate) async fn set_variant(&self, id: &str, v: Variant) -> Result<CameraStatus, Error> {
+        self.camera(id)?.set_variant(v);
+        tracing::info!(camera = %id, variant = v.as_str(), "picture variant");
+        self.camera_status(id).await
     }
 
     pub(crate) async fn apply(&self, id: &str, action: FaultAction) -> Result<CameraStatus, Error> {
@@ -281,6 +291,11 @@ impl CamSim {
     /// Status of all cameras (as `GET /cameras`).
     pub async fn status(&self) -> Result<Vec<CameraStatus>, Error> {
         self.core.status().await
+    }
+
+    /// Switches a camera's picture variant (as `POST /cameras/<id>/<variant>`).
+    pub async fn set_variant(&self, id: &str, v: Variant) -> Result<CameraStatus, Error> {
+        self.core.set_variant(id, v).await
     }
 
     /// Applies a fault action (as `POST /cameras/<id>/<action>`).

@@ -23,6 +23,7 @@
 
 mod barcode;
 pub mod camera;
+pub mod variant;
 
 pub use barcode::{FRAME_INDEX_BITS, read_frame_index, unwrap_frame_index};
 
@@ -248,6 +249,24 @@ fn background_waves(width: u32, height: u32) -> (Vec<i32>, Vec<i32>) {
         .map(|y| (8.0 * (TAU * 2.0 * y as f32 / height.max(1) as f32).cos()).round() as i32)
         .collect();
     (cols, rows)
+}
+
+/// Halves a packed RGB image of `w`×`h` with a 2×2 box filter (rounded), as an ingest node
+/// scales 1280×720 to 640×360. Returns the `w / 2`×`h / 2` image.
+pub fn halve_rgb(rgb: &[u8], w: usize, h: usize) -> Vec<u8> {
+    let (hw, hh) = (w / 2, h / 2);
+    let mut half = vec![0u8; hw * hh * 3];
+    for y in 0..hh {
+        for x in 0..hw {
+            for c in 0..3 {
+                let at =
+                    |dx: usize, dy: usize| u32::from(rgb[((2 * y + dy) * w + 2 * x + dx) * 3 + c]);
+                half[(y * hw + x) * 3 + c] =
+                    ((at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1) + 2) / 4) as u8;
+            }
+        }
+    }
+    half
 }
 
 /// BT.601 limited-range conversion of one RGB colour to (Y, Cb, Cr).

@@ -8,6 +8,11 @@
 //! time against the design's bound (2 s), and the reference point is Kafka's own group
 //! protocol, which notices a hard-killed consumer only after `session.timeout.ms` (45 s by
 //! default).
+//!
+//! [`scale`] is the same measurement at 64 partitions per worker (frames produced by the
+//! benchmark, no media), with the workers' memory and threads per partition.
+
+pub mod scale;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -262,20 +267,26 @@ impl FailoverReport {
     /// worker had processed in a transaction that never committed (visible on the development
     /// broker only; see the checker's rules).
     pub fn accounting_clean(&self) -> bool {
-        let t = &self.checker.total;
-        let explained: u64 = t
-            .duplicated_across_epochs
-            .iter()
-            .filter(|(w, _)| self.victims.contains(w))
-            .map(|(_, n)| n)
-            .sum();
-        t.lost == 0 && t.duplicated == explained && t.reordered == 0
+        accounting_clean(&self.checker, &self.victims)
     }
 
     /// Whether every trial recovered and the p99 stays under the design's bound (2 s).
     pub fn within_target(&self) -> bool {
         self.failed_trials == 0 && self.p99_ms.is_some_and(|p99| p99 < TARGET.bound as u64)
     }
+}
+
+/// Nothing lost or reordered, and every duplicate a frame one of the killed `victims` had
+/// processed in a transaction that never committed.
+fn accounting_clean(checker: &Report, victims: &[String]) -> bool {
+    let t = &checker.total;
+    let explained: u64 = t
+        .duplicated_across_epochs
+        .iter()
+        .filter(|(w, _)| victims.contains(w))
+        .map(|(_, n)| n)
+        .sum();
+    t.lost == 0 && t.duplicated == explained && t.reordered == 0
 }
 
 /// A recovery time as the report prints it.
@@ -326,22 +337,36 @@ impl BenchReport for FailoverReport {
             ]);
         }
         s.push_str(&trials.finish());
-        s.push_str(&format!(
-            "\nChecker over the whole run: {} frames, {} lost, {} duplicated ({} of them frames \
-             a killed worker had processed in a transaction that never committed, which the \
-             development broker shows to `read_committed` readers and Kafka would not), {} \
-             reordered, {} superseded (discarded by the epoch rule), {} gaps (frames never \
-             published).\n\nAccounting clean: **{}**. Run time {:.0} s.\n",
-            t.frames,
-            t.lost,
-            t.duplicated,
-            t.duplicated_across_epochs_total(),
-            t.reordered,
-            t.superseded,
-            t.gaps,
+        s.push_str(&checker_summary(
+            &format!("{} frames", t.frames),
+            t,
             self.accounting_clean(),
-            self.seconds
+            self.seconds,
         ));
         s
     }
+}
+
+/// The closing paragraph of a failover report: the checker's totals over the whole run
+/// (`frames` says how many frames, in the report's words), whether the accounting is clean,
+/// and the run time.
+pub(crate) fn checker_summary(
+    frames: &str,
+    t: &panoptes_checker::CameraReport,
+    clean: bool,
+    seconds: f64,
+) -> String {
+    format!(
+        "\nChecker over the whole run: {frames}, {} lost, {} duplicated ({} of them frames a \
+         killed worker had processed in a transaction that never committed, which the \
+         development broker shows to `read_committed` readers and Kafka would not), {} \
+         reordered, {} superseded (discarded by the epoch rule), {} gaps (frames never \
+         published).\n\nAccounting clean: **{clean}**. Run time {seconds:.0} s.\n",
+        t.lost,
+        t.duplicated,
+        t.duplicated_across_epochs_total(),
+        t.reordered,
+        t.superseded,
+        t.gaps,
+    )
 }

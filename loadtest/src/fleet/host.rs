@@ -58,7 +58,8 @@ pub struct SimRunner {
 }
 
 impl SimRunner {
-    fn new(kind: MemberKind) -> Self {
+    /// A runner for a member of `kind`.
+    pub fn new(kind: MemberKind) -> Self {
         Self {
             kind: Some(kind),
             running: Mutex::new(BTreeMap::new()),

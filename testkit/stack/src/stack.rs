@@ -15,7 +15,7 @@ use panoptes_checker::{Checker, Report};
 use panoptes_coordinator::config::{PlacementConfig, RegionConfig};
 use panoptes_coordinator_client::{AssignRecord, MemberKind, keys};
 use panoptes_scene::camera::CameraConfig;
-use panoptes_workers::config::{AssignmentSource, DeliveryMode};
+use panoptes_workers::config::{AssignmentSource, DeliveryMode, WorkerConfig};
 
 use panoptes_testkit::coordinator::Coordinator;
 use panoptes_testkit::{
@@ -276,6 +276,18 @@ impl Stack {
 
     /// Starts a coordinated worker (reference detector, CPU, one thread) in `group`.
     pub fn start_worker(&mut self, id: &str, region: &str, group: &str) -> Result<()> {
+        self.start_worker_with(id, region, group, |_| {})
+    }
+
+    /// [`Stack::start_worker`] with its configuration changed by `tweak` before it starts
+    /// (another model, a fixed capacity).
+    pub fn start_worker_with(
+        &mut self,
+        id: &str,
+        region: &str,
+        group: &str,
+        tweak: impl FnOnce(&mut WorkerConfig),
+    ) -> Result<()> {
         let mut c = worker::config(
             id,
             &self.brokers[region].bootstrap,
@@ -295,6 +307,7 @@ impl Stack {
         c.assignment.source = AssignmentSource::Coordinator;
         c.assignment.redis = self.redis.client_config(id);
         c.assignment.lease_ttl = self.spec.lease_ttl;
+        tweak(&mut c);
         let node = worker::start(&c, &self.env_of(id, NODE_LOGS), NODE_START)?;
         self.workers.insert(id.into(), node);
         Ok(())
@@ -318,6 +331,14 @@ impl Stack {
             .copied()
             .chain(extra.map(|(k, v)| (*k, v.as_str())))
             .collect()
+    }
+
+    /// Each camera's rate cap (`fps_cap` of its assignment record; `None`: uncapped, or the
+    /// records could not be read).
+    pub fn rate_caps(&self) -> BTreeMap<String, Option<u32>> {
+        self.assignments()
+            .map(|(cams, _)| cams.into_iter().map(|(id, r)| (id, r.fps_cap)).collect())
+            .unwrap_or_default()
     }
 
     /// Current assignment records: cameras by id, partitions by item (`<cluster>:<p>`).

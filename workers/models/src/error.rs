@@ -22,6 +22,12 @@ pub enum GenerateError {
         /// libtorch's error message (first line).
         message: String,
     },
+    /// A golden set or variant cannot be made from these arguments (fatal).
+    #[error("{message}")]
+    Golden {
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl GenerateError {

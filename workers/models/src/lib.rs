@@ -7,12 +7,17 @@
 //! - [`YOLOV8N_LIKE`]: random weights in the exact YOLOv8n topology ([`yolov8`]) for
 //!   performance work, `yolo_raw` contract `[B, 84, 8400]`.
 //!
-//! Both are traced with `tch::CModule::create_by_tracing` on a one-image batch and saved with
+//! - [`golden`]: golden sets (simulator frames with exact ground truth) for validation runs;
+//!   [`variant`]: degraded copies of a model (a class dropped, or N× slower) for rollout tests.
+//!
+//! Both models are traced with `tch::CModule::create_by_tracing` on a one-image batch and saved with
 //! their JSON manifests. Every shape in them is either fixed by the 640×640 input or left to
 //! the batch dimension, so the traced modules run at any batch size.
 
 mod error;
+pub mod golden;
 pub mod reference;
+pub mod variant;
 pub mod yolov8;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +25,9 @@ use std::path::{Path, PathBuf};
 use tch::{CModule, Device, Kind, Tensor, nn};
 
 use panoptes_workers::error::torch_message;
-use panoptes_workers::model::{InputFormat, InputSpec, ModelManifest, OutputContract};
+use panoptes_workers::model::{
+    InputFormat, InputSpec, ManifestFile, ModelManifest, OutputContract,
+};
 
 pub use error::GenerateError;
 
@@ -154,6 +161,8 @@ pub fn reference_manifest() -> ModelManifest {
         score_threshold: 0.5,
         iou_threshold: 0.5,
         max_detections: (reference::NUM_CLASSES * reference::RUNS_PER_CLASS) as usize,
+        sha256: None,
+        validation: Vec::new(),
     }
 }
 
@@ -168,6 +177,8 @@ pub fn yolov8n_like_manifest() -> ModelManifest {
         score_threshold: 0.25,
         iou_threshold: 0.45,
         max_detections: 300,
+        sha256: None,
+        validation: Vec::new(),
     }
 }
 
@@ -208,14 +219,27 @@ fn trace_and_save(
     .map_err(torch_err)?;
     let model_path = dir.join(format!("{name}.pt"));
     let manifest_path = dir.join(format!("{name}.json"));
-    module.save(&model_path).map_err(torch_err)?;
-    manifest
-        .write(&manifest_path)
-        .map_err(|source| GenerateError::Io {
-            path: manifest_path.clone(),
-            source,
-        })?;
+    save(&module, &manifest, &model_path, &manifest_path)?;
     Ok((model_path, manifest_path, manifest))
+}
+
+/// Saves a TorchScript module and its manifest side by side.
+pub(crate) fn save(
+    module: &CModule,
+    manifest: &ModelManifest,
+    model_path: &Path,
+    manifest_path: &Path,
+) -> Result<(), GenerateError> {
+    module.save(model_path).map_err(|e| GenerateError::Torch {
+        name: manifest.name.clone(),
+        message: torch_message(&e),
+    })?;
+    manifest
+        .write(manifest_path)
+        .map_err(|source| GenerateError::Io {
+            path: manifest_path.to_path_buf(),
+            source,
+        })
 }
 
 /// Generates `reference-detector.pt` and `.json` in `dir`.

@@ -32,13 +32,13 @@ use panoptes_schemas::{
 use crate::config::{DecodeConfig, StalePolicy, StalenessConfig};
 use crate::error::PreprocessError;
 use crate::metrics::WorkerMetrics;
-use crate::model::ModelManifest;
 use crate::pipeline::publish::router::Router;
 use crate::pipeline::trace::FrameTrace;
 use crate::pipeline::work::{
     Decoded, FrameJob, Outcome, Output, Position, RecordContext, ms_between_us, ms_since, now_us,
 };
 use crate::preprocess::{InputBatch, Letterbox, jpeg_dimensions};
+use crate::swap::{ModelGate, ModelStamp};
 
 /// A capture time this far (µs) ahead of the worker's cluster clock is counted in
 /// `panoptes_worker_frames_from_future_total` (round trips to Redis are far shorter).
@@ -55,8 +55,8 @@ pub struct DecodeStage {
     pub staleness: StalenessConfig,
     /// Bounds on what a frame may claim.
     pub limits: DecodeConfig,
-    /// Model input layout.
-    pub manifest: ModelManifest,
+    /// Stamps each frame with the model that infers it (its input layout), [`crate::swap`].
+    pub gate: ModelGate,
     /// Metrics.
     pub metrics: WorkerMetrics,
     /// Per-partition publishers (for dead letters and skips).
@@ -79,16 +79,27 @@ impl DecodeStage {
                 std::thread::Builder::new()
                     .name(format!("decode-{i}"))
                     .spawn(move || {
-                        let mut batch = InputBatch::for_manifest(&stage.manifest, 1);
-                        for job in jobs.iter() {
-                            stage.handle(job, &mut batch, &decoded);
+                        let mut input = stage.gate.current().manifest.input.clone();
+                        let mut batch = InputBatch::for_manifest(&stage.gate.current().manifest, 1);
+                        while let Some((job, model)) = stage.gate.next(&jobs) {
+                            if model.manifest.input != input {
+                                input = model.manifest.input.clone();
+                                batch = InputBatch::for_manifest(&model.manifest, 1);
+                            }
+                            stage.handle(job, model, &mut batch, &decoded);
                         }
                     })
             })
             .collect()
     }
 
-    fn handle(&self, job: FrameJob, batch: &mut InputBatch, decoded: &Sender<Decoded>) {
+    fn handle(
+        &self,
+        job: FrameJob,
+        model: Arc<ModelStamp>,
+        batch: &mut InputBatch,
+        decoded: &Sender<Decoded>,
+    ) {
         let dequeued_us = now_us();
         let pos = job.pos;
         let superseded_by = job.superseded_by;
@@ -124,7 +135,7 @@ impl DecodeStage {
             ..StageLatencies::default()
         };
         if let Some(highest) = superseded_by {
-            return self.superseded(pos, &headers, highest, latency, trace);
+            return self.superseded(pos, &headers, highest, latency, &model, trace);
         }
         if self.staleness.policy == StalePolicy::Skip
             && Duration::from_secs_f64(f64::from(age_ms) / 1000.0) > self.staleness.max_age
@@ -133,9 +144,10 @@ impl DecodeStage {
                 .skipped
                 .with_label_values(&[FrameStatus::SkippedStale.as_str()])
                 .inc();
-            let record = self
+            let mut record = self
                 .ctx
                 .record(pos, &headers, FrameStatus::SkippedStale, latency);
+            record.model = model.model.clone();
             return self.router.send(Outcome {
                 pos,
                 output: Output::Record(Box::new(record)),
@@ -167,6 +179,11 @@ impl DecodeStage {
         let input = batch.to_tensor(1);
         let decode_ms = ms_since(started);
         self.metrics.stage("decode", decode_ms);
+        let rgb = match headers.encoding {
+            FrameEncoding::Jpeg => batch.decoded_rgb(),
+            FrameEncoding::Rgb24 => &job.payload[..],
+        };
+        self.router.drift().image(pos.partition, &headers, rgb);
         let frame = Decoded {
             pos,
             headers,
@@ -181,6 +198,7 @@ impl DecodeStage {
                 trace.ready();
                 trace
             },
+            model,
         };
         // Blocks while the batcher is full: back-pressure up to the consumer's pause.
         let _ = decoded.send(frame);
@@ -195,6 +213,7 @@ impl DecodeStage {
         headers: &FrameHeaders,
         highest: u64,
         latency: StageLatencies,
+        model: &ModelStamp,
         trace: FrameTrace,
     ) {
         tracing::debug!(camera = %headers.camera_id, seq = headers.seq, owner_epoch = ?headers.owner_epoch, highest, "frame of a superseded ingest owner");
@@ -203,7 +222,8 @@ impl DecodeStage {
             .skipped
             .with_label_values(&[status.as_str()])
             .inc();
-        let record = self.ctx.record(pos, headers, status, latency);
+        let mut record = self.ctx.record(pos, headers, status, latency);
+        record.model = model.model.clone();
         self.router.send(Outcome {
             pos,
             output: Output::Record(Box::new(record)),

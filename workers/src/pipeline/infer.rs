@@ -6,11 +6,19 @@
 //! frame pixels ([`crate::postprocess`]) and hand each frame's record to its partition's
 //! publisher. A failed forward pass ends the thread and is reported as a
 //! [`crate::error::StageFailure`]: without a result the frames cannot be accounted.
+//!
+//! Hot swap ([`crate::swap`]): with a model repository the thread also takes warm candidates
+//! from its loader, between batches or while idle (never while an earlier model is still
+//! retiring, so at most two models are loaded), flips the lane's [`ModelGate`] and runs each
+//! frame on the model of its stamp. The retiring model is dropped once no frame stamped with
+//! it is left in the lane.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Select, Sender};
 use panoptes_schemas::FrameStatus;
 use tch::{Device, Tensor};
 
@@ -23,6 +31,8 @@ use crate::pipeline::publish::router::Router;
 use crate::pipeline::trace::BatchSpan;
 use crate::pipeline::work::{Decoded, Outcome, Output, RecordContext, ms_since};
 use crate::postprocess::{decode_output, to_detections};
+use crate::swap::loader::{Candidate, Loader};
+use crate::swap::{ModelGate, ModelStamp, SwapSpec};
 
 /// What the inference thread needs.
 #[derive(Debug, Clone)]
@@ -41,6 +51,8 @@ pub struct InferenceSpec {
     pub max_wait: Duration,
     /// Measure the capacity after loading ([`measure_capacity`]).
     pub measure_capacity: bool,
+    /// Hot swap from a model repository (`None`: the model never changes).
+    pub swap: Option<SwapSpec>,
 }
 
 /// The loaded model, as reported by [`spawn`].
@@ -51,10 +63,11 @@ pub struct Started {
     pub capacity_fps: Option<f64>,
     /// Hands the thread its work once the pipeline exists.
     pub start: Sender<InferenceRun>,
+    /// The lane's switch point, for the decode stage.
+    pub gate: ModelGate,
     /// The thread.
     pub thread: std::thread::JoinHandle<()>,
 }
-
 /// Capacity in frames/s: one warm-up pass and then timed forward passes (at least 3, for at
 /// least 300 ms) of zero images at `max_batch` on the model's device, output copied back to
 /// the CPU (so a GPU's queue is drained inside the timing).
@@ -84,89 +97,234 @@ pub struct InferenceRun {
     pub cluster: String,
     /// Where a failed forward pass is reported.
     pub failures: FailureReporter,
+    /// The lane's switch point ([`Started::gate`]), flipped on a swap.
+    pub gate: ModelGate,
 }
 
 /// Starts the inference thread and returns once the model is loaded (with its manifest and
 /// the channel to hand it its [`InferenceRun`]) or failed to load. If the sender is dropped
-/// without sending, the thread ends.
+/// without sending, the thread ends. With `spec.swap`, a loader thread starts beside it.
 pub fn spawn(spec: InferenceSpec, metrics: WorkerMetrics) -> Result<Started, ModelError> {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let (run_tx, run_rx) = crossbeam_channel::bounded::<InferenceRun>(1);
+    let (candidate_tx, candidate_rx) = crossbeam_channel::bounded::<Candidate>(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (thread_spec, thread_metrics, thread_stop) = (spec.clone(), metrics.clone(), stop.clone());
     let handle = std::thread::Builder::new()
         .name("inference".into())
         .spawn(move || {
+            let (spec, metrics) = (thread_spec, thread_metrics);
+            // Whatever happens, the loader ends with this thread.
+            let _stop = StopOnDrop(thread_stop);
             if spec.intra_op_threads > 0 {
                 tch::set_num_threads(spec.intra_op_threads as i32);
             }
-            let loaded = crate::cuda::ensure_device(spec.device)
-                .and_then(|()| {
-                    LoadedModel::load(&spec.model_path, &spec.manifest_path, spec.device)
-                })
-                .and_then(|m| {
-                    let fps = if spec.measure_capacity {
-                        Some(measure_capacity(&m, spec.max_batch)?)
-                    } else {
-                        None
-                    };
-                    Ok((m, fps))
-                });
-            let model = match loaded {
-                Ok((m, fps)) => {
-                    let _ = ready_tx.send(Ok((m.manifest().clone(), fps)));
-                    m
-                }
+            let model = match load(&spec) {
+                Ok((m, fps)) => report_ready(m, fps, &ready_tx),
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
-            if let Ok(job) = run_rx.recv() {
-                let guard = job.failures.guard(Stage::Inference {
-                    cluster: job.cluster.clone(),
-                });
-                match run(&model, &spec, &job.frames, &job.ctx, &job.router, &metrics) {
-                    Ok(()) => guard.disarm(),
-                    Err(e) => guard.fail(e),
-                }
+            let Ok(job) = run_rx.recv() else { return };
+            let guard = job.failures.guard(Stage::Inference {
+                cluster: job.cluster.clone(),
+            });
+            let lane = Lane {
+                spec: &spec,
+                job: &job,
+                metrics: &metrics,
+            };
+            match lane.run(model, candidate_rx) {
+                Ok(()) => guard.disarm(),
+                Err(e) => guard.fail(e),
             }
         })
         .map_err(|source| ModelError::Io {
             path: PathBuf::from("<inference thread>"),
             source,
         })?;
-    match ready_rx.recv() {
-        Ok(Ok((manifest, capacity_fps))) => Ok(Started {
-            manifest,
-            capacity_fps,
-            start: run_tx,
-            thread: handle,
-        }),
+    let (manifest, capacity_fps, gate) = match ready_rx.recv() {
+        Ok(Ok(ready)) => ready,
         Ok(Err(e)) => {
             let _ = handle.join();
-            Err(e)
+            return Err(e);
         }
         Err(_) => {
             let _ = handle.join();
-            Err(ModelError::Inference {
+            return Err(ModelError::Inference {
                 model: "<unknown>".into(),
                 message: "the inference thread died while loading the model".into(),
-            })
+            });
         }
+    };
+    if let Some(swap) = spec.swap.clone() {
+        let loader = Loader {
+            spec: swap,
+            device: spec.device,
+            max_batch: spec.max_batch,
+            serving: manifest.version.clone(),
+            candidates: candidate_tx,
+            stop,
+            metrics,
+        };
+        loader.spawn().map_err(|source| ModelError::Io {
+            path: PathBuf::from("<model loader thread>"),
+            source,
+        })?;
+    }
+    Ok(Started {
+        manifest,
+        capacity_fps,
+        start: run_tx,
+        gate,
+        thread: handle,
+    })
+}
+
+/// The model loaded at start, with its capacity when asked for.
+type Ready = Result<(ModelManifest, Option<f64>, ModelGate), ModelError>;
+
+/// The start's load: device check, model, capacity.
+fn load(spec: &InferenceSpec) -> Result<(LoadedModel, Option<f64>), ModelError> {
+    crate::cuda::ensure_device(spec.device)?;
+    let m = LoadedModel::load(&spec.model_path, &spec.manifest_path, spec.device)?;
+    let fps = if spec.measure_capacity {
+        Some(measure_capacity(&m, spec.max_batch)?)
+    } else {
+        None
+    };
+    Ok((m, fps))
+}
+
+/// Reports the start's model to the starter (with the lane's gate, stamping with it) and
+/// gives the running slot.
+fn report_ready(model: LoadedModel, fps: Option<f64>, ready: &Sender<Ready>) -> Slot {
+    let stamp = ModelStamp::new(0, model.manifest().clone());
+    let gate = ModelGate::new(stamp.clone());
+    let _ = ready.send(Ok((model.manifest().clone(), fps, gate)));
+    Slot { model, stamp }
+}
+
+/// Sets the flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
-/// Runs batches until the decoded-frames channel closes (`Ok`) or a forward pass fails.
-fn run(
-    model: &LoadedModel,
-    spec: &InferenceSpec,
-    frames: &Receiver<Decoded>,
-    ctx: &RecordContext,
-    router: &Router,
-    metrics: &WorkerMetrics,
-) -> Result<(), ModelError> {
-    let manifest = model.manifest();
-    let device = device_name(spec.device);
-    while let Some(batch) = next_batch(frames, spec.max_batch, spec.max_wait, |d| d.ready) {
+/// A model in the lane with the stamp of the frames it infers.
+struct Slot {
+    model: LoadedModel,
+    stamp: Arc<ModelStamp>,
+}
+
+impl Slot {
+    /// Whether no frame stamped with this model is left in the lane.
+    fn idle(&self) -> bool {
+        Arc::strong_count(&self.stamp) == 1
+    }
+}
+
+/// The running inference thread's view of its lane.
+struct Lane<'a> {
+    spec: &'a InferenceSpec,
+    job: &'a InferenceRun,
+    metrics: &'a WorkerMetrics,
+}
+
+impl Lane<'_> {
+    /// Runs batches until the decoded-frames channel closes (`Ok`) or a forward pass fails,
+    /// taking candidates between batches.
+    fn run(&self, first: Slot, candidates: Receiver<Candidate>) -> Result<(), ModelError> {
+        let frames = &self.job.frames;
+        let mut current = first;
+        let mut retiring: Option<Slot> = None;
+        let mut candidates = Some(candidates);
+        loop {
+            if retiring.as_ref().is_some_and(Slot::idle) {
+                self.retired(retiring.take());
+            }
+            if retiring.is_none()
+                && let Some(rx) = &candidates
+            {
+                match wait_for_work(frames, rx) {
+                    Work::Frames => {}
+                    Work::Candidate(c) => {
+                        retiring = Some(self.switch(&mut current, *c));
+                        continue;
+                    }
+                    Work::NoMoreCandidates => {
+                        candidates = None;
+                        continue;
+                    }
+                }
+            }
+            let max_wait = self.spec.max_wait;
+            let Some(batch) = next_batch(frames, self.spec.max_batch, max_wait, |d| d.ready) else {
+                break;
+            };
+            let (mine, old): (Vec<Decoded>, Vec<Decoded>) = batch
+                .into_iter()
+                .partition(|d| d.model.generation == current.stamp.generation);
+            if !old.is_empty() {
+                let slot = retiring
+                    .as_ref()
+                    .filter(|r| old.iter().all(|d| d.model.generation == r.stamp.generation))
+                    .ok_or_else(|| ModelError::Inference {
+                        model: current.stamp.model.name.clone(),
+                        message: "a frame is stamped with a model no longer loaded".into(),
+                    })?;
+                self.infer(slot, old)?;
+            }
+            if !mine.is_empty() {
+                self.infer(&current, mine)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs `candidate`: the gate stamps new frames with it; returns the old model, which
+    /// keeps inferring the frames already stamped with it.
+    fn switch(&self, current: &mut Slot, candidate: Candidate) -> Slot {
+        let stamp = ModelStamp::new(
+            current.stamp.generation + 1,
+            candidate.model.manifest().clone(),
+        );
+        self.job.gate.flip(stamp.clone());
+        let old = std::mem::replace(
+            current,
+            Slot {
+                model: candidate.model,
+                stamp,
+            },
+        );
+        let (was, now) = (&old.stamp.model, &current.stamp.model);
+        let m = self.metrics;
+        m.model_swaps.with_label_values(&["ok"]).inc();
+        m.swap_warmup.observe(candidate.warmup.as_secs_f64());
+        let _ = m.model_info.remove_label_values(&[&was.name, &was.version]);
+        m.model_info
+            .with_label_values(&[&now.name, &now.version])
+            .set(1);
+        tracing::info!(cluster = %self.job.cluster, model = %now.name, from = %was.version, to = %now.version, warmup_ms = candidate.warmup.as_millis() as u64, "model switched: new frames go to the new version");
+        old
+    }
+
+    fn retired(&self, old: Option<Slot>) {
+        if let Some(old) = old {
+            let v = &old.stamp.model;
+            tracing::info!(cluster = %self.job.cluster, model = %v.name, version = %v.version, "previous model version unloaded");
+        }
+    }
+
+    /// One forward pass over `batch` (frames stamped with `slot`'s model) and its records.
+    fn infer(&self, slot: &Slot, batch: Vec<Decoded>) -> Result<(), ModelError> {
+        let (ctx, metrics, model) = (&self.job.ctx, self.metrics, &slot.model);
+        let manifest = model.manifest();
+        let device = device_name(self.spec.device);
         let closed = Instant::now();
         let batch_span = BatchSpan::open(
             &ctx.frames_topic,
@@ -197,11 +355,12 @@ fn run(
             }
         };
         metrics.stage("inference", inference_ms);
+        let named = &slot.stamp.model;
         batch_span.inference(
             started_at,
             batch.len(),
             &device,
-            (&ctx.model.name, &ctx.model.version),
+            (&named.name, &named.version),
         );
         for (mut frame, raw) in batch.into_iter().zip(per_image) {
             batch_span.mark(&mut frame.trace);
@@ -216,16 +375,45 @@ fn run(
             metrics.stage("batch_wait", latency.batch_wait_ms);
             metrics.stage("postprocess", latency.postprocess_ms);
             let mut record = ctx.record(frame.pos, &frame.headers, FrameStatus::Ok, latency);
+            record.model = named.clone();
             record.detections = detections;
-            router.send(Outcome {
+            self.job.router.send(Outcome {
                 pos: frame.pos,
                 output: Output::Record(Box::new(record)),
                 trace: frame.trace,
             });
         }
         batch_span.end();
+        Ok(())
     }
-    Ok(())
+}
+
+/// What the idle inference thread wakes up for.
+enum Work {
+    /// Frames are queued (or their channel closed).
+    Frames,
+    /// A warm candidate.
+    Candidate(Box<Candidate>),
+    /// The loader is gone.
+    NoMoreCandidates,
+}
+
+/// Blocks until frames are queued or a candidate arrives.
+fn wait_for_work(frames: &Receiver<Decoded>, candidates: &Receiver<Candidate>) -> Work {
+    let mut select = Select::new();
+    let f = select.recv(frames);
+    select.recv(candidates);
+    loop {
+        let ready = select.ready();
+        if ready == f {
+            return Work::Frames;
+        }
+        match candidates.try_recv() {
+            Ok(c) => return Work::Candidate(Box::new(c)),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return Work::NoMoreCandidates,
+            Err(crossbeam_channel::TryRecvError::Empty) => {}
+        }
+    }
 }
 
 /// The device as written in spans and configuration: `cpu`, `cuda:0`, ...

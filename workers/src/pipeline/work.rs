@@ -8,6 +8,7 @@
 //! capture order) whatever order the stages finish in. [`RecordContext`] turns a frame into
 //! its detection record or dead letter, with the epoch its partition runs at.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use panoptes_schemas::{
@@ -19,6 +20,7 @@ use tch::Tensor;
 use crate::pipeline::partition::PartitionEpochs;
 use crate::pipeline::trace::FrameTrace;
 use crate::preprocess::Letterbox;
+use crate::swap::ModelStamp;
 
 /// Where a frame record came from, and its place in this process's consumption order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,9 @@ pub struct Decoded {
     pub ready: Instant,
     /// Its trace state.
     pub trace: FrameTrace,
+    /// The model that infers it (and is named in its record), stamped when a decode thread
+    /// took it ([`crate::swap::ModelGate`]); `input` is letterboxed for this model.
+    pub model: Arc<ModelStamp>,
 }
 
 /// What becomes of one frame record: a detection record or a dead letter.
@@ -103,7 +108,8 @@ pub struct RecordContext {
     pub worker_id: String,
     /// Frames topic (for dead letters).
     pub frames_topic: String,
-    /// The model.
+    /// The model loaded at start (records name their frame's [`ModelStamp`] instead, which
+    /// changes on a hot swap: [`crate::swap`]).
     pub model: ModelRef,
     /// Epoch written into records (of partitions not in `partition_epochs`).
     pub epoch: u64,

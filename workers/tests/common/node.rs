@@ -96,17 +96,29 @@ pub fn camera_configs() -> Vec<CameraConfig> {
 }
 
 /// Starts `panoptes-ingest` pulling the three cameras at 640×360, camera i → partition i.
+pub fn start_ingest(bootstrap: &str, frames: &str, sim: &CamSim) -> Result<Node> {
+    start_ingest_cameras(bootstrap, frames, sim, &CAMERAS, FPS, (640, 360))
+}
+
+/// Starts `panoptes-ingest` pulling `cameras` at `fps` and `size`, camera i → partition i.
 ///
 /// The worker's tests do not link the ingest crate (GStreamer), so the node's config is
-/// written as a TOML table here; the node rejects any key it does not know.
-pub fn start_ingest(bootstrap: &str, frames: &str, sim: &CamSim) -> Result<Node> {
-    let cameras: Vec<serde_json::Value> = CAMERAS
+/// written as a JSON table here; the node rejects any key it does not know.
+pub fn start_ingest_cameras(
+    bootstrap: &str,
+    frames: &str,
+    sim: &CamSim,
+    cameras: &[&str],
+    fps: u32,
+    (width, height): (u32, u32),
+) -> Result<Node> {
+    let cameras: Vec<serde_json::Value> = cameras
         .iter()
         .enumerate()
         .map(|(i, id)| {
             serde_json::json!({
-                "id": id, "url": sim.url(id, None), "fps": FPS,
-                "width": 640, "height": 360, "partition": i,
+                "id": id, "url": sim.url(id, None), "fps": fps,
+                "width": width, "height": height, "partition": i,
             })
         })
         .collect();

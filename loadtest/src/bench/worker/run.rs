@@ -30,7 +30,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-mod consume;
+pub(crate) mod consume;
 
 use super::{
     LatencyPoint, StageMeans, TARGET_RATIO, ThroughputPoint, WorkerBenchParams, WorkerBenchReport,

@@ -116,13 +116,40 @@ enum Committed {
 impl EosPartition {
     /// Creates the transactional producer and initialises its id (fencing older instances
     /// on a real broker).
+    ///
+    /// A broker connection is made first (metadata requests for the detections topic,
+    /// which the producer needs anyway): `init_transactions` on a producer with no broker
+    /// up finds none to ask for its transaction coordinator ("No brokers available for
+    /// Transactions") and retries on librdkafka's fixed 500 ms timer, which was most of a
+    /// partition's start and a quarter of a takeover (docs/benchmarks.md, "Worker failover
+    /// at 64 partitions per worker").
     pub fn producer(&self) -> Result<BaseProducer, PublishError> {
         let tid = transactional_id(&self.cfg.frames_topic, self.state.partition);
         let mut cc = base_config(&self.cfg, &self.worker_id)?;
         cc.set("transactional.id", &tid)
             .set("transaction.timeout.ms", "60000");
+        let t = Instant::now();
         let producer: BaseProducer = cc.create()?;
+        let created = t.elapsed();
+        // Twice: the first answer comes from a bootstrap broker, which librdkafka then
+        // decommissions in favour of the brokers the metadata names; the second connects
+        // one of those. Errors (broker away) are left to `init_transactions` to report.
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = producer
+                .client()
+                .fetch_metadata(Some(&self.cfg.detections_topic), left);
+        }
+        let connected = t.elapsed();
         producer.init_transactions(CALL_TIMEOUT * 2)?;
+        tracing::info!(
+            partition = self.state.partition,
+            create_ms = created.as_millis() as u64,
+            metadata_ms = (connected - created).as_millis() as u64,
+            init_ms = (t.elapsed() - connected).as_millis() as u64,
+            "transactional producer ready"
+        );
         if self.link.blocking() == Some(KafkaErrorKind::Fatal) {
             // A fresh producer is in place of the one that failed fatally.
             self.link.recovered();
@@ -154,6 +181,8 @@ impl EosPartition {
     fn run_loop(&self, producer: &BaseProducer, rx: Receiver<Outcome>) -> Result<(), PublishError> {
         let mut seq = Sequencer::default();
         let mut open: Option<OpenTxn> = None;
+        let started = Instant::now();
+        let mut first = true;
         loop {
             if self.state.aborted() {
                 // Taken away: nothing more is committed for this run.
@@ -175,10 +204,20 @@ impl EosPartition {
             let due = open
                 .as_ref()
                 .is_some_and(|t| t.began.elapsed() >= self.commit_interval);
-            if let Some(txn) = open.take_if(|_| (due || closed) && !self.state.aborted())
-                && let Committed::Released = self.commit(producer, txn)?
-            {
-                return Ok(());
+            if let Some(txn) = open.take_if(|_| (due || closed) && !self.state.aborted()) {
+                let (began, t) = (txn.began, Instant::now());
+                if let Committed::Released = self.commit(producer, txn)? {
+                    return Ok(());
+                }
+                if std::mem::take(&mut first) {
+                    // A takeover's last step: what it waited for, what committing took.
+                    tracing::info!(
+                        partition = self.state.partition,
+                        first_record_ms = (began - started).as_millis() as u64,
+                        commit_ms = t.elapsed().as_millis() as u64,
+                        "first transaction committed"
+                    );
+                }
             }
             if closed && open.is_none() {
                 return Ok(());

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::pipeline::work::Outcome;
+use crate::drift::DriftTap;
+use crate::pipeline::work::{Outcome, Output};
 
 /// Hands outcomes to the thread of their partition. Cheap to clone; partitions come and go
 /// at run time ([`Router::add`], [`Router::remove`]).
@@ -18,6 +19,8 @@ use crate::pipeline::work::Outcome;
 pub struct Router {
     senders: Arc<parking_lot::RwLock<BTreeMap<i32, Sender<Outcome>>>>,
     capacity: usize,
+    /// Detection records feed drift on their way; a removed partition's cameras are forgotten.
+    drift: DriftTap,
 }
 
 impl Router {
@@ -26,9 +29,21 @@ impl Router {
         let router = Self {
             senders: Arc::default(),
             capacity,
+            drift: DriftTap::default(),
         };
         let receivers = partitions.iter().map(|&p| (p, router.add(p))).collect();
         (router, receivers)
+    }
+
+    /// This router with `drift` fed from every record sent ([`crate::drift`]).
+    pub fn with_drift(mut self, drift: DriftTap) -> Self {
+        self.drift = drift;
+        self
+    }
+
+    /// The drift tap (decode threads hand it image statistics).
+    pub fn drift(&self) -> &DriftTap {
+        &self.drift
     }
 
     /// Opens (or replaces) `partition`'s channel and returns its receiving end.
@@ -42,12 +57,16 @@ impl Router {
     /// sent before; later outcomes for it are dropped.
     pub fn remove(&self, partition: i32) {
         self.senders.write().remove(&partition);
+        self.drift.forget_partition(partition);
     }
 
     /// Sends an outcome to its partition's publisher (dropped if that partition was released).
     pub fn send(&self, outcome: Outcome) {
         // Clone the sender out: a full channel blocks this thread, never the map.
         let tx = self.senders.read().get(&outcome.pos.partition).cloned();
+        if let (Some(_), Output::Record(r)) = (&tx, &outcome.output) {
+            self.drift.record(r);
+        }
         if let Some(tx) = tx {
             let _ = tx.send(outcome);
         }

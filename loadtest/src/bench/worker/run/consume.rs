@@ -17,8 +17,8 @@ use anyhow::{Context, Result, bail};
 use panoptes_models::GeneratedModel;
 use panoptes_testkit::DevBroker;
 use panoptes_testkit::kafka::{FrameProducer, frame_headers};
-use panoptes_workers::ModelManifest;
 use panoptes_workers::tch::{self, CModule, Device, Kind, Tensor};
+use panoptes_workers::{ManifestFile, ModelManifest};
 
 use super::super::ConsumePoint;
 use super::{Worker, WorkerBenchParams, mean_batch};
@@ -30,7 +30,7 @@ const MAX_BATCH: usize = 8;
 const FRAME: (u32, u32) = (160, 96);
 
 /// Writes the no-op model (`noop.pt`, `noop.json`) into `dir`.
-pub(super) fn generate_noop(dir: &Path) -> Result<GeneratedModel> {
+pub(crate) fn generate_noop(dir: &Path) -> Result<GeneratedModel> {
     let mut manifest = panoptes_models::reference_manifest();
     manifest.name = "noop".into();
     manifest.input.width = 64;

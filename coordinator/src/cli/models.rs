@@ -1,0 +1,304 @@
+//! `panoptes models ...`: `list`, `show` and `push` act on the repository directory itself
+//! (`--repository DIR` or `$PANOPTES_MODEL_REPOSITORY`; no coordinator needed); `promote`,
+//! `rollback` and `status` go through the operator API like every other command.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use panoptes_coordinator_client::models::ModelRepository;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::client::{CliError, Client, other, path_seg};
+use super::render::table;
+
+/// Environment variable naming the model repository directory.
+pub const REPOSITORY_ENV: &str = "PANOPTES_MODEL_REPOSITORY";
+
+/// Where the repository is (local commands).
+#[derive(Debug, Clone, Args)]
+pub struct RepoArg {
+    /// The model repository directory.
+    #[arg(long, env = REPOSITORY_ENV, value_name = "DIR")]
+    pub repository: PathBuf,
+}
+
+/// `panoptes models ...`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCmd {
+    /// List models and versions of the repository, with their validation results.
+    List {
+        /// The repository.
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a version's manifest after checking its integrity (JSON).
+    Show {
+        /// The repository.
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Model name.
+        name: String,
+        /// Version.
+        version: String,
+    },
+    /// Copy a TorchScript model and its manifest into the repository (name and version from
+    /// the manifest; its sha256 is computed).
+    Push {
+        /// The repository.
+        #[command(flatten)]
+        repo: RepoArg,
+        /// The TorchScript file.
+        model: PathBuf,
+        /// Its manifest (JSON).
+        #[arg(long, value_name = "FILE")]
+        manifest: PathBuf,
+    },
+    /// Make a version the active model of a worker group (the coordinator checks its
+    /// integrity and its validation results against the group's gate).
+    Promote {
+        /// Worker group.
+        group: String,
+        /// Model name.
+        model: String,
+        /// Version.
+        version: String,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return a worker group to its previous version.
+    Rollback {
+        /// Worker group.
+        group: String,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rollouts: every group's, or one group's with the model each of its workers runs.
+    Status {
+        /// Worker group (all groups when omitted).
+        group: Option<String>,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl ModelsCmd {
+    /// Whether the command works on the directory, without the API.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            Self::List { .. } | Self::Show { .. } | Self::Push { .. }
+        )
+    }
+}
+
+fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+fn open(repo: &RepoArg) -> Result<ModelRepository, CliError> {
+    ModelRepository::open(&repo.repository).map_err(other)
+}
+
+/// Runs `list`, `show` or `push` on the repository directory.
+pub fn run_local(cmd: &ModelsCmd) -> Result<String, CliError> {
+    match cmd {
+        ModelsCmd::List { repo, json } => list(&open(repo)?, *json),
+        ModelsCmd::Show {
+            repo,
+            name,
+            version,
+        } => {
+            let resolved = open(repo)?.resolve(name, version).map_err(other)?;
+            Ok(pretty(&resolved.manifest))
+        }
+        ModelsCmd::Push {
+            repo,
+            model,
+            manifest,
+        } => push(&open(repo)?, model, manifest),
+        _ => Err(CliError::Other("not a repository command".into())),
+    }
+}
+
+fn list(repo: &ModelRepository, as_json: bool) -> Result<String, CliError> {
+    let mut rows = Vec::new();
+    let mut out = Vec::new();
+    for (name, versions) in repo.list().map_err(other)? {
+        for v in versions {
+            match repo.manifest(&name, &v) {
+                Ok(m) => {
+                    let validation = if m.validation.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        m.validation
+                            .iter()
+                            .map(|r| {
+                                format!(
+                                    "{} {}: P {:.3} R {:.3} p99 {:.1} ms",
+                                    r.device_class,
+                                    r.golden_set,
+                                    r.precision,
+                                    r.recall,
+                                    r.latency_p99_ms
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    };
+                    let sha = m.sha256.clone().unwrap_or_default();
+                    rows.push(vec![
+                        name.clone(),
+                        v.clone(),
+                        sha.chars().take(12).collect(),
+                        m.output.as_str().to_owned(),
+                        validation,
+                    ]);
+                    out.push(json!({ "name": name, "version": v, "manifest": m }));
+                }
+                Err(e) => {
+                    rows.push(vec![
+                        name.clone(),
+                        v.clone(),
+                        "?".into(),
+                        "?".into(),
+                        e.to_string(),
+                    ]);
+                    out.push(json!({ "name": name, "version": v, "error": e.to_string() }));
+                }
+            }
+        }
+    }
+    if as_json {
+        return Ok(pretty(&json!({ "models": out })));
+    }
+    Ok(table(
+        &["MODEL", "VERSION", "SHA256", "OUTPUT", "VALIDATION"],
+        &rows,
+    ))
+}
+
+fn push(repo: &ModelRepository, model: &Path, manifest: &Path) -> Result<String, CliError> {
+    let r = repo.push_files(model, manifest).map_err(other)?;
+    Ok(format!(
+        "pushed {}@{} (sha256 {}) to {}\n",
+        r.manifest.name,
+        r.manifest.version,
+        r.manifest.sha256.unwrap_or_default(),
+        r.model_path
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    ))
+}
+
+/// Runs `promote`, `rollback` or `status` through the operator API.
+pub fn run_remote(client: &Client, cmd: ModelsCmd) -> Result<String, CliError> {
+    match cmd {
+        ModelsCmd::Promote {
+            group,
+            model,
+            version,
+            json,
+        } => {
+            let body = json!({ "model": model, "version": version });
+            let path = format!("/v1/rollouts/{}/promote", path_seg(&group));
+            let v = client.call(Method::POST, &path, Some(&body))?;
+            Ok(if json {
+                pretty(&v)
+            } else {
+                changed(&group, &v)
+            })
+        }
+        ModelsCmd::Rollback { group, json } => {
+            let path = format!("/v1/rollouts/{}/rollback", path_seg(&group));
+            let v = client.call(Method::POST, &path, None)?;
+            Ok(if json {
+                pretty(&v)
+            } else {
+                changed(&group, &v)
+            })
+        }
+        ModelsCmd::Status { group, json } => {
+            let path = match &group {
+                Some(g) => format!("/v1/rollouts/{}", path_seg(g)),
+                None => "/v1/rollouts".into(),
+            };
+            let v = client.call(Method::GET, &path, None)?;
+            if json {
+                return Ok(pretty(&v));
+            }
+            Ok(match group {
+                Some(_) => group_text(&v),
+                None => rollouts_text(&v),
+            })
+        }
+        _ => Err(CliError::Other("not an API command".into())),
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn changed(group: &str, v: &Value) -> String {
+    let r = &v["rollout"];
+    let verb = if v["changed"] == Value::Bool(true) {
+        "now runs"
+    } else {
+        "already runs"
+    };
+    format!(
+        "group {group} {verb} {}@{} (previous {}, generation {})\n",
+        text(&r["model"]),
+        text(&r["active"]),
+        text(&r["previous"]),
+        text(&r["generation"])
+    )
+}
+
+fn rollout_row(group: &str, r: &Value) -> Vec<String> {
+    vec![
+        group.to_owned(),
+        text(&r["model"]),
+        text(&r["active"]),
+        text(&r["previous"]),
+        text(&r["generation"]),
+    ]
+}
+
+const HEADERS: [&str; 5] = ["GROUP", "MODEL", "ACTIVE", "PREVIOUS", "GENERATION"];
+
+fn rollouts_text(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["rollouts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| rollout_row(&text(&e["group"]), &e["rollout"]))
+        .collect();
+    table(&HEADERS, &rows)
+}
+
+fn group_text(v: &Value) -> String {
+    let group = text(&v["group"]);
+    let mut out = table(&HEADERS, &[rollout_row(&group, &v["rollout"])]);
+    let workers: Vec<Vec<String>> = v["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| vec![text(&w["id"]), text(&w["model"])])
+        .collect();
+    out.push('\n');
+    out.push_str(&table(&["WORKER", "RUNS"], &workers));
+    out
+}
