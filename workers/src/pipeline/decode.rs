@@ -140,19 +140,8 @@ impl DecodeStage {
         if self.staleness.policy == StalePolicy::Skip
             && Duration::from_secs_f64(f64::from(age_ms) / 1000.0) > self.staleness.max_age
         {
-            self.metrics
-                .skipped
-                .with_label_values(&[FrameStatus::SkippedStale.as_str()])
-                .inc();
-            let mut record = self
-                .ctx
-                .record(pos, &headers, FrameStatus::SkippedStale, latency);
-            record.model = model.model.clone();
-            return self.router.send(Outcome {
-                pos,
-                output: Output::Record(Box::new(record)),
-                trace,
-            });
+            let status = FrameStatus::SkippedStale;
+            return self.skipped(pos, &headers, status, latency, &model, trace);
         }
         if job.payload.len() > MAX_PAYLOAD_BYTES {
             let detail = format!("{} bytes > {MAX_PAYLOAD_BYTES}", job.payload.len());
@@ -218,6 +207,20 @@ impl DecodeStage {
     ) {
         tracing::debug!(camera = %headers.camera_id, seq = headers.seq, owner_epoch = ?headers.owner_epoch, highest, "frame of a superseded ingest owner");
         let status = FrameStatus::SupersededOwner;
+        self.skipped(pos, headers, status, latency, model, trace);
+    }
+
+    /// A frame accounted for without inference: counted, and a record with `status` (named
+    /// with the model it would have met) goes to the publisher.
+    fn skipped(
+        &self,
+        pos: Position,
+        headers: &FrameHeaders,
+        status: FrameStatus,
+        latency: StageLatencies,
+        model: &ModelStamp,
+        trace: FrameTrace,
+    ) {
         self.metrics
             .skipped
             .with_label_values(&[status.as_str()])
