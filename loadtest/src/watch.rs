@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use panoptes_schemas::{DetectionRecord, FrameHeaders, StageLatencies};
+use panoptes_schemas::{DetectionRecord, FrameHeaders, ModelRef, StageLatencies};
 use panoptes_testkit::kafka::{KafkaClientConfig, client_config};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -38,6 +38,8 @@ pub struct SeenDetection {
     pub latency: StageLatencies,
     /// The record's status (`ok`, `skipped_stale`, `shed_overload`).
     pub status: &'static str,
+    /// The model (name and version) that inferred the frame.
+    pub model: ModelRef,
 }
 
 /// One frame as it arrived.
@@ -247,6 +249,7 @@ pub fn detections(bootstrap: &str, topic: &str) -> Result<Watch<SeenDetection>> 
             capture_time_us: r.capture_time_us,
             latency: r.latency,
             status: r.status.as_str(),
+            model: r.model,
         })
     })
 }

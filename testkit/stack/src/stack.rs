@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use panoptes_checker::{Checker, Report};
-use panoptes_coordinator::config::{PlacementConfig, RegionConfig};
+use panoptes_coordinator::config::{CoordinatorConfig, PlacementConfig, RegionConfig};
 use panoptes_coordinator_client::{AssignRecord, MemberKind, keys};
 use panoptes_scene::camera::CameraConfig;
 use panoptes_workers::config::{AssignmentSource, DeliveryMode, WorkerConfig};
@@ -207,6 +207,16 @@ impl Stack {
 
     /// Starts one more coordinator.
     pub fn start_coordinator(&mut self, id: &str) -> Result<()> {
+        self.start_coordinator_with(id, |_| {})
+    }
+
+    /// [`Stack::start_coordinator`] with its configuration changed by `tweak` before it
+    /// starts (a `[models]` section, API settings).
+    pub fn start_coordinator_with(
+        &mut self,
+        id: &str,
+        tweak: impl FnOnce(&mut CoordinatorConfig),
+    ) -> Result<()> {
         let mut c = coordinator::config(
             id,
             &self.redis.url,
@@ -225,6 +235,7 @@ impl Stack {
             .collect();
         c.placement = self.spec.placement.clone();
         c.redis = self.redis.client_config("coordinator");
+        tweak(&mut c);
         let coordinator = Coordinator::start_env(&c, &self.env_of(id, &[]))?;
         self.coordinators.push(coordinator);
         Ok(())
