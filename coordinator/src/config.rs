@@ -63,6 +63,8 @@ pub struct CoordinatorConfig {
     pub recovery: RecoveryConfig,
     /// Degradation by priority under overload (`crate::degrade`).
     pub degrade: crate::degrade::DegradeConfig,
+    /// Prices per node class, for cost per camera-hour (`crate::cost`); optional.
+    pub cost: crate::cost::CostConfig,
     /// Model repository and promotion gate (`crate::api::models`, `docs/models.md`).
     pub models: crate::api::models::ModelsConfig,
     /// Regions and their Kafka. The first is the default region of new cameras.
@@ -85,6 +87,7 @@ impl Default for CoordinatorConfig {
             placement: PlacementConfig::default(),
             recovery: RecoveryConfig::default(),
             degrade: crate::degrade::DegradeConfig::default(),
+            cost: crate::cost::CostConfig::default(),
             models: Default::default(),
             regions: vec![RegionConfig {
                 name: "local".into(),
@@ -440,6 +443,7 @@ impl CoordinatorConfig {
             return bad("placement.target_utilization must be in 0.05..=1.0".into());
         }
         self.degrade.validate().map_err(ConfigInvalid)?;
+        self.cost.validate().map_err(ConfigInvalid)?;
         self.models.validate().map_err(ConfigInvalid)?;
         if self.recovery.reseed_hold > Duration::from_secs(60) {
             return bad("recovery.reseed_hold must be at most 60s".into());

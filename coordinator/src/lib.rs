@@ -6,6 +6,8 @@
 //! - [`state`]: reading the coordination state from Redis;
 //! - [`placement`]: the pure placement decisions;
 //! - [`reconcile`]: one placement round, written with fenced scripts;
+//! - [`degrade`], [`cost`]: degradation by priority under overload; cost per camera-hour and
+//!   packing per worker group;
 //! - [`registry`], [`api`]: the camera registry and the operator HTTP API (bearer token);
 //! - [`cli`]: the `panoptes` operator CLI on top of the API;
 //! - [`metrics`]: what the coordinator exports.
@@ -16,6 +18,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod degrade;
 pub mod leader;
 pub mod metrics;

@@ -43,6 +43,8 @@ pub struct CoordinatorMetrics {
     pub registry_restores: IntCounterVec,
     /// Degradation by priority (`crate::degrade`).
     pub degrade: crate::degrade::DegradeMetrics,
+    /// Cost and packing per worker group (`crate::cost`).
+    pub cost: crate::cost::CostMetrics,
 }
 
 impl CoordinatorMetrics {
@@ -132,6 +134,7 @@ impl CoordinatorMetrics {
                 &["source"],
             )?,
             degrade: crate::degrade::DegradeMetrics::new(&r)?,
+            cost: crate::cost::CostMetrics::new(&r)?,
             registry: r,
         })
     }

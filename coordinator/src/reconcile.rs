@@ -34,6 +34,7 @@ use panoptes_coordinator_client::{AssignRecord, CoordError, MemberKind, keys, sc
 use redis::Connection;
 
 use crate::config::CoordinatorConfig;
+use crate::cost::CostBook;
 use crate::degrade::Degradation;
 use crate::metrics::CoordinatorMetrics;
 use crate::placement::{Action, Node, PlanOptions, Planner};
@@ -88,6 +89,8 @@ pub struct Reconciler {
     dead_since: BTreeMap<(MemberKind, String), u64>,
     /// Degradation by priority: the caps decided each round ([`crate::degrade`]).
     degradation: Degradation,
+    /// Cost and packing per group, computed after degradation each round ([`crate::cost`]).
+    cost: CostBook,
 }
 
 impl Reconciler {
@@ -101,6 +104,7 @@ impl Reconciler {
         let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
         Self {
             degradation: Degradation::new(cfg.degrade.clone(), metrics.degrade.clone()),
+            cost: CostBook::new(cfg.cost.clone(), metrics.cost.clone()),
             reader: StateReader::new(&cfg.frames_topic, regions),
             held_noted: BTreeMap::new(),
             dead_since: BTreeMap::new(),
@@ -232,6 +236,7 @@ impl Reconciler {
             reader.written(MemberKind::Ingest, cam)
         })?;
         self.sent += sent;
+        self.cost.round(&snap, &self.degradation);
         self.groups(c, token, &snap)?;
         let now = self.clock_ms();
         self.prune(c, token, &snap, now)?;
@@ -483,6 +488,7 @@ impl Reconciler {
                 "capacity": cap_sum,
                 "workers": n,
                 "degrade": self.degradation.figures(group),
+                "cost": self.cost.group(group),
             })
             .to_string();
             if self.groups_written.get(group) != Some(&json) {

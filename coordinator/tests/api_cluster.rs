@@ -15,6 +15,7 @@ fn member(kind: MemberKind, id: &str, group: &str, report: Value) -> MemberRecor
         region: "eu".into(),
         group: group.into(),
         capacity: 40.0,
+        node_class: panoptes_coordinator_client::records::default_node_class(kind).into(),
         load: 10.0,
         http: "http://127.0.0.1:1".into(),
         state: "active".into(),

@@ -362,6 +362,7 @@ fn member(id: &str) -> panoptes_coordinator_client::MemberRecord {
         region: "eu".into(),
         group: "default".into(),
         capacity: 1.0,
+        node_class: "cpu".into(),
         load: 0.0,
         http: String::new(),
         state: "active".into(),

@@ -65,6 +65,9 @@ pub struct MemberConfig {
     pub group: String,
     /// Capacity in load units (frames/s at 640×360).
     pub capacity: f64,
+    /// Node class, priced by the coordinator's `[cost]` (default
+    /// [`crate::records::default_node_class`] of the kind).
+    pub node_class: String,
     /// The node's HTTP base URL.
     pub http: String,
     /// Frames topic (names partition assignment keys).
@@ -78,8 +81,8 @@ pub struct MemberConfig {
 impl MemberConfig {
     /// A member of `kind` named `id`, coordinating through `redis` (the node's
     /// [`RedisClientConfig`], or a bare URL in tests), with the protocol's defaults: no
-    /// region, group `default`, capacity 0, lease TTL 1 s, polled every 500 ms, frames topic
-    /// `panoptes.frames`. The other methods set the rest.
+    /// region, group `default`, capacity 0, the kind's default node class, lease TTL 1 s,
+    /// polled every 500 ms, frames topic `panoptes.frames`. The other methods set the rest.
     pub fn new(kind: MemberKind, id: &str, redis: impl Into<RedisClientConfig>) -> Self {
         Self {
             redis: redis.into(),
@@ -88,6 +91,7 @@ impl MemberConfig {
             region: String::new(),
             group: "default".into(),
             capacity: 0.0,
+            node_class: crate::records::default_node_class(kind).to_string(),
             http: String::new(),
             frames_topic: "panoptes.frames".into(),
             lease_ttl: Duration::from_secs(1),
@@ -101,6 +105,15 @@ impl MemberConfig {
         self.region = region.to_string();
         self.group = group.to_string();
         self.capacity = capacity;
+        self
+    }
+
+    /// The node's class (what the coordinator's `[cost]` prices); an empty one keeps the
+    /// kind's default.
+    pub fn classed(mut self, node_class: &str) -> Self {
+        if !node_class.trim().is_empty() {
+            self.node_class = node_class.trim().to_string();
+        }
         self
     }
 
@@ -492,6 +505,7 @@ impl MemberAgent {
                 region: cfg.region.clone(),
                 group: cfg.group.clone(),
                 capacity: s.capacity,
+                node_class: cfg.node_class.clone(),
                 load: s.load,
                 http: cfg.http.clone(),
                 state: if s.draining { "draining" } else { "active" }.into(),

@@ -56,6 +56,11 @@ pub struct MemberRecord {
     pub group: String,
     /// Capacity in load units per second (frames/s at 640×360; see `docs/coordinator.md`).
     pub capacity: f64,
+    /// The node's class (`cpu`, `cuda`, `ingest`, or what its configuration names): what
+    /// the coordinator's `[cost]` prices. A member that wrote none (older versions) reads as
+    /// [`default_node_class`] of its kind.
+    #[serde(default)]
+    pub node_class: String,
     /// Measured load now, same units.
     pub load: f64,
     /// The node's HTTP base URL (metrics, health).
@@ -82,6 +87,7 @@ impl MemberRecord {
             ("region", self.region.clone()),
             ("group", self.group.clone()),
             ("capacity", self.capacity.to_string()),
+            ("node_class", self.node_class.clone()),
             ("load", self.load.to_string()),
             ("http", self.http.clone()),
             ("state", self.state.clone()),
@@ -102,6 +108,11 @@ impl MemberRecord {
             region: h.get("region").cloned().unwrap_or_default(),
             group: h.get("group").cloned().unwrap_or_default(),
             capacity: num("capacity"),
+            node_class: h
+                .get("node_class")
+                .filter(|c| !c.is_empty())
+                .cloned()
+                .unwrap_or_else(|| default_node_class(kind).to_string()),
             load: num("load"),
             http: h.get("http").cloned().unwrap_or_default(),
             state: h.get("state").cloned().unwrap_or_else(|| "active".into()),
@@ -116,6 +127,16 @@ impl MemberRecord {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         })
+    }
+}
+
+/// The node class of a member of `kind` whose configuration names none, and of a member
+/// that reports none (written before node classes existed): `ingest` for ingest nodes,
+/// `cpu` for workers (a worker derives `cuda` from its model device itself).
+pub fn default_node_class(kind: MemberKind) -> &'static str {
+    match kind {
+        MemberKind::Ingest => "ingest",
+        MemberKind::Worker => "cpu",
     }
 }
 
@@ -416,6 +437,7 @@ mod tests {
             region: "eu".into(),
             group: "default".into(),
             capacity: 30.5,
+            node_class: "cuda".into(),
             load: 12.0,
             http: "http://127.0.0.1:1".into(),
             state: "active".into(),
@@ -429,8 +451,14 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        assert_eq!(MemberRecord::from_fields(&h), Some(m));
+        assert_eq!(MemberRecord::from_fields(&h), Some(m.clone()));
         assert_eq!(MemberRecord::from_fields(&BTreeMap::new()), None);
+        // A member written before node classes existed reads as its kind's default.
+        let mut old = h.clone();
+        old.remove("node_class");
+        assert_eq!(MemberRecord::from_fields(&old).unwrap().node_class, "cpu");
+        old.insert("kind".into(), "ingest".into());
+        assert_eq!(MemberRecord::from_fields(&old).unwrap().node_class, "ingest");
     }
 
     #[test]

@@ -226,6 +226,10 @@ pub struct GroupView {
     /// Degradation: overloaded even with every camera at its minimum rate.
     #[serde(default)]
     pub saturated: bool,
+    /// Cost per hour and per camera-hour at the `[cost]` prices, and packing (demand over
+    /// capacity), as the leader computed them (`crate::cost`; absent until it has).
+    #[serde(default)]
+    pub cost: Option<crate::cost::GroupCost>,
 }
 
 /// One camera in `GET /v1/status`.
@@ -388,6 +392,10 @@ fn group_views(
             g.degraded = serde_json::from_value(d["degraded"].clone()).unwrap_or_default();
             g.saturated = d.get("saturated").and_then(Value::as_bool) == Some(true);
         }
+        g.cost = v
+            .get("cost")
+            .filter(|c| !c.is_null())
+            .and_then(|c| serde_json::from_value(c.clone()).ok());
         g.reconciler = v;
     }
     groups.into_values().collect()

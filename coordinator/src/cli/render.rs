@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::api::{
     CameraList, CameraStatus, GroupView, LeaderView, NodeView, PartitionStatus, StatusView,
 };
+use crate::cost::GroupCost;
 use crate::registry::{ApplySummary, CameraView};
 
 /// The human form of `POST /v1/apply`.
@@ -102,8 +103,8 @@ fn cameras_table(cams: &[CameraView]) -> String {
 pub(crate) fn nodes_table(nodes: &[NodeView]) -> String {
     table_of(
         &[
-            "KIND", "ID", "ALIVE", "STATE", "DRAIN", "REGION", "GROUP", "LOAD/CAP", "ITEMS",
-            "BROKER",
+            "KIND", "ID", "ALIVE", "STATE", "DRAIN", "REGION", "GROUP", "CLASS", "LOAD/CAP",
+            "ITEMS", "BROKER",
         ],
         nodes,
         |n| {
@@ -115,6 +116,7 @@ pub(crate) fn nodes_table(nodes: &[NodeView]) -> String {
                 if n.drain { "yes" } else { "-" }.into(),
                 or_dash(&n.region),
                 or_dash(&n.group),
+                or_dash(&n.node_class),
                 format!("{:.1}/{:.1}", n.load, n.capacity),
                 n.owned.to_string(),
                 if n.alive && !n.broker_ok { "DOWN" } else { "-" }.into(),
@@ -143,7 +145,7 @@ pub fn status_text(s: &StatusView) -> String {
     let _ = writeln!(out, "registry version: {}\n", s.registry_version);
     for (title, table) in [
         ("NODES", nodes_table(&s.nodes)),
-        ("GROUPS", groups_table(&s.groups)),
+        ("GROUPS", groups_table(&s.groups) + &cost_note(&s.groups)),
         ("CAMERAS", camera_status_table(&s.cameras)),
         ("PARTITIONS", partitions_table(&s.partitions)),
     ] {
@@ -184,6 +186,9 @@ fn groups_table(groups: &[GroupView]) -> String {
             "CAMERA-LOAD",
             "DEMAND",
             "DEGRADED",
+            "PACKING",
+            "COST/H",
+            "COST/CAM-H",
         ],
         groups,
         |g| {
@@ -200,9 +205,45 @@ fn groups_table(groups: &[GroupView]) -> String {
                     g.degraded.len(),
                     if g.saturated { " SATURATED" } else { "" }
                 ),
+                cost_cell(g, |c| c.packing, 2),
+                cost_cell(g, |c| c.per_hour, 3),
+                cost_cell(g, |c| c.per_camera_hour, 4),
             ]
         },
     )
+}
+
+/// A figure of the group's cost, `-` when unknown.
+fn cost_cell(g: &GroupView, f: impl Fn(&GroupCost) -> Option<f64>, decimals: usize) -> String {
+    g.cost
+        .as_ref()
+        .and_then(f)
+        .map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
+}
+
+/// What the cost columns cannot say: no prices configured, or classes without a price.
+fn cost_note(groups: &[GroupView]) -> String {
+    let costs: Vec<(&str, &GroupCost)> = groups
+        .iter()
+        .filter_map(|g| g.cost.as_ref().map(|c| (g.group.as_str(), c)))
+        .collect();
+    if costs.is_empty() {
+        return String::new();
+    }
+    if costs.iter().all(|(_, c)| !c.priced) {
+        return "cost: no prices configured (coordinator [cost] price_per_hour): no cost figures\n"
+            .into();
+    }
+    let mut out = String::new();
+    for (g, c) in costs.iter().filter(|(_, c)| !c.unpriced.is_empty()) {
+        let classes: Vec<&str> = c.unpriced.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "cost: group {g}: no price for node class {} (cost unknown)",
+            classes.join(", ")
+        );
+    }
+    out
 }
 
 fn camera_status_table(cameras: &[CameraStatus]) -> String {
@@ -319,4 +360,49 @@ pub(crate) fn audit_table(entries: &[Value]) -> String {
             ]
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str, cost: GroupCost) -> GroupView {
+        GroupView {
+            group: name.into(),
+            cost: Some(cost),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cost_columns_and_what_they_cannot_say() {
+        let priced = GroupCost {
+            priced: true,
+            cameras: 3,
+            workers: 1,
+            packing: Some(0.6),
+            per_hour: Some(2.75),
+            per_camera_hour: Some(2.75 / 3.0),
+            ..Default::default()
+        };
+        let groups = vec![group("a", priced.clone())];
+        let t = groups_table(&groups);
+        assert!(t.contains("0.60") && t.contains("2.750") && t.contains("0.9167"), "{t}");
+        assert_eq!(cost_note(&groups), "");
+        let unpriced = GroupCost {
+            per_hour: None,
+            per_camera_hour: None,
+            unpriced: ["cuda".to_string()].into_iter().collect(),
+            ..priced
+        };
+        let note = cost_note(&[group("b", unpriced)]);
+        assert!(note.contains("group b: no price for node class cuda"), "{note}");
+        let none = GroupCost {
+            packing: Some(0.5),
+            ..Default::default()
+        };
+        let note = cost_note(&[group("c", none)]);
+        assert!(note.contains("no prices configured"), "{note}");
+        assert_eq!(cost_note(&[GroupView::default()]), "", "no leader figures yet");
+    }
 }

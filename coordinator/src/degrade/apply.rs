@@ -25,6 +25,8 @@ pub struct GroupFigures {
     pub full_demand: f64,
     /// Measured capacity of the live workers.
     pub capacity: f64,
+    /// Streaming cameras (those whose load counts).
+    pub active: usize,
     /// Even every camera at its minimum exceeds the shed budget.
     pub saturated: bool,
     /// Capped cameras and their caps (fps).
@@ -39,6 +41,8 @@ pub struct Degradation {
     seen_groups: BTreeSet<String>,
     figures: BTreeMap<String, GroupFigures>,
     saturated: BTreeSet<String>,
+    /// Per ingest node: its streaming cameras by worker group (this round).
+    streaming: BTreeMap<String, BTreeMap<String, usize>>,
 }
 
 fn round2(v: f64) -> f64 {
@@ -65,12 +69,23 @@ impl Degradation {
             seen_groups: BTreeSet::new(),
             figures: BTreeMap::new(),
             saturated: BTreeSet::new(),
+            streaming: BTreeMap::new(),
         }
     }
 
     /// The last figures of `group`.
     pub fn figures(&self, group: &str) -> Option<&GroupFigures> {
         self.figures.get(group)
+    }
+
+    /// The last figures of every group.
+    pub fn all_figures(&self) -> &BTreeMap<String, GroupFigures> {
+        &self.figures
+    }
+
+    /// The cameras ingest node `owner` streamed last round, by worker group (`None`: none).
+    pub fn streaming(&self, owner: &str) -> Option<&BTreeMap<String, usize>> {
+        self.streaming.get(owner)
     }
 
     /// One round: decides every group and writes the changed caps (`written` is called for
@@ -92,18 +107,28 @@ impl Degradation {
         }
         let mut groups: BTreeMap<String, Vec<Cam>> = BTreeMap::new();
         let mut owners: BTreeMap<&str, (&str, Option<u32>)> = BTreeMap::new();
+        self.streaming.clear();
         for (id, rec) in &snap.cameras {
             let a = snap.camera_assign.get(id);
             let owner = a.map_or("", |a| a.owner.as_str());
             let cap = a.and_then(|a| a.fps_cap);
             owners.insert(id, (owner, cap));
+            let active = !owner.is_empty() && streaming(snap, id, owner);
+            if active {
+                *self
+                    .streaming
+                    .entry(owner.to_string())
+                    .or_default()
+                    .entry(rec.group.clone())
+                    .or_default() += 1;
+            }
             groups.entry(rec.group.clone()).or_default().push(Cam {
                 id: id.clone(),
                 priority: rec.priority,
                 fps: rec.fps,
                 min_fps: rec.min_fps,
                 unit: f64::from(rec.width) * f64::from(rec.height) / (640.0 * 360.0),
-                active: !owner.is_empty() && streaming(snap, id, owner),
+                active,
                 cap,
             });
         }
@@ -135,7 +160,7 @@ impl Degradation {
                 notify.insert(owner);
                 written(&cam.id);
             }
-            self.note(group, &d);
+            self.note(group, &d, cams.iter().filter(|c| c.active).count());
         }
         for owner in notify {
             cmds.push(vec![
@@ -158,7 +183,7 @@ impl Degradation {
     }
 
     /// Metrics, logs and figures of one group's decision.
-    fn note(&mut self, group: &str, d: &super::Decision) {
+    fn note(&mut self, group: &str, d: &super::Decision, active: usize) {
         let m = &self.metrics;
         m.degraded_cameras
             .with_label_values(&[group])
@@ -203,6 +228,7 @@ impl Degradation {
                 demand: round2(d.demand_after),
                 full_demand: round2(d.full_demand),
                 capacity: round2(d.capacity),
+                active,
                 saturated: d.saturated,
                 degraded: d
                     .caps
