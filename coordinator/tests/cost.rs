@@ -111,12 +111,24 @@ fn cost_and_packing_per_group_in_metrics_and_status() -> Result<()> {
         (published.filter(|c| c.per_camera_hour.is_some()).count() == 2).then_some(view)
     })?;
     let groups: BTreeMap<&str, _> = view.groups.iter().map(|g| (g.group.as_str(), g)).collect();
-    let a = groups["a"].cost.as_ref().context("group a has cost figures")?;
+    let a = groups["a"]
+        .cost
+        .as_ref()
+        .context("group a has cost figures")?;
     assert!(a.priced && a.unpriced.is_empty(), "{a:?}");
     assert_eq!((a.cameras, a.workers), (3, 1));
-    assert!(near(a.per_camera_hour, 0.9167) && near(a.packing, 0.6), "{a:?}");
-    let b = groups["b"].cost.as_ref().context("group b has cost figures")?;
-    assert!(near(b.workers_per_hour, 10.0) && near(b.ingest_per_hour, 0.25), "{b:?}");
+    assert!(
+        near(a.per_camera_hour, 0.9167) && near(a.packing, 0.6),
+        "{a:?}"
+    );
+    let b = groups["b"]
+        .cost
+        .as_ref()
+        .context("group b has cost figures")?;
+    assert!(
+        near(b.workers_per_hour, 10.0) && near(b.ingest_per_hour, 0.25),
+        "{b:?}"
+    );
     let classes: BTreeMap<&str, &str> = view
         .nodes
         .iter()
@@ -154,9 +166,11 @@ fn cost_and_packing_per_group_in_metrics_and_status() -> Result<()> {
         .then_some(())
     })?;
     // The ingest node now serves group a alone: all of its price is a's.
-    wait_until("group a carries the whole ingest node", Duration::from_secs(10), || {
-        near(series(&coord, per_hour, "a"), 3.0).then_some(())
-    })?;
+    wait_until(
+        "group a carries the whole ingest node",
+        Duration::from_secs(10),
+        || near(series(&coord, per_hour, "a"), 3.0).then_some(()),
+    )?;
     assert!(near(series(&coord, per_cam, "a"), 1.0));
 
     cancel.cancel();

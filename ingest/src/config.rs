@@ -78,6 +78,8 @@ pub struct CoordinatorConfig {
     /// load is `fps × width × height / (640 × 360)` of its analytic box, see
     /// `CameraRecord::load`). 40 = e.g. eight 640×360 cameras at 5 fps, or one 1280×720 at 10.
     pub capacity: f64,
+    /// Node class reported to the coordinator, which prices it in its `[cost]` section.
+    pub node_class: String,
     /// The node's lease: the coordinator treats it as dead this long after its last renewal.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
@@ -108,6 +110,7 @@ impl Default for CoordinatorConfig {
             redis: RedisClientConfig::default(),
             group: "default".into(),
             capacity: 40.0,
+            node_class: "ingest".into(),
             lease_ttl: Duration::from_secs(1),
             poll_interval: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(10),
@@ -439,6 +442,14 @@ impl IngestConfig {
         if !(c.capacity.is_finite() && c.capacity > 0.0) {
             return bad("capacity", "must be a positive number of load units");
         }
+        if c.node_class.is_empty()
+            || !c
+                .node_class
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        {
+            return bad("node_class", "must be a non-empty [A-Za-z0-9._-] name");
+        }
         if c.lease_ttl < Duration::from_millis(200) {
             return bad("lease_ttl", "must be at least 200ms");
         }
@@ -540,7 +551,11 @@ mod tests {
         assert_eq!(c.coordinator.poll_interval, Duration::from_millis(500));
         assert_eq!(c.coordinator.drain_timeout, Duration::from_secs(10));
         assert!((c.coordinator.capacity - 40.0).abs() < 1e-9);
+        assert_eq!(c.coordinator.node_class, "ingest");
         c.validate().unwrap();
+        let mut odd = c.clone();
+        odd.coordinator.node_class = "a b".into();
+        assert!(odd.validate().is_err());
         assert!(!parse("").coordinator.enabled);
 
         let c =

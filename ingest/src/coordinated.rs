@@ -146,6 +146,7 @@ impl Coordinator {
             .map_err(|e| CoordError::Invalid(e.to_string()))?;
         let member = MemberConfig::new(MemberKind::Ingest, &config.node_id, &c.redis)
             .placed(&config.region, &c.group, c.capacity)
+            .classed(&c.node_class)
             .serving(
                 c.advertise_http.clone().unwrap_or(http),
                 &config.kafka.topic,

@@ -179,6 +179,14 @@ impl WorkerConfig {
             if a.capacity.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
                 return bad("assignment.capacity must be positive".into());
             }
+            if a.node_class.as_deref().is_some_and(|c| {
+                c.is_empty()
+                    || !c
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            }) {
+                return bad("assignment.node_class must be a non-empty [A-Za-z0-9._-] name".into());
+            }
         }
         if self.assignment.source != AssignmentSource::Static {
             if self.assignment.source == AssignmentSource::Redis && self.partitions.is_empty() {
@@ -203,6 +211,16 @@ impl WorkerConfig {
             .validate(self.follows_rollout())
             .map_err(ConfigInvalid)?;
         Ok(())
+    }
+
+    /// The node class reported to the coordinator: `assignment.node_class`, else `cuda` for a
+    /// CUDA `model.device`, else `cpu`.
+    pub fn node_class(&self) -> String {
+        match &self.assignment.node_class {
+            Some(c) => c.clone(),
+            None if self.model.device.starts_with("cuda") => "cuda".into(),
+            None => "cpu".into(),
+        }
     }
 
     /// Whether the worker follows its group's rollout record (a model repository, Redis
@@ -244,6 +262,9 @@ pub struct AssignmentConfig {
     /// Coordinator mode: capacity reported to the coordinator, in load units (frames/s at
     /// 640×360). Unset: measured at start (timed forward passes at `max_batch`).
     pub capacity: Option<f64>,
+    /// Coordinator mode: the node class reported to the coordinator, which prices it in its
+    /// `[cost]` section. Unset: `cuda` when `model.device` is a CUDA device, else `cpu`.
+    pub node_class: Option<String>,
     /// Coordinator mode: the member lease TTL (renewed every quarter of it).
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
@@ -267,6 +288,7 @@ impl Default for AssignmentConfig {
             redis: RedisClientConfig::default(),
             check_timeout: Duration::from_millis(500),
             capacity: None,
+            node_class: None,
             lease_ttl: Duration::from_secs(1),
             poll_interval: Duration::from_millis(500),
             handover_timeout: Duration::from_secs(10),
@@ -533,6 +555,15 @@ mod tests {
         assert_eq!(co.assignment.handover_timeout, Duration::from_secs(10));
         assert_eq!(co.group, "g1");
         co.validate().unwrap();
+        assert_eq!(co.node_class(), "cpu");
+        let mut gpu = co.clone();
+        gpu.model.device = "cuda:1".into();
+        assert_eq!(gpu.node_class(), "cuda");
+        gpu.assignment.node_class = Some("a100".into());
+        assert_eq!(gpu.node_class(), "a100");
+        gpu.validate().unwrap();
+        gpu.assignment.node_class = Some("two words".into());
+        assert!(gpu.validate().is_err());
         let mut with_parts = co.clone();
         with_parts.partitions = vec![1];
         assert!(with_parts.validate().is_err());

@@ -81,6 +81,7 @@ impl CoordinatedNode {
         let a = &cfg.assignment;
         let member = MemberConfig::new(MemberKind::Worker, &cfg.worker_id, &a.redis)
             .placed(&cfg.region, &cfg.group, capacity)
+            .classed(&cfg.node_class())
             .serving(http, &cfg.kafka.frames_topic)
             .timing(a.lease_ttl, a.poll_interval);
         let driver_cfg = DriverConfig::new(a.handover_timeout);

@@ -458,7 +458,10 @@ mod tests {
         old.remove("node_class");
         assert_eq!(MemberRecord::from_fields(&old).unwrap().node_class, "cpu");
         old.insert("kind".into(), "ingest".into());
-        assert_eq!(MemberRecord::from_fields(&old).unwrap().node_class, "ingest");
+        assert_eq!(
+            MemberRecord::from_fields(&old).unwrap().node_class,
+            "ingest"
+        );
     }
 
     #[test]

@@ -86,7 +86,10 @@ pub(super) fn read_nodes(c: &mut Connection) -> Result<Vec<NodeView>, RegistryEr
                 region: rec.as_ref().map(|r| r.region.clone()).unwrap_or_default(),
                 group: rec.as_ref().map(|r| r.group.clone()).unwrap_or_default(),
                 capacity: rec.as_ref().map_or(0.0, |r| r.capacity),
-                node_class: rec.as_ref().map(|r| r.node_class.clone()).unwrap_or_default(),
+                node_class: rec
+                    .as_ref()
+                    .map(|r| r.node_class.clone())
+                    .unwrap_or_default(),
                 load: rec.as_ref().map_or(0.0, |r| r.load),
                 http: rec.as_ref().map(|r| r.http.clone()).unwrap_or_default(),
                 broker_ok: rec.as_ref().is_some_and(|r| r.broker_ok),

@@ -387,7 +387,10 @@ mod tests {
         };
         let groups = vec![group("a", priced.clone())];
         let t = groups_table(&groups);
-        assert!(t.contains("0.60") && t.contains("2.750") && t.contains("0.9167"), "{t}");
+        assert!(
+            t.contains("0.60") && t.contains("2.750") && t.contains("0.9167"),
+            "{t}"
+        );
         assert_eq!(cost_note(&groups), "");
         let unpriced = GroupCost {
             per_hour: None,
@@ -396,13 +399,20 @@ mod tests {
             ..priced
         };
         let note = cost_note(&[group("b", unpriced)]);
-        assert!(note.contains("group b: no price for node class cuda"), "{note}");
+        assert!(
+            note.contains("group b: no price for node class cuda"),
+            "{note}"
+        );
         let none = GroupCost {
             packing: Some(0.5),
             ..Default::default()
         };
         let note = cost_note(&[group("c", none)]);
         assert!(note.contains("no prices configured"), "{note}");
-        assert_eq!(cost_note(&[GroupView::default()]), "", "no leader figures yet");
+        assert_eq!(
+            cost_note(&[GroupView::default()]),
+            "",
+            "no leader figures yet"
+        );
     }
 }

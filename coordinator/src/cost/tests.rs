@@ -67,7 +67,10 @@ fn without_prices_there_is_packing_but_no_cost() {
         (a.per_hour, a.per_camera_hour, a.workers_per_hour),
         (None, None, None)
     );
-    assert!(a.unpriced.is_empty(), "nothing is 'unpriced' without prices");
+    assert!(
+        a.unpriced.is_empty(),
+        "nothing is 'unpriced' without prices"
+    );
     assert_eq!((r.total_per_hour, r.idle_ingest_per_hour), (None, None));
 }
 
@@ -110,11 +113,17 @@ fn idle_ingest_nodes_and_groups_without_cameras_or_capacity() {
     assert!(close(r.total_per_hour, 6.0), "{r:?}");
     let a = &r.groups["a"];
     assert!(close(a.per_hour, 4.0));
-    assert_eq!(a.per_camera_hour, None, "no streaming camera: no per-camera figure");
+    assert_eq!(
+        a.per_camera_hour, None,
+        "no streaming camera: no per-camera figure"
+    );
     assert!(close(a.packing, 0.0));
     let c = &r.groups["c"];
     assert_eq!(c.packing, None, "no capacity: no packing");
-    assert!(close(c.per_hour, 0.0), "a group without workers costs nothing");
+    assert!(
+        close(c.per_hour, 0.0),
+        "a group without workers costs nothing"
+    );
 }
 
 #[test]
@@ -145,6 +154,9 @@ fn prices_are_validated_and_the_section_is_typed() {
     let c = load("[cost.price_per_hour]\ncpu = 0.2\ncuda = 2.5\n").unwrap();
     assert!(close(c.cost.price_per_hour.get("cuda").copied(), 2.5));
     assert!(c.cost.validate().is_ok());
-    assert!(load("[cost]\nprices = {}\n").is_err(), "unknown fields are errors");
+    assert!(
+        load("[cost]\nprices = {}\n").is_err(),
+        "unknown fields are errors"
+    );
     assert!(!load("").unwrap().cost.priced(), "no [cost]: no prices");
 }

@@ -20,12 +20,20 @@
 //! Per phase: per-camera delivered rate (`ok` detections/s), p99 end-to-end latency of `ok`
 //! detections, stale skips, and Kafka bytes in (the ingest node's `bytes_total`, what it
 //! produced). The checker accounts for the whole run.
+//!
+//! Cost and packing per phase ([`OverloadReport::phase_cost`]) are computed by the report
+//! generator from the measured figures with the coordinator's own cost core
+//! (`panoptes_coordinator::cost::compute`) at [`PRICES`]: demand at the rates in force (caps
+//! included) over the *measured* capacity, one cpu worker and one ingest node; plus what
+//! serving every camera at full rate within `degrade.shed_above` would take (computed, not
+//! run). `panoptes-bench-overload --render` rewrites the Markdown from the JSON.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use panoptes_checker::Report;
+use panoptes_coordinator::cost::{CostConfig, GroupCost, Inputs, Load, compute};
 use panoptes_coordinator_client::{MemberKind, keys};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +43,10 @@ use crate::watch::{self, SeenDetection, wall_ms};
 
 /// Load units of one 320×180 frame per second.
 const UNIT: f64 = 320.0 * 180.0 / (640.0 * 360.0);
+
+/// Prices of the report's cost section (currency-neutral units per node-hour): a cpu worker
+/// and an ingest node, as in `docs/coordinator.md`'s example.
+pub const PRICES: [(&str, f64); 2] = [("cpu", 1.0), ("ingest", 0.25)];
 
 /// Parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -386,6 +398,132 @@ impl OverloadReport {
     }
 }
 
+impl OverloadReport {
+    /// Cost and packing of `ph` served by `workers` cpu workers of the measured capacity and
+    /// one ingest node, at [`PRICES`] (the coordinator's cost core; demand at the rates in
+    /// force at the end of the phase).
+    pub fn phase_cost(&self, ph: &Phase, workers: usize) -> GroupCost {
+        let cfg = CostConfig {
+            price_per_hour: PRICES.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        let n = self.params.cameras;
+        let demand = Self::demand(ph);
+        let g = "default".to_string();
+        let inputs = Inputs {
+            workers: vec![(g.clone(), "cpu".into()); workers],
+            ingest: vec![("ingest".into(), [(g.clone(), n)].into_iter().collect())],
+            loads: [(
+                g.clone(),
+                Load {
+                    demand,
+                    capacity: workers as f64 * self.capacity_fps * UNIT,
+                    cameras: n,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        compute(&cfg, &inputs).groups.remove(&g).unwrap_or_default()
+    }
+
+    /// Load units of `ph`'s cameras at the rates in force at its end (cap or fps).
+    pub fn demand(ph: &Phase) -> f64 {
+        if ph.caps.is_empty() {
+            return ph.offered_fps * UNIT;
+        }
+        ph.caps
+            .values()
+            .map(|c| f64::from(c.map_or(ph.fps, |c| c.min(ph.fps))) * UNIT)
+            .sum()
+    }
+
+    /// Workers of the measured capacity that serve every camera at full rate within the
+    /// coordinator's default `degrade.shed_above`.
+    pub fn full_rate_workers(&self) -> usize {
+        let shed_above = panoptes_coordinator::degrade::DegradeConfig::default().shed_above;
+        (self.with.offered_fps / (shed_above * self.capacity_fps.max(1e-9))).ceil() as usize
+    }
+
+    fn cost_section(&self) -> String {
+        let mut t = Table::new(&[
+            "phase",
+            ">workers",
+            ">demand (load units)",
+            ">packing",
+            ">cost/h",
+            ">cost/camera-hour",
+            ">cost per 1M delivered frames",
+        ]);
+        let f = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+        let full = self.full_rate_workers();
+        let full_rate = Phase {
+            delivered_fps: [("all".to_string(), self.with.offered_fps)]
+                .into_iter()
+                .collect(),
+            caps: BTreeMap::new(),
+            ..self.with.clone()
+        };
+        let mut rows = Vec::new();
+        for (name, ph, workers) in [
+            ("unloaded", &self.unloaded, 1),
+            ("no degradation", &self.without, 1),
+            ("degradation", &self.with, 1),
+            (
+                "full rate, no overload (computed, not run)",
+                &full_rate,
+                full,
+            ),
+        ] {
+            let c = self.phase_cost(ph, workers);
+            let delivered: f64 = ph.delivered_fps.values().sum();
+            let per_m = c
+                .per_hour
+                .filter(|_| delivered > 0.0)
+                .map(|h| h / (delivered * 3600.0) * 1e6);
+            t.row(&[
+                name.to_string(),
+                workers.to_string(),
+                format!("{:.2}", Self::demand(ph)),
+                f(c.packing, 2),
+                f(c.per_hour, 2),
+                f(c.per_camera_hour, 4),
+                f(per_m, 2),
+            ]);
+            rows.push(c);
+        }
+        let (without, with, full_c) = (&rows[1], &rows[2], &rows[3]);
+        let ratio = match (full_c.per_camera_hour, with.per_camera_hour) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
+            _ => "-".into(),
+        };
+        let prices: Vec<String> = PRICES.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!(
+            "\nCost and packing (prices per node-hour, currency-neutral: {}; one ingest node; \
+             packing = demand at the rates in force over the measured capacity; computed from \
+             the measured figures by the coordinator's cost core):\n\n{}\nDegradation leaves \
+             the cost per camera-hour as it is ({} both ways: the same machines serve the same \
+             cameras) and changes what the hour buys: packing {} → {}, stale skips {:.1}/s → \
+             {:.1}/s, p99 {} → {} ms, with the lower priorities at their caps. Every camera at \
+             full rate within `shed_above` takes {} workers: {} per camera-hour ({}). In the \
+             run itself the coordinator's `panoptes_coordinator_group_packing_ratio` reads the \
+             capacity workers report, and the no-degradation worker claims 10^6 (so that \
+             nothing is capped): the table uses the measured capacity for every phase.\n",
+            prices.join(", "),
+            t.finish(),
+            f(with.per_camera_hour, 4),
+            f(without.packing, 2),
+            f(with.packing, 2),
+            self.without.skipped_fps,
+            self.with.skipped_fps,
+            fmt(self.without.p99_ms),
+            fmt(self.with.p99_ms),
+            full,
+            f(full_c.per_camera_hour, 4),
+            ratio,
+        )
+    }
+}
+
 fn fmt(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0}"))
 }
@@ -478,6 +616,7 @@ impl BenchReport for OverloadReport {
         }
         s.push_str("\nWith degradation:\n\n");
         s.push_str(&v.finish());
+        s.push_str(&self.cost_section());
         let t = &self.checker.total;
         s.push_str(&format!(
             "\nChecker over the whole run: {} frames, {} lost, {} duplicated, {} reordered, {} \
@@ -485,5 +624,43 @@ impl BenchReport for OverloadReport {
             t.frames, t.lost, t.duplicated, t.reordered, t.gaps, self.seconds
         ));
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed report: its cost section computed from its measured figures.
+    #[test]
+    fn cost_and_packing_of_the_committed_run() {
+        let r: OverloadReport =
+            serde_json::from_str(include_str!("../../reports/overload-bench.json")).unwrap();
+        let without = r.phase_cost(&r.without, 1);
+        let with = r.phase_cost(&r.with, 1);
+        // 90 offered over 48.45 measured; capped to 2×15 + 2×5 + 2×1 = 42.
+        assert!(
+            (without.packing.unwrap() - 90.0 / 48.45).abs() < 1e-6,
+            "{without:?}"
+        );
+        assert!(
+            (with.packing.unwrap() - 42.0 / 48.45).abs() < 1e-6,
+            "{with:?}"
+        );
+        assert!(
+            with.packing.unwrap() <= 0.9,
+            "degradation packs within shed_above"
+        );
+        let per_cam = 1.25 / 6.0;
+        assert!((with.per_camera_hour.unwrap() - per_cam).abs() < 1e-9);
+        assert_eq!(with.per_camera_hour, without.per_camera_hour);
+        assert_eq!(r.full_rate_workers(), 3);
+        let full = r.phase_cost(&r.without, 3);
+        assert!((full.per_camera_hour.unwrap() - 3.25 / 6.0).abs() < 1e-9);
+        let md = r.to_markdown();
+        assert!(
+            md.contains("Cost and packing") && md.contains("0.2083"),
+            "{md}"
+        );
     }
 }

@@ -2,9 +2,11 @@
 //! the same time with and without priority degradation, in one run: per-camera delivered
 //! rate, p99 end-to-end latency, Kafka bytes in, stale skips, shed and restore times and the
 //! checker's verdict. Writes `overload-bench.json` and `overload-bench.md` under `--out`
-//! (`panoptes_loadtest::bench::overload`; see `docs/benchmarks.md`).
+//! (`panoptes_loadtest::bench::overload`; see `docs/benchmarks.md`). `--render` runs
+//! nothing: it rewrites the report pair from `overload-bench.json` under `--out` (after the
+//! report generator changed).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use panoptes_loadtest::bench::overload::{self, OverloadParams};
 use panoptes_loadtest::bench::scaffold::{self, CommonArgs};
@@ -18,6 +20,9 @@ struct Args {
     /// Seconds of each overload phase [default: 120; --quick: 20].
     #[arg(long)]
     phase_secs: Option<u64>,
+    /// Run nothing: rewrite the report from the `overload-bench.json` under `--out`.
+    #[arg(long)]
+    render: bool,
     /// `--out` (overload-bench.json and .md), `--quick`, `--check` (a criterion missed).
     #[command(flatten)]
     common: CommonArgs,
@@ -25,6 +30,13 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.render {
+        let path = args.common.out.join("overload-bench.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let report: overload::OverloadReport = serde_json::from_str(&text)?;
+        return scaffold::publish(&args.common, &report);
+    }
     let mut p = if args.common.quick {
         OverloadParams::quick()
     } else {
