@@ -288,9 +288,43 @@ fn shared_dir(writable: bool) -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// Removes the containers and networks of earlier runs whose test process is gone: a run
+/// killed by the harness's timeout (SIGKILL) never reaches `Deployment::drop`, and its stack
+/// would keep running, load the machine and hold its subnets.
+fn reap_stale_projects() {
+    const PREFIX: &str = "panoptescompose";
+    let alive = |name: &str| {
+        let digits: String = name[PREFIX.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.is_empty() || Path::new("/proc").join(&digits).exists()
+    };
+    let names = |args: &[&str]| -> Vec<String> {
+        docker(args)
+            .map(|(_, out)| out.lines().map(str::trim).map(String::from).collect())
+            .unwrap_or_default()
+    };
+    let stale = |n: &String| n.starts_with(PREFIX) && !alive(n);
+    for c in names(&["ps", "-a", "--format", "{{.Names}}"])
+        .iter()
+        .filter(|n| stale(n))
+    {
+        eprintln!("removing {c}, left by a run that was killed");
+        let _ = docker(&["rm", "-f", "-v", c]);
+    }
+    for n in names(&["network", "ls", "--format", "{{.Name}}"])
+        .iter()
+        .filter(|n| stale(n))
+    {
+        let _ = docker(&["network", "rm", n]);
+    }
+}
+
 /// Secrets (`make-secrets.sh`), models (`panoptes-models`), the checkers' output folder, and
 /// the project's environment.
 fn prepare() -> Result<Deployment> {
+    reap_stale_projects();
     let secrets = tempfile::tempdir()?;
     let (ok, out) = run_in(
         &deploy().join("compose/make-secrets.sh"),

@@ -29,12 +29,16 @@
 //! run). `panoptes-bench-overload --render` rewrites the Markdown from the JSON.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use panoptes_checker::Report;
 use panoptes_coordinator::cost::{CostConfig, GroupCost, Inputs, Load, compute};
 use panoptes_coordinator_client::{MemberKind, keys};
+use panoptes_models::variant::{Degradation, generate_variant};
+use panoptes_workers::config::WorkerConfig;
+use panoptes_workers::{ManifestFile, ModelManifest};
 use serde::{Deserialize, Serialize};
 
 use super::scaffold::{BenchReport, Table, nearest_rank};
@@ -63,6 +67,15 @@ pub struct OverloadParams {
     pub unloaded_secs: u64,
     /// Each overload phase (s).
     pub phase_secs: u64,
+    /// The worker runs the reference detector slowed this many times (`panoptes-models
+    /// variant --slow-factor`, same detections), so that the simulator's rate can offer twice
+    /// the worker's capacity on a small machine; 1: the reference itself.
+    #[serde(default = "one")]
+    pub slow_factor: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl OverloadParams {
@@ -75,6 +88,7 @@ impl OverloadParams {
             probe_secs: 20,
             unloaded_secs: 20,
             phase_secs: 120,
+            slow_factor: 2,
         }
     }
 
@@ -156,7 +170,16 @@ pub fn run(p: &OverloadParams, mut log: impl FnMut(&str)) -> Result<OverloadRepo
     spec.exactly_once = false;
     let mut stack = Stack::start(spec)?;
     stack.start_ingest("ingest-0", "local")?;
+    let model_dir = tempfile::tempdir()?;
+    let model = slowed_model(&stack, p.slow_factor, model_dir.path())?;
+    let use_model = |c: &mut WorkerConfig| {
+        if let Some((path, manifest)) = &model {
+            c.model.path = path.clone();
+            c.model.manifest = Some(manifest.clone());
+        }
+    };
     stack.start_worker_with("w-big", "local", "default", |c| {
+        use_model(c);
         c.assignment.capacity = Some(1e6);
     })?;
     set_fps(&stack, p, p.sim_fps, true)?;
@@ -191,6 +214,7 @@ pub fn run(p: &OverloadParams, mut log: impl FnMut(&str)) -> Result<OverloadRepo
     // worker's member record is gone (it leaves with SIGTERM, handing its partitions over).
     let cap_units = capacity_fps * UNIT;
     stack.start_worker_with("w-measured", "local", "default", |c| {
+        use_model(c);
         c.assignment.capacity = Some(cap_units);
     })?;
     let shed = watch_change(&stack, "w-big", false, true)?;
@@ -207,6 +231,7 @@ pub fn run(p: &OverloadParams, mut log: impl FnMut(&str)) -> Result<OverloadRepo
     // Capacity returns: a third worker claiming twice the measured capacity joins.
     let restore = watch_change(&stack, "w-extra", true, false)?;
     stack.start_worker_with("w-extra", "local", "default", |c| {
+        use_model(c);
         c.assignment.capacity = Some(2.0 * cap_units);
     })?;
     let restore_ms = restore.join().ok().flatten();
@@ -228,6 +253,18 @@ pub fn run(p: &OverloadParams, mut log: impl FnMut(&str)) -> Result<OverloadRepo
         checker,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The reference detector slowed `factor` times into `out` (model, manifest); `None` for 1.
+fn slowed_model(stack: &Stack, factor: u32, out: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
+    if factor <= 1 {
+        return Ok(None);
+    }
+    let dir = stack.models_dir();
+    let manifest = ModelManifest::from_file(&dir.join("reference-detector.json"))?;
+    let from = dir.join("reference-detector.pt");
+    let v = generate_variant(&from, &manifest, &Degradation::Slow(factor), out, None)?;
+    Ok(Some((v.model_path, v.manifest_path)))
 }
 
 /// Registers (`add`) or updates every camera at `fps`.
@@ -568,12 +605,16 @@ impl BenchReport for OverloadReport {
         let mut s = String::from("# Overload benchmark: priority degradation\n\n");
         s.push_str(&format!(
             "{} cameras (320×180, simulator at {} fps, priorities 9/5/0 in turn, min {} fps), one \
-             worker (reference detector, CPU). Capacity measured first: **{:.1} ok frames/s** \
+             worker (reference detector{}, CPU). Capacity measured first: **{:.1} ok frames/s** \
              with {:.0} offered. Phases of {} s; shed **{}** after the capacity dropped, \
              restored **{}** after it returned (3 s restore hold included).\n\n",
             self.params.cameras,
             self.params.sim_fps,
             self.params.min_fps,
+            match self.params.slow_factor {
+                0 | 1 => String::new(),
+                n => format!(" slowed {n}× by `panoptes-models variant --slow-factor {n}`"),
+            },
             self.capacity_fps,
             self.probe_offered_fps,
             self.params.phase_secs,

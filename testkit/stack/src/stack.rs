@@ -344,6 +344,11 @@ impl Stack {
             .collect()
     }
 
+    /// The folder of the generated models (`reference-detector.pt` and `.json`).
+    pub fn models_dir(&self) -> &std::path::Path {
+        self.models.path()
+    }
+
     /// Each camera's rate cap (`fps_cap` of its assignment record; `None`: uncapped, or the
     /// records could not be read).
     pub fn rate_caps(&self) -> BTreeMap<String, Option<u32>> {
