@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Parser;
 use panoptes_loadtest::bench::failover::scale::{self, ScaleParams};
 use panoptes_loadtest::bench::failover::{self, FailoverParams};
-use panoptes_loadtest::bench::scaffold::{self, CommonArgs};
+use panoptes_loadtest::bench::scaffold::{self, BenchReport, CommonArgs};
 
 #[derive(Debug, Parser)]
 #[command(about = "Worker failover time under load (kill -9), with the checker's accounting")]
@@ -51,16 +51,12 @@ fn main() -> Result<()> {
     p.cameras = args.cameras.unwrap_or(p.cameras);
     p.workers = args.workers.unwrap_or(p.workers);
     let report = failover::run(&p, |l| eprintln!("{l}"))?;
-    scaffold::publish(&args.common, &report)?;
-    if !report.accounting_clean() {
-        anyhow::bail!("the checker found lost or unexplained duplicated frames");
-    }
-    scaffold::exit_if_missed(
+    finish(
         &args.common,
+        &report,
+        report.accounting_clean(),
         report.within_target(),
-        "a trial failed or the p99 recovery is not under 2 s",
-    );
-    Ok(())
+    )
 }
 
 /// `--partitions-per-worker`: the failover of a worker owning many partitions.
@@ -74,13 +70,29 @@ fn scale(args: &Args, ppw: usize) -> Result<()> {
     p.trials = args.trials.unwrap_or(p.trials);
     p.fps = args.fps.unwrap_or(p.fps);
     let report = scale::run(&p, |l| eprintln!("{l}"))?;
-    scaffold::publish(&args.common, &report)?;
-    if !report.accounting_clean() {
+    finish(
+        &args.common,
+        &report,
+        report.accounting_clean(),
+        report.within_target(),
+    )
+}
+
+/// Publishes the report; fails when the accounting is not clean, and (`--check`) exits 3 when
+/// the target is missed.
+fn finish(
+    common: &CommonArgs,
+    report: &impl BenchReport,
+    accounting_clean: bool,
+    within_target: bool,
+) -> Result<()> {
+    scaffold::publish(common, report)?;
+    if !accounting_clean {
         anyhow::bail!("the checker found lost or unexplained duplicated frames");
     }
     scaffold::exit_if_missed(
-        &args.common,
-        report.within_target(),
+        common,
+        within_target,
         "a trial failed or the p99 recovery is not under 2 s",
     );
     Ok(())
