@@ -7,7 +7,8 @@
 //! - `POST/DELETE /v1/nodes/{kind}/{id}/drain`: ask a member to drain, or stop asking;
 //! - `GET /v1/audit?limit=N`: the newest changes, who made them ([`audit`]);
 //! - `GET /v1/models[/{name}/{version}]`, `GET /v1/rollouts[/{group}]`,
-//!   `POST /v1/rollouts/{group}/promote|rollback`: model repository and rollouts ([`models`]).
+//!   `POST /v1/rollouts/{group}/promote|rollback|canary`: model repository and rollouts
+//!   ([`models`]).
 //!
 //! Access ([`auth`]): `viewer` tokens read (`GET`), `operator` tokens also write. Errors are
 //! `{"error": "..."}` with 400 (body or query not understood), 401 (no or unknown token),
@@ -131,6 +132,16 @@ pub fn router(ctx: ApiContext) -> Router {
 
 /// The `/v1` routes, the model routes serving `[models]` ([`models`]).
 pub fn router_with_models(ctx: ApiContext, models_cfg: models::ModelsConfig) -> Router {
+    build(ctx, models_cfg, None)
+}
+
+/// The routes; `verdicts`: the coordinator's canary verdict counter, shared with its leader
+/// (`None`: the API registers its own).
+fn build(
+    ctx: ApiContext,
+    models_cfg: models::ModelsConfig,
+    verdicts: Option<prometheus::IntCounterVec>,
+) -> Router {
     if matches!(ctx.access, Access::InsecureNoAuth) {
         tracing::warn!(
             "operator API runs WITHOUT authentication (api.insecure_no_auth, loopback only): development only"
@@ -149,7 +160,7 @@ pub fn router_with_models(ctx: ApiContext, models_cfg: models::ModelsConfig) -> 
         requests: m.requests,
         auth_failures: m.auth_failures,
         audit_failures: m.audit_failures,
-        models: models::ModelsState::new(models_cfg, &ctx.metrics),
+        models: models::ModelsState::new(models_cfg, &ctx.metrics, verdicts),
     });
     Router::new()
         .route(
@@ -177,6 +188,7 @@ pub fn router_with_models(ctx: ApiContext, models_cfg: models::ModelsConfig) -> 
         .route("/v1/rollouts/{group}", get(models::get_rollout))
         .route("/v1/rollouts/{group}/promote", post(models::promote))
         .route("/v1/rollouts/{group}/rollback", post(models::rollback))
+        .route("/v1/rollouts/{group}/canary", post(models::canary::start))
         // Unknown /v1 paths answer like the rest of the API (no router-wide fallback: the
         // coordinator merges these routes with its health routes). Authenticated like the
         // rest, so an unauthenticated client learns nothing about which routes exist.
@@ -202,7 +214,7 @@ pub fn router_with_models(ctx: ApiContext, models_cfg: models::ModelsConfig) -> 
 pub async fn start(
     cfg: &CoordinatorConfig,
     health: Router,
-    metrics: &prometheus::Registry,
+    metrics: &crate::metrics::CoordinatorMetrics,
     cancel: CancellationToken,
 ) -> Result<serve::Server, serve::ServeError> {
     cfg.api.validate(cfg.http.listen)?;
@@ -215,16 +227,20 @@ pub async fn start(
         frames_partitions: cfg.frames_partitions,
         regions: cfg.regions.iter().map(|r| r.name.clone()).collect(),
         max_body_bytes: cfg.api.max_body_bytes,
-        metrics: metrics.clone(),
+        metrics: metrics.registry.clone(),
     };
-    let api = router_with_models(ctx, cfg.models.clone());
+    let api = build(
+        ctx,
+        cfg.models.clone(),
+        Some(metrics.canary.verdicts.clone()),
+    );
     let opts = serve::ServeOptions {
         listen: cfg.http.listen,
         tls: cfg.api.tls_enabled().then(|| cfg.api.tls.clone()),
         max_connections: cfg.api.max_connections,
         handshake_timeout: cfg.api.handshake_timeout,
     };
-    let conn_metrics = serve::ConnMetrics::new(metrics)?;
+    let conn_metrics = serve::ConnMetrics::new(&metrics.registry)?;
     serve::serve(opts, health.merge(api), conn_metrics, cancel).await
 }
 

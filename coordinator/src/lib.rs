@@ -6,6 +6,7 @@
 //! - [`state`]: reading the coordination state from Redis;
 //! - [`placement`]: the pure placement decisions;
 //! - [`reconcile`]: one placement round, written with fenced scripts;
+//! - [`canary`]: canary rollouts by share of cameras (choice, criteria, the leader's verdicts);
 //! - [`degrade`], [`cost`]: degradation by priority under overload; cost per camera-hour and
 //!   packing per worker group;
 //! - [`registry`], [`api`]: the camera registry and the operator HTTP API (bearer token);
@@ -16,6 +17,7 @@
 //! `docs/coordination-keys.md`, the behaviour is described in `docs/coordinator.md`.
 
 pub mod api;
+pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod cost;
@@ -85,7 +87,7 @@ pub async fn run(
 
     let http_cancel = CancellationToken::new();
     let health = health::router(metrics.registry.clone(), readiness.clone());
-    let server = api::start(&cfg, health, &metrics.registry, http_cancel.clone()).await?;
+    let server = api::start(&cfg, health, &metrics, http_cancel.clone()).await?;
     let (base_url, http_task) = (server.base_url(), server.task);
     tracing::info!(url = %base_url, id = %cfg.id, "coordinator listening");
     println!("HTTP={base_url}");

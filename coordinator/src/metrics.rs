@@ -45,6 +45,8 @@ pub struct CoordinatorMetrics {
     pub degrade: crate::degrade::DegradeMetrics,
     /// Cost and packing per worker group (`crate::cost`).
     pub cost: crate::cost::CostMetrics,
+    /// Canary verdicts and the leader's canary check errors (`crate::canary`).
+    pub canary: crate::canary::leader::CanaryMetrics,
 }
 
 impl CoordinatorMetrics {
@@ -135,6 +137,7 @@ impl CoordinatorMetrics {
             )?,
             degrade: crate::degrade::DegradeMetrics::new(&r)?,
             cost: crate::cost::CostMetrics::new(&r)?,
+            canary: crate::canary::leader::CanaryMetrics::new(&r)?,
             registry: r,
         })
     }

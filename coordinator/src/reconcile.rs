@@ -7,6 +7,9 @@
 //! Kafka) its frames go to now, and stays an item in every cluster it was routed to before
 //! (frames left there must still be processed).
 //!
+//! After placing, the leader judges running canaries at most once per second
+//! ([`crate::canary::leader`]); its failures never fail the round.
+//!
 //! Work per round: the state is read through [`StateReader`], which keeps the assignment
 //! records between rounds of a term and re-reads only those this leader wrote or has not
 //! read yet (everything again at least every `state::FULL_READ_EVERY`); the planner indexes
@@ -33,6 +36,7 @@ use std::time::Instant;
 use panoptes_coordinator_client::{AssignRecord, CoordError, MemberKind, keys, scripts};
 use redis::Connection;
 
+use crate::canary::leader::CanaryLeader;
 use crate::config::CoordinatorConfig;
 use crate::cost::CostBook;
 use crate::degrade::Degradation;
@@ -91,6 +95,8 @@ pub struct Reconciler {
     degradation: Degradation,
     /// Cost and packing per group, computed after degradation each round ([`crate::cost`]).
     cost: CostBook,
+    /// Automatic canary verdicts ([`crate::canary::leader`]).
+    canaries: CanaryLeader,
 }
 
 impl Reconciler {
@@ -105,6 +111,7 @@ impl Reconciler {
         Self {
             degradation: Degradation::new(cfg.degrade.clone(), metrics.degrade.clone()),
             cost: CostBook::new(cfg.cost.clone(), metrics.cost.clone()),
+            canaries: CanaryLeader::new(cfg.models.canary.clone(), metrics.canary.clone()),
             reader: StateReader::new(&cfg.frames_topic, regions),
             held_noted: BTreeMap::new(),
             dead_since: BTreeMap::new(),
@@ -167,6 +174,7 @@ impl Reconciler {
         self.regions_written = false;
         self.groups_written.clear();
         self.reader.invalidate();
+        self.canaries.reset();
         self.reseed = if fresh_redis && !self.led_until_loss {
             Reseed::Watching {
                 until: self.clock_ms() + self.hold_ms(),
@@ -240,6 +248,8 @@ impl Reconciler {
         self.groups(c, token, &snap)?;
         let now = self.clock_ms();
         self.prune(c, token, &snap, now)?;
+        let now = self.clock_ms();
+        self.sent += self.canaries.round(c, token, &snap, now);
         Ok(())
     }
 

@@ -10,83 +10,25 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::cli;
-use panoptes_coordinator::api::models::{GateOverride, ModelsConfig};
+use common::models::{result, start_with, write_version};
+use panoptes_coordinator::api::models::GateOverride;
 use panoptes_coordinator_client::models::ModelRepository;
 use panoptes_coordinator_client::{MemberAgent, MemberConfig, MemberKind, keys};
-use panoptes_schemas::model::{
-    InputFormat, InputSpec, ModelManifest, ModelRollout, OutputContract, ValidationResult,
-};
-use panoptes_testkit::coordinator::{Coordinator, TEST_TOKEN, config};
+use panoptes_schemas::model::{ModelManifest, ModelRollout};
+use panoptes_testkit::coordinator::{Coordinator, TEST_TOKEN};
 use panoptes_testkit::wait_until;
 use serde_json::{Value, json};
 
-const TOPIC: &str = "panoptes.frames.models-test";
-
-fn manifest(version: &str) -> ModelManifest {
-    ModelManifest {
-        name: "det".into(),
-        version: version.into(),
-        input: InputSpec {
-            width: 640,
-            height: 640,
-            format: InputFormat::Rgb,
-            letterbox_fill: 114,
-        },
-        output: OutputContract::YoloRaw,
-        classes: vec!["person".into(), "car".into()],
-        score_threshold: 0.25,
-        iou_threshold: 0.45,
-        max_detections: 300,
-        sha256: None,
-        validation: Vec::new(),
-    }
-}
-
-fn result(precision: f64, latency_ms: f64) -> ValidationResult {
-    ValidationResult {
-        device_class: "cpu".into(),
-        golden_set: "street@0123456789ab".into(),
-        frames: 40,
-        precision,
-        recall: 0.8,
-        latency_p99_ms: latency_ms,
-        batch: 1,
-        measured_at_ms: 1,
-    }
-}
-
-fn write_version(dir: &Path, version: &str, bytes: &[u8]) -> (String, String) {
-    let model = dir.join(format!("det-{version}.pt"));
-    std::fs::write(&model, bytes).unwrap();
-    let man = dir.join(format!("det-{version}.json"));
-    std::fs::write(&man, manifest(version).to_json_pretty()).unwrap();
-    (
-        model.to_str().unwrap().to_owned(),
-        man.to_str().unwrap().to_owned(),
-    )
-}
-
 fn start(repository: Option<&Path>) -> (panoptes_testkit::RedisServer, Coordinator) {
-    let redis = panoptes_testkit::RedisServer::start().unwrap();
-    let mut c = config("coord-models", &redis.url, "127.0.0.1:9", TOPIC, 4);
-    let mut models = ModelsConfig {
-        repository: repository.map(Path::to_owned),
-        min_precision: 0.5,
-        min_recall: 0.5,
-        max_latency_ms: 100.0,
-        ..ModelsConfig::default()
-    };
-    models.groups.insert(
-        "edge".into(),
-        GateOverride {
-            min_precision: Some(0.9),
-            ..GateOverride::default()
-        },
-    );
-    c.models = models;
-    let coord = Coordinator::start(&c).unwrap();
-    coord.wait_leader(Duration::from_secs(10)).unwrap();
-    (redis, coord)
+    start_with(repository, |models| {
+        models.groups.insert(
+            "edge".into(),
+            GateOverride {
+                min_precision: Some(0.9),
+                ..GateOverride::default()
+            },
+        );
+    })
 }
 
 #[test]

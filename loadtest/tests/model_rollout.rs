@@ -14,8 +14,15 @@
 //! 4. A worker of group `default` configured with the repository and the model name only
 //!    starts on the rollout's version; promoting 1.1.0 switches every camera's records to
 //!    1.1.0 within [`SWITCH_WITHIN`], `rollback` brings 1.0.0 back as fast; per camera, in
-//!    sequence order, the records name 1.0.0, then 1.1.0, then 1.0.0, never mixed; the checker
-//!    finds nothing lost, duplicated or reordered.
+//!    sequence order, the records name 1.0.0, then 1.1.0, then 1.0.0, never mixed.
+//! 5. Canaries at 25 % of the 4 cameras (`panoptes models canary`), judged by the coordinator
+//!    from the worker's per-version figures (`[models.canary]`, short windows for a test): a
+//!    3× slower variant (it passes the gate: its latency is within this test's budget) is
+//!    rolled back automatically within [`VERDICT_WITHIN`] with a reason naming latency, its
+//!    camera back on 1.0.0; then 1.1.0 (the reference again) is promoted automatically once
+//!    it was observed long enough, and every camera runs it. Only the canary's camera ever
+//!    names the slow variant. The checker finds nothing lost, duplicated or reordered over the
+//!    whole run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use panoptes_coordinator::api::models::ModelsConfig;
+use panoptes_coordinator::canary::CanaryCriteria;
 use panoptes_loadtest::stack::{Stack, StackCamera, StackSpec, Watching};
 use panoptes_loadtest::watch::{SeenDetection, Watch, wall_ms};
 use panoptes_schemas::model::{ModelManifest, ValidationResult};
@@ -36,6 +44,7 @@ const V1: &str = "1.0.0";
 const V2: &str = "1.1.0";
 const DROPPED: &str = "car";
 const NO_CAR: &str = "1.0.0-no-car";
+const SLOW: &str = "1.0.0-slow3";
 const GROUP: &str = "default";
 /// Golden frames (≈ 180 objects; cars are about a third of them).
 const GOLDEN_FRAMES: &str = "40";
@@ -47,7 +56,15 @@ const MARGIN: f64 = 0.05;
 /// The CPU forward pass of the reference at batch 4 takes tens of ms; latency is not what
 /// this test's gate decides on.
 const MAX_LATENCY_MS: f64 = 10_000.0;
-const CAMERAS: usize = 3;
+/// 25 % of them is exactly one camera.
+const CAMERAS: usize = 4;
+const CANARY_PERCENT: &str = "25";
+/// From a canary request to the coordinator's verdict in the record: the slow variant's
+/// rollback (20 canary frames at 5 fps, reports and judgement every second) and the good
+/// candidate's promotion ([`OBSERVE`] plus as much).
+const VERDICT_WITHIN: Duration = Duration::from_secs(25);
+/// How long a passing canary is observed before its promotion, in this test.
+const OBSERVE: Duration = Duration::from_secs(8);
 const FPS: u32 = 5;
 /// The bound on a rollout: from the promote (or rollback) request to a record naming the new
 /// version for every camera.
@@ -85,8 +102,8 @@ fn utf8(p: &Path) -> Result<&str> {
     p.to_str().context("non-UTF-8 path")
 }
 
-/// The repository with the reference as [`V1`] and [`V2`] and the variant as [`NO_CAR`], and
-/// the golden set's folder.
+/// The repository with the reference as [`V1`] and [`V2`] and the variants as [`NO_CAR`] and
+/// [`SLOW`], and the golden set's folder.
 fn prepare(work: &Path, repo: &Path) -> Result<PathBuf> {
     let models = generate_models()?;
     let reference = models.path().join(format!("{MODEL}.pt"));
@@ -109,6 +126,17 @@ fn prepare(work: &Path, repo: &Path) -> Result<PathBuf> {
         DROPPED,
     ];
     eprint!("{}", ok("panoptes-models", &args, &[])?);
+    let slow = work.join("slow");
+    let args = [
+        "variant",
+        "--from",
+        from,
+        "--out",
+        utf8(&slow)?,
+        "--slow-factor",
+        "3",
+    ];
+    eprint!("{}", ok("panoptes-models", &args, &[])?);
     // The same TorchScript under a second version: a manifest of its own.
     let mut m: ModelManifest = serde_json::from_slice(&std::fs::read(&manifest)?)?;
     m.version = V2.into();
@@ -118,6 +146,7 @@ fn prepare(work: &Path, repo: &Path) -> Result<PathBuf> {
     for (model, manifest) in [
         (reference.clone(), manifest),
         (variant.join("model.pt"), variant.join("manifest.json")),
+        (slow.join("model.pt"), slow.join("manifest.json")),
         (reference, manifest_v2),
     ] {
         let args = [
@@ -135,7 +164,7 @@ fn prepare(work: &Path, repo: &Path) -> Result<PathBuf> {
 /// Validates every version at once (one process each) with `--write`; the results printed.
 fn validate(repo: &Path, golden: &Path) -> Result<BTreeMap<&'static str, ValidationResult>> {
     let mut running = Vec::new();
-    for version in [V1, NO_CAR, V2] {
+    for version in [V1, NO_CAR, V2, SLOW] {
         let child = Command::new(bin_path("panoptes-model-validate"))
             .args(["--repository", utf8(repo)?, "--model", MODEL])
             .args(["--version", version, "--golden", utf8(golden)?])
@@ -171,6 +200,12 @@ fn gate(repo: &Path) -> ModelsConfig {
         min_recall: MIN_RECALL,
         max_latency_ms: MAX_LATENCY_MS,
         groups: BTreeMap::new(),
+        canary: CanaryCriteria {
+            min_frames: 20,
+            observe: OBSERVE,
+            min_passes: 5,
+            ..CanaryCriteria::default()
+        },
     }
 }
 
@@ -337,6 +372,84 @@ fn roll_out_and_back(
     Ok((to_v2, to_v1))
 }
 
+/// Waits until the group's record tells how the canary of `version` ended; the record and the
+/// time since `since_ms`.
+fn wait_verdict(
+    env: &[(&str, &str)],
+    version: &str,
+    since_ms: u64,
+) -> Result<(serde_json::Value, Duration)> {
+    let rollout = wait_until(
+        &format!("the coordinator's verdict on the canary of {version}"),
+        VERDICT_WITHIN,
+        || {
+            let status = models_cli(env, &["status", GROUP]).ok()?;
+            let r = status["rollout"].clone();
+            let ended = r["canary"].is_null()
+                && r["last_canary"]["version"] == version
+                && r["last_canary"]["at_ms"].as_u64()? >= since_ms;
+            ended.then_some(r)
+        },
+    )?;
+    let at = rollout["last_canary"]["at_ms"].as_u64().unwrap_or(since_ms);
+    Ok((rollout, Duration::from_millis(at.saturating_sub(since_ms))))
+}
+
+/// Starts a canary of `version` at [`CANARY_PERCENT`]; its one camera.
+fn start_canary(env: &[(&str, &str)], version: &str) -> Result<String> {
+    let args = ["canary", GROUP, MODEL, version, "--percent", CANARY_PERCENT];
+    let started = models_cli(env, &args)?;
+    let canary = &started["rollout"]["canary"];
+    ensure!(canary["version"] == version, "{started}");
+    let cameras = canary["cameras"].as_array().context("canary cameras")?;
+    ensure!(cameras.len() == 1, "25 % of {CAMERAS} cameras: {started}");
+    Ok(cameras[0].as_str().context("camera id")?.to_owned())
+}
+
+/// Step 5: the slow variant's canary rolled back, then 1.1.0's promoted, automatically;
+/// returns the canary's camera and the two verdict times.
+fn canaries(
+    env: &[(&str, &str)],
+    watch: &Watch<SeenDetection>,
+    cameras: &[String],
+) -> Result<(String, Duration, Duration)> {
+    let at = wall_ms();
+    let cam = start_canary(env, SLOW)?;
+    wait_version(watch, std::slice::from_ref(&cam), SLOW, at, SWITCH_WITHIN)?;
+    let (r, rolled_back) = wait_verdict(env, SLOW, at)?;
+    let last = &r["last_canary"];
+    eprintln!("canary of {SLOW} on {cam}: {last} after {rolled_back:?}");
+    ensure!(last["verdict"] == "rolled_back", "{r}");
+    let reason = last["reason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.starts_with("coordinator") && reason.contains("latency"),
+        "{r}"
+    );
+    ensure!(r["active"] == V1, "{r}");
+    let ended = last["at_ms"].as_u64().context("verdict time")?;
+    wait_version(watch, std::slice::from_ref(&cam), V1, ended, SWITCH_WITHIN)?;
+
+    let at = wall_ms();
+    let again = start_canary(env, V2)?;
+    ensure!(
+        again == cam,
+        "the same camera is chosen again: {again} vs {cam}"
+    );
+    let (r, promoted) = wait_verdict(env, V2, at)?;
+    let last = &r["last_canary"];
+    eprintln!("canary of {V2} on {cam}: {last} after {promoted:?}");
+    ensure!(last["verdict"] == "promoted", "{r}");
+    ensure!(r["active"] == V2 && r["previous"] == V1, "{r}");
+    ensure!(
+        promoted >= OBSERVE,
+        "promoted before it was observed: {promoted:?}"
+    );
+    let at = last["at_ms"].as_u64().context("verdict time")?;
+    wait_version(watch, cameras, V2, at, SWITCH_WITHIN)?;
+    std::thread::sleep(Duration::from_secs(1));
+    Ok((cam, rolled_back, promoted))
+}
+
 #[test]
 fn validated_versions_pass_the_gate_and_roll_out_and_back_without_a_lost_frame() -> Result<()> {
     let started = Instant::now();
@@ -374,25 +487,35 @@ fn validated_versions_pass_the_gate_and_roll_out_and_back_without_a_lost_frame()
         c.assignment.capacity = Some(100.0);
     })?;
     let (to_v2, to_v1) = roll_out_and_back(&stack, &env, &watch)?;
+    let cameras: Vec<String> = stack.spec.cameras.iter().map(|c| c.id.clone()).collect();
+    let (canary_cam, rolled_back, promoted) = canaries(&env, &watch, &cameras)?;
     let w0 = &stack.workers["w0"];
+    // Loads: 1.1.0, 1.0.0 back, each canary's candidate; a promoted canary loads nothing.
     let swaps = w0.metric("panoptes_worker_model_swaps_total{result=\"ok\"}");
-    ensure!(swaps == Some(2.0), "swaps {swaps:?}");
+    ensure!(swaps == Some(4.0), "swaps {swaps:?}");
 
     let report = stack.stop_intake_and_settle(checker, Duration::from_secs(30))?;
     let t = &report.total;
     eprintln!("checker: {t:?}");
     ensure!(t.frames >= 60, "{t:?}");
     ensure!((t.lost, t.duplicated, t.reordered) == (0, 0, 0), "{t:?}");
-    // Every camera: 1.0.0, then 1.1.0, then 1.0.0 again, in sequence order.
+    // Every camera: 1.0.0, 1.1.0, 1.0.0, then 1.1.0 for good, in sequence order; the
+    // canary's camera also ran the slow variant and 1.0.0 again between the last two.
     let runs = version_runs(&watch.seen());
     ensure!(runs.len() == CAMERAS, "{runs:?}");
     for (cam, r) in &runs {
-        if r != &[V1, V2, V1] {
-            bail!("{cam}: versions in sequence order {r:?}");
+        let expected: &[&str] = if *cam == canary_cam {
+            &[V1, V2, V1, SLOW, V1, V2]
+        } else {
+            &[V1, V2, V1, V2]
+        };
+        if r != expected {
+            bail!("{cam}: versions in sequence order {r:?}, expected {expected:?}");
         }
     }
     eprintln!(
-        "switch after promote {to_v2:?}, after rollback {to_v1:?}; prepared at {prepared:?}, \
+        "switch after promote {to_v2:?}, after rollback {to_v1:?}; canary verdicts: rolled \
+         back after {rolled_back:?}, promoted after {promoted:?}; prepared at {prepared:?}, \
          validated at {validated:?}, gate done at {gated:?}, whole test {:?}",
         started.elapsed()
     );

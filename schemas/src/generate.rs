@@ -8,7 +8,7 @@
 use schemars::JsonSchema;
 use serde_json::Value;
 
-use crate::model::{ModelManifest, ModelRollout};
+use crate::model::{CanaryReport, ModelManifest, ModelRollout};
 use crate::{ControlMessage, DeadLetter, DetectionRecord, FrameHeaders, SCHEMA_VERSION};
 
 /// The `$id` of a schema file, e.g. `urn:panoptes:schema:v1:frame-headers`.
@@ -56,7 +56,12 @@ pub fn all_schemas() -> Vec<(&'static str, Value)> {
         document::<ModelRollout>(
             "model-rollout.schema.json",
             "Rollout record of a worker group: Redis string `panoptes:rollout:<group>` \
-             (JSON), written by the coordinator's operator API.",
+             (JSON), written by the coordinator (operator API, canary verdicts).",
+        ),
+        document::<CanaryReport>(
+            "canary-report.schema.json",
+            "One worker's figures per model version while a canary runs: Redis hash \
+             `panoptes:canary:<group>:<since_generation>`, field = worker id (JSON).",
         ),
     ]
 }

@@ -12,6 +12,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod canary;
+
+pub use canary::{ArmStats, CanaryOutcome, CanaryReport, ClassStats, ModelCanary, PassStats};
+
 /// Longest model name or version, in characters.
 pub const MAX_MODEL_NAME_LEN: usize = 64;
 
@@ -338,8 +342,9 @@ impl ModelManifest {
 ///
 /// Written by the coordinator's operator API only (one SET, then a PUBLISH on
 /// `panoptes:notify:rollout:<group>`); read by the workers of that group. Every change adds
-/// one to `generation`. Blue-green for now: `promote` makes a version `active` and keeps the
-/// old one as `previous`; `rollback` swaps the two.
+/// one to `generation`. Blue-green: `promote` makes a version `active` and keeps the old one
+/// as `previous`; `rollback` swaps the two. Canary: `canary` puts a candidate on some of the
+/// group's cameras until the coordinator (or the operator) promotes it or rolls it back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRollout {
@@ -354,6 +359,12 @@ pub struct ModelRollout {
     pub generation: u64,
     /// When it last changed, Unix milliseconds.
     pub updated_ms: u64,
+    /// A candidate running on some cameras, while a canary is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<ModelCanary>,
+    /// How the last canary ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_canary: Option<CanaryOutcome>,
 }
 
 impl ModelRollout {
@@ -366,6 +377,21 @@ impl ModelRollout {
         }
         if self.generation == 0 {
             return Err("generation is 0".into());
+        }
+        if let Some(c) = &self.canary {
+            validate_model_name("canary version", &c.version)?;
+            if c.version == self.active {
+                return Err(format!("canary version {} is the active one", c.version));
+            }
+            if !(1..=99).contains(&c.percent) {
+                return Err(format!("canary share {} % is not within 1–99", c.percent));
+            }
+            if c.cameras.is_empty() {
+                return Err("a canary names no camera".into());
+            }
+            for cam in &c.cameras {
+                crate::validate_camera_id(cam).map_err(|e| e.to_string())?;
+            }
         }
         Ok(())
     }
@@ -503,8 +529,39 @@ mod tests {
             previous: Some("1".into()),
             generation: 2,
             updated_ms: 5,
+            canary: None,
+            last_canary: None,
         };
         assert_eq!(ModelRollout::from_json(r.to_json().as_bytes()).unwrap(), r);
+        let mut c = r.clone();
+        c.canary = Some(ModelCanary {
+            version: "3".into(),
+            percent: 25,
+            cameras: vec!["cam-1".into()],
+            since_generation: 3,
+            started_ms: 9,
+        });
+        assert_eq!(ModelRollout::from_json(c.to_json().as_bytes()).unwrap(), c);
+        for (percent, cameras, version) in [
+            (0, "cam-1", "3"),
+            (25, "", "3"),
+            (25, "cam 1", "3"),
+            (25, "cam-1", "2"),
+        ] {
+            let mut bad = c.clone();
+            let k = bad.canary.as_mut().unwrap();
+            k.percent = percent;
+            k.cameras = if cameras.is_empty() {
+                vec![]
+            } else {
+                vec![cameras.into()]
+            };
+            k.version = version.into();
+            assert!(
+                ModelRollout::from_json(bad.to_json().as_bytes()).is_err(),
+                "{bad:?}"
+            );
+        }
         let mut bad = r.clone();
         bad.active = "../1".into();
         assert!(ModelRollout::from_json(bad.to_json().as_bytes()).is_err());

@@ -215,7 +215,7 @@ fn start_model_files(
             let group = &config.group;
             match swap::watch::read_rollout(&mut conn, group)? {
                 Some(r) if &r.model == name => {
-                    switch.request(&r.active, r.generation);
+                    swap::watch::follow(&switch, &r);
                     r.active
                 }
                 Some(r) => {
@@ -258,6 +258,7 @@ fn watch_rollout(
         link,
         config.group.clone(),
         swap.name.clone(),
+        config.worker_id.clone(),
         swap.switch.clone(),
     )?;
     tracing::info!(group = %config.group, model = %swap.name, "following the group's rollout record");

@@ -27,7 +27,18 @@
 //!   reference count), then it is dropped: at most two models per lane at any time.
 //! - **Naming.** Every detection record (also `skipped_stale` / `superseded_owner` ones)
 //!   carries the name and version of its frame's stamp.
+//! - **Canary.** When the record holds a canary, the loader loads its version beside the
+//!   active one and the inference thread installs it in the gate with the canary's cameras:
+//!   from then on frames of those cameras are stamped with the candidate, every other frame
+//!   with the active version, and batches are split by stamp (one forward pass per model).
+//!   Ending the canary stamps those cameras' new frames with the active version again (the
+//!   candidate retires like an old version); promoting it makes the candidate the active
+//!   stamp for every camera (the old version retires). A lane holds the active version and at
+//!   most one other (candidate or retiring) at any time: the machine ends a canary before it
+//!   loads anything else. While a canary runs, the lane records per version what the
+//!   coordinator compares ([`canary::CanaryBook`]).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,8 +48,12 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::model::ModelManifest;
 
+pub mod canary;
 pub mod loader;
+pub mod machine;
 pub mod watch;
+
+pub use self::machine::{Step, SwapMachine};
 
 /// The model a frame is stamped with: the one that infers it and is named in its record.
 #[derive(Debug)]
@@ -67,7 +82,7 @@ impl ModelStamp {
 
 /// The lane's switch point: which model frames taken from the consumer's queue now are
 /// stamped with. Shared by the decode threads (which take frames through [`ModelGate::next`])
-/// and the inference thread (which [`ModelGate::flip`]s it).
+/// and the inference thread (which [`ModelGate::flip`]s it and installs canaries).
 #[derive(Debug, Clone)]
 pub struct ModelGate {
     inner: Arc<GateInner>,
@@ -77,7 +92,14 @@ pub struct ModelGate {
 struct GateInner {
     /// Serialises takes, so stamps follow consumption order.
     take: Mutex<()>,
-    current: RwLock<Arc<ModelStamp>>,
+    current: RwLock<Stamps>,
+}
+
+/// The stamps in force: the active version's, and a canary's with its cameras.
+#[derive(Debug)]
+struct Stamps {
+    active: Arc<ModelStamp>,
+    canary: Option<(Arc<ModelStamp>, Arc<BTreeSet<String>>)>,
 }
 
 impl ModelGate {
@@ -86,57 +108,93 @@ impl ModelGate {
         Self {
             inner: Arc::new(GateInner {
                 take: Mutex::new(()),
-                current: RwLock::new(stamp),
+                current: RwLock::new(Stamps {
+                    active: stamp,
+                    canary: None,
+                }),
             }),
         }
     }
 
-    /// The stamp given now.
+    /// The active version's stamp.
     pub fn current(&self) -> Arc<ModelStamp> {
-        self.inner.current.read().clone()
+        self.inner.current.read().active.clone()
     }
 
-    /// Takes the next item of `queue` (blocking) with the stamp in force at that moment;
-    /// `None` once the queue is closed and empty. Takes are one at a time, so in one
-    /// producer's order the stamps' generations never decrease.
-    pub fn next<T>(&self, queue: &Receiver<T>) -> Option<(T, Arc<ModelStamp>)> {
+    /// Takes the next item of `queue` (blocking) with the stamp in force at that moment for
+    /// its camera (`camera`; `None`: the active version); `None` once the queue is closed
+    /// and empty. Takes are one at a time, so in one producer's order the stamps follow the
+    /// flips.
+    pub fn next<T>(
+        &self,
+        queue: &Receiver<T>,
+        camera: impl Fn(&T) -> Option<&str>,
+    ) -> Option<(T, Arc<ModelStamp>)> {
         let _one_at_a_time = self.inner.take.lock();
         let item = queue.recv().ok()?;
-        Some((item, self.current()))
+        let stamps = self.inner.current.read();
+        let stamp = match (&stamps.canary, camera(&item)) {
+            (Some((c, cameras)), Some(cam)) if cameras.contains(cam) => c.clone(),
+            _ => stamps.active.clone(),
+        };
+        drop(stamps);
+        Some((item, stamp))
     }
 
-    /// From now on, frames are stamped with `stamp`.
+    /// From now on, every frame is stamped with `stamp` (a canary ends).
     pub fn flip(&self, stamp: Arc<ModelStamp>) {
-        *self.inner.current.write() = stamp;
+        let mut s = self.inner.current.write();
+        s.active = stamp;
+        s.canary = None;
+    }
+
+    /// From now on, frames of `cameras` are stamped with `stamp`, or (with `None`) with the
+    /// active version again.
+    pub fn set_canary(&self, canary: Option<(Arc<ModelStamp>, Arc<BTreeSet<String>>)>) {
+        self.inner.current.write().canary = canary;
     }
 }
 
 /// What the worker should run, as the rollout record says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwapRequest {
-    /// Version in the repository.
+    /// Version in the repository every camera runs (but the canary's).
     pub version: String,
+    /// A candidate for some cameras.
+    pub canary: Option<CanaryRequest>,
     /// The rollout record's generation.
     pub generation: u64,
 }
 
+/// A canary as the lanes follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryRequest {
+    /// The candidate version.
+    pub version: String,
+    /// The cameras whose frames it infers.
+    pub cameras: Arc<BTreeSet<String>>,
+}
+
 /// The version every lane of the node should run; written by the rollout watcher, read by
-/// the lanes' loaders.
+/// the lanes' loaders. Also carries the node's [`canary::CanaryBook`].
 #[derive(Debug, Clone, Default)]
 pub struct ModelSwitch {
     desired: Arc<Mutex<Option<SwapRequest>>>,
+    /// What the lanes measured per version during the current canary.
+    pub book: canary::CanaryBook,
 }
 
 impl ModelSwitch {
-    /// Asks for `version` at `generation`; ignored unless the generation is newer than the
-    /// last request's. Returns whether it was taken.
-    pub fn request(&self, version: &str, generation: u64) -> bool {
+    /// Asks for `version` (and `canary`) at `generation`; ignored unless the generation is
+    /// newer than the last request's. Returns whether it was taken.
+    pub fn request(&self, version: &str, canary: Option<CanaryRequest>, generation: u64) -> bool {
         let mut d = self.desired.lock();
         if d.as_ref().is_some_and(|r| r.generation >= generation) {
             return false;
         }
         *d = Some(SwapRequest {
             version: version.to_string(),
+            canary,
             generation,
         });
         true
@@ -194,126 +252,19 @@ pub const SWAP_RESULTS: &[&str] = &[
     "refused_warmup",
 ];
 
-/// Where a lane's candidate stands (pure; the loader drives it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
-    /// Only the running version; nothing pending.
-    Serving,
-    /// Loading and warming up this version.
-    Loading(String),
-    /// Loaded, warm, handed to the inference thread.
-    Ready(String),
-    /// This version was refused at the generation of its request.
-    Refused(String, Refusal),
-}
-
-/// The loader's state machine: Serving(v) → Loading(v') → Ready(v') → Serving(v'), or
-/// Loading(v') → Refused(v') (v keeps serving).
-#[derive(Debug, Clone)]
-pub struct SwapMachine {
-    serving: String,
-    phase: Phase,
-    generation: u64,
-}
-
-impl SwapMachine {
-    /// Serving `version`; requests at `generation` or below are old.
-    pub fn new(version: &str, generation: u64) -> Self {
-        Self {
-            serving: version.to_string(),
-            phase: Phase::Serving,
-            generation,
-        }
-    }
-
-    /// The version running now.
-    pub fn serving(&self) -> &str {
-        &self.serving
-    }
-
-    /// The phase.
-    pub fn phase(&self) -> &Phase {
-        &self.phase
-    }
-
-    /// A request: `Some(version)` when that version must be loaded now. An old generation,
-    /// the running version or the version already in hand do nothing; a refused version is
-    /// tried again only at a newer generation (the record changed).
-    pub fn request(&mut self, req: &SwapRequest) -> Option<String> {
-        if req.generation <= self.generation {
-            return None;
-        }
-        self.generation = req.generation;
-        let in_hand = match &self.phase {
-            Phase::Loading(v) | Phase::Ready(v) => Some(v),
-            Phase::Serving | Phase::Refused(..) => None,
-        };
-        if (req.version == self.serving && in_hand.is_none()) || in_hand == Some(&req.version) {
-            return None;
-        }
-        self.phase = Phase::Loading(req.version.clone());
-        Some(req.version.clone())
-    }
-
-    /// The candidate is loaded and warm.
-    pub fn ready(&mut self, version: &str) {
-        if self.phase == Phase::Loading(version.to_string()) {
-            self.phase = Phase::Ready(version.to_string());
-        }
-    }
-
-    /// The candidate was refused.
-    pub fn refused(&mut self, version: &str, why: Refusal) {
-        self.phase = Phase::Refused(version.to_string(), why);
-    }
-
-    /// The inference thread took the candidate: it serves now.
-    pub fn switched(&mut self, version: &str) {
-        self.serving = version.to_string();
-        self.phase = Phase::Serving;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req(v: &str, generation: u64) -> SwapRequest {
-        SwapRequest {
-            version: v.into(),
-            generation,
-        }
-    }
-
-    #[test]
-    fn machine_loads_new_versions_once_per_generation() {
-        let mut m = SwapMachine::new("1", 0);
-        assert_eq!(m.request(&req("1", 1)), None, "already serving");
-        assert_eq!(m.request(&req("2", 2)), Some("2".into()));
-        assert_eq!(m.request(&req("2", 3)), None, "already loading");
-        m.ready("2");
-        assert_eq!(m.phase(), &Phase::Ready("2".into()));
-        m.switched("2");
-        assert_eq!((m.serving(), m.phase()), ("2", &Phase::Serving));
-        assert_eq!(m.request(&req("3", 3)), None, "old generation");
-        assert_eq!(m.request(&req("3", 4)), Some("3".into()));
-        m.refused("3", Refusal::Integrity);
-        assert_eq!(m.serving(), "2");
-        assert_eq!(m.request(&req("3", 4)), None, "same record: not retried");
-        assert_eq!(m.request(&req("3", 5)), Some("3".into()), "record changed");
-        m.refused("3", Refusal::Load);
-        assert_eq!(m.request(&req("2", 6)), None, "rollback to the running one");
-        assert_eq!(m.phase(), &Phase::Refused("3".into(), Refusal::Load));
-    }
-
     #[test]
     fn switch_keeps_the_newest_generation() {
         let s = ModelSwitch::default();
-        assert!(s.request("2", 5));
-        assert!(!s.request("3", 5));
-        assert!(!s.request("1", 4));
-        assert!(s.request("1", 6));
-        assert_eq!(s.desired(), Some(req("1", 6)));
+        assert!(s.request("2", None, 5));
+        assert!(!s.request("3", None, 5));
+        assert!(!s.request("1", None, 4));
+        assert!(s.request("1", None, 6));
+        let d = s.desired().unwrap();
+        assert_eq!((d.version.as_str(), d.generation), ("1", 6));
     }
 
     #[test]
@@ -338,18 +289,31 @@ mod tests {
         let old = ModelStamp::new(0, manifest("1"));
         let gate = ModelGate::new(old.clone());
         let (tx, rx) = crossbeam_channel::bounded(8);
-        for i in 0..4 {
-            tx.send(i).unwrap();
+        for i in 0..6 {
+            tx.send((i, if i % 2 == 0 { "a" } else { "b" })).unwrap();
         }
-        let (a, sa) = gate.next(&rx).unwrap();
+        fn cam<'a>(item: &'a (i32, &'static str)) -> Option<&'a str> {
+            Some(item.1)
+        }
+        let (a, sa) = gate.next(&rx, cam).unwrap();
         gate.flip(ModelStamp::new(1, manifest("2")));
-        let (b, sb) = gate.next(&rx).unwrap();
-        assert_eq!((a, sa.model.version.as_str()), (0, "1"));
-        assert_eq!((b, sb.model.version.as_str()), (1, "2"));
+        let (b, sb) = gate.next(&rx, cam).unwrap();
+        assert_eq!((a.0, sa.model.version.as_str()), (0, "1"));
+        assert_eq!((b.0, sb.model.version.as_str()), (1, "2"));
         drop(sa);
         assert_eq!(Arc::strong_count(&old), 1, "nothing holds the old stamp");
+        // A canary on camera `a`: its frames get the candidate, `b`'s the active version.
+        let cameras = Arc::new(BTreeSet::from(["a".to_string()]));
+        gate.set_canary(Some((ModelStamp::new(2, manifest("3")), cameras)));
+        let (c, sc) = gate.next(&rx, cam).unwrap();
+        let (d, sd) = gate.next(&rx, cam).unwrap();
+        assert_eq!((c, sc.model.version.as_str()), ((2, "a"), "3"));
+        assert_eq!((d, sd.model.version.as_str()), ((3, "b"), "2"));
+        gate.set_canary(None);
+        let (e, se) = gate.next(&rx, cam).unwrap();
+        assert_eq!((e.0, se.model.version.as_str()), (4, "2"));
         drop(tx);
-        let rest: Vec<_> = std::iter::from_fn(|| gate.next(&rx)).collect();
-        assert_eq!(rest.len(), 2);
+        let rest: Vec<_> = std::iter::from_fn(|| gate.next(&rx, cam)).collect();
+        assert_eq!(rest.len(), 1);
     }
 }

@@ -62,6 +62,8 @@ fn roll_out(redis: &RedisServer, active: &str, previous: &str, generation: u64) 
         previous: Some(previous.into()),
         generation,
         updated_ms: (now_us() / 1000) as u64,
+        canary: None,
+        last_canary: None,
     };
     let mut c = redis.connection()?;
     redis::cmd("SET")

@@ -14,7 +14,8 @@
 //!   `id = None`): read-write only its own lease (`panoptes:member:<kind>:<id>`) and
 //!   releases (`panoptes:released:<kind>:<id>`) and its kind's index set; read-only its owned
 //!   index, its drain flag, the regions, the assignment records of its kind, (ingest
-//!   only) the camera registry and (workers only) the model rollout records;
+//!   only) the camera registry and (workers only) the model rollout records, plus write-only
+//!   the canary report hashes (`panoptes:canary:*`);
 //!   publish/subscribe only its own channel and the coordinator's (workers also subscribe
 //!   to `panoptes:notify:rollout:*`).
 //!   Lua scripts run with the caller's ACL, so `EVAL` grants nothing beyond these rules.
@@ -152,6 +153,8 @@ pub fn rules(role: &Role) -> Vec<String> {
                     // The model rollout record of its group (read with GET) and its channel.
                     r.push("%R~panoptes:rollout:*".into());
                     r.push("&panoptes:notify:rollout:*".into());
+                    // Its figures while a canary runs (HSET, PEXPIRE; never read back).
+                    r.push("%W~panoptes:canary:*".into());
                 }
                 MemberKind::Ingest => {
                     r.push("%R~panoptes:camassign:*".into());

@@ -57,7 +57,7 @@ pub fn notify(kind: MemberKind, id: &str) -> String {
 }
 
 /// Rollout record of a worker group: a string holding [`panoptes_schemas::model::ModelRollout`]
-/// JSON, written by the coordinator's operator API only.
+/// JSON, written by the coordinator only (operator API, canary verdicts).
 pub fn rollout(group: &str) -> String {
     format!("panoptes:rollout:{group}")
 }
@@ -66,6 +66,17 @@ pub fn rollout(group: &str) -> String {
 pub fn rollout_notify(group: &str) -> String {
     format!("panoptes:notify:rollout:{group}")
 }
+
+/// Workers' figures for the canary of `group` that started at record generation `since`: a
+/// hash, field = worker id, value = [`panoptes_schemas::model::CanaryReport`] JSON. Written
+/// by the workers every second while the canary runs; expires [`CANARY_REPORT_TTL_S`] after
+/// the last write.
+pub fn canary_report(group: &str, since: u64) -> String {
+    format!("panoptes:canary:{group}:{since}")
+}
+
+/// Lifetime of a [`canary_report`] hash after its last write, seconds.
+pub const CANARY_REPORT_TTL_S: u64 = 3600;
 
 /// Item id of a frames partition living in `cluster`'s Kafka: `<cluster>:<partition>`.
 pub fn partition_item(cluster: &str, partition: i32) -> String {

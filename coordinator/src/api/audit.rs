@@ -119,17 +119,9 @@ impl AuditEntry {
     }
 }
 
-/// Appends `entry` to the stream on `c`; a failure is logged with the entry and counted,
-/// never returned (the change it records is already committed).
-pub(crate) fn record(c: &mut Connection, st: &super::common::ApiState, entry: &AuditEntry) {
-    let json = match serde_json::to_string(entry) {
-        Ok(j) => j,
-        Err(e) => {
-            st.audit_failures.inc();
-            tracing::error!(error = %e, "audit entry could not be encoded");
-            return;
-        }
-    };
+/// Appends `entry` to the stream on `c` (also used by the leader for its canary verdicts).
+pub(crate) fn append(c: &mut Connection, entry: &AuditEntry) -> Result<(), String> {
+    let json = serde_json::to_string(entry).map_err(|e| format!("not encodable: {e}"))?;
     let res: redis::RedisResult<String> = redis::cmd("XADD")
         .arg(AUDIT_KEY)
         .arg("MAXLEN")
@@ -139,9 +131,15 @@ pub(crate) fn record(c: &mut Connection, st: &super::common::ApiState, entry: &A
         .arg("entry")
         .arg(&json)
         .query(c);
-    if let Err(e) = res {
+    res.map(drop).map_err(|e| e.to_string())
+}
+
+/// Appends `entry` to the stream on `c`; a failure is logged with the entry and counted,
+/// never returned (the change it records is already committed).
+pub(crate) fn record(c: &mut Connection, st: &super::common::ApiState, entry: &AuditEntry) {
+    if let Err(e) = append(c, entry) {
         st.audit_failures.inc();
-        tracing::error!(error = %e, audit = %json, "audit entry could not be stored; it is logged here instead");
+        tracing::error!(error = %e, audit = ?entry, "audit entry could not be stored; it is logged here instead");
     }
 }
 

@@ -1,6 +1,7 @@
 //! The model routes: the repository (`GET /v1/models`, `GET /v1/models/{name}/{version}`) and
 //! the blue-green rollouts of worker groups (`GET /v1/rollouts`, `GET /v1/rollouts/{group}`,
-//! `POST /v1/rollouts/{group}/promote`, `POST /v1/rollouts/{group}/rollback`).
+//! `POST /v1/rollouts/{group}/promote`, `POST /v1/rollouts/{group}/rollback`,
+//! `POST /v1/rollouts/{group}/canary`).
 //!
 //! Contract:
 //! - The repository is `[models] repository` ([`ModelsConfig`]); without it, or when the
@@ -16,10 +17,17 @@
 //! - `rollback`: active and previous swap (generation + 1) after an integrity check of the
 //!   version rolled back to; the gate is not consulted (it passed when that version was
 //!   promoted). 404 without a rollout, 409 without a previous version.
-//! - Changes are audited (`model.promote`, `model.rollback`); every promotion attempt is
-//!   counted in `panoptes_coordinator_model_promotions_total{result}` (`ok`, `unchanged`,
-//!   `not_validated`, `below_threshold`, `integrity`, `rejected`, `error`).
+//! - Canary ([`canary`]): `POST /v1/rollouts/{group}/canary` puts a candidate on a share of
+//!   the group's cameras. While it runs, `promote` of the candidate promotes it and ends the
+//!   canary, `promote` of any other version is 409, `rollback` ends the canary (active and
+//!   previous unchanged); either records `last_canary` (`promoted by <caller>` / `rolled back
+//!   by <caller>`) and counts `panoptes_coordinator_canary_verdicts_total{verdict,
+//!   by="operator"}`. The leader ends canaries on its own ([`crate::canary::leader`]).
+//! - Changes are audited (`model.promote`, `model.rollback`, `model.canary`); every promotion
+//!   attempt is counted in `panoptes_coordinator_model_promotions_total{result}` (`ok`,
+//!   `unchanged`, `not_validated`, `below_threshold`, `integrity`, `rejected`, `error`).
 
+pub mod canary;
 pub mod gate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,10 +36,10 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use panoptes_coordinator_client::models::{ModelRepoError, ModelRepository};
+use panoptes_coordinator_client::models::{ModelRepoError, ModelRepository, ResolvedModel};
 use panoptes_coordinator_client::records::model_field;
 use panoptes_coordinator_client::{MemberKind, MemberRecord, keys};
-use panoptes_schemas::model::{ModelManifest, ModelRollout, validate_model_name};
+use panoptes_schemas::model::{ModelRollout, validate_model_name};
 use redis::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -40,28 +48,72 @@ pub use self::gate::{GateConfig, GateOverride, ModelsConfig, Refusal};
 use super::audit::{self, AuditEntry};
 use super::auth::Caller;
 use super::common::{ApiError, ApiResult, Shared, ok, parse_body, redis_call};
+use crate::canary::record;
 use crate::registry::RegistryError;
 
 /// What the model routes need besides the shared API state.
 pub(crate) struct ModelsState {
     pub(crate) cfg: ModelsConfig,
     promotions: prometheus::IntCounterVec,
+    /// Canary start requests by result (the promotion labels).
+    canaries: prometheus::IntCounterVec,
+    /// Canaries ended, shared with the leader (`crate::canary::leader::CanaryMetrics`).
+    verdicts: prometheus::IntCounterVec,
+}
+
+fn result_counter(
+    registry: &prometheus::Registry,
+    name: &str,
+    help: &str,
+) -> prometheus::IntCounterVec {
+    let counter = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &["result"])
+        .expect("valid metric");
+    if let Err(e) = registry.register(Box::new(counter.clone())) {
+        tracing::warn!(error = %e, name, "could not register a model counter");
+    }
+    counter
 }
 
 impl ModelsState {
-    pub(crate) fn new(cfg: ModelsConfig, registry: &prometheus::Registry) -> Self {
-        let promotions = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "panoptes_coordinator_model_promotions_total",
-                "Model promotion requests by result (ok, unchanged, not_validated, below_threshold, integrity, rejected, error)",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
-        if let Err(e) = registry.register(Box::new(promotions.clone())) {
-            tracing::warn!(error = %e, "could not register the model promotion counter");
+    /// `verdicts`: the coordinator's canary verdict counter; `None` registers one in
+    /// `registry` (an API served without a leader, as in tests).
+    pub(crate) fn new(
+        cfg: ModelsConfig,
+        registry: &prometheus::Registry,
+        verdicts: Option<prometheus::IntCounterVec>,
+    ) -> Self {
+        let promotions = result_counter(
+            registry,
+            "panoptes_coordinator_model_promotions_total",
+            "Model promotion requests by result (ok, unchanged, not_validated, below_threshold, integrity, rejected, error)",
+        );
+        let canaries = result_counter(
+            registry,
+            "panoptes_coordinator_model_canaries_total",
+            "Canary start requests by result (ok, unchanged, not_validated, below_threshold, integrity, rejected, error)",
+        );
+        let verdicts = verdicts.unwrap_or_else(|| match crate::canary::leader::CanaryMetrics::new(
+            registry,
+        ) {
+            Ok(m) => m.verdicts,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not register the canary verdict counter");
+                prometheus::IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "panoptes_coordinator_canary_verdicts_total",
+                        "unregistered",
+                    ),
+                    &["verdict", "by"],
+                )
+                .expect("valid metric")
+            }
+        });
+        Self {
+            cfg,
+            promotions,
+            canaries,
+            verdicts,
         }
-        Self { cfg, promotions }
     }
 
     fn repository(&self) -> Result<ModelRepository, ApiError> {
@@ -94,6 +146,9 @@ pub struct RolloutView {
     pub rollout: Option<ModelRollout>,
     /// Live workers of the group and the model each reports (`<name>@<version>`).
     pub workers: Vec<WorkerModel>,
+    /// The running canary, its figures and the verdict so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<canary::CanaryView>,
 }
 
 /// One worker and the model it reports running.
@@ -237,6 +292,7 @@ pub(super) async fn get_rollout(State(st): State<Shared>, Path(group): Path<Stri
         }
         Ok(RolloutView {
             workers: group_workers(c, &group)?,
+            canary: canary::view(c, &st.models.cfg.canary, &group, rollout.as_ref())?,
             group,
             rollout,
         })
@@ -273,20 +329,21 @@ fn labeled(label: &'static str) -> impl Fn(ApiError) -> (&'static str, ApiError)
     move |e| (label, e)
 }
 
-async fn promote_inner(
+/// What promote and canary both check before writing: names, repository, known group,
+/// integrity, the group's gate. Returns the current record and the resolved version.
+async fn admit(
     st: &Shared,
-    caller: Caller,
-    group: String,
-    body: Bytes,
-) -> Labeled<(ModelRollout, bool)> {
-    let req: PromoteRequest = parse_body(&body).map_err(labeled("rejected"))?;
-    for (what, v) in [("model", &req.model), ("version", &req.version)] {
+    group: &str,
+    model: &str,
+    version: &str,
+) -> Labeled<(Option<ModelRollout>, ResolvedModel)> {
+    for (what, v) in [("model", model), ("version", version)] {
         validate_model_name(what, v)
             .map_err(|m| ApiError(StatusCode::UNPROCESSABLE_ENTITY, m))
             .map_err(labeled("rejected"))?;
     }
     let repo = st.models.repository().map_err(labeled("error"))?;
-    let g = group.clone();
+    let g = group.to_owned();
     let current = redis_call(st, move |c, st| {
         if !group_known(c, &st.models.cfg, &g)? {
             return Err(unknown_group(&g));
@@ -295,8 +352,8 @@ async fn promote_inner(
     })
     .await
     .map_err(labeled("rejected"))?;
-    let (name, version) = (req.model.clone(), req.version.clone());
-    let resolved = blocking(move || repo.resolve(&name, &version).map_err(repo_error))
+    let (name, v) = (model.to_owned(), version.to_owned());
+    let resolved = blocking(move || repo.resolve(&name, &v).map_err(repo_error))
         .await
         .map_err(|e| {
             let label = if e.0 == StatusCode::CONFLICT {
@@ -306,30 +363,66 @@ async fn promote_inner(
             };
             (label, e)
         })?;
-    if let Err(refusal) = st.models.cfg.gate_for(&group).evaluate(&resolved.manifest) {
+    if let Err(refusal) = st.models.cfg.gate_for(group).evaluate(&resolved.manifest) {
         tracing::info!(group = %group, reason = refusal.message(), "promotion refused by the gate");
         return Err((
             refusal.label(),
             ApiError(StatusCode::CONFLICT, refusal.message().to_owned()),
         ));
     }
-    if let Some(cur) = &current
-        && cur.model == req.model
-        && cur.active == req.version
+    Ok((current, resolved))
+}
+
+async fn promote_inner(
+    st: &Shared,
+    caller: Caller,
+    group: String,
+    body: Bytes,
+) -> Labeled<(ModelRollout, bool)> {
+    let req: PromoteRequest = parse_body(&body).map_err(labeled("rejected"))?;
+    let (current, resolved) = admit(st, &group, &req.model, &req.version).await?;
+    let now = panoptes_coordinator_client::now_ms();
+    let next = match current
+        .as_ref()
+        .and_then(|c| c.canary.as_ref().map(|k| (c, k)))
     {
-        return Ok((cur.clone(), false));
-    }
-    let next = ModelRollout {
-        model: req.model.clone(),
-        active: req.version.clone(),
-        // A different model's version is no rollback target for this one.
-        previous: current
-            .as_ref()
-            .filter(|c| c.model == req.model)
-            .map(|c| c.active.clone()),
-        generation: current.as_ref().map_or(0, |c| c.generation) + 1,
-        updated_ms: panoptes_coordinator_client::now_ms(),
+        // A running canary: only its candidate may be promoted, which ends it.
+        Some((cur, k)) if cur.model == req.model && k.version == req.version => {
+            let reason = format!("promoted by {}", caller.name);
+            crate::canary::end(cur, k, true, reason, now)
+        }
+        Some((cur, k)) => {
+            return Err((
+                "rejected",
+                ApiError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "a canary of {}@{} is running on group {group:?}: promote {} or roll it back first",
+                        cur.model, k.version, k.version
+                    ),
+                ),
+            ));
+        }
+        None => match &current {
+            Some(cur) if cur.model == req.model && cur.active == req.version => {
+                return Ok((cur.clone(), false));
+            }
+            _ => ModelRollout {
+                model: req.model.clone(),
+                active: req.version.clone(),
+                // A different model's version is no rollback target for this one.
+                previous: current
+                    .as_ref()
+                    .filter(|c| c.model == req.model)
+                    .map(|c| c.active.clone()),
+                generation: current.as_ref().map_or(0, |c| c.generation) + 1,
+                updated_ms: now,
+                canary: None,
+                last_canary: current.as_ref().and_then(|c| c.last_canary.clone()),
+            },
+        },
     };
+    let sha = resolved.manifest.sha256.clone();
     write(
         st,
         caller,
@@ -337,7 +430,7 @@ async fn promote_inner(
         current,
         next.clone(),
         "model.promote",
-        &resolved.manifest,
+        sha,
     )
     .await
     .map_err(labeled("error"))?;
@@ -359,6 +452,24 @@ pub(super) async fn rollback(
             format!("group {group:?} has no model rollout to roll back"),
         ));
     };
+    let now = panoptes_coordinator_client::now_ms();
+    if let Some(k) = &cur.canary {
+        // Ends the canary; the active version, already running everywhere else, stays.
+        let reason = format!("rolled back by {}", caller.name);
+        let next = crate::canary::end(&cur, k, false, reason, now);
+        write(
+            &st,
+            caller,
+            &group,
+            Some(cur),
+            next.clone(),
+            "model.rollback",
+            None,
+        )
+        .await?;
+        tracing::info!(group = %group, model = %next.model, version = %next.active, generation = next.generation, "canary rolled back");
+        return ok(StatusCode::OK, json!({ "rollout": next, "changed": true }));
+    }
     let Some(previous) = cur.previous.clone() else {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -371,12 +482,13 @@ pub(super) async fn rollback(
     let (name, version) = (cur.model.clone(), previous.clone());
     let resolved = blocking(move || repo.resolve(&name, &version).map_err(repo_error)).await?;
     let next = ModelRollout {
-        model: cur.model.clone(),
         active: previous,
         previous: Some(cur.active.clone()),
         generation: cur.generation + 1,
-        updated_ms: panoptes_coordinator_client::now_ms(),
+        updated_ms: now,
+        ..cur.clone()
     };
+    let sha = resolved.manifest.sha256.clone();
     write(
         &st,
         caller,
@@ -384,24 +496,15 @@ pub(super) async fn rollback(
         Some(cur),
         next.clone(),
         "model.rollback",
-        &resolved.manifest,
+        sha,
     )
     .await?;
     tracing::info!(group = %group, model = %next.model, version = %next.active, generation = next.generation, "model rolled back");
     ok(StatusCode::OK, json!({ "rollout": next, "changed": true }))
 }
 
-/// Sets the rollout record if it still holds `current`, publishes it, audits the change.
-const COMPARE_AND_SET: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  redis.call('PUBLISH', ARGV[3], ARGV[2])
-  return 1
-end
-return 0
-";
-
+/// Sets the rollout record if it still holds `current` ([`record::compare_and_set`]),
+/// publishes it, audits the change (`sha256`: of the version made active, when resolved).
 async fn write(
     st: &Shared,
     caller: Caller,
@@ -409,45 +512,32 @@ async fn write(
     current: Option<ModelRollout>,
     next: ModelRollout,
     op: &'static str,
-    manifest: &ModelManifest,
+    sha256: Option<String>,
 ) -> Result<(), ApiError> {
     let group = group.to_owned();
-    let sha = manifest.sha256.clone();
     redis_call(st, move |c, st| {
-        // The value read before, byte for byte, is what the script compares with.
-        let expected: Option<String> = match &current {
-            None => None,
-            Some(_) => redis::cmd("GET").arg(keys::rollout(&group)).query(c)?,
-        };
-        let still = expected
-            .as_deref()
-            .map(|raw| ModelRollout::from_json(raw.as_bytes()).ok() == current)
-            .unwrap_or(current.is_none());
-        let set: i64 = if still {
-            redis::cmd("EVAL")
-                .arg(COMPARE_AND_SET)
-                .arg(1)
-                .arg(keys::rollout(&group))
-                .arg(expected.unwrap_or_default())
-                .arg(next.to_json())
-                .arg(keys::rollout_notify(&group))
-                .query(c)?
-        } else {
-            0
-        };
-        if set != 1 {
+        if !record::compare_and_set(c, &group, current.as_ref(), &next, None)? {
             return Err(RegistryError::Conflict(format!(
                 "the rollout of group {group:?} changed while this request ran; read it again and retry"
             )));
         }
+        let ended = current.as_ref().is_some_and(|c| c.canary.is_some()) && next.canary.is_none();
         let entry = AuditEntry::change(&caller, op, &group).details(json!({
             "model": next.model,
             "active": next.active,
             "previous": next.previous,
             "generation": next.generation,
-            "sha256": sha,
+            "sha256": sha256,
+            "canary": next.canary,
+            "canary_ended": ended.then(|| next.last_canary.clone()),
         }));
         audit::record(c, st, &entry);
+        if let Some(outcome) = next.last_canary.as_ref().filter(|_| ended) {
+            st.models
+                .verdicts
+                .with_label_values(&[outcome.verdict.as_str(), "operator"])
+                .inc();
+        }
         Ok(())
     })
     .await

@@ -1,6 +1,6 @@
 //! `panoptes models ...`: `list`, `show` and `push` act on the repository directory itself
 //! (`--repository DIR` or `$PANOPTES_MODEL_REPOSITORY`; no coordinator needed); `promote`,
-//! `rollback` and `status` go through the operator API like every other command.
+//! `canary`, `rollback` and `status` go through the operator API like every other command.
 
 use std::path::{Path, PathBuf};
 
@@ -70,7 +70,26 @@ pub enum ModelsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Return a worker group to its previous version.
+    /// Run a candidate version on a share of a worker group's cameras; the coordinator
+    /// promotes it or rolls it back by comparing it with the active version.
+    Canary {
+        /// Worker group.
+        group: String,
+        /// Model name (the one the group runs).
+        model: String,
+        /// The candidate version.
+        version: String,
+        /// Share of the group's cameras, 1–99 %.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+        percent: u8,
+        /// Only these cameras of the group are eligible (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "ID,...")]
+        cameras: Option<Vec<String>>,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return a worker group to its previous version; during a canary, end the canary.
     Rollback {
         /// Worker group.
         group: String,
@@ -216,6 +235,26 @@ pub fn run_remote(client: &Client, cmd: ModelsCmd) -> Result<String, CliError> {
                 changed(&group, &v)
             })
         }
+        ModelsCmd::Canary {
+            group,
+            model,
+            version,
+            percent,
+            cameras,
+            json,
+        } => {
+            let mut body = json!({ "model": model, "version": version, "percent": percent });
+            if let Some(cams) = cameras {
+                body["cameras"] = json!(cams);
+            }
+            let path = format!("/v1/rollouts/{}/canary", path_seg(&group));
+            let v = client.call(Method::POST, &path, Some(&body))?;
+            Ok(if json {
+                pretty(&v)
+            } else {
+                canary_started(&group, &v)
+            })
+        }
         ModelsCmd::Rollback { group, json } => {
             let path = format!("/v1/rollouts/{}/rollback", path_seg(&group));
             let v = client.call(Method::POST, &path, None)?;
@@ -267,6 +306,71 @@ fn changed(group: &str, v: &Value) -> String {
     )
 }
 
+fn canary_started(group: &str, v: &Value) -> String {
+    let r = &v["rollout"];
+    let k = &r["canary"];
+    let cams: Vec<String> = k["cameras"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    let verb = if v["changed"] == Value::Bool(true) {
+        "now runs"
+    } else {
+        "already runs"
+    };
+    format!(
+        "group {group} {verb} a canary of {}@{} on {} of its cameras ({} %): {} (active {}, generation {})\n",
+        text(&r["model"]),
+        text(&k["version"]),
+        cams.len(),
+        text(&k["percent"]),
+        cams.join(", "),
+        text(&r["active"]),
+        text(&r["generation"])
+    )
+}
+
+/// The running canary and the last canary's outcome, as lines of text.
+fn canary_text(v: &Value) -> String {
+    let mut out = String::new();
+    let k = &v["canary"];
+    if k.is_object() {
+        let cams: Vec<String> = k["cameras"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        let elapsed = k["elapsed_s"].as_f64().unwrap_or(0.0);
+        out.push_str(&format!(
+            "canary: {} on {} % of the cameras ({}), running {elapsed:.0} s\n",
+            text(&k["version"]),
+            text(&k["percent"]),
+            cams.join(", ")
+        ));
+        out.push_str(&format!(
+            "  frames: baseline {}, candidate {} ({} worker reports)\n  verdict so far: {}: {}\n",
+            text(&k["baseline"]["frames"]),
+            text(&k["candidate"]["frames"]),
+            text(&k["workers"]),
+            text(&k["verdict"]),
+            text(&k["reason"])
+        ));
+    }
+    let last = &v["rollout"]["last_canary"];
+    if last.is_object() {
+        out.push_str(&format!(
+            "last canary: {} {}: {}\n",
+            text(&last["version"]),
+            text(&last["verdict"]),
+            text(&last["reason"])
+        ));
+    }
+    out
+}
+
 fn rollout_row(group: &str, r: &Value) -> Vec<String> {
     vec![
         group.to_owned(),
@@ -292,6 +396,7 @@ fn rollouts_text(v: &Value) -> String {
 fn group_text(v: &Value) -> String {
     let group = text(&v["group"]);
     let mut out = table(&HEADERS, &[rollout_row(&group, &v["rollout"])]);
+    out.push_str(&canary_text(v));
     let workers: Vec<Vec<String>> = v["workers"]
         .as_array()
         .into_iter()

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod members;
+pub mod models;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -679,28 +679,41 @@ mod tests {
             serde_json::from_str(include_str!("../../reports/overload-bench.json")).unwrap();
         let without = r.phase_cost(&r.without, 1);
         let with = r.phase_cost(&r.with, 1);
-        // 90 offered over 48.45 measured; capped to 2×15 + 2×5 + 2×1 = 42.
+        // Packing is demand over capacity: every camera at its sampled rate without
+        // degradation, the capped ones at their caps with it (same units on both sides).
+        let capped: f64 = r
+            .with
+            .caps
+            .values()
+            .map(|c| f64::from(c.map_or(r.with.fps, |c| c.min(r.with.fps))))
+            .sum();
         assert!(
-            (without.packing.unwrap() - 90.0 / 48.45).abs() < 1e-6,
+            r.with.caps.values().any(Option::is_some),
+            "the run capped cameras"
+        );
+        assert!(
+            (without.packing.unwrap() - r.without.offered_fps / r.capacity_fps).abs() < 1e-6,
             "{without:?}"
         );
         assert!(
-            (with.packing.unwrap() - 42.0 / 48.45).abs() < 1e-6,
+            (with.packing.unwrap() - capped / r.capacity_fps).abs() < 1e-6,
             "{with:?}"
         );
         assert!(
             with.packing.unwrap() <= 0.9,
             "degradation packs within shed_above"
         );
-        let per_cam = 1.25 / 6.0;
-        assert!((with.per_camera_hour.unwrap() - per_cam).abs() < 1e-9);
+        // One cpu worker (1.0/h) and one ingest node (0.25/h) over the cameras.
+        let n = r.params.cameras as f64;
+        assert!((with.per_camera_hour.unwrap() - 1.25 / n).abs() < 1e-9);
         assert_eq!(with.per_camera_hour, without.per_camera_hour);
-        assert_eq!(r.full_rate_workers(), 3);
-        let full = r.phase_cost(&r.without, 3);
-        assert!((full.per_camera_hour.unwrap() - 3.25 / 6.0).abs() < 1e-9);
+        let full_rate = (r.with.offered_fps / (0.9 * r.capacity_fps)).ceil() as usize;
+        assert_eq!(r.full_rate_workers(), full_rate);
+        let full = r.phase_cost(&r.without, full_rate);
+        assert!((full.per_camera_hour.unwrap() - (full_rate as f64 + 0.25) / n).abs() < 1e-9);
         let md = r.to_markdown();
         assert!(
-            md.contains("Cost and packing") && md.contains("0.2083"),
+            md.contains("Cost and packing") && md.contains(&format!("{:.4}", 1.25 / n)),
             "{md}"
         );
     }

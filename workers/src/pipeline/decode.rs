@@ -63,6 +63,11 @@ pub struct DecodeStage {
     pub router: Router,
 }
 
+/// The camera of a job whose envelope could be read (the canary's stamp depends on it).
+fn camera_of(job: &FrameJob) -> Option<&str> {
+    job.headers.as_ref().ok().map(|h| h.camera_id.as_str())
+}
+
 impl DecodeStage {
     /// Starts `threads` decode threads reading `jobs` and writing `decoded`.
     pub fn spawn(
@@ -81,7 +86,7 @@ impl DecodeStage {
                     .spawn(move || {
                         let mut input = stage.gate.current().manifest.input.clone();
                         let mut batch = InputBatch::for_manifest(&stage.gate.current().manifest, 1);
-                        while let Some((job, model)) = stage.gate.next(&jobs) {
+                        while let Some((job, model)) = stage.gate.next(&jobs, camera_of) {
                             if model.manifest.input != input {
                                 input = model.manifest.input.clone();
                                 batch = InputBatch::for_manifest(&model.manifest, 1);

@@ -7,12 +7,15 @@
 //! publisher. A failed forward pass ends the thread and is reported as a
 //! [`crate::error::StageFailure`]: without a result the frames cannot be accounted.
 //!
-//! Hot swap ([`crate::swap`]): with a model repository the thread also takes warm candidates
-//! from its loader, between batches or while idle (never while an earlier model is still
-//! retiring, so at most two models are loaded), flips the lane's [`ModelGate`] and runs each
-//! frame on the model of its stamp. The retiring model is dropped once no frame stamped with
-//! it is left in the lane.
+//! Hot swap ([`crate::swap`]): with a model repository the thread also takes its loader's
+//! [`Command`]s (warm candidates, canary changes), between batches or while idle (never while
+//! an earlier model is still retiring), flips the lane's [`ModelGate`] or installs a canary in
+//! it, and runs each frame on the model of its stamp: a batch holding frames of several
+//! stamps is split into one forward pass per model. A retiring model is dropped once no frame
+//! stamped with it is left in the lane. While a canary runs, every pass and frame is written
+//! in the node's [`CanaryBook`] under its version.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +34,8 @@ use crate::pipeline::publish::router::Router;
 use crate::pipeline::trace::BatchSpan;
 use crate::pipeline::work::{Decoded, Outcome, Output, RecordContext, ms_since};
 use crate::postprocess::{decode_output, to_detections};
-use crate::swap::loader::{Candidate, Loader};
+use crate::swap::canary::CanaryBook;
+use crate::swap::loader::{Candidate, Command, Loader};
 use crate::swap::{ModelGate, ModelStamp, SwapSpec};
 
 /// What the inference thread needs.
@@ -107,7 +111,7 @@ pub struct InferenceRun {
 pub fn spawn(spec: InferenceSpec, metrics: WorkerMetrics) -> Result<Started, ModelError> {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let (run_tx, run_rx) = crossbeam_channel::bounded::<InferenceRun>(1);
-    let (candidate_tx, candidate_rx) = crossbeam_channel::bounded::<Candidate>(1);
+    let (command_tx, command_rx) = crossbeam_channel::bounded::<Command>(1);
     let stop = Arc::new(AtomicBool::new(false));
     let (thread_spec, thread_metrics, thread_stop) = (spec.clone(), metrics.clone(), stop.clone());
     let handle = std::thread::Builder::new()
@@ -134,8 +138,9 @@ pub fn spawn(spec: InferenceSpec, metrics: WorkerMetrics) -> Result<Started, Mod
                 spec: &spec,
                 job: &job,
                 metrics: &metrics,
+                book: spec.swap.as_ref().map(|s| s.switch.book.clone()),
             };
-            match lane.run(model, candidate_rx) {
+            match lane.run(model, command_rx) {
                 Ok(()) => guard.disarm(),
                 Err(e) => guard.fail(e),
             }
@@ -164,7 +169,7 @@ pub fn spawn(spec: InferenceSpec, metrics: WorkerMetrics) -> Result<Started, Mod
             device: spec.device,
             max_batch: spec.max_batch,
             serving: manifest.version.clone(),
-            candidates: candidate_tx,
+            commands: command_tx,
             stop,
             metrics,
         };
@@ -228,36 +233,76 @@ impl Slot {
     }
 }
 
+/// The models in a lane: the active one, a canary's, and those retiring.
+struct Slots {
+    current: Slot,
+    canary: Option<Slot>,
+    retiring: Vec<Slot>,
+    /// The generation of the next stamp.
+    next_generation: u64,
+}
+
+impl Slots {
+    /// The model of frames stamped at `generation`.
+    fn find(&self, generation: u64) -> Option<&Slot> {
+        std::iter::once(&self.current)
+            .chain(&self.canary)
+            .chain(&self.retiring)
+            .find(|s| s.stamp.generation == generation)
+    }
+
+    /// A slot for `candidate` with a stamp of its own.
+    fn slot(&mut self, candidate: Candidate) -> Slot {
+        let stamp = ModelStamp::new(self.next_generation, candidate.model.manifest().clone());
+        self.next_generation += 1;
+        Slot {
+            model: candidate.model,
+            stamp,
+        }
+    }
+}
+
 /// The running inference thread's view of its lane.
 struct Lane<'a> {
     spec: &'a InferenceSpec,
     job: &'a InferenceRun,
     metrics: &'a WorkerMetrics,
+    /// The node's canary figures (with a model repository).
+    book: Option<CanaryBook>,
 }
 
 impl Lane<'_> {
     /// Runs batches until the decoded-frames channel closes (`Ok`) or a forward pass fails,
-    /// taking candidates between batches.
-    fn run(&self, first: Slot, candidates: Receiver<Candidate>) -> Result<(), ModelError> {
+    /// taking commands between batches.
+    fn run(&self, first: Slot, commands: Receiver<Command>) -> Result<(), ModelError> {
         let frames = &self.job.frames;
-        let mut current = first;
-        let mut retiring: Option<Slot> = None;
-        let mut candidates = Some(candidates);
+        let next_generation = first.stamp.generation + 1;
+        let mut slots = Slots {
+            current: first,
+            canary: None,
+            retiring: Vec::new(),
+            next_generation,
+        };
+        let mut commands = Some(commands);
         loop {
-            if retiring.as_ref().is_some_and(Slot::idle) {
-                self.retired(retiring.take());
-            }
-            if retiring.is_none()
-                && let Some(rx) = &candidates
+            slots.retiring.retain(|r| {
+                let idle = r.idle();
+                if idle {
+                    self.retired(r);
+                }
+                !idle
+            });
+            if slots.retiring.is_empty()
+                && let Some(rx) = &commands
             {
                 match wait_for_work(frames, rx) {
                     Work::Frames => {}
-                    Work::Candidate(c) => {
-                        retiring = Some(self.switch(&mut current, *c));
+                    Work::Command(c) => {
+                        self.apply(&mut slots, *c);
                         continue;
                     }
-                    Work::NoMoreCandidates => {
-                        candidates = None;
+                    Work::NoMoreCommands => {
+                        commands = None;
                         continue;
                     }
                 }
@@ -266,58 +311,119 @@ impl Lane<'_> {
             let Some(batch) = next_batch(frames, self.spec.max_batch, max_wait, |d| d.ready) else {
                 break;
             };
-            let (mine, old): (Vec<Decoded>, Vec<Decoded>) = batch
-                .into_iter()
-                .partition(|d| d.model.generation == current.stamp.generation);
-            if !old.is_empty() {
-                let slot = retiring
-                    .as_ref()
-                    .filter(|r| old.iter().all(|d| d.model.generation == r.stamp.generation))
+            let mut by_stamp: BTreeMap<u64, Vec<Decoded>> = BTreeMap::new();
+            for d in batch {
+                by_stamp.entry(d.model.generation).or_default().push(d);
+            }
+            for (generation, frames) in by_stamp {
+                let slot = slots
+                    .find(generation)
                     .ok_or_else(|| ModelError::Inference {
-                        model: current.stamp.model.name.clone(),
+                        model: slots.current.stamp.model.name.clone(),
                         message: "a frame is stamped with a model no longer loaded".into(),
                     })?;
-                self.infer(slot, old)?;
-            }
-            if !mine.is_empty() {
-                self.infer(&current, mine)?;
+                self.infer(slot, frames)?;
             }
         }
         Ok(())
     }
 
-    /// Installs `candidate`: the gate stamps new frames with it; returns the old model, which
-    /// keeps inferring the frames already stamped with it.
-    fn switch(&self, current: &mut Slot, candidate: Candidate) -> Slot {
-        let stamp = ModelStamp::new(
-            current.stamp.generation + 1,
-            candidate.model.manifest().clone(),
-        );
-        self.job.gate.flip(stamp.clone());
-        let old = std::mem::replace(
-            current,
-            Slot {
-                model: candidate.model,
-                stamp,
-            },
-        );
-        let (was, now) = (&old.stamp.model, &current.stamp.model);
+    /// Carries out one of the loader's commands.
+    fn apply(&self, slots: &mut Slots, command: Command) {
+        match command {
+            Command::Switch(c) => {
+                let warmup = c.warmup;
+                let next = slots.slot(c);
+                self.job.gate.flip(next.stamp.clone());
+                if let Some(canary) = slots.canary.take() {
+                    slots.retiring.push(canary);
+                }
+                let old = std::mem::replace(&mut slots.current, next);
+                self.switched(
+                    &old,
+                    &slots.current,
+                    Some(warmup),
+                    "model switched: new frames go to the new version",
+                );
+                slots.retiring.push(old);
+            }
+            Command::Canary(c, cameras) => {
+                let warmup = c.warmup;
+                let next = slots.slot(c);
+                self.job
+                    .gate
+                    .set_canary(Some((next.stamp.clone(), cameras.clone())));
+                if let Some(old) = slots.canary.replace(next) {
+                    slots.retiring.push(old);
+                }
+                let now = &slots.canary.as_ref().expect("just set").stamp.model;
+                let m = self.metrics;
+                m.model_swaps.with_label_values(&["ok"]).inc();
+                m.swap_warmup.observe(warmup.as_secs_f64());
+                m.model_info
+                    .with_label_values(&[&now.name, &now.version])
+                    .set(1);
+                tracing::info!(cluster = %self.job.cluster, model = %now.name, active = %slots.current.stamp.model.version, canary = %now.version, cameras = cameras.len(), warmup_ms = warmup.as_millis() as u64, "canary installed: its cameras' new frames go to the candidate");
+            }
+            Command::PromoteCanary => {
+                let Some(canary) = slots.canary.take() else {
+                    return;
+                };
+                self.job.gate.flip(canary.stamp.clone());
+                let old = std::mem::replace(&mut slots.current, canary);
+                self.switched(
+                    &old,
+                    &slots.current,
+                    None,
+                    "canary promoted: every camera's new frames go to it",
+                );
+                slots.retiring.push(old);
+            }
+            Command::EndCanary => {
+                let Some(canary) = slots.canary.take() else {
+                    return;
+                };
+                self.job.gate.set_canary(None);
+                let (was, now) = (&canary.stamp.model, &slots.current.stamp.model);
+                if was != now {
+                    let _ = self
+                        .metrics
+                        .model_info
+                        .remove_label_values(&[&was.name, &was.version]);
+                }
+                tracing::info!(cluster = %self.job.cluster, model = %was.name, canary = %was.version, active = %now.version, "canary ended: its cameras' new frames go to the active version");
+                slots.retiring.push(canary);
+            }
+            Command::Cameras(cameras) => {
+                if let Some(canary) = &slots.canary {
+                    self.job
+                        .gate
+                        .set_canary(Some((canary.stamp.clone(), cameras)));
+                }
+            }
+        }
+    }
+
+    /// Counts and logs a change of the active model from `old` to `now`.
+    fn switched(&self, old: &Slot, now: &Slot, warmup: Option<Duration>, what: &str) {
+        let (was, now) = (&old.stamp.model, &now.stamp.model);
         let m = self.metrics;
-        m.model_swaps.with_label_values(&["ok"]).inc();
-        m.swap_warmup.observe(candidate.warmup.as_secs_f64());
-        let _ = m.model_info.remove_label_values(&[&was.name, &was.version]);
+        if let Some(w) = warmup {
+            m.model_swaps.with_label_values(&["ok"]).inc();
+            m.swap_warmup.observe(w.as_secs_f64());
+        }
+        if was != now {
+            let _ = m.model_info.remove_label_values(&[&was.name, &was.version]);
+        }
         m.model_info
             .with_label_values(&[&now.name, &now.version])
             .set(1);
-        tracing::info!(cluster = %self.job.cluster, model = %now.name, from = %was.version, to = %now.version, warmup_ms = candidate.warmup.as_millis() as u64, "model switched: new frames go to the new version");
-        old
+        tracing::info!(cluster = %self.job.cluster, model = %now.name, from = %was.version, to = %now.version, warmup_ms = warmup.map(|w| w.as_millis() as u64), "{what}");
     }
 
-    fn retired(&self, old: Option<Slot>) {
-        if let Some(old) = old {
-            let v = &old.stamp.model;
-            tracing::info!(cluster = %self.job.cluster, model = %v.name, version = %v.version, "previous model version unloaded");
-        }
+    fn retired(&self, old: &Slot) {
+        let v = &old.stamp.model;
+        tracing::info!(cluster = %self.job.cluster, model = %v.name, version = %v.version, "previous model version unloaded");
     }
 
     /// One forward pass over `batch` (frames stamped with `slot`'s model) and its records.
@@ -356,6 +462,9 @@ impl Lane<'_> {
         };
         metrics.stage("inference", inference_ms);
         let named = &slot.stamp.model;
+        if let Some(book) = &self.book {
+            book.pass(&named.version, batch.len(), f64::from(inference_ms));
+        }
         batch_span.inference(
             started_at,
             batch.len(),
@@ -374,6 +483,9 @@ impl Lane<'_> {
             latency.postprocess_ms = ms_since(post);
             metrics.stage("batch_wait", latency.batch_wait_ms);
             metrics.stage("postprocess", latency.postprocess_ms);
+            if let Some(book) = &self.book {
+                book.frame(&named.version, &detections);
+            }
             let mut record = ctx.record(frame.pos, &frame.headers, FrameStatus::Ok, latency);
             record.model = named.clone();
             record.detections = detections;
@@ -392,25 +504,25 @@ impl Lane<'_> {
 enum Work {
     /// Frames are queued (or their channel closed).
     Frames,
-    /// A warm candidate.
-    Candidate(Box<Candidate>),
+    /// A loader's command.
+    Command(Box<Command>),
     /// The loader is gone.
-    NoMoreCandidates,
+    NoMoreCommands,
 }
 
-/// Blocks until frames are queued or a candidate arrives.
-fn wait_for_work(frames: &Receiver<Decoded>, candidates: &Receiver<Candidate>) -> Work {
+/// Blocks until frames are queued or a command arrives.
+fn wait_for_work(frames: &Receiver<Decoded>, commands: &Receiver<Command>) -> Work {
     let mut select = Select::new();
     let f = select.recv(frames);
-    select.recv(candidates);
+    select.recv(commands);
     loop {
         let ready = select.ready();
         if ready == f {
             return Work::Frames;
         }
-        match candidates.try_recv() {
-            Ok(c) => return Work::Candidate(Box::new(c)),
-            Err(crossbeam_channel::TryRecvError::Disconnected) => return Work::NoMoreCandidates,
+        match commands.try_recv() {
+            Ok(c) => return Work::Command(Box::new(c)),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return Work::NoMoreCommands,
             Err(crossbeam_channel::TryRecvError::Empty) => {}
         }
     }

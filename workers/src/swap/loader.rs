@@ -1,10 +1,12 @@
-//! A lane's loader thread: follows the node's [`ModelSwitch`] and hands warm candidates to
-//! the lane's inference thread ([`super`] has the contract).
+//! A lane's loader thread: follows the node's [`super::ModelSwitch`] through the pure
+//! [`SwapMachine`] and hands its steps (warm candidates, canary changes) to the lane's
+//! inference thread as [`Command`]s ([`super`] has the contract).
 //!
 //! It polls the switch every 100 ms (a plain mutex read), so a request reaches every lane,
 //! including lanes created after it, within that. Loading runs here, beside the running
 //! model on the same device; the inference thread only ever takes a finished [`Candidate`].
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +16,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use panoptes_coordinator_client::models::ModelRepository;
 use tch::{Device, Kind, Tensor};
 
-use super::{Refusal, SwapMachine, SwapSpec};
+use super::{Refusal, Step, SwapMachine, SwapSpec};
 use crate::error::ModelError;
 use crate::metrics::WorkerMetrics;
 use crate::model::LoadedModel;
@@ -29,6 +31,20 @@ pub struct Candidate {
     pub warmup: Duration,
 }
 
+/// What the inference thread is asked to do, between two batches.
+pub enum Command {
+    /// Serve every camera with this model (blue-green).
+    Switch(Candidate),
+    /// Serve these cameras with this model (a canary starts).
+    Canary(Candidate, Arc<BTreeSet<String>>),
+    /// The canary's model serves every camera.
+    PromoteCanary,
+    /// The canary's cameras go back to the active model.
+    EndCanary,
+    /// The canary moves to these cameras.
+    Cameras(Arc<BTreeSet<String>>),
+}
+
 /// What a loader needs.
 pub struct Loader {
     /// Where candidates come from.
@@ -39,8 +55,8 @@ pub struct Loader {
     pub max_batch: usize,
     /// The version the lane started with.
     pub serving: String,
-    /// Hands candidates to the inference thread.
-    pub candidates: Sender<Candidate>,
+    /// Hands commands to the inference thread.
+    pub commands: Sender<Command>,
     /// Set by the inference thread when it ends.
     pub stop: Arc<AtomicBool>,
     /// Metrics (refusals; the switch itself is counted by the inference thread).
@@ -62,42 +78,64 @@ impl Loader {
                 std::thread::sleep(POLL);
                 continue;
             };
-            let Some(version) = machine.request(&req) else {
+            let Some(step) = machine.next(&req) else {
                 std::thread::sleep(POLL);
                 continue;
             };
-            tracing::info!(model = %self.spec.name, %version, generation = req.generation, "loading a candidate model beside the running one");
-            match self.prepare(&version) {
-                Ok(candidate) => {
-                    machine.ready(&version);
-                    if !self.hand_over(candidate) {
-                        return;
+            let command = match &step {
+                Step::Load { version, canary } => {
+                    let role = if canary.is_some() {
+                        "canary"
+                    } else {
+                        "all cameras"
+                    };
+                    tracing::info!(model = %self.spec.name, %version, role, generation = req.generation, "loading a candidate model beside the running one");
+                    match self.prepare(version) {
+                        Ok(c) => match canary {
+                            Some(cameras) => Command::Canary(c, cameras.clone()),
+                            None => Command::Switch(c),
+                        },
+                        Err((why, error)) => {
+                            self.refuse(&mut machine, version, why, &error);
+                            continue;
+                        }
                     }
-                    machine.switched(&version);
                 }
-                Err((why, error)) => {
-                    tracing::error!(model = %self.spec.name, %version, result = why.label(), %error, serving = machine.serving(), "candidate model refused: the running model keeps serving");
-                    self.metrics
-                        .model_swaps
-                        .with_label_values(&[why.label()])
-                        .inc();
-                    machine.refused(&version, why);
-                }
+                Step::PromoteCanary => Command::PromoteCanary,
+                Step::EndCanary => Command::EndCanary,
+                Step::Cameras(c) => Command::Cameras(c.clone()),
+            };
+            if !self.hand_over(command) {
+                return;
             }
+            machine.done(step);
         }
     }
 
-    /// Blocks until the inference thread takes `candidate`; false if it is gone.
-    fn hand_over(&self, mut candidate: Candidate) -> bool {
+    fn refuse(&self, machine: &mut SwapMachine, version: &str, why: Refusal, error: &str) {
+        tracing::error!(model = %self.spec.name, %version, result = why.label(), %error, serving = machine.serving(), "candidate model refused: the running model keeps serving");
+        self.metrics
+            .model_swaps
+            .with_label_values(&[why.label()])
+            .inc();
+        self.spec
+            .switch
+            .book
+            .refused(version, &format!("{}: {error}", why.label()));
+        machine.refused(version, why);
+    }
+
+    /// Blocks until the inference thread takes `command`; false if it is gone.
+    fn hand_over(&self, mut command: Command) -> bool {
         loop {
-            match self.candidates.send_timeout(candidate, POLL) {
+            match self.commands.send_timeout(command, POLL) {
                 Ok(()) => return true,
                 Err(SendTimeoutError::Disconnected(_)) => return false,
                 Err(SendTimeoutError::Timeout(c)) => {
                     if self.stop.load(Ordering::Acquire) {
                         return false;
                     }
-                    candidate = c;
+                    command = c;
                 }
             }
         }

@@ -35,6 +35,9 @@ pub struct ModelsConfig {
     pub max_latency_ms: f64,
     /// Per-group overrides (`[models.groups.<name>]`); fields left out keep the defaults.
     pub groups: BTreeMap<String, GateOverride>,
+    /// `[models.canary]`: when the leader promotes or rolls back a canary on its own.
+    #[serde(default)]
+    pub canary: crate::canary::CanaryCriteria,
 }
 
 impl Default for ModelsConfig {
@@ -48,6 +51,7 @@ impl Default for ModelsConfig {
             min_recall: gate.min_recall,
             max_latency_ms: gate.max_latency_ms,
             groups: BTreeMap::new(),
+            canary: crate::canary::CanaryCriteria::default(),
         }
     }
 }
@@ -124,9 +128,10 @@ impl ModelsConfig {
         gate
     }
 
-    /// Checks every gate's ranges and the group names.
+    /// Checks every gate's ranges, the group names and the canary criteria.
     pub fn validate(&self) -> Result<(), String> {
         self.gate_for("").validate("[models]")?;
+        self.canary.validate()?;
         for group in self.groups.keys() {
             let ok = !group.is_empty()
                 && group
