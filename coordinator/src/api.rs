@@ -7,8 +7,8 @@
 //! - `POST/DELETE /v1/nodes/{kind}/{id}/drain`: ask a member to drain, or stop asking;
 //! - `GET /v1/audit?limit=N`: the newest changes, who made them ([`audit`]);
 //! - `GET /v1/models[/{name}/{version}]`, `GET /v1/rollouts[/{group}]`,
-//!   `POST /v1/rollouts/{group}/promote|rollback|canary`: model repository and rollouts
-//!   ([`models`]).
+//!   `POST /v1/rollouts/{group}/promote|rollback|canary|shadow`,
+//!   `DELETE /v1/rollouts/{group}/shadow`: model repository and rollouts ([`models`]).
 //!
 //! Access ([`auth`]): `viewer` tokens read (`GET`), `operator` tokens also write. Errors are
 //! `{"error": "..."}` with 400 (body or query not understood), 401 (no or unknown token),
@@ -189,6 +189,10 @@ fn build(
         .route("/v1/rollouts/{group}/promote", post(models::promote))
         .route("/v1/rollouts/{group}/rollback", post(models::rollback))
         .route("/v1/rollouts/{group}/canary", post(models::canary::start))
+        .route(
+            "/v1/rollouts/{group}/shadow",
+            post(models::shadow::start).delete(models::shadow::stop),
+        )
         // Unknown /v1 paths answer like the rest of the API (no router-wide fallback: the
         // coordinator merges these routes with its health routes). Authenticated like the
         // rest, so an unauthenticated client learns nothing about which routes exist.

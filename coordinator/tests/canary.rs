@@ -354,6 +354,7 @@ fn the_shared_compare_and_set_refuses_a_stale_leader_and_a_changed_record() {
         updated_ms: 1,
         canary: None,
         last_canary: None,
+        shadow: None,
     };
     assert!(compare_and_set(&mut c, "g", None, &first, None).unwrap());
     // Absent expected, present stored: refused.

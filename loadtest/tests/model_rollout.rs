@@ -21,8 +21,13 @@
 //!    rolled back automatically within [`VERDICT_WITHIN`] with a reason naming latency, its
 //!    camera back on 1.0.0; then 1.1.0 (the reference again) is promoted automatically once
 //!    it was observed long enough, and every camera runs it. Only the canary's camera ever
-//!    names the slow variant. The checker finds nothing lost, duplicated or reordered over the
-//!    whole run.
+//!    names the slow variant.
+//! 6. Shadows (`panoptes models shadow`, [`SHADOW_PERCENT`] % of frames): 1.0.0 beside the
+//!    active 1.1.0 (the same weights) agrees fully on every class; the variant that never
+//!    reports cars (refused by the gate, but a shadow's output reaches no consumer) agrees
+//!    on persons and bicycles and not at all on cars; both publish to the shadow topic, and
+//!    every primary record still names 1.1.0. Stopping the shadow removes its agreement
+//!    series. The checker finds nothing lost, duplicated or reordered over the whole run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +70,10 @@ const CANARY_PERCENT: &str = "25";
 const VERDICT_WITHIN: Duration = Duration::from_secs(25);
 /// How long a passing canary is observed before its promotion, in this test.
 const OBSERVE: Duration = Duration::from_secs(8);
+/// Share of frames a shadow infers again.
+const SHADOW_PERCENT: &str = "50";
+/// Frames each shadow infers before its agreement is read.
+const SHADOW_FRAMES: f64 = 30.0;
 const FPS: u32 = 5;
 /// The bound on a rollout: from the promote (or rollback) request to a record naming the new
 /// version for every camera.
@@ -450,6 +459,100 @@ fn canaries(
     Ok((cam, rolled_back, promoted))
 }
 
+/// A shadow's figures on `w0`: agreement per class, frames inferred.
+struct ShadowProbe<'a>(&'a panoptes_loadtest::stack::Node);
+
+impl ShadowProbe<'_> {
+    fn agreement(&self, class: &str) -> Option<f64> {
+        self.0.metric(&format!(
+            "panoptes_worker_shadow_agreement{{class=\"{class}\"}}"
+        ))
+    }
+
+    fn inferred(&self) -> f64 {
+        self.0
+            .metric("panoptes_worker_shadow_frames_total{result=\"inferred\"}")
+            .unwrap_or(0.0)
+    }
+
+    /// Starts a shadow of `version` and waits for [`SHADOW_FRAMES`] more inferred frames
+    /// with its own agreement series (`car` agreement as `car_is`).
+    fn run(
+        &self,
+        env: &[(&str, &str)],
+        version: &str,
+        car_is: f64,
+    ) -> Result<BTreeMap<String, f64>> {
+        let before = self.inferred();
+        let args = ["shadow", GROUP, MODEL, version, "--percent", SHADOW_PERCENT];
+        let started = models_cli(env, &args)?;
+        ensure!(
+            started["rollout"]["shadow"]["version"] == version,
+            "{started}"
+        );
+        wait_until(
+            &format!("the shadow of {version} to infer {SHADOW_FRAMES} frames"),
+            Duration::from_secs(60),
+            || {
+                let enough = self.inferred() >= before + SHADOW_FRAMES;
+                (enough && self.agreement("car") == Some(car_is)).then_some(())
+            },
+        )?;
+        Ok(CLASSES
+            .iter()
+            .filter_map(|c| Some((c.to_string(), self.agreement(c)?)))
+            .collect())
+    }
+}
+
+const CLASSES: [&str; 3] = ["person", "car", "bicycle"];
+
+/// Step 6: an identical shadow, then the no-car variant as a shadow, then stopped; the
+/// agreement per class of each.
+fn shadows(
+    stack: &Stack,
+    env: &[(&str, &str)],
+) -> Result<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
+    let probe = ShadowProbe(&stack.workers["w0"]);
+    let same = probe.run(env, V1, 1.0)?;
+    eprintln!("shadow {V1} beside {V2}: agreement {same:?}");
+    ensure!(
+        same.len() == 3 && same.values().all(|a| *a == 1.0),
+        "{same:?}"
+    );
+    let degraded = probe.run(env, NO_CAR, 0.0)?;
+    eprintln!("shadow {NO_CAR} beside {V2}: agreement {degraded:?}");
+    ensure!(
+        degraded["person"] == 1.0 && degraded["bicycle"] == 1.0,
+        "{degraded:?}"
+    );
+    let stopped = models_cli(env, &["shadow", GROUP, "--stop"])?;
+    ensure!(stopped["rollout"]["shadow"].is_null(), "{stopped}");
+    wait_until("the shadow's series to go", Duration::from_secs(10), || {
+        probe.agreement("car").is_none().then_some(())
+    })?;
+    let shed = stack.workers["w0"].metric("panoptes_worker_shadow_frames_total{result=\"shed\"}");
+    eprintln!("shadow frames inferred {}, shed {shed:?}", probe.inferred());
+    let records = panoptes_testkit::kafka::all_records(
+        &stack.brokers["local"].bootstrap,
+        &stack.topics.shadow,
+    )?;
+    let of = |v: &str| records.iter().filter(|r| r.model.version == v).count() as f64;
+    ensure!(
+        of(V1) >= SHADOW_FRAMES && of(NO_CAR) >= SHADOW_FRAMES,
+        "{} shadow records",
+        records.len()
+    );
+    let cars = records
+        .iter()
+        .filter(|r| r.model.version == NO_CAR)
+        .flat_map(|r| &r.detections)
+        .filter(|d| d.label == DROPPED)
+        .count();
+    ensure!(cars == 0, "the no-car shadow published {cars} cars");
+    Ok((same, degraded))
+}
+
 #[test]
 fn validated_versions_pass_the_gate_and_roll_out_and_back_without_a_lost_frame() -> Result<()> {
     let started = Instant::now();
@@ -493,6 +596,7 @@ fn validated_versions_pass_the_gate_and_roll_out_and_back_without_a_lost_frame()
     // Loads: 1.1.0, 1.0.0 back, each canary's candidate; a promoted canary loads nothing.
     let swaps = w0.metric("panoptes_worker_model_swaps_total{result=\"ok\"}");
     ensure!(swaps == Some(4.0), "swaps {swaps:?}");
+    let (same, degraded) = shadows(&stack, &env)?;
 
     let report = stack.stop_intake_and_settle(checker, Duration::from_secs(30))?;
     let t = &report.total;
@@ -515,7 +619,8 @@ fn validated_versions_pass_the_gate_and_roll_out_and_back_without_a_lost_frame()
     }
     eprintln!(
         "switch after promote {to_v2:?}, after rollback {to_v1:?}; canary verdicts: rolled \
-         back after {rolled_back:?}, promoted after {promoted:?}; prepared at {prepared:?}, \
+         back after {rolled_back:?}, promoted after {promoted:?}; shadow agreement identical \
+         {same:?}, no-car {degraded:?}; prepared at {prepared:?}, \
          validated at {validated:?}, gate done at {gated:?}, whole test {:?}",
         started.elapsed()
     );

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod canary;
 
-pub use canary::{ArmStats, CanaryOutcome, CanaryReport, ClassStats, ModelCanary, PassStats};
+pub use canary::{
+    ArmStats, CanaryOutcome, CanaryReport, ClassStats, ModelCanary, ModelShadow, PassStats,
+};
 
 /// Longest model name or version, in characters.
 pub const MAX_MODEL_NAME_LEN: usize = 64;
@@ -365,6 +367,10 @@ pub struct ModelRollout {
     /// How the last canary ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_canary: Option<CanaryOutcome>,
+    /// A candidate inferring a sample of frames for comparison only, while a shadow runs
+    /// (never together with a canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ModelShadow>,
 }
 
 impl ModelRollout {
@@ -391,6 +397,18 @@ impl ModelRollout {
             }
             for cam in &c.cameras {
                 crate::validate_camera_id(cam).map_err(|e| e.to_string())?;
+            }
+        }
+        if let Some(s) = &self.shadow {
+            validate_model_name("shadow version", &s.version)?;
+            if s.version == self.active {
+                return Err(format!("shadow version {} is the active one", s.version));
+            }
+            if !(1..=100).contains(&s.percent) {
+                return Err(format!("shadow sample {} % is not within 1–100", s.percent));
+            }
+            if self.canary.is_some() {
+                return Err("a canary and a shadow cannot run together".into());
             }
         }
         Ok(())
@@ -531,8 +549,29 @@ mod tests {
             updated_ms: 5,
             canary: None,
             last_canary: None,
+            shadow: None,
         };
         assert_eq!(ModelRollout::from_json(r.to_json().as_bytes()).unwrap(), r);
+        let mut sh = r.clone();
+        sh.shadow = Some(ModelShadow {
+            version: "3".into(),
+            percent: 100,
+            since_generation: 3,
+            started_ms: 9,
+        });
+        assert_eq!(
+            ModelRollout::from_json(sh.to_json().as_bytes()).unwrap(),
+            sh
+        );
+        for (percent, version) in [(0, "3"), (101, "3"), (50, "2")] {
+            let mut bad = sh.clone();
+            let k = bad.shadow.as_mut().unwrap();
+            (k.percent, k.version) = (percent, version.into());
+            assert!(
+                ModelRollout::from_json(bad.to_json().as_bytes()).is_err(),
+                "{bad:?}"
+            );
+        }
         let mut c = r.clone();
         c.canary = Some(ModelCanary {
             version: "3".into(),
@@ -542,6 +581,9 @@ mod tests {
             started_ms: 9,
         });
         assert_eq!(ModelRollout::from_json(c.to_json().as_bytes()).unwrap(), c);
+        let mut both = c.clone();
+        both.shadow = sh.shadow.clone();
+        assert!(ModelRollout::from_json(both.to_json().as_bytes()).is_err());
         for (percent, cameras, version) in [
             (0, "cam-1", "3"),
             (25, "", "3"),

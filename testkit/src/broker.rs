@@ -117,7 +117,7 @@ impl DevBroker {
     }
 
     /// Creates fresh topics: frames and detections with `partitions` partitions, dead
-    /// letters with one.
+    /// letters and shadow detections with one.
     pub fn create_topics(&self, partitions: u32) -> Result<Topics> {
         let t = Topics::unique();
         self.create_topics_named(&t, partitions)?;
@@ -125,11 +125,12 @@ impl DevBroker {
     }
 
     /// Creates the topics `t` (frames and detections with `partitions` partitions, dead
-    /// letters with one), e.g. the same names on every region's broker.
+    /// letters and shadow detections with one), e.g. the same names on every region's broker.
     pub fn create_topics_named(&self, t: &Topics, partitions: u32) -> Result<()> {
         self.create_topic(&t.frames, partitions)?;
         self.create_topic(&t.detections, partitions)?;
-        self.create_topic(&t.dlq, 1)
+        self.create_topic(&t.dlq, 1)?;
+        self.create_topic(&t.shadow, 1)
     }
 
     /// Calls the control API: `method path` with an optional JSON body; status and body.
@@ -183,7 +184,7 @@ pub struct BrokerSecurity {
     pub sasl_mechanisms: Option<String>,
 }
 
-/// The three topics of one test or stack.
+/// The topics of one test or stack.
 #[derive(Debug, Clone)]
 pub struct Topics {
     /// Frames.
@@ -192,6 +193,8 @@ pub struct Topics {
     pub detections: String,
     /// Dead letters.
     pub dlq: String,
+    /// Shadow detections.
+    pub shadow: String,
 }
 
 impl Topics {
@@ -201,6 +204,7 @@ impl Topics {
             frames: unique_name("frames"),
             detections: unique_name("detections"),
             dlq: unique_name("dlq"),
+            shadow: unique_name("shadow"),
         }
     }
 }

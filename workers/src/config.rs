@@ -315,6 +315,8 @@ pub struct KafkaConfig {
     pub detections_topic: String,
     /// Dead-letter topic (output).
     pub dlq_topic: String,
+    /// Shadow detections topic (output while a shadow model runs, [`crate::shadow`]).
+    pub shadow_topic: String,
     /// Consumer group whose committed offsets mark progress.
     pub group_id: String,
     /// `message_timeout`: how long a record may wait for the broker before delivery is
@@ -330,6 +332,7 @@ impl Default for KafkaConfig {
             frames_topic: topics::FRAMES.into(),
             detections_topic: topics::DETECTIONS.into(),
             dlq_topic: topics::FRAMES_DLQ.into(),
+            shadow_topic: topics::DETECTIONS_SHADOW.into(),
             group_id: "panoptes-workers".into(),
             producer: KafkaProducerConfig::default(),
         }

@@ -292,6 +292,12 @@ impl LaneCore {
                 cluster: cluster.clone(),
                 failures: ctx.failures.clone(),
                 gate: started.gate.clone(),
+                shadow: crate::shadow::ShadowOut {
+                    kafka: kafka.clone(),
+                    topic: kafka.shadow_topic.clone(),
+                    client_id: format!("{}-shadow", cfg.worker_id),
+                    link: ctx.kafka_link.clone(),
+                },
             })
             .map_err(|_| WorkerError::InferenceEnded)?;
         let (commands, commands_rx) = crossbeam_channel::unbounded();

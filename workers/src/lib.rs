@@ -24,7 +24,9 @@
 //! - [`coordinated`]: coordinator mode (membership, grants, handovers, drain);
 //! - [`failure`]: how a stage's fatal failure reaches the node, typed;
 //! - [`metrics`]: the Prometheus registry; [`drift`]: drift per camera (image statistics and
-//!   detections against a reference window).
+//!   detections against a reference window);
+//! - [`swap`]: hot swaps and canaries from the model repository; [`shadow`]: a candidate
+//!   inferring a sample of frames beside the active model, for comparison only.
 //!
 //! Dependencies between the files run one way (no import loops): `config`, `assignment` →
 //! `error` → model library → `pipeline` (work, partition → stages) → `lane` →
@@ -47,6 +49,7 @@ pub mod node;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
+pub mod shadow;
 pub mod swap;
 pub mod validate;
 

@@ -77,6 +77,8 @@ pub struct WorkerMetrics {
     pub model_info: IntGaugeVec,
     /// Warm-up time of swapped-in candidates.
     pub swap_warmup: Histogram,
+    /// Shadow inference ([`crate::shadow`]).
+    pub shadow: crate::shadow::ShadowMetrics,
 }
 
 /// Creates metrics and registers them in one registry.
@@ -253,6 +255,7 @@ impl WorkerMetrics {
                 LATENCY_BUCKETS,
             )?,
             drift: crate::drift::DriftMetrics::register(&r.registry)?,
+            shadow: crate::shadow::ShadowMetrics::register(&r.registry)?,
             registry: r.registry,
         };
         m.seed_labels();

@@ -37,6 +37,11 @@
 //!   most one other (candidate or retiring) at any time: the machine ends a canary before it
 //!   loads anything else. While a canary runs, the lane records per version what the
 //!   coordinator compares ([`canary::CanaryBook`]).
+//! - **Shadow.** When the record holds a shadow, the loader loads its version beside the
+//!   active one and the inference thread hands it to a shadow thread of its own
+//!   ([`crate::shadow`]): the gate is not touched, every record still comes from the active
+//!   version, and a sample of the frames is inferred again by the shadow for the shadow
+//!   topic and the agreement metrics.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -158,21 +163,41 @@ impl ModelGate {
 /// What the worker should run, as the rollout record says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwapRequest {
-    /// Version in the repository every camera runs (but the canary's).
+    /// Version in the repository every camera runs (but a canary's).
     pub version: String,
-    /// A candidate for some cameras.
-    pub canary: Option<CanaryRequest>,
+    /// A candidate beside it: a canary or a shadow.
+    pub candidate: Option<CandidateRequest>,
     /// The rollout record's generation.
     pub generation: u64,
 }
 
-/// A canary as the lanes follow it.
+/// A candidate version as the lanes follow it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CanaryRequest {
-    /// The candidate version.
+pub struct CandidateRequest {
+    /// The version.
     pub version: String,
-    /// The cameras whose frames it infers.
-    pub cameras: Arc<BTreeSet<String>>,
+    /// What it does.
+    pub role: Role,
+}
+
+/// What a candidate does beside the active version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Infers (and names in their records) the frames of these cameras.
+    Canary(Arc<BTreeSet<String>>),
+    /// Also infers this percentage of frames, for the shadow topic only
+    /// ([`crate::shadow`]).
+    Shadow(u8),
+}
+
+impl Role {
+    /// `canary` or `shadow`: a change of kind means another candidate.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Canary(_) => "canary",
+            Self::Shadow(_) => "shadow",
+        }
+    }
 }
 
 /// The version every lane of the node should run; written by the rollout watcher, read by
@@ -185,16 +210,21 @@ pub struct ModelSwitch {
 }
 
 impl ModelSwitch {
-    /// Asks for `version` (and `canary`) at `generation`; ignored unless the generation is
-    /// newer than the last request's. Returns whether it was taken.
-    pub fn request(&self, version: &str, canary: Option<CanaryRequest>, generation: u64) -> bool {
+    /// Asks for `version` (and `candidate`) at `generation`; ignored unless the generation
+    /// is newer than the last request's. Returns whether it was taken.
+    pub fn request(
+        &self,
+        version: &str,
+        candidate: Option<CandidateRequest>,
+        generation: u64,
+    ) -> bool {
         let mut d = self.desired.lock();
         if d.as_ref().is_some_and(|r| r.generation >= generation) {
             return false;
         }
         *d = Some(SwapRequest {
             version: version.to_string(),
-            canary,
+            candidate,
             generation,
         });
         true

@@ -64,6 +64,7 @@ fn roll_out(redis: &RedisServer, active: &str, previous: &str, generation: u64) 
         updated_ms: (now_us() / 1000) as u64,
         canary: None,
         last_canary: None,
+        shadow: None,
     };
     let mut c = redis.connection()?;
     redis::cmd("SET")

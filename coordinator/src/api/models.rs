@@ -1,7 +1,7 @@
 //! The model routes: the repository (`GET /v1/models`, `GET /v1/models/{name}/{version}`) and
 //! the blue-green rollouts of worker groups (`GET /v1/rollouts`, `GET /v1/rollouts/{group}`,
 //! `POST /v1/rollouts/{group}/promote`, `POST /v1/rollouts/{group}/rollback`,
-//! `POST /v1/rollouts/{group}/canary`).
+//! `POST /v1/rollouts/{group}/canary`, `POST|DELETE /v1/rollouts/{group}/shadow`).
 //!
 //! Contract:
 //! - The repository is `[models] repository` ([`ModelsConfig`]); without it, or when the
@@ -23,12 +23,18 @@
 //!   previous unchanged); either records `last_canary` (`promoted by <caller>` / `rolled back
 //!   by <caller>`) and counts `panoptes_coordinator_canary_verdicts_total{verdict,
 //!   by="operator"}`. The leader ends canaries on its own ([`crate::canary::leader`]).
-//! - Changes are audited (`model.promote`, `model.rollback`, `model.canary`); every promotion
-//!   attempt is counted in `panoptes_coordinator_model_promotions_total{result}` (`ok`,
-//!   `unchanged`, `not_validated`, `below_threshold`, `integrity`, `rejected`, `error`).
+//! - Shadow ([`shadow`]): a candidate inferring a sample of frames beside the active version,
+//!   for comparison only (no gate). `promote` and `rollback` end a running shadow (the new
+//!   record has none, the answer names it in `shadow_ended`), so a worker never holds a third
+//!   model; promoting the active version again changes nothing and keeps it.
+//! - Changes are audited (`model.promote`, `model.rollback`, `model.canary`, `model.shadow`,
+//!   `model.shadow.stop`); every promotion attempt is counted in
+//!   `panoptes_coordinator_model_promotions_total{result}` (`ok`, `unchanged`,
+//!   `not_validated`, `below_threshold`, `integrity`, `rejected`, `error`).
 
 pub mod canary;
 pub mod gate;
+pub mod shadow;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,7 +45,7 @@ use axum::http::StatusCode;
 use panoptes_coordinator_client::models::{ModelRepoError, ModelRepository, ResolvedModel};
 use panoptes_coordinator_client::records::model_field;
 use panoptes_coordinator_client::{MemberKind, MemberRecord, keys};
-use panoptes_schemas::model::{ModelRollout, validate_model_name};
+use panoptes_schemas::model::{ModelRollout, ModelShadow, validate_model_name};
 use redis::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,6 +63,8 @@ pub(crate) struct ModelsState {
     promotions: prometheus::IntCounterVec,
     /// Canary start requests by result (the promotion labels).
     canaries: prometheus::IntCounterVec,
+    /// Shadow start requests by result (`ok`, `unchanged`, `integrity`, `rejected`, `error`).
+    shadows: prometheus::IntCounterVec,
     /// Canaries ended, shared with the leader (`crate::canary::leader::CanaryMetrics`).
     verdicts: prometheus::IntCounterVec,
 }
@@ -92,6 +100,11 @@ impl ModelsState {
             "panoptes_coordinator_model_canaries_total",
             "Canary start requests by result (ok, unchanged, not_validated, below_threshold, integrity, rejected, error)",
         );
+        let shadows = result_counter(
+            registry,
+            "panoptes_coordinator_model_shadows_total",
+            "Shadow start requests by result (ok, unchanged, integrity, rejected, error)",
+        );
         let verdicts = verdicts.unwrap_or_else(|| match crate::canary::leader::CanaryMetrics::new(
             registry,
         ) {
@@ -112,6 +125,7 @@ impl ModelsState {
             cfg,
             promotions,
             canaries,
+            shadows,
             verdicts,
         }
     }
@@ -309,18 +323,25 @@ pub(super) async fn promote(
 ) -> ApiResult {
     let result = promote_inner(&st, caller, group, body).await;
     let label = match &result {
-        Ok((_, true)) => "ok",
-        Ok((_, false)) => "unchanged",
+        Ok((_, true, _)) => "ok",
+        Ok((_, false, _)) => "unchanged",
         Err((label, _)) => label,
     };
     st.models.promotions.with_label_values(&[label]).inc();
     match result {
-        Ok((rollout, changed)) => ok(
-            StatusCode::OK,
-            json!({ "rollout": rollout, "changed": changed }),
-        ),
+        Ok((rollout, changed, ended)) => written(&rollout, changed, ended.as_ref()),
         Err((_, e)) => Err(e),
     }
+}
+
+/// The answer of a rollout change: the record, whether it changed, and the shadow the change
+/// ended (`shadow_ended`, only when one did).
+fn written(rollout: &ModelRollout, changed: bool, shadow_ended: Option<&ModelShadow>) -> ApiResult {
+    let mut v = json!({ "rollout": rollout, "changed": changed });
+    if let Some(s) = shadow_ended {
+        v["shadow_ended"] = json!(s);
+    }
+    ok(StatusCode::OK, v)
 }
 
 type Labeled<T> = Result<T, (&'static str, ApiError)>;
@@ -329,9 +350,9 @@ fn labeled(label: &'static str) -> impl Fn(ApiError) -> (&'static str, ApiError)
     move |e| (label, e)
 }
 
-/// What promote and canary both check before writing: names, repository, known group,
-/// integrity, the group's gate. Returns the current record and the resolved version.
-async fn admit(
+/// What every candidate passes before a write (a shadow's only these): names, repository,
+/// known group, integrity. Returns the current record and the resolved version.
+async fn resolve_candidate(
     st: &Shared,
     group: &str,
     model: &str,
@@ -363,6 +384,18 @@ async fn admit(
             };
             (label, e)
         })?;
+    Ok((current, resolved))
+}
+
+/// What promote and canary both check before writing: [`resolve_candidate`], then the
+/// group's gate.
+async fn admit(
+    st: &Shared,
+    group: &str,
+    model: &str,
+    version: &str,
+) -> Labeled<(Option<ModelRollout>, ResolvedModel)> {
+    let (current, resolved) = resolve_candidate(st, group, model, version).await?;
     if let Err(refusal) = st.models.cfg.gate_for(group).evaluate(&resolved.manifest) {
         tracing::info!(group = %group, reason = refusal.message(), "promotion refused by the gate");
         return Err((
@@ -378,7 +411,7 @@ async fn promote_inner(
     caller: Caller,
     group: String,
     body: Bytes,
-) -> Labeled<(ModelRollout, bool)> {
+) -> Labeled<(ModelRollout, bool, Option<ModelShadow>)> {
     let req: PromoteRequest = parse_body(&body).map_err(labeled("rejected"))?;
     let (current, resolved) = admit(st, &group, &req.model, &req.version).await?;
     let now = panoptes_coordinator_client::now_ms();
@@ -404,8 +437,9 @@ async fn promote_inner(
             ));
         }
         None => match &current {
+            // Nothing to do; a running shadow keeps running (a retried promote ends nothing).
             Some(cur) if cur.model == req.model && cur.active == req.version => {
-                return Ok((cur.clone(), false));
+                return Ok((cur.clone(), false, None));
             }
             _ => ModelRollout {
                 model: req.model.clone(),
@@ -419,9 +453,12 @@ async fn promote_inner(
                 updated_ms: now,
                 canary: None,
                 last_canary: current.as_ref().and_then(|c| c.last_canary.clone()),
+                // A new active version ends a shadow: workers hold at most two models.
+                shadow: None,
             },
         },
     };
+    let ended = current.as_ref().and_then(|c| c.shadow.clone());
     let sha = resolved.manifest.sha256.clone();
     write(
         st,
@@ -434,8 +471,9 @@ async fn promote_inner(
     )
     .await
     .map_err(labeled("error"))?;
-    tracing::info!(group = %group, model = %next.model, version = %next.active, generation = next.generation, "model promoted");
-    Ok((next, true))
+    let shadow_ended = ended.as_ref().map(|s| s.version.as_str());
+    tracing::info!(group = %group, model = %next.model, version = %next.active, generation = next.generation, ?shadow_ended, "model promoted");
+    Ok((next, true, ended))
 }
 
 pub(super) async fn rollback(
@@ -486,8 +524,11 @@ pub(super) async fn rollback(
         previous: Some(cur.active.clone()),
         generation: cur.generation + 1,
         updated_ms: now,
+        // A new active version ends a shadow: workers hold at most two models.
+        shadow: None,
         ..cur.clone()
     };
+    let ended = cur.shadow.clone();
     let sha = resolved.manifest.sha256.clone();
     write(
         &st,
@@ -499,12 +540,14 @@ pub(super) async fn rollback(
         sha,
     )
     .await?;
-    tracing::info!(group = %group, model = %next.model, version = %next.active, generation = next.generation, "model rolled back");
-    ok(StatusCode::OK, json!({ "rollout": next, "changed": true }))
+    let shadow_ended = ended.as_ref().map(|s| s.version.as_str());
+    tracing::info!(group = %group, model = %next.model, version = %next.active, generation = next.generation, ?shadow_ended, "model rolled back");
+    written(&next, true, ended.as_ref())
 }
 
 /// Sets the rollout record if it still holds `current` ([`record::compare_and_set`]),
-/// publishes it, audits the change (`sha256`: of the version made active, when resolved).
+/// publishes it, audits the change (`sha256`: of the version the change is about, when
+/// resolved).
 async fn write(
     st: &Shared,
     caller: Caller,
@@ -522,6 +565,11 @@ async fn write(
             )));
         }
         let ended = current.as_ref().is_some_and(|c| c.canary.is_some()) && next.canary.is_none();
+        let shadow_ended = current
+            .as_ref()
+            .and_then(|c| c.shadow.as_ref())
+            .filter(|_| next.shadow.is_none())
+            .map(|s| s.version.clone());
         let entry = AuditEntry::change(&caller, op, &group).details(json!({
             "model": next.model,
             "active": next.active,
@@ -530,6 +578,8 @@ async fn write(
             "sha256": sha256,
             "canary": next.canary,
             "canary_ended": ended.then(|| next.last_canary.clone()),
+            "shadow": next.shadow,
+            "shadow_ended": shadow_ended,
         }));
         audit::record(c, st, &entry);
         if let Some(outcome) = next.last_canary.as_ref().filter(|_| ended) {

@@ -324,6 +324,7 @@ fn ending_a_canary_promotes_or_keeps_the_active_version() {
         updated_ms: 1,
         canary: Some(canary.clone()),
         last_canary: None,
+        shadow: None,
     };
     let p = end(&cur, &canary, true, "coordinator: fine".into(), 9);
     assert_eq!(

@@ -1,8 +1,10 @@
 //! `panoptes models ...`: `list`, `show` and `push` act on the repository directory itself
 //! (`--repository DIR` or `$PANOPTES_MODEL_REPOSITORY`; no coordinator needed); `promote`,
-//! `canary`, `rollback` and `status` go through the operator API like every other command.
+//! `canary`, `shadow`, `rollback` and `status` go through the operator API like every other
+//! command.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use panoptes_coordinator_client::models::ModelRepository;
@@ -85,6 +87,28 @@ pub enum ModelsCmd {
         /// Only these cameras of the group are eligible (comma-separated).
         #[arg(long, value_delimiter = ',', value_name = "ID,...")]
         cameras: Option<Vec<String>>,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a candidate version beside the active one on a sample of a worker group's frames,
+    /// for comparison only (its detections go to `panoptes.detections.shadow`; no validation
+    /// gate), or end the running shadow with `--stop`.
+    Shadow {
+        /// Worker group.
+        group: String,
+        /// Model name (the one the group runs).
+        #[arg(required_unless_present = "stop")]
+        model: Option<String>,
+        /// The candidate version.
+        #[arg(required_unless_present = "stop")]
+        version: Option<String>,
+        /// Share of the frames it also infers, 1–100 %.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=100))]
+        percent: u8,
+        /// End the running shadow instead.
+        #[arg(long, conflicts_with_all = ["model", "version", "percent"])]
+        stop: bool,
         /// Print the server's JSON answer.
         #[arg(long)]
         json: bool,
@@ -217,7 +241,7 @@ fn push(repo: &ModelRepository, model: &Path, manifest: &Path) -> Result<String,
     ))
 }
 
-/// Runs `promote`, `rollback` or `status` through the operator API.
+/// Runs `promote`, `canary`, `shadow`, `rollback` or `status` through the operator API.
 pub fn run_remote(client: &Client, cmd: ModelsCmd) -> Result<String, CliError> {
     match cmd {
         ModelsCmd::Promote {
@@ -253,6 +277,27 @@ pub fn run_remote(client: &Client, cmd: ModelsCmd) -> Result<String, CliError> {
                 pretty(&v)
             } else {
                 canary_started(&group, &v)
+            })
+        }
+        ModelsCmd::Shadow {
+            group,
+            model,
+            version,
+            percent,
+            stop,
+            json,
+        } => {
+            let path = format!("/v1/rollouts/{}/shadow", path_seg(&group));
+            let v = if stop {
+                client.call(Method::DELETE, &path, None)?
+            } else {
+                let body = json!({ "model": model, "version": version, "percent": percent });
+                client.call(Method::POST, &path, Some(&body))?
+            };
+            Ok(if json {
+                pretty(&v)
+            } else {
+                shadow_changed(&group, &v)
             })
         }
         ModelsCmd::Rollback { group, json } => {
@@ -297,12 +342,78 @@ fn changed(group: &str, v: &Value) -> String {
     } else {
         "already runs"
     };
-    format!(
+    let mut out = format!(
         "group {group} {verb} {}@{} (previous {}, generation {})\n",
         text(&r["model"]),
         text(&r["active"]),
         text(&r["previous"]),
         text(&r["generation"])
+    );
+    if v["shadow_ended"].is_object() {
+        out.push_str(&format!(
+            "ended the shadow of {}@{}\n",
+            text(&r["model"]),
+            text(&v["shadow_ended"]["version"])
+        ));
+    }
+    out
+}
+
+/// The answer of `POST` (started, or already running) or `DELETE` (ended) of a shadow.
+fn shadow_changed(group: &str, v: &Value) -> String {
+    let r = &v["rollout"];
+    let ended = &v["shadow_ended"];
+    if ended.is_object() {
+        return format!(
+            "group {group} ended the shadow of {}@{}; it runs {}@{} (generation {})\n",
+            text(&r["model"]),
+            text(&ended["version"]),
+            text(&r["model"]),
+            text(&r["active"]),
+            text(&r["generation"])
+        );
+    }
+    let s = &r["shadow"];
+    let verb = if v["changed"] == Value::Bool(true) {
+        "now shadows"
+    } else {
+        "already shadows"
+    };
+    format!(
+        "group {group} {verb} {}@{} on {} % of its frames beside {}@{} (generation {})\n{AGREEMENT}\n",
+        text(&r["model"]),
+        text(&s["version"]),
+        text(&s["percent"]),
+        text(&r["model"]),
+        text(&r["active"]),
+        text(&r["generation"])
+    )
+}
+
+/// Where a shadow's agreement with the active version is measured.
+const AGREEMENT: &str =
+    "  agreement with the active version: worker metric panoptes_worker_shadow_agreement{class}";
+
+/// The running shadow, as lines of text (empty without one).
+fn shadow_text(r: &Value) -> String {
+    let s = &r["shadow"];
+    if !s.is_object() {
+        return String::new();
+    }
+    let since = s["started_ms"].as_u64().map_or_else(
+        || "-".into(),
+        |ms| {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            let ago = panoptes_coordinator_client::now_ms().saturating_sub(ms) / 1000;
+            let at = humantime_serde::re::humantime::format_rfc3339_seconds(t);
+            format!("{at} ({ago} s ago)")
+        },
+    );
+    format!(
+        "shadow: {} on {} % of the frames since {since}, generation {}\n{AGREEMENT}\n",
+        text(&s["version"]),
+        text(&s["percent"]),
+        text(&s["since_generation"])
     )
 }
 
@@ -397,6 +508,7 @@ fn group_text(v: &Value) -> String {
     let group = text(&v["group"]);
     let mut out = table(&HEADERS, &[rollout_row(&group, &v["rollout"])]);
     out.push_str(&canary_text(v));
+    out.push_str(&shadow_text(&v["rollout"]));
     let workers: Vec<Vec<String>> = v["workers"]
         .as_array()
         .into_iter()

@@ -10,6 +10,8 @@
 //!   hash `panoptes:canary:<group>:<since_generation>`, one field per worker. The coordinator
 //!   merges the workers' reports ([`ArmStats::merge`]) and judges the two arms.
 //! - [`CanaryOutcome`] is kept in the record after a canary ends: what happened and why.
+//! - [`ModelShadow`] lives inside the record too: a candidate that infers a sample of frames
+//!   beside the active version and publishes to the shadow topic only.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +29,23 @@ pub struct ModelCanary {
     /// The cameras that run the candidate, sorted.
     pub cameras: Vec<String>,
     /// The record's generation when the canary started; names the report hash.
+    pub since_generation: u64,
+    /// When it started, Unix milliseconds.
+    pub started_ms: u64,
+}
+
+/// A candidate inferring a sample of the group's frames beside the active version, its
+/// detections published to `panoptes.detections.shadow` only (never to consumers of
+/// `panoptes.detections`), its agreement with the active version a metric of each worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelShadow {
+    /// The candidate version (same model name as the record).
+    pub version: String,
+    /// The share of frames it also infers, in percent (1–100), chosen by camera and
+    /// sequence number so every worker samples alike.
+    pub percent: u8,
+    /// The record's generation when the shadow started.
     pub since_generation: u64,
     /// When it started, Unix milliseconds.
     pub started_ms: u64,

@@ -31,6 +31,7 @@ pub fn config(
     c.kafka.frames_topic = t.frames.clone();
     c.kafka.detections_topic = t.detections.clone();
     c.kafka.dlq_topic = t.dlq.clone();
+    c.kafka.shadow_topic = t.shadow.clone();
     c.kafka.group_id = group_id.into();
     c.model.path = model.to_path_buf();
     c.model.manifest = Some(manifest.to_path_buf());

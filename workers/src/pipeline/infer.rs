@@ -15,7 +15,7 @@
 //! stamped with it is left in the lane. While a canary runs, every pass and frame is written
 //! in the node's [`CanaryBook`] under its version.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,9 +34,10 @@ use crate::pipeline::publish::router::Router;
 use crate::pipeline::trace::BatchSpan;
 use crate::pipeline::work::{Decoded, Outcome, Output, RecordContext, ms_since};
 use crate::postprocess::{decode_output, to_detections};
+use crate::shadow::{ShadowOut, ShadowTap};
 use crate::swap::canary::CanaryBook;
 use crate::swap::loader::{Candidate, Command, Loader};
-use crate::swap::{ModelGate, ModelStamp, SwapSpec};
+use crate::swap::{ModelGate, ModelStamp, Role, SwapSpec};
 
 /// What the inference thread needs.
 #[derive(Debug, Clone)]
@@ -103,6 +104,8 @@ pub struct InferenceRun {
     pub failures: FailureReporter,
     /// The lane's switch point ([`Started::gate`]), flipped on a swap.
     pub gate: ModelGate,
+    /// Where a shadow model's records go ([`crate::shadow`]).
+    pub shadow: ShadowOut,
 }
 
 /// Starts the inference thread and returns once the model is loaded (with its manifest and
@@ -233,11 +236,13 @@ impl Slot {
     }
 }
 
-/// The models in a lane: the active one, a canary's, and those retiring.
+/// The models in a lane: the active one, a canary's, those retiring, and a shadow's (on its
+/// own thread).
 struct Slots {
     current: Slot,
     canary: Option<Slot>,
     retiring: Vec<Slot>,
+    shadow: Option<ShadowTap>,
     /// The generation of the next stamp.
     next_generation: u64,
 }
@@ -281,6 +286,7 @@ impl Lane<'_> {
             current: first,
             canary: None,
             retiring: Vec::new(),
+            shadow: None,
             next_generation,
         };
         let mut commands = Some(commands);
@@ -322,7 +328,10 @@ impl Lane<'_> {
                         model: slots.current.stamp.model.name.clone(),
                         message: "a frame is stamped with a model no longer loaded".into(),
                     })?;
-                self.infer(slot, frames)?;
+                // The shadow compares with the active version only.
+                let active = generation == slots.current.stamp.generation;
+                let tap = slots.shadow.as_ref().filter(|_| active);
+                self.infer(slot, frames, tap)?;
             }
         }
         Ok(())
@@ -338,6 +347,8 @@ impl Lane<'_> {
                 if let Some(canary) = slots.canary.take() {
                     slots.retiring.push(canary);
                 }
+                // The loader ends a candidate first; a shadow never outlives its active model.
+                slots.shadow = None;
                 let old = std::mem::replace(&mut slots.current, next);
                 self.switched(
                     &old,
@@ -347,24 +358,8 @@ impl Lane<'_> {
                 );
                 slots.retiring.push(old);
             }
-            Command::Canary(c, cameras) => {
-                let warmup = c.warmup;
-                let next = slots.slot(c);
-                self.job
-                    .gate
-                    .set_canary(Some((next.stamp.clone(), cameras.clone())));
-                if let Some(old) = slots.canary.replace(next) {
-                    slots.retiring.push(old);
-                }
-                let now = &slots.canary.as_ref().expect("just set").stamp.model;
-                let m = self.metrics;
-                m.model_swaps.with_label_values(&["ok"]).inc();
-                m.swap_warmup.observe(warmup.as_secs_f64());
-                m.model_info
-                    .with_label_values(&[&now.name, &now.version])
-                    .set(1);
-                tracing::info!(cluster = %self.job.cluster, model = %now.name, active = %slots.current.stamp.model.version, canary = %now.version, cameras = cameras.len(), warmup_ms = warmup.as_millis() as u64, "canary installed: its cameras' new frames go to the candidate");
-            }
+            Command::Candidate(c, Role::Canary(cameras)) => self.canary(slots, c, cameras),
+            Command::Candidate(c, Role::Shadow(percent)) => self.shadow(slots, c, percent),
             Command::PromoteCanary => {
                 let Some(canary) = slots.canary.take() else {
                     return;
@@ -379,29 +374,85 @@ impl Lane<'_> {
                 );
                 slots.retiring.push(old);
             }
-            Command::EndCanary => {
-                let Some(canary) = slots.canary.take() else {
-                    return;
-                };
-                self.job.gate.set_canary(None);
-                let (was, now) = (&canary.stamp.model, &slots.current.stamp.model);
-                if was != now {
-                    let _ = self
-                        .metrics
-                        .model_info
-                        .remove_label_values(&[&was.name, &was.version]);
-                }
-                tracing::info!(cluster = %self.job.cluster, model = %was.name, canary = %was.version, active = %now.version, "canary ended: its cameras' new frames go to the active version");
-                slots.retiring.push(canary);
-            }
-            Command::Cameras(cameras) => {
+            Command::EndCandidate => self.end_candidate(slots),
+            Command::Retarget(Role::Canary(cameras)) => {
                 if let Some(canary) = &slots.canary {
                     self.job
                         .gate
                         .set_canary(Some((canary.stamp.clone(), cameras)));
                 }
             }
+            Command::Retarget(Role::Shadow(percent)) => {
+                if let Some(tap) = &mut slots.shadow {
+                    tap.retarget(percent);
+                }
+            }
         }
+    }
+
+    /// Installs `c` as a canary on `cameras`.
+    fn canary(&self, slots: &mut Slots, c: Candidate, cameras: Arc<BTreeSet<String>>) {
+        let warmup = c.warmup;
+        let next = slots.slot(c);
+        self.job
+            .gate
+            .set_canary(Some((next.stamp.clone(), cameras.clone())));
+        if let Some(old) = slots.canary.replace(next) {
+            slots.retiring.push(old);
+        }
+        let now = &slots.canary.as_ref().expect("just set").stamp.model;
+        let m = self.metrics;
+        m.model_swaps.with_label_values(&["ok"]).inc();
+        m.swap_warmup.observe(warmup.as_secs_f64());
+        m.model_info
+            .with_label_values(&[&now.name, &now.version])
+            .set(1);
+        tracing::info!(cluster = %self.job.cluster, model = %now.name, active = %slots.current.stamp.model.version, canary = %now.version, cameras = cameras.len(), warmup_ms = warmup.as_millis() as u64, "canary installed: its cameras' new frames go to the candidate");
+    }
+
+    /// Starts `c` as a shadow sampling `percent` % of the frames.
+    fn shadow(&self, slots: &mut Slots, c: Candidate, percent: u8) {
+        let (warmup, version) = (c.warmup, c.model.manifest().version.clone());
+        slots.shadow = None;
+        let m = self.metrics;
+        let max_batch = self.spec.max_batch;
+        match ShadowTap::start(
+            c,
+            percent,
+            self.job.shadow.clone(),
+            max_batch,
+            m.shadow.clone(),
+        ) {
+            Ok(tap) => {
+                m.model_swaps.with_label_values(&["ok"]).inc();
+                m.swap_warmup.observe(warmup.as_secs_f64());
+                slots.shadow = Some(tap);
+                tracing::info!(cluster = %self.job.cluster, active = %slots.current.stamp.model.version, shadow = %version, percent, "shadow started: a sample of frames is inferred again by the candidate");
+            }
+            Err(e) => {
+                tracing::error!(cluster = %self.job.cluster, shadow = %version, error = %e, "shadow thread could not start");
+            }
+        }
+    }
+
+    /// Ends the canary (its cameras back on the active version) or the shadow.
+    fn end_candidate(&self, slots: &mut Slots) {
+        if slots.shadow.take().is_some() {
+            tracing::info!(cluster = %self.job.cluster, "shadow ended");
+        }
+        let Some(canary) = slots.canary.take() else {
+            return;
+        };
+        self.job.gate.set_canary(None);
+        let (was, now) = (&canary.stamp.model, &slots.current.stamp.model);
+        if was != now {
+            let _ = self
+                .metrics
+                .model_info
+                .remove_label_values(&[&was.name, &was.version]);
+        }
+        tracing::info!(cluster = %self.job.cluster, model = %was.name, canary = %was.version, active = %now.version, "canary ended: its cameras' new frames go to the active version");
+        slots.retiring.push(canary);
     }
 
     /// Counts and logs a change of the active model from `old` to `now`.
@@ -426,8 +477,14 @@ impl Lane<'_> {
         tracing::info!(cluster = %self.job.cluster, model = %v.name, version = %v.version, "previous model version unloaded");
     }
 
-    /// One forward pass over `batch` (frames stamped with `slot`'s model) and its records.
-    fn infer(&self, slot: &Slot, batch: Vec<Decoded>) -> Result<(), ModelError> {
+    /// One forward pass over `batch` (frames stamped with `slot`'s model) and its records;
+    /// sampled frames are offered to `shadow`.
+    fn infer(
+        &self,
+        slot: &Slot,
+        batch: Vec<Decoded>,
+        shadow: Option<&ShadowTap>,
+    ) -> Result<(), ModelError> {
         let (ctx, metrics, model) = (&self.job.ctx, self.metrics, &slot.model);
         let manifest = model.manifest();
         let device = device_name(self.spec.device);
@@ -489,6 +546,9 @@ impl Lane<'_> {
             let mut record = ctx.record(frame.pos, &frame.headers, FrameStatus::Ok, latency);
             record.model = named.clone();
             record.detections = detections;
+            if let Some(tap) = shadow {
+                tap.offer(&frame.input, &frame.letterbox, &record);
+            }
             self.job.router.send(Outcome {
                 pos: frame.pos,
                 output: Output::Record(Box::new(record)),

@@ -6,7 +6,6 @@
 //! including lanes created after it, within that. Loading runs here, beside the running
 //! model on the same device; the inference thread only ever takes a finished [`Candidate`].
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +15,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use panoptes_coordinator_client::models::ModelRepository;
 use tch::{Device, Kind, Tensor};
 
-use super::{Refusal, Step, SwapMachine, SwapSpec};
+use super::{Refusal, Role, Step, SwapMachine, SwapSpec};
 use crate::error::ModelError;
 use crate::metrics::WorkerMetrics;
 use crate::model::LoadedModel;
@@ -35,14 +34,14 @@ pub struct Candidate {
 pub enum Command {
     /// Serve every camera with this model (blue-green).
     Switch(Candidate),
-    /// Serve these cameras with this model (a canary starts).
-    Canary(Candidate, Arc<BTreeSet<String>>),
+    /// Run this model beside the active one, as a canary or a shadow.
+    Candidate(Candidate, Role),
     /// The canary's model serves every camera.
     PromoteCanary,
-    /// The canary's cameras go back to the active model.
-    EndCanary,
-    /// The canary moves to these cameras.
-    Cameras(Arc<BTreeSet<String>>),
+    /// The canary's cameras go back to the active model, or the shadow stops.
+    EndCandidate,
+    /// The candidate's cameras or sample change.
+    Retarget(Role),
 }
 
 /// What a loader needs.
@@ -83,16 +82,12 @@ impl Loader {
                 continue;
             };
             let command = match &step {
-                Step::Load { version, canary } => {
-                    let role = if canary.is_some() {
-                        "canary"
-                    } else {
-                        "all cameras"
-                    };
-                    tracing::info!(model = %self.spec.name, %version, role, generation = req.generation, "loading a candidate model beside the running one");
+                Step::Load { version, role } => {
+                    let as_ = role.as_ref().map_or("active", Role::kind);
+                    tracing::info!(model = %self.spec.name, %version, role = as_, generation = req.generation, "loading a candidate model beside the running one");
                     match self.prepare(version) {
-                        Ok(c) => match canary {
-                            Some(cameras) => Command::Canary(c, cameras.clone()),
+                        Ok(c) => match role {
+                            Some(role) => Command::Candidate(c, role.clone()),
                             None => Command::Switch(c),
                         },
                         Err((why, error)) => {
@@ -102,8 +97,8 @@ impl Loader {
                     }
                 }
                 Step::PromoteCanary => Command::PromoteCanary,
-                Step::EndCanary => Command::EndCanary,
-                Step::Cameras(c) => Command::Cameras(c.clone()),
+                Step::EndCandidate => Command::EndCandidate,
+                Step::Retarget(role) => Command::Retarget(role.clone()),
             };
             if !self.hand_over(command) {
                 return;

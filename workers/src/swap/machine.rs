@@ -2,48 +2,49 @@
 //! what the lane holds, the next [`Step`].
 //!
 //! ```text
-//!   serving v ──Load(v')──────────────▶ serving v'          (blue-green)
-//!   serving v ──Load(c, cameras)──────▶ serving v + canary c
+//!   serving v ──Load(v')──────────────────▶ serving v'          (blue-green)
+//!   serving v ──Load(c, canary cameras)───▶ serving v + canary c
+//!   serving v ──Load(s, shadow percent)───▶ serving v + shadow s
 //!   serving v + canary c ──PromoteCanary──▶ serving c
-//!   serving v + canary c ──EndCanary──────▶ serving v
-//!   serving v + canary c ──Cameras(set)───▶ same, other cameras
+//!   serving v + candidate ──EndCandidate──▶ serving v
+//!   serving v + candidate ──Retarget(role)─▶ same, other cameras / sample
 //! ```
 //!
 //! Steps come one at a time, each derived again from the latest request, so a record that
-//! changes while a step runs is simply followed from where the lane stands. A canary is ended
-//! (or promoted) before any other version is loaded: a lane never holds three models. A
-//! version refused at some generation is not tried again until the record's generation
-//! changes.
+//! changes while a step runs is simply followed from where the lane stands. A candidate (a
+//! canary or a shadow) is ended, or a canary promoted, before any other version is loaded: a
+//! lane never holds three models; a shadow's version that becomes active is loaded again as
+//! the active one. A version refused at some generation is not tried again until the
+//! record's generation changes.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use super::{CanaryRequest, Refusal, SwapRequest};
+use super::{CandidateRequest, Refusal, Role, SwapRequest};
 
 /// What the loader does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Load and warm this version; with cameras, as a canary on them, else to serve every
+    /// Load and warm this version: as a candidate in `role`, or (without) to serve every
     /// camera.
     Load {
         /// The version.
         version: String,
-        /// The canary's cameras.
-        canary: Option<Arc<BTreeSet<String>>>,
+        /// Canary or shadow.
+        role: Option<Role>,
     },
     /// The canary's version serves every camera.
     PromoteCanary,
-    /// The canary's cameras go back to the active version.
-    EndCanary,
-    /// The canary moves to these cameras.
-    Cameras(Arc<BTreeSet<String>>),
+    /// The canary's cameras go back to the active version, or the shadow stops.
+    EndCandidate,
+    /// The candidate keeps its version with other cameras (canary) or sample (shadow).
+    Retarget(Role),
 }
 
 /// Where the lane stands, as its loader knows it.
 #[derive(Debug, Clone)]
 pub struct SwapMachine {
     serving: String,
-    canary: Option<CanaryRequest>,
+    candidate: Option<CandidateRequest>,
     generation: u64,
     /// Versions refused at `generation`.
     refused: BTreeSet<String>,
@@ -54,20 +55,20 @@ impl SwapMachine {
     pub fn new(version: &str, generation: u64) -> Self {
         Self {
             serving: version.to_string(),
-            canary: None,
+            candidate: None,
             generation,
             refused: BTreeSet::new(),
         }
     }
 
-    /// The version serving every camera but the canary's.
+    /// The version serving every camera but a canary's.
     pub fn serving(&self) -> &str {
         &self.serving
     }
 
-    /// The canary's version, while one runs.
-    pub fn canary(&self) -> Option<&str> {
-        self.canary.as_ref().map(|c| c.version.as_str())
+    /// The candidate in the lane, if any.
+    pub fn candidate(&self) -> Option<&CandidateRequest> {
+        self.candidate.as_ref()
     }
 
     /// The next step towards `req`, if any.
@@ -79,34 +80,32 @@ impl SwapMachine {
             self.generation = req.generation;
             self.refused.clear();
         }
-        if let Some(c) = &self.canary {
+        if let Some(c) = &self.candidate {
+            let wanted = req.candidate.as_ref();
             let kept = req.version == self.serving
-                && req
-                    .canary
-                    .as_ref()
-                    .is_some_and(|rc| rc.version == c.version);
+                && wanted.is_some_and(|w| w.version == c.version && w.role.kind() == c.role.kind());
             if !kept {
-                return Some(if req.version == c.version {
+                let promote = req.version == c.version && matches!(c.role, Role::Canary(_));
+                return Some(if promote {
                     Step::PromoteCanary
                 } else {
-                    Step::EndCanary
+                    Step::EndCandidate
                 });
             }
-            let wanted = req.canary.as_ref().map(|rc| &rc.cameras);
             return wanted
-                .filter(|w| **w != c.cameras)
-                .map(|w| Step::Cameras(w.clone()));
+                .filter(|w| w.role != c.role)
+                .map(|w| Step::Retarget(w.role.clone()));
         }
         if req.version != self.serving {
             return (!self.refused.contains(&req.version)).then(|| Step::Load {
                 version: req.version.clone(),
-                canary: None,
+                role: None,
             });
         }
-        let rc = req.canary.as_ref()?;
-        (rc.version != self.serving && !self.refused.contains(&rc.version)).then(|| Step::Load {
-            version: rc.version.clone(),
-            canary: Some(rc.cameras.clone()),
+        let w = req.candidate.as_ref()?;
+        (w.version != self.serving && !self.refused.contains(&w.version)).then(|| Step::Load {
+            version: w.version.clone(),
+            role: Some(w.role.clone()),
         })
     }
 
@@ -115,21 +114,21 @@ impl SwapMachine {
         match step {
             Step::Load {
                 version,
-                canary: None,
+                role: None,
             } => self.serving = version,
             Step::Load {
                 version,
-                canary: Some(cameras),
-            } => self.canary = Some(CanaryRequest { version, cameras }),
+                role: Some(role),
+            } => self.candidate = Some(CandidateRequest { version, role }),
             Step::PromoteCanary => {
-                if let Some(c) = self.canary.take() {
+                if let Some(c) = self.candidate.take() {
                     self.serving = c.version;
                 }
             }
-            Step::EndCanary => self.canary = None,
-            Step::Cameras(cameras) => {
-                if let Some(c) = &mut self.canary {
-                    c.cameras = cameras;
+            Step::EndCandidate => self.candidate = None,
+            Step::Retarget(role) => {
+                if let Some(c) = &mut self.candidate {
+                    c.role = role;
                 }
             }
         }
@@ -143,12 +142,14 @@ impl SwapMachine {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn req(v: &str, generation: u64) -> SwapRequest {
         SwapRequest {
             version: v.into(),
-            canary: None,
+            candidate: None,
             generation,
         }
     }
@@ -160,9 +161,20 @@ mod tests {
     fn canary(v: &str, c: &[&str], generation: u64) -> SwapRequest {
         SwapRequest {
             version: "1".into(),
-            canary: Some(CanaryRequest {
+            candidate: Some(CandidateRequest {
                 version: v.into(),
-                cameras: cams(c),
+                role: Role::Canary(cams(c)),
+            }),
+            generation,
+        }
+    }
+
+    fn shadow(v: &str, percent: u8, generation: u64) -> SwapRequest {
+        SwapRequest {
+            version: "1".into(),
+            candidate: Some(CandidateRequest {
+                version: v.into(),
+                role: Role::Shadow(percent),
             }),
             generation,
         }
@@ -171,7 +183,14 @@ mod tests {
     fn load(v: &str) -> Option<Step> {
         Some(Step::Load {
             version: v.into(),
-            canary: None,
+            role: None,
+        })
+    }
+
+    fn load_as(v: &str, role: Role) -> Option<Step> {
+        Some(Step::Load {
+            version: v.into(),
+            role: Some(role),
         })
     }
 
@@ -206,25 +225,25 @@ mod tests {
         let start = canary("2", &["a"], 2);
         assert_eq!(
             step(&mut m, &start),
-            Some(Step::Load {
-                version: "2".into(),
-                canary: Some(cams(&["a"]))
-            })
+            load_as("2", Role::Canary(cams(&["a"])))
         );
-        assert_eq!((m.serving(), m.canary()), ("1", Some("2")));
+        assert_eq!(m.candidate().map(|c| c.version.as_str()), Some("2"));
         assert_eq!(m.next(&start), None, "nothing more to do");
         let moved = canary("2", &["a", "b"], 3);
-        assert_eq!(step(&mut m, &moved), Some(Step::Cameras(cams(&["a", "b"]))));
+        assert_eq!(
+            step(&mut m, &moved),
+            Some(Step::Retarget(Role::Canary(cams(&["a", "b"]))))
+        );
         // Promoted: the candidate serves everyone, nothing is loaded.
         assert_eq!(step(&mut m, &req("2", 4)), Some(Step::PromoteCanary));
-        assert_eq!((m.serving(), m.canary()), ("2", None));
+        assert_eq!((m.serving(), m.candidate()), ("2", None));
         assert_eq!(m.next(&req("2", 4)), None);
         // A new canary, rolled back: the active version stays.
         let mut start = canary("3", &["a"], 5);
         start.version = "2".into();
         step(&mut m, &start);
-        assert_eq!(step(&mut m, &req("2", 6)), Some(Step::EndCanary));
-        assert_eq!((m.serving(), m.canary()), ("2", None));
+        assert_eq!(step(&mut m, &req("2", 6)), Some(Step::EndCandidate));
+        assert_eq!((m.serving(), m.candidate()), ("2", None));
         assert_eq!(m.next(&req("2", 6)), None);
     }
 
@@ -234,7 +253,7 @@ mod tests {
         step(&mut m, &canary("2", &["a"], 1));
         // The record jumps to an unrelated version: end the canary, then load.
         let jump = req("4", 2);
-        assert_eq!(step(&mut m, &jump), Some(Step::EndCanary));
+        assert_eq!(step(&mut m, &jump), Some(Step::EndCandidate));
         assert_eq!(step(&mut m, &jump), load("4"));
         // Another candidate replaces the canary: end it, then load the new one as a canary.
         step(
@@ -248,14 +267,36 @@ mod tests {
             version: "4".into(),
             ..canary("6", &["a"], 4)
         };
-        assert_eq!(step(&mut m, &other), Some(Step::EndCanary));
+        assert_eq!(step(&mut m, &other), Some(Step::EndCandidate));
         assert_eq!(
             step(&mut m, &other),
-            Some(Step::Load {
-                version: "6".into(),
-                canary: Some(cams(&["a"]))
-            })
+            load_as("6", Role::Canary(cams(&["a"])))
         );
+        // A shadow of the canary's version is another role: end, then load as a shadow.
+        let as_shadow = SwapRequest {
+            version: "4".into(),
+            ..shadow("6", 10, 5)
+        };
+        assert_eq!(step(&mut m, &as_shadow), Some(Step::EndCandidate));
+        assert_eq!(step(&mut m, &as_shadow), load_as("6", Role::Shadow(10)));
+    }
+
+    #[test]
+    fn a_shadow_starts_resamples_and_ends_and_is_never_promoted_in_place() {
+        let mut m = SwapMachine::new("1", 0);
+        assert_eq!(
+            step(&mut m, &shadow("2", 10, 1)),
+            load_as("2", Role::Shadow(10))
+        );
+        assert_eq!(m.next(&shadow("2", 10, 1)), None);
+        assert_eq!(
+            step(&mut m, &shadow("2", 50, 2)),
+            Some(Step::Retarget(Role::Shadow(50)))
+        );
+        // Its version becomes active: the shadow ends and the version loads as active.
+        assert_eq!(step(&mut m, &req("2", 3)), Some(Step::EndCandidate));
+        assert_eq!(step(&mut m, &req("2", 3)), load("2"));
+        assert_eq!(m.next(&req("2", 3)), None);
     }
 
     #[test]
@@ -265,7 +306,7 @@ mod tests {
         assert!(m.next(&start).is_some());
         m.refused("2", Refusal::Warmup);
         assert_eq!(m.next(&start), None);
-        assert_eq!(m.canary(), None);
+        assert_eq!(m.candidate(), None);
         assert!(m.next(&canary("2", &["a"], 2)).is_some());
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use panoptes_coordinator_client::{CoordError, RedisLink, keys};
 use panoptes_schemas::model::ModelRollout;
 
-use super::{CanaryRequest, ModelSwitch};
+use super::{CandidateRequest, ModelSwitch, Role};
 
 /// Longest time between two reads of the record.
 pub const FALLBACK: Duration = Duration::from_secs(2);
@@ -29,18 +29,22 @@ pub const FALLBACK: Duration = Duration::from_secs(2);
 /// How often a running canary's figures are written.
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// What the lanes follow: the record's active version and canary (at its generation), into
-/// `switch`; the node's canary book follows the record's canary. Returns whether the request
-/// was new.
+/// What the lanes follow: the record's active version and candidate (canary or shadow, at its
+/// generation), into `switch`; the node's canary book follows the record's canary. Returns
+/// whether the request was new.
 pub fn follow(switch: &ModelSwitch, r: &ModelRollout) -> bool {
     switch
         .book
         .follow(r.canary.as_ref().map(|c| c.since_generation));
-    let canary = r.canary.as_ref().map(|c| CanaryRequest {
+    let canary = r.canary.as_ref().map(|c| CandidateRequest {
         version: c.version.clone(),
-        cameras: Arc::new(c.cameras.iter().cloned().collect::<BTreeSet<_>>()),
+        role: Role::Canary(Arc::new(c.cameras.iter().cloned().collect::<BTreeSet<_>>())),
     });
-    switch.request(&r.active, canary, r.generation)
+    let shadow = r.shadow.as_ref().map(|s| CandidateRequest {
+        version: s.version.clone(),
+        role: Role::Shadow(s.percent),
+    });
+    switch.request(&r.active, canary.or(shadow), r.generation)
 }
 
 /// Reads the rollout record of `group` once: `None` when there is none.
@@ -140,7 +144,8 @@ impl Watcher<'_> {
             Ok(Some(r)) if r.model == name => {
                 if follow(self.switch, &r) {
                     let canary = r.canary.as_ref().map(|c| c.version.as_str());
-                    tracing::info!(group, model = name, version = %r.active, canary, generation = r.generation, "rollout record: version requested");
+                    let shadow = r.shadow.as_ref().map(|s| s.version.as_str());
+                    tracing::info!(group, model = name, version = %r.active, canary, shadow, generation = r.generation, "rollout record: version requested");
                 }
             }
             Ok(Some(r)) => {

@@ -7,7 +7,8 @@
 //!   `panoptes_coordinator_model_canaries_total{result}` with the promotion labels.
 //! - The group must run a version of the same model (409 "no active version of X to compare
 //!   with: promote one first") other than the candidate (409). A running canary answers 409,
-//!   unless it has the same version and share (200, `changed: false`).
+//!   unless it has the same version and share (200, `changed: false`); so does a running
+//!   shadow (409: the two are exclusive, a worker holds at most two models).
 //! - Eligible cameras: the registry's cameras of the group (`group` defaults to `default`),
 //!   restricted to `cameras` when given (422 naming those not in the group); at least two
 //!   (409). [`crate::canary::choose_cameras`] picks the share; the record gets
@@ -135,11 +136,11 @@ pub(crate) async fn start(
     }
 }
 
-fn conflict(message: String) -> (&'static str, ApiError) {
+pub(super) fn conflict(message: String) -> (&'static str, ApiError) {
     ("rejected", ApiError(StatusCode::CONFLICT, message))
 }
 
-fn invalid(message: String) -> (&'static str, ApiError) {
+pub(super) fn invalid(message: String) -> (&'static str, ApiError) {
     (
         "rejected",
         ApiError(StatusCode::UNPROCESSABLE_ENTITY, message),
@@ -163,21 +164,7 @@ async fn start_inner(
         panoptes_schemas::validate_camera_id(cam).map_err(|e| invalid(e.to_string()))?;
     }
     let (current, resolved) = admit(st, &group, &req.model, &req.version).await?;
-    let cur = match current {
-        Some(cur) if cur.model == req.model => cur,
-        _ => {
-            return Err(conflict(format!(
-                "no active version of {} to compare with on group {group:?}: promote one first",
-                req.model
-            )));
-        }
-    };
-    if cur.active == req.version {
-        return Err(conflict(format!(
-            "{}@{} is already the active version of group {group:?}",
-            cur.model, cur.active
-        )));
-    }
+    let cur = against_active(current, &group, &req.model, &req.version)?;
     if let Some(k) = &cur.canary {
         if k.version == req.version && k.percent == req.percent {
             return Ok((cur, false));
@@ -185,6 +172,12 @@ async fn start_inner(
         return Err(conflict(format!(
             "a canary of {}@{} on {} % of the cameras is already running on group {group:?}: promote it or roll it back first",
             cur.model, k.version, k.percent
+        )));
+    }
+    if let Some(s) = &cur.shadow {
+        return Err(conflict(format!(
+            "a shadow of {}@{} on {} % of the frames is running on group {group:?}: stop it first",
+            cur.model, s.version, s.percent
         )));
     }
     let cameras = eligible(st, &group, req.cameras).await?;
@@ -219,6 +212,31 @@ async fn start_inner(
     .map_err(labeled("error"))?;
     tracing::info!(group = %group, model = %next.model, candidate = %req.version, percent = req.percent, generation = next.generation, "canary started");
     Ok((next, true))
+}
+
+/// The record a candidate (canary or shadow) is compared against: it must exist, run a version
+/// of `model`, and not `version` itself (409 otherwise).
+pub(super) fn against_active(
+    current: Option<ModelRollout>,
+    group: &str,
+    model: &str,
+    version: &str,
+) -> Labeled<ModelRollout> {
+    let cur = match current {
+        Some(cur) if cur.model == model => cur,
+        _ => {
+            return Err(conflict(format!(
+                "no active version of {model} to compare with on group {group:?}: promote one first"
+            )));
+        }
+    };
+    if cur.active == version {
+        return Err(conflict(format!(
+            "{}@{} is already the active version of group {group:?}",
+            cur.model, cur.active
+        )));
+    }
+    Ok(cur)
 }
 
 /// The group's cameras in the registry, restricted to `only` when given (422 naming any
