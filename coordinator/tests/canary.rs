@@ -11,12 +11,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cli;
-use common::models::{result, start_with, write_version};
+use common::models::{Rollouts, error};
 use panoptes_coordinator::canary::CanaryCriteria;
 use panoptes_coordinator_client::keys;
-use panoptes_coordinator_client::models::ModelRepository;
 use panoptes_schemas::model::{ArmStats, CanaryReport, ModelRollout};
-use panoptes_testkit::coordinator::{Coordinator, TEST_TOKEN};
+use panoptes_testkit::coordinator::TEST_TOKEN;
 use panoptes_testkit::wait_until;
 use serde_json::{Value, json};
 
@@ -33,24 +32,22 @@ fn arm(frames: u64, ms: f64, car_score: Option<f32>) -> ArmStats {
     a
 }
 
-struct Fixture {
-    redis: panoptes_testkit::RedisServer,
-    coord: Coordinator,
-    _work: tempfile::TempDir,
+/// The shared rollout fixture with four cameras and the canary's calls.
+struct Fixture(Rollouts);
+
+impl std::ops::Deref for Fixture {
+    type Target = Rollouts;
+
+    fn deref(&self) -> &Rollouts {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn start() -> Self {
-        let work = tempfile::tempdir().unwrap();
-        let root = work.path().join("repo");
-        std::fs::create_dir(&root).unwrap();
-        let repo = ModelRepository::open(&root).unwrap();
-        for v in ["1.0", "2.0", "3.0"] {
-            let (model, man) = write_version(work.path(), v, format!("model {v}").as_bytes());
-            repo.push_files(model.as_ref(), man.as_ref()).unwrap();
-            repo.record_validation("det", v, result(0.8, 40.0)).unwrap();
-        }
-        let (redis, coord) = start_with(Some(&root), |m| {
+        let versions = ["1.0", "2.0", "3.0"];
+        let cameras = ["cam-a", "cam-b", "cam-c", "cam-d"];
+        Self(Rollouts::start(&versions, &versions, &cameras, |m| {
             m.canary = CanaryCriteria {
                 min_frames: 10,
                 min_passes: 3,
@@ -58,37 +55,11 @@ impl Fixture {
                 max_duration: Duration::from_secs(120),
                 ..CanaryCriteria::default()
             };
-        });
-        for cam in ["cam-a", "cam-b", "cam-c", "cam-d"] {
-            coord
-                .add_camera(&json!({"id": cam, "url": format!("rtsp://10.0.0.2/{cam}")}))
-                .unwrap();
-        }
-        Self {
-            redis,
-            coord,
-            _work: work,
-        }
-    }
-
-    fn post(&self, route: &str, body: Option<Value>) -> (u16, Value) {
-        let path = format!("/v1/rollouts/default/{route}");
-        self.coord.api("POST", &path, body.as_ref()).unwrap()
+        }))
     }
 
     fn canary(&self, version: &str, percent: u8) -> (u16, Value) {
-        self.post(
-            "canary",
-            Some(json!({"model": "det", "version": version, "percent": percent})),
-        )
-    }
-
-    fn record(&self) -> ModelRollout {
-        let raw: String = redis::cmd("GET")
-            .arg(keys::rollout("default"))
-            .query(&mut self.redis.connection().unwrap())
-            .unwrap();
-        ModelRollout::from_json(raw.as_bytes()).unwrap()
+        self.candidate("canary", version, percent)
     }
 
     /// Writes worker `w-1`'s report for the running canary, as a worker does.
@@ -137,10 +108,6 @@ impl Fixture {
             ))
             .unwrap_or(0.0)
     }
-}
-
-fn error(v: &Value) -> &str {
-    v["error"].as_str().unwrap_or_default()
 }
 
 #[test]

@@ -10,73 +10,45 @@ mod common;
 use std::time::Duration;
 
 use common::cli;
-use common::models::{result, start_with, write_version};
+use common::models::{Rollouts, error};
 use panoptes_coordinator_client::keys;
-use panoptes_coordinator_client::models::ModelRepository;
 use panoptes_schemas::model::{ModelRollout, ModelShadow};
-use panoptes_testkit::RedisServer;
-use panoptes_testkit::coordinator::{Coordinator, TEST_TOKEN};
+use panoptes_testkit::coordinator::TEST_TOKEN;
 use serde_json::{Value, json};
 
-struct Fixture {
-    redis: RedisServer,
-    coord: Coordinator,
-    _work: tempfile::TempDir,
+/// The shared rollout fixture and the shadow's calls.
+struct Fixture(Rollouts);
+
+impl std::ops::Deref for Fixture {
+    type Target = Rollouts;
+
+    fn deref(&self) -> &Rollouts {
+        &self.0
+    }
 }
 
 impl Fixture {
     /// Versions 1.0 and 2.0 pass the gate, 3.0 is not validated, 4.0's model file was
     /// changed after its push (SHA-256 mismatch); two cameras in group `default`.
     fn start() -> Self {
-        let work = tempfile::tempdir().unwrap();
-        let root = work.path().join("repo");
-        std::fs::create_dir(&root).unwrap();
-        let repo = ModelRepository::open(&root).unwrap();
-        for v in ["1.0", "2.0", "3.0", "4.0"] {
-            let (model, man) = write_version(work.path(), v, format!("model {v}").as_bytes());
-            repo.push_files(model.as_ref(), man.as_ref()).unwrap();
-        }
-        for v in ["1.0", "2.0", "4.0"] {
-            repo.record_validation("det", v, result(0.8, 40.0)).unwrap();
-        }
-        std::fs::write(root.join("det/4.0/model.pt"), b"tampered").unwrap();
-        let (redis, coord) = start_with(Some(&root), |_| {});
-        for cam in ["cam-a", "cam-b"] {
-            coord
-                .add_camera(&json!({"id": cam, "url": format!("rtsp://10.0.0.2/{cam}")}))
-                .unwrap();
-        }
-        Self {
-            redis,
-            coord,
-            _work: work,
-        }
-    }
-
-    fn post(&self, route: &str, body: Option<Value>) -> (u16, Value) {
-        let path = format!("/v1/rollouts/default/{route}");
-        self.coord.api("POST", &path, body.as_ref()).unwrap()
+        let r = Rollouts::start(
+            &["1.0", "2.0", "3.0", "4.0"],
+            &["1.0", "2.0", "4.0"],
+            &["cam-a", "cam-b"],
+            |_| {},
+        );
+        std::fs::write(r.root.join("det/4.0/model.pt"), b"tampered").unwrap();
+        Self(r)
     }
 
     fn shadow(&self, version: &str, percent: u8) -> (u16, Value) {
-        self.post(
-            "shadow",
-            Some(json!({"model": "det", "version": version, "percent": percent})),
-        )
+        self.candidate("shadow", version, percent)
     }
 
     fn stop(&self) -> (u16, Value) {
         self.coord
             .api("DELETE", "/v1/rollouts/default/shadow", None)
             .unwrap()
-    }
-
-    fn record(&self) -> ModelRollout {
-        let raw: String = redis::cmd("GET")
-            .arg(keys::rollout("default"))
-            .query(&mut self.redis.connection().unwrap())
-            .unwrap();
-        ModelRollout::from_json(raw.as_bytes()).unwrap()
     }
 
     fn shadows(&self, result: &str) -> f64 {
@@ -86,10 +58,6 @@ impl Fixture {
             ))
             .unwrap_or(0.0)
     }
-}
-
-fn error(v: &Value) -> &str {
-    v["error"].as_str().unwrap_or_default()
 }
 
 #[test]

@@ -322,12 +322,21 @@ pub(super) async fn promote(
     body: Bytes,
 ) -> ApiResult {
     let result = promote_inner(&st, caller, group, body).await;
+    counted(&st.models.promotions, result)
+}
+
+/// Counts a rollout write request by its result label (`ok`, `unchanged`, or the refusal's)
+/// in `counter` and answers it with [`written`].
+fn counted(
+    counter: &prometheus::IntCounterVec,
+    result: Labeled<(ModelRollout, bool, Option<ModelShadow>)>,
+) -> ApiResult {
     let label = match &result {
         Ok((_, true, _)) => "ok",
         Ok((_, false, _)) => "unchanged",
         Err((label, _)) => label,
     };
-    st.models.promotions.with_label_values(&[label]).inc();
+    counter.with_label_values(&[label]).inc();
     match result {
         Ok((rollout, changed, ended)) => written(&rollout, changed, ended.as_ref()),
         Err((_, e)) => Err(e),

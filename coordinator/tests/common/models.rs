@@ -1,14 +1,19 @@
-//! Fixture of the model tests (`models.rs`, `canary.rs`): a repository's manifests and
-//! validation results, and a real coordinator process with a `[models]` section.
+//! Fixture of the model tests (`models.rs`, `canary.rs`, `shadow.rs`): a repository's
+//! manifests and validation results, a real coordinator process with a `[models]` section,
+//! and the calls the rollout tests make ([`Rollouts`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use panoptes_coordinator::api::models::ModelsConfig;
+use panoptes_coordinator_client::keys;
+use panoptes_coordinator_client::models::ModelRepository;
 use panoptes_schemas::model::{
-    InputFormat, InputSpec, ModelManifest, OutputContract, ValidationResult,
+    InputFormat, InputSpec, ModelManifest, ModelRollout, OutputContract, ValidationResult,
 };
+use panoptes_testkit::RedisServer;
 use panoptes_testkit::coordinator::{Coordinator, config};
+use serde_json::{Value, json};
 
 /// The frames topic of model tests.
 pub const TOPIC: &str = "panoptes.frames.models-test";
@@ -80,4 +85,79 @@ pub fn start_with(
     let coord = Coordinator::start(&c).unwrap();
     coord.wait_leader(Duration::from_secs(10)).unwrap();
     (redis, coord)
+}
+
+/// A coordinator on a repository of model `det` with cameras in group `default`, and the
+/// calls the rollout tests make on that group.
+pub struct Rollouts {
+    /// Its Redis.
+    pub redis: RedisServer,
+    /// The coordinator.
+    pub coord: Coordinator,
+    /// The repository's directory.
+    pub root: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl Rollouts {
+    /// Pushes `versions` of `det` (each `validated` one with precision 0.8, p99 40 ms),
+    /// starts the coordinator with `tune` applied to its `[models]` and registers `cameras`.
+    pub fn start(
+        versions: &[&str],
+        validated: &[&str],
+        cameras: &[&str],
+        tune: impl FnOnce(&mut ModelsConfig),
+    ) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        let repo = ModelRepository::open(&root).unwrap();
+        for v in versions {
+            let (model, man) = write_version(work.path(), v, format!("model {v}").as_bytes());
+            repo.push_files(model.as_ref(), man.as_ref()).unwrap();
+        }
+        for v in validated {
+            repo.record_validation("det", v, result(0.8, 40.0)).unwrap();
+        }
+        let (redis, coord) = start_with(Some(&root), tune);
+        for cam in cameras {
+            coord
+                .add_camera(&json!({"id": cam, "url": format!("rtsp://10.0.0.2/{cam}")}))
+                .unwrap();
+        }
+        Self {
+            redis,
+            coord,
+            root,
+            _work: work,
+        }
+    }
+
+    /// `POST /v1/rollouts/default/<route>`.
+    pub fn post(&self, route: &str, body: Option<Value>) -> (u16, Value) {
+        let path = format!("/v1/rollouts/default/{route}");
+        self.coord.api("POST", &path, body.as_ref()).unwrap()
+    }
+
+    /// A candidate of `det` on `route` (`canary`, `shadow`) at `percent`.
+    pub fn candidate(&self, route: &str, version: &str, percent: u8) -> (u16, Value) {
+        self.post(
+            route,
+            Some(json!({"model": "det", "version": version, "percent": percent})),
+        )
+    }
+
+    /// The group's rollout record as stored.
+    pub fn record(&self) -> ModelRollout {
+        let raw: String = redis::cmd("GET")
+            .arg(keys::rollout("default"))
+            .query(&mut self.redis.connection().unwrap())
+            .unwrap();
+        ModelRollout::from_json(raw.as_bytes()).unwrap()
+    }
+}
+
+/// The `error` of an API answer.
+pub fn error(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or_default()
 }

@@ -25,11 +25,10 @@ use panoptes_coordinator_client::keys;
 use panoptes_schemas::model::{ArmStats, ModelCanary, ModelRollout};
 use redis::Connection;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{Labeled, admit, labeled, write};
 use crate::api::auth::Caller;
-use crate::api::common::{ApiError, ApiResult, Shared, ok, parse_body, redis_call};
+use crate::api::common::{ApiError, ApiResult, Shared, parse_body, redis_call};
 use crate::canary::{CanaryCriteria, ChooseError, choose_cameras, judge, merge_reports};
 use crate::registry::RegistryError;
 
@@ -121,19 +120,10 @@ pub(crate) async fn start(
     body: Bytes,
 ) -> ApiResult {
     let result = start_inner(&st, caller, group, body).await;
-    let label = match &result {
-        Ok((_, true)) => "ok",
-        Ok((_, false)) => "unchanged",
-        Err((label, _)) => label,
-    };
-    st.models.canaries.with_label_values(&[label]).inc();
-    match result {
-        Ok((rollout, changed)) => ok(
-            StatusCode::OK,
-            json!({ "rollout": rollout, "changed": changed }),
-        ),
-        Err((_, e)) => Err(e),
-    }
+    super::counted(
+        &st.models.canaries,
+        result.map(|(r, changed)| (r, changed, None)),
+    )
 }
 
 pub(super) fn conflict(message: String) -> (&'static str, ApiError) {

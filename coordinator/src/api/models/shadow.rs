@@ -52,16 +52,10 @@ pub(crate) async fn start(
     body: Bytes,
 ) -> ApiResult {
     let result = start_inner(&st, caller, group, body).await;
-    let label = match &result {
-        Ok((_, true)) => "ok",
-        Ok((_, false)) => "unchanged",
-        Err((label, _)) => label,
-    };
-    st.models.shadows.with_label_values(&[label]).inc();
-    match result {
-        Ok((rollout, changed)) => written(&rollout, changed, None),
-        Err((_, e)) => Err(e),
-    }
+    super::counted(
+        &st.models.shadows,
+        result.map(|(r, changed)| (r, changed, None)),
+    )
 }
 
 async fn start_inner(
