@@ -483,20 +483,24 @@ impl ShadowProbe<'_> {
         version: &str,
         car_is: f64,
     ) -> Result<BTreeMap<String, f64>> {
-        let before = self.inferred();
         let args = ["shadow", GROUP, MODEL, version, "--percent", SHADOW_PERCENT];
         let started = models_cli(env, &args)?;
         ensure!(
             started["rollout"]["shadow"]["version"] == version,
             "{started}"
         );
+        // The previous shadow keeps inferring until the worker swaps it out, so frames are
+        // counted only once this version's own agreement series shows.
+        wait_until(
+            &format!("the shadow of {version} to report car agreement {car_is}"),
+            Duration::from_secs(60),
+            || (self.agreement("car") == Some(car_is)).then_some(()),
+        )?;
+        let before = self.inferred();
         wait_until(
             &format!("the shadow of {version} to infer {SHADOW_FRAMES} frames"),
             Duration::from_secs(60),
-            || {
-                let enough = self.inferred() >= before + SHADOW_FRAMES;
-                (enough && self.agreement("car") == Some(car_is)).then_some(())
-            },
+            || (self.inferred() >= before + SHADOW_FRAMES).then_some(()),
         )?;
         Ok(CLASSES
             .iter()
