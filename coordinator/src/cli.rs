@@ -267,6 +267,12 @@ pub struct CameraFields {
     /// Lowest rate the coordinator may cap the camera to under overload (1).
     #[arg(long)]
     pub min_fps: Option<u32>,
+    /// A label, repeatable (`--label site=north`); `update` adds it or replaces its value.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::registry::labels::parse_pair)]
+    pub labels: Vec<(String, String)>,
+    /// `update` only: remove this label (repeatable).
+    #[arg(long = "unlabel", value_name = "KEY")]
+    pub unlabel: Vec<String>,
 }
 
 /// Where `cameras add` / `cameras update` read a camera password from (never argv).
@@ -428,6 +434,7 @@ fn cameras(client: &Client, cmd: CamerasCmd) -> Result<String, CliError> {
                 partition: fields.partition,
                 priority: fields.priority,
                 min_fps: fields.min_fps,
+                labels: fields.labels.into_iter().collect(),
             };
             let v = client.call(Method::POST, "/v1/cameras", Some(&json!(spec)))?;
             written("added", v)
@@ -465,6 +472,11 @@ fn update_camera(
         Some(pw) => with_password(&url, &pw)?,
         None => url,
     };
+    let mut labels = cur.labels;
+    for k in &fields.unlabel {
+        labels.remove(k);
+    }
+    labels.extend(fields.labels);
     let spec = CameraSpec {
         id: cur.id,
         url,
@@ -476,6 +488,7 @@ fn update_camera(
         partition: Some(fields.partition.unwrap_or(cur.partition)),
         priority: Some(fields.priority.unwrap_or(cur.priority)),
         min_fps: Some(fields.min_fps.unwrap_or(cur.min_fps)),
+        labels,
     };
     let v = client.call(Method::PUT, &path, Some(&json!(spec)))?;
     written("updated", v)

@@ -26,6 +26,7 @@ use redis::Connection;
 use serde::{Deserialize, Serialize};
 
 mod error;
+pub mod labels;
 mod spec;
 
 pub use self::error::RegistryError;

@@ -254,17 +254,20 @@ fn the_leader_judges_canaries_and_operators_can_end_them() {
             &api_env,
         )
     };
-    let (code, out, err) = run(&[
-        "models",
-        "canary",
-        "default",
-        "det",
-        "2.0",
-        "--percent",
-        "50",
-        "--cameras",
-        "cam-a,cam-b,cam-c",
-    ]);
+    // `panoptes models canary default det 2.0 --percent 50` and `selection`.
+    let canary_50 = |selection: &[&str]| {
+        let start = [
+            "models",
+            "canary",
+            "default",
+            "det",
+            "2.0",
+            "--percent",
+            "50",
+        ];
+        run(&[&start[..], selection].concat())
+    };
+    let (code, out, err) = canary_50(&["--cameras", "cam-a,cam-b,cam-c"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("now runs a canary of det@2.0 on 2 of its cameras (50 %)"),
@@ -306,6 +309,37 @@ fn the_leader_judges_canaries_and_operators_can_end_them() {
         .filter(|e| e["who"] == "coordinator" && e["op"] == "model.canary.rolled_back")
         .count();
     assert_eq!(by_coordinator, 3, "{v}");
+
+    // By label: only the labelled cameras are eligible.
+    for cam in ["cam-c", "cam-d"] {
+        let (code, out, err) = run(&["cameras", "update", cam, "--label", "site=north"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = run(&["cameras", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("LABELS") && out.contains("site=north"),
+        "{out}"
+    );
+    let (code, out, err) = canary_50(&["--label", "site=south"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("cameras labelled site=south: a canary needs at least 2 cameras"),
+        "{err}"
+    );
+    let (code, out, err) = canary_50(&["--label", "site=north"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let chosen = f.record().canary.unwrap().cameras;
+    assert!(
+        chosen.len() == 1 && ["cam-c", "cam-d"].contains(&chosen[0].as_str()),
+        "{chosen:?}"
+    );
+    let (code, out, err) = run(&["models", "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("CANDIDATE") && out.contains("canary 2.0 (50 %)"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -107,6 +107,7 @@ fn record(id: &str, url: String, partition: i32) -> CameraRecord {
         height: 360,
         priority: 5,
         min_fps: 1,
+        labels: Default::default(),
     }
     .sealed(Some(&keys))
     .expect("sealed")

@@ -32,6 +32,7 @@ fn register(c: &mut redis::Connection, url: &str, keys_text: &str) -> Result<()>
         height: 360,
         priority: 5,
         min_fps: 1,
+        labels: Default::default(),
     }
     .sealed(Some(&Keyring::parse(keys_text)?))?;
     redis::cmd("HSET")

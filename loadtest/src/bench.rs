@@ -17,6 +17,8 @@
 //!   degradation (binary `panoptes-bench-overload`);
 //! - [`drift`]: the cost of the worker's drift statistics next to a JPEG decode, and steady
 //!   scenes raising no drift for 10 minutes (binary `panoptes-bench-drift`);
+//! - [`shadow`]: the primary's end-to-end latency with a shadow rollout on and off, in
+//!   alternating phases (binary `panoptes-bench-shadow`);
 //! - [`failover`]: time from a worker's kill -9 to its partitions' next committed
 //!   detections, over many trials (binary `panoptes-bench-failover`).
 //!
@@ -31,6 +33,7 @@ pub mod idle;
 pub mod ingest;
 pub mod overload;
 pub mod scaffold;
+pub mod shadow;
 pub mod trace_overhead;
 pub mod worker;
 /// Readers of `/proc` and machine facts; live in `panoptes-testkit` (also used by the timeline).

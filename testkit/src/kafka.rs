@@ -176,35 +176,48 @@ fn reader(
     Ok(consumer)
 }
 
-/// Frames for `cam0..cam<n>` (camera i → partition i), 320×180, `fps` each, produced on a
-/// thread (idempotent producer, sequence from 0) until [`Producing::finish`].
+/// Frames for `cam0..cam<n>` (camera i → partition i), `fps` each, produced on a thread
+/// (idempotent producer, sequence from 0) until [`Producing::finish`].
 pub struct Producing {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<Result<u64>>,
 }
 
 impl Producing {
-    /// Starts producing into `topic`'s partitions `0..partitions`.
+    /// Starts producing one 320×180 [`test_jpeg`] into `topic`'s partitions `0..partitions`.
     pub fn start(bootstrap: &str, topic: &str, partitions: i32, fps: u64) -> Self {
+        let jpeg = test_jpeg(320, 180);
+        let frames = (0..partitions).map(|_| vec![jpeg.clone()]).collect();
+        Self::cycling(bootstrap, topic, frames, (320, 180), fps)
+    }
+
+    /// Starts producing into `topic`: camera i (partition i) sends `frames[i]` in turn,
+    /// cycled, each `size` (width, height).
+    pub fn cycling(
+        bootstrap: &str,
+        topic: &str,
+        frames: Vec<Vec<Vec<u8>>>,
+        size: (u32, u32),
+        fps: u64,
+    ) -> Self {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (b, t, s) = (bootstrap.to_string(), topic.to_string(), stop.clone());
         let thread = std::thread::spawn(move || {
             let p = FrameProducer::new(&b, &[("enable.idempotence", "true")])?;
-            let jpeg = test_jpeg(320, 180);
             let (mut seq, started) = (0, Instant::now());
             while !s.load(Ordering::Acquire) {
-                for partition in 0..partitions {
-                    let h =
-                        frame_headers(&format!("cam{partition}"), seq, (320, 180), Duration::ZERO);
-                    p.send(&t, partition, &h, &jpeg)?;
+                for (partition, jpegs) in frames.iter().enumerate() {
+                    let h = frame_headers(&format!("cam{partition}"), seq, size, Duration::ZERO);
+                    let jpeg = &jpegs[seq as usize % jpegs.len().max(1)];
+                    p.send(&t, partition as i32, &h, jpeg)?;
                 }
                 seq += 1;
-                let next = started + Duration::from_millis(seq * 1000 / fps);
+                let next = started + Duration::from_millis(seq * 1000 / fps.max(1));
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
             p.flush()?;
-            Ok(seq * partitions as u64)
+            Ok(seq * frames.len() as u64)
         });
         Self { stop, thread }
     }

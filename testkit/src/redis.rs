@@ -162,6 +162,26 @@ impl RedisServer {
         Ok(())
     }
 
+    /// SET + PUBLISH of `group`'s rollout record, as the coordinator's operator API writes it
+    /// (without its compare-and-set): workers following the group pick it up at once.
+    pub fn write_rollout(
+        &self,
+        group: &str,
+        record: &panoptes_schemas::model::ModelRollout,
+    ) -> Result<()> {
+        use panoptes_coordinator_client::keys;
+        let mut c = self.connection()?;
+        ::redis::cmd("SET")
+            .arg(keys::rollout(group))
+            .arg(record.to_json())
+            .query::<()>(&mut c)?;
+        ::redis::cmd("PUBLISH")
+            .arg(keys::rollout_notify(group))
+            .arg(record.generation)
+            .query::<()>(&mut c)?;
+        Ok(())
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.is_running()

@@ -127,15 +127,27 @@ impl PreprocessError {
 /// Shortens a libtorch error (which carries a C++ backtrace) to its first meaningful line.
 /// Public for the model generator (`panoptes-models`), which reports libtorch errors the same way.
 pub fn torch_message(err: &tch::TchError) -> String {
-    let text = err.to_string();
-    let first = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("unknown libtorch error");
-    let mut msg = first.to_owned();
-    if msg.len() > 300 {
-        msg.truncate(300);
+    brief(&err.to_string(), "unknown libtorch error")
+}
+
+/// A multi-line error in one line of at most 300 characters: its first non-empty line and,
+/// when a later line names an exception (`RuntimeError: …`), the last such line. A
+/// TorchScript failure's first line says only that the interpreter failed; the exception line
+/// says why (`RuntimeError: index out of range in self`). C++ backtrace lines are dropped.
+pub fn brief(text: &str, empty: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or(empty);
+    let exception = lines.rfind(|l| {
+        l.split_once(": ").is_some_and(|(name, _)| {
+            name.ends_with("Error") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+        })
+    });
+    let mut msg = match exception {
+        Some(why) if why != first => format!("{first} … {why}"),
+        _ => first.to_owned(),
+    };
+    if msg.chars().count() > 300 {
+        msg = msg.chars().take(300).collect();
         msg.push('…');
     }
     msg
@@ -287,5 +299,23 @@ impl WorkerError {
             Self::Publish(e) => e.is_retryable(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn briefs_keep_the_first_and_last_lines() {
+        let ts = "The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript:\n  x = y\n\nRuntimeError: index out of range in self\nException raised from f at a.cpp:1\nframe #0: c10::Error::Error(x) + 0x9 (0x1 in libc10.so)\n";
+        assert_eq!(
+            brief(ts, "-"),
+            "The following operation failed in the TorchScript interpreter. … RuntimeError: index out of range in self"
+        );
+        assert_eq!(brief("  one line  ", "-"), "one line");
+        assert_eq!(brief("first\nframe #1: a + 0x1\n", "-"), "first");
+        assert_eq!(brief("\n\n", "empty"), "empty");
+        assert_eq!(brief(&"x".repeat(400), "-").chars().count(), 301);
     }
 }

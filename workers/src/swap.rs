@@ -280,6 +280,7 @@ pub const SWAP_RESULTS: &[&str] = &[
     "refused_load",
     "refused_contract",
     "refused_warmup",
+    "failed_canary",
 ];
 
 #[cfg(test)]

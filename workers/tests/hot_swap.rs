@@ -16,6 +16,11 @@
 //!    contradicts its manifest's contract: each is refused (`panoptes_worker_model_swaps_total`
 //!    by result) while version `2` keeps producing every record;
 //! 4. the checker: nothing lost, nothing duplicated, per-camera order kept.
+//!
+//! A second run: a canary on `cam0` whose forward pass fails on every real frame (it loads
+//! and warms up on zeros): the worker keeps running, ends the canary, reports the candidate
+//! refused in its canary report (what makes the coordinator roll it back), and every frame,
+//! `cam0`'s included, is answered by the active version: nothing lost.
 
 mod common;
 
@@ -25,10 +30,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use common::node::{Rig, Worker, settle_and_read};
+use panoptes_checker::Checker;
 use panoptes_coordinator_client::keys;
 use panoptes_coordinator_client::models::ModelRepository;
+use panoptes_models::variant::{Degradation, generate_variant};
 use panoptes_schemas::DetectionRecord;
-use panoptes_schemas::model::{ModelManifest, ModelRollout};
+use panoptes_schemas::model::{CanaryReport, ModelCanary, ModelManifest, ModelRollout};
 use panoptes_testkit::kafka::{Producing, now_us};
 use panoptes_testkit::{RedisServer, wait_until};
 use panoptes_workers::config::{AssignmentSource, StalePolicy};
@@ -56,26 +63,40 @@ fn push(
 
 /// SET + PUBLISH of the group's rollout record, as the operator API does.
 fn roll_out(redis: &RedisServer, active: &str, previous: &str, generation: u64) -> Result<()> {
+    write_record(redis, active, previous, generation, None)
+}
+
+/// SET + PUBLISH of a rollout record with an optional canary.
+fn write_record(
+    redis: &RedisServer,
+    active: &str,
+    previous: &str,
+    generation: u64,
+    canary: Option<ModelCanary>,
+) -> Result<()> {
     let record = ModelRollout {
         model: MODEL.into(),
         active: active.into(),
         previous: Some(previous.into()),
         generation,
         updated_ms: (now_us() / 1000) as u64,
-        canary: None,
+        canary,
         last_canary: None,
         shadow: None,
     };
-    let mut c = redis.connection()?;
-    redis::cmd("SET")
-        .arg(keys::rollout(GROUP))
-        .arg(record.to_json())
-        .query::<()>(&mut c)?;
-    redis::cmd("PUBLISH")
-        .arg(keys::rollout_notify(GROUP))
-        .arg(generation)
-        .query::<()>(&mut c)?;
-    Ok(())
+    redis.write_rollout(GROUP, &record)
+}
+
+/// Settles the checker: every one of `produced` frames answered once, in order; the records.
+fn accounted(checker: Checker, rig: &Rig, produced: u64) -> Result<Vec<DetectionRecord>> {
+    let (bootstrap, t) = (&rig.broker.bootstrap, &rig.t);
+    let (report, records) = settle_and_read(checker, bootstrap, t, Duration::from_secs(60))?;
+    let total = &report.total;
+    assert_eq!(total.frames, produced, "every frame has its record");
+    assert_eq!(total.lost, 0, "{:?}", total.lost_examples);
+    assert_eq!(total.duplicated, 0);
+    assert_eq!(total.reordered, 0);
+    Ok(records)
 }
 
 /// The swaps counted with `result` so far.
@@ -207,12 +228,7 @@ fn hot_swap_under_load_and_broken_candidates_refused() -> Result<()> {
     assert_eq!(swaps(&w, "ok"), 1.0);
 
     // 4. Accounting.
-    let (report, records) = settle_and_read(checker, bootstrap, t, Duration::from_secs(60))?;
-    let total = &report.total;
-    assert_eq!(total.frames, produced, "every frame has its record");
-    assert_eq!(total.lost, 0, "{:?}", total.lost_examples);
-    assert_eq!(total.duplicated, 0);
-    assert_eq!(total.reordered, 0);
+    let records = accounted(checker, &rig, produced)?;
     let records: Vec<&DetectionRecord> = records.iter().collect();
     let first_new_us = switched_once(&records, "1", "2")?;
     // The switch happens after the warm-up, on the next frame consumed (within a frame
@@ -233,6 +249,102 @@ fn hot_swap_under_load_and_broken_candidates_refused() -> Result<()> {
     assert!(
         swap <= 1.5 * steady,
         "p99 during the swap {swap:.1} ms > 1.5 × steady {steady:.1} ms"
+    );
+    drop(w);
+    Ok(())
+}
+
+#[test]
+fn canary_failing_on_real_frames_is_ended_and_reported_without_a_lost_frame() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let rig = Rig::new(2)?;
+    let checker = rig.checker(Vec::new())?;
+    let models = common::models();
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("repository"))?;
+    let repo = ModelRepository::open(dir.path().join("repository"))?;
+    let (reference, manifest) = (&models.reference.model_path, &models.reference.manifest);
+    push(&repo, "1", reference, manifest)?;
+    let fails = generate_variant(
+        reference,
+        manifest,
+        &Degradation::FailOnFrames,
+        &dir.path().join("fails"),
+        Some("2-fails"),
+    )?;
+    push(&repo, "2-fails", &fails.model_path, &fails.manifest)?;
+    roll_out(&redis, "1", "1", 1)?;
+    let worker_id = "worker-canary";
+    for p in 0..2 {
+        redis.set_assignment(REGION, &rig.t.frames, p, worker_id, 1)?;
+    }
+    let (bootstrap, t, group) = (&rig.broker.bootstrap, &rig.t, &rig.group);
+    let w = common::node::start_worker(worker_id, bootstrap, t, group, &models.reference, |c| {
+        c.region = REGION.into();
+        c.group = GROUP.into();
+        c.partitions = vec![0, 1];
+        c.assignment.source = AssignmentSource::Redis;
+        c.assignment.redis.redis_url = redis.url.clone();
+        c.staleness.policy = StalePolicy::Lossless;
+        c.model.repository = Some(dir.path().join("repository"));
+        c.model.name = Some(MODEL.into());
+        c.model.version = None;
+    })?;
+    let producing = Producing::start(bootstrap, &t.frames, 2, FPS);
+    std::thread::sleep(Duration::from_secs(3));
+    let canary = ModelCanary {
+        version: "2-fails".into(),
+        percent: 50,
+        cameras: vec!["cam0".into()],
+        since_generation: 2,
+        started_ms: (now_us() / 1000) as u64,
+    };
+    write_record(&redis, "1", "1", 2, Some(canary))?;
+    // The canary installs (warm-up on zeros passes), then fails on cam0's first frame.
+    wait_swap(&w, "failed_canary", 0.0)?;
+    let refused = wait_until(
+        "the canary report's refusal",
+        Duration::from_secs(10),
+        || {
+            let mut c = redis.connection().ok()?;
+            let raw: Vec<u8> = redis::cmd("HGET")
+                .arg(keys::canary_report(GROUP, 2))
+                .arg(worker_id)
+                .query(&mut c)
+                .ok()?;
+            let report = CanaryReport::from_json(&raw).ok()?;
+            report.refused.get("2-fails").cloned()
+        },
+    )?;
+    println!("canary report: refused 2-fails: {refused}");
+    ensure!(refused.starts_with("forward pass failed"), "{refused}");
+    ensure!(
+        !refused.contains('\n') && refused.chars().count() <= 320,
+        "one short line: {refused}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let produced = producing.finish()?;
+    assert_eq!(swaps(&w, "ok"), 1.0, "the canary had installed");
+    assert!(
+        w.metric("panoptes_worker_inference_errors_total") >= Some(1.0),
+        "the failure is counted"
+    );
+    let info = "panoptes_worker_model_info{model=\"reference-detector\",version=\"2-fails\"}";
+    assert_eq!(
+        w.metric(info),
+        None,
+        "the failed canary's series is removed"
+    );
+
+    let records = accounted(checker, &rig, produced)?;
+    let versions: BTreeMap<&str, usize> = records.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.model.version.as_str()).or_default() += 1;
+        m
+    });
+    assert_eq!(
+        versions.keys().copied().collect::<Vec<_>>(),
+        vec!["1"],
+        "every record by the active version: {versions:?}"
     );
     drop(w);
     Ok(())

@@ -186,6 +186,9 @@ pub struct CameraRecord {
     /// Lowest sampled rate the coordinator may cap the camera to under overload.
     #[serde(default = "default_min_fps")]
     pub min_fps: u32,
+    /// The operator's labels (`site = "north"`), for selecting cameras (a canary's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The default degradation priority (the middle of 0..=9).
@@ -222,6 +225,7 @@ impl std::fmt::Debug for CameraRecord {
             .field("height", &self.height)
             .field("priority", &self.priority)
             .field("min_fps", &self.min_fps)
+            .field("labels", &self.labels)
             .finish()
     }
 }
@@ -493,6 +497,7 @@ mod tests {
             height: 360,
             priority: default_priority(),
             min_fps: default_min_fps(),
+            labels: BTreeMap::new(),
         };
         assert!(!format!("{plain:?}").contains("hunter2"));
         assert_eq!(plain.sealed(None), Err(SealError::NoKeyring));
@@ -530,6 +535,7 @@ mod tests {
             height: 720,
             priority: default_priority(),
             min_fps: default_min_fps(),
+            labels: BTreeMap::new(),
         };
         assert!((c.load() - 40.0).abs() < 1e-9);
     }

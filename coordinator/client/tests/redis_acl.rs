@@ -128,6 +128,7 @@ fn members_do_their_part_and_redis_refuses_them_the_rest() -> Result<()> {
         height: 360,
         priority: 5,
         min_fps: 1,
+        labels: Default::default(),
     };
     redis::cmd("HSET")
         .arg(keys::CAMERAS)

@@ -87,6 +87,9 @@ pub enum ModelsCmd {
         /// Only these cameras of the group are eligible (comma-separated).
         #[arg(long, value_delimiter = ',', value_name = "ID,...")]
         cameras: Option<Vec<String>>,
+        /// Only cameras with this label are eligible (repeatable: every one must match).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::registry::labels::parse_pair)]
+        labels: Vec<(String, String)>,
         /// Print the server's JSON answer.
         #[arg(long)]
         json: bool,
@@ -265,11 +268,17 @@ pub fn run_remote(client: &Client, cmd: ModelsCmd) -> Result<String, CliError> {
             version,
             percent,
             cameras,
+            labels,
             json,
         } => {
             let mut body = json!({ "model": model, "version": version, "percent": percent });
             if let Some(cams) = cameras {
                 body["cameras"] = json!(cams);
+            }
+            if !labels.is_empty() {
+                let labels: std::collections::BTreeMap<String, String> =
+                    labels.into_iter().collect();
+                body["labels"] = json!(labels);
             }
             let path = format!("/v1/rollouts/{}/canary", path_seg(&group));
             let v = client.call(Method::POST, &path, Some(&body))?;
@@ -489,10 +498,29 @@ fn rollout_row(group: &str, r: &Value) -> Vec<String> {
         text(&r["active"]),
         text(&r["previous"]),
         text(&r["generation"]),
+        candidate_cell(r),
     ]
 }
 
-const HEADERS: [&str; 5] = ["GROUP", "MODEL", "ACTIVE", "PREVIOUS", "GENERATION"];
+/// A running canary or shadow in one cell: `canary 2.0 (25 %)`, `shadow 2.0 (50 %)`, `-`.
+fn candidate_cell(r: &Value) -> String {
+    for role in ["canary", "shadow"] {
+        let c = &r[role];
+        if c.is_object() {
+            return format!("{role} {} ({} %)", text(&c["version"]), text(&c["percent"]));
+        }
+    }
+    "-".into()
+}
+
+const HEADERS: [&str; 6] = [
+    "GROUP",
+    "MODEL",
+    "ACTIVE",
+    "PREVIOUS",
+    "GENERATION",
+    "CANDIDATE",
+];
 
 fn rollouts_text(v: &Value) -> String {
     let rows: Vec<Vec<String>> = v["rollouts"]
@@ -518,4 +546,25 @@ fn group_text(v: &Value) -> String {
     out.push('\n');
     out.push_str(&table(&["WORKER", "RUNS"], &workers));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_candidate_column_names_a_canary_or_a_shadow() {
+        let canary = serde_json::json!({"canary": {"version": "2.0", "percent": 25}});
+        let shadow = serde_json::json!({"shadow": {"version": "2.1", "percent": 50}});
+        assert_eq!(candidate_cell(&canary), "canary 2.0 (25 %)");
+        assert_eq!(candidate_cell(&shadow), "shadow 2.1 (50 %)");
+        assert_eq!(candidate_cell(&serde_json::json!({"active": "1"})), "-");
+        let rows = rollouts_text(&serde_json::json!({"rollouts": [
+            {"group": "g", "rollout": {"model": "m", "active": "1", "generation": 3, "shadow": {"version": "2.1", "percent": 50}}}
+        ]}));
+        assert!(
+            rows.contains("CANDIDATE") && rows.contains("shadow 2.1 (50 %)"),
+            "{rows}"
+        );
+    }
 }

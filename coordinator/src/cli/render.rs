@@ -83,7 +83,16 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 fn cameras_table(cams: &[CameraView]) -> String {
     table_of(
-        &["ID", "REGION", "GROUP", "PARTITION", "FPS", "SIZE", "URL"],
+        &[
+            "ID",
+            "REGION",
+            "GROUP",
+            "PARTITION",
+            "FPS",
+            "SIZE",
+            "LABELS",
+            "URL",
+        ],
         cams,
         |c| {
             vec![
@@ -93,6 +102,7 @@ fn cameras_table(cams: &[CameraView]) -> String {
                 c.partition.to_string(),
                 c.fps.to_string(),
                 format!("{}x{}", c.width, c.height),
+                or_dash(&crate::registry::labels::display(&c.labels)),
                 c.url.clone(),
             ]
         },

@@ -2,6 +2,8 @@
 //! entry), its validation into a stored [`CameraRecord`] against the configured [`Limits`],
 //! and the redacted [`CameraView`] shown back.
 
+use std::collections::BTreeMap;
+
 use panoptes_coordinator_client::CameraRecord;
 use panoptes_coordinator_client::sealed::{Keyring, join_password};
 use panoptes_runtime::redact::{CameraUrl, redact_text};
@@ -73,6 +75,9 @@ pub struct CameraSpec {
     /// Lowest rate the coordinator may cap the camera to under overload, 1..=fps (1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_fps: Option<u32>,
+    /// Labels (`site: north`), for selecting cameras ([`super::labels`]); none when omitted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A camera as the API shows it: the URL redacted (`rtsp://user:***@host/path`).
@@ -100,6 +105,9 @@ pub struct CameraView {
     /// Lowest rate under overload.
     #[serde(default = "panoptes_coordinator_client::records::default_min_fps")]
     pub min_fps: u32,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl From<&CameraRecord> for CameraView {
@@ -120,6 +128,7 @@ impl From<&CameraRecord> for CameraView {
             height: r.height,
             priority: r.priority,
             min_fps: r.min_fps,
+            labels: r.labels.clone(),
         }
     }
 }
@@ -168,6 +177,7 @@ pub fn validate(
         )));
     }
     let (priority, min_fps) = checked_degradation(spec, fps).map_err(invalid)?;
+    super::labels::check(&spec.labels).map_err(invalid)?;
     let width = spec.width.unwrap_or(DEFAULT_WIDTH);
     let height = spec.height.unwrap_or(DEFAULT_HEIGHT);
     if !WIDTH_RANGE.contains(&width) || !HEIGHT_RANGE.contains(&height) {
@@ -201,6 +211,7 @@ pub fn validate(
         height,
         priority,
         min_fps,
+        labels: spec.labels.clone(),
     })
 }
 
@@ -321,5 +332,18 @@ mod tests {
         let json = r#"{"id":"c","url":"rtsp://cam/c","region":"eu","partition":0,"fps":5,"width":640,"height":360}"#;
         let r: CameraRecord = serde_json::from_str(json).unwrap();
         assert_eq!((r.priority, r.min_fps), (5, 1));
+        assert!(r.labels.is_empty());
+    }
+
+    #[test]
+    fn labels_are_checked_stored_and_shown() {
+        let mut s = spec(None, None, None);
+        s.labels.insert("site".into(), "north".into());
+        let r = validate(&s, None, &limits()).unwrap();
+        assert_eq!(r.labels, s.labels);
+        assert_eq!(CameraView::from(&r).labels, s.labels);
+        s.labels.insert("bad key".into(), "x".into());
+        let e = validate(&s, None, &limits()).unwrap_err().to_string();
+        assert!(e.contains("camera c: label key \"bad key\""), "{e}");
     }
 }

@@ -32,7 +32,7 @@ pub enum Command {
         name: String,
     },
     /// Writes a degraded copy of a model as `OUT/model.pt` + `OUT/manifest.json`.
-    #[command(group(ArgGroup::new("how").required(true).args(["drop_class", "slow_factor"])))]
+    #[command(group(ArgGroup::new("how").required(true).args(["drop_class", "slow_factor", "fail_on_frames"])))]
     Variant {
         /// The source TorchScript file.
         #[arg(long)]
@@ -49,6 +49,10 @@ pub enum Command {
         /// Do this many times the work, with identical output.
         #[arg(long)]
         slow_factor: Option<u32>,
+        /// Fail the forward pass on every input but zeros (loads and warms up, breaks on the
+        /// first real frame).
+        #[arg(long)]
+        fail_on_frames: bool,
         /// Version of the variant (default `<source version>-no-<class>` / `-slow<N>`).
         #[arg(long)]
         version: Option<String>,
@@ -99,14 +103,18 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             out,
             drop_class,
             slow_factor,
+            fail_on_frames,
             version,
         } => {
             let manifest_path = manifest.unwrap_or_else(|| manifest_next_to(&from));
             let source = ModelManifest::from_file(&manifest_path)?;
-            let degradation = match (drop_class, slow_factor) {
-                (Some(c), _) => Degradation::DropClass(c),
-                (None, Some(f)) => Degradation::Slow(f),
-                (None, None) => anyhow::bail!("give --drop-class or --slow-factor"),
+            let degradation = match (drop_class, slow_factor, fail_on_frames) {
+                (Some(c), _, _) => Degradation::DropClass(c),
+                (None, Some(f), _) => Degradation::Slow(f),
+                (None, None, true) => Degradation::FailOnFrames,
+                (None, None, false) => {
+                    anyhow::bail!("give --drop-class, --slow-factor or --fail-on-frames")
+                }
             };
             let v = generate_variant(&from, &source, &degradation, &out, version.as_deref())?;
             println!(

@@ -9,7 +9,11 @@
 //! - [`Degradation::Slow`]: the source runs `factor` times per forward pass (the extra runs
 //!   on slightly rescaled inputs so nothing is de-duplicated) and the sum of the extra outputs
 //!   times 0 is added to the real output, so the work cannot be dropped as dead code while
-//!   the output stays identical (as long as the source's outputs are finite).
+//!   the output stays identical (as long as the source's outputs are finite);
+//! - [`Degradation::FailOnFrames`]: the forward pass fails (an index out of range) on any
+//!   input that is not all zeros, and is the source's otherwise: it loads, passes the
+//!   contract check and the warm-up (zeros), and breaks on the first real frame, the way a
+//!   model with a data-dependent bug does.
 //!
 //! The variant is written in the repository's version layout: `model.pt` and
 //! `manifest.json` (the source's manifest with the new version, no `sha256`, no validation
@@ -32,10 +36,12 @@ pub enum Degradation {
     DropClass(String),
     /// Does `factor` times the work, same output.
     Slow(u32),
+    /// Fails on every input but zeros.
+    FailOnFrames,
 }
 
 impl Degradation {
-    /// A version suffix describing it: `no-<class>` or `slow<factor>`.
+    /// A version suffix describing it: `no-<class>`, `slow<factor>` or `fails`.
     pub fn suffix(&self) -> String {
         match self {
             Self::DropClass(c) => {
@@ -46,6 +52,7 @@ impl Degradation {
                 format!("no-{c}")
             }
             Self::Slow(f) => format!("slow{f}"),
+            Self::FailOnFrames => "fails".into(),
         }
     }
 }
@@ -96,7 +103,7 @@ pub fn generate_variant(
         Degradation::Slow(f) if *f < 2 => {
             return Err(invalid(format!("slow factor {f} must be at least 2")));
         }
-        Degradation::Slow(_) => None,
+        Degradation::Slow(_) | Degradation::FailOnFrames => None,
     };
     let failure: RefCell<Option<tch::TchError>> = RefCell::new(None);
     let run = |x: &Tensor| match source.forward_ts(&[x.shallow_clone()]) {
@@ -131,6 +138,12 @@ pub fn generate_variant(
                     extra += run(&scaled).sum(Kind::Float);
                 }
                 out + extra * 0.0
+            }
+            (Degradation::FailOnFrames, _) => {
+                // Index 0 of a one-element tensor for zeros; far out of range otherwise.
+                let index = (x.abs().max() * 1e9).to_kind(Kind::Int64).reshape([1]);
+                let probe = Tensor::zeros([1], (Kind::Float, Device::Cpu)).index_select(0, &index);
+                out + probe.sum(Kind::Float) * 0.0
             }
             _ => out,
         }

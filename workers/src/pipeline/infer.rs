@@ -14,6 +14,11 @@
 //! stamps is split into one forward pass per model. A retiring model is dropped once no frame
 //! stamped with it is left in the lane. While a canary runs, every pass and frame is written
 //! in the node's [`CanaryBook`] under its version.
+//!
+//! A canary whose forward pass fails does not stop the lane: the failure is written in the
+//! book as the candidate's refusal (the coordinator rolls a refused candidate back at once),
+//! the lane ends its canary, and the batch and every frame still stamped with it are
+//! inferred by the active model, so no frame is lost for a candidate's bug.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -245,6 +250,8 @@ struct Slots {
     shadow: Option<ShadowTap>,
     /// The generation of the next stamp.
     next_generation: u64,
+    /// A canary whose forward pass failed: its frames go to the active model.
+    broken: Option<u64>,
 }
 
 impl Slots {
@@ -288,6 +295,7 @@ impl Lane<'_> {
             retiring: Vec::new(),
             shadow: None,
             next_generation,
+            broken: None,
         };
         let mut commands = Some(commands);
         loop {
@@ -321,17 +329,29 @@ impl Lane<'_> {
             for d in batch {
                 by_stamp.entry(d.model.generation).or_default().push(d);
             }
-            for (generation, frames) in by_stamp {
-                let slot = slots
-                    .find(generation)
-                    .ok_or_else(|| ModelError::Inference {
-                        model: slots.current.stamp.model.name.clone(),
-                        message: "a frame is stamped with a model no longer loaded".into(),
-                    })?;
+            for (generation, mut frames) in by_stamp {
+                let slot = match slots.broken {
+                    Some(broken) if broken == generation => &slots.current,
+                    _ => slots
+                        .find(generation)
+                        .ok_or_else(|| ModelError::Inference {
+                            model: slots.current.stamp.model.name.clone(),
+                            message: "a frame is stamped with a model no longer loaded".into(),
+                        })?,
+                };
                 // The shadow compares with the active version only.
-                let active = generation == slots.current.stamp.generation;
+                let active = slot.stamp.generation == slots.current.stamp.generation;
                 let tap = slots.shadow.as_ref().filter(|_| active);
-                self.infer(slot, frames, tap)?;
+                let Err(e) = self.infer(slot, &mut frames, tap) else {
+                    continue;
+                };
+                let canary = slots.canary.as_ref().map(|c| c.stamp.generation);
+                if canary != Some(generation) {
+                    tracing::error!(error = %e, "inference failed; stopping the inference thread");
+                    return Err(e);
+                }
+                self.canary_failed(&mut slots, &e);
+                self.infer(&slots.current, &mut frames, None)?;
             }
         }
         Ok(())
@@ -455,6 +475,30 @@ impl Lane<'_> {
         slots.retiring.push(canary);
     }
 
+    /// The canary's forward pass failed with `e`: the candidate is reported refused, the
+    /// lane's canary ends, and frames stamped with it go to the active model from now on.
+    fn canary_failed(&self, slots: &mut Slots, e: &ModelError) {
+        let Some(canary) = slots.canary.take() else {
+            return;
+        };
+        let version = &canary.stamp.model.version;
+        if let Some(book) = &self.book {
+            book.refused(version, &format!("forward pass failed: {e}"));
+        }
+        self.metrics
+            .model_swaps
+            .with_label_values(&["failed_canary"])
+            .inc();
+        tracing::error!(cluster = %self.job.cluster, canary = %version, active = %slots.current.stamp.model.version, error = %e, "the canary's forward pass failed: its frames go to the active version, and the coordinator is told");
+        slots.broken = Some(canary.stamp.generation);
+        self.job.gate.set_canary(None);
+        let _ = self
+            .metrics
+            .model_info
+            .remove_label_values(&[&canary.stamp.model.name, version]);
+        slots.retiring.push(canary);
+    }
+
     /// Counts and logs a change of the active model from `old` to `now`.
     fn switched(&self, old: &Slot, now: &Slot, warmup: Option<Duration>, what: &str) {
         let (was, now) = (&old.stamp.model, &now.stamp.model);
@@ -477,12 +521,12 @@ impl Lane<'_> {
         tracing::info!(cluster = %self.job.cluster, model = %v.name, version = %v.version, "previous model version unloaded");
     }
 
-    /// One forward pass over `batch` (frames stamped with `slot`'s model) and its records;
-    /// sampled frames are offered to `shadow`.
+    /// One forward pass of `slot`'s model over `batch` and its records; sampled frames are
+    /// offered to `shadow`. The batch is emptied on success and left whole on failure.
     fn infer(
         &self,
         slot: &Slot,
-        batch: Vec<Decoded>,
+        batch: &mut Vec<Decoded>,
         shadow: Option<&ShadowTap>,
     ) -> Result<(), ModelError> {
         let (ctx, metrics, model) = (&self.job.ctx, self.metrics, &slot.model);
@@ -511,9 +555,9 @@ impl Lane<'_> {
             Ok(r) => r,
             Err(e) => {
                 // Inference failures are not the frames' fault: without a result the frames
-                // cannot be accounted, so the worker stops rather than lose them silently.
+                // cannot be accounted, so the caller infers them with the active model (a
+                // failed canary) or stops the worker rather than lose them silently.
                 metrics.inference_errors.inc();
-                tracing::error!(error = %e, "inference failed; stopping the inference thread");
                 return Err(e);
             }
         };
@@ -528,7 +572,7 @@ impl Lane<'_> {
             &device,
             (&named.name, &named.version),
         );
-        for (mut frame, raw) in batch.into_iter().zip(per_image) {
+        for (mut frame, raw) in batch.drain(..).zip(per_image) {
             batch_span.mark(&mut frame.trace);
             let post = Instant::now();
             let detections = to_detections(&raw, &frame.letterbox, &manifest.classes);

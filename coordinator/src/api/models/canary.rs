@@ -1,8 +1,8 @@
 //! `POST /v1/rollouts/{group}/canary` and the canary part of `GET /v1/rollouts/{group}`.
 //!
 //! Contract:
-//! - Body `{model, version, percent, cameras?}` (unknown fields: 400; a share outside 1–99 or
-//!   a malformed camera id: 422). The version passes the same checks as a promote (known
+//! - Body `{model, version, percent, cameras?, labels?}` (unknown fields: 400; a share
+//!   outside 1–99, a malformed camera id or label: 422). The version passes the same checks as a promote (known
 //!   group, integrity, the group's gate; same status codes), counted by result in
 //!   `panoptes_coordinator_model_canaries_total{result}` with the promotion labels.
 //! - The group must run a version of the same model (409 "no active version of X to compare
@@ -10,12 +10,15 @@
 //!   unless it has the same version and share (200, `changed: false`); so does a running
 //!   shadow (409: the two are exclusive, a worker holds at most two models).
 //! - Eligible cameras: the registry's cameras of the group (`group` defaults to `default`),
-//!   restricted to `cameras` when given (422 naming those not in the group); at least two
+//!   restricted to `cameras` when given (422 naming those not in the group) and to those
+//!   carrying every pair of `labels` when given ([`crate::registry::labels`]); at least two
 //!   (409). [`crate::canary::choose_cameras`] picks the share; the record gets
 //!   `canary = {version, percent, cameras, since_generation: generation + 1, started_ms}`
 //!   at `generation + 1`, through the shared compare-and-set, audited as `model.canary`.
 //! - While a canary runs, `GET /v1/rollouts/{group}` adds `canary`: the merged arms of the
 //!   workers' reports, the verdict the leader would reach now and its reason, the age.
+
+use std::collections::BTreeMap;
 
 use axum::Extension;
 use axum::body::Bytes;
@@ -45,6 +48,9 @@ pub struct CanaryRequest {
     /// Only these cameras of the group are eligible (all of the group's when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cameras: Option<Vec<String>>,
+    /// Only cameras carrying every one of these labels are eligible.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A running canary as `GET /v1/rollouts/{group}` shows it.
@@ -153,6 +159,7 @@ async fn start_inner(
     for cam in req.cameras.iter().flatten() {
         panoptes_schemas::validate_camera_id(cam).map_err(|e| invalid(e.to_string()))?;
     }
+    crate::registry::labels::check(&req.labels).map_err(invalid)?;
     let (current, resolved) = admit(st, &group, &req.model, &req.version).await?;
     let cur = against_active(current, &group, &req.model, &req.version)?;
     if let Some(k) = &cur.canary {
@@ -170,8 +177,12 @@ async fn start_inner(
             cur.model, s.version, s.percent
         )));
     }
-    let cameras = eligible(st, &group, req.cameras).await?;
+    let cameras = eligible(st, &group, req.cameras, &req.labels).await?;
     let chosen = choose_cameras(&cameras, req.percent).map_err(|e| match e {
+        ChooseError::TooFewCameras(_) if !req.labels.is_empty() => conflict(format!(
+            "group {group:?}, cameras labelled {}: {e}",
+            crate::registry::labels::display(&req.labels)
+        )),
         ChooseError::TooFewCameras(_) => conflict(format!("group {group:?}: {e}")),
         ChooseError::BadPercent(_) => invalid(e.to_string()),
     })?;
@@ -230,26 +241,36 @@ pub(super) fn against_active(
 }
 
 /// The group's cameras in the registry, restricted to `only` when given (422 naming any
-/// camera that is not in the group).
-async fn eligible(st: &Shared, group: &str, only: Option<Vec<String>>) -> Labeled<Vec<String>> {
+/// camera that is not in the group) and to those carrying every pair of `labels`.
+async fn eligible(
+    st: &Shared,
+    group: &str,
+    only: Option<Vec<String>>,
+    labels: &BTreeMap<String, String>,
+) -> Labeled<Vec<String>> {
     let g = group.to_owned();
-    let in_group: Vec<String> = redis_call(st, move |c, _| {
+    let in_group: BTreeMap<String, BTreeMap<String, String>> = redis_call(st, move |c, _| {
         let snap = crate::registry::read(c)?;
         Ok(snap
             .cameras
             .into_iter()
             .filter(|(_, rec)| rec.group == g)
-            .map(|(id, _)| id)
+            .map(|(id, rec)| (id, rec.labels))
             .collect())
     })
     .await
     .map_err(labeled("error"))?;
+    let selected = |id: &String| {
+        in_group
+            .get(id)
+            .is_some_and(|l| crate::registry::labels::matches(l, labels))
+    };
     let Some(only) = only else {
-        return Ok(in_group);
+        return Ok(in_group.keys().filter(|id| selected(id)).cloned().collect());
     };
     let outside: Vec<&str> = only
         .iter()
-        .filter(|c| !in_group.contains(c))
+        .filter(|c| !in_group.contains_key(*c))
         .map(String::as_str)
         .collect();
     if !outside.is_empty() {
@@ -258,5 +279,5 @@ async fn eligible(st: &Shared, group: &str, only: Option<Vec<String>>) -> Labele
             outside.join(", ")
         )));
     }
-    Ok(only)
+    Ok(only.into_iter().filter(|id| selected(id)).collect())
 }
