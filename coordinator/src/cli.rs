@@ -232,6 +232,9 @@ pub enum CamerasCmd {
         /// New camera password (set into the given or the stored URL).
         #[command(flatten)]
         password: PasswordSource,
+        /// Remove this label (repeatable).
+        #[arg(long = "unlabel", value_name = "KEY")]
+        unlabel: Vec<String>,
     },
     /// Remove a camera.
     Rm {
@@ -270,9 +273,6 @@ pub struct CameraFields {
     /// A label, repeatable (`--label site=north`); `update` adds it or replaces its value.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::registry::labels::parse_pair)]
     pub labels: Vec<(String, String)>,
-    /// `update` only: remove this label (repeatable).
-    #[arg(long = "unlabel", value_name = "KEY")]
-    pub unlabel: Vec<String>,
 }
 
 /// Where `cameras add` / `cameras update` read a camera password from (never argv).
@@ -444,7 +444,8 @@ fn cameras(client: &Client, cmd: CamerasCmd) -> Result<String, CliError> {
             rtsp_url,
             fields,
             password,
-        } => update_camera(client, &id, rtsp_url, fields, password.read()?),
+            unlabel,
+        } => update_camera(client, &id, rtsp_url, fields, &unlabel, password.read()?),
         CamerasCmd::Rm { id } => {
             let v = client.call(Method::DELETE, &camera_path(&id), None)?;
             Ok(format!(
@@ -461,6 +462,7 @@ fn update_camera(
     id: &str,
     rtsp_url: Option<String>,
     fields: CameraFields,
+    unlabel: &[String],
     password: Option<Secret>,
 ) -> Result<String, CliError> {
     let path = camera_path(id);
@@ -473,7 +475,7 @@ fn update_camera(
         None => url,
     };
     let mut labels = cur.labels;
-    for k in &fields.unlabel {
+    for k in unlabel {
         labels.remove(k);
     }
     labels.extend(fields.labels);

@@ -340,6 +340,10 @@ fn the_leader_judges_canaries_and_operators_can_end_them() {
         out.contains("CANDIDATE") && out.contains("canary 2.0 (50 %)"),
         "{out}"
     );
+    let (code, out, err) = run(&["cameras", "update", "cam-d", "--unlabel", "site"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = run(&["cameras", "list"]);
+    assert_eq!(out.matches("site=north").count(), 1, "{out}");
 }
 
 #[test]

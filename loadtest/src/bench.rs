@@ -18,7 +18,7 @@
 //! - [`drift`]: the cost of the worker's drift statistics next to a JPEG decode, and steady
 //!   scenes raising no drift for 10 minutes (binary `panoptes-bench-drift`);
 //! - [`shadow`]: the primary's end-to-end latency with a shadow rollout on and off, in
-//!   alternating phases (binary `panoptes-bench-shadow`);
+//!   alternating phases, then during blue-green swaps (binary `panoptes-bench-shadow`);
 //! - [`failover`]: time from a worker's kill -9 to its partitions' next committed
 //!   detections, over many trials (binary `panoptes-bench-failover`).
 //!

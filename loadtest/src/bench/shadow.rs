@@ -13,6 +13,11 @@
 //! loading or unloading its model). The primary's end-to-end latency (capture → publish, from
 //! the detection records) is pooled per condition.
 //!
+//! Then, with the shadow off, blue-green **swaps** ([`Swaps`]): the record's active version
+//! alternates between two copies of the model, each swap after a steady stretch; the p99 of
+//! the records captured from each request until 2 s after the worker reported the switch is
+//! compared with the p99 of the steady stretches (target: at most [`SWAP_TARGET`] times).
+//!
 //! Figure of merit: `p50 off / p50 on` ≥ [`RATIO_TARGET`] (1.0 = unchanged, 0.95 = the shadow
 //! made the typical frame 5 % slower). The p99 and mean ratios are reported beside it; the
 //! checker must show every frame answered once and in order, and the shadow must have inferred
@@ -29,6 +34,29 @@ use super::sys::MachineInfo;
 
 /// The primary's p50 with the shadow off over its p50 with the shadow on must reach this.
 pub const RATIO_TARGET: f64 = 0.95;
+
+/// The p99 during swaps over the steady p99 must stay at or under this.
+pub const SWAP_TARGET: f64 = 1.5;
+
+/// Blue-green swaps under the same load (shadow off).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Swaps {
+    /// Swaps done.
+    pub swaps: usize,
+    /// Milliseconds from each record write to the worker's swap metric moving.
+    pub switch_ms: Vec<u64>,
+    /// Records captured in the steady stretches before each swap.
+    pub steady: Latency,
+    /// Records captured from each request until 2 s after its switch.
+    pub during: Latency,
+}
+
+impl Swaps {
+    /// `during.p99 / steady.p99`.
+    pub fn p99_ratio(&self) -> f64 {
+        self.during.p99_ms / self.steady.p99_ms
+    }
+}
 
 /// One phase as run: whether the shadow was on, and the capture-time window measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +199,8 @@ pub struct ShadowReport {
     pub shadow: ShadowWork,
     /// The checker.
     pub accounting: Accounting,
+    /// Blue-green swaps (absent with `--swaps 0`).
+    pub swaps: Option<Swaps>,
 }
 
 /// Latency ratios `off / on` (1.0 = unchanged; lower = the shadow slowed the primary).
@@ -198,6 +228,10 @@ impl ShadowReport {
     pub fn met(&self) -> bool {
         let a = &self.accounting;
         self.ratios().p50 >= RATIO_TARGET
+            && self
+                .swaps
+                .as_ref()
+                .is_none_or(|w| w.p99_ratio() <= SWAP_TARGET)
             && a.lost == 0
             && a.duplicated == 0
             && a.reordered == 0
@@ -244,11 +278,34 @@ impl BenchReport for ShadowReport {
             format!("{:.3}", r.p99),
             format!("{:.3}", r.mean),
         ]);
+        let mut swaps = String::new();
+        if let Some(w) = &self.swaps {
+            let mut t = Table::new(&[
+                "primary, blue-green swaps",
+                ">records",
+                ">p50 ms",
+                ">p99 ms",
+                ">mean ms",
+            ]);
+            let [n, p50, p99, mean] = latency_cells(&w.steady);
+            t.row(&["steady, before each swap".to_string(), n, p50, p99, mean]);
+            let [n, p50, p99, mean] = latency_cells(&w.during);
+            t.row(&["during the swaps".to_string(), n, p50, p99, mean]);
+            let r = w.p99_ratio();
+            let verdict = if r <= SWAP_TARGET { "met" } else { "missed" };
+            swaps = format!(
+                "\n{}\n{} swaps, switched {:?} ms after the request; p99 during / steady \
+                 **{r:.2}** (target ≤ {SWAP_TARGET}: {verdict}).\n",
+                t.finish(),
+                w.swaps,
+                w.switch_ms,
+            );
+        }
         let verdict = if self.met() { "met" } else { "missed" };
         let a = &self.accounting;
         format!(
             "{}\nTarget: p50 off / on {} ({verdict}); shadow inferred {} frames, shed {}, \
-             {} shadow records; checker: {} frames, {} lost, {} duplicated, {} reordered.\n",
+             {} shadow records; checker: {} frames, {} lost, {} duplicated, {} reordered.\n{swaps}",
             t.finish(),
             scaffold::Target {
                 bound: RATIO_TARGET,
@@ -380,7 +437,13 @@ mod tests {
         assert!(md.contains(&format!("**{ratio:.3}**")), "{md}");
         let accounting: Accounting = serde_json::from_value(v["accounting"].clone()).unwrap();
         let inferred = v["shadow"]["inferred"].as_f64().unwrap();
+        let swaps: Option<Swaps> = serde_json::from_value(v["swaps"].clone()).unwrap();
+        if let Some(w) = &swaps {
+            assert_eq!(w.switch_ms.len(), w.swaps);
+            assert!(md.contains(&format!("**{:.2}**", w.p99_ratio())), "{md}");
+        }
         let met = ratio >= RATIO_TARGET
+            && swaps.as_ref().is_none_or(|w| w.p99_ratio() <= SWAP_TARGET)
             && accounting.lost + accounting.duplicated + accounting.reordered == 0
             && inferred > 0.0;
         let verdict = if met { "(met)" } else { "(missed)" };

@@ -17,7 +17,9 @@ use panoptes_testkit::{DevBroker, Node, RedisServer, Topics, unique_name};
 use panoptes_testkit_stack::worker;
 use panoptes_workers::config::{AssignmentSource, StalePolicy};
 
-use super::{Accounting, Latency, Phase, PhaseResult, Setting, ShadowReport, ShadowWork, assign};
+use super::{
+    Accounting, Latency, Phase, PhaseResult, Setting, ShadowReport, ShadowWork, Swaps, assign,
+};
 use crate::bench::scaffold::{self, CommonArgs, RunInfo};
 use crate::bench::sys;
 
@@ -53,6 +55,10 @@ pub struct ShadowArgs {
     /// Seconds left out at each phase's start.
     #[arg(long, default_value_t = 4)]
     settle_s: u64,
+    /// Blue-green swaps after the shadow phases, each after 10 s steady [default: 6;
+    /// --quick: 2].
+    #[arg(long)]
+    swaps: Option<usize>,
     /// `--out` (shadow-bench.json and .md), `--quick`, `--check` (exit 3 if the p50 ratio is
     /// under 0.95, the checker is not clean, or the shadow inferred nothing).
     #[command(flatten)]
@@ -73,8 +79,9 @@ pub fn main(args: ShadowArgs) -> Result<()> {
         intra_op_threads: 1,
     };
     let phases = args.phases.unwrap_or(if quick { 4 } else { 8 });
+    let swaps = args.swaps.unwrap_or(if quick { 2 } else { 6 });
     let run = RunInfo::now("");
-    let report = measure(run, &setting, phases)?;
+    let report = measure(run, &setting, phases, swaps)?;
     scaffold::publish(&args.common, &report)?;
     scaffold::exit_if_missed(
         &args.common,
@@ -84,12 +91,17 @@ pub fn main(args: ShadowArgs) -> Result<()> {
     Ok(())
 }
 
-/// The rollout record: [`PRIMARY`] active, the shadow as given; SET + PUBLISH, as the
-/// operator API does.
-fn write_rollout(redis: &RedisServer, generation: u64, shadow: Option<ModelShadow>) -> Result<()> {
+/// The rollout record: `active`, the shadow as given; SET + PUBLISH, as the operator API
+/// does.
+fn write_rollout(
+    redis: &RedisServer,
+    generation: u64,
+    active: &str,
+    shadow: Option<ModelShadow>,
+) -> Result<()> {
     let record = ModelRollout {
         model: MODEL.into(),
-        active: PRIMARY.into(),
+        active: active.into(),
         previous: None,
         generation,
         updated_ms: (now_us() / 1000) as u64,
@@ -201,12 +213,12 @@ fn agreement(w: &Node) -> BTreeMap<String, f64> {
 }
 
 /// Starts everything, runs the phases, accounts and measures.
-fn measure(run: RunInfo, s: &Setting, phases: usize) -> Result<ShadowReport> {
+fn measure(run: RunInfo, s: &Setting, phases: usize, swaps: usize) -> Result<ShadowReport> {
     let machine = sys::machine_info();
     let dir = tempfile::tempdir()?;
     let generated = repository(dir.path())?;
     let redis = RedisServer::start()?;
-    write_rollout(&redis, 1, None)?;
+    write_rollout(&redis, 1, PRIMARY, None)?;
     let broker = DevBroker::start(1)?;
     let t = broker.create_topics(s.cameras)?;
     let checker = panoptes_testkit::settle::checker(&broker.bootstrap, &t, Vec::new())?;
@@ -218,6 +230,7 @@ fn measure(run: RunInfo, s: &Setting, phases: usize) -> Result<ShadowReport> {
     );
     std::thread::sleep(Duration::from_secs(s.phase_s));
     let (windows, last_agreement) = run_phases(&redis, &w, s, phases)?;
+    let swapped = run_swaps(&redis, &w, 2 + phases as u64, swaps)?;
     let produced = producing.finish()?;
     let report = panoptes_testkit::settle::finish_when_settled(checker, Duration::from_secs(120))?;
     let inferred = shadow_metric(&w, "inferred");
@@ -230,6 +243,9 @@ fn measure(run: RunInfo, s: &Setting, phases: usize) -> Result<ShadowReport> {
         .map(|r| (r.capture_time_us, r.published_time_us))
         .collect();
     let (per_phase, off, on) = latencies(&windows, &times)?;
+    let swaps = (swaps > 0)
+        .then(|| swap_latencies(&swapped, &times))
+        .transpose()?;
     let total = &report.total;
     Ok(ShadowReport {
         run,
@@ -251,6 +267,7 @@ fn measure(run: RunInfo, s: &Setting, phases: usize) -> Result<ShadowReport> {
             duplicated: total.duplicated,
             reordered: total.reordered,
         },
+        swaps,
     })
 }
 
@@ -278,7 +295,7 @@ fn run_phases(
             since_generation: 2 + i as u64,
             started_ms: (started / 1000) as u64,
         });
-        write_rollout(redis, 2 + i as u64, shadow)?;
+        write_rollout(redis, 2 + i as u64, PRIMARY, shadow)?;
         eprintln!("phase {}: shadow {}", i + 1, if on { "on" } else { "off" });
         std::thread::sleep(Duration::from_secs(s.phase_s));
         if on {
@@ -322,4 +339,75 @@ fn latencies(
     let off = Latency::of(&off).context("no records with the shadow off")?;
     let on = Latency::of(&on).context("no records with the shadow on")?;
     Ok((per_phase, off, on))
+}
+
+/// One swap as run: the request's and the switch's times (µs).
+struct Swapped {
+    requested_us: i64,
+    switched_us: i64,
+}
+
+/// Steady time before each swap.
+const SWAP_STEADY: Duration = Duration::from_secs(10);
+/// How long after the switch a swap's window lasts (the test's window).
+const SWAP_TAIL: Duration = Duration::from_secs(2);
+
+/// `n` blue-green swaps between [`SHADOW`] and [`PRIMARY`] (the same model under two
+/// versions), each after [`SWAP_STEADY`], from record generation `generation` on.
+fn run_swaps(redis: &RedisServer, w: &Node, generation: u64, n: usize) -> Result<Vec<Swapped>> {
+    let ok = || {
+        w.metric("panoptes_worker_model_swaps_total{result=\"ok\"}")
+            .unwrap_or(0.0)
+    };
+    let mut out = Vec::new();
+    for i in 0..n {
+        std::thread::sleep(SWAP_STEADY);
+        let active = if i % 2 == 0 { SHADOW } else { PRIMARY };
+        let before = ok();
+        let requested_us = now_us();
+        write_rollout(redis, generation + i as u64, active, None)?;
+        panoptes_testkit::wait_until("the swap", Duration::from_secs(60), || {
+            (ok() > before).then_some(())
+        })?;
+        let switched_us = now_us();
+        eprintln!(
+            "swap {}: to {active} in {} ms",
+            i + 1,
+            (switched_us - requested_us) / 1000
+        );
+        std::thread::sleep(SWAP_TAIL + Duration::from_secs(1));
+        out.push(Swapped {
+            requested_us,
+            switched_us,
+        });
+    }
+    Ok(out)
+}
+
+/// The swaps' figures: steady = the 8 s before each request; during = from each request to
+/// [`SWAP_TAIL`] after its switch.
+fn swap_latencies(swapped: &[Swapped], times: &[(i64, i64)]) -> Result<Swaps> {
+    let window = |from: i64, to: i64| -> Vec<f64> {
+        let ms = |&(c, p): &(i64, i64)| (p - c) as f64 / 1000.0;
+        times
+            .iter()
+            .filter(|(c, _)| (from..to).contains(c))
+            .map(ms)
+            .collect()
+    };
+    let tail = SWAP_TAIL.as_micros() as i64;
+    let (mut steady, mut during) = (Vec::new(), Vec::new());
+    for w in swapped {
+        steady.extend(window(w.requested_us - 8_000_000, w.requested_us));
+        during.extend(window(w.requested_us, w.switched_us + tail));
+    }
+    Ok(Swaps {
+        swaps: swapped.len(),
+        switch_ms: swapped
+            .iter()
+            .map(|w| ((w.switched_us - w.requested_us) / 1000) as u64)
+            .collect(),
+        steady: Latency::of(&steady).context("no records before the swaps")?,
+        during: Latency::of(&during).context("no records during the swaps")?,
+    })
 }
