@@ -247,7 +247,12 @@ impl Camera<'_> {
 
     /// One connection: returns whether any frame arrived, and why it ended (Ok = cancelled).
     fn stream_once(&mut self) -> (bool, Result<(), CameraError>) {
-        let pipe = match pipeline::build(self.spec) {
+        let skipped = self
+            .ctx
+            .metrics
+            .decode_skipped
+            .with_label_values(&[&self.spec.id]);
+        let pipe = match pipeline::build(self.spec, skipped) {
             Ok(p) => p,
             Err(e) => return (false, Err(e)),
         };
@@ -277,13 +282,14 @@ impl Camera<'_> {
                 if !*streamed {
                     *streamed = true;
                     self.set_state(CameraState::Streaming);
+                }
+                // The sizes follow the stream, which may change them while it runs.
+                if let Some((sw, sh, ow, oh)) =
+                    *pipe.info.dims.lock().unwrap_or_else(|e| e.into_inner())
+                {
                     let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some((sw, sh, ow, oh)) =
-                        *pipe.info.dims.lock().unwrap_or_else(|e| e.into_inner())
-                    {
-                        st.source_size = Some((sw, sh));
-                        st.output_size = Some((ow, oh));
-                    }
+                    st.source_size = Some((sw, sh));
+                    st.output_size = Some((ow, oh));
                 }
                 self.publish(&sample, pipe);
             }

@@ -222,6 +222,10 @@ pub struct CameraDefaults {
     /// this of the node's clock, else their arrival time; `0s` always uses arrival.
     #[serde(with = "humantime_serde")]
     pub camera_clock_tolerance: Duration,
+    /// Drop, before the decoder, frames the sampler would not keep (non-reference pictures;
+    /// all but keyframes at very low rates) when the camera sends at least twice the sampling
+    /// rate (`crate::decode_skip`).
+    pub decode_skip: bool,
 }
 
 impl Default for CameraDefaults {
@@ -239,6 +243,7 @@ impl Default for CameraDefaults {
             backoff_max: Duration::from_secs(5),
             buffer_frames: 2,
             camera_clock_tolerance: Duration::from_secs(2),
+            decode_skip: true,
         }
     }
 }
@@ -303,6 +308,8 @@ pub struct CameraSpec {
     pub start_seq: u64,
     /// Largest accepted |camera clock − node clock| for camera capture times.
     pub camera_clock_tolerance: Duration,
+    /// Skip decoding frames the sampler would drop.
+    pub decode_skip: bool,
 }
 
 /// A camera entry that cannot be used; fatal for that entry only.
@@ -369,6 +376,7 @@ impl CameraConfig {
             partition: self.partition,
             start_seq: 0,
             camera_clock_tolerance: d.camera_clock_tolerance,
+            decode_skip: d.decode_skip,
         };
         let range = |field, value: u64, lo: u64, hi: u64, range| {
             if value < lo || value > hi {

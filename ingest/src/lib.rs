@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the node's typed configuration and the resolved [`config::CameraSpec`];
 //! - [`pipeline`]: one camera's GStreamer pipeline (rtspsrc → decode → rate → scale → JPEG);
+//! - [`decode_skip`]: which compressed frames may skip the decoder (pure);
 //! - [`camera`]: one camera's thread and state machine (connect, stream, back off, reconnect);
 //! - [`error`]: why a camera is not streaming ([`error::CameraError`]), shared by the two above;
 //! - [`publisher`]: the idempotent Kafka producer with its bounded queue;
@@ -17,6 +18,7 @@ pub mod camera;
 pub mod capture;
 pub mod config;
 pub mod coordinated;
+pub mod decode_skip;
 pub mod error;
 pub mod metrics;
 pub mod node;

@@ -55,6 +55,8 @@ pub struct IngestMetrics {
     pub publish_errors: IntCounterVec,
     /// Decode errors reported by the decoder, per camera.
     pub decode_errors: IntCounterVec,
+    /// Access units dropped before the decoder because the sampler would not keep them.
+    pub decode_skipped: IntCounterVec,
     /// Reconnect attempts, per camera.
     pub reconnects: IntCounterVec,
     /// Camera failures by kind.
@@ -116,6 +118,11 @@ impl IngestMetrics {
             decode_errors: counter_vec(
                 "panoptes_ingest_decode_errors_total",
                 "Decoder errors and warnings.",
+                &["camera"],
+            )?,
+            decode_skipped: counter_vec(
+                "panoptes_ingest_decode_skipped_total",
+                "Compressed frames dropped before the decoder because the sampler would not keep them.",
                 &["camera"],
             )?,
             reconnects: counter_vec(
@@ -221,6 +228,7 @@ impl IngestMetrics {
             &self.frames,
             &self.bytes,
             &self.decode_errors,
+            &self.decode_skipped,
             &self.reconnects,
         ] {
             let _ = vec.remove_label_values(&[camera]);

@@ -19,13 +19,18 @@
 //! `unknown-type` (no decoder for these caps) or a negotiation failure after the decoder
 //! (named with the decoded format), instead of GStreamer's generic "Internal data stream error".
 //!
+//! When the sampling rate is well below the camera's, the access units the sampler would
+//! throw away are dropped before the decoder instead of after it ([`crate::decode_skip`]:
+//! non-reference pictures, or everything but keyframes at very low rates), counted in
+//! `panoptes_ingest_decode_skipped_total`; `camera_defaults.decode_skip = false` turns it off.
+//!
 //! Credentials go to rtspsrc's `user-id`/`user-pw` properties, never into `location`, so
 //! GStreamer's own messages cannot leak them. The appsink keeps at most `buffer_frames`
 //! samples and drops the oldest: a slow consumer costs frames, never memory. rtspsrc adds
 //! the camera's NTP capture time to each frame once RTCP sender reports arrived
 //! ([`crate::capture`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +39,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use crate::config::CameraSpec;
+use crate::decode_skip::{AccessUnit, Bitstream, DecodeSkip, Framing, Reference, Verdict};
 use crate::error::CameraError;
 
 /// What the pad-added callbacks learned, shared with the camera thread.
@@ -88,6 +94,8 @@ pub struct CameraPipeline {
     /// The `videorate` (drop-only): its `max-rate` is the sampling rate, changed in place
     /// by [`CameraPipeline::set_max_rate`] when the coordinator caps the camera.
     pub rate: gst::Element,
+    /// The sampling rate the decode skipping follows (set with `rate`).
+    skip_fps: Arc<AtomicU32>,
     /// With tracing on: the stage stamps the frames' spans are built from (kept alive here,
     /// looked up by camera id, [`crate::trace`]).
     pub stages: Option<Arc<crate::trace::StageClock>>,
@@ -99,6 +107,7 @@ impl CameraPipeline {
     pub fn set_max_rate(&self, fps: u32) {
         self.rate
             .set_property("max-rate", i32::try_from(fps.max(1)).unwrap_or(i32::MAX));
+        self.skip_fps.store(fps.max(1), Ordering::Relaxed);
     }
 }
 
@@ -125,8 +134,12 @@ fn make(factory: &str) -> Result<gst::Element, CameraError> {
 
 /// Builds the pipeline for `spec`: the RTSP source, the decoder and the encode chain, added
 /// and linked as far as they can be before the stream's pads appear; the pad callbacks link
-/// the rest once rtspsrc and decodebin know what the camera sends.
-pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
+/// the rest once rtspsrc and decodebin know what the camera sends. Access units dropped
+/// before the decoder are counted in `skipped`.
+pub fn build(
+    spec: &CameraSpec,
+    skipped: prometheus::IntCounter,
+) -> Result<CameraPipeline, CameraError> {
     let pipeline = gst::Pipeline::with_name(&format!("camera-{}", spec.id));
     let src = rtsp_source(spec)?;
     let decode = make("decodebin")?;
@@ -137,6 +150,10 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
     route_source_pads(&pipeline, &src, &decode, info.clone())?;
     route_decoded_video(&decode, &chain, info.clone())?;
     follow_decoded_caps(&chain, spec, info.clone())?;
+    let skip_fps = Arc::new(AtomicU32::new(spec.fps.max(1)));
+    if spec.decode_skip {
+        skip_undecoded(&decode, skip_fps.clone(), skipped)?;
+    }
 
     let stages = stage_probes(spec, &decode, &chain)?;
     let bus = pipeline
@@ -145,6 +162,7 @@ pub fn build(spec: &CameraSpec) -> Result<CameraPipeline, CameraError> {
     Ok(CameraPipeline {
         pipeline,
         rate: chain.rate,
+        skip_fps,
         appsink: chain.appsink,
         bus,
         info,
@@ -364,6 +382,102 @@ fn route_decoded_video(
         }
     });
     Ok(())
+}
+
+/// Once decodebin adds its video decoder, drops before it every access unit the sampler
+/// would not keep ([`crate::decode_skip`]), following the sampling rate in `fps`.
+fn skip_undecoded(
+    decode: &gst::Element,
+    fps: Arc<AtomicU32>,
+    skipped: prometheus::IntCounter,
+) -> Result<(), CameraError> {
+    let bin = decode
+        .downcast_ref::<gst::Bin>()
+        .ok_or_else(|| CameraError::Pipeline("decodebin is not a bin".into()))?;
+    bin.connect_element_added(move |_bin, element| {
+        // jpegdec, MJPEG's decoder, calls itself an image decoder.
+        let is_video_decoder = element.factory().is_some_and(|f| {
+            let klass = f.metadata("klass").unwrap_or_default();
+            klass.contains("Decoder") && (klass.contains("Video") || klass.contains("Image"))
+        });
+        if let (true, Some(pad)) = (is_video_decoder, element.static_pad("sink")) {
+            attach_skip_probe(&pad, fps.clone(), skipped.clone());
+        }
+    });
+    Ok(())
+}
+
+/// The probe on a decoder's sink pad: caps events say what the bitstream is, each buffer
+/// (one access unit) gets a [`Verdict`].
+fn attach_skip_probe(pad: &gst::Pad, fps: Arc<AtomicU32>, skipped: prometheus::IntCounter) {
+    let applied = fps.load(Ordering::Relaxed);
+    let state = Mutex::new((Bitstream::Other, applied, DecodeSkip::new(applied)));
+    let types = gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM;
+    pad.add_probe(types, move |_pad, probe| {
+        let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+        let (bitstream, applied, skip) = &mut *guard;
+        let buffer = match &probe.data {
+            Some(gst::PadProbeData::Buffer(buffer)) => buffer,
+            Some(gst::PadProbeData::Event(event)) => {
+                if let gst::EventView::Caps(caps) = event.view() {
+                    *bitstream = bitstream_of(caps.caps());
+                }
+                return gst::PadProbeReturn::Ok;
+            }
+            _ => return gst::PadProbeReturn::Ok,
+        };
+        let want = fps.load(Ordering::Relaxed);
+        if want != *applied {
+            skip.set_rate(want);
+            *applied = want;
+        }
+        let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let reference = match buffer.map_readable() {
+            Ok(map) if !keyframe => crate::decode_skip::reference_of(*bitstream, &map),
+            _ => Reference::Needed,
+        };
+        let unit = AccessUnit {
+            pts_ns: buffer.pts().map(gst::ClockTime::nseconds),
+            keyframe,
+            reference,
+        };
+        if skip.decide(unit) == Verdict::Skip {
+            skipped.inc();
+            return gst::PadProbeReturn::Drop;
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// What a decoder's sink caps say about NAL framing (`avc`/`hvc1` length prefixes, their size
+/// from the codec data; byte-stream otherwise).
+fn bitstream_of(caps: &gst::CapsRef) -> Bitstream {
+    let Some(s) = caps.structure(0) else {
+        return Bitstream::Other;
+    };
+    let h265 = match s.name().as_str() {
+        "video/x-h264" => false,
+        "video/x-h265" => true,
+        _ => return Bitstream::Other,
+    };
+    let framing = match s.get::<&str>("stream-format") {
+        Ok("avc" | "avc3" | "hvc1" | "hev1") => {
+            // avcC: lengthSizeMinusOne in byte 4; hvcC: in byte 21.
+            let at = if h265 { 21 } else { 4 };
+            let size = s
+                .get::<gst::Buffer>("codec_data")
+                .ok()
+                .and_then(|b| b.map_readable().ok().and_then(|m| m.get(at).copied()))
+                .map_or(4, |b| (b & 0x3) + 1);
+            Framing::LengthPrefixed(size)
+        }
+        _ => Framing::ByteStream,
+    };
+    if h265 {
+        Bitstream::H265(framing)
+    } else {
+        Bitstream::H264(framing)
+    }
 }
 
 /// On every caps event of the decoded video (the first one and any later change), records

@@ -77,6 +77,12 @@ impl CamSim {
         )
     }
 
+    /// Changes format camera `id` while it streams: `change` is a JSON object with any of
+    /// `format`, `width`, `height`, `fps` (`panoptes_camsim::formats::FormatChange`).
+    pub fn change_format(&self, id: &str, change: &serde_json::Value) -> Result<()> {
+        post_json(&format!("{}/formats/{id}", self.control), change)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.is_running()
@@ -95,6 +101,9 @@ pub fn camera_arg(c: &panoptes_scene::camera::CameraConfig) -> String {
         "id={},width={},height={},fps={},seed={},objects={}",
         c.id, c.width, c.height, c.fps, c.seed, c.objects
     );
+    if c.bframes > 0 {
+        a.push_str(&format!(",bframes={}", c.bframes));
+    }
     if let Some(cr) = &c.credentials {
         a.push_str(&format!(",user={},pass={}", cr.user, cr.pass));
     }

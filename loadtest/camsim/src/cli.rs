@@ -45,6 +45,9 @@ pub struct CamsimArgs {
     /// Objects per scene of --cameras cameras.
     #[arg(long, default_value_t = 3)]
     pub objects: u32,
+    /// Non-reference B-frames between reference frames of --cameras cameras (0: IPPP).
+    #[arg(long, default_value_t = 0)]
+    pub bframes: u32,
 }
 
 impl CamsimArgs {
@@ -78,6 +81,7 @@ impl CamsimArgs {
                 fps: self.fps,
                 codec: self.codec,
                 objects: self.objects,
+                bframes: self.bframes,
                 ..CameraConfig::new(format!("cam{i}"))
             });
         }

@@ -4,6 +4,10 @@
 //! - `POST /cameras/{id}/{stall|drop|stop|resume}` → the camera's `CameraStatus` after the action
 //! - `POST /cameras/{id}/{normal|dark|covered|blurred|scene_changed}` → switches the picture
 //!   variant (`panoptes_scene::variant`), answers the camera's `CameraStatus`
+//! - `POST /formats/{id}` with a [`crate::formats::FormatChange`] (`{"format": "h265",
+//!   "width": 320, "height": 240, "fps": 15}`, any subset) → the format camera as served now
+//!   ([`crate::formats::FormatStatus`]); a size or rate change applies in the running sessions,
+//!   a format change ends them
 //! - unknown camera or action → `404 {"error": "..."}`; internal failure → `500 {"error": ...}`
 
 use std::sync::Arc;
@@ -36,6 +40,7 @@ pub(crate) fn router(core: Arc<CamSimCore>) -> Router {
         .route("/cameras", get(list))
         .route("/cameras/{id}", get(one))
         .route("/cameras/{id}/{action}", post(act))
+        .route("/formats/{id}", post(change_format))
         .with_state(core)
 }
 
@@ -48,6 +53,14 @@ async fn one(
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
     Ok(Json(core.camera_status(&id).await?).into_response())
+}
+
+async fn change_format(
+    State(core): State<Arc<CamSimCore>>,
+    Path(id): Path<String>,
+    Json(change): Json<crate::formats::FormatChange>,
+) -> Result<Response, Error> {
+    Ok(Json(core.change_format(&id, &change).await?).into_response())
 }
 
 async fn act(

@@ -7,6 +7,12 @@
 //! through x264enc/x265enc, MJPEG over RTP, uncompressed RFC 4175 video). It has no fault
 //! control and no ground truth. Spec syntax (`--format-camera`):
 //! `id=hi10,format=h264-high10,width=320,height=240,fps=10` (only `id` and `format` required).
+//!
+//! A format camera can change while it streams, as real cameras do when reconfigured
+//! ([`FormatChange`], `POST /formats/{id}` on the control API): a new size or frame rate is
+//! applied in the running sessions (the source's caps change, the encoder restarts with new
+//! parameter sets, the RTP session stays), while a new format (e.g. H.264 → H.265) changes the
+//! SDP, so the camera ends its sessions and clients reconnect to the new stream.
 
 use std::fmt;
 use std::str::FromStr;
@@ -197,48 +203,135 @@ impl FormatCamera {
         Ok(())
     }
 
+    /// The caps of the test source (the capsfilter named `shape` in [`Self::launch_line`]):
+    /// 8-bit pictures of the camera's size and rate (UYVY for raw video; two pictures per
+    /// frame, the fields, for interlaced H.264).
+    pub fn source_caps(&self) -> String {
+        let (format, rate) = match self.format {
+            SourceFormat::RawUyvy => ("UYVY", self.fps),
+            SourceFormat::H264Interlaced => ("I420", 2 * self.fps),
+            _ => ("I420", self.fps),
+        };
+        format!(
+            "video/x-raw,format={format},width={},height={},framerate={rate}/1",
+            self.width, self.height
+        )
+    }
+
+    /// This camera after `change`, validated.
+    pub fn changed(&self, change: &FormatChange) -> Result<Self, ConfigError> {
+        let next = Self {
+            id: self.id.clone(),
+            format: change.format.unwrap_or(self.format),
+            width: change.width.unwrap_or(self.width),
+            height: change.height.unwrap_or(self.height),
+            fps: change.fps.unwrap_or(self.fps),
+        };
+        next.validate()?;
+        Ok(next)
+    }
+
     /// gst-launch description of the media (payloader `pay0`).
     pub fn launch_line(&self) -> String {
-        let (w, h, fps) = (self.width, self.height, self.fps);
+        let fps = self.fps;
         let format = self.format.raw_format();
-        let src = "videotestsrc is-live=true pattern=ball";
+        let src = format!(
+            "videotestsrc is-live=true pattern=ball ! capsfilter name=shape caps=\"{}\"",
+            self.source_caps()
+        );
         let x264 =
             format!("x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} threads=1");
         let x265 = format!(
             "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
              option-string=\"pools=1:frame-threads=1:lookahead-slices=0\""
         );
-        let raw = |fmt: &str| format!("video/x-raw,format={fmt},width={w},height={h}");
+        // The encoder's input format only: size and rate follow the source's caps, so that a
+        // change of `shape` renegotiates the running stream.
         let body = match self.format {
             SourceFormat::H264Interlaced => format!(
                 // Two progressive pictures become the two fields of one interlaced frame.
-                "{src} ! {},framerate={}/1 ! interlace field-pattern=1:1 top-field-first=true \
-                 ! {x264} interlaced=true ! rtph264pay name=pay0 pt=96 config-interval=-1",
-                raw("I420"),
-                2 * fps
+                "{src} ! interlace field-pattern=1:1 top-field-first=true \
+                 ! {x264} interlaced=true ! rtph264pay name=pay0 pt=96 config-interval=-1"
             ),
-            SourceFormat::Mjpeg => format!(
-                "{src} ! {},framerate={fps}/1 ! jpegenc quality=85 ! rtpjpegpay name=pay0 pt=26",
-                raw("I420")
-            ),
-            SourceFormat::RawUyvy => format!(
-                "{src} ! {},framerate={fps}/1 ! rtpvrawpay name=pay0 pt=96",
-                raw("UYVY")
-            ),
+            SourceFormat::Mjpeg => {
+                format!("{src} ! jpegenc quality=85 ! rtpjpegpay name=pay0 pt=26")
+            }
+            SourceFormat::RawUyvy => format!("{src} ! rtpvrawpay name=pay0 pt=96"),
             f if f.elements().contains(&"x264enc") => format!(
-                "{src} ! {},framerate={fps}/1 ! videoconvert ! {} ! {x264} \
-                 ! rtph264pay name=pay0 pt=96 config-interval=-1",
-                raw("I420"),
-                raw(format)
+                "{src} ! videoconvert ! video/x-raw,format={format} ! {x264} \
+                 ! rtph264pay name=pay0 pt=96 config-interval=-1"
             ),
             _ => format!(
-                "{src} ! {},framerate={fps}/1 ! videoconvert ! {} ! {x265} \
-                 ! rtph265pay name=pay0 pt=96 config-interval=-1",
-                raw("I420"),
-                raw(format)
+                "{src} ! videoconvert ! video/x-raw,format={format} ! {x265} \
+                 ! rtph265pay name=pay0 pt=96 config-interval=-1"
             ),
         };
         format!("( {body} )")
+    }
+}
+
+/// A change to a running format camera: the fields given replace the camera's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatChange {
+    /// New source format (a codec change restarts the camera's sessions).
+    #[serde(default, with = "format_name")]
+    pub format: Option<SourceFormat>,
+    /// New width.
+    pub width: Option<u32>,
+    /// New height.
+    pub height: Option<u32>,
+    /// New frame rate.
+    pub fps: Option<u32>,
+}
+
+/// `format` as its command-line name in JSON.
+mod format_name {
+    use super::SourceFormat;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(f: &Option<SourceFormat>, s: S) -> Result<S::Ok, S::Error> {
+        match f {
+            Some(f) => s.serialize_some(f.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SourceFormat>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|name| name.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// What `POST /formats/{id}` answers: the camera as served now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FormatStatus {
+    /// Mount name.
+    pub id: String,
+    /// Source format name.
+    pub format: String,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Frame rate.
+    pub fps: u32,
+    /// Clients disconnected by the change (a format change ends every session).
+    pub ended_sessions: usize,
+}
+
+impl FormatStatus {
+    /// `cam` after a change that ended `ended_sessions` sessions.
+    pub fn of(cam: &FormatCamera, ended_sessions: usize) -> Self {
+        Self {
+            id: cam.id.clone(),
+            format: cam.format.as_str().to_owned(),
+            width: cam.width,
+            height: cam.height,
+            fps: cam.fps,
+            ended_sessions,
+        }
     }
 }
 
@@ -292,6 +385,27 @@ mod tests {
             (SourceFormat::H264High444, 641, 361, 5)
         );
         assert!(c.launch_line().contains("format=Y444"));
+        assert!(c.launch_line().contains(
+            "name=shape caps=\"video/x-raw,format=I420,width=641,height=361,framerate=5/1\""
+        ));
+        let change: FormatChange =
+            serde_json::from_str(r#"{"format": "h265", "width": 320}"#).unwrap();
+        // H.265 4:2:0 needs an even height: 641x361 cannot become it.
+        assert!(c.changed(&change).is_err());
+        let base: FormatCamera = "id=b,format=h264,width=640,height=360".parse().unwrap();
+        let next = base.changed(&change).unwrap();
+        assert_eq!(
+            (next.format, next.width, next.height, next.fps),
+            (SourceFormat::H265, 320, 360, 10)
+        );
+        assert!(
+            base.changed(&FormatChange {
+                width: Some(3),
+                ..FormatChange::default()
+            })
+            .is_err()
+        );
+        assert!(serde_json::from_str::<FormatChange>(r#"{"format": "vp9"}"#).is_err());
         assert!(
             "id=a,format=h264,width=641"
                 .parse::<FormatCamera>()

@@ -124,6 +124,18 @@ impl CamSimCore {
         self.camera_status(id).await
     }
 
+    /// Changes format camera `id` while it streams ([`formats::FormatChange`]).
+    pub(crate) async fn change_format(
+        &self,
+        id: &str,
+        change: &formats::FormatChange,
+    ) -> Result<formats::FormatStatus, Error> {
+        let _serial = self.ops.lock().await;
+        let (cam, ended) = self.rtsp.change_format(id, change).await?;
+        tracing::info!(camera = %id, format = %cam.format, width = cam.width, height = cam.height, fps = cam.fps, ended_sessions = ended, "format camera changed");
+        Ok(formats::FormatStatus::of(&cam, ended))
+    }
+
     pub(crate) async fn apply(&self, id: &str, action: FaultAction) -> Result<CameraStatus, Error> {
         let cam = self.camera(id)?.clone();
         let _serial = self.ops.lock().await;

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -44,7 +45,15 @@ pub(crate) struct Rtsp {
     main_loop: glib::MainLoop,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     factories: HashMap<String, RTSPMediaFactory>,
+    formats: HashMap<String, FormatMount>,
     port: u16,
+}
+
+/// A format camera's factory, what it serves now, and its live medias (to change them).
+struct FormatMount {
+    factory: RTSPMediaFactory,
+    camera: std::sync::Mutex<FormatCamera>,
+    medias: Arc<std::sync::Mutex<Vec<glib::WeakRef<RTSPMedia>>>>,
 }
 
 /// gst-launch description of a camera's media pipeline (appsrc named `src`, payloader `pay0`).
@@ -60,15 +69,32 @@ pub(crate) fn launch_line(cam: &panoptes_scene::camera::CameraConfig) -> String 
                  pixel-aspect-ratio=1/1,colorimetry=bt601,interlace-mode=progressive",
                 cam.width, cam.height
             );
+            // B-frames (none by default) are never references: an IBBP stream. Left to
+            // negotiate, x264enc settles on Constrained Baseline here, which has none.
+            let b = cam.bframes;
             let enc = if cam.codec == Codec::H264 {
+                let profile = if b > 0 {
+                    " ! video/x-h264,profile=main"
+                } else {
+                    ""
+                };
                 format!(
                     "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} threads=1 \
+                     bframes={b} b-adapt=false b-pyramid=false{profile} \
                      ! rtph264pay name=pay0 pt=96 config-interval=-1"
                 )
             } else {
+                // x265 refuses B-frames under tune=zerolatency: a short lookahead instead.
+                let tuning = match b {
+                    0 => "tune=zerolatency option-string=\"pools=1:frame-threads=1:lookahead-slices=0\""
+                        .to_string(),
+                    b => format!(
+                        "option-string=\"pools=1:frame-threads=1:lookahead-slices=0:bframes={b}:\
+                         b-adapt=0:b-pyramid=0:rc-lookahead=4\""
+                    ),
+                };
                 format!(
-                    "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
-                     option-string=\"pools=1:frame-threads=1:lookahead-slices=0\" \
+                    "x265enc speed-preset=ultrafast key-int-max={fps} {tuning} \
                      ! rtph265pay name=pay0 pt=96 config-interval=-1"
                 )
             };
@@ -272,6 +298,7 @@ impl Rtsp {
             factories.push(factory);
         }
         let roles = install_auth(&server, cameras, &factories);
+        let mut format_mounts = HashMap::new();
         for cam in formats {
             // A plain launch line with explicit caps (no feeder, no fault control), open to
             // every client; not shared, like the scene cameras.
@@ -281,7 +308,20 @@ impl Rtsp {
             for role in &roles {
                 factory.add_role_from_structure(&permissions(role, true));
             }
-            mounts.add_factory(&format!("/{}", cam.id), factory);
+            let medias: Arc<std::sync::Mutex<Vec<glib::WeakRef<RTSPMedia>>>> = Arc::default();
+            let live = medias.clone();
+            factory.connect_media_configure(move |_, media| {
+                let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+                live.retain(|m| m.upgrade().is_some());
+                live.push(media.downgrade());
+            });
+            mounts.add_factory(&format!("/{}", cam.id), factory.clone());
+            let mount = FormatMount {
+                factory,
+                camera: std::sync::Mutex::new(cam.clone()),
+                medias,
+            };
+            format_mounts.insert(cam.id.clone(), mount);
         }
 
         let context = glib::MainContext::new();
@@ -321,8 +361,50 @@ impl Rtsp {
             main_loop,
             thread: std::sync::Mutex::new(Some(thread)),
             factories,
+            formats: format_mounts,
             port,
         })
+    }
+
+    /// Changes format camera `id` ([`crate::formats::FormatChange`]): a new size or rate is
+    /// applied to the running sessions through their `shape` capsfilter; a new format ends
+    /// them, so that clients reconnect to the new stream. New sessions get the new camera.
+    /// Returns the camera now served and how many clients were disconnected.
+    pub(crate) async fn change_format(
+        &self,
+        id: &str,
+        change: &crate::formats::FormatChange,
+    ) -> Result<(FormatCamera, usize), Error> {
+        let mount = self
+            .formats
+            .get(id)
+            .ok_or_else(|| Error::UnknownCamera(id.to_string()))?;
+        let (next, recode) = {
+            let mut cam = mount.camera.lock().unwrap_or_else(|e| e.into_inner());
+            let next = cam.changed(change)?;
+            let recode = next.format != cam.format;
+            *cam = next.clone();
+            (next, recode)
+        };
+        mount.factory.set_launch(&next.launch_line());
+        if recode {
+            let ended = self.end_sessions(format!("/{id}")).await?;
+            return Ok((next, ended));
+        }
+        let caps = gst::Caps::from_str(&next.source_caps())
+            .map_err(|e| Error::Gst(format!("bad caps {}: {e}", next.source_caps())))?;
+        let medias = mount.medias.lock().unwrap_or_else(|e| e.into_inner());
+        for media in medias.iter().filter_map(glib::WeakRef::upgrade) {
+            let shape = media
+                .element()
+                .downcast::<gst::Bin>()
+                .ok()
+                .and_then(|bin| bin.by_name("shape"));
+            if let Some(shape) = shape {
+                shape.set_property("caps", &caps);
+            }
+        }
+        Ok((next, 0))
     }
 
     /// The bound RTSP port.

@@ -87,6 +87,10 @@ pub struct CameraConfig {
     pub seed: u64,
     /// Basic-auth credentials; `None` means open to anonymous clients.
     pub credentials: Option<Credentials>,
+    /// Non-reference B-frames between reference frames (H.264/H.265), default 0: an IBBP
+    /// stream with 2, as some cameras send; 0 is the usual IPPP.
+    #[serde(default)]
+    pub bframes: u32,
 }
 
 impl CameraConfig {
@@ -101,6 +105,7 @@ impl CameraConfig {
             objects: 3,
             seed: 1,
             credentials: None,
+            bframes: 0,
         }
     }
 
@@ -138,6 +143,9 @@ impl CameraConfig {
         if !(1..=120).contains(&self.fps) {
             return Err(err(format!("{}: fps must be 1..=120", self.id)));
         }
+        if self.bframes > 4 {
+            return Err(err(format!("{}: bframes must be 0..=4", self.id)));
+        }
         if let Some(c) = &self.credentials
             && (c.user.is_empty() || c.user.contains(':'))
         {
@@ -153,7 +161,7 @@ impl CameraConfig {
 impl FromStr for CameraConfig {
     type Err = ConfigError;
 
-    /// Parses `id=cam0,width=640,height=360,fps=10,codec=h264,objects=3,seed=1,user=u,pass=p`
+    /// Parses `id=cam0,width=640,height=360,fps=10,codec=h264,objects=3,seed=1,bframes=0,user=u,pass=p`
     /// (only `id` required).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut cam = CameraConfig::new("");
@@ -177,6 +185,7 @@ impl FromStr for CameraConfig {
                 "codec" => cam.codec = value.parse()?,
                 "objects" => cam.objects = small(value)?,
                 "seed" => cam.seed = num(value)?,
+                "bframes" => cam.bframes = small(value)?,
                 "user" => user = Some(value.to_string()),
                 "pass" | "password" => pass = Some(value.to_string()),
                 other => return Err(err(format!("unknown camera key {other:?}"))),

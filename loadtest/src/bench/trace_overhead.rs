@@ -36,6 +36,7 @@ use panoptes_workers::config::StalePolicy;
 use serde::Serialize;
 
 use super::ingest::IngestBenchParams;
+use super::ingest::Phase as IngestPhase;
 use super::ingest::run::{Fixture, run_ingest};
 use super::scaffold;
 use super::sys;
@@ -366,8 +367,14 @@ fn ingest_rounds(args: &TraceArgs, receiver: &OtlpReceiver, out: &mut Vec<Phase>
     for round in 1..=args.ingest_rounds {
         for traced in [traced_first(round), !traced_first(round)] {
             let before = receiver.spans().len();
-            let s = run_ingest(&fx, &params, round, ticks, traced.then_some(&tracing))
-                .with_context(|| format!("ingest round {round} traced={traced}"))?;
+            let s = run_ingest(
+                &fx,
+                &params,
+                (IngestPhase::Ingest, round),
+                ticks,
+                traced.then_some(&tracing),
+            )
+            .with_context(|| format!("ingest round {round} traced={traced}"))?;
             let spans = receiver.spans().len() - before;
             let p = Phase {
                 node: "ingest",

@@ -63,7 +63,17 @@ pub struct IngestArgs {
     /// Rounds of (bare, ingest) [default: 2; --quick: 1].
     #[arg(long)]
     rounds: Option<u32>,
-    /// `--out` (ingest-bench.json and .md), `--quick`, `--check` (ratio above 1.25).
+    /// B-frames between the cameras' reference frames (0: IPPP; 2: IBBP, whose B-frames the
+    /// ingest node need not decode).
+    #[arg(long, default_value_t = 0)]
+    bframes: u32,
+    /// Add a phase per round: the ingest node with decode_skip = false.
+    #[arg(long)]
+    decode_all: bool,
+    /// The ratio ingest / bare must stay under (the decode-skipping run: 0.7).
+    #[arg(long, default_value_t = super::TARGET_RATIO)]
+    target: f64,
+    /// `--out` (ingest-bench.json and .md), `--quick`, `--check` (ratio above the target).
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -87,6 +97,9 @@ impl IngestArgs {
             warmup_s: self.warmup.unwrap_or(base.warmup_s),
             window_s: self.window.unwrap_or(base.window_s),
             rounds: self.rounds.unwrap_or(base.rounds),
+            bframes: self.bframes,
+            decode_all_phase: self.decode_all,
+            target_ratio: self.target,
         }
     }
 }
@@ -118,7 +131,8 @@ impl Fixture {
     }
 }
 
-/// Measures `pid` over the window: frames from `frames()`, CPU from /proc.
+/// Measures `pid` over the window: frames (and, for the ingest node, skipped decodes) from
+/// `counts()`, CPU from /proc.
 fn measure(
     phase: Phase,
     round: u32,
@@ -126,18 +140,18 @@ fn measure(
     pid: u32,
     source_pid: u32,
     ticks: sys::ClockTicks,
-    mut frames: impl FnMut() -> Result<u64>,
+    mut counts: impl FnMut() -> Result<(u64, Option<u64>)>,
 ) -> Result<Sample> {
     let machine0 = sys::system_cpu()?;
     let source0 = sys::process_cpu_ticks(source_pid)?;
-    let frames0 = frames()?;
+    let (frames0, skipped0) = counts()?;
     let cpu0 = sys::process_cpu_ticks(pid)?;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(params.window_s));
     let cpu1 = sys::process_cpu_ticks(pid)
         .with_context(|| format!("{} exited during the window", phase.as_str()))?;
     let wall_s = t0.elapsed().as_secs_f64();
-    let frames1 = frames()?;
+    let (frames1, skipped1) = counts()?;
     let source1 = sys::process_cpu_ticks(source_pid)?;
     let machine1 = sys::system_cpu()?;
     let per_s = ticks.per_second as f64;
@@ -150,6 +164,7 @@ fn measure(
         source_cpu_s: source1.saturating_sub(source0) as f64 / per_s,
         machine_busy: machine1.busy_fraction_since(&machine0),
         rss_kib: sys::process_rss_kib(pid),
+        skipped: skipped0.zip(skipped1).map(|(a, b)| b.saturating_sub(a)),
     })
 }
 
@@ -221,32 +236,32 @@ fn run_bare(
         pid,
         fx.camsim.child.pid(),
         ticks,
-        || Ok(counter.total()),
+        || Ok((counter.total(), None)),
     )
 }
 
-fn ingest_frames(http: &str, ids: &[&str]) -> Option<Vec<u64>> {
+/// Per camera, the ingest counter `metric`.
+fn ingest_counts(http: &str, metric: &str, ids: &[&str]) -> Option<Vec<u64>> {
     let text = scaffold::metrics_text(http)?;
     ids.iter()
-        .map(|id| {
-            metric_value(
-                &text,
-                &format!("panoptes_ingest_frames_total{{camera=\"{id}\"}}"),
-            )
-            .map(|v| v as u64)
-        })
+        .map(|id| metric_value(&text, &format!("{metric}{{camera=\"{id}\"}}")).map(|v| v as u64))
         .collect()
 }
 
-/// One ingest phase; `tracing`: the node's `[tracing]` section (default: off).
+fn ingest_frames(http: &str, ids: &[&str]) -> Option<Vec<u64>> {
+    ingest_counts(http, "panoptes_ingest_frames_total", ids)
+}
+
+/// One ingest phase ([`Phase::Ingest`] or [`Phase::IngestDecodeAll`]); `tracing`: the node's
+/// `[tracing]` section (default: off).
 pub(crate) fn run_ingest(
     fx: &Fixture,
     params: &IngestBenchParams,
-    round: u32,
+    (phase, round): (Phase, u32),
     ticks: sys::ClockTicks,
     tracing: Option<&panoptes_runtime::trace::TracingConfig>,
 ) -> Result<Sample> {
-    let mut config = params.ingest_config(&fx.broker.bootstrap, &fx.cameras);
+    let mut config = params.ingest_config(&fx.broker.bootstrap, &fx.cameras, phase);
     if let Some(t) = tracing {
         config.tracing = t.clone();
     }
@@ -271,16 +286,16 @@ pub(crate) fn run_ingest(
         bail!("panoptes-ingest exited early:\n{}", tail(&log, 30));
     }
     let sample = measure(
-        Phase::Ingest,
+        phase,
         round,
         params,
         node.proc.pid(),
         fx.camsim.child.pid(),
         ticks,
         || {
-            ingest_frames(&http, &ids)
-                .map(|v| v.iter().sum())
-                .context("reading ingest /metrics")
+            let sum = |metric| ingest_counts(&http, metric, &ids).map(|v| v.iter().sum::<u64>());
+            let frames = sum("panoptes_ingest_frames_total").context("reading ingest /metrics")?;
+            Ok((frames, sum("panoptes_ingest_decode_skipped_total")))
         },
     )?;
     node.proc.terminate(Duration::from_secs(10))?;
@@ -342,10 +357,12 @@ fn run_rounds(
 ) -> Result<Vec<Sample>> {
     let mut samples = Vec::new();
     for round in 1..=params.rounds {
-        for phase in [Phase::Bare, Phase::Ingest] {
+        for phase in params.phases() {
             let sample = match phase {
                 Phase::Bare => run_bare(fx, params, round, ticks),
-                Phase::Ingest => run_ingest(fx, params, round, ticks, None),
+                Phase::Ingest | Phase::IngestDecodeAll => {
+                    run_ingest(fx, params, (phase, round), ticks, None)
+                }
             }
             .with_context(|| format!("round {round}, phase {}", phase.as_str()))?;
             eprintln!(
