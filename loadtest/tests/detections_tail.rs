@@ -168,9 +168,11 @@ fn tail_prints_each_frame_once_after_a_killed_worker_and_drops_zombie_records() 
         raw_frames.len(),
         printed.len()
     );
+    // Compared within one snapshot: the tail reads the topic later than `raw` was taken, and
+    // the workers keep writing meanwhile (CI once read 36 raw records and printed 36 of 38).
     ensure!(
-        raw.len() > printed.len(),
-        "the raw topic holds the dropped records"
+        raw.len() > raw_frames.len(),
+        "the raw topic holds the dropped records (a second record of some frame)"
     );
     ensure!(
         stderr.contains("superseded (epoch rule)") && !stderr.contains("dropped 0 superseded"),

@@ -533,7 +533,10 @@ fn paused_worker_loses_its_lease_and_stops() -> Result<()> {
         CATCH_UP,
     )?;
     a.proc.signal("CONT")?;
-    wait_until("A stops its partitions", Duration::from_secs(10), || {
+    // CI once timed out at 10 s here on a busy machine (cause not pinned down; a thawed
+    // worker may first finish a commit it had in flight, bounded at 10 s). What the test
+    // checks is that it stops, not how fast.
+    wait_until("A stops its partitions", Duration::from_secs(30), || {
         let m = a.metrics();
         (metric_value(&m, "panoptes_worker_lease_lost_total") == Some(1.0)
             && metric_value(&m, "panoptes_worker_partitions_owned") == Some(0.0))
