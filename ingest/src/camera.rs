@@ -283,14 +283,6 @@ impl Camera<'_> {
                     *streamed = true;
                     self.set_state(CameraState::Streaming);
                 }
-                // The sizes follow the stream, which may change them while it runs.
-                if let Some((sw, sh, ow, oh)) =
-                    *pipe.info.dims.lock().unwrap_or_else(|e| e.into_inner())
-                {
-                    let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-                    st.source_size = Some((sw, sh));
-                    st.output_size = Some((ow, oh));
-                }
                 self.publish(&sample, pipe);
             }
             if let Some(e) = pipe.poll_bus(|| decode_errors.inc()) {
@@ -332,12 +324,8 @@ impl Camera<'_> {
         let Ok(map) = buffer.map_readable() else {
             return;
         };
-        let (sw, sh, ow, oh) = pipe
-            .info
-            .dims
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or((0, 0, 0, 0));
+        let dims = *pipe.info.dims.lock().unwrap_or_else(|e| e.into_inner());
+        let (sw, sh, ow, oh) = dims.unwrap_or((0, 0, 0, 0));
         let (width, height) = sample
             .caps()
             .and_then(|c| c.structure(0))
@@ -370,6 +358,11 @@ impl Camera<'_> {
         let m = &self.ctx.metrics;
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.next_seq = self.seq;
+        // The sizes follow the stream, which may change them while it runs.
+        if dims.is_some() {
+            st.source_size = Some((sw, sh));
+            st.output_size = Some((ow, oh));
+        }
         match self
             .ctx
             .publisher

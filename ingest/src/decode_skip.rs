@@ -264,7 +264,13 @@ impl DecodeSkip {
         };
         if verdict == Verdict::Decode {
             self.covered.insert(window);
-            self.covered = self.covered.split_off(&(window - WINDOW_MEMORY));
+            while self
+                .covered
+                .first()
+                .is_some_and(|w| *w < window - WINDOW_MEMORY)
+            {
+                self.covered.pop_first();
+            }
         }
         verdict
     }

@@ -432,9 +432,12 @@ fn attach_skip_probe(pad: &gst::Pad, fps: Arc<AtomicU32>, skipped: prometheus::I
             *applied = want;
         }
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-        let reference = match buffer.map_readable() {
-            Ok(map) if !keyframe => crate::decode_skip::reference_of(*bitstream, &map),
-            _ => Reference::Needed,
+        let reference = if keyframe {
+            Reference::Needed
+        } else {
+            buffer.map_readable().map_or(Reference::Needed, |map| {
+                crate::decode_skip::reference_of(*bitstream, &map)
+            })
         };
         let unit = AccessUnit {
             pts_ns: buffer.pts().map(gst::ClockTime::nseconds),
