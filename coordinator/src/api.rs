@@ -70,6 +70,9 @@ pub struct ApiContext {
     pub frames_topic: String,
     /// Partitions per region frames topic; camera partitions are allocated in `[0, n)`.
     pub frames_partitions: i32,
+    /// Growing the frames topic past `frames_partitions` (`crate::growth`;
+    /// [`crate::growth::FramesGrowth::off`] never grows).
+    pub growth: crate::growth::FramesGrowth,
     /// Known region names (a camera's region must be one of them).
     pub regions: Vec<String>,
     /// Largest request body (bytes).
@@ -83,6 +86,7 @@ struct ApiMetrics {
     requests: prometheus::IntCounterVec,
     auth_failures: prometheus::IntCounterVec,
     audit_failures: prometheus::IntCounter,
+    growths: prometheus::IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -108,10 +112,19 @@ impl ApiMetrics {
             "Audit entries that could not be stored in Redis (they are logged instead)",
         )
         .expect("valid metric");
+        let growths = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "panoptes_coordinator_frames_growth_total",
+                "Registry writes that needed more frames partitions, by outcome (grown: every region's topic grown; refused: growth off or at its maximum; failed: a region's Kafka refused or did not answer)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(auth_failures.clone()),
             Box::new(audit_failures.clone()),
+            Box::new(growths.clone()),
         ] {
             if let Err(e) = registry.register(c) {
                 tracing::warn!(error = %e, "could not register an operator API metric");
@@ -121,6 +134,7 @@ impl ApiMetrics {
             requests,
             auth_failures,
             audit_failures,
+            growths,
         }
     }
 }
@@ -155,6 +169,8 @@ fn build(
             regions: ctx.regions,
             camera_keys: ctx.camera_keys,
         },
+        growth: ctx.growth,
+        growths: m.growths,
         access: ctx.access,
         frames_topic: ctx.frames_topic,
         requests: m.requests,
@@ -229,6 +245,14 @@ pub async fn start(
         access,
         frames_topic: cfg.frames_topic.clone(),
         frames_partitions: cfg.frames_partitions,
+        growth: crate::growth::FramesGrowth::new(
+            &cfg.frames_topic,
+            cfg.frames_partitions,
+            &cfg.frames_growth,
+            cfg.regions
+                .iter()
+                .map(|r| (r.name.clone(), r.bootstrap_servers.clone())),
+        ),
         regions: cfg.regions.iter().map(|r| r.name.clone()).collect(),
         max_body_bytes: cfg.api.max_body_bytes,
         metrics: metrics.registry.clone(),

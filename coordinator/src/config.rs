@@ -23,6 +23,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "camera_key_file",
     "frames_topic",
     "frames_partitions",
+    "frames_growth",
     "http",
     "api",
     "leader",
@@ -49,8 +50,11 @@ pub struct CoordinatorConfig {
     pub camera_key_file: Option<PathBuf>,
     /// Frames topic (same name in every region's Kafka).
     pub frames_topic: String,
-    /// Partitions of the frames topic in every region; cameras get partitions in `[0, n)`.
+    /// Partitions of the frames topic in every region; cameras get partitions in `[0, n)`
+    /// (or up to the count recorded by growth, `crate::growth`, when higher).
     pub frames_partitions: i32,
+    /// Growing the frames topic when every partition is taken (off by default).
+    pub frames_growth: crate::growth::FramesGrowthConfig,
     /// HTTP: `/healthz`, `/readyz`, `/metrics` and the operator API under `/v1`.
     pub http: HttpConfig,
     /// Operator API: TLS, tokens and roles, limits.
@@ -81,6 +85,7 @@ impl Default for CoordinatorConfig {
             camera_key_file: None,
             frames_topic: panoptes_coordinator_client::records::default_frames_topic(),
             frames_partitions: 16,
+            frames_growth: Default::default(),
             http: HttpConfig::default(),
             api: ApiConfig::default(),
             leader: LeaderConfig::default(),
@@ -414,6 +419,20 @@ impl CoordinatorConfig {
                 "frames_partitions = {} is out of range 1..=10000",
                 self.frames_partitions
             ));
+        }
+        let max = self.frames_growth.max_partitions;
+        if max != 0 && !(self.frames_partitions..=10_000).contains(&max) {
+            return bad(format!(
+                "frames_growth.max_partitions = {max} must be 0 (no growth) or within frames_partitions..=10000 ({}..=10000)",
+                self.frames_partitions
+            ));
+        }
+        if max != 0 {
+            self.frames_growth
+                .kafka
+                .client
+                .validate()
+                .map_err(|e| ConfigInvalid(format!("frames_growth.{e}")))?;
         }
         if self.regions.is_empty() {
             return bad("at least one [[regions]] entry is needed".into());

@@ -10,6 +10,7 @@
 //! - [`degrade`], [`cost`]: degradation by priority under overload; cost per camera-hour and
 //!   packing per worker group;
 //! - [`registry`], [`api`]: the camera registry and the operator HTTP API (bearer token);
+//! - [`growth`]: growing the frames topic in every region when the registry needs partitions;
 //! - [`cli`]: the `panoptes` operator CLI on top of the API;
 //! - [`metrics`]: what the coordinator exports.
 //!
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod cost;
 pub mod degrade;
+pub mod growth;
 pub mod leader;
 pub mod metrics;
 pub mod placement;

@@ -172,18 +172,26 @@ fn allocate_partitions(
     if !prune {
         used.extend(pruned_partitions.iter().copied());
     }
+    let n = limits.frames_partitions;
+    let unplaced = wanted.iter().filter(|c| c.partition < 0).count();
+    let free = (0..n).filter(|p| !used.contains(p)).count();
+    if let Some(first) = wanted.iter().find(|c| c.partition < 0)
+        && unplaced > free
+    {
+        return Err(RegistryError::NoFreePartition {
+            camera: first.id.clone(),
+            have: n,
+            need: n.saturating_add(i32::try_from(unplaced - free).unwrap_or(i32::MAX)),
+        });
+    }
     for c in wanted.iter_mut().filter(|c| c.partition < 0) {
-        let free = (0..limits.frames_partitions)
+        let free = (0..n)
             .find(|p| !used.contains(p) && !pruned_partitions.contains(p))
-            .or_else(|| (0..limits.frames_partitions).find(|p| !used.contains(p)))
-            .ok_or_else(|| {
-                RegistryError::Conflict(format!(
-                    "no free partition for camera {}: all {n} partitions of the frames topic are taken (one camera per partition). \
-                     Remove a camera, or grow the frames topic in every region (kafka-topics --alter --partitions M) and raise \
-                     the coordinators' frames_partitions to M",
-                    c.id,
-                    n = limits.frames_partitions
-                ))
+            .or_else(|| (0..n).find(|p| !used.contains(p)))
+            .ok_or_else(|| RegistryError::NoFreePartition {
+                camera: c.id.clone(),
+                have: n,
+                need: n + 1,
             })?;
         used.insert(free);
         c.partition = free;
@@ -688,7 +696,17 @@ mod tests {
         // Full.
         let specs: Vec<_> = ["p", "q", "r", "s"].iter().map(|i| spec(i)).collect();
         let e = plan_apply(&s, &specs, false, None, &l).unwrap_err();
-        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                RegistryError::NoFreePartition {
+                    have: 4,
+                    need: 5,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

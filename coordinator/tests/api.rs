@@ -529,6 +529,7 @@ fn redis_down_is_a_503() {
         access: panoptes_coordinator::api::Access::InsecureNoAuth,
         frames_topic: TOPIC.into(),
         frames_partitions: 4,
+        growth: panoptes_coordinator::growth::FramesGrowth::off(TOPIC, 4),
         regions: vec!["eu".into()],
         max_body_bytes: 1 << 20,
         metrics: prometheus::Registry::new(),

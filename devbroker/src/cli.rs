@@ -32,6 +32,17 @@ pub struct Args {
     #[arg(long = "topic", value_name = "NAME:PARTITIONS")]
     pub topics: Vec<TopicSpec>,
 
+    /// Let topic NAME grow to MAX partitions through Kafka's CreatePartitions (repeatable):
+    /// the mock holds MAX partitions from the start and the fronts show only those created
+    /// so far ([`crate::front::growth`]). NAME must be a topic created at start; puts a front
+    /// before each broker.
+    #[arg(long = "growable", value_name = "NAME:MAX")]
+    pub growable: Vec<TopicSpec>,
+    /// Serve CreatePartitions for growable topics (implied by `--growable`): puts a front
+    /// before each broker, so topics created later through the control API with
+    /// `max_partitions` can grow too.
+    #[arg(long)]
+    pub grow: bool,
     /// Partition count of the default frames and detections topics.
     #[arg(
         long,
@@ -111,9 +122,15 @@ impl Args {
     pub fn fronted(&self) -> bool {
         self.secured()
             || self.prompt_fetch
+            || self.grows()
             || self.listen.is_some()
             || self.advertise_host.is_some()
             || self.front_port != 0
+    }
+
+    /// Whether the fronts serve CreatePartitions (`--grow` or `--growable`).
+    pub fn grows(&self) -> bool {
+        self.grow || !self.growable.is_empty()
     }
 
     /// The address broker `id` (1-based)'s front binds, given its mock listener `upstream`:
@@ -172,6 +189,35 @@ impl Args {
                 Some(_) => {}
                 None => out.push(t.clone()),
             }
+        }
+        Ok(out)
+    }
+
+    /// The growable topics as `(name, created with, maximum)`: each must be one of
+    /// [`Args::topics_to_create`] with a maximum at least its created count, and be named once.
+    pub fn growable_topics(&self) -> anyhow::Result<Vec<(String, i32, i32)>> {
+        let created = self.topics_to_create()?;
+        let mut out: Vec<(String, i32, i32)> = Vec::new();
+        for g in &self.growable {
+            let Some(t) = created.iter().find(|t| t.name == g.name) else {
+                anyhow::bail!(
+                    "--growable {}: no such topic is created at start (add --topic {}:N)",
+                    g.name,
+                    g.name
+                );
+            };
+            if g.partitions < t.partitions {
+                anyhow::bail!(
+                    "--growable {}:{}: the topic starts with {} partitions, more than that maximum",
+                    g.name,
+                    g.partitions,
+                    t.partitions
+                );
+            }
+            if out.iter().any(|o| o.0 == g.name) {
+                anyhow::bail!("--growable {} given twice", g.name);
+            }
+            out.push((g.name.clone(), t.partitions, g.partitions));
         }
         Ok(out)
     }

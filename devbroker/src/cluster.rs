@@ -103,6 +103,7 @@ struct Shared {
     thread: Mutex<Option<JoinHandle<()>>>,
     topics: Mutex<BTreeMap<String, i32>>,
     brokers: Mutex<Vec<bool>>,
+    growth: Arc<crate::front::growth::Growth>,
 }
 
 /// Handle to the mock cluster thread.
@@ -140,6 +141,7 @@ impl ClusterHandle {
                 thread: Mutex::new(Some(thread)),
                 topics: Mutex::new(BTreeMap::new()),
                 brokers: Mutex::new(vec![true; usize::try_from(broker_count).unwrap_or(0)]),
+                growth: Arc::default(),
             }),
         })
     }
@@ -154,15 +156,25 @@ impl ClusterHandle {
         self.broker_count
     }
 
-    /// Topics created through this handle, with their partition counts, sorted by name.
+    /// Topics created through this handle, with their partition counts (for a growable
+    /// topic, those created so far), sorted by name.
     pub fn topics(&self) -> Vec<TopicSpec> {
         lock(&self.shared.topics)
             .iter()
             .map(|(name, &partitions)| TopicSpec {
                 name: name.clone(),
-                partitions,
+                partitions: self
+                    .shared
+                    .growth
+                    .counts(name)
+                    .map_or(partitions, |c| c.visible),
             })
             .collect()
+    }
+
+    /// The growable topics ([`crate::front::growth`]), shared with the fronts.
+    pub fn growth(&self) -> Arc<crate::front::growth::Growth> {
+        self.shared.growth.clone()
     }
 
     /// The brokers and whether each is up.

@@ -4,7 +4,7 @@
 //! |---------------------------|------------------------------------------------------|
 //! | `GET /healthz`            | 200 `{"status":"ok","bootstrap":"…","brokers":N}`    |
 //! | `GET /topics`             | 200 `{"topics":[{"name":"…","partitions":N},…]}`     |
-//! | `POST /topics`            | body `{"name":"…","partitions":N}`: 201 with the topic; 400 bad name or partitions outside 1..=1024 or bad JSON; 409 exists |
+//! | `POST /topics`            | body `{"name":"…","partitions":N}` (and `"max_partitions":M` for a topic that may grow to M through CreatePartitions, with `--grow`): 201 with the topic; 400 bad name or partitions outside 1..=1024 or bad JSON; 409 exists |
 //! | `GET /brokers`            | 200 `{"brokers":[{"id":1,"up":true},…]}`             |
 //! | `POST /brokers/{id}/down` | take broker `id` down: 200 with the broker list and the registered coordinators (after their moves); 404 unknown id |
 //! | `POST /brokers/{id}/up`   | bring broker `id` back up                            |
@@ -39,6 +39,10 @@ pub struct CreateTopic {
     pub name: String,
     /// Partition count, 1..=1024.
     pub partitions: i64,
+    /// Growable up to this many partitions through CreatePartitions (`crate::front::growth`;
+    /// the broker must run with `--grow`).
+    #[serde(default)]
+    pub max_partitions: Option<i64>,
 }
 
 /// An error response: status and message, rendered as `{"error": message}`.
@@ -168,8 +172,30 @@ async fn create_topic(
     })?;
     let spec = TopicSpec::new(body.name, body.partitions).map_err(ClusterError::from)?;
     let replication = c.broker_count().min(3);
-    c.create_topic(&spec.name, spec.partitions, replication)
+    let max = match body.max_partitions {
+        None => None,
+        Some(_) if !c.growth().is_served() => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "max_partitions needs a broker started with --grow (its fronts answer CreatePartitions)",
+            ));
+        }
+        Some(m) => {
+            crate::topics::validate_partitions(m).map_err(ClusterError::from)?;
+            if m < i64::from(spec.partitions) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("max_partitions {m} is below partitions {}", spec.partitions),
+                ));
+            }
+            Some(m as i32)
+        }
+    };
+    c.create_topic(&spec.name, max.unwrap_or(spec.partitions), replication)
         .await?;
+    if let Some(m) = max {
+        c.growth().add(&spec.name, spec.partitions, m);
+    }
     tracing::info!(topic = %spec.name, partitions = spec.partitions, "created topic via control API");
     Ok((StatusCode::CREATED, Json(spec)))
 }

@@ -24,12 +24,15 @@
 //! - Prompt fetch ([`prompt`], `--prompt-fetch`): the front answers a waiting Fetch as soon
 //!   as records are produced through it, as Kafka does, where the mock waits the full
 //!   `MaxWaitMs`. With it off, bytes are relayed unchanged.
+//! - Growable topics ([`growth`], `--growable`): the front answers `CreatePartitions` and
+//!   hides partitions not created yet from `Metadata` answers, on the same rewriting relay.
 //! - Frames read by the front are bounded ([`wire::MAX_FRAME`]); the pre-authentication
 //!   phase has a deadline ([`AUTH_DEADLINE`]).
 //! - Never a production component: it exists so that Panoptes's own Kafka clients can be
 //!   tested against TLS and SASL; what it proves and does not is in `docs/security.md`.
 
 pub mod fetch;
+pub mod growth;
 pub mod prompt;
 pub mod sasl;
 pub mod scram;
@@ -75,6 +78,8 @@ pub struct FrontConfig {
     pub sasl: Option<SaslSettings>,
     /// Answer waiting fetches when records are produced ([`prompt`]).
     pub prompt_fetch: bool,
+    /// The cluster's growable topics ([`growth`]); none: no rewrites for them.
+    pub growth: Option<Arc<growth::Growth>>,
 }
 
 impl FrontConfig {
@@ -95,6 +100,7 @@ impl std::fmt::Debug for FrontConfig {
             .field("protocol", &self.protocol())
             .field("sasl", &self.sasl)
             .field("prompt_fetch", &self.prompt_fetch)
+            .field("growth", &self.growth)
             .finish()
     }
 }
@@ -197,20 +203,21 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(FrontError::Upstream)?;
     let _ = broker.set_nodelay(true);
     if let Some(sasl) = &config.sasl {
-        let exchange = authenticate(&mut client, &mut broker, sasl);
+        let exchange = authenticate(&mut client, &mut broker, sasl, config.growth.is_some());
         let user = tokio::time::timeout(AUTH_DEADLINE, exchange)
             .await
             .map_err(|_| FrontError::Deadline)??;
         tracing::debug!(user, "SASL authenticated");
     }
     // Either side closing ends the relay; errors here are ordinary disconnects.
-    match produced {
-        Some(p) => {
-            let _ = prompt::relay(client, broker, upstream, p).await;
-        }
-        None => {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
-        }
+    let hooks = prompt::Rewrites {
+        produced,
+        growth: config.growth.as_deref(),
+    };
+    if hooks.produced.is_some() || hooks.growth.is_some() {
+        let _ = prompt::relay(client, broker, upstream, hooks).await;
+    } else {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
     }
     Ok(())
 }
@@ -221,6 +228,7 @@ async fn authenticate<C, B>(
     client: &mut C,
     broker: &mut B,
     sasl: &SaslSettings,
+    growth: bool,
 ) -> Result<String, FrontError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -238,8 +246,12 @@ where
                 let answer = read_frame(broker)
                     .await?
                     .ok_or_else(|| FrontError::Sasl("broker closed during ApiVersions".into()))?;
-                let patched = wire::patch_api_versions(&answer, h.api_version, &SASL_APIS);
-                write_frame(client, patched.as_deref().unwrap_or(&answer)).await?;
+                let mut patched =
+                    wire::patch_api_versions(&answer, h.api_version, &SASL_APIS).unwrap_or(answer);
+                if growth {
+                    patched = prompt::growth_apis(&patched, h.api_version).unwrap_or(patched);
+                }
+                write_frame(client, &patched).await?;
             }
             API_SASL_HANDSHAKE => {
                 let name = body.string("SASL mechanism")?;

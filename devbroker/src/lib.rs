@@ -52,6 +52,8 @@
 //!   8 s observed from "up" to resumed deliveries; tests should set it to ~500 ms).
 //! - The admin API (CreateTopics) is not supported; create topics through the CLI or the
 //!   control API. Unknown topics are auto-created by the mock on metadata requests.
+//!   CreatePartitions is answered for topics started `--growable` ([`front::growth`]: the
+//!   mock holds their maximum from the start and the fronts hide what was not created).
 //!
 //! Production deployments point at Apache Kafka, Redpanda or a managed Kafka; nothing in the
 //! project may depend on behaviour specific to this mock.
@@ -77,17 +79,23 @@ pub use cluster::{ClusterError, ClusterHandle};
 /// `BOOTSTRAP=` and `CONTROL=` lines to stdout, then serves until asked to stop.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let wanted = args.topics_to_create()?;
+    let growable = args.growable_topics()?;
     let replication = i32::from(args.brokers.min(3));
 
     let cluster = ClusterHandle::start(i32::from(args.brokers)).context("starting mock cluster")?;
     tracing::info!(brokers = args.brokers, bootstrap = %cluster.bootstrap(), "mock cluster up");
 
     for spec in &wanted {
+        // A growable topic holds its maximum in the mock; the fronts show what was created.
+        let max = growable.iter().find(|g| g.0 == spec.name).map(|g| g.2);
         cluster
-            .create_topic(&spec.name, spec.partitions, replication)
+            .create_topic(&spec.name, max.unwrap_or(spec.partitions), replication)
             .await
             .with_context(|| format!("creating topic {}", spec.name))?;
-        tracing::info!(topic = %spec.name, partitions = spec.partitions, replication, "created topic");
+        if let Some(max) = max {
+            cluster.growth().add(&spec.name, spec.partitions, max);
+        }
+        tracing::info!(topic = %spec.name, partitions = spec.partitions, ?max, replication, "created topic");
     }
 
     // Kept alive until the process stops: dropping a front closes its listener.
@@ -160,6 +168,10 @@ async fn start_fronts(
         tls,
         sasl,
         prompt_fetch: args.prompt_fetch,
+        growth: args.grows().then(|| {
+            cluster.growth().serve();
+            cluster.growth()
+        }),
     });
     let upstreams = front::upstreams(cluster.bootstrap())
         .with_context(|| format!("mock bootstrap list {:?}", cluster.bootstrap()))?;

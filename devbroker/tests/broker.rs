@@ -437,6 +437,13 @@ fn bad_control_input_is_rejected() {
             Some(r#"{"name":"ok","partitions":1025}"#),
             400,
         ),
+        // Growable topics need a broker started with --grow.
+        (
+            "POST",
+            "/topics",
+            Some(r#"{"name":"ok","partitions":1,"max_partitions":4}"#),
+            400,
+        ),
         (
             "POST",
             "/topics",

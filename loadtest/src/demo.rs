@@ -16,9 +16,10 @@
 //!   records read), end-to-end latency p50/p99 of the records of that window
 //!   (`latency.end_to_end_ms`), and the workers' total lag.
 //!
-//! Room to grow: the frames topic has `--spare` partitions more than `--cameras`, and the
-//! simulator also serves `extra0`, `extra1`, ... (not registered), so `panoptes cameras add`
-//! works while the demo runs, with a simulated camera or the newcomer's own.
+//! Room to grow: the frames topic starts with one partition per camera, and the coordinator
+//! may grow it (Kafka's CreatePartitions, `[frames_growth]`) by up to `--spare` partitions;
+//! the simulator also serves `extra0`, `extra1`, ... (not registered), so `panoptes cameras
+//! add` works while the demo runs, with a simulated camera or the newcomer's own.
 //!
 //! SIGINT (Ctrl-C), SIGTERM or SIGHUP stop it in order, within [`STOP_BUDGET`] whatever state
 //! the coordinator is in: the cameras are unregistered (so no node waits for a handover),
@@ -85,9 +86,9 @@ pub struct DemoArgs {
     /// Print no detection lines (status lines only).
     #[arg(long)]
     pub quiet_detections: bool,
-    /// Room to add cameras while it runs (`panoptes cameras add`): frames partitions beyond
-    /// `--cameras`, and as many simulated cameras `extra0`, `extra1`, ... served but not
-    /// registered.
+    /// Room to add cameras while it runs (`panoptes cameras add`): the coordinator may grow
+    /// the frames topic by this many partitions past `--cameras`, and as many simulated
+    /// cameras `extra0`, `extra1`, ... are served but not registered.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=16))]
     pub spare: u32,
     /// Keep the processes' logs: copied into DIR (created if needed) when the demo stops,
@@ -239,7 +240,8 @@ fn start(
             u64::from(args.cameras + i) + 1,
         )
     }));
-    let spec = StackSpec::single_region(cameras, (args.cameras + args.spare) as i32);
+    let mut spec = StackSpec::single_region(cameras, args.cameras as i32);
+    spec.frames_max_partitions = (args.cameras + args.spare) as i32;
     say(&format!(
         "starting {} simulated camera(s) (640x360 H.264, 5 fps) -> 1 ingest node -> Kafka \
          (development broker) -> {} worker(s) (reference detector, exactly-once), 1 coordinator, \
@@ -335,14 +337,18 @@ fn print_where_to_look(stack: &Stack, args: &DemoArgs) {
             stack.topics.detections
         ),
         format!(
-            "  topics          frames {} ({} partitions), detections {}, dead letters {} (broker {bootstrap})",
-            stack.topics.frames, stack.spec.partitions, stack.topics.detections, stack.topics.dlq
+            "  topics          frames {} ({} partitions, grown by the coordinator up to {}), detections {}, dead letters {} (broker {bootstrap})",
+            stack.topics.frames,
+            stack.spec.partitions,
+            stack.spec.frames_max_partitions.max(stack.spec.partitions),
+            stack.topics.detections,
+            stack.topics.dlq
         ),
         format!("  cameras         {}/cam0 ...", stack.camsim.rtsp),
     ]);
     if args.spare > 0 {
         lines.push(format!(
-            "  add a camera    {env} {cli} cameras add {SPARE_PREFIX}0 {}   ({} spare partition(s); simulated {SPARE_PREFIX}0..{SPARE_PREFIX}{}, or your own rtsp:// URL)",
+            "  add a camera    {env} {cli} cameras add {SPARE_PREFIX}0 {}   (the coordinator grows the frames topic by up to {} partition(s); simulated {SPARE_PREFIX}0..{SPARE_PREFIX}{}, or your own rtsp:// URL)",
             stack.camsim.url(&format!("{SPARE_PREFIX}0"), None),
             args.spare,
             args.spare - 1

@@ -282,8 +282,6 @@ fn a_fifth_camera_joins_the_running_demo_and_ctrl_c_stops_it_within_5_s_without_
     let token = word_after(&add, "PANOPTES_API_TOKEN=").expect("token");
     let rtsp = word_after(&add, "cameras add extra0").expect("camera URL");
     let env = [("PANOPTES_URL", url), ("PANOPTES_API_TOKEN", token)];
-    let added = panoptes(&env, &["cameras", "add", "extra0", rtsp]);
-    assert!(added.contains("added extra0 (partition 4)"), "{added}");
     let tail = demo
         .seen
         .iter()
@@ -291,6 +289,20 @@ fn a_fifth_camera_joins_the_running_demo_and_ctrl_c_stops_it_within_5_s_without_
         .unwrap_or_else(|| panic!("a `detections tail` line in:\n{out}"))
         .clone();
     let bootstrap = word_after(&tail, "--bootstrap-servers").expect("bootstrap");
+    let topics = demo
+        .seen
+        .iter()
+        .find(|l| l.contains("topics ") && l.contains("frames "))
+        .unwrap_or_else(|| panic!("a `topics` line in:\n{out}"))
+        .clone();
+    let frames = word_after(&topics, "frames").expect("frames topic");
+    // One partition per camera: the fifth camera makes the coordinator grow the topic.
+    let partitions =
+        || panoptes_testkit::kafka::partition_count(bootstrap, frames).expect("metadata");
+    assert_eq!(partitions(), 4, "{topics}");
+    let added = panoptes(&env, &["cameras", "add", "extra0", rtsp]);
+    assert!(added.contains("added extra0 (partition 4)"), "{added}");
+    assert_eq!(partitions(), 5, "the frames topic grew for extra0");
     let topic = word_after(&tail, "--topic").expect("topic");
     let t = Instant::now();
     let seen = panoptes(

@@ -31,6 +31,17 @@ impl DevBroker {
         Self::start_with_args(&["--brokers", &brokers.to_string(), "--exit-on-stdin-eof"])
     }
 
+    /// Starts a broker whose fronts answer CreatePartitions for growable topics
+    /// ([`DevBroker::create_growable_topic`]).
+    pub fn start_growable(brokers: u32) -> Result<Self> {
+        Self::start_with_args(&[
+            "--brokers",
+            &brokers.to_string(),
+            "--exit-on-stdin-eof",
+            "--grow",
+        ])
+    }
+
     /// Starts a broker behind TLS (the PKI's server certificate) and SASL with `users`
     /// (`(name, password)`), written to the PKI's folder as the broker's users file.
     pub fn start_sasl_ssl(
@@ -109,6 +120,14 @@ impl DevBroker {
         post_json(&format!("{}/topics", self.control), &body)
     }
 
+    /// Creates a topic with `partitions` partitions that may grow to `max` through
+    /// CreatePartitions (a broker from [`DevBroker::start_growable`]).
+    pub fn create_growable_topic(&self, name: &str, partitions: u32, max: u32) -> Result<()> {
+        let body =
+            serde_json::json!({ "name": name, "partitions": partitions, "max_partitions": max });
+        post_json(&format!("{}/topics", self.control), &body)
+    }
+
     /// Creates a fresh frames topic with `partitions` partitions; returns its name.
     pub fn frames_topic(&self, partitions: u32) -> Result<String> {
         let topic = unique_name("frames");
@@ -127,7 +146,22 @@ impl DevBroker {
     /// Creates the topics `t` (frames and detections with `partitions` partitions, dead
     /// letters and shadow detections with one), e.g. the same names on every region's broker.
     pub fn create_topics_named(&self, t: &Topics, partitions: u32) -> Result<()> {
-        self.create_topic(&t.frames, partitions)?;
+        self.create_topics_growing(t, partitions, partitions)
+    }
+
+    /// [`DevBroker::create_topics_named`] with a frames topic that may grow to `frames_max`
+    /// partitions (when above `partitions`; a broker from [`DevBroker::start_growable`]).
+    pub fn create_topics_growing(
+        &self,
+        t: &Topics,
+        partitions: u32,
+        frames_max: u32,
+    ) -> Result<()> {
+        if frames_max > partitions {
+            self.create_growable_topic(&t.frames, partitions, frames_max)?;
+        } else {
+            self.create_topic(&t.frames, partitions)?;
+        }
         self.create_topic(&t.detections, partitions)?;
         self.create_topic(&t.dlq, 1)?;
         self.create_topic(&t.shadow, 1)

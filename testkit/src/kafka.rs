@@ -162,18 +162,34 @@ fn reader(
         config.set(*k, *v);
     }
     let consumer: BaseConsumer = config.create().context("creating consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partition_ids(&consumer, topic)? {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+/// The partition ids of `topic` in `consumer`'s metadata request (≤ 10 s).
+fn partition_ids(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let t = md
         .topics()
         .iter()
         .find(|t| t.name() == topic)
         .context("topic missing from metadata")?;
-    let mut tpl = TopicPartitionList::new();
-    for p in t.partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    Ok(consumer)
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// The partitions of `topic` as a fresh client sees them (its own metadata request).
+pub fn partition_count(bootstrap: &str, topic: &str) -> Result<usize> {
+    let consumer: BaseConsumer = client_config(
+        &KafkaClientConfig::plaintext(bootstrap.to_string()),
+        &[("group.id", "partition-count")],
+    )?
+    .create()
+    .context("creating consumer")?;
+    Ok(partition_ids(&consumer, topic)?.len())
 }
 
 /// Frames for `cam0..cam<n>` (camera i → partition i), `fps` each, produced on a thread

@@ -16,6 +16,10 @@ pub const REGIONS: &str = "panoptes:regions";
 pub const CAMERAS: &str = "panoptes:cameras";
 /// Integer bumped by every registry change (optimistic concurrency for `apply`).
 pub const CAMERAS_VERSION: &str = "panoptes:cameras:version";
+/// Integer: the partition count every region's frames topic was grown to by a coordinator
+/// (absent until the first growth; only ever raised). Camera partitions are allocated below
+/// the larger of it and the coordinators' `frames_partitions`.
+pub const FRAMES_PARTITIONS: &str = "panoptes:frames:partitions";
 /// Hash worker group → JSON `{"desired_replicas", "load", "capacity", "workers"}`, written by
 /// the leader every round it changes (what an autoscaler reads, besides the metric).
 pub const GROUPS: &str = "panoptes:groups";

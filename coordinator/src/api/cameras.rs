@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::audit::{self, AuditEntry};
 use super::auth::Caller;
-use super::common::{ApiError, ApiResult, Shared, ok, parse_body, redis_call};
+use super::common::{ApiError, ApiResult, Shared, ok, parse_body, redis_call, registry_write};
 use crate::registry::{self, CameraSpec, CameraView};
 
 /// `GET /v1/cameras` answer.
@@ -68,8 +68,8 @@ pub(super) async fn create_camera(
     body: Bytes,
 ) -> ApiResult {
     let spec: CameraSpec = parse_body(&body)?;
-    let (rec, version) = redis_call(&st, move |c, st| {
-        let (rec, version) = registry::create(c, &st.limits, &spec)?;
+    let (rec, version) = registry_write(&st, move |c, st, limits| {
+        let (rec, version) = registry::create(c, limits, &spec)?;
         let entry = AuditEntry::change(&caller, "camera.create", &rec.id)
             .versions(version, true)
             .details(json!({ "camera": CameraView::from(&rec) }));
@@ -95,12 +95,12 @@ pub(super) async fn put_camera(
             format!("body id {:?} differs from the path's {id:?}", spec.id),
         ));
     }
-    let (rec, version) = redis_call(&st, move |c, st| {
+    let (rec, version) = registry_write(&st, move |c, st, limits| {
         // The version just before: an update that changes nothing does not move it. (A
         // concurrent change between this read and the update's transaction makes a no-op
         // update look like a change; the entry then says so with before = after - 1.)
         let before: Option<u64> = redis::cmd("GET").arg(keys::CAMERAS_VERSION).query(c)?;
-        let (rec, version) = registry::update(c, &st.limits, &spec)?;
+        let (rec, version) = registry::update(c, limits, &spec)?;
         let entry = AuditEntry::change(&caller, "camera.update", &rec.id)
             .versions(version, version != before.unwrap_or(0))
             .details(json!({ "camera": CameraView::from(&rec) }));
@@ -166,8 +166,8 @@ pub(super) async fn apply(
     body: Bytes,
 ) -> ApiResult {
     let req: ApplyRequest = parse_body(&body)?;
-    let sum = redis_call(&st, move |c, st| {
-        let sum = registry::apply(c, &st.limits, &req.cameras, req.prune, req.if_version)?;
+    let sum = registry_write(&st, move |c, st, limits| {
+        let sum = registry::apply(c, limits, &req.cameras, req.prune, req.if_version)?;
         let changed = !(sum.added.is_empty() && sum.updated.is_empty() && sum.removed.is_empty());
         let entry = AuditEntry::change(&caller, "apply", "registry")
             .versions(sum.version, changed)

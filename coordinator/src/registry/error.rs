@@ -16,6 +16,19 @@ pub enum RegistryError {
     /// existing id): 409.
     #[error("{0}")]
     Conflict(String),
+    /// A camera needs a partition and every partition of the frames topic is taken: 409,
+    /// unless the coordinator may grow the topic to `need` (`crate::growth`).
+    #[error(
+        "no free partition for camera {camera}: all {have} partitions of the frames topic are taken (one camera per partition)"
+    )]
+    NoFreePartition {
+        /// The first camera left without one.
+        camera: String,
+        /// Partitions the topic has.
+        have: i32,
+        /// Partitions the write needs.
+        need: i32,
+    },
     /// A field value is invalid (bad URL, unknown region, fps out of range, ...): 422.
     #[error("{0}")]
     Invalid(String),

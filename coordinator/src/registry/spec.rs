@@ -143,10 +143,12 @@ pub fn redact_url(url: &str) -> String {
 
 fn check_name(what: &str, v: &str) -> Result<(), RegistryError> {
     panoptes_schemas::validate_camera_id(v).map_err(|e| {
-        RegistryError::Invalid(format!(
+        // The refused value is quoted: an operator who pasted a camera URL into the id must
+        // not get its password echoed back (or into the audit trail and logs).
+        RegistryError::Invalid(panoptes_runtime::redact::redact_text(&format!(
             "{what}: {}",
             e.to_string().replace("camera_id", what)
-        ))
+        )))
     })
 }
 

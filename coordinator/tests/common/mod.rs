@@ -35,6 +35,8 @@ pub struct ApiOptions {
     pub handshake_timeout: Duration,
     /// `None`: serve without authentication.
     pub tokens: Option<Vec<(&'static str, Role, &'static str)>>,
+    /// Growing the frames topic (`None`: off).
+    pub growth: Option<panoptes_coordinator::growth::FramesGrowth>,
 }
 
 impl Default for ApiOptions {
@@ -49,6 +51,7 @@ impl Default for ApiOptions {
                 ("default", Role::Operator, TOKEN),
                 ("ci", Role::Viewer, VIEWER_TOKEN),
             ]),
+            growth: None,
         }
     }
 }
@@ -103,6 +106,9 @@ impl Api {
             access,
             frames_topic: TOPIC.into(),
             frames_partitions: o.frames_partitions,
+            growth: o.growth.clone().unwrap_or_else(|| {
+                panoptes_coordinator::growth::FramesGrowth::off(TOPIC, o.frames_partitions)
+            }),
             regions: vec!["eu".into(), "us".into()],
             max_body_bytes: o.max_body_bytes,
             metrics: metrics.clone(),

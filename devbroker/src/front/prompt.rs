@@ -23,6 +23,13 @@
 //!   response and is not waited for; responses are matched to requests by correlation id.
 //! - Produces by clients that bypass the front and versions not understood only lose the
 //!   early answer: a held fetch is always answered by its deadline.
+//!
+//! The same relay carries the growable topics' rewrites ([`super::growth`]) when the cluster
+//! has any: `ApiVersions` answers gain `CreatePartitions` (and cap `Metadata` at the versions
+//! it rewrites), `Metadata` answers hide partitions not created yet, and a `CreatePartitions`
+//! request is answered by the front (an `ApiVersions` request with its correlation id goes to
+//! the mock in its place, so the answer keeps its turn). Either feature works without the
+//! other.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -34,7 +41,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::fetch::{self, FetchAnswer};
-use super::wire::{WireError, read_frame, request_header, write_frame};
+use super::growth::{self, Growth};
+use super::wire::{self, API_VERSIONS, WireError, Writer, read_frame, request_header, write_frame};
 
 /// One front's produce signal: a counter bumped after each answered Produce.
 #[derive(Debug)]
@@ -60,15 +68,47 @@ enum Pending {
     Produce(i32),
     /// A Fetch sent with `MaxWaitMs = 0`.
     Fetch(HeldFetch),
+    /// ApiVersions (correlation, version): advertise what the growth rewrites add.
+    Versions(i32, i16),
+    /// Metadata (correlation, version): hide partitions not created yet.
+    Metadata(i32, i16),
+    /// Answered by the front: send this instead of the mock's answer.
+    Replace(i32, Vec<u8>),
 }
 
 impl Pending {
     fn correlation(&self) -> i32 {
         match self {
-            Pending::Plain(c) | Pending::Produce(c) => *c,
+            Pending::Plain(c)
+            | Pending::Produce(c)
+            | Pending::Versions(c, _)
+            | Pending::Metadata(c, _)
+            | Pending::Replace(c, _) => *c,
             Pending::Fetch(f) => f.correlation,
         }
     }
+}
+
+/// What a rewriting relay does besides relaying: prompt fetches (with the front's produce
+/// signal) and growable topics (when the cluster has any).
+#[derive(Clone, Copy, Default)]
+pub(super) struct Rewrites<'a> {
+    /// Prompt fetch: this front's produce signal.
+    pub produced: Option<&'a Produced>,
+    /// The cluster's growable topics.
+    pub growth: Option<&'a Growth>,
+}
+
+/// What the fronts add to `ApiVersions` answers for growable topics: `CreatePartitions`, and
+/// `Metadata` no higher than the rewrite understands.
+pub(super) fn growth_apis(response: &[u8], version: i16) -> Option<Vec<u8>> {
+    let (cmin, cmax) = growth::CREATE_PARTITIONS_VERSIONS;
+    wire::patch_api_versions_capped(
+        response,
+        version,
+        &[(growth::API_CREATE_PARTITIONS, cmin, cmax)],
+        &[(growth::API_METADATA, growth::METADATA_VERSIONS.1)],
+    )
 }
 
 /// A Fetch whose empty answer is held until records are produced or its deadline.
@@ -88,14 +128,14 @@ pub(super) async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     client: S,
     broker: TcpStream,
     upstream: SocketAddr,
-    produced: &Produced,
+    hooks: Rewrites<'_>,
 ) -> Result<(), WireError> {
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut broker_rx, mut broker_tx) = broker.into_split();
     let (pending_tx, mut pending_rx) = mpsc::unbounded_channel();
     let requests = async {
         while let Some(frame) = read_frame(&mut client_rx).await? {
-            let (pending, frame) = classify(frame, produced);
+            let (pending, frame) = classify(frame, hooks);
             if let Some(p) = pending {
                 // Registered before the request leaves, so its response finds it.
                 let _ = pending_tx.send(p);
@@ -115,9 +155,17 @@ pub(super) async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             let frame = match pending {
                 Some(Pending::Fetch(held)) => settle(frame, held, upstream, &mut side).await,
                 Some(Pending::Produce(_)) => {
-                    produced.bump();
+                    if let Some(p) = hooks.produced {
+                        p.bump();
+                    }
                     frame
                 }
+                Some(Pending::Versions(_, v)) => growth_apis(&frame, v).unwrap_or(frame),
+                Some(Pending::Metadata(_, v)) => hooks
+                    .growth
+                    .and_then(|g| g.rewrite_metadata(&frame, v))
+                    .unwrap_or(frame),
+                Some(Pending::Replace(_, answer)) => answer,
                 Some(Pending::Plain(_)) | None => frame,
             };
             write_frame(&mut client_tx, &frame).await?;
@@ -132,9 +180,32 @@ pub(super) async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// What to remember about `frame` and what to send the mock instead of it.
-fn classify(frame: Vec<u8>, produced: &Produced) -> (Option<Pending>, Vec<u8>) {
+fn classify(frame: Vec<u8>, hooks: Rewrites<'_>) -> (Option<Pending>, Vec<u8>) {
     let Ok((h, _)) = request_header(&frame) else {
         return (None, frame);
+    };
+    if let Some(g) = hooks.growth {
+        let c = h.correlation_id;
+        match h.api_key {
+            API_VERSIONS => return (Some(Pending::Versions(c, h.api_version)), frame),
+            growth::API_METADATA => return (Some(Pending::Metadata(c, h.api_version)), frame),
+            growth::API_CREATE_PARTITIONS => {
+                if let Some(answer) = g.answer_create_partitions(&frame) {
+                    // ApiVersions v0: any broker answers it at once, with this correlation id.
+                    let stand_in = Writer::empty()
+                        .i16(API_VERSIONS)
+                        .i16(0)
+                        .i32(c)
+                        .nullable_string(Some("devbroker"))
+                        .finish();
+                    return (Some(Pending::Replace(c, answer)), stand_in);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(produced) = hooks.produced else {
+        return (Some(Pending::Plain(h.correlation_id)), frame);
     };
     if h.api_key == fetch::API_FETCH
         && let Some((at, wait)) = fetch::max_wait(&frame)

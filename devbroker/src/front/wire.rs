@@ -273,10 +273,26 @@ pub type ApiRange = (i16, i16, i16);
 /// (replacing any entry with the same key). Returns `None` when the response is an error or
 /// cannot be parsed; the caller then forwards it unchanged.
 pub fn patch_api_versions(response: &[u8], version: i16, extra: &[ApiRange]) -> Option<Vec<u8>> {
-    patch(response, version, extra).ok().flatten()
+    patch(response, version, extra, &[]).ok().flatten()
 }
 
-fn patch(response: &[u8], version: i16, extra: &[ApiRange]) -> Result<Option<Vec<u8>>, WireError> {
+/// [`patch_api_versions`] that also lowers the highest version of each `(api_key, max)` in
+/// `caps` to at most `max` (the front rewrites those answers and knows no later layout).
+pub fn patch_api_versions_capped(
+    response: &[u8],
+    version: i16,
+    extra: &[ApiRange],
+    caps: &[(i16, i16)],
+) -> Option<Vec<u8>> {
+    patch(response, version, extra, caps).ok().flatten()
+}
+
+fn patch(
+    response: &[u8],
+    version: i16,
+    extra: &[ApiRange],
+    caps: &[(i16, i16)],
+) -> Result<Option<Vec<u8>>, WireError> {
     let flexible = version >= 3;
     let mut r = Reader::new(response);
     let correlation_id = r.i32("response header")?;
@@ -295,7 +311,10 @@ fn patch(response: &[u8], version: i16, extra: &[ApiRange]) -> Result<Option<Vec
     for _ in 0..count.min(10_000) {
         let key = r.i16("api key")?;
         let min = r.i16("api min")?;
-        let max = r.i16("api max")?;
+        let mut max = r.i16("api max")?;
+        if let Some(&(_, cap)) = caps.iter().find(|c| c.0 == key) {
+            max = max.min(cap);
+        }
         let tags = if flexible {
             r.tagged_fields("api tags")?
         } else {

@@ -100,6 +100,9 @@ pub struct StackSpec {
     pub placement: PlacementConfig,
     /// Brokers per region's mock cluster.
     pub brokers_per_region: u32,
+    /// The frames topic may grow to this many partitions (the coordinators'
+    /// `[frames_growth] max_partitions`; the brokers answer CreatePartitions); 0: fixed.
+    pub frames_max_partitions: i32,
 }
 
 impl StackSpec {
@@ -114,6 +117,7 @@ impl StackSpec {
             lease_ttl: Duration::from_secs(1),
             placement: PlacementConfig::default(),
             brokers_per_region: 1,
+            frames_max_partitions: 0,
         }
     }
 }
@@ -179,9 +183,18 @@ impl Stack {
     fn start_on(spec: StackSpec, redis: RedisServer) -> Result<Self> {
         let topics = Topics::unique();
         let mut brokers = BTreeMap::new();
+        let grows = spec.frames_max_partitions > spec.partitions;
         for r in &spec.regions {
-            let b = DevBroker::start(spec.brokers_per_region)?;
-            b.create_topics_named(&topics, spec.partitions as u32)?;
+            let b = if grows {
+                DevBroker::start_growable(spec.brokers_per_region)?
+            } else {
+                DevBroker::start(spec.brokers_per_region)?
+            };
+            b.create_topics_growing(
+                &topics,
+                spec.partitions as u32,
+                spec.frames_max_partitions.max(0) as u32,
+            )?;
             brokers.insert(r.clone(), b);
         }
         let sims: Vec<CameraConfig> = spec.cameras.iter().map(|c| c.sim.clone()).collect();
@@ -234,6 +247,9 @@ impl Stack {
             })
             .collect();
         c.placement = self.spec.placement.clone();
+        if self.spec.frames_max_partitions > self.spec.partitions {
+            c.frames_growth.max_partitions = self.spec.frames_max_partitions;
+        }
         c.redis = self.redis.client_config("coordinator");
         tweak(&mut c);
         let coordinator = Coordinator::start_env(&c, &self.env_of(id, &[]))?;
