@@ -54,8 +54,8 @@ impl Default for DegradeConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            shed_above: 0.9,
-            restore_below: 0.75,
+            shed_above: 0.75,
+            restore_below: 0.6,
             restore_hold: Duration::from_secs(3),
         }
     }

@@ -21,8 +21,14 @@ fn with_caps(cams: &[Cam], d: &Decision) -> Vec<Cam> {
         .collect()
 }
 
+/// The thresholds these cases were worked out with (0.9 / 0.75); the defaults are lower
+/// (decision 143), the rules the same.
 fn degrader() -> Degrader {
-    Degrader::new(DegradeConfig::default())
+    Degrader::new(DegradeConfig {
+        shed_above: 0.9,
+        restore_below: 0.75,
+        ..DegradeConfig::default()
+    })
 }
 
 /// Three classes of two 10-fps cameras (min 2): 60 units at full rate.

@@ -20,6 +20,10 @@ struct Args {
     /// Seconds of each overload phase [default: 120; --quick: 20].
     #[arg(long)]
     phase_secs: Option<u64>,
+    /// The worker's reference detector is slowed this many times, so that the simulator's
+    /// 15 fps can offer twice its capacity [default: 3].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+    slow_factor: Option<u32>,
     /// Run nothing: rewrite the report from the `overload-bench.json` under `--out`.
     #[arg(long)]
     render: bool,
@@ -44,6 +48,7 @@ fn main() -> Result<()> {
     };
     p.cameras = args.cameras.unwrap_or(p.cameras);
     p.phase_secs = args.phase_secs.unwrap_or(p.phase_secs);
+    p.slow_factor = args.slow_factor.unwrap_or(p.slow_factor);
     let report = overload::run(&p, |l| eprintln!("{l}"))?;
     scaffold::publish(&args.common, &report)?;
     let missed: Vec<&str> = report
