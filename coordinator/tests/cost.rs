@@ -142,7 +142,14 @@ fn cost_and_packing_per_group_in_metrics_and_status() -> Result<()> {
     );
     let text = status_text(&view);
     eprintln!("{text}");
-    for needle in ["PACKING", "COST/H", "COST/CAM-H", "CLASS", "cuda"] {
+    for needle in [
+        "PACKING",
+        "COST/H",
+        "COST/CAM-H",
+        "CLASS",
+        "cuda",
+        "frames partitions: ",
+    ] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
     let row_a = text

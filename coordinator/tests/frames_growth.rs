@@ -115,6 +115,16 @@ fn a_full_frames_topic_grows_in_every_region_up_to_its_maximum() {
     }
     assert_eq!(recorded(&api), Some(4));
     assert_eq!(growths(&api, "grown"), 2.0);
+    let (code, status) = api.req("GET", "/v1/status", None);
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(
+        (
+            &status["frames_partitions"],
+            &status["frames_partitions_max"]
+        ),
+        (&json!(4), &json!(4)),
+        "{status}"
+    );
 }
 
 #[test]
@@ -135,4 +145,13 @@ fn with_growth_off_a_full_topic_says_what_to_do() {
     }
     assert_eq!(recorded(&api), None);
     assert_eq!(growths(&api, "refused"), 1.0);
+    let (_, status) = api.req("GET", "/v1/status", None);
+    assert_eq!(
+        (
+            &status["frames_partitions"],
+            &status["frames_partitions_max"]
+        ),
+        (&json!(1), &json!(0)),
+        "{status}"
+    );
 }

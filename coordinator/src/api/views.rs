@@ -11,7 +11,7 @@ use redis::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::{ApiResult, Shared, ok, redis_call};
+use super::common::{ApiResult, ApiState, Shared, ok, redis_call};
 use super::nodes::{NodeView, read_nodes};
 use crate::registry::{self, RegistryError, Snapshot};
 
@@ -301,10 +301,19 @@ pub struct StatusView {
     pub cameras: Vec<CameraStatus>,
     /// Every partition copy with an assignment record (of the frames topic).
     pub partitions: Vec<PartitionStatus>,
+    /// Partitions of the frames topic cameras are allocated in now (`frames_partitions`, or
+    /// what growth recorded).
+    #[serde(default)]
+    pub frames_partitions: i32,
+    /// How far the coordinator may grow the frames topic (`[frames_growth] max_partitions`;
+    /// 0: it does not grow it).
+    #[serde(default)]
+    pub frames_partitions_max: i32,
 }
 
 /// Everything `GET /v1/status` shows: the records are read first, then joined in memory.
-fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, RegistryError> {
+fn read_status(c: &mut Connection, st: &ApiState) -> Result<StatusView, RegistryError> {
+    let frames_topic = st.frames_topic.as_str();
     let (leader, groups_raw) = read_leader_and_groups(c)?;
     let snap = registry::read(c)?;
     let nodes = read_nodes(c)?;
@@ -316,6 +325,8 @@ fn read_status(c: &mut Connection, frames_topic: &str) -> Result<StatusView, Reg
         cameras: camera_statuses(&snap, &assigns.cameras, &nodes),
         partitions: partition_statuses(assigns.partitions, frames_topic, &snap, &nodes),
         nodes,
+        frames_partitions: st.growth.current(c)?,
+        frames_partitions_max: st.growth.max_partitions(),
     })
 }
 
@@ -485,6 +496,6 @@ fn partition_statuses(
 }
 
 pub(super) async fn status(State(st): State<Shared>) -> ApiResult {
-    let s = redis_call(&st, |c, st| read_status(c, &st.frames_topic)).await?;
+    let s = redis_call(&st, read_status).await?;
     ok(StatusCode::OK, s)
 }

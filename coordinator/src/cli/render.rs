@@ -152,7 +152,16 @@ pub(crate) fn camera_list_text(list: &CameraList) -> String {
 /// The human form of `GET /v1/status`: the leader, then one table per section.
 pub fn status_text(s: &StatusView) -> String {
     let mut out = leader_line(s.leader.as_ref());
-    let _ = writeln!(out, "registry version: {}\n", s.registry_version);
+    let _ = writeln!(out, "registry version: {}", s.registry_version);
+    let growth = match s.frames_partitions_max {
+        0 => "fixed".to_string(),
+        m => format!("the coordinator grows it up to {m}"),
+    };
+    let _ = writeln!(
+        out,
+        "frames partitions: {} ({growth})\n",
+        s.frames_partitions
+    );
     for (title, table) in [
         ("NODES", nodes_table(&s.nodes)),
         ("GROUPS", groups_table(&s.groups) + &cost_note(&s.groups)),
