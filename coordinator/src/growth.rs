@@ -230,6 +230,22 @@ pub fn current(c: &mut Connection, configured: i32) -> redis::RedisResult<i32> {
     Ok(recorded.map_or(configured, |r| r.max(configured)))
 }
 
+/// The partition count for restoring the registry after Redis lost it, and the recorded
+/// count with it: the restored cameras' partitions existed, so the count the highest of them
+/// (`highest`) needs is recorded again, up to `[frames_growth] max_partitions`.
+pub fn restored(
+    c: &mut Connection,
+    cfg: &crate::config::CoordinatorConfig,
+    highest: Option<i32>,
+) -> redis::RedisResult<i32> {
+    let needed = highest.map_or(0, |p| p.saturating_add(1));
+    let now = current(c, cfg.frames_partitions)?;
+    if needed > now && needed <= cfg.frames_growth.max_partitions {
+        return record(c, needed);
+    }
+    Ok(now)
+}
+
 /// Records that every region's frames topic has `count` partitions (raises, never lowers);
 /// returns the recorded count.
 pub fn record(c: &mut Connection, count: i32) -> redis::RedisResult<i32> {

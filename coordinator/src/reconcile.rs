@@ -767,18 +767,9 @@ impl Reconciler {
             .map(serde_json::from_value::<crate::registry::CameraSpec>)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("a camera entry is invalid: {e}"))?;
-        // Redis lost the grown count with the registry: the restored cameras' partitions
-        // existed, so a count up to the growth bound that they need is recorded again.
-        let pinned = specs
-            .iter()
-            .filter_map(|s| s.partition)
-            .max()
-            .map_or(0, |p| p.saturating_add(1));
-        let mut partitions =
-            crate::growth::current(c, self.cfg.frames_partitions).map_err(|e| e.to_string())?;
-        if pinned > partitions && pinned <= self.cfg.frames_growth.max_partitions {
-            partitions = crate::growth::record(c, pinned).map_err(|e| e.to_string())?;
-        }
+        let highest = specs.iter().filter_map(|s| s.partition).max();
+        let partitions =
+            crate::growth::restored(c, &self.cfg, highest).map_err(|e| e.to_string())?;
         let limits = crate::registry::Limits {
             frames_partitions: partitions,
             regions: self.cfg.regions.iter().map(|r| r.name.clone()).collect(),

@@ -172,29 +172,25 @@ fn allocate_partitions(
     if !prune {
         used.extend(pruned_partitions.iter().copied());
     }
+    // Free partitions in the order they are handed out, each part ascending: those no
+    // pruned camera held, then the pruned cameras' (free only when pruning).
     let n = limits.frames_partitions;
-    let unplaced = wanted.iter().filter(|c| c.partition < 0).count();
-    let free = (0..n).filter(|p| !used.contains(p)).count();
-    if let Some(first) = wanted.iter().find(|c| c.partition < 0)
-        && unplaced > free
+    let free: Vec<i32> = (0..n)
+        .filter(|p| !used.contains(p) && !pruned_partitions.contains(p))
+        .chain((0..n).filter(|p| !used.contains(p) && pruned_partitions.contains(p)))
+        .collect();
+    let unplaced: Vec<&mut CameraRecord> = wanted.iter_mut().filter(|c| c.partition < 0).collect();
+    if let Some(first) = unplaced.first()
+        && unplaced.len() > free.len()
     {
         return Err(RegistryError::NoFreePartition {
             camera: first.id.clone(),
             have: n,
-            need: n.saturating_add(i32::try_from(unplaced - free).unwrap_or(i32::MAX)),
+            need: n.saturating_add(i32::try_from(unplaced.len() - free.len()).unwrap_or(i32::MAX)),
         });
     }
-    for c in wanted.iter_mut().filter(|c| c.partition < 0) {
-        let free = (0..n)
-            .find(|p| !used.contains(p) && !pruned_partitions.contains(p))
-            .or_else(|| (0..n).find(|p| !used.contains(p)))
-            .ok_or_else(|| RegistryError::NoFreePartition {
-                camera: c.id.clone(),
-                have: n,
-                need: n + 1,
-            })?;
-        used.insert(free);
-        c.partition = free;
+    for (c, p) in unplaced.into_iter().zip(free) {
+        c.partition = p;
     }
     Ok(())
 }

@@ -172,6 +172,21 @@ impl ClusterHandle {
             .collect()
     }
 
+    /// Creates a topic clients see with `partitions` partitions and may grow to `max`
+    /// through CreatePartitions ([`crate::front::growth`]): the mock holds `max` from the
+    /// start and the fronts hide the rest.
+    pub async fn create_growable_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        max: i32,
+        replication: i32,
+    ) -> Result<(), ClusterError> {
+        self.create_topic(name, max, replication).await?;
+        self.shared.growth.add(name, partitions, max);
+        Ok(())
+    }
+
     /// The growable topics ([`crate::front::growth`]), shared with the fronts.
     pub fn growth(&self) -> Arc<crate::front::growth::Growth> {
         self.shared.growth.clone()

@@ -191,10 +191,15 @@ async fn create_topic(
             Some(m as i32)
         }
     };
-    c.create_topic(&spec.name, max.unwrap_or(spec.partitions), replication)
-        .await?;
-    if let Some(m) = max {
-        c.growth().add(&spec.name, spec.partitions, m);
+    match max {
+        Some(m) => {
+            c.create_growable_topic(&spec.name, spec.partitions, m, replication)
+                .await?
+        }
+        None => {
+            c.create_topic(&spec.name, spec.partitions, replication)
+                .await?
+        }
     }
     tracing::info!(topic = %spec.name, partitions = spec.partitions, "created topic via control API");
     Ok((StatusCode::CREATED, Json(spec)))

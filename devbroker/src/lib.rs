@@ -86,15 +86,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(brokers = args.brokers, bootstrap = %cluster.bootstrap(), "mock cluster up");
 
     for spec in &wanted {
-        // A growable topic holds its maximum in the mock; the fronts show what was created.
         let max = growable.iter().find(|g| g.0 == spec.name).map(|g| g.2);
-        cluster
-            .create_topic(&spec.name, max.unwrap_or(spec.partitions), replication)
-            .await
-            .with_context(|| format!("creating topic {}", spec.name))?;
-        if let Some(max) = max {
-            cluster.growth().add(&spec.name, spec.partitions, max);
+        match max {
+            Some(max) => {
+                cluster
+                    .create_growable_topic(&spec.name, spec.partitions, max, replication)
+                    .await
+            }
+            None => {
+                cluster
+                    .create_topic(&spec.name, spec.partitions, replication)
+                    .await
+            }
         }
+        .with_context(|| format!("creating topic {}", spec.name))?;
         tracing::info!(topic = %spec.name, partitions = spec.partitions, ?max, replication, "created topic");
     }
 
@@ -164,14 +169,15 @@ async fn start_fronts(
         }
         None => None,
     };
+    let growth = args.grows().then(|| cluster.growth());
+    if let Some(g) = &growth {
+        g.serve();
+    }
     let config = std::sync::Arc::new(front::FrontConfig {
         tls,
         sasl,
         prompt_fetch: args.prompt_fetch,
-        growth: args.grows().then(|| {
-            cluster.growth().serve();
-            cluster.growth()
-        }),
+        growth,
     });
     let upstreams = front::upstreams(cluster.bootstrap())
         .with_context(|| format!("mock bootstrap list {:?}", cluster.bootstrap()))?;

@@ -55,7 +55,7 @@ pub fn produce_acks(frame: &[u8]) -> Option<i16> {
     }
     if h.api_version >= 9 {
         r.tagged_fields("request header tags").ok()?;
-        compact_nullable(&mut r, "transactional id").ok()?;
+        r.compact_nullable("transactional id").ok()?;
     } else {
         r.nullable_string("transactional id").ok()?;
     }
@@ -106,27 +106,22 @@ fn scan(response: &[u8], version: i16) -> Result<Option<bool>, WireError> {
         r.i32("session id")?;
     }
     let mut records = false;
-    for _ in 0..count(&mut r, flexible, "topics")? {
+    for _ in 0..r.count(flexible, "topics")? {
         if version >= 13 {
             r.take_bytes(16, "topic id")?;
         } else if flexible {
-            compact_nullable(&mut r, "topic")?;
+            r.compact_nullable("topic")?;
         } else {
             r.string("topic")?;
         }
-        for _ in 0..count(&mut r, flexible, "partitions")? {
+        for _ in 0..r.count(flexible, "partitions")? {
             r.i32("partition")?;
             if r.i16("partition error")? != 0 {
                 return Ok(None);
             }
             r.take_bytes(8 * 3, "watermarks")?;
             // Aborted transactions: (producer id, first offset) each, nullable.
-            let aborted = if flexible {
-                r.uvarint("aborted")?.saturating_sub(1)
-            } else {
-                u32::try_from(r.i32("aborted")?).unwrap_or(0)
-            };
-            for _ in 0..aborted {
+            for _ in 0..r.count(flexible, "aborted")? {
                 r.take_bytes(16, "aborted transaction")?;
                 if flexible {
                     r.tagged_fields("aborted tags")?;
@@ -136,7 +131,7 @@ fn scan(response: &[u8], version: i16) -> Result<Option<bool>, WireError> {
                 r.i32("preferred read replica")?;
             }
             let len = if flexible {
-                compact_nullable(&mut r, "records")?.map_or(0, <[u8]>::len)
+                r.compact_nullable("records")?.map_or(0, <[u8]>::len)
             } else {
                 let len = r.i32("records")?;
                 r.take_bytes(usize::try_from(len).unwrap_or(0), "records")?
@@ -152,27 +147,6 @@ fn scan(response: &[u8], version: i16) -> Result<Option<bool>, WireError> {
         }
     }
     Ok(Some(records))
-}
-
-/// An array count: int32, or an unsigned varint of count + 1 in flexible versions (null and
-/// empty both read as 0).
-fn count(r: &mut Reader<'_>, flexible: bool, what: &'static str) -> Result<u32, WireError> {
-    if flexible {
-        Ok(r.uvarint(what)?.saturating_sub(1))
-    } else {
-        Ok(u32::try_from(r.i32(what)?).unwrap_or(0))
-    }
-}
-
-/// A compact nullable string or bytes (unsigned varint length + 1, 0 for null).
-fn compact_nullable<'a>(
-    r: &mut Reader<'a>,
-    what: &'static str,
-) -> Result<Option<&'a [u8]>, WireError> {
-    match r.uvarint(what)? {
-        0 => Ok(None),
-        n => r.take_bytes(n as usize - 1, what).map(Some),
-    }
 }
 
 #[cfg(test)]

@@ -94,11 +94,6 @@ impl Growth {
         self.served.load(Ordering::Acquire)
     }
 
-    /// Whether any topic is growable.
-    pub fn is_empty(&self) -> bool {
-        self.topics().is_empty()
-    }
-
     /// A growable topic's counts.
     pub fn counts(&self, name: &str) -> Option<Counts> {
         self.topics().get(name).copied()
@@ -211,13 +206,15 @@ fn parse_create_partitions(r: &mut Reader<'_>, flex: bool) -> Result<CreateParti
     if flex {
         r.tagged_fields("request header tags")?;
     }
-    let n = read_len(r, flex, "topics")?;
+    let n = r.count(flex, "topics")?;
     let mut topics = Vec::new();
     for _ in 0..n {
-        let name = read_string(r, flex, "topic name")?.ok_or(WireError::Malformed("topic"))?;
+        let name = r
+            .nullable_string_in(flex, "topic name")?
+            .ok_or(WireError::Malformed("topic"))?;
         let count = r.i32("count")?;
         // Assignments: a nullable array of broker-id arrays.
-        for _ in 0..read_len(r, flex, "assignments")? {
+        for _ in 0..r.count(flex, "assignments")? {
             skip_i32s(r, flex)?;
             if flex {
                 r.tagged_fields("assignment tags")?;
@@ -253,19 +250,19 @@ fn rewrite(
         r.i32("throttle")?;
     }
     let mut nodes = Vec::new();
-    for _ in 0..read_len(&mut r, flex, "brokers")? {
+    for _ in 0..r.count(flex, "brokers")? as usize {
         nodes.push(r.i32("node id")?);
-        read_string(&mut r, flex, "host")?;
+        r.nullable_string_in(flex, "host")?;
         r.i32("port")?;
         if version >= 1 {
-            read_string(&mut r, flex, "rack")?;
+            r.nullable_string_in(flex, "rack")?;
         }
         if flex {
             r.tagged_fields("broker tags")?;
         }
     }
     if version >= 2 {
-        read_string(&mut r, flex, "cluster id")?;
+        r.nullable_string_in(flex, "cluster id")?;
     }
     let mut out = Writer::empty().raw(&response[..r.position()]);
     let mut changed = false;
@@ -280,12 +277,12 @@ fn rewrite(
         };
         out = out.i32(real);
     }
-    let topics = read_len(&mut r, flex, "topics")?;
+    let topics = r.count(flex, "topics")? as usize;
     out = array_len(out, flex, topics);
     for _ in 0..topics {
         let start = r.position();
         r.i16("topic error")?;
-        let name = read_string(&mut r, flex, "topic name")?;
+        let name = r.nullable_string_in(flex, "topic name")?;
         if version >= 10 {
             r.take_bytes(16, "topic id")?;
         }
@@ -295,7 +292,7 @@ fn rewrite(
         let head = &response[start..r.position()];
         let limit = name.and_then(|n| visible(&String::from_utf8_lossy(n)));
         let mut kept: Vec<&[u8]> = Vec::new();
-        let partitions = read_len(&mut r, flex, "partitions")?;
+        let partitions = r.count(flex, "partitions")? as usize;
         for _ in 0..partitions {
             let p_start = r.position();
             r.i16("partition error")?;
@@ -336,36 +333,8 @@ fn rewrite(
     Ok(Some(out.raw(r.rest()).finish()))
 }
 
-/// An array length: compact (`N + 1` as a uvarint, 0 for null) in flexible versions, else
-/// `int32` (-1 for null). Null reads as 0.
-fn read_len(r: &mut Reader<'_>, flex: bool, what: &'static str) -> Result<usize, WireError> {
-    let n = if flex {
-        i64::from(r.uvarint(what)?) - 1
-    } else {
-        i64::from(r.i32(what)?)
-    };
-    // Every element takes at least one byte: a longer claim is malformed, not an allocation.
-    let n = usize::try_from(n.max(0)).map_err(|_| WireError::Malformed(what))?;
-    Ok(n)
-}
-
-/// A (nullable) string, compact in flexible versions.
-fn read_string<'a>(
-    r: &mut Reader<'a>,
-    flex: bool,
-    what: &'static str,
-) -> Result<Option<&'a [u8]>, WireError> {
-    if !flex {
-        return r.nullable_string(what);
-    }
-    match r.uvarint(what)? {
-        0 => Ok(None),
-        n => r.take_bytes(n as usize - 1, what).map(Some),
-    }
-}
-
 fn skip_i32s(r: &mut Reader<'_>, flex: bool) -> Result<(), WireError> {
-    let n = read_len(r, flex, "int32 array")?;
+    let n = r.count(flex, "int32 array")? as usize;
     r.take_bytes(
         n.checked_mul(4)
             .ok_or(WireError::Malformed("int32 array"))?,

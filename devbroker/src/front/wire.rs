@@ -148,6 +148,37 @@ impl<'a> Reader<'a> {
         self.take(len, what)
     }
 
+    /// An array count: `int32`, or in flexible versions an unsigned varint of count + 1; null
+    /// (and a negative count) reads as 0.
+    pub fn count(&mut self, flexible: bool, what: &'static str) -> Result<u32, WireError> {
+        if flexible {
+            Ok(self.uvarint(what)?.saturating_sub(1))
+        } else {
+            Ok(u32::try_from(self.i32(what)?).unwrap_or(0))
+        }
+    }
+
+    /// A compact nullable string or bytes (unsigned varint length + 1, 0 for null).
+    pub fn compact_nullable(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, WireError> {
+        match self.uvarint(what)? {
+            0 => Ok(None),
+            n => self.take(n as usize - 1, what).map(Some),
+        }
+    }
+
+    /// A nullable string: compact in flexible versions, else `int16`-prefixed.
+    pub fn nullable_string_in(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<Option<&'a [u8]>, WireError> {
+        if flexible {
+            self.compact_nullable(what)
+        } else {
+            self.nullable_string(what)
+        }
+    }
+
     /// Skips a tagged-field section (flexible versions).
     pub fn tagged_fields(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
         let start = self.pos;

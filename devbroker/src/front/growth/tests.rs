@@ -158,10 +158,10 @@ fn answers(response: &[u8], version: i16) -> Vec<(String, i16, Option<String>)> 
     }
     assert_eq!(r.i32("throttle").unwrap(), 0);
     let mut out = Vec::new();
-    for _ in 0..read_len(&mut r, flex, "n").unwrap() {
-        let name = read_string(&mut r, flex, "name").unwrap().unwrap();
+    for _ in 0..r.count(flex, "n").unwrap() {
+        let name = r.nullable_string_in(flex, "name").unwrap().unwrap();
         let error = r.i16("e").unwrap();
-        let message = read_string(&mut r, flex, "m").unwrap();
+        let message = r.nullable_string_in(flex, "m").unwrap();
         if flex {
             r.tagged_fields("t").unwrap();
         }
