@@ -316,9 +316,15 @@ pub struct PlacementConfig {
     /// load / capacity) by at least this fraction of the most moving one item could narrow
     /// it: equal members holding 8–0 or 3–1 items rebalance, 2–1 do not.
     pub rebalance_threshold: f64,
-    /// At most one rebalancing move per kind in this interval.
+    /// Rebalancing moves of a kind start at most once in this interval.
     #[serde(with = "humantime_serde")]
     pub rebalance_cooldown: Duration,
+    /// Rebalancing starts new moves only while fewer than this many handovers of the kind
+    /// are under way, and up to this many (at least 1). Each move pauses one item for its
+    /// handover (an exactly-once partition: the old owner's release and the new owner's
+    /// producer start); several at once fill a worker that joined a loaded group that many
+    /// times faster.
+    pub rebalance_moves: usize,
     /// Utilisation the desired-replicas figure aims at.
     pub target_utilization: f64,
     /// A handover not released within this long is forced (the item is granted to its
@@ -342,6 +348,7 @@ impl Default for PlacementConfig {
             tick: Duration::from_millis(100),
             rebalance_threshold: 0.3,
             rebalance_cooldown: Duration::from_secs(3),
+            rebalance_moves: 4,
             target_utilization: 0.7,
             handover_timeout: Duration::from_secs(15),
             seq_margin: Duration::from_secs(1),

@@ -12,8 +12,10 @@
 //! 5. an item whose owner no longer accepts work (draining, broker unreachable, wrong group)
 //!    or that sits outside its region while its region has a candidate gets a handover
 //!    request;
-//! 6. at most one rebalancing handover per cooldown when utilisation (assigned load over
-//!    capacity) of a group's members differs by more than the threshold.
+//! 6. when utilisation (assigned load over capacity) of a group's members differs by more
+//!    than the threshold: rebalancing handovers, at most `rebalance_moves` in flight at once
+//!    (counting every move under way) and new ones started at most once per cooldown, each
+//!    chosen on the loads as they will be once the moves under way complete.
 //!
 //! Candidates: alive, accepting members of the item's group; those in the item's region when
 //! there are any, otherwise any region. The best has the lowest utilisation after taking it.
@@ -25,7 +27,7 @@
 
 mod index;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use panoptes_coordinator_client::AssignRecord;
 
@@ -97,8 +99,11 @@ pub enum Action {
 pub struct PlanOptions {
     /// Least narrowing of a utilisation gap (fraction of it) worth a rebalancing move.
     pub rebalance_threshold: f64,
-    /// Minimum time between two rebalancing moves (ms).
+    /// Minimum time between two rounds that start rebalancing moves (ms).
     pub rebalance_cooldown_ms: u64,
+    /// Most handovers in flight at once for a round to start rebalancing moves (at least 1;
+    /// 1: one move at a time).
+    pub rebalance_moves: usize,
     /// Handovers are forced after this long (ms).
     pub handover_timeout_ms: u64,
 }
@@ -124,7 +129,8 @@ impl Planner {
 
     /// Decides what to change now: items in decreasing load order, each either retired,
     /// placed (no live owner), handed over (released), followed (moving) or sent home
-    /// (misplaced); then, when nothing else moves, at most one rebalancing move.
+    /// (misplaced); then, when nothing else changes and fewer than `rebalance_moves` items
+    /// are moving, rebalancing moves up to that many in flight.
     pub fn plan(&mut self, nodes: &[Node], items: &[Item], now_ms: u64) -> Vec<Action> {
         let index = CandidateIndex::new(nodes, items);
         let mut round = Round::new(nodes, items, &index);
@@ -147,13 +153,20 @@ impl Planner {
                 round.send_home_if_misplaced(it);
             }
         }
-        if round.moving == 0
+        let room = self
+            .opts
+            .rebalance_moves
+            .max(1)
+            .saturating_sub(round.moving);
+        if room > 0
             && round.actions.is_empty()
             && now_ms.saturating_sub(self.last_rebalance_ms) >= self.opts.rebalance_cooldown_ms
-            && let Some(a) = self.rebalance(&round, items)
         {
-            self.last_rebalance_ms = now_ms;
-            round.actions.push(a);
+            let moves = self.rebalance(&round, items, room);
+            if !moves.is_empty() {
+                self.last_rebalance_ms = now_ms;
+                round.actions.extend(moves);
+            }
         }
         round.actions
     }
@@ -180,17 +193,51 @@ impl Planner {
             .1
     }
 
-    /// One move between two members of the item's candidates that narrows the gap of their
-    /// utilisations by at least `rebalance_threshold` of the most one item can narrow it (twice
-    /// its utilisation): 8–0 and 3–1 items move, 2–1 does not (it would only mirror the gap);
-    /// the best such move first.
-    fn rebalance<'a>(&self, round: &Round<'a>, items: &'a [Item]) -> Option<Action> {
-        let load = &round.load;
+    /// Up to `room` rebalancing moves, chosen one after the other on the loads as they will
+    /// be: the moves under way counted at their targets, then each chosen move.
+    fn rebalance<'a>(&self, round: &Round<'a>, items: &'a [Item], room: usize) -> Vec<Action> {
+        let mut load = round.load.clone();
+        for it in items.iter().filter(|i| i.active) {
+            let rec = &it.record;
+            if let Some(t) = &rec.target
+                && rec.released != Some(rec.epoch)
+                && round.alive(&rec.owner)
+                && round.by_id.contains_key(t.as_str())
+            {
+                sub(&mut load, &rec.owner, it.load);
+                *load.entry(t.clone()).or_default() += it.load;
+            }
+        }
+        let mut chosen: Vec<Action> = Vec::new();
+        let mut taken = BTreeSet::new();
+        while chosen.len() < room {
+            let Some((it, from, to)) = self.best_move(round, items, &load, &taken) else {
+                break;
+            };
+            sub(&mut load, from, it.load);
+            *load.entry(to.to_string()).or_default() += it.load;
+            taken.insert(it.id.as_str());
+            chosen.push(retarget(it, to, "rebalance"));
+        }
+        chosen
+    }
+
+    /// The best move between two members of the item's candidates (items in `taken` are
+    /// already moving) that narrows the gap of their utilisations by at least
+    /// `rebalance_threshold` of the most one item can narrow it (twice its utilisation): 8–0
+    /// and 3–1 items move, 2–1 does not (it would only mirror the gap).
+    fn best_move<'a>(
+        &self,
+        round: &Round<'a>,
+        items: &'a [Item],
+        load: &BTreeMap<String, f64>,
+        taken: &BTreeSet<&str>,
+    ) -> Option<(&'a Item, &'a str, &'a str)> {
         let util = |n: &Node| load.get(&n.id).copied().unwrap_or(0.0) / n.capacity.max(1e-9);
-        let mut best_move: Option<(f64, &Item, &Node)> = None;
+        let mut best_move: Option<(f64, &Item, &Node, &Node)> = None;
         for it in items
             .iter()
-            .filter(|i| i.active && i.record.target.is_none())
+            .filter(|i| i.active && i.record.target.is_none() && !taken.contains(i.id.as_str()))
         {
             let Some(from) = round
                 .by_id
@@ -220,11 +267,11 @@ impl Planner {
                 if gain >= self.opts.rebalance_threshold
                     && best_move.as_ref().is_none_or(|(g, ..)| gain > *g)
                 {
-                    best_move = Some((gain, it, to));
+                    best_move = Some((gain, it, from, to));
                 }
             }
         }
-        best_move.map(|(_, it, to)| retarget(it, &to.id, "rebalance"))
+        best_move.map(|(_, it, from, to)| (it, from.id.as_str(), to.id.as_str()))
     }
 }
 

@@ -105,6 +105,7 @@ impl Reconciler {
         let opts = PlanOptions {
             rebalance_threshold: cfg.placement.rebalance_threshold,
             rebalance_cooldown_ms: cfg.placement.rebalance_cooldown.as_millis() as u64,
+            rebalance_moves: cfg.placement.rebalance_moves,
             handover_timeout_ms: cfg.placement.handover_timeout.as_millis() as u64,
         };
         let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();

@@ -58,6 +58,7 @@
 //! Production deployments point at Apache Kafka, Redpanda or a managed Kafka; nothing in the
 //! project may depend on behaviour specific to this mock.
 
+pub mod backlog;
 pub mod cli;
 pub mod cluster;
 pub mod control;
@@ -84,6 +85,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let cluster = ClusterHandle::start(i32::from(args.brokers)).context("starting mock cluster")?;
     tracing::info!(brokers = args.brokers, bootstrap = %cluster.bootstrap(), "mock cluster up");
+    let brokers = front::upstreams(cluster.bootstrap())
+        .with_context(|| format!("mock bootstrap list {:?}", cluster.bootstrap()))?;
+    let widened = backlog::widen(&brokers);
+    if widened < brokers.len() {
+        tracing::warn!(
+            widened,
+            brokers = brokers.len(),
+            "could not raise the accept backlog of every mock broker: bursts of connections may wait 1 s"
+        );
+    }
 
     for spec in &wanted {
         let max = growable.iter().find(|g| g.0 == spec.name).map(|g| g.2);

@@ -49,7 +49,7 @@ pub struct WorkerMetrics {
     pub frame_age: Histogram,
     /// Frames stamped over 1 s ahead of the worker's cluster clock (an ingest node off it).
     pub frames_from_future: IntCounter,
-    /// Consumer lag per owned partition (high watermark − position).
+    /// Consumer lag per owned partition (end offset − position).
     pub lag: IntGaugeVec,
     /// Frames in flight per owned partition (consumed, not yet done).
     pub in_flight: IntGaugeVec,
@@ -203,7 +203,7 @@ impl WorkerMetrics {
             )?,
             lag: r.partition_gauge(
                 "panoptes_worker_partition_lag",
-                "Records behind the high watermark, per owned partition.",
+                "Records behind the end of the partition (its last stable offset), per owned partition.",
             )?,
             in_flight: r.partition_gauge(
                 "panoptes_worker_partition_in_flight",

@@ -107,5 +107,18 @@ fn overload_skips_stale_frames_with_flat_memory() -> Result<()> {
         rss_max < rss2 + 32 * 1024,
         "RSS peak grew from {rss2} to {rss_max} KiB between the second and third identical bursts"
     );
+    // Every frame was answered, so each partition's lag (end offset from the broker minus
+    // the position, refreshed every 2 s) comes to 0 and stays a real reading.
+    panoptes_testkit::wait_until("lag 0 on both partitions", Duration::from_secs(6), || {
+        let m = worker.metrics();
+        (0..2)
+            .all(|p| {
+                metric_value(
+                    &m,
+                    &format!("panoptes_worker_partition_lag{{partition=\"{p}\"}}"),
+                ) == Some(0.0)
+            })
+            .then_some(())
+    })?;
     Ok(())
 }

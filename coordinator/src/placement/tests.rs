@@ -37,6 +37,7 @@ fn planner() -> Planner {
     Planner::new(PlanOptions {
         rebalance_threshold: 0.3,
         rebalance_cooldown_ms: 1000,
+        rebalance_moves: 1,
         handover_timeout_ms: 5000,
     })
 }
@@ -148,6 +149,64 @@ fn rebalance_moves_one_item_to_the_idle_member_and_respects_the_cooldown() {
     balanced[0].record.owner = "b".into();
     balanced[1].record.owner = "b".into();
     assert!(p.plan(&nodes, &balanced, 20_000).is_empty());
+}
+
+#[test]
+fn rebalance_starts_several_moves_counting_those_under_way_at_their_targets() {
+    let nodes = vec![node("a", "eu", 100.0), node("b", "eu", 100.0)];
+    let mut items = eu_items(12, 5.0, "a", 1);
+    let mut p = planner();
+    p.opts.rebalance_moves = 4;
+    let targets = |acts: &[Action]| -> Vec<String> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Retarget {
+                    item,
+                    target,
+                    reason: "rebalance",
+                    ..
+                } if target == "b" => Some(item.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = p.plan(&nodes, &items, 10_000);
+    assert_eq!(targets(&first).len(), 4, "{first:?}");
+    assert_eq!(first.len(), 4, "{first:?}");
+    // The four are under way: nothing more until one completes, cooldown or not.
+    for it in items.iter_mut().filter(|i| targets(&first).contains(&i.id)) {
+        it.record.target = Some("b".into());
+    }
+    assert!(p.plan(&nodes, &items, 11_500).is_empty());
+    // Three of them landed on b, one still moving: room for three more, but only two start,
+    // since 12 items split 6-6 once the move under way completes (a: 12 - 4 - 2 = 6).
+    for (k, it) in items
+        .iter_mut()
+        .filter(|i| i.record.target.is_some())
+        .enumerate()
+    {
+        if k < 3 {
+            it.record.owner = "b".into();
+            it.record.target = None;
+            it.record.epoch += 1;
+        }
+    }
+    let second = p.plan(&nodes, &items, 13_000);
+    assert_eq!(targets(&second).len(), 2, "{second:?}");
+    for it in items
+        .iter_mut()
+        .filter(|i| targets(&second).contains(&i.id))
+    {
+        it.record.target = Some("b".into());
+    }
+    // Every move landed: 6-6, balanced.
+    for it in items.iter_mut().filter(|i| i.record.target.is_some()) {
+        it.record.owner = "b".into();
+        it.record.target = None;
+        it.record.epoch += 1;
+    }
+    assert_eq!(items.iter().filter(|i| i.record.owner == "b").count(), 6);
+    assert!(p.plan(&nodes, &items, 14_500).is_empty());
 }
 
 #[test]

@@ -199,6 +199,9 @@ pub struct ConsumerLoop {
 /// Longest sleep of the consumer thread (commands, commits and lag are looked at this often).
 pub const POLL: Duration = Duration::from_millis(50);
 
+/// Longest wait for the end offsets of the lag (one broker round trip, every 2 s).
+const LAG_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Records read from one partition's queue before the thread turns to the next partition.
 const BURST: usize = 64;
 
@@ -477,23 +480,49 @@ impl ConsumerLoop {
         let _ = m.frames.remove_label_values(&[&l]);
     }
 
+    /// Lag of every owned partition: its end offset (the last stable offset, as the consumer
+    /// reads `read_committed`) minus its position. One ListOffsets round trip for all of
+    /// them, at most [`LAG_TIMEOUT`]: `fetch_watermarks` per partition made two round trips
+    /// each, one after the other, and held this thread (and with it every partition start
+    /// waiting for its `Command::Add`) for ~1.8 s of every 2 s at 64 partitions
+    /// (docs/benchmarks.md, "At 64 partitions per worker").
     fn update_lag(&self, c: &Consumed) {
+        if c.parts.is_empty() {
+            return;
+        }
         let Ok(positions) = self.consumer.position() else {
             return;
         };
-        for s in c.parts.values().map(|o| &o.state) {
-            let Ok((_, high)) = self.consumer.fetch_watermarks(
-                &self.topic,
-                s.partition,
-                Duration::from_millis(200),
-            ) else {
-                continue;
-            };
-            if let Some(Offset::Offset(pos)) = positions
-                .find_partition(&self.topic, s.partition)
-                .map(|e| e.offset())
+        let mut latest = TopicPartitionList::new();
+        for &p in c.parts.keys() {
+            if latest
+                .add_partition_offset(&self.topic, p, Offset::End)
+                .is_err()
             {
-                let lag = (high - pos).max(0);
+                return;
+            }
+        }
+        let ends = match self.consumer.offsets_for_times(latest, LAG_TIMEOUT) {
+            Ok(ends) => ends,
+            Err(e) => {
+                tracing::debug!(error = %e, "end offsets for the lag");
+                return;
+            }
+        };
+        let offset_of = |tpl: &TopicPartitionList, p: i32| match tpl
+            .find_partition(&self.topic, p)
+            .filter(|e| e.error().is_ok())
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        for s in c.parts.values().map(|o| &o.state) {
+            if let (Some(end), Some(pos)) = (
+                offset_of(&ends, s.partition),
+                offset_of(&positions, s.partition),
+            ) {
+                let lag = (end - pos).max(0);
                 s.lag.store(lag, Ordering::Relaxed);
                 self.metrics
                     .lag

@@ -76,7 +76,7 @@ pub struct PartitionState {
     pub consumed: AtomicU64,
     /// Load consumed by this run, in thousandths of a load unit (one 640×360 frame = 1000).
     pub load_milli: AtomicU64,
-    /// Last measured lag (records behind the high watermark), -1 until measured.
+    /// Last measured lag (records behind the end offset), -1 until measured.
     pub lag: AtomicI64,
     /// Frames consumed and not yet done (acknowledged by the broker in at-least-once mode,
     /// handed to the transactional producer in exactly-once mode). The consumer stops
