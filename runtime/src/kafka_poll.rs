@@ -334,6 +334,13 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         let queue = EventQueue::enable(producer.client(), event_end.as_raw_fd());
+        // librdkafka writes the IO event only when the queue goes from empty to one event.
+        // On a busy machine the failed connection's error event may already wait there, and
+        // the report would then queue behind it with no wake-up: serve what came before,
+        // as the poll thread does.
+        while queue.len() > 0 {
+            producer.poll(Duration::ZERO);
+        }
         producer
             .send(BaseRecord::<str, str>::to("t").payload("x"))
             .map_err(|(e, _)| e)
