@@ -357,6 +357,18 @@ impl Default for PlacementConfig {
     }
 }
 
+impl PlacementConfig {
+    /// The options placement's pure core plans with.
+    pub fn plan_options(&self) -> crate::placement::PlanOptions {
+        crate::placement::PlanOptions {
+            rebalance_threshold: self.rebalance_threshold,
+            rebalance_cooldown_ms: self.rebalance_cooldown.as_millis() as u64,
+            rebalance_moves: self.rebalance_moves,
+            handover_timeout_ms: self.handover_timeout.as_millis() as u64,
+        }
+    }
+}
+
 /// `[recovery]`: what the coordinator does when Redis comes back without its writes
 /// (`docs/coordinator.md`, "Epochs that never go backwards"). Epochs, the fencing token and
 /// a copy of the registry are always remembered in memory; these settings keep them across

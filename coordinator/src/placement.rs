@@ -204,8 +204,7 @@ impl Planner {
                 && round.alive(&rec.owner)
                 && round.by_id.contains_key(t.as_str())
             {
-                sub(&mut load, &rec.owner, it.load);
-                *load.entry(t.clone()).or_default() += it.load;
+                shift(&mut load, &rec.owner, t, it.load);
             }
         }
         let mut chosen: Vec<Action> = Vec::new();
@@ -214,8 +213,7 @@ impl Planner {
             let Some((it, from, to)) = self.best_move(round, items, &load, &taken) else {
                 break;
             };
-            sub(&mut load, from, it.load);
-            *load.entry(to.to_string()).or_default() += it.load;
+            shift(&mut load, from, to, it.load);
             taken.insert(it.id.as_str());
             chosen.push(retarget(it, to, "rebalance"));
         }
@@ -406,6 +404,12 @@ fn sub(load: &mut BTreeMap<String, f64>, id: &str, l: f64) {
     if let Some(v) = load.get_mut(id) {
         *v -= l;
     }
+}
+
+/// Moves `l` of load from `from` to `to`.
+fn shift(load: &mut BTreeMap<String, f64>, from: &str, to: &str, l: f64) {
+    sub(load, from, l);
+    *load.entry(to.to_string()).or_default() += l;
 }
 
 fn grant(it: &Item, owner: &str, reason: &'static str) -> Action {

@@ -41,7 +41,7 @@ use crate::config::CoordinatorConfig;
 use crate::cost::CostBook;
 use crate::degrade::Degradation;
 use crate::metrics::CoordinatorMetrics;
-use crate::placement::{Action, Node, PlanOptions, Planner};
+use crate::placement::{Action, Node, Planner};
 use crate::recovery::{self, HighWater};
 use crate::state::items::{camera_items, partition_items};
 use crate::state::{Snapshot, StateReader, prune};
@@ -102,12 +102,7 @@ pub struct Reconciler {
 impl Reconciler {
     /// A reconciler with no history.
     pub fn new(cfg: Arc<CoordinatorConfig>, metrics: CoordinatorMetrics) -> Self {
-        let opts = PlanOptions {
-            rebalance_threshold: cfg.placement.rebalance_threshold,
-            rebalance_cooldown_ms: cfg.placement.rebalance_cooldown.as_millis() as u64,
-            rebalance_moves: cfg.placement.rebalance_moves,
-            handover_timeout_ms: cfg.placement.handover_timeout.as_millis() as u64,
-        };
+        let opts = cfg.placement.plan_options();
         let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
         Self {
             degradation: Degradation::new(cfg.degrade.clone(), metrics.degrade.clone()),

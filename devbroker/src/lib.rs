@@ -116,7 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Kept alive until the process stops: dropping a front closes its listener.
     let (fronts, bootstrap) = if args.fronted() {
-        start_fronts(&args, &cluster).await?
+        start_fronts(&args, &cluster, brokers).await?
     } else {
         (Vec::new(), cluster.bootstrap().to_string())
     };
@@ -147,13 +147,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts one front per broker (secure with `--tls-*`, `--sasl-*`; where `--listen` and
-/// `--front-port` say) and makes each broker advertise its front (under `--advertise-host`),
-/// so clients that bootstrap from the fronts stay on them. Returns the fronts and the
-/// bootstrap list clients use.
+/// Starts one front per mock broker (`upstreams`, in bootstrap order; secure with `--tls-*`,
+/// `--sasl-*`; where `--listen` and `--front-port` say) and makes each broker advertise its
+/// front (under `--advertise-host`), so clients that bootstrap from the fronts stay on them.
+/// Returns the fronts and the bootstrap list clients use.
 async fn start_fronts(
     args: &Args,
     cluster: &ClusterHandle,
+    upstreams: Vec<std::net::SocketAddr>,
 ) -> anyhow::Result<(Vec<front::Front>, String)> {
     panoptes_runtime::tls::install_crypto_provider();
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -190,8 +191,6 @@ async fn start_fronts(
         prompt_fetch: args.prompt_fetch,
         growth,
     });
-    let upstreams = front::upstreams(cluster.bootstrap())
-        .with_context(|| format!("mock bootstrap list {:?}", cluster.bootstrap()))?;
     let mut fronts = Vec::with_capacity(upstreams.len());
     let mut bootstrap = Vec::with_capacity(upstreams.len());
     for (id, upstream) in (1u8..).zip(upstreams) {
